@@ -1,0 +1,36 @@
+# Fresh-machine contract: only python, pip and venv are needed.
+PYTHON ?= python3
+VENV ?= .venv
+# The CPU build of torch is what this machine's pip serves quickly; users elsewhere override,
+# e.g. `make install TORCH_SPEC='torch>=2.2'` or TF_SPEC='tensorflow[and-cuda]'.
+TORCH_SPEC ?= torch==2.13.0
+TF_SPEC ?= tensorflow-cpu==2.21.0
+EXTRAS ?= test,bench,docs
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test bench docs clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install "$(TORCH_SPEC)" "$(TF_SPEC)" -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/dasktrain demo --out report/
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/asv machine --yes
+	$(BIN)/asv run --python=same --quick --show-stderr
+
+docs: $(STAMP)
+	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
+
+clean:
+	rm -rf $(VENV) docs/_build report .asv

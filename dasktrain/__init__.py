@@ -1,0 +1,70 @@
+"""dasktrain: train image models on Dask and compare a distributed run against a local run.
+
+Importing ``dasktrain`` is light: the public names below are loaded on first use, and nothing
+heavy (torch, tensorflow, dask-cuda) is imported until a feature needs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from . import _config  # noqa: F401  (registers the dask.config defaults)
+from .exceptions import DasktrainError
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY = {
+    "connect": "dasktrain.cluster",
+    "read_images": "dasktrain.images",
+    "ImageSet": "dasktrain.images",
+    "CNNFeatures": "dasktrain.features",
+    "KerasFeatures": "dasktrain.features",
+    "HOGFeatures": "dasktrain.features",
+    "HistogramFeatures": "dasktrain.features",
+    "save_features": "dasktrain.features",
+    "load_features": "dasktrain.features",
+    "KMeans": "dasktrain.models",
+    "XGBClassifier": "dasktrain.models",
+    "XGBRegressor": "dasktrain.models",
+    "LogisticRegression": "dasktrain.models",
+    "GaussianNB": "dasktrain.models",
+    "MLPClassifier": "dasktrain.models",
+    "cross_validate": "dasktrain.models",
+    "ResourceMonitor": "dasktrain.monitor",
+    # The module is `comparison`, not `compare`: a submodule named like the function would
+    # replace `dasktrain.compare` with the module as soon as it is imported.
+    "compare": "dasktrain.comparison",
+    "Results": "dasktrain.comparison",
+}
+_SUBMODULES = {
+    "cluster",
+    "comparison",
+    "datasets",
+    "ddp",
+    "exceptions",
+    "features",
+    "images",
+    "metrics",
+    "models",
+    "monitor",
+    "report",
+    "testing",
+}
+
+__all__ = sorted(set(_LAZY) | _SUBMODULES | {"DasktrainError", "__version__"})
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"dasktrain.{name}")
+    else:
+        raise AttributeError(f"module 'dasktrain' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,103 @@
+"""Optional imports and hardware probes.
+
+Heavy or optional packages (torch, tensorflow, dask-cuda, nvidia-ml-py) are imported only
+where they are used, through :func:`import_optional`, so that ``import dasktrain`` stays light
+and a missing package says which extra to install.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import shutil
+import subprocess
+import sys
+
+from .exceptions import OptionalDependencyError
+
+# Which extra provides which importable module.
+_EXTRAS = {
+    "torch": "torch",
+    "tensorflow": "tensorflow",
+    "keras": "tensorflow",
+    "dask_cuda": "gpu",
+    "pynvml": "gpu",
+    "asv": "bench",
+}
+
+
+def import_optional(name, extra=None):
+    """Import an optional module or raise an ImportError that names the extra to install.
+
+    Parameters
+    ----------
+    name : str
+        Importable module name, e.g. ``"torch"``.
+    extra : str, optional
+        The dasktrain extra that installs it; looked up from ``name`` when omitted.
+
+    Returns
+    -------
+    module
+
+    Raises
+    ------
+    OptionalDependencyError
+        A subclass of ImportError whose message names ``pip install 'dasktrain[extra]'``.
+    """
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        extra = extra or _EXTRAS.get(name.split(".")[0], "all")
+        raise OptionalDependencyError(
+            f"{name!r} is required for this feature but could not be imported ({exc}). "
+            f"Install it with: pip install 'dasktrain[{extra}]'"
+        ) from exc
+
+
+@functools.lru_cache(maxsize=1)
+def gpu_count():
+    """Number of NVIDIA GPUs visible to this process, without importing torch or dask_cuda.
+
+    Uses NVML when nvidia-ml-py is installed, otherwise ``nvidia-smi -L``; returns 0 when
+    neither finds a device. (``import dask_cuda`` fails on machines without CUDA, so this
+    probe must come first.)
+    """
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return int(pynvml.nvmlDeviceGetCount())
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:
+        pass
+    if "torch" in sys.modules:
+        try:
+            return int(sys.modules["torch"].cuda.device_count())
+        except Exception:
+            pass
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return 0
+    try:
+        out = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+
+
+def has_gpu():
+    """True when at least one NVIDIA GPU is visible."""
+    return gpu_count() > 0
+
+
+def cpu_count():
+    """CPUs this process may run on (respects affinity / containers where the OS reports it)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1

@@ -1,0 +1,179 @@
+"""Dask-aware input checks whose messages say how to fix the problem.
+
+One home for the checks every layer needs: engine names, known chunk sizes, shapes, finite
+values and label lengths. numpy and dask inputs are both accepted; a dask check that must look
+at the values (NaN/inf) computes a single boolean reduction, never the array itself.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .exceptions import ValidationError
+
+ENGINES = ("auto", "local", "dask")
+
+
+def is_dask_collection(x):
+    """True for a dask array / dataframe / series (without importing dask for numpy input)."""
+    try:
+        from dask.base import is_dask_collection as _is
+    except ImportError:  # pragma: no cover - dask is a core dependency
+        return False
+    return _is(x)
+
+
+def check_engine(engine, *, allowed=ENGINES, name="engine"):
+    """Validate an engine name and return it.
+
+    Raises
+    ------
+    ValidationError
+        Naming the bad value and the allowed ones.
+    """
+    if not isinstance(engine, str) or engine not in allowed:
+        raise ValidationError(
+            f"{name}={engine!r} is not a known engine; use one of {', '.join(map(repr, allowed))}."
+        )
+    return engine
+
+
+def resolve_engine(engine, *inputs, allowed=ENGINES):
+    """Resolve ``engine="auto"`` from the inputs: any dask collection -> ``"dask"``, else ``"local"``.
+
+    An explicit ``"local"`` or ``"dask"`` is returned unchanged: that is what a comparison needs.
+    """
+    engine = check_engine(engine, allowed=allowed)
+    if engine != "auto":
+        return engine
+    return "dask" if any(is_dask_collection(x) for x in inputs if x is not None) else "local"
+
+
+def check_known_chunks(X, name="X"):
+    """Raise when a dask array has unknown (NaN) chunk sizes, saying how to fix it."""
+    chunks = getattr(X, "chunks", None)
+    if chunks is None or not is_dask_collection(X):
+        return X
+    if any(np.isnan(c) for dim in chunks for c in dim):
+        raise ValidationError(
+            f"{name} is a dask array with unknown chunk sizes (chunks={chunks!r}). "
+            f"Call `{name} = {name}.compute_chunk_sizes()` first, or build it from a dataframe "
+            "with `.to_dask_array(lengths=True)`."
+        )
+    return X
+
+
+def n_samples(X, name="X"):
+    """Number of rows of a numpy or dask array (chunk sizes must be known)."""
+    check_known_chunks(X, name)
+    shape = getattr(X, "shape", None)
+    if shape is None:
+        return len(X)
+    if len(shape) == 0:
+        raise ValidationError(f"{name} must have at least one dimension, got a scalar.")
+    return int(shape[0])
+
+
+def check_array(X, *, name="X", ndim=None, min_samples=1, allow_nan=False, dtype=None):
+    """Validate a numpy or dask array and return it (numpy input becomes an ndarray).
+
+    Parameters
+    ----------
+    X : array-like or dask array
+    name : str
+        Argument name used in messages.
+    ndim : int or tuple of int, optional
+        Allowed number of dimensions.
+    min_samples : int
+        Smallest allowed number of rows.
+    allow_nan : bool
+        When False, NaN and inf raise. For a dask array this computes one boolean reduction.
+    dtype : numpy dtype, optional
+        Cast to this dtype (lazily for dask).
+
+    Raises
+    ------
+    ValidationError
+        For unknown chunk sizes, the wrong number of dimensions, too few samples, non-numeric
+        dtype, NaN or inf.
+    """
+    if X is None:
+        raise ValidationError(f"{name} is None; pass an array of shape (n_samples, ...).")
+    if is_dask_collection(X):
+        if not hasattr(X, "chunks"):
+            raise ValidationError(
+                f"{name} is a dask {type(X).__name__}; pass a dask array "
+                f"(`{name}.to_dask_array(lengths=True)`)."
+            )
+        check_known_chunks(X, name)
+    else:
+        X = np.asarray(X)
+    ndims = (ndim,) if isinstance(ndim, numbers.Integral) else ndim
+    if ndims is not None and X.ndim not in ndims:
+        want = " or ".join(str(d) for d in ndims)
+        raise ValidationError(
+            f"{name} must be {want}-dimensional, got shape {tuple(X.shape)!r} ({X.ndim}-d)."
+        )
+    if X.ndim == 0:
+        raise ValidationError(f"{name} must be an array, got a scalar {X!r}.")
+    if X.dtype.kind not in "biuf":
+        raise ValidationError(
+            f"{name} must be numeric, got dtype {X.dtype!s}; convert it with `.astype('float32')`."
+        )
+    if X.shape[0] < min_samples:
+        raise ValidationError(
+            f"{name} has {X.shape[0]} samples; at least {min_samples} are required."
+        )
+    if dtype is not None and X.dtype != dtype:
+        X = X.astype(dtype)
+    if not allow_nan and X.dtype.kind == "f":
+        finite = X if not is_dask_collection(X) else None
+        if finite is not None:
+            ok = bool(np.isfinite(X).all())
+        else:
+            import dask.array as da
+
+            ok = bool(da.isfinite(X).all().compute())
+        if not ok:
+            raise ValidationError(
+                f"{name} contains NaN or infinite values; drop or impute them first "
+                "(for example sklearn.impute.SimpleImputer)."
+            )
+    return X
+
+
+def check_consistent_length(X, y, *, x_name="X", y_name="y"):
+    """Raise when X and y have different numbers of samples."""
+    nx, ny = n_samples(X, x_name), n_samples(y, y_name)
+    if nx != ny:
+        raise ValidationError(
+            f"{x_name} has {nx} samples but {y_name} has {ny}; they must have the same length."
+        )
+
+
+def check_classification_targets(y, *, name="y", min_classes=2):
+    """Return the sorted unique labels; raise when there are fewer than ``min_classes``.
+
+    For a dask ``y`` this computes the unique labels (small) rather than the array.
+    """
+    if is_dask_collection(y):
+        import dask.array as da
+
+        classes = da.unique(y).compute()
+    else:
+        classes = np.unique(np.asarray(y))
+    if len(classes) < min_classes:
+        raise ValidationError(
+            f"{name} has {len(classes)} class(es) ({classes.tolist()!r}); a classifier needs at "
+            f"least {min_classes}. Check the labels or the data split."
+        )
+    return classes
+
+
+def check_positive_int(value, name, *, minimum=1):
+    """Return ``value`` if it is an integer >= ``minimum``; raise naming the argument otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValidationError(f"{name}={value!r} must be an integer >= {minimum}.")
+    return int(value)

@@ -1,0 +1,180 @@
+"""connect(): one way to get a Dask client, from an address, an existing client, or a new cluster."""
+
+from __future__ import annotations
+
+import logging
+
+from . import _config
+from ._compat import cpu_count, gpu_count, import_optional
+from .exceptions import ClusterConnectionError, ValidationError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["connect", "DasktrainClient"]
+
+
+def _client_class():
+    # Import distributed lazily: `import dasktrain` must stay light.
+    from distributed import Client
+
+    class DasktrainClient(Client):
+        """A :class:`distributed.Client` that also closes the cluster dasktrain created for it.
+
+        Closing it (or leaving its ``with`` block) closes the client and, when ``connect``
+        started a local cluster, that cluster too. A remote cluster is never shut down.
+        """
+
+        _dasktrain_cluster = None
+
+        def close(self, *args, **kwargs):
+            result = super().close(*args, **kwargs)
+            cluster, self._dasktrain_cluster = self._dasktrain_cluster, None
+            if cluster is not None:
+                cluster.close()
+            return result
+
+    return DasktrainClient
+
+
+def __getattr__(name):
+    if name == "DasktrainClient":
+        return _client_class()
+    raise AttributeError(name)
+
+
+_CLIENT_CLASS = None
+
+
+def _get_client_class():
+    global _CLIENT_CLASS
+    if _CLIENT_CLASS is None:
+        _CLIENT_CLASS = _client_class()
+    return _CLIENT_CLASS
+
+
+def _check_gpu(gpu):
+    if gpu not in ("auto", True, False):
+        raise ValidationError(f"gpu={gpu!r} must be 'auto', True or False.")
+    n = gpu_count()
+    if gpu is True and n == 0:
+        raise ClusterConnectionError(
+            "gpu=True but no NVIDIA GPU is visible (NVML and nvidia-smi found none); "
+            "use gpu='auto' or gpu=False on this machine."
+        )
+    if gpu is False or n == 0:
+        return 0
+    return n
+
+
+def connect(
+    address=None,
+    *,
+    n_workers=None,
+    threads_per_worker=None,
+    memory_limit="auto",
+    gpu="auto",
+    dashboard_address=None,
+    security=None,
+    timeout=None,
+):
+    """Return a Dask client: pass one through, connect to a scheduler, or start a local cluster.
+
+    Parameters
+    ----------
+    address : None, str or distributed.Client
+        ``None`` starts a ``LocalCluster(processes=True)`` sized to this machine (or a
+        ``dask_cuda.LocalCUDACluster`` with one worker per GPU, see ``gpu``). A string such as
+        ``"tcp://10.0.0.5:8786"`` or ``"tls://..."`` connects to a running scheduler. An existing
+        :class:`distributed.Client` is returned unchanged (``connect(c) is c``) and stays the
+        caller's to close.
+    n_workers, threads_per_worker : int, optional
+        Local cluster size. By default one single-threaded worker per CPU, which is what CPU
+        deep-learning and the fair local-vs-dask comparison want (one core per process).
+    memory_limit : str or int
+        Per-worker memory limit of a local cluster (Dask's ``"auto"`` by default).
+    gpu : {"auto", True, False}
+        ``"auto"`` starts a ``LocalCUDACluster`` when a GPU and dask-cuda are present; ``True``
+        requires one; ``False`` never uses it. ``dask_cuda`` is only imported when a GPU is seen.
+    dashboard_address : str, optional
+        Where the dashboard listens; ``dasktrain.dashboard-address`` (``"127.0.0.1:8787"``) by
+        default, loopback only. When the port is taken the dashboard moves to a free port.
+    security : distributed.security.Security, optional
+        TLS settings for ``tls://`` addresses.
+    timeout : str or float, optional
+        How long to wait for a remote scheduler (``dasktrain.connect-timeout``, 10 s).
+
+    Returns
+    -------
+    distributed.Client
+        Its ``dashboard_link`` gives the dashboard URL, which is also logged. Used as a context
+        manager, it closes only what ``connect`` created: the client, plus the local cluster if
+        one was started; a remote cluster keeps running.
+
+    Raises
+    ------
+    ClusterConnectionError
+        When the scheduler cannot be reached within ``timeout`` (the message names the address).
+    ValidationError
+        For a bad ``gpu`` value or address type.
+    """
+    from distributed import Client
+
+    if isinstance(address, Client):
+        return address
+    Klass = _get_client_class()
+    timeout = timeout if timeout is not None else _config.get("connect-timeout")
+    if address is not None:
+        if not isinstance(address, str):
+            raise ValidationError(
+                f"address={address!r} must be None, a scheduler address string "
+                "('tcp://host:8786', 'tls://host:8786') or a distributed.Client."
+            )
+        try:
+            client = Klass(address, security=security, timeout=timeout, set_as_default=True)
+        except (OSError, TimeoutError) as exc:
+            raise ClusterConnectionError(
+                f"could not reach the Dask scheduler at {address!r} within {timeout} ({exc}). "
+                "Check that the scheduler is running and the address/port and TLS settings are right."
+            ) from exc
+        logger.info("connected to %s; dashboard: %s", address, client.dashboard_link)
+        return client
+
+    dashboard_address = dashboard_address or _config.get("dashboard-address")
+    n_gpus = _check_gpu(gpu)
+    if n_gpus:
+        dask_cuda = import_optional("dask_cuda", "gpu")
+        cluster = dask_cuda.LocalCUDACluster(
+            host="127.0.0.1",
+            dashboard_address=dashboard_address,
+            threads_per_worker=threads_per_worker or 1,
+            memory_limit=memory_limit,
+            security=security,
+        )
+    else:
+        from distributed import LocalCluster
+
+        n_workers = n_workers or (cpu_count() if threads_per_worker in (None, 1) else None)
+        if n_workers is None:
+            n_workers = max(1, cpu_count() // threads_per_worker)
+        cluster = LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=threads_per_worker or 1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=dashboard_address,
+            memory_limit=memory_limit,
+            security=security,
+        )
+    try:
+        client = Klass(cluster, security=security, set_as_default=True)
+    except BaseException:
+        cluster.close()
+        raise
+    client._dasktrain_cluster = cluster
+    logger.info(
+        "started %s with %d workers; dashboard: %s",
+        type(cluster).__name__,
+        len(cluster.workers),
+        client.dashboard_link,
+    )
+    return client

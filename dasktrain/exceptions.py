@@ -1,0 +1,63 @@
+"""Exceptions and warnings raised by dasktrain.
+
+Every error names the bad value, the file or argument, and how to fix it. Each class below says
+in one line when it is raised, so a user can catch exactly what they mean to handle.
+"""
+
+__all__ = [
+    "DasktrainError",
+    "ValidationError",
+    "DatasetLayoutError",
+    "ImageReadError",
+    "ClusterConnectionError",
+    "OptionalDependencyError",
+    "WeightsError",
+    "DDPError",
+    "WorkloadError",
+    "DasktrainWarning",
+    "SkippedFilesWarning",
+]
+
+
+class DasktrainError(Exception):
+    """Base class of every exception dasktrain raises on purpose."""
+
+
+class ValidationError(DasktrainError, ValueError):
+    """Raised when an argument or an input array is invalid (shape, dtype, NaN, engine name...)."""
+
+
+class DatasetLayoutError(ValidationError):
+    """Raised when an image folder has the wrong layout (empty, no class folders, one class)."""
+
+
+class ImageReadError(DasktrainError, OSError):
+    """Raised when files that claim to be images cannot be decoded and ``errors="raise"``."""
+
+
+class ClusterConnectionError(DasktrainError, OSError):
+    """Raised when a Dask scheduler cannot be reached or a cluster cannot be started."""
+
+
+class OptionalDependencyError(DasktrainError, ImportError):
+    """Raised when an optional package (torch, tensorflow, dask-cuda...) is missing; names the extra."""
+
+
+class WeightsError(ValidationError):
+    """Raised when model weights are missing, unreadable, or do not match the backbone."""
+
+
+class DDPError(DasktrainError, RuntimeError):
+    """Raised when a DistributedDataParallel job fails: names the rank, worker and stderr tail."""
+
+
+class WorkloadError(ValidationError):
+    """Raised when a comparison is given an unknown workload, an empty data set or bad prices."""
+
+
+class DasktrainWarning(UserWarning):
+    """Base class of dasktrain's warnings (the test suite turns them into errors)."""
+
+
+class SkippedFilesWarning(DasktrainWarning):
+    """Warned when files were left out because the user asked to skip unreadable input."""

@@ -1,0 +1,60 @@
+"""Shared fixtures: one real LocalCluster for the session (processes, 2 workers x 1 thread)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Keep BLAS/torch from oversubscribing the 2 cores the tests share with the cluster.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """A real LocalCluster: processes, 2 workers, 1 thread each, dashboard on a free port."""
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+        memory_limit="4GiB",
+    ) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def client(cluster):
+    """A client on the session cluster. Tests must not kill or restart its workers."""
+    from distributed import Client
+
+    with Client(cluster, set_as_default=False) as client:
+        yield client
+
+
+@pytest.fixture
+def as_default(client):
+    """Make the session client the default one (for code that resolves get_client())."""
+    with client.as_current():
+        yield client
+
+
+@pytest.fixture(scope="session")
+def has_gpu():
+    from dasktrain._compat import has_gpu
+
+    return has_gpu()
+
+
+def pytest_collection_modifyitems(config, items):
+    from dasktrain._compat import has_gpu
+
+    if has_gpu():
+        return
+    skip = pytest.mark.skip(reason="no NVIDIA GPU on this machine (GPU paths run on a lent GPU)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
