@@ -1,0 +1,45 @@
+"""Helpers for testing dasktrain and code built on it: engine parity and small deterministic data."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._validation import is_dask_collection
+
+__all__ = ["to_numpy", "assert_engines_equal", "make_blobs"]
+
+
+def to_numpy(x):
+    """Compute a dask collection (or pass a numpy array) and return a numpy array."""
+    if is_dask_collection(x):
+        x = x.compute()
+    return np.asarray(x)
+
+
+def assert_engines_equal(local, dask, *, atol=0.0, rtol=0.0, err_msg=""):
+    """Assert a local-engine result and a dask-engine result are equal (bit for bit by default).
+
+    The dask side may be lazy: it is computed here. Shapes and dtypes must match too.
+    """
+    a, b = to_numpy(local), to_numpy(dask)
+    assert a.shape == b.shape, f"shapes differ: local {a.shape} vs dask {b.shape}. {err_msg}"
+    assert a.dtype == b.dtype, f"dtypes differ: local {a.dtype} vs dask {b.dtype}. {err_msg}"
+    if atol == 0 and rtol == 0:
+        np.testing.assert_array_equal(a, b, err_msg=err_msg)
+    else:
+        np.testing.assert_allclose(a, b, atol=atol, rtol=rtol, err_msg=err_msg)
+
+
+def make_blobs(n_samples=1000, n_features=8, centers=3, *, chunks=None, random_state=0):
+    """Deterministic Gaussian blobs as numpy, or as a dask array when ``chunks`` is given."""
+    from sklearn.datasets import make_blobs as _blobs
+
+    X, y = _blobs(
+        n_samples=n_samples, n_features=n_features, centers=centers, random_state=random_state
+    )
+    X = X.astype(np.float64)
+    if chunks is None:
+        return X, y
+    import dask.array as da
+
+    return da.from_array(X, chunks=(chunks, n_features)), da.from_array(y, chunks=chunks)
