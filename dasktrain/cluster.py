@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from distributed import Client
+
 from . import _config
 from ._compat import cpu_count, gpu_count, import_optional
 from .exceptions import ClusterConnectionError, ValidationError
@@ -13,43 +15,21 @@ logger = logging.getLogger(__name__)
 __all__ = ["connect", "DasktrainClient"]
 
 
-def _client_class():
-    # Import distributed lazily: `import dasktrain` must stay light.
-    from distributed import Client
+class DasktrainClient(Client):
+    """A :class:`distributed.Client` that also closes the local cluster ``connect`` started.
 
-    class DasktrainClient(Client):
-        """A :class:`distributed.Client` that also closes the cluster dasktrain created for it.
+    Closing it (or leaving its ``with`` block) closes the client and, when :func:`connect`
+    started a local cluster, that cluster too. A remote cluster is never shut down.
+    """
 
-        Closing it (or leaving its ``with`` block) closes the client and, when ``connect``
-        started a local cluster, that cluster too. A remote cluster is never shut down.
-        """
+    _dasktrain_cluster = None
 
-        _dasktrain_cluster = None
-
-        def close(self, *args, **kwargs):
-            result = super().close(*args, **kwargs)
-            cluster, self._dasktrain_cluster = self._dasktrain_cluster, None
-            if cluster is not None:
-                cluster.close()
-            return result
-
-    return DasktrainClient
-
-
-def __getattr__(name):
-    if name == "DasktrainClient":
-        return _client_class()
-    raise AttributeError(name)
-
-
-_CLIENT_CLASS = None
-
-
-def _get_client_class():
-    global _CLIENT_CLASS
-    if _CLIENT_CLASS is None:
-        _CLIENT_CLASS = _client_class()
-    return _CLIENT_CLASS
+    def close(self, *args, **kwargs):
+        result = super().close(*args, **kwargs)
+        cluster, self._dasktrain_cluster = self._dasktrain_cluster, None
+        if cluster is not None:
+            cluster.close()
+        return result
 
 
 def _check_gpu(gpu):
@@ -117,11 +97,8 @@ def connect(
     ValidationError
         For a bad ``gpu`` value or address type.
     """
-    from distributed import Client
-
     if isinstance(address, Client):
         return address
-    Klass = _get_client_class()
     timeout = timeout if timeout is not None else _config.get("connect-timeout")
     if address is not None:
         if not isinstance(address, str):
@@ -129,8 +106,19 @@ def connect(
                 f"address={address!r} must be None, a scheduler address string "
                 "('tcp://host:8786', 'tls://host:8786') or a distributed.Client."
             )
+        if address.startswith("tls://") and security is None:
+            from distributed.security import Security
+
+            # Without credentials distributed fails with a TypeError deep in the comm layer.
+            if Security().get_connection_args("client").get("ssl_context") is None:
+                raise ClusterConnectionError(
+                    f"{address!r} is a TLS address but no TLS credentials were given. Pass "
+                    "security=distributed.security.Security(tls_ca_file=..., tls_client_cert=..., "
+                    "tls_client_key=..., require_encryption=True) or set distributed.comm.tls "
+                    "in the Dask configuration."
+                )
         try:
-            client = Klass(address, security=security, timeout=timeout, set_as_default=True)
+            client = DasktrainClient(address, security=security, timeout=timeout, set_as_default=True)
         except (OSError, TimeoutError) as exc:
             raise ClusterConnectionError(
                 f"could not reach the Dask scheduler at {address!r} within {timeout} ({exc}). "
@@ -166,7 +154,7 @@ def connect(
             security=security,
         )
     try:
-        client = Klass(cluster, security=security, set_as_default=True)
+        client = DasktrainClient(cluster, security=security, set_as_default=True)
     except BaseException:
         cluster.close()
         raise
