@@ -1,0 +1,402 @@
+"""XGBoost on both engines: ``xgboost.XGBClassifier`` locally, ``xgboost.dask`` on a cluster.
+
+The dask engine persists X and y with every worker holding row blocks (xgboost.dask trains only
+on workers that hold data), then fits ``xgboost.dask.DaskXGBClassifier``, which builds a
+``DaskQuantileDMatrix`` for the ``hist`` tree method. Both engines keep only the fitted
+``Booster``: predictions on numpy input run in process, on dask input through
+``xgboost.dask.inplace_predict`` (the booster is scattered once, not put in every task).
+
+For a fair comparison the local engine uses as many threads as the dask workers have in total
+when ``n_jobs`` is not given and a client exists.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils.validation import check_is_fitted
+
+from .._compat import has_gpu, import_optional
+from .._validation import (
+    check_array,
+    check_consistent_length,
+    check_positive_int,
+    is_dask_collection,
+    resolve_engine,
+)
+from ..exceptions import ValidationError
+from ._base import (
+    as_dask,
+    balanced_persist,
+    blockwise_apply,
+    get_client,
+    maybe_client,
+    strip_client_state,
+    using_client,
+    validate_X,
+    validate_y,
+    worker_threads,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["XGBClassifier", "XGBRegressor"]
+
+_DEVICES = ("auto", "cpu", "cuda")
+
+
+def _encode_block(y, classes):
+    idx = np.searchsorted(classes, y)
+    idx = np.minimum(idx, len(classes) - 1)
+    if not (classes[idx] == y).all():
+        bad = np.unique(y[classes[idx] != y])[:5]
+        raise ValidationError(
+            f"labels {bad.tolist()!r} were not seen in y at fit time (classes {classes.tolist()!r})."
+        )
+    return idx
+
+
+def _encode(y, classes):
+    """Map labels to 0..n_classes-1 (lazily for dask)."""
+    if is_dask_collection(y):
+        return y.map_blocks(_encode_block, classes, dtype=np.intp)
+    return _encode_block(np.asarray(y), classes)
+
+
+class _XGBBase(BaseEstimator):
+    _kind = None  # "classifier" or "regressor"
+
+    def __init__(
+        self,
+        *,
+        n_estimators=100,
+        max_depth=6,
+        learning_rate=0.3,
+        engine="auto",
+        device="auto",
+        n_jobs=None,
+        random_state=0,
+        early_stopping_rounds=None,
+        eval_metric=None,
+        client=None,
+        **xgb_params,
+    ):
+        self.n_estimators = n_estimators
+        self.max_depth = max_depth
+        self.learning_rate = learning_rate
+        self.engine = engine
+        self.device = device
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.early_stopping_rounds = early_stopping_rounds
+        self.eval_metric = eval_metric
+        self.client = client
+        self.xgb_params = xgb_params
+
+    # Extra xgboost parameters round-trip through get_params/set_params (and so clone), the
+    # way xgboost's own sklearn wrapper keeps its **kwargs.
+    def get_params(self, deep=True):
+        params = super().get_params(deep=deep)
+        params.update(getattr(self, "xgb_params", {}) or {})
+        return params
+
+    def set_params(self, **params):
+        names = set(self._get_param_names())
+        for key, value in params.items():
+            if key in names:
+                setattr(self, key, value)
+            else:
+                self.xgb_params = {**self.xgb_params, key: value}
+        return self
+
+    def __getstate__(self):
+        return strip_client_state(self.__dict__)
+
+    def _resolve_device(self):
+        if self.device not in _DEVICES:
+            raise ValidationError(f"device={self.device!r} is not known; use one of {_DEVICES!r}.")
+        if self.device == "auto":
+            return "cuda" if has_gpu() else "cpu"
+        return self.device
+
+    def _xgb_kwargs(self):
+        check_positive_int(self.n_estimators, "n_estimators")
+        check_positive_int(self.max_depth, "max_depth", minimum=0)
+        params = dict(self.xgb_params)
+        params.setdefault("tree_method", "hist")
+        params.update(
+            n_estimators=self.n_estimators,
+            max_depth=self.max_depth,
+            learning_rate=self.learning_rate,
+            random_state=self.random_state,
+            early_stopping_rounds=self.early_stopping_rounds,
+            eval_metric=self.eval_metric,
+            device=self._resolve_device(),
+        )
+        return params
+
+    def _check_y(self, y, X):
+        return validate_y(
+            y, X, estimator=type(self).__name__, classifier=self._kind == "classifier"
+        )
+
+    def fit(self, X, y, *, eval_set=None, sample_weight=None):
+        """Fit the booster.
+
+        Parameters
+        ----------
+        X : array-like or dask array of shape (n_samples, n_features)
+            NaN and inf are refused (impute first).
+        y : array-like or dask array of shape (n_samples,)
+        eval_set : list of (X, y) pairs, optional
+            Evaluated every round; the last one drives ``early_stopping_rounds``.
+        sample_weight : array-like or dask array of shape (n_samples,), optional
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        ValidationError
+            Bad values or shapes, one class only, unknown engine/device, early stopping
+            without an eval set, unknown chunk sizes.
+        """
+        with using_client(self.client):
+            return self._fit(X, y, eval_set, sample_weight)
+
+    def _fit(self, X, y, eval_set, sample_weight):
+        engine = resolve_engine(self.engine, X, y, sample_weight)
+        X = validate_X(X)
+        y, classes = self._check_y(y, X)
+        if sample_weight is not None:
+            sample_weight = check_array(sample_weight, name="sample_weight", ndim=1)
+            check_consistent_length(X, sample_weight, y_name="sample_weight")
+        params = self._xgb_kwargs()
+        if self.early_stopping_rounds is not None and not eval_set:
+            raise ValidationError(
+                f"early_stopping_rounds={self.early_stopping_rounds!r} needs eval_set=[(X_val, "
+                "y_val)]; pass one or set early_stopping_rounds=None."
+            )
+        evals = []
+        for i, pair in enumerate(eval_set or []):
+            Xe, ye = pair
+            Xe = validate_X(Xe, name=f"eval_set[{i}][0]")
+            ye, _ = self._check_y(ye, Xe)
+            if Xe.shape[1] != X.shape[1]:
+                raise ValidationError(
+                    f"eval_set[{i}] has {Xe.shape[1]} features but X has {X.shape[1]}."
+                )
+            evals.append((Xe, ye))
+        if classes is not None:
+            self.classes_ = np.asarray(classes)
+            self.n_classes_ = len(classes)
+            y = _encode(y, self.classes_)
+            evals = [(Xe, _encode(ye, self.classes_)) for Xe, ye in evals]
+        self.n_features_in_ = X.shape[1]
+        self.engine_ = engine
+        if engine == "local":
+            model = self._fit_local(X, y, evals, sample_weight, params)
+        else:
+            model = self._fit_dask(X, y, evals, sample_weight, params)
+        self.booster_ = model.get_booster()
+        self.best_iteration_ = getattr(model, "best_iteration", None) if self.early_stopping_rounds else None
+        self.evals_result_ = model.evals_result() if evals else {}
+        return self
+
+    def _local_class(self, xgboost):
+        return xgboost.XGBClassifier if self._kind == "classifier" else xgboost.XGBRegressor
+
+    def _fit_local(self, X, y, evals, w, params):
+        xgboost = import_optional("xgboost")
+        n_jobs = self.n_jobs
+        if n_jobs is None:
+            client = maybe_client(self.client)
+            # Fair comparison: as many threads as the dask workers have together.
+            n_jobs = worker_threads(client) if client is not None else None
+        self.n_jobs_ = n_jobs
+
+        def np_(a):
+            return a.compute() if is_dask_collection(a) else a
+
+        model = self._local_class(xgboost)(n_jobs=n_jobs, **params)
+        model.fit(
+            np_(X), np_(y), sample_weight=np_(w),
+            eval_set=[(np_(a), np_(b)) for a, b in evals] or None, verbose=False,
+        )
+        return model
+
+    def _fit_dask(self, X, y, evals, w, params):
+        import_optional("xgboost")
+        import xgboost.dask as dxgb
+
+        client = get_client(self.client, what=f"{type(self).__name__}(engine='dask')")
+        Xd, yd, wd = balanced_persist(
+            client, [as_dask(X), as_dask(y), None if w is None else as_dask(w)]
+        )
+        evals = [tuple(balanced_persist(client, [as_dask(a), as_dask(b)])) for a, b in evals]
+        klass = dxgb.DaskXGBClassifier if self._kind == "classifier" else dxgb.DaskXGBRegressor
+        model = klass(**params)
+        model.client = client
+        model.fit(Xd, yd, sample_weight=wd, eval_set=evals or None, verbose=False)
+        self.n_jobs_ = None
+        return model
+
+    # ------------------------------------------------------------------ predict
+    def _iteration_range(self):
+        if self.best_iteration_ is not None:
+            return (0, int(self.best_iteration_) + 1)
+        return (0, 0)
+
+    def _check_X(self, X):
+        check_is_fitted(self)
+        X = validate_X(X)
+        if X.shape[1] != self.n_features_in_:
+            raise ValidationError(
+                f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input."
+            )
+        return X
+
+    def _raw_predict(self, X):
+        """Booster output: probability of class 1, class probabilities, or the regression."""
+        X = self._check_X(X)
+        rng = self._iteration_range()
+        if not is_dask_collection(X):
+            return self.booster_.inplace_predict(X, iteration_range=rng)
+        X = as_dask(X)
+        client = maybe_client(self.client)
+        if client is not None:
+            import xgboost.dask as dxgb
+
+            return dxgb.inplace_predict(client, self.booster_, X, iteration_range=rng)
+        # No distributed client: one booster key in the graph, applied blockwise.
+        multi = self._kind == "classifier" and self.n_classes_ > 2
+        return blockwise_apply(
+            _BoosterPredictor(self.booster_, rng), "predict", X, dtype=np.float32,
+            n_columns=self.n_classes_ if multi else None,
+        )
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        return tags
+
+
+class _BoosterPredictor:
+    def __init__(self, booster, iteration_range):
+        self.booster = booster
+        self.iteration_range = iteration_range
+
+    def predict(self, X):
+        return self.booster.inplace_predict(X, iteration_range=self.iteration_range)
+
+
+def _binary_proba(p):
+    p = np.asarray(p, dtype=np.float32).reshape(-1)
+    return np.column_stack([1.0 - p, p])
+
+
+class XGBClassifier(ClassifierMixin, _XGBBase):
+    """Gradient-boosted trees classifier on both engines.
+
+    Parameters
+    ----------
+    n_estimators, max_depth, learning_rate : xgboost parameters
+    engine : {"auto", "local", "dask"}
+        ``"auto"`` follows the input type. The local engine computes dask inputs to numpy.
+    device : {"auto", "cpu", "cuda"}
+        ``"auto"`` is ``"cuda"`` when an NVIDIA GPU is visible.
+    n_jobs : int or None
+        Local threads. None: the total threads of the dask workers when a client exists
+        (fair comparison), else all cores. The dask engine uses each worker's threads.
+    random_state : int
+    early_stopping_rounds : int or None
+        Needs ``eval_set`` in :meth:`fit`; predictions then use the best iteration.
+    eval_metric : str, list or None
+    client : distributed.Client or None
+        Resolved late with ``distributed.get_client()``; never pickled.
+    **xgb_params
+        Any other xgboost parameter (``tree_method`` defaults to ``"hist"``).
+
+    Attributes
+    ----------
+    booster_ : xgboost.Booster
+    classes_ : ndarray
+    n_features_in_ : int
+    best_iteration_ : int or None
+    evals_result_ : dict
+    engine_ : str
+
+    See Also
+    --------
+    xgboost.XGBClassifier : the local engine.
+    xgboost.dask.DaskXGBClassifier : the dask engine.
+    """
+
+    _kind = "classifier"
+
+    def predict_proba(self, X):
+        """Class probabilities (lazy dask array for dask input).
+
+        Returns
+        -------
+        ndarray or dask array of shape (n_samples, n_classes), float32
+        """
+        raw = self._raw_predict(X)
+        if self.n_classes_ > 2:
+            return raw
+        if is_dask_collection(raw):
+            return raw.map_blocks(
+                _binary_proba, dtype=np.float32, chunks=(raw.chunks[0], (2,)),
+                new_axis=1 if raw.ndim == 1 else None,
+            )
+        return _binary_proba(raw)
+
+    def predict(self, X):
+        """Predicted class labels (lazy dask array for dask input)."""
+        proba = self.predict_proba(X)
+        if is_dask_collection(proba):
+            return proba.map_blocks(
+                _argmax_labels, self.classes_, dtype=self.classes_.dtype, drop_axis=1,
+            )
+        return _argmax_labels(proba, self.classes_)
+
+    def score(self, X, y, sample_weight=None):
+        """Accuracy (dask inputs reduced blockwise by :mod:`dasktrain.metrics`)."""
+        from .. import metrics
+
+        with using_client(self.client):
+            return float(metrics.accuracy_score(y, self.predict(X), sample_weight=sample_weight))
+
+
+def _argmax_labels(proba, classes):
+    if proba.shape[1] == 2:
+        # As xgboost: class 1 when its probability is above 0.5.
+        return classes[(proba[:, 1] > 0.5).astype(np.intp)]
+    return classes[np.argmax(proba, axis=1)]
+
+
+class XGBRegressor(RegressorMixin, _XGBBase):
+    """Gradient-boosted trees regressor on both engines (parameters as :class:`XGBClassifier`).
+
+    See Also
+    --------
+    xgboost.XGBRegressor : the local engine.
+    xgboost.dask.DaskXGBRegressor : the dask engine.
+    """
+
+    _kind = "regressor"
+
+    def predict(self, X):
+        """Predicted values (lazy dask array for dask input)."""
+        return self._raw_predict(X)
+
+    def score(self, X, y, sample_weight=None):
+        """R^2 (dask inputs reduced blockwise by :mod:`dasktrain.metrics`)."""
+        from .. import metrics
+
+        with using_client(self.client):
+            return float(metrics.r2_score(y, self.predict(X), sample_weight=sample_weight))

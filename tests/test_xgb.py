@@ -1,0 +1,179 @@
+"""XGBoost on both engines: parity, balanced partitions, early stopping, bad input."""
+
+from __future__ import annotations
+
+import pickle
+
+import dask.array as da
+import numpy as np
+import pytest
+from sklearn.datasets import make_classification, make_regression
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from dasktrain.exceptions import ValidationError
+from dasktrain.models import XGBClassifier, XGBRegressor
+from dasktrain.models._base import balanced_persist
+
+_XGB_FAILS = {
+    "check_no_attributes_set_in_init": "extra xgboost parameters are kept in `xgb_params` "
+    "(as xgboost's own wrapper keeps `kwargs`) so that clone/get_params round-trip them",
+    "check_all_zero_sample_weights_error": "xgboost's own error message does not say 'weight'",
+}
+
+
+@parametrize_with_checks(
+    [
+        XGBClassifier(n_estimators=3, engine="local", n_jobs=1),
+        XGBRegressor(n_estimators=3, engine="local", n_jobs=1),
+    ],
+    expected_failed_checks=lambda est: {
+        **_XGB_FAILS,
+        **(
+            {"check_dtype_object": "object y is refused as non-numeric, not as a label type"}
+            if isinstance(est, XGBRegressor) else {}
+        ),
+    },
+)
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, y = make_classification(1500, 10, n_informative=5, random_state=0)
+    return X.astype(np.float32), y
+
+
+def test_classifier_engines_agree(data, as_default):
+    X, y = data
+    Xd, yd = da.from_array(X, chunks=(400, 10)), da.from_array(y, chunks=400)
+    local = XGBClassifier(n_estimators=20, engine="local").fit(X, y)
+    dask_ = XGBClassifier(n_estimators=20).fit(Xd, yd)
+    assert dask_.engine_ == "dask"
+    # fair comparison: local threads = the workers' total threads (2 x 1)
+    assert local.n_jobs_ == 2
+    assert abs(local.score(X, y) - dask_.score(Xd, yd)) <= 0.01
+    proba = dask_.predict_proba(Xd)
+    assert isinstance(proba, da.Array) and proba.shape == (1500, 2)
+    np.testing.assert_allclose(proba.compute(), dask_.predict_proba(X), rtol=1e-5)
+    pred = dask_.predict(Xd)
+    assert isinstance(pred, da.Array)
+    np.testing.assert_array_equal(pred.compute(), dask_.predict(X))
+
+
+def test_string_labels_and_multiclass(as_default):
+    X, y = make_classification(600, 6, n_informative=4, n_classes=3, random_state=1)
+    labels = np.array(["cat", "dog", "eel"])[y]
+    local = XGBClassifier(n_estimators=5, engine="local").fit(X, labels)
+    dask_ = XGBClassifier(n_estimators=5, engine="dask").fit(X, labels)
+    assert set(local.predict(X)) <= set(labels)
+    assert local.predict_proba(X).shape == (600, 3)
+    assert abs(local.score(X, labels) - dask_.score(X, labels)) <= 0.02
+
+
+def test_regressor_engines_agree(as_default):
+    X, y = make_regression(800, 8, noise=0.1, random_state=0)
+    Xd, yd = da.from_array(X, chunks=(300, 8)), da.from_array(y, chunks=300)
+    local = XGBRegressor(n_estimators=30, engine="local").fit(X, y)
+    dask_ = XGBRegressor(n_estimators=30).fit(Xd, yd)
+    assert dask_.score(Xd, yd) == pytest.approx(local.score(X, y), abs=0.02)
+    assert isinstance(dask_.predict(Xd), da.Array)
+
+
+def test_early_stopping_on_eval_set(data, as_default):
+    X, y = data
+    Xd, yd = da.from_array(X[:1000], chunks=500), da.from_array(y[:1000], chunks=500)
+    Xv, yv = da.from_array(X[1000:], chunks=500), da.from_array(y[1000:], chunks=500)
+    m = XGBClassifier(
+        n_estimators=300, learning_rate=0.5, early_stopping_rounds=3, eval_metric="logloss"
+    ).fit(Xd, yd, eval_set=[(Xv, yv)])
+    assert m.best_iteration_ is not None and m.best_iteration_ < 299
+    assert "validation_0" in m.evals_result_
+    assert m.booster_.num_boosted_rounds() < 300
+
+
+def test_fewer_partitions_than_workers_are_spread(data, client, as_default):
+    X, y = data
+    Xd, yd = da.from_array(X, chunks=(1500, 10)), da.from_array(y, chunks=1500)
+    Xb, yb = balanced_persist(client, [Xd, yd])
+    assert Xb.numblocks[0] == 2 and yb.chunks == Xb.chunks[:1]
+    holders = client.who_has(Xb)
+    assert len({w for ws in holders.values() for w in ws}) == 2
+    np.testing.assert_array_equal(Xb.compute(), X)
+
+
+def test_all_blocks_on_one_worker_are_moved(data, client, as_default):
+    X, y = data
+    workers = sorted(client.scheduler_info()["workers"])
+    Xd = client.persist(da.from_array(X, chunks=(300, 10)), workers=workers[:1])
+    yd = client.persist(da.from_array(y, chunks=300), workers=workers[:1])
+    Xb, yb = balanced_persist(client, [Xd, yd])
+    owners = {ws[0] for ws in client.who_has(Xb).values()}
+    assert owners == set(workers)
+    np.testing.assert_array_equal(yb.compute(), y)
+
+
+def test_pickle_drops_client(data, client):
+    X, y = data
+    m = XGBClassifier(n_estimators=3, engine="local", client=client).fit(X, y)
+    back = pickle.loads(pickle.dumps(m))
+    assert back.client is None
+    np.testing.assert_array_equal(back.predict(X), m.predict(X))
+
+
+def test_extra_params_round_trip():
+    from sklearn.base import clone
+
+    m = XGBClassifier(n_estimators=3, subsample=0.5)
+    assert m.get_params()["subsample"] == 0.5
+    assert clone(m).get_params()["subsample"] == 0.5
+    m.set_params(colsample_bytree=0.7)
+    assert m.xgb_params == {"subsample": 0.5, "colsample_bytree": 0.7}
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+def test_one_class_refused(data):
+    X, _ = data
+    with pytest.raises(ValidationError, match="1 class"):
+        XGBClassifier(n_estimators=2).fit(X, np.zeros(len(X)))
+
+
+def test_wrong_length_refused(data, as_default):
+    X, y = data
+    with pytest.raises(ValidationError, match="1499"):
+        XGBClassifier(n_estimators=2).fit(X, y[:-1])
+    with pytest.raises(ValidationError, match="1499"):
+        XGBClassifier(n_estimators=2).fit(da.from_array(X, chunks=500), da.from_array(y[:-1], chunks=500))
+
+
+@pytest.mark.parametrize("engine", ["local", "dask"])
+def test_nan_refused(data, engine, as_default):
+    X, y = data
+    X = X.copy()
+    X[3, 3] = np.nan
+    Xin = da.from_array(X, chunks=500) if engine == "dask" else X
+    with pytest.raises(ValidationError, match="NaN"):
+        XGBClassifier(n_estimators=2, engine=engine).fit(Xin, y)
+
+
+def test_unknown_chunks_engine_device_and_early_stopping(data):
+    X, y = data
+    Xd = da.from_array(X, chunks=500)
+    Xd = Xd[Xd[:, 0] > -1e9]
+    with pytest.raises(ValidationError, match=r"compute_chunk_sizes\(\)"):
+        XGBClassifier(n_estimators=2).fit(Xd, y)
+    with pytest.raises(ValidationError, match="engine='gpu' is not a known engine"):
+        XGBClassifier(engine="gpu").fit(X, y)
+    with pytest.raises(ValidationError, match="device='tpu'"):
+        XGBClassifier(device="tpu").fit(X, y)
+    with pytest.raises(ValidationError, match="needs eval_set"):
+        XGBClassifier(early_stopping_rounds=2).fit(X, y)
+
+
+@pytest.mark.gpu
+def test_device_auto_uses_cuda(data):
+    X, y = data
+    m = XGBClassifier(n_estimators=5, engine="local").fit(X, y)
+    assert '"cuda' in m.booster_.save_config()
