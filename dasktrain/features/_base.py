@@ -1,0 +1,301 @@
+"""Plumbing shared by every feature extractor: input checks, engine dispatch, chunking, progress.
+
+A concrete extractor (CNN, Keras, HOG, histogram) only says
+
+* how to validate its parameters and the image shape (``_validate`` / ``_check_images``),
+* how many features it returns for an image shape (``_n_features``),
+* which module-level *block function* turns a numpy chunk of images into features, and the
+  small picklable keyword arguments it needs (``_block_kwargs``), including a hashable
+  ``spec`` when it needs a model built once per process through :mod:`dasktrain._cache`.
+
+This module then runs that block function on either engine:
+
+* ``engine="local"``: in this process, mini-batch by mini-batch (a tqdm bar with
+  ``progress=True``); a dask input is computed here first with the threaded scheduler.
+* ``engine="dask"``: a dask input becomes a lazy ``map_blocks`` over the sample axis (output
+  chunks known); a numpy input is split, scattered to the cluster, mapped with
+  ``client.map`` and gathered back (``distributed.progress`` with ``progress=True``).
+
+The task graph only ever holds the block function (pickled by reference) and its small
+keyword arguments; never a model object (dask-ml #842).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import numbers
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from .. import _config
+from .._validation import check_array, check_engine, is_dask_collection
+from ..exceptions import ValidationError
+
+logger = logging.getLogger(__name__)
+
+
+def unpack_images(X):
+    """The image array of ``X``: ``X.X`` for an ImageSet-like object (``.X``, ``.y``,
+    ``.classes``), else ``X`` itself."""
+    if (
+        not isinstance(X, np.ndarray)
+        and not is_dask_collection(X)
+        and all(hasattr(X, a) for a in ("X", "y", "classes"))
+    ):
+        return X.X
+    return X
+
+
+def check_images(X, name="X"):
+    """Validate a stack of images without computing a dask array.
+
+    Accepts ``(n, h, w)`` (gray) or ``(n, h, w, c)`` float arrays, numpy or dask (chunk sizes
+    known). NaN/inf are checked chunk by chunk when the features are computed (so a lazy input
+    stays lazy), see :func:`check_finite_block`.
+
+    Returns
+    -------
+    X : ndarray or dask array of float32, 4-d ``(n, h, w, c)``.
+    """
+    X = check_array(X, name=name, ndim=(3, 4), allow_nan=True, min_samples=1)
+    if X.dtype.kind != "f":
+        raise ValidationError(
+            f"{name} has dtype {X.dtype!s}; images must be floats in [0, 1] (as read_images "
+            f"returns them). Convert with `{name} = {name}.astype('float32') / 255` for 8-bit "
+            "images."
+        )
+    if X.ndim == 3:
+        X = X[..., None]
+    if X.dtype != np.float32:
+        X = X.astype(np.float32)
+    if is_dask_collection(X) and any(len(c) > 1 for c in X.chunks[1:]):
+        # Blocks must hold whole images: only the sample axis may be chunked.
+        X = X.rechunk({1: -1, 2: -1, 3: -1})
+    return X
+
+
+def check_finite_block(block):
+    """Raise a ValidationError when a chunk of images holds NaN or infinite values."""
+    if not np.isfinite(block).all():
+        bad = np.flatnonzero(~np.isfinite(block.reshape(len(block), -1)).all(axis=1))
+        raise ValidationError(
+            f"X contains NaN or infinite values (in {len(bad)} image(s) of this chunk, local "
+            f"indices {bad[:5].tolist()!r}); fix or drop those images before extracting features."
+        )
+
+
+def as_channels(block, channels):
+    """Repeat a gray chunk ``(n, h, w, 1)`` to ``channels``; raise for other mismatches."""
+    c = block.shape[-1]
+    if c == channels:
+        return block
+    if c == 1:
+        return np.repeat(block, channels, axis=-1)
+    raise ValidationError(
+        f"X has {c} channels; this extractor takes {channels} (or 1, repeated). Pass gray "
+        "(n, h, w) / (n, h, w, 1) or RGB (n, h, w, 3) images."
+    )
+
+
+def check_bool(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValidationError(f"{name}={value!r} must be True or False.")
+    return bool(value)
+
+
+def check_n_threads(value):
+    """``None`` -> this machine's CPU count, otherwise a positive integer."""
+    if value is None:
+        from .._compat import cpu_count
+
+        return cpu_count()
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValidationError(f"n_threads={value!r} must be None or an integer >= 1.")
+    return int(value)
+
+
+def worker_threads():
+    """Threads of the Dask worker running this task, or None outside a worker."""
+    try:
+        from distributed import get_worker
+
+        return int(get_worker().state.nthreads)
+    except (ImportError, ValueError, AttributeError):
+        return None
+
+
+def resolve_client(client):
+    """The client to use for the dask engine: the one given, else ``distributed.get_client()``."""
+    if client is not None:
+        return client
+    from distributed import get_client
+
+    try:
+        return get_client()
+    except ValueError as exc:
+        raise ValidationError(
+            "engine='dask' needs a Dask cluster: pass client=..., or create one first with "
+            "`client = dasktrain.connect()` (or `distributed.Client(...)`)."
+        ) from exc
+
+
+class BaseImageFeatures(TransformerMixin, BaseEstimator):
+    """Base class of the image feature extractors (not public).
+
+    Subclasses store their parameters in ``__init__`` (which must include ``engine``,
+    ``n_threads`` and ``progress``) and implement ``_validate``, ``_check_images``,
+    ``_n_features``, ``_block_kwargs`` and the class attribute ``_block_fn``.
+    """
+
+    #: images per task-free local step (the CNN extractors use their ``batch_size``)
+    _local_step = 256
+
+    # -- hooks ---------------------------------------------------------------------------------
+    def _validate(self):  # pragma: no cover - abstract
+        """Check the constructor parameters; raise ValidationError."""
+        raise NotImplementedError
+
+    def _check_images(self, shape):
+        """Check the (n, h, w, c) image shape is usable (image size, channels)."""
+
+    def _n_features(self, shape):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _block_kwargs(self, shape):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- scikit-learn API ----------------------------------------------------------------------
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # Stateless: transform works without fit (fit only validates).
+        tags.requires_fit = False
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True
+        return tags
+
+    def fit(self, X=None, y=None):
+        """Validate the parameters (and the image shape of ``X`` if given); nothing is learned.
+
+        ``X`` is never computed: a dask array is only checked for its shape and dtype.
+
+        Returns
+        -------
+        self
+        """
+        self._validate()
+        if X is not None:
+            X = check_images(unpack_images(X))
+            self._check_images(tuple(X.shape))
+            self.n_features_out_ = self._n_features(tuple(X.shape))
+        return self
+
+    def transform(self, X, *, client=None):
+        """Turn images into feature vectors.
+
+        Parameters
+        ----------
+        X : ndarray, dask array or ImageSet of shape (n_samples, height, width[, channels])
+            Float images in [0, 1]. Gray images are repeated to the channels the backbone
+            needs. A dask array may be chunked along the sample axis only (other axes are
+            rechunked to whole images).
+        client : distributed.Client, optional
+            Cluster for ``engine="dask"`` with a numpy input (and for progress); defaults to
+            ``distributed.get_client()``.
+
+        Returns
+        -------
+        features : ndarray or dask array of shape (n_samples, n_features), float32
+            numpy for a numpy input, a lazy dask array (same sample chunks) for a dask input,
+            unless ``engine`` forces the other path: ``engine="local"`` computes a dask input
+            here (eager); ``engine="dask"`` sends a numpy input to the cluster and returns
+            numpy. With ``progress=True`` a lazy dask result is persisted on the cluster and
+            its progress shown.
+
+        Raises
+        ------
+        ValidationError
+            Wrong number of dimensions, non-float dtype, NaN/inf values (raised when the chunk
+            holding them is computed), images too small for the extractor.
+        """
+        self._validate()
+        X = check_images(unpack_images(X))
+        shape = tuple(X.shape)
+        self._check_images(shape)
+        engine = check_engine(self.engine)
+        if engine == "auto":
+            engine = "dask" if is_dask_collection(X) else "local"
+        kwargs = self._block_kwargs(shape)
+        n_out = self._n_features(shape)
+        fn = type(self)._block_fn
+        if engine == "local":
+            return self._transform_local(fn, X, kwargs, n_out)
+        if is_dask_collection(X):
+            return self._transform_dask_lazy(fn, X, kwargs, n_out, client)
+        return self._transform_dask_eager(fn, X, kwargs, n_out, client)
+
+    def get_feature_names_out(self, input_features=None):
+        """Names ``<class>0 ... <class>{d-1}`` (needs ``fit(X)`` to know d)."""
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self, "n_features_out_")
+        prefix = type(self).__name__.lower()
+        return np.asarray([f"{prefix}{i}" for i in range(self.n_features_out_)], dtype=object)
+
+    # -- engines -------------------------------------------------------------------------------
+    def _transform_local(self, fn, X, kwargs, n_out):
+        if is_dask_collection(X):
+            # engine="local" on a dask input: compute it in this process (threads), eagerly.
+            X = X.compute(scheduler="threads")
+        n_threads = check_n_threads(self.n_threads)
+        step = max(1, int(self._local_step))
+        starts = range(0, len(X), step)
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, total=math.ceil(len(X) / step), unit="batch",
+                          desc=type(self).__name__)
+        parts = [fn(X[s : s + step], n_threads=n_threads, **kwargs) for s in starts]
+        out = np.concatenate(parts, axis=0) if parts else np.empty((0, n_out), np.float32)
+        return out
+
+    def _transform_dask_lazy(self, fn, X, kwargs, n_out, client):
+        out = X.map_blocks(
+            fn,
+            n_threads=None,  # inside a worker: the worker's own thread count
+            **kwargs,
+            chunks=(X.chunks[0], (n_out,)),
+            drop_axis=[2, 3],
+            dtype=np.float32,
+            meta=np.empty((0, 0), dtype=np.float32),
+            token=f"{type(self).__name__.lower()}",
+        )
+        if self.progress:
+            from distributed import progress
+
+            client = resolve_client(client)
+            out = client.persist(out)
+            progress(out)
+        return out
+
+    def _transform_dask_eager(self, fn, X, kwargs, n_out, client):
+        client = resolve_client(client)
+        n_workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
+        chunk = int(_config.get("images.chunk-size", 256))
+        # At least two chunks per worker when there are enough images, so no worker idles.
+        chunk = max(1, min(chunk, math.ceil(len(X) / (2 * n_workers))))
+        pieces = [X[s : s + chunk] for s in range(0, len(X), chunk)]
+        # scatter: the images travel to the workers directly, not through the task graph.
+        # hash=False: equal inputs of an earlier call must not share (and lose) its keys.
+        data = client.scatter(pieces, hash=False)
+        # partial: client.map has keywords of its own (batch_size, key...) that must not clash.
+        futures = client.map(functools.partial(fn, n_threads=None, **kwargs), data, pure=False)
+        if self.progress:
+            from distributed import progress
+
+            progress(futures)
+        parts = client.gather(futures)
+        del futures, data  # released on the cluster once these references go
+        return np.concatenate(parts, axis=0) if parts else np.empty((0, n_out), np.float32)

@@ -1,0 +1,272 @@
+"""CNN features through TensorFlow/Keras (``keras.applications``), for TensorFlow pipelines.
+
+TensorFlow is imported lazily (``import dasktrain`` never imports it) through
+:func:`dasktrain._compat.import_optional`, so a missing install says
+``pip install 'dasktrain[tensorflow]'``. As with :class:`~dasktrain.features.CNNFeatures`, each
+worker process builds the model once from a small spec held in :mod:`dasktrain._cache`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import warnings
+
+import numpy as np
+
+from .._cache import get_or_build
+from .._compat import import_optional
+from ..exceptions import ValidationError, WeightsError
+from ._base import (
+    BaseImageFeatures,
+    as_channels,
+    check_bool,
+    check_finite_block,
+    check_n_threads,
+    worker_threads,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["KerasFeatures", "KERAS_BACKBONES"]
+
+# name -> (keras.applications constructor, preprocessing module, feature length, ImageNet
+# "notop" file name in the Keras cache)
+_KERAS = {
+    "vgg19": ("VGG19", "vgg19", 512, "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+    "resnet50": (
+        "ResNet50", "resnet", 2048, "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    ),
+    "mobilenetv2": (
+        "MobileNetV2",
+        "mobilenet_v2",
+        1280,
+        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+    ),
+}
+KERAS_BACKBONES = tuple(_KERAS)
+_MIN_SIZE = 32
+POOLS = ("avg", "max")
+NORMALIZE = ("auto", "imagenet", "none")
+
+
+def _keras():
+    import_optional("tensorflow", "tensorflow")
+    return import_optional("keras", "tensorflow")
+
+
+def check_keras_backbone(name):
+    if not isinstance(name, str) or name not in _KERAS:
+        raise ValidationError(
+            f"backbone={name!r} is not a Keras backbone dasktrain knows; use one of "
+            f"{', '.join(map(repr, KERAS_BACKBONES))}."
+        )
+    return name
+
+
+def keras_imagenet_path(backbone):
+    """Path of the cached Keras ImageNet weights (no top) of ``backbone``; raise if absent."""
+    fname = _KERAS[backbone][3]
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    path = os.path.join(home, "models", fname)
+    if not os.path.isfile(path):
+        raise WeightsError(
+            f"weights='imagenet': Keras' ImageNet weights {fname!r} for {backbone!r} are not in "
+            f"the Keras cache ({path}) and dasktrain never downloads at run time. Fetch them on a "
+            f"machine with internet (keras.applications.{_KERAS[backbone][0]}(weights='imagenet',"
+            f" include_top=False)) and copy {fname!r} there, or pass weights='/path/to/{fname}',"
+            " normalize='imagenet'."
+        )
+    return path
+
+
+def _set_tf_threads(tf, n_threads):
+    # TensorFlow fixes its thread pools when its runtime starts; later calls raise
+    # RuntimeError and the first setting stays (documented on KerasFeatures).
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(int(n_threads))
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        logger.debug("TensorFlow threads already fixed; keeping %s",
+                     tf.config.threading.get_intra_op_parallelism_threads())
+
+
+def build_keras_model(spec, n_threads):
+    """Build the Keras trunk for ``spec`` (called once per process by the cache)."""
+    _, backbone, weights, _stamp, seed, pool = spec
+    keras = _keras()
+    import tensorflow as tf
+
+    _set_tf_threads(tf, n_threads)
+    ctor = getattr(keras.applications, _KERAS[backbone][0])
+    # Keras draws unseeded initial weights from Python's global `random`, which other
+    # threads of a Dask worker also use: the draws would differ between processes. So the
+    # random weights are drawn again below from a private NumPy generator, and the caller's
+    # global random states are restored around the build.
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        model = ctor(include_top=False, weights=None, pooling=pool, input_shape=(None, None, 3))
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+    if weights is None:
+        _seeded_glorot(model, seed)
+    if weights is not None:
+        path = keras_imagenet_path(backbone) if weights == "imagenet" else weights
+        try:
+            with warnings.catch_warnings():
+                # Keras 3 notes every empty container of the functional graph; not a mismatch.
+                warnings.filterwarnings("ignore", message="Skipping nested container")
+                model.load_weights(path)
+        except Exception as exc:
+            raise WeightsError(
+                f"weights file {path!r} could not be loaded into Keras backbone {backbone!r} "
+                f"(include_top=False): {type(exc).__name__}: {exc}. Save it with "
+                "`model.save_weights('file.weights.h5')` from the same architecture."
+            ) from exc
+    logger.info("built Keras %s trunk (weights=%s, seed=%d)", backbone, weights, seed)
+    return model
+
+
+def _seeded_glorot(model, seed):
+    """Re-draw every kernel (ndim >= 2) Glorot-uniform from ``np.random.default_rng(seed)``.
+
+    Glorot-uniform is the default kernel initialiser of the layers of these applications;
+    biases and BatchNorm statistics keep their constant initial values.
+    """
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        shape = tuple(int(d) for d in w.shape)
+        if len(shape) < 2:
+            continue
+        receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+        fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
+        limit = np.sqrt(6.0 / (fan_in + fan_out))
+        w.assign(rng.uniform(-limit, limit, size=shape).astype(np.float32))
+
+
+def keras_block(block, *, spec, batch_size, normalize, n_threads=None):
+    """Keras features of one numpy chunk ``(n, h, w, c)`` -> ``(n, d)`` float32."""
+    block = np.asarray(block, dtype=np.float32)
+    d = _KERAS[spec[1]][2]
+    if len(block) == 0:
+        return np.empty((0, d), np.float32)
+    check_finite_block(block)
+    threads = n_threads or worker_threads() or check_n_threads(None)
+    model = get_or_build(spec, lambda: build_keras_model(spec, threads))
+    x = as_channels(block, 3)
+    if normalize:
+        keras = _keras()
+        prep = getattr(keras.applications, _KERAS[spec[1]][1]).preprocess_input
+        x = np.asarray(prep(x * 255.0), dtype=np.float32)
+    out = np.empty((len(x), d), np.float32)
+    for s in range(0, len(x), batch_size):
+        out[s : s + batch_size] = model(x[s : s + batch_size], training=False).numpy()
+    return out
+
+
+class KerasFeatures(BaseImageFeatures):
+    """Pooled convolutional features from a ``keras.applications`` trunk (TensorFlow).
+
+    Parameters
+    ----------
+    backbone : {"vgg19", "resnet50", "mobilenetv2"}, default "vgg19"
+    weights : None, "imagenet" or path, default None
+        None: seeded random weights (Glorot-uniform kernels drawn from
+        ``numpy.random.default_rng(seed)``: the same in every process). A path: a Keras weights file
+        (``.weights.h5`` / ``.keras``, include_top=False). ``"imagenet"``: only from the
+        local Keras cache; never downloaded.
+    pool : {"avg", "max"}, default "avg"
+    batch_size : int, default 64
+    normalize : {"auto", "imagenet", "none"}, default "auto"
+        The backbone's ``preprocess_input`` on ``255 * X``; ``"auto"`` applies it with
+        ``weights="imagenet"`` only.
+    engine : {"auto", "local", "dask"}, default "auto"
+    seed : int, default 0
+    n_threads : int, optional
+        TensorFlow intra-op threads for the local engine (default: CPU count). TensorFlow
+        fixes its thread pool once per process, at the first model built; workers use their
+        own thread count.
+    progress : bool, default False
+
+    See Also
+    --------
+    CNNFeatures : the same with PyTorch (torchvision-compatible weights).
+    """
+
+    def __init__(self, backbone="vgg19", *, weights=None, pool="avg", batch_size=64,
+                 normalize="auto", engine="auto", seed=0, n_threads=None, progress=False):
+        self.backbone = backbone
+        self.weights = weights
+        self.pool = pool
+        self.batch_size = batch_size
+        self.normalize = normalize
+        self.engine = engine
+        self.seed = seed
+        self.n_threads = n_threads
+        self.progress = progress
+
+    @property
+    def _local_step(self):
+        return self.batch_size
+
+    def _validate(self):
+        from .._validation import check_engine, check_positive_int
+
+        check_keras_backbone(self.backbone)
+        if self.pool not in POOLS:
+            raise ValidationError(f"pool={self.pool!r} must be one of {POOLS!r}.")
+        if self.normalize not in NORMALIZE:
+            raise ValidationError(f"normalize={self.normalize!r} must be one of {NORMALIZE!r}.")
+        check_positive_int(self.batch_size, "batch_size")
+        check_positive_int(self.seed, "seed", minimum=0)
+        check_engine(self.engine)
+        check_n_threads(self.n_threads)
+        check_bool(self.progress, "progress")
+        w = self.weights
+        if w is None:
+            return
+        if w == "imagenet":
+            keras_imagenet_path(self.backbone)
+        elif not isinstance(w, (str, os.PathLike)):
+            raise WeightsError(f"weights={w!r} must be None, 'imagenet' or a weights file path.")
+        elif not os.path.isfile(os.fspath(w)):
+            raise WeightsError(f"weights file {os.fspath(w)!r} does not exist.")
+        else:
+            # Load once here so a mismatched file fails before any task runs (cached: a
+            # valid file is built once per process, and reused by the local engine).
+            spec = self._spec()
+            get_or_build(spec, lambda: build_keras_model(spec, check_n_threads(self.n_threads)))
+
+    def _check_images(self, shape):
+        n, h, w, c = shape
+        if h < _MIN_SIZE or w < _MIN_SIZE:
+            raise ValidationError(
+                f"images of {h}x{w} pixels are too small for Keras backbone {self.backbone!r}: "
+                f"it needs at least {_MIN_SIZE}x{_MIN_SIZE}. Resize them."
+            )
+        if c not in (1, 3):
+            raise ValidationError(f"X has {c} channels; pass 1 (gray, repeated) or 3 (RGB).")
+
+    def _n_features(self, shape):
+        return _KERAS[self.backbone][2]
+
+    def _spec(self):
+        w = self.weights
+        if w is None or w == "imagenet":
+            weights, stamp = w, None
+        else:
+            weights = os.path.abspath(os.fspath(w))
+            st = os.stat(weights)
+            stamp = (st.st_size, st.st_mtime_ns)
+        seed = int(self.seed) if weights is None else 0
+        return ("keras", self.backbone, weights, stamp, seed, self.pool)
+
+    def _block_kwargs(self, shape):
+        normalize = self.normalize == "imagenet" or (
+            self.normalize == "auto" and self.weights == "imagenet"
+        )
+        return {"spec": self._spec(), "batch_size": int(self.batch_size), "normalize": normalize}
+
+    _block_fn = staticmethod(keras_block)
