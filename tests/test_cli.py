@@ -1,0 +1,129 @@
+"""The `dasktrain` command: info, images, demo, through main() and `python -m dasktrain`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dasktrain import cli
+
+
+@pytest.fixture
+def folder(tmp_path):
+    root = tmp_path / "imgs"
+    rng = np.random.default_rng(0)
+    for c, n in (("NORMAL", 3), ("PNEUMONIA", 2)):
+        (root / c).mkdir(parents=True)
+        for i in range(n):
+            pixels = rng.integers(0, 256, (10, 12), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / c / f"{i}.png")
+    deep = rng.integers(0, 65536, (20, 20), dtype=np.uint16)
+    Image.fromarray(deep).save(root / "NORMAL" / "d.png")
+    (root / "PNEUMONIA" / "broken.jpg").write_text("not a jpeg")
+    (root / "PNEUMONIA" / "readme.txt").write_text("ignored")
+    return root
+
+
+def test_info(capsys):
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    for word in ("dasktrain", "dask ", "distributed", "xgboost", "torch", "cpus", "gpus"):
+        assert word in out
+    from dasktrain._compat import gpu_count
+
+    assert f"gpus         {gpu_count()}" in out
+
+
+def test_info_with_scheduler(capsys, cluster):
+    assert cli.main(["info", "--scheduler", cluster.scheduler_address]) == 0
+    out = capsys.readouterr().out
+    assert cluster.scheduler_address in out and "workers      2 (2 threads" in out
+    assert len(cluster.workers) == 2  # the remote cluster keeps running
+
+
+def test_images(capsys, folder):
+    assert cli.main(["images", str(folder)]) == 1  # 1: unreadable files were found
+    out = capsys.readouterr().out
+    assert "NORMAL" in out and "PNEUMONIA" in out
+    lines = {line.split()[0]: line.split()[1] for line in out.splitlines()[1:3]}
+    assert lines == {"NORMAL": "4", "PNEUMONIA": "2"}
+    assert "broken.jpg" in out and "UnidentifiedImageError" in out
+    assert "L x5" in out and "I;16 x1" in out and "12x10 x5" in out and "20x20 x1" in out
+    assert "readme" not in out
+
+
+def test_images_decode_finds_truncated_files(capsys, folder):
+    (folder / "PNEUMONIA" / "broken.jpg").unlink()
+    good = (folder / "NORMAL" / "0.png").read_bytes()
+    (folder / "NORMAL" / "trunc.png").write_bytes(good[:60])
+    assert cli.main(["images", str(folder)]) == 0
+    assert "unreadable: none" in capsys.readouterr().out
+    assert cli.main(["images", str(folder), "--decode"]) == 1
+    assert "trunc.png" in capsys.readouterr().out
+
+
+def test_images_layout_error_is_exit_2(capsys, tmp_path):
+    assert cli.main(["images", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no image files" in err and str(tmp_path) in err
+
+
+def test_usage_errors():
+    with pytest.raises(SystemExit) as info:
+        cli.main([])
+    assert info.value.code == 2
+    with pytest.raises(SystemExit):
+        cli.main(["no-such-command"])
+
+
+def test_register_replaces_and_adds(capsys):
+    saved = list(cli._SUBCOMMANDS)
+
+    def add_demo(sub):
+        p = sub.add_parser("demo")
+        p.set_defaults(func=lambda args: print("new demo") or 0)
+
+    def add_compare(sub):
+        p = sub.add_parser("compare")
+        p.add_argument("--x", type=int, default=1)
+        p.set_defaults(func=lambda args: args.x)
+
+    try:
+        cli.register("demo", add_demo)
+        cli.register("compare", add_compare)
+        assert [n for n, _ in cli._SUBCOMMANDS] == ["info", "images", "demo", "compare"]
+        assert cli.main(["demo"]) == 0 and "new demo" in capsys.readouterr().out
+        assert cli.main(["compare", "--x", "3"]) == 3
+    finally:
+        cli._SUBCOMMANDS[:] = saved
+
+
+def test_demo_placeholder(capsys, tmp_path, cluster):
+    # On the session cluster (starting a LocalCluster is connect()'s test, and slow on 2 cores).
+    out_dir = tmp_path / "report"
+    argv = ["demo", "--out", str(out_dir), "--n-per-class", "8", "--size", "32"]
+    assert cli.main(argv + ["--scheduler", cluster.scheduler_address]) == 0
+    out = capsys.readouterr().out
+    assert "dashboard: http://127.0.0.1:" in out
+    assert "local: 16 images" in out and " dask: 16 images" in out
+    summary = json.loads((out_dir / "demo.json").read_text())
+    assert summary["local"]["counts"] == summary["dask"]["counts"] == {"NORMAL": 8, "PNEUMONIA": 8}
+    assert len(cluster.workers) == 2  # a cluster it did not start is left running
+
+
+def test_python_dash_m(folder):
+    run = lambda *a: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "dasktrain", *a], capture_output=True, text=True, timeout=120
+    )
+    info = run("info")
+    assert info.returncode == 0, info.stderr
+    assert "distributed" in info.stdout and "cpus" in info.stdout
+    images = run("images", str(folder))
+    assert images.returncode == 1 and "broken.jpg" in images.stdout
+    version = run("--version")
+    assert version.returncode == 0 and version.stdout.startswith("dasktrain ")
