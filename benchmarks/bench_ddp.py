@@ -1,0 +1,165 @@
+"""Benchmarks of dasktrain.ddp: launch latency, DDP scaling, accuracy parity with the local twin.
+
+asv (``asv run --python=same --bench bench_ddp``) times the launch and one training epoch;
+``python -m benchmarks.bench_ddp`` prints the comparison the issue asks for, measured in one
+run (interleaved repeats, medians):
+
+* launch: from ``run()`` to the end of the first all-reduce, cold (first job on a fresh
+  cluster) and warm (later jobs), 2 local workers;
+* scaling: samples/s of 2 ranks x 1 thread vs 1 rank x 1 thread on a compute-bound CNN
+  (both through ``run``, throughput measured inside ``train_fn`` so the launch is excluded),
+  plus the local twin (``run_local``, 1 torch thread);
+* accuracy: final accuracy of 2 ranks vs the local twin, same seeds and global batch.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+
+from benchmarks._common import interleaved, size, start_cluster, stop_cluster
+
+
+def _first_allreduce():
+    import torch
+    import torch.distributed as dist
+
+    t = torch.ones(1)
+    dist.all_reduce(t)
+    return time.time()
+
+
+def _images(n, side, seed=0):
+    """Synthetic 2-class images (bright blob left vs right), float32 (n, side, side, 1)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(0.3, 0.1, size=(n, side, side, 1)).astype(np.float32)
+    y = rng.integers(0, 2, size=n)
+    half = side // 2
+    for i in range(n):
+        r = rng.integers(side // 8, side - side // 8)
+        c = rng.integers(side // 8, half - side // 8) + (half if y[i] else 0)
+        X[i, max(0, r - 3):r + 3, max(0, c - 3):c + 3, 0] += 0.5
+    return X, y
+
+
+def _launch_seconds(client):
+    t0 = time.time()
+    from dasktrain import ddp
+
+    res = ddp.run(_first_allreduce, client=client, timeout=120)
+    return max(res.values()) - t0
+
+
+class DDPLaunch:
+    """Time from ``run()`` to the first all-reduce, 2 local workers (warm: after setup)."""
+
+    timeout = 300
+
+    def setup(self):
+        self.cluster, self.client = start_cluster(n_workers=2, threads_per_worker=1)
+        _launch_seconds(self.client)  # warm the OS page cache and the workers
+
+    def teardown(self):
+        stop_cluster(self.cluster, self.client)
+
+    def time_launch(self):
+        _launch_seconds(self.client)
+
+    def track_launch_to_first_allreduce(self):
+        return _launch_seconds(self.client)
+
+    track_launch_to_first_allreduce.unit = "seconds"
+
+
+class DDPTrainEpoch:
+    """One epoch of the small CNN on synthetic images with 1 or 2 ranks (1 thread each)."""
+
+    params = [[1, 2]]
+    param_names = ["ranks"]
+    timeout = 600
+
+    def setup_cache(self):
+        return _images(size(256, 2048), 64)
+
+    def setup(self, data, ranks):
+        self.X, self.y = data
+        self.cluster, self.client = start_cluster(n_workers=2, threads_per_worker=1)
+
+    def teardown(self, data, ranks):
+        stop_cluster(self.cluster, self.client)
+
+    def _run(self, ranks):
+        from dasktrain import ddp
+        from dasktrain.ddp.recipes import train_classifier
+
+        return ddp.run(train_classifier, self.X, self.y, client=self.client, workers=ranks,
+                       epochs=1, batch_size=64, timeout=600)[0]
+
+    def time_epoch(self, data, ranks):
+        self._run(ranks)
+
+    def track_samples_per_s(self, data, ranks):
+        return self._run(ranks)["samples_per_s"]
+
+    track_samples_per_s.unit = "samples/s"
+
+
+def main(repeat=3):
+    import torch
+
+    from dasktrain import ddp
+    from dasktrain.ddp.recipes import train_classifier
+
+    print("(numbers from this machine right now; on a loaded shared 2-core box they are noisy)")
+    cluster, client = start_cluster(n_workers=2, threads_per_worker=1)
+    try:
+        cold = _launch_seconds(client)
+        warm = [_launch_seconds(client) for _ in range(repeat)]
+        print(f"launch run() -> first all-reduce, 2 workers: cold {cold:.2f} s, "
+              f"warm median {statistics.median(warm):.2f} s (min {min(warm):.2f}, "
+              f"max {max(warm):.2f}; target <= 3 s)")
+
+        X, y = _images(size(512, 4096), 64)
+        kw = dict(model="smallcnn", epochs=size(2, 3), batch_size=64, seed=0)
+        torch.set_num_threads(1)
+        sps = {"1 rank x 1 thread": [], "2 ranks x 1 thread": [], "local twin, 1 thread": []}
+
+        def one():
+            sps["1 rank x 1 thread"].append(
+                ddp.run(train_classifier, X, y, client=client, workers=1, **kw)[0]["samples_per_s"])
+
+        def two():
+            sps["2 ranks x 1 thread"].append(
+                ddp.run(train_classifier, X, y, client=client, workers=2, **kw)[0]["samples_per_s"])
+
+        def local():
+            sps["local twin, 1 thread"].append(
+                ddp.run_local(train_classifier, X, y, **kw)[0]["samples_per_s"])
+
+        interleaved({"one": one, "two": two, "local": local}, repeat=repeat, warmup=0)
+        med = {k: statistics.median(v) for k, v in sps.items()}
+        for k, v in med.items():
+            print(f"  {k:22s} {v:8.1f} samples/s (median of {len(sps[k])}: "
+                  f"{', '.join(f'{x:.0f}' for x in sps[k])})")
+        speedup = med["2 ranks x 1 thread"] / med["1 rank x 1 thread"]
+        print(f"scaling 2 ranks / 1 rank: {speedup:.2f}x (efficiency {speedup / 2:.2f}; "
+              "target >= 1.7x)")
+
+        Xa, ya = _images(size(600, 3000), 32, seed=1)
+        n_tr = int(len(Xa) * 0.75)
+        akw = dict(X_val=Xa[n_tr:], y_val=ya[n_tr:], model="smallcnn", epochs=size(5, 8),
+                   batch_size=32, lr=3e-3, seed=0)
+        loc = ddp.run_local(train_classifier, Xa[:n_tr], ya[:n_tr], **akw)[0]
+        dist = ddp.run(train_classifier, Xa[:n_tr], ya[:n_tr], client=client, workers=2,
+                       **akw)[0]
+        la, da = loc["history"][-1]["accuracy"], dist["history"][-1]["accuracy"]
+        print(f"final accuracy, same seeds and global batch 32: local twin {la:.3f}, "
+              f"2 ranks {da:.3f}, |diff| {abs(la - da):.3f} (target <= 0.02)")
+    finally:
+        stop_cluster(cluster, client)
+
+
+if __name__ == "__main__":
+    main()

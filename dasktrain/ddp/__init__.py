@@ -1,0 +1,37 @@
+"""PyTorch DistributedDataParallel on Dask workers, and its one-process local twin.
+
+``run(train_fn, ...)`` starts one rank process per selected Dask worker and returns
+``{rank: value}`` (a :class:`DDPResult` that also carries per-rank logs and the metric
+history); ``run_local(train_fn, ...)`` runs the same function in this process with world size 1.
+Inside ``train_fn`` use :func:`prepare_model`, :func:`prepare_loader`, :func:`report`,
+:func:`save_checkpoint` / :func:`load_checkpoint` and :func:`rank_info`; they work on both
+engines. Importing this package does not import torch.
+"""
+
+from ..exceptions import DDPError
+from .helpers import (
+    batch_sizes,
+    load_checkpoint,
+    prepare_loader,
+    prepare_model,
+    rank_info,
+    report,
+    save_checkpoint,
+    unwrap_model,
+)
+from .launcher import DDPResult, run, run_local
+
+__all__ = [
+    "run",
+    "run_local",
+    "DDPResult",
+    "DDPError",
+    "report",
+    "prepare_model",
+    "prepare_loader",
+    "batch_sizes",
+    "save_checkpoint",
+    "load_checkpoint",
+    "rank_info",
+    "unwrap_model",
+]

@@ -1,0 +1,236 @@
+"""Ready-made training functions that run unchanged under :func:`~dasktrain.ddp.run` and
+:func:`~dasktrain.ddp.run_local` (used by the examples, the benchmarks and the ``ddp_cnn``
+workload of :func:`dasktrain.compare`).
+
+They are module-level functions of an importable module, so a rank process unpickles them by
+reference instead of by value.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from ..exceptions import ValidationError
+from .helpers import (
+    load_checkpoint,
+    prepare_loader,
+    prepare_model,
+    rank_info,
+    report,
+    save_checkpoint,
+    unwrap_model,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["train_classifier", "MODELS"]
+
+MODELS = ("smallcnn", "resnet18", "resnet34", "vgg19", "mlp")
+
+
+def _build_model(model, *, n_features, in_channels, num_classes, seed, hidden):
+    import torch
+    from torch import nn
+
+    if model == "mlp":
+        # fork_rng: the same seed gives the same weights on every rank and in the local twin,
+        # without moving the caller's RNG stream.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return nn.Sequential(
+                nn.Linear(n_features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
+            )
+    from ..features._backbones import build
+
+    return build(model, num_classes=num_classes, in_channels=in_channels, seed=seed)
+
+
+def _as_inputs(X, y, model, name):
+    X = np.asarray(X, dtype=np.float32)
+    y = np.asarray(y)
+    if model == "mlp":
+        if X.ndim != 2:
+            raise ValidationError(
+                f"{name} has shape {X.shape}; model='mlp' needs (n_samples, n_features). "
+                "Flatten images first, or use a CNN model."
+            )
+    elif X.ndim != 4:
+        raise ValidationError(
+            f"{name} has shape {X.shape}; model={model!r} needs images (n, height, width, "
+            "channels), e.g. ImageSet.X."
+        )
+    if len(X) != len(y):
+        raise ValidationError(f"{name} has {len(X)} samples but its labels have {len(y)}.")
+    if not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
+        raise ValidationError(
+            f"labels for {name} must be integers >= 0 (class indices), got dtype {y.dtype}."
+        )
+    if X.ndim == 4:
+        # (n, h, w, c) as read_images returns -> (n, c, h, w) as torch convolutions want.
+        X = np.ascontiguousarray(X.transpose(0, 3, 1, 2))
+    return X, y.astype(np.int64)
+
+
+def _allreduce(values, info):
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64)
+    if info.world_size > 1:
+        if info.backend == "nccl":
+            t = t.to(info.device)
+        dist.all_reduce(t)
+    return t.cpu().tolist()
+
+
+def _evaluate(net, X, y, info, batch=256):
+    import torch
+    import torch.nn.functional as F
+
+    # Each rank scores every world_size-th sample (no padding) and the sums are all-reduced,
+    # so the score is exact and the work is split.
+    idx = np.arange(info.rank, len(X), info.world_size)
+    net.eval()
+    loss_sum = correct = 0.0
+    with torch.no_grad():
+        for start in range(0, len(idx), batch):
+            part = idx[start:start + batch]
+            xb = torch.from_numpy(X[part]).to(info.device)
+            yb = torch.from_numpy(y[part]).to(info.device)
+            out = net(xb)
+            loss_sum += float(F.cross_entropy(out, yb, reduction="sum"))
+            correct += float((out.argmax(1) == yb).sum())
+    net.train()
+    loss_sum, correct, count = _allreduce([loss_sum, correct, float(len(idx))], info)
+    return loss_sum / max(count, 1), correct / max(count, 1)
+
+
+def train_classifier(X, y, *, X_val=None, y_val=None, model="smallcnn", epochs=3, batch_size=64,
+                     lr=1e-3, seed=0, batch_scaling="global", hidden=64):
+    """Train a classifier with Adam and cross-entropy; works under ``run`` and ``run_local``.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, height, width, channels) or (n, n_features)
+        Images (``ImageSet.X``) for a CNN, feature vectors for ``model="mlp"``.
+    y : ndarray of shape (n,)
+        Integer class labels ``0..k-1``.
+    X_val, y_val : ndarray, optional
+        Held-out data scored after every epoch (split across the ranks).
+    model : {"smallcnn", "resnet18", "resnet34", "vgg19", "mlp"}
+        CNNs come from :func:`dasktrain.features._backbones.build` with random weights.
+    epochs : int
+    batch_size : int
+        The global batch with ``batch_scaling="global"`` (the default, so 1 and ``n`` ranks
+        take the same optimiser steps); the per-rank batch with ``"per-rank"``, where the
+        learning rate is multiplied by the world size (linear scaling rule).
+    lr : float
+        Adam learning rate for the global batch.
+    seed : int
+        Seeds the weights and the shuffle: same seed, same run on both engines.
+    hidden : int
+        Hidden units of the MLP.
+
+    Returns
+    -------
+    dict
+        ``history``: one record per epoch with ``epoch``, ``loss`` and ``train_accuracy``
+        (training pass), ``accuracy`` (on ``X_val`` when given, else the training accuracy)
+        and ``val_loss``; ``samples_per_s`` (training samples of all ranks per second of
+        training, evaluation excluded), ``train_time`` (s), ``world_size``, ``rank``,
+        ``global_batch_size``, ``lr``, ``resumed_from`` (epoch, or None).
+
+    Notes
+    -----
+    With a ``checkpoint_dir`` the model, optimiser and history are checkpointed after every
+    epoch, and a restarted job resumes from the last complete epoch.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if model not in MODELS:
+        raise ValidationError(f"model={model!r} must be one of {MODELS}.")
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValidationError(f"epochs={epochs!r} must be a positive integer.")
+    X, y = _as_inputs(X, y, model, "X")
+    has_val = X_val is not None
+    if has_val:
+        if y_val is None:
+            raise ValidationError("X_val was given without y_val.")
+        X_val, y_val = _as_inputs(X_val, y_val, model, "X_val")
+    num_classes = int(max(y.max(), y_val.max() if has_val else 0)) + 1
+    info = rank_info()
+
+    net = _build_model(model, n_features=X.shape[1], in_channels=X.shape[1],
+                       num_classes=num_classes, seed=seed, hidden=hidden)
+    net = prepare_model(net)
+    loader = prepare_loader((torch.from_numpy(X), torch.from_numpy(y)), batch_size,
+                            batch_scaling=batch_scaling, seed=seed)
+    step_lr = lr * loader.lr_scale
+    opt = torch.optim.Adam(net.parameters(), lr=step_lr)
+
+    history, start_epoch, resumed_from = [], 0, None
+    state = load_checkpoint() if info.checkpoint_dir else None
+    if state is not None:
+        unwrap_model(net).load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        history = list(state["history"])
+        start_epoch = resumed_from = int(state["epoch"]) + 1
+        loader.set_epoch(start_epoch)
+        logger.info("rank %d resumes at epoch %d", info.rank, start_epoch)
+
+    train_time, samples = 0.0, 0.0
+    for epoch in range(start_epoch, epochs):
+        net.train()
+        t0 = time.perf_counter()
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        correct = torch.zeros((), dtype=torch.int64)
+        count = 0
+        for xb, yb in loader:
+            xb, yb = xb.to(info.device), yb.to(info.device)
+            out = net(xb)
+            loss = F.cross_entropy(out, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.detach().double().cpu() * len(yb)
+            correct += (out.detach().argmax(1) == yb).sum().cpu()
+            count += len(yb)
+        epoch_time = time.perf_counter() - t0
+        train_time += epoch_time
+        loss_all, correct_all, count_all = _allreduce(
+            [float(loss_sum), float(correct), float(count)], info
+        )
+        samples += count_all
+        record = {
+            "epoch": epoch,
+            "loss": loss_all / count_all,
+            "train_accuracy": correct_all / count_all,
+            "epoch_time": epoch_time,
+        }
+        if has_val:
+            record["val_loss"], record["accuracy"] = _evaluate(net, X_val, y_val, info)
+        else:
+            record["accuracy"] = record["train_accuracy"]
+        history.append(record)
+        report(**record)
+        if info.checkpoint_dir:
+            save_checkpoint({
+                "model": unwrap_model(net).state_dict(),
+                "optimizer": opt.state_dict(),
+                "epoch": epoch,
+                "history": history,
+            })
+    return {
+        "history": history,
+        "samples_per_s": samples / train_time if train_time > 0 else float("nan"),
+        "train_time": train_time,
+        "world_size": info.world_size,
+        "rank": info.rank,
+        "global_batch_size": loader.global_batch_size,
+        "lr": step_lr,
+        "resumed_from": resumed_from,
+    }

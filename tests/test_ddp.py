@@ -1,0 +1,316 @@
+"""dasktrain.ddp on a real LocalCluster with gloo: results, collectives, metrics, failures."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+
+import cloudpickle
+import numpy as np
+import pytest
+
+import dasktrain.ddp as ddp
+from dasktrain.exceptions import DDPError, ValidationError
+
+torch = pytest.importorskip("torch")
+
+# Rank processes cannot import this test module: send its functions by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+# ---------------------------------------------------------------- train functions (by value)
+
+
+def _allreduce_fn(x):
+    import torch.distributed as dist
+
+    info = ddp.rank_info()
+    t = torch.tensor([float(info.rank)])
+    dist.all_reduce(t)
+    print(f"stdout of rank {info.rank}")
+    print(f"stderr of rank {info.rank}", file=sys.stderr)
+    return {
+        "rank": info.rank,
+        "world_size": info.world_size,
+        "sum": t.item(),
+        "x": x,
+        "threads": torch.get_num_threads(),
+        "local_rank": int(os.environ["LOCAL_RANK"]),
+        "local_world_size": int(os.environ["LOCAL_WORLD_SIZE"]),
+        "master_addr": os.environ["MASTER_ADDR"],
+        "master_port": int(os.environ["MASTER_PORT"]),
+        "backend": info.backend,
+        "pid": os.getpid(),
+    }
+
+
+def _count_calls(path):
+    if ddp.rank_info().rank == 0:
+        with open(path, "a") as fh:
+            fh.write("called\n")
+    return ddp.rank_info().rank
+
+
+def _stream_fn(n, pause):
+    for step in range(n):
+        ddp.report(step=step, value=step * 10 + ddp.rank_info().rank)
+        time.sleep(pause)
+    return n
+
+
+def _fail_rank1():
+    import torch.distributed as dist
+
+    if ddp.rank_info().rank == 1:
+        print("about to fail: marker-7781", file=sys.stderr)
+        raise ValueError("boom 42")
+    t = torch.ones(1)
+    dist.all_reduce(t)  # rank 0 would wait here forever without the teardown
+    return 0
+
+
+def _sleep_fn(seconds):
+    t0 = time.time()
+    time.sleep(seconds)
+    return (t0, time.time())
+
+
+def _loader_indices(n, batch_size):
+    info = ddp.rank_info()
+    ds = torch.utils.data.TensorDataset(torch.arange(n))
+    out = {"rank": info.rank}
+    for scaling in ("global", "per-rank"):
+        loader = ddp.prepare_loader(ds, batch_size, batch_scaling=scaling, seed=3)
+        out[scaling] = {
+            "epochs": [[b[0].tolist() for b in loader] for _ in range(2)],
+            "sizes": (loader.per_rank_batch_size, loader.global_batch_size, loader.lr_scale),
+        }
+    return out
+
+
+# ---------------------------------------------------------------- tests on the session cluster
+
+
+def test_results_per_rank_and_allreduce(client):
+    res = ddp.run(_allreduce_fn, 5, client=client, timeout=60, port_range=(29400, 29999))
+    assert isinstance(res, ddp.DDPResult) and isinstance(res, dict)
+    assert sorted(res) == [0, 1]
+    for rank, value in res.items():
+        assert value["rank"] == rank
+        assert value["world_size"] == 2
+        assert value["sum"] == 1.0  # 0 + 1
+        assert value["x"] == 5
+        assert value["threads"] == 1  # the worker has one thread
+        assert value["backend"] == "gloo"
+        assert value["master_addr"] == "127.0.0.1"
+        assert 29400 <= value["master_port"] <= 29999
+        assert value["local_world_size"] == 2
+        assert value["local_rank"] == rank
+        assert f"stdout of rank {rank}" in res.logs[rank]["stdout"]
+        assert f"stderr of rank {rank}" in res.logs[rank]["stderr"]
+        assert res.logs[rank]["returncode"] == 0
+    # ranks ordered by host then address, one per worker, each in its own process
+    assert list(res.workers.values()) == sorted(client.nthreads())
+    worker_pids = client.run(os.getpid)
+    assert not {v["pid"] for v in res.values()} & set(worker_pids.values())
+    assert res.attempts == 1 and res.failures == []
+
+
+def test_metrics_stream_to_client_while_running(client, caplog):
+    caplog.set_level(logging.INFO, logger="dasktrain.ddp.launcher")
+    n, pause = 4, 0.5
+    res = ddp.run(_stream_fn, n, pause, client=client, timeout=60)
+    end = time.time()
+    assert res == {0: n, 1: n}
+    got = sorted((r["rank"], r["step"], r["value"]) for r in res.history)
+    assert got == [(r, s, s * 10 + r) for r in (0, 1) for s in range(n)]
+    assert all(r["attempt"] == 0 and "time" in r for r in res.history)
+    # progress is logged as it arrives: step 0 reached the client well before the job ended
+    progress = [rec for rec in caplog.records if "step=0" in rec.getMessage()]
+    assert progress, "no progress line logged for rank 0"
+    assert progress[0].created < end - (n - 1) * pause + 0.5
+
+
+def test_exception_in_one_rank_raises_fast_with_stderr(client):
+    t0 = time.monotonic()
+    with pytest.raises(DDPError) as info:
+        ddp.run(_fail_rank1, client=client, timeout=120)
+    elapsed = time.monotonic() - t0
+    assert elapsed < 30
+    msg = str(info.value)
+    assert "rank 1" in msg and "ValueError: boom 42" in msg
+    assert "marker-7781" in msg  # last lines of that rank's stderr
+    workers = sorted(client.nthreads())
+    assert workers[1] in msg
+    assert info.value.rank == 1 and info.value.worker == workers[1]
+    assert isinstance(info.value.__cause__, ValueError)
+    assert "marker-7781" in info.value.logs[1]["stderr"]
+    # the blocked rank was torn down (or failed on its own when rank 1's socket closed)
+    assert info.value.logs[0]["status"] in ("aborted", "error")
+    assert info.value.logs[0]["returncode"] not in (None, 0)
+
+
+def test_workers_usable_after_failure_and_two_calls_run_twice(client, tmp_path):
+    # right after a failed job (previous test) the locks are free and no rank task is stuck;
+    # the tasks are never cached: the same call with the same arguments trains twice
+    path = tmp_path / "calls.txt"
+    first = ddp.run(_count_calls, str(path), client=client, timeout=60)
+    second = ddp.run(_count_calls, str(path), client=client, timeout=60)
+    assert dict(first) == dict(second) == {0: 0, 1: 1}
+    assert path.read_text().count("called") == 2
+
+
+def test_timeout_stops_the_job(client):
+    t0 = time.monotonic()
+    with pytest.raises(DDPError, match="timeout"):
+        ddp.run(_sleep_fn, 60, client=client, timeout=6)
+    assert time.monotonic() - t0 < 20
+
+
+def test_lock_makes_second_job_use_the_free_worker(client):
+    w0, w1 = sorted(client.nthreads())
+    out = {}
+
+    def job_a():
+        out["a"] = ddp.run(_sleep_fn, 4.0, client=client, workers=[w0], timeout=60)
+
+    thread = threading.Thread(target=job_a)
+    thread.start()
+    # wait until job A holds w0 (its rank is running), then ask for "any one worker"
+    deadline = time.monotonic() + 30
+    while not any(k.startswith("dasktrain-ddp-rank") for k in _processing(client, w0)):
+        assert time.monotonic() < deadline, "job A never started"
+        time.sleep(0.1)
+    b = ddp.run(_sleep_fn, 0.5, client=client, workers=1, timeout=60)
+    thread.join(60)
+    a = out["a"]
+    assert a.workers == {0: w0}
+    # without the lock, "one worker" would have been w0 (first in order) and waited for A
+    assert b.workers == {0: w1}
+    (a0, a1), (b0, b1) = a[0], b[0]
+    assert b0 < a1 and a0 < b1, "the two jobs on disjoint workers did not run concurrently"
+
+
+def _processing(client, address):
+    return [str(k) for k in client.processing(workers=[address]).get(address, [])]
+
+
+def test_prepare_loader_batch_scaling_math():
+    assert ddp.batch_sizes(64, 2, "global") == (32, 64, 1.0)
+    assert ddp.batch_sizes(64, 2, "per-rank") == (64, 128, 2.0)
+    assert ddp.batch_sizes(64, 1, "global") == (64, 64, 1.0)
+    assert ddp.batch_sizes(10, 4, "global") == (2, 8, 1.0)
+    with pytest.raises(ValidationError, match="batch_scaling"):
+        ddp.batch_sizes(64, 2, "linear")
+    with pytest.raises(ValidationError, match="world size"):
+        ddp.batch_sizes(1, 2, "global")
+
+
+def test_loader_shards_match_local_batches(client):
+    n, batch = 20, 4
+    local = ddp.run_local(_loader_indices, n, batch)[0]
+    ranks = ddp.run(_loader_indices, n, batch, client=client, timeout=60)
+    assert local["global"]["sizes"] == local["per-rank"]["sizes"] == (4, 4, 1.0)
+    assert ranks[0]["global"]["sizes"] == ranks[1]["global"]["sizes"] == (2, 4, 1.0)
+    assert ranks[0]["per-rank"]["sizes"] == (4, 8, 2.0)
+    for epoch in range(2):
+        local_batches = local["global"]["epochs"][epoch]
+        r0, r1 = ranks[0]["global"]["epochs"][epoch], ranks[1]["global"]["epochs"][epoch]
+        assert len(r0) == len(r1) == len(local_batches) == 5
+        # step k of the two ranks together is exactly step k of the local twin
+        for k, lb in enumerate(local_batches):
+            assert sorted(r0[k] + r1[k]) == sorted(lb)
+        assert sorted(sum(r0 + r1, [])) == list(range(n))
+        # per-rank: each rank keeps the full batch, so there are half as many steps
+        p0, p1 = ranks[0]["per-rank"]["epochs"][epoch], ranks[1]["per-rank"]["epochs"][epoch]
+        assert [len(b) for b in p0] == [4, 4, 2] and sorted(sum(p0 + p1, [])) == list(range(n))
+    # the loader moves to the next epoch by itself: a new shuffle
+    assert local["global"]["epochs"][0] != local["global"]["epochs"][1]
+
+
+def test_run_local_matches_run_on_same_seeds(client):
+    from dasktrain.ddp.recipes import train_classifier
+    from dasktrain.testing import make_blobs
+
+    X, y = make_blobs(n_samples=400, n_features=8, centers=3, random_state=1)
+    X = X.astype(np.float32)
+    kw = dict(X_val=X[300:], y_val=y[300:], model="mlp", epochs=3, batch_size=32, lr=0.01,
+              seed=4)
+    torch.set_num_threads(1)
+    local = ddp.run_local(train_classifier, X[:300], y[:300], **kw)
+    dist = ddp.run(train_classifier, X[:300], y[:300], client=client, timeout=60, **kw)
+    lh, dh = local[0]["history"], dist[0]["history"]
+    for h in lh + dh + dist[1]["history"]:
+        h.pop("epoch_time")  # the only thing allowed to differ
+    assert dist[0]["history"] == dist[1]["history"]
+    assert [h["epoch"] for h in lh] == [h["epoch"] for h in dh] == [0, 1, 2]
+    # same samples per step and averaged gradients: the same run up to float rounding
+    for a, b in zip(lh, dh):
+        assert abs(a["accuracy"] - b["accuracy"]) <= 0.02
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-3)
+    assert dist[0]["world_size"] == 2 and local[0]["world_size"] == 1
+    assert dist[0]["global_batch_size"] == local[0]["global_batch_size"] == 32
+    assert len(local.history) == 3 and len([r for r in dist.history if r["rank"] == 0]) == 3
+    assert lh[-1]["accuracy"] > 0.9
+
+
+def test_cnn_recipe_runs_on_ranks(client):
+    from dasktrain.ddp.recipes import train_classifier
+
+    rng = np.random.default_rng(0)
+    X = rng.random((32, 16, 16, 1), dtype=np.float32)
+    y = (X[:, :8].mean(axis=(1, 2, 3)) > X[:, 8:].mean(axis=(1, 2, 3))).astype(int)
+    res = ddp.run(train_classifier, X, y, X_val=X[:8], y_val=y[:8], client=client,
+                  timeout=90, model="smallcnn", epochs=2, batch_size=8)
+    assert [h["epoch"] for h in res[0]["history"]] == [0, 1]
+    # the validation score is all-reduced: every rank reports the same one
+    assert res[0]["history"][-1]["accuracy"] == res[1]["history"][-1]["accuracy"]
+    assert res[0]["samples_per_s"] > 0 and 0 <= res[0]["history"][-1]["accuracy"] <= 1
+
+
+def test_run_local_checkpoint_roundtrip(tmp_path):
+    def fn():
+        assert ddp.load_checkpoint() is None
+        ddp.save_checkpoint({"w": torch.arange(3), "epoch": 2})
+        ddp.report(loss=0.5)
+        return ddp.load_checkpoint()
+
+    res = ddp.run_local(fn, checkpoint_dir=tmp_path)
+    assert res[0]["epoch"] == 2 and res[0]["w"].tolist() == [0, 1, 2]
+    assert (tmp_path / "checkpoint.pt").exists()
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+    assert res.history[0]["loss"] == 0.5 and res.history[0]["rank"] == 0
+    with pytest.raises(DDPError, match="checkpoint_dir"):
+        ddp.run_local(lambda: ddp.save_checkpoint({}))
+
+
+def test_bad_arguments_are_rejected(client):
+    with pytest.raises(ValidationError, match="backend='mpi2'"):
+        ddp.run(_sleep_fn, 0, client=client, backend="mpi2")
+    with pytest.raises(ValidationError, match="timeout"):
+        ddp.run(_sleep_fn, 0, client=client, timeout=0)
+    with pytest.raises(ValidationError, match="asks for 5 workers"):
+        ddp.run(_sleep_fn, 0, client=client, workers=5)
+    with pytest.raises(ValidationError, match="not workers of this cluster"):
+        ddp.run(_sleep_fn, 0, client=client, workers=["tcp://127.0.0.1:1"])
+    with pytest.raises(ValidationError, match="port_range"):
+        ddp.run(_sleep_fn, 0, client=client, port_range=(10, 5))
+
+
+@pytest.mark.gpu
+def test_nccl_on_gpu(client):
+    res = ddp.run(_gpu_fn, client=client, workers=1, backend="auto", timeout=120)
+    assert res[0]["backend"] == "nccl" and res[0]["device"].startswith("cuda")
+
+
+def _gpu_fn():
+    import torch.distributed as dist
+
+    info = ddp.rank_info()
+    t = torch.ones(1, device=info.device)
+    dist.all_reduce(t)
+    model = ddp.prepare_model(torch.nn.Linear(2, 2))
+    return {"backend": info.backend, "device": str(next(model.parameters()).device)}
