@@ -1,0 +1,196 @@
+"""The ``dasktrain demo`` and ``dasktrain compare PATH`` subcommands.
+
+``demo`` builds the built-in X-ray-like data set in a temporary folder, starts a local cluster
+(printing its dashboard link), runs read -> features -> kmeans, xgboost, logreg, naive_bayes,
+mlp_cv and ddp_cnn on both engines with repeats, prints progress and the table, and writes the
+report. ``compare PATH`` does the same on a user's folder and (optionally) cluster.
+
+Register them in :mod:`dasktrain.cli` with ``register("demo", add_demo_parser)`` and
+``register("compare", add_compare_parser)``; each handler returns an exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+from .exceptions import ValidationError
+
+__all__ = ["add_demo_parser", "add_compare_parser", "run_demo", "run_compare", "DEMO_WORKLOADS"]
+
+DEMO_WORKLOADS = ("read", "features", "kmeans", "xgboost", "logreg", "naive_bayes", "mlp_cv", "ddp_cnn")
+
+#: Sizes of the default demo: about 3-4 minutes on a 2-core machine, 3 repeats.
+DEFAULT = {"n_per_class": 100, "image_size": 64, "repeat": 3, "warmup": True}
+#: ``--small``: seconds, for the test suite and a quick look.
+SMALL = {"n_per_class": 12, "image_size": 32, "repeat": 1, "warmup": False}
+SMALL_OPTIONS = {"epochs": 1, "n_estimators": 10, "mlp_max_iter": 50, "cv": 2, "batch_size": 32}
+
+
+def _printer(out=None):
+    out = out or sys.stdout
+    t0 = time.perf_counter()
+
+    def progress(ev):
+        rec = ev["record"]
+        what = "warm-up" if ev["event"] == "warmup" else f"run {ev['repeat']}"
+        t = rec.get("time", math.nan)
+        secs = "" if t is None or (isinstance(t, float) and math.isnan(t)) else f"{t:8.3f} s"
+        status = rec["status"]
+        if status != "ok":
+            status += f": {str(rec.get('error'))[:100]}"
+        print(
+            f"[{ev['index']:>3}/{ev['total']}] {time.perf_counter() - t0:6.1f}s  "
+            f"{ev['workload']:<12} {ev['engine']:<6} {what:<8} {secs:>10}  {status}",
+            file=out,
+            flush=True,
+        )
+
+    return progress
+
+
+def _load_prices(value):
+    if value is None:
+        return None
+    p = Path(value)
+    text = p.read_text() if p.exists() else value
+    try:
+        prices = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValidationError(
+            f"--prices {value!r} is neither a JSON file nor JSON text ({exc}); use e.g. "
+            '\'{"local": 0.192, "dask": 0.384}\' (USD per hour per engine).'
+        ) from exc
+    return prices
+
+
+def _finish(results, out, stream=None):
+    stream = stream or sys.stdout
+    print("", file=stream)
+    print(results.to_string(), file=stream)
+    cr = results.crossover
+    if cr is not None:
+        for _, r in cr.iterrows():
+            print(f"crossover {r.workload}: {r.note}", file=stream)
+    d = results.save(out)
+    print(f"\nreport: {d / 'report.html'}", file=stream)
+    print(f"tables: {d / 'results.csv'}, {d / 'results.json'}, {d / 'samples.csv'}", file=stream)
+    if results.performance_report:
+        print(f"dask performance report: {d / 'dask-performance-report.html'}", file=stream)
+    return 1 if (results.table.status == "error").any() else 0
+
+
+def _run(args, data, workloads, engines, preset, options):
+    from .cluster import connect
+    from .comparison import compare
+
+    repeat = args.repeat if args.repeat is not None else preset["repeat"]
+    client = None
+    if "dask" in engines:
+        client = connect(args.scheduler, n_workers=args.workers)
+        print(f"dask dashboard: {client.dashboard_link}", flush=True)
+        n = client.nthreads()
+        print(f"cluster: {len(n)} workers, {sum(n.values())} threads "
+              "(the local engine gets the same number of cores)", flush=True)
+    try:
+        t0 = time.perf_counter()
+        results = compare(
+            list(workloads),
+            data=data,
+            engines=tuple(engines),
+            repeat=repeat,
+            client=client,
+            prices=_load_prices(args.prices),
+            spot_discount=args.spot_discount,
+            sizes=args.sizes,
+            warmup=preset["warmup"] and not args.no_warmup,
+            options=options,
+            progress=_printer(),
+            n_per_class=preset["n_per_class"],
+        )
+        print(f"\nfinished in {time.perf_counter() - t0:.1f} s", flush=True)
+    finally:
+        if client is not None:
+            client.close()  # closes the local cluster connect() started; never a remote one
+    return _finish(results, args.out)
+
+
+def _common(p, *, workloads_default):
+    p.add_argument("--out", default="report/", help="output folder (default: report/)")
+    p.add_argument("--scheduler", metavar="ADDR", help="Dask scheduler address (default: a new local cluster)")
+    p.add_argument("--workers", type=int, default=None, help="local cluster workers (default: one per CPU)")
+    p.add_argument("--workloads", nargs="+", default=list(workloads_default), metavar="NAME",
+                   help=f"workloads to run (default: {' '.join(workloads_default)})")
+    p.add_argument("--engines", nargs="+", default=["local", "dask"], choices=["local", "dask"])
+    p.add_argument("--repeat", type=int, default=None, help="timed repeats per workload and engine")
+    p.add_argument("--sizes", type=int, nargs="+", default=None, metavar="N",
+                   help="also run at these data sizes (samples) and report the crossover")
+    p.add_argument("--image-size", type=int, default=None, help="image side in pixels")
+    p.add_argument("--backbone", default="smallcnn", help="CNN trunk of the features step")
+    p.add_argument("--epochs", type=int, default=None, help="epochs of the ddp_cnn workload")
+    p.add_argument("--prices", metavar="JSON", help="USD/hour per engine: a JSON file or text")
+    p.add_argument("--spot-discount", type=float, default=0.0, help="fraction off the prices")
+    p.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up runs")
+    p.add_argument("--small", action="store_true",
+                   help="tiny sizes, one repeat, no warm-up: finishes in seconds (tests)")
+
+
+#: The demo's DDP job trains one epoch: on 2 CPU cores it dominates the run time otherwise.
+DEFAULT_OPTIONS = {"epochs": 1}
+
+
+def _options(args, preset):
+    opts = dict(SMALL_OPTIONS) if args.small else dict(DEFAULT_OPTIONS)
+    opts["image_size"] = args.image_size or preset["image_size"]
+    opts["backbone"] = args.backbone
+    if args.epochs is not None:
+        opts["epochs"] = args.epochs
+    return opts
+
+
+def run_demo(args):
+    """Handler of ``dasktrain demo``; returns the exit code (1 when a workload errored)."""
+    import tempfile
+
+    preset = dict(SMALL if args.small else DEFAULT)
+    if args.n_per_class is not None:
+        preset["n_per_class"] = args.n_per_class
+    from .datasets import make_xray_like
+
+    options = _options(args, preset)
+    with tempfile.TemporaryDirectory(prefix="dasktrain-demo-") as tmp:
+        root = make_xray_like(Path(tmp) / "chest_xray", n_per_class=preset["n_per_class"],
+                              size=options["image_size"], seed=0)
+        print(f"built-in data set: {root} ({preset['n_per_class']} images per class)", flush=True)
+        return _run(args, root, args.workloads, args.engines, preset, options)
+
+
+def add_demo_parser(subparsers):
+    """Register ``dasktrain demo`` on an argparse subparsers object."""
+    p = subparsers.add_parser(
+        "demo", help="compare local and dask on built-in X-ray-like data and write a report"
+    )
+    _common(p, workloads_default=DEMO_WORKLOADS)
+    p.add_argument("--n-per-class", type=int, default=None, help="built-in images per class")
+    p.set_defaults(func=run_demo)
+    return p
+
+
+def run_compare(args):
+    """Handler of ``dasktrain compare PATH``; returns the exit code."""
+    preset = dict(SMALL if args.small else DEFAULT)
+    return _run(args, args.path, args.workloads, args.engines, preset, _options(args, preset))
+
+
+def add_compare_parser(subparsers):
+    """Register ``dasktrain compare PATH`` on an argparse subparsers object."""
+    p = subparsers.add_parser(
+        "compare", help="compare local and dask on your image folder (and cluster)"
+    )
+    p.add_argument("path", help="image folder with one sub-folder per class (PATH/train used if present)")
+    _common(p, workloads_default=DEMO_WORKLOADS)
+    p.set_defaults(func=run_compare)
+    return p

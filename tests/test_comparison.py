@@ -1,0 +1,281 @@
+"""compare() and Results: the math against hand-computed numbers, fairness, errors."""
+
+from __future__ import annotations
+
+import importlib
+import math
+import time
+
+import dask
+import numpy as np
+import pytest
+
+import dasktrain
+from dasktrain.comparison import Results
+from dasktrain.exceptions import ClusterConnectionError, ValidationError, WorkloadError
+from dasktrain.testing import make_blobs
+
+
+def _runs(workload, engine, times, *, train=None, energy=None, devices=1, size=None, quality=None):
+    out = []
+    for i, t in enumerate(times):
+        out.append(
+            {
+                "workload": workload,
+                "engine": engine,
+                "repeat": i + 1,
+                "status": "ok",
+                "time": t,
+                "train_time": train[i] if train else math.nan,
+                "energy_j": energy[i] if energy else math.nan,
+                "devices": devices,
+                "size": size,
+                "quality_metric": "accuracy",
+                "quality": quality[i] if quality else 0.9,
+            }
+        )
+    return out
+
+
+# ------------------------------------------------------------------------- Results math
+
+
+def test_results_table_math():
+    runs = _runs("xgb", "local", [10.0, 12.0, 11.0], train=[8.0, 9.0, 10.0], energy=[200, 220, 210])
+    runs += _runs("xgb", "dask", [5.0, 6.0, 4.0], train=[2.0, 3.0, 4.0], energy=[100, 120, 110],
+                  devices=4)
+    prices = {"m5": {"usd_per_hour": 0.4, "spot_discount": 0.5}, "c5": 1.0}
+    res = Results(runs, prices=prices, machines={"local": "c5", "dask": ("m5", 4)})
+    t = res.table.set_index("engine")
+    assert t.loc["local", "time_median"] == 11.0
+    assert (t.loc["dask", "time_min"], t.loc["dask", "time_max"]) == (4.0, 6.0)
+    assert t.loc["dask", "train_time_median"] == 3.0
+    assert t.loc["dask", "speedup"] == pytest.approx(11 / 5)  # 2.2
+    assert t.loc["dask", "improvement_pct"] == pytest.approx(120.0)  # (11/5 - 1) x 100
+    assert t.loc["dask", "efficiency"] == pytest.approx(2.2 / 4)  # speedup / devices
+    assert t.loc["local", "speedup"] == 1 and t.loc["local", "improvement_pct"] == 0
+    assert t.loc["dask", "edp"] == pytest.approx(110 * 5)  # median energy x median time
+    assert t.loc["local", "edp"] == pytest.approx(210 * 11)
+    # Cost per run: 4 machines x 0.4 USD/h x (1 - 0.5 spot) x 5 s / 3600.
+    assert t.loc["dask", "cost_usd"] == pytest.approx(4 * 0.4 * 0.5 * 5 / 3600)
+    assert t.loc["local", "cost_usd"] == pytest.approx(1.0 * 11 / 3600)
+    assert t.loc["dask", "machine"] == "4 x m5"
+
+
+def test_results_global_spot_discount_and_train_basis():
+    runs = _runs("lr", "local", [4.0], train=[3.0]) + _runs("lr", "dask", [8.0], train=[1.0])
+    res = Results(runs, prices={"local": 2.0, "dask": 2.0}, spot_discount=0.7,
+                  time_basis="train_time")
+    t = res.table.set_index("engine")
+    assert t.loc["dask", "speedup"] == pytest.approx(3.0)
+    assert t.loc["dask", "improvement_pct"] == pytest.approx(200.0)
+    assert t.loc["dask", "cost_usd"] == pytest.approx(2.0 * 0.3 * 1.0 / 3600)
+    # The whole-step basis says the opposite: slower, negative improvement.
+    t2 = Results(runs).table.set_index("engine")
+    assert t2.loc["dask", "speedup"] == pytest.approx(0.5)
+    assert t2.loc["dask", "improvement_pct"] == pytest.approx(-50.0)
+    assert math.isnan(t2.loc["dask", "cost_usd"]) and math.isnan(t2.loc["dask", "edp"])
+
+
+def test_crossover():
+    sizes = [100, 200, 400, 800]
+    runs = []
+    for s, tl, td in zip(sizes, [1, 2, 4, 8], [3, 3, 3, 3]):
+        runs += _runs("km", "local", [tl], size=s) + _runs("km", "dask", [td], size=s)
+    for s, tl, td in zip(sizes, [1, 2, 3, 4], [2, 3, 4, 5]):
+        runs += _runs("nb", "local", [tl], size=s) + _runs("nb", "dask", [td], size=s)
+    for s, tl, td in zip(sizes, [3, 2, 4, 8], [1, 3, 3, 3]):  # wins, loses, then wins for good
+        runs += _runs("mlp", "local", [tl], size=s) + _runs("mlp", "dask", [td], size=s)
+    for s in sizes:
+        runs += _runs("xgb", "local", [10], size=s) + _runs("xgb", "dask", [1], size=s)
+    res = Results(runs)
+    cr = res.crossover.set_index("workload")
+    assert cr.loc["km", "crossover_size"] == 400
+    assert cr.loc["mlp", "crossover_size"] == 400
+    assert math.isnan(cr.loc["nb", "crossover_size"])
+    assert "does not win in range [100, 800]" in cr.loc["nb", "note"]
+    assert cr.loc["xgb", "crossover_size"] == 100 and "whole range" in cr.loc["xgb", "note"]
+    sc = res.scaling
+    assert len(sc) == 4 * 2 * 4
+    km = sc[(sc.workload == "km") & (sc.engine == "dask")].set_index("size")
+    assert km.loc[800, "speedup"] == pytest.approx(8 / 3)
+    # The main table holds the largest size.
+    assert set(res.table["size"]) == {800}
+
+
+def test_results_errors_and_failed_rows():
+    runs = _runs("a", "local", [1.0]) + _runs("a", "dask", [2.0])
+    runs.append({"workload": "b", "engine": "local", "status": "error", "error": "boom",
+                 "time": math.nan})
+    res = Results(runs)
+    row = res.table.set_index("workload").loc["b"]
+    assert row.status == "error" and row.error == "boom" and math.isnan(row.time_median)
+    assert "boom" in res.to_string()
+    with pytest.raises(WorkloadError, match="no entry for machine 'dask'"):
+        Results(runs, prices={"local": 1.0})
+    with pytest.raises(ValidationError, match="spot_discount"):
+        Results(runs, spot_discount=1.5)
+    with pytest.raises(WorkloadError, match="at least one run"):
+        Results([])
+
+
+# ------------------------------------------------------------------------- compare()
+
+CALLS = []
+
+
+def user_step(data, engine, client):
+    """A user workload: sums X on the chosen engine, reports train_time and a quality."""
+    X, y = data
+    CALLS.append(engine)
+    t0 = time.perf_counter()
+    if engine == "dask":
+        import dask.array as da
+
+        total = float(client.compute(da.from_array(X, chunks=50).sum()).result())
+    else:
+        total = float(np.sum(X))
+    return {"train_time": time.perf_counter() - t0, "checksum": total, "n": len(X)}
+
+
+def broken(data, engine, client):
+    raise RuntimeError("this workload is broken on purpose")
+
+
+def thread_probe(data, engine, client):
+    from threadpoolctl import threadpool_info
+
+    from dasktrain.workloads import current
+
+    pools = threadpool_info()
+    return {"n_threads": current().n_threads,
+            "blas_threads": max((p["num_threads"] for p in pools), default=-1)}
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    return make_blobs(200, 4, 2, random_state=0)
+
+
+def test_compare_user_workloads_interleaved_and_warmup_excluded(client, blobs):
+    CALLS.clear()
+    res = dasktrain.compare([user_step, broken], data=blobs, repeat=2, client=client,
+                            interval=0.05, performance_report=False)
+    runs = res.runs
+    ok = runs[runs.workload == "user_step"].sort_values("start")
+    # warm-up (local, dask) then A B A B; the warm-up is not recorded.
+    assert CALLS == ["local", "dask", "local", "dask", "local", "dask"]
+    assert ok.engine.tolist() == ["local", "dask", "local", "dask"]
+    assert (ok.status == "ok").all()
+    assert ok["quality"].tolist() == [pytest.approx(float(blobs[0].sum()))] * 4
+    assert (ok.time >= ok.train_time).all()
+    assert (ok.threads == 2).all() and ok.devices.tolist() == [1, 2, 1, 2]
+    t = res.table.set_index(["workload", "engine"])
+    assert t.loc[("user_step", "dask"), "repeats"] == 2
+    # The broken workload is reported in its rows with its error, and did not stop the others.
+    for e in ("local", "dask"):
+        assert t.loc[("broken", e), "status"] == "error"
+        assert "broken on purpose" in t.loc[("broken", e), "error"]
+    assert res.setup["workers"] == 2 and res.setup["threads"] == 2
+    assert "numpy" in res.setup["versions"]
+    assert len(res.samples) and set(res.samples.run) == set(ok.run)
+
+
+def test_local_engine_gets_as_many_cores_as_the_cluster(blobs):
+    # A 3-thread cluster on a 2-core machine: the local run must get 3 threads, not cpu_count().
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=3, threads_per_worker=1, processes=False,
+                      dashboard_address="127.0.0.1:0") as lc, \
+            Client(lc, set_as_default=False) as c3:
+        res = dasktrain.compare([thread_probe], data=blobs, engines=("local",), repeat=1,
+                                client=c3, warmup=False, monitor=False)
+    row = res.runs.iloc[0]
+    assert row["metric.n_threads"] == 3  # what compare told the workload
+    # threadpoolctl limited the BLAS/OpenMP pools of the local run to the cluster's threads.
+    assert row["metric.blas_threads"] in (3, -1)
+    assert res.setup["threads"] == 3 and res.performance_report is None
+
+
+def _available(workload):
+    need = {
+        "kmeans": [("dasktrain.models", "KMeans"), ("dasktrain.metrics", "silhouette_score")],
+        "logreg": [("dasktrain.models", "LogisticRegression"), ("dasktrain.metrics", "accuracy_score")],
+        "naive_bayes": [("dasktrain.models", "GaussianNB"), ("dasktrain.metrics", "accuracy_score")],
+    }[workload]
+    for mod, name in need:
+        try:
+            getattr(importlib.import_module(mod), name)
+        except (ImportError, AttributeError):
+            return False
+    return True
+
+
+def test_builtin_workloads_on_a_feature_matrix(client, blobs):
+    names = ["kmeans", "logreg", "naive_bayes", "read"]
+    res = dasktrain.compare(names, data=blobs, repeat=1, client=client, warmup=False,
+                            performance_report=False, interval=0.2)
+    t = res.table.set_index(["workload", "engine"])
+    for w in ["kmeans", "logreg", "naive_bayes"]:
+        for e in ("local", "dask"):
+            if _available(w):
+                assert t.loc[(w, e), "status"] == "ok", t.loc[(w, e), "error"]
+                assert t.loc[(w, e), "quality"] > 0.5  # two well separated blobs
+            else:
+                assert t.loc[(w, e), "status"] == "unavailable"
+    # `read` needs a folder: it says so instead of faking a number.
+    assert t.loc[("read", "local"), "status"] == "unavailable"
+    assert "folder" in t.loc[("read", "local"), "error"]
+
+
+# ------------------------------------------------------------------------- bad input
+
+
+def test_unknown_workload(blobs):
+    with pytest.raises(WorkloadError, match="unknown workload 'kmeanz'.*'kmeans'"):
+        dasktrain.compare(["kmeanz"], data=blobs, engines=("local",))
+
+
+def test_empty_data(tmp_path):
+    with pytest.raises(WorkloadError, match="0 samples"):
+        dasktrain.compare(["logreg"], data=(np.zeros((0, 3)), np.zeros(0)), engines=("local",))
+    (tmp_path / "NORMAL").mkdir()
+    with pytest.raises(WorkloadError, match="is empty"):
+        dasktrain.compare(["read"], data=tmp_path, engines=("local",))
+    with pytest.raises(WorkloadError, match="does not exist"):
+        dasktrain.compare(["read"], data=tmp_path / "nope", engines=("local",))
+
+
+def test_price_table_without_the_machine(blobs):
+    with pytest.raises(WorkloadError, match="no entry for machine 'dask'.*'local'"):
+        dasktrain.compare([user_step], data=blobs, prices={"local": 0.2})
+
+
+def test_unreachable_scheduler(blobs):
+    t0 = time.perf_counter()
+    with dask.config.set({"dasktrain.connect-timeout": "1s"}):
+        with pytest.raises(ClusterConnectionError, match="tcp://127.0.0.1:9"):
+            dasktrain.compare([user_step], data=blobs, client="tcp://127.0.0.1:9")
+    assert time.perf_counter() - t0 < 20
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"engines": ("local", "spark")}, "spark"),
+        ({"engines": ("dask",), "baseline": "local"}, "baseline"),
+        ({"repeat": 0}, "repeat"),
+        ({"sizes": [10, -1]}, "sizes"),
+        ({"spot_discount": 2}, "spot_discount"),
+    ],
+)
+def test_bad_arguments(blobs, kw, match):
+    with pytest.raises(ValidationError, match=match):
+        dasktrain.compare([user_step], data=blobs, **kw)
+
+
+def test_workload_must_return_a_dict(blobs):
+    res = dasktrain.compare([lambda d, e, c: 3.0], data=blobs, engines=("local",), repeat=1,
+                            warmup=False, monitor=False)
+    assert res.runs.status.iloc[0] == "error"
+    assert "must return a dict" in res.runs.error.iloc[0]
