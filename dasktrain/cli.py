@@ -9,13 +9,10 @@ so later modules can provide ``demo`` and ``compare`` without editing the others
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
 import sys
-import tempfile
-import time
 
 from .exceptions import DasktrainError
 
@@ -152,53 +149,8 @@ def _add_images(sub):
     p.set_defaults(func=_images)
 
 
-# --------------------------------------------------------------------------- demo (placeholder)
-
-
-def _demo(args):
-    """Placeholder until the comparison issue: connect, write built-in data, read it twice."""
-    from .cluster import connect
-    from .datasets import make_xray_like
-    from .images import read_images
-
-    os.makedirs(args.out, exist_ok=True)
-    with connect(args.scheduler) as client, tempfile.TemporaryDirectory() as tmp:
-        print(f"dashboard: {client.dashboard_link}")
-        root = make_xray_like(os.path.join(tmp, "chest_xray"), n_per_class=args.n_per_class)
-        rows = {}
-
-        def read(engine):
-            ds = read_images(root, size=args.size, engine=engine)
-            return ds.to_numpy(client=client) if engine == "dask" else ds
-
-        for engine in ("local", "dask"):
-            read(engine)  # warm-up: imports in the workers and the driver are not reading time
-            t0 = time.perf_counter()
-            ds = read(engine)
-            seconds = time.perf_counter() - t0
-            rows[engine] = {"images": len(ds), "seconds": seconds, "counts": ds.counts()}
-            rate = len(ds) / seconds
-            print(f"{engine:>5}: {len(ds)} images in {seconds:.2f} s ({rate:.0f} images/s)")
-        print("counts: " + ", ".join(f"{k}={v}" for k, v in rows["local"]["counts"].items()))
-        print(f"speedup dask vs local: {rows['local']['seconds'] / rows['dask']['seconds']:.2f}x")
-    path = os.path.join(args.out, "demo.json")
-    with open(path, "w") as f:
-        json.dump(rows, f, indent=2)
-    print(f"wrote {path}")
-    return 0
-
-
-def _add_demo(sub):
-    p = sub.add_parser("demo", help="run the main job on built-in data and write a report")
-    p.add_argument("--out", default="report/", help="output folder (default: report/)")
-    p.add_argument("--scheduler", metavar="ADDR", help="use the cluster at ADDR (default: local)")
-    p.add_argument("--n-per-class", type=int, default=100, help="built-in images per class")
-    p.add_argument("--size", type=int, default=128, help="image side in pixels")
-    p.set_defaults(func=_demo)
-
-
 #: ``(name, add_parser)`` of every subcommand, in help order. Use :func:`register` to change it.
-_SUBCOMMANDS = [("info", _add_info), ("images", _add_images), ("demo", _add_demo)]
+_SUBCOMMANDS = [("info", _add_info), ("images", _add_images)]
 
 
 def register(name, add_parser):
@@ -248,3 +200,10 @@ def main(argv=None):
     except DasktrainError as exc:
         print(f"dasktrain {args.command}: error: {exc}", file=sys.stderr)
         return 2
+
+
+# demo and compare live beside the comparison machinery they drive (dasktrain/_demo.py).
+from ._demo import add_compare_parser, add_demo_parser  # noqa: E402
+
+register("demo", add_demo_parser)
+register("compare", add_compare_parser)

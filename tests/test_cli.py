@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -101,19 +100,6 @@ def test_register_replaces_and_adds(capsys):
         assert cli.main(["compare", "--x", "3"]) == 3
     finally:
         cli._SUBCOMMANDS[:] = saved
-
-
-def test_demo_placeholder(capsys, tmp_path, cluster):
-    # On the session cluster (starting a LocalCluster is connect()'s test, and slow on 2 cores).
-    out_dir = tmp_path / "report"
-    argv = ["demo", "--out", str(out_dir), "--n-per-class", "8", "--size", "32"]
-    assert cli.main(argv + ["--scheduler", cluster.scheduler_address]) == 0
-    out = capsys.readouterr().out
-    assert "dashboard: http://127.0.0.1:" in out
-    assert "local: 16 images" in out and " dask: 16 images" in out
-    summary = json.loads((out_dir / "demo.json").read_text())
-    assert summary["local"]["counts"] == summary["dask"]["counts"] == {"NORMAL": 8, "PNEUMONIA": 8}
-    assert len(cluster.workers) == 2  # a cluster it did not start is left running
 
 
 def test_python_dash_m(folder):
