@@ -717,7 +717,7 @@ class ImageSet:
         return self._replace(X, y, self.paths)
 
     def __repr__(self):
-        n, h, w, c = (len(self), *self.size, 3 if self.color == "rgb" else 1)
+        n, (h, w) = len(self), self.size
         counts = self.counts()
         width = max([len(k) for k in counts] + [5])
         lines = [
