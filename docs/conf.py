@@ -1,0 +1,99 @@
+"""Sphinx configuration for the dasktrain documentation.
+
+Built offline: no intersphinx, no remote assets. ``make docs`` runs
+``sphinx-build -W --keep-going -b html docs docs/_build/html`` so any warning fails the build.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+# Document the working tree, not an installed copy.
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, ROOT)
+
+# Keep BLAS/torch from spawning a thread per core while autodoc imports the modules.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import shutil  # noqa: E402
+
+import dasktrain  # noqa: E402
+
+# autosummary writes its pages into the source tree. Start from a clean folder so a page left
+# over from an older build (a module since renamed or removed) cannot linger as an orphan.
+shutil.rmtree(os.path.join(os.path.dirname(__file__), "api", "generated"), ignore_errors=True)
+
+project = "dasktrain"
+author = "dasktrain developers"
+copyright = "dasktrain developers"
+version = dasktrain.__version__
+release = dasktrain.__version__
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.viewcode",
+    "numpydoc",
+]
+
+templates_path = ["_templates"]
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
+root_doc = "index"
+
+# -- autodoc / autosummary ---------------------------------------------------------------
+autosummary_generate = True
+# Packages such as dasktrain.features re-export their public names through __all__; follow it
+# so each name is documented once, where users import it from.
+autosummary_ignore_module_all = False
+# Every public module declares __all__; some packages (dasktrain.features) load those names
+# lazily and hide __all__ from dir(), so imported members must be allowed explicitly.
+autosummary_imported_members = True
+autodoc_default_options = {"member-order": "bysource"}
+autodoc_typehints = "none"  # numpydoc's Parameters sections carry the types
+# These fail to import on a machine without CUDA (dask_cuda) or are optional (NVML); the
+# library only imports them lazily, but mocking keeps the build independent of the hardware.
+autodoc_mock_imports = ["dask_cuda", "pynvml"]
+
+# -- numpydoc ----------------------------------------------------------------------------
+numpydoc_show_class_members = False  # the class template lists members itself
+numpydoc_class_members_toctree = False
+numpydoc_xref_param_type = False
+numpydoc_validation_checks: set[str] = set()
+
+# -- HTML --------------------------------------------------------------------------------
+try:
+    import pydata_sphinx_theme  # noqa: F401
+
+    html_theme = "pydata_sphinx_theme"
+    html_theme_options = {
+        "navigation_with_keys": False,
+        "show_toc_level": 2,
+        "secondary_sidebar_items": ["page-toc"],
+    }
+    # Single pages have no section navigation: leave out the empty left sidebar.
+    html_sidebars = {
+        page: [] for page in ("index", "quickstart", "concepts", "deploying", "examples", "results")
+    }
+except ImportError:  # pragma: no cover - the docs extra installs it
+    html_theme = "alabaster"
+html_title = f"dasktrain {release}"
+html_static_path: list[str] = []
+html_show_sourcelink = False
+
+
+# scikit-learn generates ``set_{fit,transform,...}_request`` on every estimator subclass; their
+# docstrings point into scikit-learn's own glossary (warnings here) and say nothing about
+# dasktrain, so they are left out of the API pages.
+_SKLEARN_GENERATED = re.compile(r"^set_\w+_request$")
+
+
+def _skip_sklearn_generated(app, what, name, obj, skip, options):
+    if what == "class" and _SKLEARN_GENERATED.match(name):
+        return True
+    return None
+
+
+def setup(app):
+    app.connect("autodoc-skip-member", _skip_sklearn_generated)

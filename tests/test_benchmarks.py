@@ -1,0 +1,168 @@
+"""The asv suite stays runnable: ``asv check`` passes and every benchmark's params are sane.
+
+asv silently pads or truncates ``param_names`` that do not match ``params`` (the results then
+carry names like ``param2``), so the consistency check here is stricter than ``asv check``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_DIR = ROOT / "benchmarks"
+ASV = Path(sys.executable).with_name("asv")
+# One module per capability; the issues that own them say what each one measures.
+EXPECTED = {"bench_images", "bench_features", "bench_models", "bench_ddp", "bench_monitor"}
+# The method prefixes asv turns into benchmarks.
+PREFIXES = ("time_", "timeraw_", "track_", "mem_", "peakmem_")
+
+
+def _bench_modules():
+    return sorted(p.stem for p in BENCH_DIR.glob("bench_*.py"))
+
+
+def _asv_check(config=None, timeout=120):
+    cmd = [str(ASV), "check", "--python=same"]
+    if config is not None:
+        cmd += ["--config", str(config)]
+    return subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def _normalize(params):
+    """asv's rule: a flat list is one parameter, a list of lists is several."""
+    params = list(params)
+    if params and not isinstance(params[0], (list, tuple)):
+        return [params]
+    return [list(p) for p in params]
+
+
+def param_problems(owner, name):
+    """Return a list of problems with ``owner.params`` / ``owner.param_names`` (empty if fine)."""
+    params = getattr(owner, "params", None)
+    names = getattr(owner, "param_names", None)
+    if params is None:
+        return [] if names is None else [f"{name}: param_names without params"]
+    problems = []
+    params = _normalize(params)
+    if not params:
+        problems.append(f"{name}: params is empty")
+    if names is None:
+        return problems + [f"{name}: params without param_names"]
+    names = list(names)
+    if len(names) != len(params):
+        problems.append(
+            f"{name}: {len(params)} params but {len(names)} param_names {names!r} "
+            "(asv would pad or truncate the names)"
+        )
+    if any(not isinstance(n, str) or not n.strip() for n in names):
+        problems.append(f"{name}: param_names must be non-empty strings, got {names!r}")
+    if len(set(names)) != len(names):
+        problems.append(f"{name}: param_names are not unique: {names!r}")
+    for pname, values in zip(names, params):
+        if not values:
+            problems.append(f"{name}: parameter {pname!r} has no values")
+        reprs = [repr(v) for v in values]
+        if len(set(reprs)) != len(reprs):
+            problems.append(f"{name}: parameter {pname!r} repeats a value: {values!r}")
+    return problems
+
+
+def benchmark_owners(module):
+    """Yield ``(qualified name, class or function, benchmark method names)`` asv would find."""
+    for attr, obj in vars(module).items():
+        if getattr(obj, "__module__", None) != module.__name__:
+            continue
+        if inspect.isclass(obj):
+            methods = [m for m in dir(obj) if m.startswith(PREFIXES) and callable(getattr(obj, m))]
+            if methods:
+                yield f"{module.__name__}.{attr}", obj, methods
+        elif inspect.isfunction(obj) and attr.startswith(PREFIXES):
+            yield f"{module.__name__}.{attr}", obj, [attr]
+
+
+def test_expected_benchmark_modules_exist():
+    missing = EXPECTED - set(_bench_modules())
+    assert not missing, f"benchmark modules missing from {BENCH_DIR}: {sorted(missing)}"
+
+
+def test_asv_check_passes():
+    proc = _asv_check()
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"`asv check --python=same` failed:\n{out[-6000:]}"
+    assert "Discovering benchmarks" in out
+
+
+def test_asv_check_catches_a_broken_benchmark(tmp_path):
+    # Proof that the check above can fail: the same config pointed at a broken suite.
+    bench = tmp_path / "benchmarks"
+    bench.mkdir()
+    (bench / "__init__.py").write_text("")
+    (bench / "bench_broken.py").write_text(
+        textwrap.dedent(
+            """
+            class Broken:
+                params = [1, 2]
+                param_names = ["n"]
+
+                def time_wrong_arity(self):
+                    pass
+            """
+        )
+    )
+    config = json.loads((ROOT / "asv.conf.json").read_text())
+    config.update(repo=str(ROOT), benchmark_dir=str(bench))
+    path = tmp_path / "asv.conf.json"
+    path.write_text(json.dumps(config))
+    proc = _asv_check(config=path)
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+
+
+def test_param_checker_finds_mismatches():
+    class Bad:
+        params = [[1, 2], ["a", "b"], [True]]
+        param_names = ["n", "n"]
+
+    problems = param_problems(Bad, "Bad")
+    assert any("3 params but 2 param_names" in p for p in problems)
+    assert any("not unique" in p for p in problems)
+
+    class Good:
+        params = [["local", "dask"], [100, 1000]]
+        param_names = ["engine", "n"]
+
+    assert param_problems(Good, "Good") == []
+
+
+@pytest.mark.parametrize("name", _bench_modules())
+def test_benchmark_module_params_consistent(name):
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    module = importlib.import_module(f"benchmarks.{name}")
+    owners = list(benchmark_owners(module))
+    assert owners, f"benchmarks/{name}.py defines no asv benchmark (methods starting {PREFIXES})"
+    problems = []
+    for qualname, owner, methods in owners:
+        problems += param_problems(owner, qualname)
+        values = [repr(v) for p in _normalize(getattr(owner, "params", []) or []) for v in p]
+        for method in methods:
+            fn = getattr(owner, method)
+            # Parameters may also be set on one method; check those too.
+            if "params" in getattr(fn, "__dict__", {}):
+                problems += param_problems(fn, f"{qualname}.{method}")
+            # peakmem_ only sees the asv process, never the Dask workers (DESIGN.md).
+            if method.startswith("peakmem_") and "'dask'" in values:
+                problems.append(
+                    f"{qualname}.{method}: peakmem_ on a dask-engine benchmark measures only the "
+                    "asv process; track peak cluster memory with MemorySampler instead"
+                )
+    assert not problems, "\n".join(problems)
