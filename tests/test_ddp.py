@@ -271,6 +271,25 @@ def test_cnn_recipe_runs_on_ranks(client):
     assert res[0]["samples_per_s"] > 0 and 0 <= res[0]["history"][-1]["accuracy"] <= 1
 
 
+def test_cnn_on_two_ranks_follows_the_local_twin(client):
+    # Regression: smallcnn used BatchNorm, whose per-rank statistics (half the global batch
+    # each, no SyncBatchNorm on CPU) made 2 ranks drift from the one-process run.
+    from dasktrain.ddp.recipes import train_classifier
+
+    rng = np.random.default_rng(1)
+    X = rng.random((64, 16, 16, 1), dtype=np.float32)
+    y = (X[:, :8].mean(axis=(1, 2, 3)) > X[:, 8:].mean(axis=(1, 2, 3))).astype(int)
+    kw = dict(X_val=X[:16], y_val=y[:16], model="smallcnn", epochs=2, batch_size=16, lr=0.01,
+              seed=3)
+    torch.set_num_threads(1)
+    local = ddp.run_local(train_classifier, X, y, **kw)[0]["history"]
+    dist = ddp.run(train_classifier, X, y, client=client, timeout=90, **kw)[0]["history"]
+    for a, b in zip(local, dist):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-3)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-3)
+        assert a["accuracy"] == b["accuracy"]
+
+
 def test_run_local_checkpoint_roundtrip(tmp_path):
     def fn():
         assert ddp.load_checkpoint() is None

@@ -93,6 +93,9 @@ def _evaluate(net, X, y, info, batch=256):
     # Each rank scores every world_size-th sample (no padding) and the sums are all-reduced,
     # so the score is exact and the work is split.
     idx = np.arange(info.rank, len(X), info.world_size)
+    # Score with the bare module: a DDP wrapper's forward may broadcast buffers (a collective),
+    # and ranks score different numbers of batches, so collectives here could deadlock.
+    net = unwrap_model(net)
     net.eval()
     loss_sum = correct = 0.0
     with torch.no_grad():
