@@ -74,15 +74,14 @@ def _info(args):
     print(f"memory       {psutil.virtual_memory().total / 2**30:.1f} GiB")
     print(f"gpus         {gpu_count()}")
     if args.scheduler:
-        from .cluster import connect
+        from .cluster import connect, scheduler_workers
 
         client = connect(args.scheduler)
         try:
-            info = client.scheduler_info()
-            workers = info.get("workers", {})
+            workers = scheduler_workers(client)
             threads = sum(w.get("nthreads", 0) for w in workers.values())
             mem = sum(w.get("memory_limit", 0) or 0 for w in workers.values())
-            print(f"scheduler    {info.get('address', args.scheduler)}")
+            print(f"scheduler    {client.scheduler.address}")
             print(f"workers      {len(workers)} ({threads} threads, {mem / 2**30:.1f} GiB limit)")
             print(f"dashboard    {client.dashboard_link}")
         finally:

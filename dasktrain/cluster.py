@@ -12,7 +12,15 @@ from .exceptions import ClusterConnectionError, ValidationError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["connect", "DasktrainClient"]
+__all__ = [
+    "connect",
+    "DasktrainClient",
+    "get_client",
+    "maybe_client",
+    "using_client",
+    "scheduler_workers",
+    "total_threads",
+]
 
 
 class DasktrainClient(Client):
@@ -166,3 +174,70 @@ def connect(
         client.dashboard_link,
     )
     return client
+
+
+# --------------------------------------------------------------------------------------------
+# Late client resolution: the one place every layer asks "which client?"
+# --------------------------------------------------------------------------------------------
+def maybe_client(client=None):
+    """Return ``client``, else the default ``distributed`` client, else None (never raises)."""
+    if client is not None:
+        return client
+    from distributed import get_client as _default
+
+    try:
+        return _default()
+    except ValueError:
+        return None
+
+
+def get_client(client=None, *, what="engine='dask'"):
+    """Return ``client`` or the default client; raise saying how to get one when there is none.
+
+    Parameters
+    ----------
+    client : distributed.Client, optional
+    what : str
+        What needs the client, for the message (e.g. ``"cross_validate(engine='dask')"``).
+
+    Raises
+    ------
+    ValidationError
+        When ``client`` is None and no default client exists.
+    """
+    c = maybe_client(client)
+    if c is None:
+        raise ValidationError(
+            f"{what} needs a Dask client but client=None and no default client exists. "
+            "Start one with `client = dasktrain.connect()` (or distributed.Client(...)) "
+            "or pass client=..."
+        )
+    return c
+
+
+def using_client(client):
+    """Context in which dask computations use ``client`` (when given) instead of the default.
+
+    An explicit ``client=`` that is not the default client must also run the checks and
+    reductions a method computes on the way (NaN checks, unique labels, scores).
+    """
+    import contextlib
+
+    return client.as_current() if client is not None else contextlib.nullcontext()
+
+
+def scheduler_workers(client):
+    """``{address: info}`` of every worker (recent distributed lists only 5 unless asked)."""
+    import inspect
+
+    try:
+        all_kw = "n_workers" in inspect.signature(client.scheduler_info).parameters
+    except (TypeError, ValueError):  # pragma: no cover - a client without a signature
+        all_kw = False
+    info = client.scheduler_info(n_workers=-1) if all_kw else client.scheduler_info()
+    return info["workers"]
+
+
+def total_threads(client):
+    """Total threads of the client's workers: the cores a fair local baseline gets."""
+    return int(sum(w.get("nthreads", 1) for w in scheduler_workers(client).values()))

@@ -416,18 +416,14 @@ def _resolve_client(client, engines):
     """
     from distributed import Client
 
-    from .cluster import connect
+    from .cluster import connect, maybe_client
 
     if "dask" not in engines and not isinstance(client, Client):
         return None, False
 
     if client is None:
-        try:
-            from distributed import get_client
-
-            return get_client(), False
-        except ValueError:
-            return connect(), True
+        default = maybe_client()
+        return (default, False) if default is not None else (connect(), True)
     if isinstance(client, str):
         return connect(client), True  # raises ClusterConnectionError naming the address
     if not isinstance(client, Client):

@@ -32,6 +32,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from .. import _config
 from .._validation import check_array, check_engine, is_dask_collection
+from ..cluster import get_client, scheduler_workers
 from ..exceptions import ValidationError
 
 logger = logging.getLogger(__name__)
@@ -129,17 +130,7 @@ def worker_threads():
 
 def resolve_client(client):
     """The client to use for the dask engine: the one given, else ``distributed.get_client()``."""
-    if client is not None:
-        return client
-    from distributed import get_client
-
-    try:
-        return get_client()
-    except ValueError as exc:
-        raise ValidationError(
-            "engine='dask' needs a Dask cluster: pass client=..., or create one first with "
-            "`client = dasktrain.connect()` (or `distributed.Client(...)`)."
-        ) from exc
+    return get_client(client, what="engine='dask'")
 
 
 class BaseImageFeatures(TransformerMixin, BaseEstimator):
@@ -282,7 +273,7 @@ class BaseImageFeatures(TransformerMixin, BaseEstimator):
 
     def _transform_dask_eager(self, fn, X, kwargs, n_out, client):
         client = resolve_client(client)
-        n_workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
+        n_workers = max(1, len(scheduler_workers(client)))
         chunk = int(_config.get("images.chunk-size", 256))
         # At least two chunks per worker when there are enough images, so no worker idles.
         chunk = max(1, min(chunk, math.ceil(len(X) / (2 * n_workers))))

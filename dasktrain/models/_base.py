@@ -1,9 +1,8 @@
 """Plumbing shared by the model modules: engine dispatch, client lookup, block runners.
 
-Three concerns live here and nowhere else in :mod:`dasktrain.models`:
+Two concerns live here and nowhere else in :mod:`dasktrain.models` (client lookup lives in
+:mod:`dasktrain.cluster`, re-exported here for the model modules):
 
-* :func:`get_client` resolves ``client=None`` late (the default client, or an error that says
-  how to get one) and :func:`maybe_client` does the same without raising;
 * :class:`BlockRunner` runs one small function per row block of persisted dask arrays and
   gathers the (small) results: one scheduler round trip per pass. The iterative algorithms
   (Lloyd, k-means||) call it once per pass with tiny numpy arguments (centers), which is what
@@ -20,6 +19,13 @@ import math
 import numpy as np
 
 from .._validation import check_known_chunks, is_dask_collection
+from ..cluster import (  # noqa: F401  (re-exported for the model modules)
+    get_client,
+    maybe_client,
+    scheduler_workers,
+    total_threads as worker_threads,
+    using_client,
+)
 from ..exceptions import ValidationError
 
 logger = logging.getLogger(__name__)
@@ -33,47 +39,6 @@ __all__ = [
     "worker_threads",
     "strip_client_state",
 ]
-
-
-def maybe_client(client=None):
-    """Return ``client`` or the default ``distributed`` client, or None when there is none."""
-    if client is not None:
-        return client
-    try:
-        from distributed import get_client as _get
-    except ImportError:  # pragma: no cover - distributed is a core dependency
-        return None
-    try:
-        return _get()
-    except ValueError:
-        return None
-
-
-def get_client(client=None, *, what="engine='dask'"):
-    """Return ``client`` or the default ``distributed`` client; raise saying how to get one."""
-    c = maybe_client(client)
-    if c is None:
-        raise ValidationError(
-            f"{what} needs a Dask client but client=None and no default client exists. "
-            "Start one with `client = dasktrain.connect()` (or distributed.Client(...)) "
-            "or pass client=..."
-        )
-    return c
-
-
-def worker_threads(client):
-    """Total number of threads of the client's workers (the fair local ``n_jobs``)."""
-    info = client.scheduler_info(**_n_workers_kw(client))
-    return int(sum(w.get("nthreads", 1) for w in info["workers"].values()))
-
-
-def _accepts_n_workers(client):
-    import inspect
-
-    try:
-        return "n_workers" in inspect.signature(client.scheduler_info).parameters
-    except (TypeError, ValueError):  # pragma: no cover
-        return False
 
 
 def strip_client_state(state):
@@ -247,7 +212,7 @@ def balanced_persist(client, arrays):
     import dask.array as da
     from distributed import futures_of, wait
 
-    workers = sorted(client.scheduler_info(**_n_workers_kw(client))["workers"])
+    workers = sorted(scheduler_workers(client))
     present = [a for a in arrays if a is not None]
     n = present[0].shape[0]
     nw = len(workers)
@@ -309,10 +274,6 @@ def balanced_persist(client, arrays):
     return out
 
 
-def _n_workers_kw(client):
-    return {"n_workers": -1} if _accepts_n_workers(client) else {}
-
-
 def validate_X(X, *, name="X", allow_nan=False):
     """Check a feature matrix: dasktrain's dask-aware check for dask, scikit-learn's for the rest.
 
@@ -372,14 +333,3 @@ def validate_y(y, X, *, estimator, classifier=True):
         except ValueError as exc:
             raise ValidationError(str(exc)) from exc
     return y, check_classification_targets(y)
-
-
-def using_client(client):
-    """Context in which dask computations use ``client`` (when given) instead of the default.
-
-    An explicit ``client=`` that is not the default client must also run the checks and
-    reductions a method computes on the way (NaN checks, unique labels, scores).
-    """
-    import contextlib
-
-    return client.as_current() if client is not None else contextlib.nullcontext()

@@ -30,6 +30,7 @@ from ._base import (
     BlockRunner,
     as_dask,
     maybe_client,
+    scheduler_workers,
     strip_client_state,
     using_client,
     validate_X,
@@ -687,6 +688,6 @@ def _n_workers(client):
     if client is None:
         return 2
     try:
-        return max(1, len(client.scheduler_info()["workers"]))
+        return max(1, len(scheduler_workers(client)))
     except Exception:  # pragma: no cover - a client that cannot answer: one block is fine
         return 1
