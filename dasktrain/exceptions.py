@@ -14,6 +14,7 @@ __all__ = [
     "WeightsError",
     "DDPError",
     "WorkloadError",
+    "Unavailable",
     "DasktrainWarning",
     "SkippedFilesWarning",
 ]
@@ -53,6 +54,10 @@ class DDPError(DasktrainError, RuntimeError):
 
 class WorkloadError(ValidationError):
     """Raised when a comparison is given an unknown workload, an empty data set or bad prices."""
+
+
+class Unavailable(DasktrainError):
+    """Raised by a workload whose part of dasktrain (or an optional package) is not available."""
 
 
 class DasktrainWarning(UserWarning):

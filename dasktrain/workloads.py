@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ._validation import is_dask_collection
-from .exceptions import DasktrainError, WorkloadError
+from .exceptions import DasktrainError, Unavailable, WorkloadError  # noqa: F401 (Unavailable re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +42,6 @@ __all__ = [
     "resolve_workloads",
     "current",
 ]
-
-
-class Unavailable(DasktrainError):
-    """Raised by a workload whose part of dasktrain (or an optional package) is not available."""
 
 
 @dataclasses.dataclass
