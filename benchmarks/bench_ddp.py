@@ -106,7 +106,7 @@ class DDPTrainEpoch:
     track_samples_per_s.unit = "samples/s"
 
 
-def main(repeat=3):
+def main(repeat=3, model="smallcnn", n=None, side=64, batch_size=64):
     import torch
 
     from dasktrain import ddp
@@ -121,8 +121,10 @@ def main(repeat=3):
               f"warm median {statistics.median(warm):.2f} s (min {min(warm):.2f}, "
               f"max {max(warm):.2f}; target <= 3 s)")
 
-        X, y = _images(size(512, 4096), 64)
-        kw = dict(model="smallcnn", epochs=size(2, 3), batch_size=64, seed=0)
+        X, y = _images(n or size(512, 4096), side)
+        kw = dict(model=model, epochs=size(2, 3), batch_size=batch_size, seed=0)
+        print(f"throughput: {model}, {len(X)} images {side}x{side}, {kw['epochs']} epochs, "
+              f"global batch {batch_size}")
         torch.set_num_threads(1)
         sps = {"1 rank x 1 thread": [], "2 ranks x 1 thread": [], "local twin, 1 thread": []}
 
@@ -162,4 +164,15 @@ def main(repeat=3):
 
 
 if __name__ == "__main__":
-    main()
+    import argparse
+
+    parser = argparse.ArgumentParser(description="DDP launch, scaling and accuracy")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--model", default="smallcnn",
+                        help="network of the scaling run (resnet18 is compute-bound on a CPU)")
+    parser.add_argument("--n", type=int, default=None, help="images of the scaling run")
+    parser.add_argument("--side", type=int, default=64, help="image side of the scaling run")
+    parser.add_argument("--batch-size", type=int, default=64,
+                        help="global batch of the scaling run (split across the ranks)")
+    a = parser.parse_args()
+    main(repeat=a.repeat, model=a.model, n=a.n, side=a.side, batch_size=a.batch_size)
