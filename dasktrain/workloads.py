@@ -468,6 +468,12 @@ def w_mlp_cv(inputs, engine, client):
         random_state=current().seed,
         engine="local",
     )
+    # CNN features have very different scales per channel; an MLP (unlike trees) needs them
+    # standardised or it stays at chance. The scaler is fitted inside each fold.
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    est = make_pipeline(StandardScaler(), est)
     kw = {"cv": _opt("cv", 3), "scoring": "accuracy", "engine": engine}
     if engine == "dask":
         kw["client"] = client
