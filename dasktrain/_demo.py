@@ -23,8 +23,8 @@ __all__ = ["add_demo_parser", "add_compare_parser", "run_demo", "run_compare", "
 
 DEMO_WORKLOADS = ("read", "features", "kmeans", "xgboost", "logreg", "naive_bayes", "mlp_cv", "ddp_cnn")
 
-#: Sizes of the default demo: about 3-4 minutes on a 2-core machine, 3 repeats.
-DEFAULT = {"n_per_class": 100, "image_size": 64, "repeat": 3, "warmup": True}
+#: Sizes of the default demo: about 1-2 minutes on an idle 2-core machine, 3 repeats.
+DEFAULT = {"n_per_class": 400, "image_size": 128, "repeat": 3, "warmup": True}
 #: ``--small``: seconds, for the test suite and a quick look.
 SMALL = {"n_per_class": 12, "image_size": 32, "repeat": 1, "warmup": False}
 SMALL_OPTIONS = {"epochs": 1, "n_estimators": 10, "mlp_max_iter": 50, "cv": 2, "batch_size": 32}
@@ -139,7 +139,7 @@ def _common(p, *, workloads_default):
 
 
 #: The demo's DDP job trains one epoch: on 2 CPU cores it dominates the run time otherwise.
-DEFAULT_OPTIONS = {"epochs": 1}
+DEFAULT_OPTIONS = {"epochs": 3}
 
 
 def _options(args, preset):
