@@ -99,10 +99,10 @@ def _add_info(sub):
 
 
 def _images(args):
-    from .images import decode_image, scan_images
+    from .images import scan_images
 
     classes = args.classes.split(",") if args.classes else None
-    s = scan_images(args.path, classes=classes)
+    s = scan_images(args.path, classes=classes, decode=args.decode)
     total = sum(s["counts"].values())
     print(f"{args.path}: {total} readable image(s) in {len(s['classes'])} classes")
     width = max(len(c) for c in s["classes"])
@@ -114,18 +114,6 @@ def _images(args):
     shown = ", ".join(f"{w}x{h} x{v}" for (w, h), v in sizes[:10])
     print(f"sizes:   {shown}" + (f" (+{len(sizes) - 10} more)" if len(sizes) > 10 else ""))
     bad = list(s["unreadable"])
-    if args.decode:
-        # Headers can be fine while the pixels are not (a truncated download): decode all.
-        from .images import _pairs_from_input
-
-        header_bad = {p for p, _ in bad}
-        for p in _pairs_from_input(args.path)[0]:
-            if p in header_bad:
-                continue
-            try:
-                decode_image(p, (8, 8), "gray")
-            except Exception as exc:  # noqa: BLE001 - reported below
-                bad.append((p, f"{type(exc).__name__}: {exc}"))
     if bad:
         print(f"unreadable: {len(bad)} file(s)")
         for p, reason in bad:

@@ -163,7 +163,15 @@ def list_images(path):
             "class, a list of (path, label) pairs, or a DataFrame with 'path' and 'label' columns."
         )
     paths, labels, loose = [], [], []
-    for dirpath, dirnames, filenames in os.walk(root):
+    seen = set()
+    # followlinks: a class folder that is a symlink (a common way to assemble a data set) must
+    # not vanish silently; `seen` stops a link that points back up the tree from looping.
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
         # Hidden folders (.git, .ipynb_checkpoints) never hold data; sort for a stable order.
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         names = sorted(f for f in filenames if _is_image_name(f))
@@ -780,7 +788,7 @@ def _compute_rows(arrays, client=None):
 # --------------------------------------------------------------------------- folder summary
 
 
-def scan_images(path, *, classes=None):
+def scan_images(path, *, classes=None, decode=False):
     """Summarise a folder without decoding pixels: counts, unreadable files, sizes and modes.
 
     Parameters
@@ -789,6 +797,8 @@ def scan_images(path, *, classes=None):
         As for :func:`read_images`.
     classes : list of str, optional
         As for :func:`read_images`.
+    decode : bool
+        Also decode every file (slower; finds truncated files whose header is fine).
 
     Returns
     -------
@@ -802,6 +812,17 @@ def scan_images(path, *, classes=None):
     paths = [p for p, k in zip(paths, keep) if k]
     y = y[keep]
     info, bad = _probe_all(paths)
+    if decode:
+        # Headers can be fine while the pixels are not (a truncated download): decode all.
+        header_bad = {p for p, _ in bad}
+        for i, p in enumerate(paths):
+            if p in header_bad:
+                continue
+            try:
+                decode_image(p, (8, 8), "gray")
+            except Exception as exc:  # noqa: BLE001 - reported to the caller
+                bad.append((p, f"{type(exc).__name__}: {exc}"))
+                info[i] = None
     ok = np.array([i is not None for i in info], dtype=bool)
     n = np.bincount(y[ok], minlength=len(classes)) if len(y) else np.zeros(len(classes), int)
     good = [i for i in info if i is not None]

@@ -66,6 +66,18 @@ def test_images_decode_finds_truncated_files(capsys, folder):
     assert "trunc.png" in capsys.readouterr().out
 
 
+def test_images_decode_respects_classes(capsys, folder):
+    # Regression: --decode re-listed the whole folder and reported excluded classes' files.
+    (folder / "PNEUMONIA" / "broken.jpg").unlink()
+    good = (folder / "NORMAL" / "0.png").read_bytes()
+    (folder / "PNEUMONIA" / "trunc.png").write_bytes(good[:60])
+    (folder / "OTHER").mkdir()
+    (folder / "OTHER" / "0.png").write_bytes(good)
+    assert cli.main(["images", str(folder), "--classes", "NORMAL,OTHER", "--decode"]) == 0
+    out = capsys.readouterr().out
+    assert "trunc.png" not in out and "unreadable: none" in out
+
+
 def test_images_layout_error_is_exit_2(capsys, tmp_path):
     assert cli.main(["images", str(tmp_path)]) == 2
     err = capsys.readouterr().err

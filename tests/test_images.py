@@ -251,6 +251,17 @@ def test_pairs_and_dataframes(tmp_path, client):
         read_images([])
 
 
+def test_symlinked_class_folder_is_read_and_link_loops_end(tmp_path):
+    # Regression: os.walk did not follow symlinks, so a linked class folder vanished silently.
+    root = _write_two_classes(tmp_path / "data", n=2)
+    _write_two_classes(tmp_path / "elsewhere", n=3)
+    (root / "birds").symlink_to(tmp_path / "elsewhere" / "cats", target_is_directory=True)
+    (root / "cats" / "loop").symlink_to(root, target_is_directory=True)  # must not recurse
+    ds = read_images(root, size=(8, 8))
+    assert ds.classes == ["birds", "cats", "dogs"]
+    assert ds.counts() == {"birds": 3, "cats": 2, "dogs": 2}
+
+
 def test_classes_order_and_subset(tmp_path):
     root = _write_two_classes(tmp_path / "d")
     _save(root / "birds" / "0.png", GRAD8)
