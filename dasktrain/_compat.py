@@ -55,9 +55,25 @@ def import_optional(name, extra=None):
         ) from exc
 
 
-@functools.lru_cache(maxsize=1)
 def gpu_count():
-    """Number of NVIDIA GPUs visible to this process, without importing torch or dask_cuda.
+    """Number of NVIDIA GPUs this process may use, without importing torch or dask_cuda.
+
+    The devices the machine has (:func:`_machine_gpu_count`), limited by
+    ``CUDA_VISIBLE_DEVICES`` when it is set (``""`` or ``"-1"`` hide every GPU).
+    """
+    import os
+
+    n = _machine_gpu_count()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return n
+    ids = [v for v in visible.split(",") if v.strip() not in ("", "-1")]
+    return min(n, len(ids))
+
+
+@functools.lru_cache(maxsize=1)
+def _machine_gpu_count():
+    """Number of NVIDIA GPUs on the machine (probed once per process).
 
     Uses NVML when nvidia-ml-py is installed, otherwise ``nvidia-smi -L``; returns 0 when
     neither finds a device. (``import dask_cuda`` fails on machines without CUDA, so this

@@ -8,6 +8,7 @@ from distributed import Client
 
 from . import _config
 from ._compat import cpu_count, gpu_count, import_optional
+from ._validation import check_positive_int
 from .exceptions import ClusterConnectionError, ValidationError
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ class DasktrainClient(Client):
 def _check_gpu(gpu):
     if gpu not in ("auto", True, False):
         raise ValidationError(f"gpu={gpu!r} must be 'auto', True or False.")
+    if gpu is False:
+        return 0  # don't probe: nvidia-smi can take seconds to answer
     n = gpu_count()
     if gpu is True and n == 0:
         raise ClusterConnectionError(
@@ -136,7 +139,17 @@ def connect(
         return client
 
     dashboard_address = dashboard_address or _config.get("dashboard-address")
+    for value, name in ((n_workers, "n_workers"), (threads_per_worker, "threads_per_worker")):
+        if value is not None:
+            check_positive_int(value, name)
     n_gpus = _check_gpu(gpu)
+    if n_gpus and gpu == "auto":
+        try:
+            import_optional("dask_cuda", "gpu")
+        except ImportError as exc:
+            # "auto" means: use the GPUs when dask-cuda can; a CPU cluster still works.
+            logger.warning("%d GPU(s) seen but %s; starting a CPU LocalCluster", n_gpus, exc)
+            n_gpus = 0
     if n_gpus:
         dask_cuda = import_optional("dask_cuda", "gpu")
         cluster = dask_cuda.LocalCUDACluster(

@@ -149,6 +149,13 @@ def test_bad_arguments(kwargs, exc, match, has_gpu):
         dasktrain.connect(**kwargs)
 
 
+@pytest.mark.parametrize("kwargs", [{"threads_per_worker": 0}, {"n_workers": 0}])
+def test_bad_cluster_sizes(kwargs):
+    # Regression: threads_per_worker=0 raised ZeroDivisionError.
+    with pytest.raises(ValidationError, match=list(kwargs)[0]):
+        dasktrain.connect(**kwargs)
+
+
 def test_bad_address_type():
     with pytest.raises(ValidationError, match="address=8786"):
         dasktrain.connect(8786)
