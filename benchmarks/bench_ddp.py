@@ -15,11 +15,17 @@ run (interleaved repeats, medians):
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 
+import cloudpickle
 import numpy as np
 
 from benchmarks._common import interleaved, size, start_cluster, stop_cluster
+
+# Rank processes cannot import this benchmark module (asv imports it from the benchmark
+# folder): send its functions by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 def _first_allreduce():
