@@ -120,13 +120,15 @@ def _stats_block(X, w, *, block_index, row_offset, picks, n_total, l, seeds):
     wf = np.ones(len(Xf)) if w is None else w.astype(np.float64, copy=False)
     finite = finite and bool(np.isfinite(wf).all())
     local = [p - row_offset for p in picks if row_offset <= p < row_offset + len(Xf)]
-    draws = []
+    # One (possibly empty) draw per seed from every block, so draws[run] exists even for an
+    # empty block (empty chunks are common after boolean filtering).
+    draws = [Xf[:0].copy() for _ in seeds]
     if finite and len(Xf):
         # Block-local normalisation: expected draws over all blocks is exactly l.
         scale = float(wf.mean()) * n_total
-        for seed in seeds:
+        for i, seed in enumerate(seeds):
             rng = np.random.default_rng([seed, block_index, 0])
-            draws.append(Xf[_draw(rng, l * wf, scale)].copy())
+            draws[i] = Xf[_draw(rng, l * wf, scale)].copy()
     return {
         "finite": finite,
         "n": len(Xf),
@@ -376,6 +378,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             return self._fit(X, sample_weight)
 
     def _fit(self, X, sample_weight):
+        self._sk = None  # a refit on another engine must not predict with the old model
         engine = resolve_engine(self.engine, X, sample_weight)
         dask_in = is_dask_collection(X)
         # The dask engine checks NaN/inf inside its first pass (saves a round trip).
@@ -494,9 +497,9 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             elif is_random:
                 centers = np.stack([rows[int(i)] for i in random_rows[run]])
             else:
+                # Empty when the uniform draw found nothing (tiny data): the init then starts
+                # from the first row of the first non-empty block.
                 first = [s["draws"][run] for s in stats if len(s["draws"][run])]
-                if not first:  # tiny data: the uniform draw found nothing; take one row
-                    first = [next(s for s in stats if s["n"])["draws"][run][:0]]
                 centers = self._kmeans_parallel_init(runner, k, first, l, seeds[run])
             result = self._lloyd(runner, centers, tol)
             logger.debug("k-means run %d: inertia %.6g after %d iterations", run, result[1], result[2])
@@ -525,9 +528,10 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
 
         from sklearn.cluster import KMeans as SKKMeans
 
-        C = np.vstack(first).astype(np.float64)
-        if len(C) == 0:
-            C = runner.map(_first_row)[0][None, :]
+        if first:
+            C = np.vstack(first).astype(np.float64)
+        else:
+            C = next(r for r in runner.map(_first_row) if r is not None)[None, :]
         token = uuid.uuid4().hex
         rounds = (self.init_max_iter or 3) - 1
         ss = np.random.SeedSequence(seed)
