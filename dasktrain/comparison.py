@@ -235,7 +235,10 @@ class Results:
             row["speedup"] = speed
             row["improvement_pct"] = (speed - 1) * 100 if not math.isnan(speed) else math.nan
             row["efficiency"] = speed / (row["devices"] / db) if db and not math.isnan(speed) else math.nan
-            row["edp"] = row["energy_j"] * t if not math.isnan(row["energy_j"]) else math.nan
+            # Energy is measured over the whole step, so EDP uses the whole-step time whatever
+            # the time basis (energy of the whole step x training time would mix two windows).
+            tw = row["time_median"]
+            row["edp"] = row["energy_j"] * tw if not math.isnan(row["energy_j"]) else math.nan
             if self.prices is not None:
                 usd_h, label = _price_of(self.prices, self.machines, row["engine"], self.spot_discount)
                 row["machine"] = label

@@ -317,7 +317,8 @@ def _take(X, y, size, seed):
 def _split(X, y, seed):
     from sklearn.model_selection import train_test_split
 
-    strat = y if np.min(np.bincount(np.asarray(y, dtype=np.int64))) >= 2 else None
+    # np.unique, not bincount: labels may be strings ("NORMAL") or negative integers.
+    strat = y if np.unique(np.asarray(y), return_counts=True)[1].min() >= 2 else None
     return train_test_split(X, y, test_size=0.25, random_state=seed, stratify=strat)
 
 

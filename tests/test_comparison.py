@@ -77,6 +77,26 @@ def test_results_global_spot_discount_and_train_basis():
     assert math.isnan(t2.loc["dask", "cost_usd"]) and math.isnan(t2.loc["dask", "edp"])
 
 
+def test_edp_uses_the_whole_step_time_on_a_train_basis():
+    # Regression: with time_basis="train_time", EDP multiplied whole-step energy by the
+    # training time only.
+    runs = _runs("lr", "local", [10.0], train=[5.0], energy=[100])
+    t = Results(runs, time_basis="train_time").table.set_index("engine")
+    assert t.loc["local", "edp"] == pytest.approx(100 * 10.0)
+
+
+def test_builtin_workloads_accept_string_labels(client, blobs):
+    # Regression: the train/test split used np.bincount and failed on labels like "NORMAL".
+    X, y = blobs
+    labels = np.array(["NORMAL", "PNEUMONIA"])[y]
+    res = dasktrain.compare(["logreg"], data=(X, labels), repeat=1, client=client,
+                            warmup=False, performance_report=False, monitor=False)
+    t = res.table.set_index(["workload", "engine"])
+    for e in ("local", "dask"):
+        assert t.loc[("logreg", e), "status"] == "ok", t.loc[("logreg", e), "error"]
+        assert t.loc[("logreg", e), "quality"] > 0.9
+
+
 def test_crossover():
     sizes = [100, 200, 400, 800]
     runs = []
