@@ -138,7 +138,7 @@ def _common(p, *, workloads_default):
                    help="tiny sizes, one repeat, no warm-up: finishes in seconds (tests)")
 
 
-#: The demo's DDP job trains one epoch: on 2 CPU cores it dominates the run time otherwise.
+#: The demo's DDP job trains 3 epochs: more would dominate the run time on 2 CPU cores.
 DEFAULT_OPTIONS = {"epochs": 3}
 
 

@@ -57,7 +57,12 @@ class RankInfo(dict):
     A dict (``info["rank"]``) whose keys are also attributes (``info.rank``).
     """
 
-    __getattr__ = dict.__getitem__
+    def __getattr__(self, name):
+        # AttributeError (not KeyError) so hasattr(), copy and pickle behave.
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
 
 
 # The local twin (run_local) installs an in-process context here; inside a rank process it
