@@ -520,7 +520,9 @@ def _one_run(spec, inputs, engine, client, ctx, interval, monitor):
             rec[f"metric.{k}"] = float(v)
     samples = None
     if mon is not None and rec["status"] != "unavailable":
-        s = mon.summary()
+        # The local engine is charged for the driver's tree only, not the idle cluster.
+        idle = ("worker", "nanny", "scheduler") if rec.get("engine") == "local" else ()
+        s = mon.summary(exclude_roles=idle)
         for k in ("cpu_percent_mean", "cpu_percent_max", "peak_rss_bytes", "energy_j", "energy_measured"):
             rec[k] = s[k]
         rec["monitor_overhead_pct"] = s["overhead_percent_of_core"]

@@ -505,8 +505,13 @@ class ResourceMonitor:
             return 0.0
         return (self.end_time or time.time()) - self.start_time
 
-    def summary(self):
+    def summary(self, *, exclude_roles=()):
         """Summary of the run as a flat dict.
+
+        ``exclude_roles`` leaves processes of those roles (e.g. ``("worker", "nanny",
+        "scheduler")``) out of the CPU and memory figures: a local-engine run does not use the
+        idle processes of a cluster that happens to be running beside it. The samples keep
+        every process.
 
         Keys: ``duration_s``, ``n_samples`` (sampling instants), ``interval_s``,
         ``cpu_percent_mean`` / ``cpu_percent_max`` (the whole tree, or the remote workers
@@ -525,9 +530,10 @@ class ResourceMonitor:
             "interval_s": getattr(self, "_interval", self.interval),
             "n_samples": int(df.loc[df.source == "psutil", "time"].nunique()) if len(df) else 0,
         }
-        tree = df[(df.source == "psutil") & (df.role != "system")]
+        keep = ~df.role.isin(("system", *exclude_roles))
+        tree = df[(df.source == "psutil") & keep]
         # Workers in this tree are already measured by psutil; count only the others.
-        remote = df[(df.source == "dask") & df.process.isin(self._outside)]
+        remote = df[(df.source == "dask") & df.process.isin(self._outside) & keep]
         system = df[df.role == "system"]
         if len(remote):
             # Remote workers: their own monitors tick at their own times; sum per rounded second.

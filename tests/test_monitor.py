@@ -76,6 +76,20 @@ def test_worker_monitor_histories(client):
     assert mon.summary()["n_workers"] == 2
 
 
+def test_summary_can_leave_the_idle_cluster_out(client):
+    # The local engine is charged for the driver's tree only (the review found its peak
+    # memory and CPU inflated by the idle workers of the cluster beside it).
+    with ResourceMonitor(interval=0.05, client=client) as mon:
+        time.sleep(0.3)
+    df = mon.samples
+    everything = mon.summary()
+    local_only = mon.summary(exclude_roles=("worker", "nanny", "scheduler"))
+    driver_peak = df[df.role == "driver"].groupby("time").rss.sum().max()
+    assert local_only["peak_rss_bytes"] >= driver_peak
+    worker_rss = df[df.role == "worker"].groupby("time").rss.sum().min()
+    assert local_only["peak_rss_bytes"] <= everything["peak_rss_bytes"] - worker_rss + 1
+
+
 def test_energy_is_measured_or_flagged():
     with ResourceMonitor(interval=0.05) as mon:
         _spin(0.1)
