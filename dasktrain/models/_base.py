@@ -297,6 +297,17 @@ def validate_X(X, *, name="X", allow_nan=False):
         raise ValidationError(str(exc)) from exc
 
 
+def validate_fitted_X(estimator, X, *, name="X"):
+    """``validate_X`` for a fitted estimator: also checks the number of features it was fit on."""
+    X = validate_X(X, name=name)
+    if X.shape[1] != estimator.n_features_in_:
+        raise ValidationError(
+            f"{name} has {X.shape[1]} features, but {type(estimator).__name__} is expecting "
+            f"{estimator.n_features_in_} features as input."
+        )
+    return X
+
+
 def validate_y(y, X, *, estimator, classifier=True):
     """Check targets: present, 1-d, same length as X and, for a classifier, >= 2 classes.
 

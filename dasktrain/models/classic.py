@@ -29,7 +29,6 @@ from .._validation import (
     is_dask_collection,
     resolve_engine,
 )
-from ..exceptions import ValidationError
 from ._base import (
     as_dask,
     blockwise_apply,
@@ -38,6 +37,7 @@ from ._base import (
     strip_client_state,
     using_client,
     validate_X,
+    validate_fitted_X,
     validate_y,
 )
 
@@ -122,12 +122,7 @@ class _SklearnClassifier(ClassifierMixin, BaseEstimator):
 
     def _apply(self, method, X, n_columns=None, dtype=np.float64):
         check_is_fitted(self, "estimator_")
-        X = validate_X(X)
-        if X.shape[1] != self.n_features_in_:
-            raise ValidationError(
-                f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
-                f"{self.n_features_in_} features as input."
-            )
+        X = validate_fitted_X(self, X)
         if is_dask_collection(X):
             return blockwise_apply(self.estimator_, method, X, dtype=dtype, n_columns=n_columns)
         return getattr(self.estimator_, method)(X)

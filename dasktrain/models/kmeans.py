@@ -34,6 +34,7 @@ from ._base import (
     strip_client_state,
     using_client,
     validate_X,
+    validate_fitted_X,
 )
 
 logger = logging.getLogger(__name__)
@@ -598,12 +599,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     # ------------------------------------------------------------------ predict & co
     def _check_X(self, X):
         check_is_fitted(self)
-        X = validate_X(X)
-        if X.shape[1] != self.n_features_in_:
-            raise ValidationError(
-                f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
-                f"{self.n_features_in_} features as input."
-            )
+        X = validate_fitted_X(self, X)
         return X
 
     def predict(self, X):
