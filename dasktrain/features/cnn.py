@@ -19,7 +19,6 @@ from . import _backbones
 from ._base import (
     BaseImageFeatures,
     as_channels,
-    check_bool,
     check_finite_block,
     check_n_threads,
     worker_threads,
@@ -29,9 +28,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["CNNFeatures"]
 
-POOLS = ("avg", "max")
 DEVICES = ("auto", "cpu", "cuda")
-NORMALIZE = ("auto", "imagenet", "none")
 
 # ImageNet channel statistics (RGB), as torchvision's ImageNet weights expect.
 IMAGENET_MEAN = np.asarray([0.485, 0.456, 0.406], dtype=np.float32)
@@ -310,20 +307,10 @@ class CNNFeatures(BaseImageFeatures):
                 torch.set_num_threads(previous)
 
     def _validate(self):
-        from .._validation import check_engine, check_positive_int
-
         _backbones.check_backbone(self.backbone)
-        if self.pool not in POOLS:
-            raise ValidationError(f"pool={self.pool!r} must be one of {POOLS!r}.")
         if self.device not in DEVICES:
             raise ValidationError(f"device={self.device!r} must be one of {DEVICES!r}.")
-        if self.normalize not in NORMALIZE:
-            raise ValidationError(f"normalize={self.normalize!r} must be one of {NORMALIZE!r}.")
-        check_positive_int(self.batch_size, "batch_size")
-        check_positive_int(self.seed, "seed", minimum=0)
-        check_engine(self.engine)
-        check_n_threads(self.n_threads)
-        check_bool(self.progress, "progress")
+        self._validate_network_params()
         w = self.weights
         if w is None:
             return

@@ -21,7 +21,6 @@ from ..exceptions import ValidationError, WeightsError
 from ._base import (
     BaseImageFeatures,
     as_channels,
-    check_bool,
     check_finite_block,
     check_n_threads,
     worker_threads,
@@ -47,8 +46,6 @@ _KERAS = {
 }
 KERAS_BACKBONES = tuple(_KERAS)
 _MIN_SIZE = 32
-POOLS = ("avg", "max")
-NORMALIZE = ("auto", "imagenet", "none")
 
 
 def _keras():
@@ -212,18 +209,8 @@ class KerasFeatures(BaseImageFeatures):
         return self.batch_size
 
     def _validate(self):
-        from .._validation import check_engine, check_positive_int
-
         check_keras_backbone(self.backbone)
-        if self.pool not in POOLS:
-            raise ValidationError(f"pool={self.pool!r} must be one of {POOLS!r}.")
-        if self.normalize not in NORMALIZE:
-            raise ValidationError(f"normalize={self.normalize!r} must be one of {NORMALIZE!r}.")
-        check_positive_int(self.batch_size, "batch_size")
-        check_positive_int(self.seed, "seed", minimum=0)
-        check_engine(self.engine)
-        check_n_threads(self.n_threads)
-        check_bool(self.progress, "progress")
+        self._validate_network_params()
         w = self.weights
         if w is None:
             return
