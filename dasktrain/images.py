@@ -38,7 +38,7 @@ from collections import Counter
 
 import numpy as np
 
-from ._validation import check_positive_int, is_dask_collection
+from ._validation import check_engine, check_positive_int, is_dask_collection
 from .exceptions import (
     DatasetLayoutError,
     ImageReadError,
@@ -410,6 +410,13 @@ def _warn_skipped(skipped):
 # --------------------------------------------------------------------------- public entry point
 
 
+def _select(path, classes):
+    """``(paths, y, classes)``: the listed images of the chosen classes, labels encoded."""
+    paths, labels = _pairs_from_input(path)
+    keep, y, classes = _encode_labels(labels, classes)
+    return [p for p, k in zip(paths, keep) if k], y[keep], classes
+
+
 def read_images(
     path,
     *,
@@ -488,15 +495,9 @@ def read_images(
     errors = _check_errors(errors)
     classes = _check_classes(classes)
     chunk_size = check_positive_int(chunk_size, "chunk_size")
-    if not isinstance(engine, str) or engine not in ("local", "dask"):
-        raise ValidationError(
-            f"engine={engine!r} is not supported by read_images; use 'local' or 'dask'."
-        )
+    check_engine(engine, allowed=("local", "dask"))
 
-    paths, labels = _pairs_from_input(path)
-    keep, y, classes = _encode_labels(labels, classes)
-    paths = [p for p, k in zip(paths, keep) if k]
-    y = y[keep]
+    paths, y, classes = _select(path, classes)
 
     info, skipped = _probe_all(paths)
     if skipped:
@@ -806,11 +807,7 @@ def scan_images(path, *, classes=None, decode=False):
         ``counts`` ({class: readable images}), ``unreadable`` ([(path, reason)]), ``formats``,
         ``modes`` and ``sizes`` (Counters of ``format``, ``mode`` and ``(width, height)``).
     """
-    classes = _check_classes(classes)
-    paths, labels = _pairs_from_input(path)
-    keep, y, classes = _encode_labels(labels, classes)
-    paths = [p for p, k in zip(paths, keep) if k]
-    y = y[keep]
+    paths, y, classes = _select(path, _check_classes(classes))
     info, bad = _probe_all(paths)
     if decode:
         # Headers can be fine while the pixels are not (a truncated download): decode all.
