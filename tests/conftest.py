@@ -10,20 +10,34 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-@pytest.fixture(scope="session")
-def cluster():
+def _local_cluster():
     """A real LocalCluster: processes, 2 workers, 1 thread each, dashboard on a free port."""
     from distributed import LocalCluster
 
-    with LocalCluster(
+    return LocalCluster(
         n_workers=2,
         threads_per_worker=1,
         processes=True,
         host="127.0.0.1",
         dashboard_address="127.0.0.1:0",
         memory_limit="4GiB",
-    ) as cluster:
+    )
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """The session's LocalCluster (see ``_local_cluster``)."""
+    with _local_cluster() as cluster:
         yield cluster
+
+
+@pytest.fixture
+def own_client():
+    """A client on a fresh LocalCluster of its own, for tests that kill or restart workers."""
+    from distributed import Client
+
+    with _local_cluster() as cluster, Client(cluster, set_as_default=False) as client:
+        yield client
 
 
 @pytest.fixture(scope="session")

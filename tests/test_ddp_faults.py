@@ -39,21 +39,6 @@ def _slow_steps(marker, steps, pause):
     return {"start": start, "pid": os.getpid()}
 
 
-@pytest.fixture
-def own_client():
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address="127.0.0.1:0",
-        memory_limit="4GiB",
-    ) as cluster, Client(cluster, set_as_default=False) as client:
-        yield client
-
-
 def _kill_when(marker, client, address, timeout=60):
     """Kill the worker process at ``address`` (SIGKILL) once ``marker`` exists."""
     pid = client.run(os.getpid, workers=[address])[address]
