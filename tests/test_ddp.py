@@ -347,3 +347,123 @@ def _gpu_fn():
     dist.all_reduce(t)
     model = ddp.prepare_model(torch.nn.Linear(2, 2))
     return {"backend": info.backend, "device": str(next(model.parameters()).device)}
+
+
+# ---------------------------------------------------------------- exposure and lost results
+
+
+def _exit_before_returning():
+    if ddp.rank_info().rank == 1:
+        os._exit(0)  # leaves without writing a result: must not pass for a success
+    return "done"
+
+
+def test_rank_that_exits_without_a_result_is_a_failure(client):
+    # Regression: a rank that ended with os._exit(0) was reported as a success with result None.
+    with pytest.raises(DDPError) as info:
+        ddp.run(_exit_before_returning, client=client, timeout=60)
+    msg = str(info.value)
+    worker = sorted(client.nthreads())[1]
+    assert "rank 1" in msg and worker in msg and "code 0" in msg and "result" in msg
+    assert info.value.rank == 1 and info.value.worker == worker
+    assert info.value.logs[1]["returncode"] == 0
+
+
+def _sockets():
+    import psutil
+
+    proc = psutil.Process()
+    conns = proc.net_connections("tcp") if hasattr(proc, "net_connections") else proc.connections("tcp")
+    listening = sorted({(c.laddr.ip, c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN})
+    return {
+        "rank": ddp.rank_info().rank,
+        "port": int(os.environ["MASTER_PORT"]),
+        "listening": listening,
+        "gloo_ifname": os.environ.get("GLOO_SOCKET_IFNAME"),
+    }
+
+
+def test_rendezvous_and_gloo_listen_on_the_workers_address_only(client):
+    # Regression: rank 0's TCPStore (MASTER_PORT) listened on all interfaces ('::').
+    res = ddp.run(_sockets, client=client, timeout=60)
+    port = res[0]["port"]
+    store = [ip for ip, p in res[0]["listening"] if p == port]
+    assert store == ["127.0.0.1"], res[0]["listening"]
+    for rank in (0, 1):
+        # gloo's own sockets too: the interface comes from the worker's address (loopback here)
+        assert res[rank]["gloo_ifname"] == "lo"
+        assert {ip for ip, _ in res[rank]["listening"]} <= {"127.0.0.1"}, res[rank]["listening"]
+    # a user's (or the worker's) own choice wins
+    res = ddp.run(_sockets, client=client, timeout=60, env={"GLOO_SOCKET_IFNAME": "lo"})
+    assert res[0]["gloo_ifname"] == "lo"
+
+
+def _where_am_i():
+    import cloudpickle as cp
+
+    return {"cwd": os.getcwd(), "path": list(sys.path), "cloudpickle": cp.__file__}
+
+
+def _start(argv, cwd, log):
+    import subprocess
+
+    with open(log, "wb") as fh:
+        return subprocess.Popen(argv, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+@pytest.fixture
+def worker_in_a_folder(tmp_path):
+    """A scheduler and one `dask worker` on 127.0.0.1 whose current directory is ``tmp_path/cwd``."""
+    import signal
+    import subprocess
+
+    from distributed import Client
+
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    sfile = tmp_path / "scheduler.json"
+    bindir = os.path.dirname(sys.executable)
+    procs = [_start([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                     "--port", "0", "--dashboard-address", "127.0.0.1:0", "--scheduler-file",
+                     str(sfile)], tmp_path, tmp_path / "scheduler.log")]
+    try:
+        procs.append(_start([os.path.join(bindir, "dask"), "worker", "--scheduler-file", str(sfile),
+                             "--host", "127.0.0.1", "--nthreads", "1", "--dashboard-address",
+                             "127.0.0.1:0"], cwd, tmp_path / "worker.log"))
+        deadline = time.monotonic() + 60
+        while not sfile.exists():
+            assert time.monotonic() < deadline, (tmp_path / "scheduler.log").read_text()
+            time.sleep(0.1)
+        with Client(scheduler_file=str(sfile), set_as_default=False) as c:
+            c.wait_for_workers(1, timeout=60)
+            yield c, cwd
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+
+def test_a_stray_module_in_the_workers_folder_is_not_imported_by_the_ranks(worker_in_a_folder):
+    # Regression: ranks ran `python -m ...` in the worker's current directory, so a
+    # cloudpickle.py lying there was imported by every rank instead of the real one.
+    c, cwd = worker_in_a_folder
+    marker = cwd / "stray-was-imported"
+    (cwd / "cloudpickle.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\n"
+        "raise ImportError('the stray cloudpickle.py in the worker folder was imported')\n"
+    )
+    res = ddp.run(_where_am_i, client=c, timeout=60)
+    assert not marker.exists()
+    assert not res[0]["cloudpickle"].startswith(str(cwd))
+    # train_fn still runs in the worker's current directory (relative paths keep working),
+    # but that directory is not on sys.path
+    assert os.path.realpath(res[0]["cwd"]) == os.path.realpath(cwd)
+    assert "" not in res[0]["path"]
+    assert not [p for p in res[0]["path"] if os.path.realpath(p or ".") == os.path.realpath(cwd)]

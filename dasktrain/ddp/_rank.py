@@ -6,6 +6,10 @@ The worker task in :mod:`dasktrain.ddp.launcher` starts this module in a fresh p
 ``train_fn`` and writes ``("ok", value)`` or ``("error", info)`` to RESULT (cloudpickle). The
 process group is destroyed on every path.
 
+The rank starts in a private folder (so ``python -m`` puts no user folder on ``sys.path``)
+and moves to the worker's folder (``DASKTRAIN_DDP_WORKDIR``) before ``train_fn`` runs. Rank 0
+serves the rendezvous store on ``MASTER_ADDR:MASTER_PORT`` only, never on all interfaces.
+
 Exit codes: 0 success, 1 ``train_fn`` (or setup) raised, ``EXIT_PORT_IN_USE`` when rank 0
 could not bind ``MASTER_PORT`` (the launcher retries with a fresh port), ``EXIT_ORPHANED``
 when the parent worker died.
@@ -25,9 +29,14 @@ from dasktrain.ddp.helpers import (
     ENV_DEVICE,
     ENV_NUM_THREADS,
     ENV_TIMEOUT,
+    ENV_WORKDIR,
     EXIT_ORPHANED,
     EXIT_PORT_IN_USE,
+    bind_listener,
 )
+
+# Rank 0's rendezvous socket: the store serves on its file descriptor, so it must stay open.
+_listener = None
 
 
 def _watch_parent(parent_pid):
@@ -42,6 +51,43 @@ def _watch_parent(parent_pid):
 def _port_in_use(exc):
     text = str(exc).lower()
     return "address already in use" in text or "eaddrinuse" in text or "errno 98" in text
+
+
+def _enter_workdir():
+    """Move to the worker's folder, keeping it (and the start folder) off ``sys.path``."""
+    start = os.getcwd()
+    # Python < 3.11 has no -P: `python -m` put the start folder (private, empty of modules)
+    # first on sys.path; drop it, and '' (the current folder, whatever it becomes).
+    sys.path[:] = [p for p in sys.path if p not in ("", start)]
+    workdir = os.environ.get(ENV_WORKDIR)
+    if workdir:
+        try:
+            os.chdir(workdir)
+        except OSError as exc:
+            sys.stderr.write(f"dasktrain.ddp: staying in {start}: cannot enter {workdir}: {exc}\n")
+
+
+def _store(rank, world_size, timeout):
+    """The rendezvous store; rank 0 serves it on ``MASTER_ADDR:MASTER_PORT`` only.
+
+    ``init_method="env://"`` would make rank 0 listen on every interface (``::``). A socket
+    bound to the address of rank 0's worker is handed to the store instead.
+    """
+    import torch.distributed as dist
+
+    global _listener
+    host, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    if rank != 0:
+        return dist.TCPStore(host, port, world_size, False, timeout)
+    _listener = bind_listener(host, port)  # OSError "Address already in use": see main()
+    try:
+        return dist.TCPStore(host, port, world_size, True, timeout, wait_for_workers=False,
+                             master_listen_fd=_listener.fileno())
+    except TypeError:  # pragma: no cover - a torch without master_listen_fd
+        _listener.close()
+        sys.stderr.write("dasktrain.ddp: this torch cannot serve the store on a given socket; "
+                         "it listens on all interfaces\n")
+        return dist.TCPStore(host, port, world_size, True, timeout, wait_for_workers=False)
 
 
 def _write_result(path, payload):
@@ -83,7 +129,9 @@ def main(argv=None):
     import torch
     import torch.distributed as dist
 
+    _enter_workdir()
     rank = int(os.environ["RANK"])
+    world_size = int(os.environ["WORLD_SIZE"])
     nthreads = int(os.environ.get(ENV_NUM_THREADS, "0") or 0)
     if nthreads > 0:
         # One torch thread per Dask worker thread: the worker's share of the machine.
@@ -106,7 +154,9 @@ def main(argv=None):
     code = 0
     try:
         try:
-            dist.init_process_group(backend=backend, init_method="env://", timeout=timeout)
+            store = _store(rank, world_size, timeout)
+            dist.init_process_group(backend=backend, store=store, rank=rank,
+                                    world_size=world_size, timeout=timeout)
         except Exception as exc:
             if rank == 0 and _port_in_use(exc):
                 sys.stderr.write(f"dasktrain.ddp: MASTER_PORT in use: {exc}\n")

@@ -99,14 +99,19 @@ class DDPResult(dict):
 
 
 def _probe(port_range=None):
-    """On the rank-0 worker: a free TCP port there, and its GPU count (for backend='auto')."""
-    import socket
+    """On the rank-0 worker: a free TCP port on its address, and its GPU count.
+
+    The port is checked on the address the rendezvous will listen on (the worker's own, see
+    ``MASTER_ADDR``), not on all interfaces.
+    """
+    from distributed import get_worker
 
     from .._compat import gpu_count
 
+    host = _host(get_worker().address)
+
     def free(port):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("", port))
+        with _helpers.bind_listener(host, port) as s:
             return s.getsockname()[1]
 
     if port_range is None:
@@ -184,6 +189,42 @@ def _rank_environ(worker_environ):
 
 
 
+def _network_environ(host, backend, env):
+    """``GLOO_SOCKET_IFNAME`` (and ``NCCL_SOCKET_IFNAME``) for a rank on the worker at ``host``.
+
+    gloo picks its address from the host name, which often resolves to a loopback address
+    (Debian and Ubuntu map it to 127.0.1.1): peers on other hosts then get told to connect to
+    127.0.0.1 and the full-mesh connect fails. The worker's own address is the one the other
+    hosts reach, so its interface is the one to use. A value already in ``env`` (the worker's
+    environment or ``env=`` of :func:`run`) wins.
+    """
+    names = ["GLOO_SOCKET_IFNAME"] + (["NCCL_SOCKET_IFNAME"] if backend == "nccl" else [])
+    names = [n for n in names if n not in env]
+    if not names:
+        return {}
+    ifname = _helpers.interface_of(host)
+    if ifname is None:
+        logger.warning("ddp: no network interface of this machine carries the worker address "
+                       "%s; gloo will pick one from the host name. Set GLOO_SOCKET_IFNAME "
+                       "(env=) if the ranks cannot connect.", host)
+        return {}
+    return {name: ifname for name in names}
+
+
+def _rank_command(workdir):
+    """argv of a rank process, and the directory it starts in.
+
+    ``python -m`` puts its current directory first on ``sys.path``: started in the worker's
+    folder, a stray ``cloudpickle.py`` or ``torch.py`` there would be imported by every rank.
+    The rank starts in its own private folder (``workdir``, which holds no module) and, on
+    Python >= 3.11, with ``-P`` (nothing prepended to ``sys.path``). Not ``-I``: isolated mode
+    also drops ``PYTHONPATH``, which deployments rely on. The rank then moves to the worker's
+    folder for ``train_fn`` (see :mod:`dasktrain.ddp._rank`).
+    """
+    flags = ["-P"] if sys.version_info >= (3, 11) else []
+    return [sys.executable, *flags, "-m", "dasktrain.ddp._rank"], workdir
+
+
 def _rank_task(payload, spec):
     """On a worker: start the rank process, relay its metrics, stop it on abort or timeout."""
     from distributed import Event, get_worker
@@ -217,8 +258,10 @@ def _rank_task(payload, spec):
             _helpers.ENV_BACKEND: spec["backend"],
             _helpers.ENV_METRICS_FILE: metrics_path,
             _helpers.ENV_CHECKPOINT_DIR: spec["checkpoint_dir"] or "",
+            _helpers.ENV_WORKDIR: os.getcwd(),
         }
     )
+    env.update(_network_environ(_host(worker.address), spec["backend"], env))
     abort = Event(spec["abort"])
     topic = spec["topic"]
     records = []
@@ -226,11 +269,13 @@ def _rank_task(payload, spec):
     status = None
     deadline = time.monotonic() + spec["timeout"]
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        argv, cwd = _rank_command(tmp)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "dasktrain.ddp._rank", payload_path, result_path],
+            [*argv, payload_path, result_path],
             stdout=out,
             stderr=err,
             env=env,
+            cwd=cwd,
         )
         try:
             last_check = 0.0
@@ -283,9 +328,7 @@ def _rank_task(payload, spec):
     elif status is None and value_written:
         status = "ok"  # even if a slow exit was cut short after the result was written
     elif status is None:
-        if proc.returncode == 0:
-            status = "ok"
-        elif proc.returncode == _helpers.EXIT_PORT_IN_USE:
+        if proc.returncode == _helpers.EXIT_PORT_IN_USE:
             status = "port-in-use"
         else:
             status = "error"
@@ -478,6 +521,11 @@ def _failure_from_result(res):
         message = f"the rank process exited with code {res['returncode']}"
         if res["returncode"] is not None and res["returncode"] < 0:
             message += f" (killed by signal {-res['returncode']})"
+        # Every rank writes its result (or its error) before it exits; no result file means
+        # the process left on its own first, which must never pass for a success.
+        if res["returncode"] == 0:
+            message += (" without delivering a result from train_fn (did it call os._exit() "
+                        "or end the process some other way before returning?)")
     return _Failure(rank, worker, message, res["stderr"], cause=cause, when=when)
 
 
