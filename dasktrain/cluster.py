@@ -20,6 +20,7 @@ __all__ = [
     "maybe_client",
     "using_client",
     "scheduler_workers",
+    "scheduler_host",
     "total_threads",
 ]
 
@@ -254,3 +255,15 @@ def scheduler_workers(client):
 def total_threads(client):
     """Total threads of the client's workers: the cores a fair local baseline gets."""
     return int(sum(w.get("nthreads", 1) for w in scheduler_workers(client).values()))
+
+
+def scheduler_host(client):
+    """The scheduler's host as its workers reach it (from its own address, not the client's).
+
+    A client behind an SSH tunnel knows the scheduler as ``127.0.0.1``; the scheduler's own
+    address (``scheduler_info()["address"]``) is the one its workers connect to, so it is the
+    address to bind services that the workers must reach, such as XGBoost's tracker.
+    """
+    from distributed.comm import get_address_host
+
+    return get_address_host(client.scheduler_info()["address"])

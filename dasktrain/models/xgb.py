@@ -239,7 +239,7 @@ class _XGBBase(BaseEstimator):
         )
         evals = [tuple(balanced_persist(client, [as_dask(a), as_dask(b)])) for a, b in evals]
         klass = dxgb.DaskXGBClassifier if self._kind == "classifier" else dxgb.DaskXGBRegressor
-        model = klass(**params)
+        model = klass(coll_cfg=_tracker_config(client), **params)
         model.client = client
         model.fit(Xd, yd, sample_weight=wd, eval_set=evals or None, verbose=False)
         self.n_jobs_ = None
@@ -279,6 +279,20 @@ class _XGBBase(BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
         return tags
+
+
+def _tracker_config(client):
+    """XGBoost's tracker on the scheduler's own address (which every worker reaches).
+
+    Left to itself xgboost.dask binds the tracker to the address of the scheduler machine's
+    default route, which workers on a private cluster network may not reach ("Failed to
+    connect to the tracker ... Network is unreachable"); it also listens there only.
+    """
+    from xgboost.collective import Config
+
+    from ..cluster import scheduler_host
+
+    return Config(tracker_host_ip=scheduler_host(client))
 
 
 class _BoosterPredictor:
