@@ -426,6 +426,7 @@ def read_images(
     chunk_size=256,
     errors="raise",
     classes=None,
+    files_on="client",
 ):
     """Read an image folder (or a list of files) into an :class:`ImageSet`.
 
@@ -460,6 +461,13 @@ def read_images(
     classes : list of str, optional
         Class names in label order (``y == i`` means ``classes[i]``). A subset reads only those
         classes. By default all classes found, sorted.
+    files_on : {"client", "workers"}
+        Where the files are. ``"client"``: this machine lists the folder and checks the headers
+        (the workers must see the same paths to decode them). ``"workers"`` (``engine="dask"``
+        only): the files are on the workers' disks and may not exist here; the folder is
+        listed on one worker, every worker must see it, and the headers are checked on the
+        workers in blocks of ``chunk_size``. ``path`` must then be absolute. Uses the default
+        Dask client.
 
     Returns
     -------
@@ -473,7 +481,8 @@ def read_images(
         Not a folder, no images, images without a class folder, one class only, or a name in
         ``classes`` that is not present.
     ValidationError
-        A bad ``size``, ``color``, ``engine``, ``chunk_size``, ``errors`` or ``classes``.
+        A bad ``size``, ``color``, ``engine``, ``chunk_size``, ``errors``, ``classes`` or
+        ``files_on``.
     ImageReadError
         With ``errors="raise"``, for files that cannot be read (all of them are named). For the
         dask engine, files whose header is fine but whose pixels are not raise at compute time.
@@ -496,15 +505,22 @@ def read_images(
     classes = _check_classes(classes)
     chunk_size = check_positive_int(chunk_size, "chunk_size")
     check_engine(engine, allowed=("local", "dask"))
+    files_on = _check_files_on(files_on, engine)
 
-    paths, y, classes = _select(path, classes)
-
-    info, skipped = _probe_all(paths)
+    if files_on == "workers":
+        paths, y, classes, info, skipped, mtimes = _select_on_workers(path, classes, chunk_size)
+    else:
+        _check_exists_here(path)
+        paths, y, classes = _select(path, classes)
+        info, skipped = _probe_all(paths)
+        mtimes = None
     if skipped:
         if errors == "raise":
             raise _read_error(skipped, when="opened as images")
         paths = [p for p, i in zip(paths, info) if i is not None]
         y = y[[i is not None for i in info]]
+        if mtimes is not None:
+            mtimes = [m for m, i in zip(mtimes, info) if i is not None]
         _check_any_left(paths, skipped)
 
     if engine == "local":
@@ -526,9 +542,11 @@ def read_images(
                 rows = np.array([p not in dropped for p in paths], dtype=bool)
                 paths = [p for p, k in zip(paths, rows) if k]
                 y = y[rows]
+                if mtimes is not None:
+                    mtimes = [m for m, k in zip(mtimes, rows) if k]
                 skipped.extend(bad)
         labels = y
-        X, y = _lazy_arrays(paths, y, size, color, chunk_size)
+        X, y = _lazy_arrays(paths, y, size, color, chunk_size, mtimes=mtimes)
 
     _check_any_left(paths, skipped)
     _warn_skipped(skipped)
@@ -569,7 +587,7 @@ def _find_undecodable(paths, size, color, chunk_size):
     return [bad for block in dask.compute(*tasks) for bad in block]
 
 
-def _lazy_arrays(paths, y, size, color, chunk_size):
+def _lazy_arrays(paths, y, size, color, chunk_size, mtimes=None):
     import dask.array as da
     from dask.base import tokenize
 
@@ -578,7 +596,9 @@ def _lazy_arrays(paths, y, size, color, chunk_size):
     names = np.empty(len(paths), dtype=object)
     names[:] = paths
     # mtimes in the token: a rewritten file must not reuse a result cached on the cluster.
-    mtimes = [_mtime(p) for p in paths]
+    # (Read on the workers when the files are there only: files_on="workers".)
+    if mtimes is None:
+        mtimes = [_mtime(p) for p in paths]
     token = tokenize(paths, mtimes, size, color, chunk_size)
     P = da.from_array(names, chunks=chunk_size, name=f"image-paths-{token}")
     X = P.map_blocks(
@@ -832,3 +852,76 @@ def scan_images(path, *, classes=None, decode=False):
         "modes": Counter(m for _, m, _ in good),
         "sizes": Counter(s for _, _, s in good),
     }
+
+
+# --------------------------------------------------------------------------- files on the workers
+
+FILES_ON = ("client", "workers")
+
+
+def _check_files_on(files_on, engine):
+    if files_on not in FILES_ON:
+        raise ValidationError(f"files_on={files_on!r} must be one of {FILES_ON}.")
+    if files_on == "workers" and engine != "dask":
+        raise ValidationError(
+            f"files_on='workers' needs engine='dask' (got engine={engine!r}): the local engine "
+            "reads the files in this process, so they must be on this machine."
+        )
+    return files_on
+
+
+def _check_exists_here(path):
+    """A folder path that does not exist here: say so, and how to read files on the workers."""
+    if isinstance(path, (str, os.PathLike)) and not os.path.exists(path):
+        raise DatasetLayoutError(
+            f"path={os.fspath(path)!r} is not a folder on this machine (it does not exist "
+            "here). If the images are on the Dask workers' disks only, read them with "
+            "read_images(..., engine='dask', files_on='workers'): the folder is then listed "
+            "and checked on the workers."
+        )
+
+
+def _probe_on_worker(paths):
+    """On a worker: header check and mtime of each path (see ``_probe_all``, ``_mtime``)."""
+    info, bad = _probe_all(paths)
+    return info, bad, [_mtime(p) for p in paths]
+
+
+def _select_on_workers(path, classes, chunk_size):
+    """``_select`` and ``_probe_all`` run on the workers, for files the client cannot see.
+
+    Returns ``(paths, y, classes, info, skipped, mtimes)``.
+    """
+    from .cluster import get_client
+
+    client = get_client(None, what="read_images(files_on='workers')")
+    if isinstance(path, (str, os.PathLike)):
+        root = os.fspath(path)
+        if not os.path.isabs(root):
+            raise ValidationError(
+                f"path={root!r}: files_on='workers' needs an absolute path (a relative one "
+                "would be resolved in each worker's own current folder)."
+            )
+        seen = client.run(os.path.isdir, root)
+        missing = sorted(w for w, ok in seen.items() if not ok)
+        if missing:
+            raise DatasetLayoutError(
+                f"path={root!r} is not a folder on {len(missing)} of {len(seen)} workers "
+                f"({', '.join(missing[:_MAX_NAMED])}). With files_on='workers' every worker "
+                "must see the same files (the same folder on each host, or a shared file "
+                "system)."
+            )
+        listing = client.submit(list_images, root, pure=False)
+        paths, labels = listing.result()
+    else:
+        paths, labels = _pairs_from_input(path)
+    keep, y, classes = _encode_labels(labels, classes)
+    paths, y = [p for p, k in zip(paths, keep) if k], y[keep]
+    blocks = [paths[i : i + chunk_size] for i in range(0, len(paths), chunk_size)]
+    futures = client.map(_probe_on_worker, blocks, pure=False)
+    info, skipped, mtimes = [], [], []
+    for block_info, block_bad, block_mtimes in client.gather(futures):
+        info += block_info
+        skipped += block_bad
+        mtimes += block_mtimes
+    return paths, y, classes, info, skipped, mtimes
