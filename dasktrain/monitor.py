@@ -2,8 +2,11 @@
 
 The driver's whole process tree is sampled with psutil from a background thread. A local Dask
 cluster's worker processes are children of the driver, so the same sampler measures the local
-engine and the dask engine alike. For a remote cluster, each worker's own
-:class:`distributed.system_monitor.SystemMonitor` history is collected with ``Client.run``.
+engine and the dask engine alike. Workers outside that tree (on other hosts: psutil here cannot
+see them) are measured by Dask: each worker's own
+:class:`distributed.system_monitor.SystemMonitor` history is collected with ``Client.run``, and
+their samples say so (``source="dask"``, ``host`` the worker's host name). A worker's
+``SystemMonitor`` measures the worker process itself, not the processes it starts (DDP ranks).
 
 Energy is only ever *measured*: CPU package energy from Intel RAPL where
 ``/sys/class/powercap/intel-rapl:*/energy_uj`` is readable, GPU energy from NVML where a GPU
@@ -42,6 +45,7 @@ SAMPLE_COLUMNS = [
     "uss",
     "gpu_utilization",
     "gpu_memory_used",
+    "host",
 ]
 
 
@@ -149,7 +153,11 @@ class ResourceMonitor:
     samples : pandas.DataFrame
         Tidy samples: one row per time x process (``source="psutil"``), per worker of a remote
         cluster (``source="dask"``), per GPU (``source="nvml"``) and system-wide CPU
-        (``role="system"``). Times are UNIX seconds; ``elapsed`` is seconds since start.
+        (``role="system"``). Times are UNIX seconds; ``elapsed`` is seconds since start;
+        ``host`` is the host name of the machine the row was measured on.
+    remote_workers : list of str
+        Addresses of the workers outside this process tree, measured by Dask only (set by
+        ``start`` when a client is given).
     energy : dict
         ``cpu_energy_j``, ``gpu_energy_j`` (NaN where not measured) and ``energy_measured``.
 
@@ -179,6 +187,8 @@ class ResourceMonitor:
         self._names = {}
         self._worker_children = set()
         self._fresh = set()
+        self._worker_hosts = {}
+        self.remote_workers = []
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self):
@@ -200,7 +210,10 @@ class ResourceMonitor:
         if not isinstance(uss, bool) and (not isinstance(uss, int) or uss < 0):
             raise ValidationError(f"uss={uss!r} must be True, False or a positive integer.")
         self._uss_every = 0 if uss is False else 1 if uss is True else int(uss)
+        import socket
+
         self._root = psutil.Process()
+        self._hostname = socket.gethostname()
         self._worker_pids = {}
         self._remote_workers = []
         self._monitor_counts = {}
@@ -253,11 +266,13 @@ class ResourceMonitor:
         here = socket.gethostname()
         tree = {p.pid for p in self._root.children(recursive=True)}
         for addr, (pid, host) in info.items():
+            self._worker_hosts[addr] = host
             if host == here and pid in tree:
                 self._worker_pids[pid] = addr
             else:
                 self._remote_workers.append(addr)
         self._outside = list(self._remote_workers)  # measured only by their own monitors
+        self.remote_workers = list(self._outside)
         want = self.worker_monitors
         if want is True:
             self._remote_workers = list(info)
@@ -301,6 +316,7 @@ class ResourceMonitor:
                         "uss": math.nan,
                         "gpu_utilization": (q.get("gpu_utilization") or [math.nan] * len(times))[i],
                         "gpu_memory_used": (q.get("gpu_memory_used") or [math.nan] * len(times))[i],
+                        "host": self._worker_hosts.get(addr),
                     }
                 )
 
@@ -450,6 +466,7 @@ class ResourceMonitor:
                     "uss": uss,
                     "gpu_utilization": math.nan,
                     "gpu_memory_used": math.nan,
+                    "host": self._hostname,
                 }
             )
         rows.append(
@@ -465,6 +482,7 @@ class ResourceMonitor:
                 "uss": math.nan,
                 "gpu_utilization": math.nan,
                 "gpu_memory_used": math.nan,
+                "host": self._hostname,
             }
         )
         for i, h in enumerate(self._gpu_handles):  # pragma: no cover - GPU only
@@ -486,6 +504,7 @@ class ResourceMonitor:
                     "uss": math.nan,
                     "gpu_utilization": float(util),
                     "gpu_memory_used": float(used),
+                    "host": self._hostname,
                 }
             )
         self._rows.extend(rows)
@@ -517,7 +536,8 @@ class ResourceMonitor:
         ``cpu_percent_mean`` / ``cpu_percent_max`` (the whole tree, or the remote workers
         summed; 100 = one core), ``system_cpu_percent_mean``, ``peak_rss_bytes`` /
         ``peak_uss_bytes`` (peak of the tree's sum over time), ``n_processes``, ``n_workers``,
-        ``gpu_utilization_mean``, ``cpu_energy_j``, ``gpu_energy_j``, ``energy_j``,
+        ``n_remote_workers`` (workers measured by Dask only), ``gpu_utilization_mean``,
+        ``cpu_energy_j``, ``gpu_energy_j``, ``energy_j``,
         ``energy_measured``, ``energy_note``, ``overhead_cpu_s`` and
         ``overhead_percent_of_core`` (the sampler's own CPU time over the duration).
         """
@@ -558,6 +578,7 @@ class ResourceMonitor:
             tree.loc[(tree.role == "worker") & ~tree.pid.isin(self._worker_children), "pid"].nunique()
             + remote.process.nunique()
         )
+        out["n_remote_workers"] = len(self._outside)
         gpu = df[df.source == "nvml"]
         out["gpu_utilization_mean"] = float(gpu.gpu_utilization.mean()) if len(gpu) else nan
         out.update(self.energy)

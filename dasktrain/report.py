@@ -74,7 +74,37 @@ def _setup_html(results):
         "estimated." if energy.isna().all() else "Energy: measured (RAPL / NVML counters)."
     )
     li = "".join(f"<li><b>{html.escape(str(k))}</b>: {_fmt(v)}</li>" for k, v in items if v is not None)
-    return f"<ul class='setup'>{li}</ul><p>{html.escape(note)}</p>"
+    return f"<ul class='setup'>{li}</ul><p>{html.escape(note)}</p>" + _remote_note(results)
+
+
+def _remote_note(results):
+    """Say which workers were measured by Dask rather than by psutil on this machine."""
+    s = results.samples
+    if s is None or not len(s) or "source" not in s:
+        return ""
+    remote = s[s.source == "dask"]
+    if not len(remote):
+        return ""
+    workers = sorted(map(str, remote.process.unique()))
+    hosts = sorted(map(str, remote["host"].dropna().unique())) if "host" in remote else []
+    where = f" on {', '.join(hosts)}" if hosts else ""
+    return (
+        f"<p>Workers outside this machine's process tree ({len(workers)}{where}: "
+        f"{', '.join(workers)}) are measured by Dask: their CPU and memory come from each "
+        "worker's own SystemMonitor, collected through the scheduler, because psutil here "
+        "cannot see processes on other hosts. They measure the worker process itself, not "
+        "the processes it starts (DDP ranks). Their timeline entries are marked "
+        "&quot;via Dask&quot;.</p>"
+    )
+
+
+def _process_label(name, g):
+    role = str(g.role.iloc[0])
+    if "source" in g and str(g.source.iloc[0]) == "dask":
+        host = g["host"].iloc[0] if "host" in g else None
+        on = f" on {host}" if isinstance(host, str) and host else ""
+        return f"{name}{on} ({role}, via Dask)"
+    return f"{name} ({role})" if role not in str(name) else str(name)
 
 
 _CSS = """
@@ -171,8 +201,7 @@ def build_layout(results):
         for i, (name, g) in enumerate(procs.groupby("process", sort=True)):
             g = g.sort_values("time")
             color = _PALETTE[i % len(_PALETTE)]
-            role = str(g.role.iloc[0])
-            label = f"{name} ({role})" if role not in str(name) else str(name)
+            label = _process_label(name, g)
             src = ColumnDataSource(dict(t=(g.time - t0).tolist(), cpu=g.cpu_percent.tolist(),
                                         rss=(g.rss / 2**20).tolist()))
             cpu.scatter("t", "cpu", source=src, size=3, color=color, legend_label=label)

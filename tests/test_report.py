@@ -138,3 +138,18 @@ def test_report_in_headless_chromium(tmp_path):
     # lines in the palette colours (a page whose JS failed shows only the table text).
     sat = (img.max(axis=2) - img.min(axis=2)) > 60
     assert sat.mean() > 0.005, sat.mean()
+
+
+def test_report_says_which_workers_dask_measured(tmp_path):
+    from dasktrain.report import write_report
+
+    res = _synthetic_results()
+    plain = write_report(res, tmp_path / "plain.html").read_text()
+    assert "measured by Dask" not in plain
+    s = res.samples
+    remote = s[s.process == "tcp://w1"].assign(source="dask", process="tcp://10.0.0.2:9000",
+                                               host="node-b")
+    res.samples = pd.concat([s[s.process != "tcp://w1"].assign(host="node-a"), remote])
+    text = write_report(res, tmp_path / "remote.html").read_text()
+    assert "measured by Dask" in text and "on node-b: tcp://10.0.0.2:9000" in text
+    assert "tcp://10.0.0.2:9000 on node-b (worker, via Dask)" in text  # the timeline legend
