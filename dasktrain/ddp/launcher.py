@@ -189,18 +189,17 @@ def _rank_environ(worker_environ):
 
 
 
-def _network_environ(host, backend, env):
-    """``GLOO_SOCKET_IFNAME`` (and ``NCCL_SOCKET_IFNAME``) for a rank on the worker at ``host``.
+def _network_environ(host, env):
+    """``GLOO_SOCKET_IFNAME`` for a rank on the worker at ``host``.
 
     gloo picks its address from the host name, which often resolves to a loopback address
     (Debian and Ubuntu map it to 127.0.1.1): peers on other hosts then get told to connect to
     127.0.0.1 and the full-mesh connect fails. The worker's own address is the one the other
     hosts reach, so its interface is the one to use. A value already in ``env`` (the worker's
-    environment or ``env=`` of :func:`run`) wins.
+    environment or ``env=`` of :func:`run`) wins. NCCL picks its interface by its own rules,
+    not from the host name; it is not changed here (``NCCL_SOCKET_IFNAME`` through ``env=``).
     """
-    names = ["GLOO_SOCKET_IFNAME"] + (["NCCL_SOCKET_IFNAME"] if backend == "nccl" else [])
-    names = [n for n in names if n not in env]
-    if not names:
+    if "GLOO_SOCKET_IFNAME" in env:
         return {}
     ifname = _helpers.interface_of(host)
     if ifname is None:
@@ -208,7 +207,7 @@ def _network_environ(host, backend, env):
                        "%s; gloo will pick one from the host name. Set GLOO_SOCKET_IFNAME "
                        "(env=) if the ranks cannot connect.", host)
         return {}
-    return {name: ifname for name in names}
+    return {"GLOO_SOCKET_IFNAME": ifname}
 
 
 def _rank_command(workdir):
@@ -261,7 +260,7 @@ def _rank_task(payload, spec):
             _helpers.ENV_WORKDIR: os.getcwd(),
         }
     )
-    env.update(_network_environ(_host(worker.address), spec["backend"], env))
+    env.update(_network_environ(_host(worker.address), env))
     abort = Event(spec["abort"])
     topic = spec["topic"]
     records = []
