@@ -331,9 +331,11 @@ class Rig:
         pidfile.unlink(missing_ok=True)
         # The shell writes its pid, then becomes the command (exec keeps the pid): that pid
         # leads the process group the nanny, its worker and the DDP ranks all belong to.
-        script = 'p="$1"; l="$2"; shift 2; echo $$ > "$p.tmp" && mv "$p.tmp" "$p" && exec "$@" > "$l" 2>&1'
+        script = ('p="$1"; l="$2"; shift 2; echo $$ > "$p.tmp" && mv "$p.tmp" "$p" '
+                  '&& exec "$@" > "$l" 2>&1')
+        env = dict(os.environ, **{OWNER_ENV: str(os.getpid())})
         subprocess.run(["setsid", "-f", "sh", "-c", script, "sh", str(pidfile), str(log), *argv],
-                       check=True, timeout=30, env=dict(os.environ, **{OWNER_ENV: str(os.getpid())}))
+                       check=True, timeout=30, env=env)
         deadline = time.monotonic() + 30
         while True:
             text = pidfile.read_text().strip() if pidfile.exists() else ""
@@ -398,7 +400,8 @@ class Rig:
                 socket.create_connection((host.ip, port), timeout=1).close()
                 return
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the scheduler did not listen on {host.ip}:{port}\n{self.logs()}")
+                raise RuntimeError(
+                    f"the scheduler did not listen on {host.ip}:{port}\n{self.logs()}")
             time.sleep(0.2)
 
     def _start_worker(self, host):
@@ -417,7 +420,8 @@ class Rig:
         out = []
         for path in sorted(self.tmp.glob("*.log")):
             text = path.read_text(errors="replace")
-            out.append(f"--- {path.name} (last 40 lines) ---\n" + "\n".join(text.splitlines()[-40:]))
+            tail = "\n".join(text.splitlines()[-40:])
+            out.append(f"--- {path.name} (last 40 lines) ---\n{tail}")
         return "\n".join(out)
 
 

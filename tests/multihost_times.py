@@ -36,25 +36,46 @@ def _steps(root, size, chunk):
     from dasktrain.ddp.recipes import train_classifier
     from dasktrain.features import CNNFeatures, HOGFeatures
     from dasktrain.images import read_images
-    from dasktrain.models import GaussianNB, KMeans, LogisticRegression, XGBClassifier, cross_validate
+    from dasktrain.models import (
+        GaussianNB,
+        KMeans,
+        LogisticRegression,
+        XGBClassifier,
+        cross_validate,
+    )
 
     ds = read_images(root, size=size, engine="local")
     X, y = ds.X, ds.y
     F = CNNFeatures("resnet18", engine="local", n_threads=1).fit_transform(X)
-    Xd, Fd, yd = da.from_array(X, chunks=chunk), da.from_array(F, chunks=chunk), da.from_array(y, chunks=chunk)
+    Xd, Fd = da.from_array(X, chunks=chunk), da.from_array(F, chunks=chunk)
+    yd = da.from_array(y, chunks=chunk)
 
     def read(c):
         read_images(root, size=size, engine="dask", chunk_size=chunk).to_numpy(client=c)
 
+    def features(make):
+        return lambda c: c.compute(make().fit(Xd).transform(Xd, client=c)).result()
+
+    def cv(make):
+        return lambda c: cross_validate(make(), F, y, cv=3, engine="dask", client=c)
+
+    def xgb(c):
+        XGBClassifier(n_estimators=20, max_depth=3, engine="dask", client=c).fit(Fd, yd)
+
+    def ddp_run(c):
+        ddp.run(train_classifier, X, y, client=c, timeout=600, model="smallcnn", epochs=2,
+                batch_size=16, seed=3)
+
     steps = {
         "read_images(engine='dask')": read,
-        "CNN features (resnet18)": lambda c: c.compute(CNNFeatures("resnet18", engine="dask").fit(Xd).transform(Xd, client=c)).result(),
-        "HOG features": lambda c: c.compute(HOGFeatures(engine="dask").fit(Xd).transform(Xd, client=c)).result(),
+        "CNN features (resnet18)": features(lambda: CNNFeatures("resnet18", engine="dask")),
+        "HOG features": features(lambda: HOGFeatures(engine="dask")),
         "KMeans (k=8, 512 features)": lambda c: KMeans(8, random_state=0, client=c).fit(Fd),
-        "XGBoost (20 trees)": lambda c: XGBClassifier(n_estimators=20, max_depth=3, engine="dask", client=c).fit(Fd, yd),
-        "LogisticRegression cross_validate (cv=3)": lambda c: cross_validate(LogisticRegression(max_iter=300, engine="local"), F, y, cv=3, engine="dask", client=c),
-        "GaussianNB cross_validate (cv=3)": lambda c: cross_validate(GaussianNB(engine="local"), F, y, cv=3, engine="dask", client=c),
-        "ddp.run (smallcnn, 2 epochs, gloo)": lambda c: ddp.run(train_classifier, X, y, client=c, timeout=600, model="smallcnn", epochs=2, batch_size=16, seed=3),
+        "XGBoost (20 trees)": xgb,
+        "LogisticRegression cross_validate (cv=3)":
+            cv(lambda: LogisticRegression(max_iter=300, engine="local")),
+        "GaussianNB cross_validate (cv=3)": cv(lambda: GaussianNB(engine="local")),
+        "ddp.run (smallcnn, 2 epochs, gloo)": ddp_run,
     }
     return steps, np
 
@@ -78,8 +99,9 @@ def main(argv=None):
     root = make_xray_like(tmp / "xray", n_per_class=args.n_per_class, size=args.size, seed=0)
     steps, _ = _steps(root, args.size, args.chunk)
     times = {name: {} for name in steps}
-    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                      memory_limit="4GiB") as lc, Client(lc) as one, mh.Rig(tmp / "rig") as rig, rig.client() as across:
+    one_host = LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1",
+                            dashboard_address="127.0.0.1:0", memory_limit="4GiB")
+    with one_host, Client(one_host) as one, mh.Rig(tmp / "rig") as rig, rig.client() as across:
         for name, step in steps.items():
             for where, c in (("one host", one), ("across hosts", across)):
                 with c.as_current():

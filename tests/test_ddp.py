@@ -373,8 +373,10 @@ def _sockets():
     import psutil
 
     proc = psutil.Process()
-    conns = proc.net_connections("tcp") if hasattr(proc, "net_connections") else proc.connections("tcp")
-    listening = sorted({(c.laddr.ip, c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN})
+    conns = (proc.net_connections("tcp") if hasattr(proc, "net_connections")
+             else proc.connections("tcp"))
+    listening = sorted({(c.laddr.ip, c.laddr.port) for c in conns
+                        if c.status == psutil.CONN_LISTEN})
     return {
         "rank": ddp.rank_info().rank,
         "port": int(os.environ["MASTER_PORT"]),
@@ -414,7 +416,7 @@ def _start(argv, cwd, log):
 
 @pytest.fixture
 def worker_in_a_folder(tmp_path):
-    """A scheduler and one `dask worker` on 127.0.0.1 whose current directory is ``tmp_path/cwd``."""
+    """A scheduler and one ``dask worker`` on 127.0.0.1, the worker in ``tmp_path/cwd``."""
     import signal
     import subprocess
 

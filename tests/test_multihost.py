@@ -175,7 +175,8 @@ def test_what_a_killed_test_run_left_is_removed_by_the_next(base):
     code = textwrap.dedent(f"""
         import json, time, multihost
         rig = multihost.Rig({str(base / "killed")!r}, n_workers=1).start()
-        print(json.dumps([rig.bridge, [h.ns for h in rig.hosts[1:]], list(rig.processes.values())]), flush=True)
+        names = [h.ns for h in rig.hosts[1:]]
+        print(json.dumps([rig.bridge, names, list(rig.processes.values())]), flush=True)
         time.sleep(600)
     """)
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parent,
@@ -344,7 +345,9 @@ def _train_and_look(X, y, **kw):
 
     out = train_classifier(X, y, **kw)
     proc = psutil.Process()
-    listening = sorted({(c.laddr.ip, c.laddr.port) for c in proc.net_connections("tcp")
+    conns = (proc.net_connections("tcp") if hasattr(proc, "net_connections")
+             else proc.connections("tcp"))  # psutil < 6
+    listening = sorted({(c.laddr.ip, c.laddr.port) for c in conns
                         if c.status == psutil.CONN_LISTEN})
     return {"history": out["history"], "rank": ddp.rank_info().rank, "listening": listening,
             "ifname": os.environ.get("GLOO_SOCKET_IFNAME"),
@@ -366,7 +369,8 @@ def test_ddp(client, rig, rig_client, images):
                                  port_range=(29500, 29599), **kw)
     one, across = out["one host"], out["across hosts"]
     assert [h["loss"] for h in one[0]["history"]] == [h["loss"] for h in across[0]["history"]]
-    assert [h["accuracy"] for h in one[0]["history"]] == [h["accuracy"] for h in across[0]["history"]]
+    accuracy = [[h["accuracy"] for h in r[0]["history"]] for r in (one, across)]
+    assert accuracy[0] == accuracy[1]
     by_ip = {h.ip: h for h in rig.hosts[1:]}
     rank0_ip = across.workers[0].split("//")[1].rsplit(":", 1)[0]
     for rank, value in across.items():
@@ -495,7 +499,8 @@ def test_the_walkthrough_client_code_runs_against_the_rig(rig, image_root):
     code = _walkthrough_code()
     code = code.replace("tcp://10.0.0.1:8786", rig.scheduler_address)
     code = code.replace("/data/xray", str(rig.worker_only_path / image_root.name))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, PYTHONPATH=path)
     with timed("docs walk-through (client code)", "across hosts"):
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                               timeout=400, env=env, cwd=rig.tmp, check=False)
