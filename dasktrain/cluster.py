@@ -57,6 +57,37 @@ def _check_gpu(gpu):
     return n
 
 
+_ADDRESS_FORM = "'tcp://host:port' (e.g. 'tcp://10.0.0.5:8786'), 'tls://host:port' or 'host:port'"
+
+
+def _check_address(address):
+    """Raise a ValidationError naming ``address`` and the expected form when it cannot be one.
+
+    distributed fails on such strings with bare ``ValueError``/``AssertionError`` messages
+    ("missing port number in address ''") that do not say what was expected.
+    """
+    from distributed.comm.addressing import parse_address, parse_host_port
+    from distributed.comm.registry import backends
+
+    scheme, loc = parse_address(address)
+    problem = None
+    if scheme not in backends:
+        problem = f"unknown protocol {scheme!r} (known: {', '.join(sorted(backends))})"
+    elif scheme != "inproc":
+        try:
+            host, port = parse_host_port(loc)
+        except (ValueError, TypeError) as exc:
+            problem = str(exc)
+        else:
+            if not host or not 0 < port < 65536:
+                problem = "the host is empty or the port is not in 1-65535"
+    if problem is not None:
+        raise ValidationError(
+            f"address={address!r} is not a scheduler address: {problem}. Use the form "
+            f"{_ADDRESS_FORM}, as printed by `dask scheduler`."
+        )
+
+
 def connect(
     address=None,
     *,
@@ -117,6 +148,7 @@ def connect(
                 f"address={address!r} must be None, a scheduler address string "
                 "('tcp://host:8786', 'tls://host:8786') or a distributed.Client."
             )
+        _check_address(address)
         if address.startswith("tls://") and security is None:
             from distributed.security import Security
 

@@ -158,6 +158,19 @@ def test_nan_refused(data, engine, as_default):
         XGBClassifier(n_estimators=2, engine=engine).fit(Xin, y)
 
 
+@pytest.mark.parametrize("engine", ["local", "dask"])
+def test_nan_labels_refused_up_front(data, engine, as_default):
+    # Regression: the dask engine failed with a bare `AssertionError: error` from xgboost.
+    X, y = data
+    y = y.astype(float)
+    y[11] = np.nan
+    Xin, yin = (da.from_array(X, chunks=500), da.from_array(y, chunks=500)) if engine == "dask" else (X, y)
+    with pytest.raises(ValidationError, match="NaN"):
+        XGBClassifier(n_estimators=2, engine=engine).fit(Xin, yin)
+    with pytest.raises(ValidationError, match="NaN"):
+        XGBRegressor(n_estimators=2, engine=engine).fit(Xin, yin)
+
+
 def test_unknown_chunks_engine_device_and_early_stopping(data):
     X, y = data
     Xd = da.from_array(X, chunks=500)
