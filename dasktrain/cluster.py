@@ -21,6 +21,7 @@ __all__ = [
     "using_client",
     "scheduler_workers",
     "total_threads",
+    "WorkerWatch",
 ]
 
 
@@ -286,3 +287,54 @@ def scheduler_workers(client):
 def total_threads(client):
     """Total threads of the client's workers: the cores a fair local baseline gets."""
     return int(sum(w.get("nthreads", 1) for w in scheduler_workers(client).values()))
+
+
+class WorkerWatch:
+    """Which workers leave the cluster from now on, as the scheduler saw it.
+
+    Reads the scheduler's ``remove-worker`` events (``Client.get_events("all")``), so a worker
+    that died and was restarted by its nanny (even under the same address) still counts, and a
+    run's record can say it lost a worker. Only events newer than the creation of the watch
+    count (the scheduler's own timestamps: no clock skew with the client).
+
+    Parameters
+    ----------
+    client : distributed.Client
+    """
+
+    def __init__(self, client):
+        self.client = client
+        self._since = max((t for t, _ in self._all()), default=float("-inf"))
+
+    def _all(self):
+        try:
+            return list(self.client.get_events("all"))
+        except Exception:  # noqa: BLE001 - a scheduler that cannot answer: nothing seen
+            logger.debug("could not read the scheduler's events", exc_info=True)
+            return []
+
+    def _removals(self):
+        return [
+            (t, msg) for t, msg in self._all()
+            if isinstance(msg, dict) and msg.get("action") == "remove-worker"
+        ]
+
+    def lost(self, *, wait=0.0):
+        """``[(address, expected)]`` of the workers removed since the watch began.
+
+        ``expected`` is True for a planned retirement (scaling down), False for a worker that
+        died. ``wait`` seconds are given to the scheduler to notice a death that just happened
+        (it learns of it when the worker's connection breaks).
+        """
+        import time
+
+        deadline = time.monotonic() + wait
+        while True:
+            out = [
+                (msg.get("worker"), bool(msg.get("expected")))
+                for t, msg in self._removals()
+                if t > self._since
+            ]
+            if out or time.monotonic() >= deadline:
+                return out
+            time.sleep(0.05)
