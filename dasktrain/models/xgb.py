@@ -347,8 +347,8 @@ class _XGBBase(BaseEstimator):
         first = first.split("]: ", 1)[-1][:200]
         saved = f"last checkpoint after {rounds} of {total} rounds" if path else "no checkpoint"
         return (
-            f"worker {names} left the cluster during the xgboost fit, which broke its allreduce "
-            f"ring ({type(exc).__name__}: {first}); {saved}"
+            f"worker {names} left the cluster during the xgboost fit, which broke xgboost's "
+            f"communication ring ({type(exc).__name__}: {first}); {saved}"
         )
 
     def _resume_hint(self, path, rounds, total):
