@@ -304,6 +304,7 @@ def test_unreachable_scheduler(blobs):
         ({"repeat": 0}, "repeat"),
         ({"sizes": [10, -1]}, "sizes"),
         ({"spot_discount": 2}, "spot_discount"),
+        ({"client": "notaurl"}, "address='notaurl' is not a scheduler address"),
     ],
 )
 def test_bad_arguments(blobs, kw, match):
