@@ -48,12 +48,25 @@ def _children():
     return {p.pid: p for p in psutil.Process().children(recursive=True)}
 
 
+#: Every worker process pid seen by these tests: a rank process is ours when its parent was one.
+_WORKER_PIDS = set()
+
+
 def _rank_processes():
-    """DDP rank processes anywhere on the machine (an orphan is re-parented, not our child)."""
+    """DDP rank processes started by this test's workers, wherever they are now (an orphan is
+    re-parented to init, so it is no longer our child). Other test sessions on the machine
+    may run ranks of their own: a rank is ours when its worker (``DASKTRAIN_DDP_PARENT_PID``,
+    set by the launcher) was one of ours."""
     found = []
     for p in psutil.process_iter(["pid", "cmdline"]):
         cmd = p.info.get("cmdline") or []
-        if "dasktrain.ddp._rank" in cmd:
+        if "dasktrain.ddp._rank" not in cmd:
+            continue
+        try:
+            parent = int(p.environ().get("DASKTRAIN_DDP_PARENT_PID", "0"))
+        except (psutil.Error, ValueError):
+            continue
+        if parent in _WORKER_PIDS:
             found.append(p)
     return found
 
@@ -94,6 +107,7 @@ def leftovers():
 def fault_client(leftovers, own_client):
     # `leftovers` is set up first, so it checks after own_client's cluster is closed.
     own_client.wait_for_workers(2, timeout=60)
+    _WORKER_PIDS.update(own_client.run(os.getpid).values())
     return own_client
 
 
@@ -104,6 +118,7 @@ def _assert_recovered(client, n_workers=2):
     x = da.ones(1000, chunks=100)
     assert client.compute(x.sum()).result(timeout=30) == 1000
     workers = set(client.run(os.getpid).values())
+    _WORKER_PIDS.update(workers)
     children = _children()
     zombies = [pid for pid, p in children.items() if not _alive(p) and p.is_running()]
     assert not zombies, f"zombie processes: {zombies}"
@@ -164,6 +179,7 @@ class Killer:
     def __init__(self, client, ready, timeout=120):
         self.client, self.ready, self.timeout = client, ready, timeout
         self.pids = client.run(os.getpid)
+        _WORKER_PIDS.update(self.pids.values())
         self.victim = self.at = None
         self.error = None
         self.thread = threading.Thread(target=self._run, daemon=True, name="fault-killer")
