@@ -182,6 +182,17 @@ def _write_text(path, text):
     _write_atomic(path, write)
 
 
+def _json_default(value):
+    """numpy scalars as numbers (``np.int64`` is no int to json), anything else as text."""
+    item = getattr(value, "item", None)
+    if callable(item):
+        try:
+            return item()
+        except (TypeError, ValueError):
+            pass
+    return str(value)
+
+
 class _RunLog:
     """``runs.jsonl`` in the output folder: one JSON line per finished run, written at once.
 
@@ -197,7 +208,7 @@ class _RunLog:
         self._f = os.fdopen(os.open(self.path, flags, 0o644), "a", encoding="utf-8")
 
     def write(self, rec):
-        line = json.dumps({"comparison": self.comparison, **rec}, default=str)
+        line = json.dumps({"comparison": self.comparison, **rec}, default=_json_default)
         self._f.write(line + "\n")
         self._f.flush()
 
@@ -687,12 +698,22 @@ class _RunTimeout(Exception):
     """A run did not finish within its time limit (reported in its row, never raised out)."""
 
 
+def _future_keys(client):
+    """The keys of the futures ``client`` holds (its event loop thread may change the dict)."""
+    for _ in range(10):
+        try:
+            return set(client.futures)
+        except RuntimeError:  # "dictionary changed size during iteration"
+            time.sleep(0.01)
+    return set(client.futures)
+
+
 def _cancel_new_futures(client, before):
     """Cancel the futures ``client`` holds that were not there in ``before``: a hung dask run's
     tasks. Returns how many were cancelled."""
     from distributed import Future
 
-    keys = [k for k in list(client.futures) if k not in before]
+    keys = [k for k in _future_keys(client) if k not in before]
     if keys:
         futures = [Future(k, client) for k in keys]
         try:
@@ -717,7 +738,7 @@ def _call(fn, args, timeout, client):
         value = fn(*args)
         return value, time.perf_counter() - t0
     box = {}
-    before = set(client.futures) if client is not None else set()
+    before = _future_keys(client) if client is not None else set()
 
     def target():
         t0 = time.perf_counter()
