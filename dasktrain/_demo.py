@@ -77,7 +77,8 @@ def _finish(results, out, stream=None):
             print(f"crossover {r.workload}: {r.note}", file=stream)
     d = results.save(out)
     print(f"\nreport: {d / 'report.html'}", file=stream)
-    print(f"tables: {d / 'results.csv'}, {d / 'results.json'}, {d / 'samples.csv'}", file=stream)
+    print(f"tables: {d / 'results.csv'}, {d / 'results.json'}, {d / 'samples.csv'}, "
+          f"{d / 'runs.jsonl'} (one line per run, written as it finished)", file=stream)
     if results.performance_report:
         print(f"dask performance report: {d / 'dask-performance-report.html'}", file=stream)
     return 1 if (results.table.status == "error").any() else 0
@@ -85,8 +86,11 @@ def _finish(results, out, stream=None):
 
 def _run(args, data, workloads, engines, preset, options):
     from .cluster import connect
-    from .comparison import compare
+    from .comparison import _check_timeout, check_output_dir, compare
 
+    # Before a cluster starts and anything runs: a bad --out used to fail after the whole run.
+    check_output_dir(args.out, name="--out")
+    _check_timeout(args.timeout)
     repeat = args.repeat if args.repeat is not None else preset["repeat"]
     client = None
     if "dask" in engines:
@@ -110,6 +114,8 @@ def _run(args, data, workloads, engines, preset, options):
             options=options,
             progress=_printer(),
             n_per_class=preset["n_per_class"],
+            out=args.out,
+            timeout=args.timeout,
         )
         print(f"\nfinished in {time.perf_counter() - t0:.1f} s", flush=True)
     finally:
@@ -134,6 +140,8 @@ def _common(p, *, workloads_default):
     p.add_argument("--prices", metavar="JSON", help="USD/hour per engine: a JSON file or text")
     p.add_argument("--spot-discount", type=float, default=0.0, help="fraction off the prices")
     p.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up runs")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="time limit of each run; a run over it is reported as 'timeout'")
     p.add_argument("--small", action="store_true",
                    help="tiny sizes, one repeat, no warm-up: finishes in seconds (tests)")
 

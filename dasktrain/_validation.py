@@ -164,6 +164,13 @@ def check_classification_targets(y, *, name="y", min_classes=2):
         classes = da.unique(y).compute()
     else:
         classes = np.unique(np.asarray(y))
+    if classes.dtype.kind in "fc" and not np.isfinite(classes).all():
+        # On the dask engine this would surface as a worker traceback (scikit-learn) or a bare
+        # AssertionError (xgboost); the unique labels are already here, so it costs nothing.
+        raise ValidationError(
+            f"{name} contains NaN or infinite labels; drop those samples or fill in their "
+            "labels before fitting."
+        )
     if len(classes) < min_classes:
         raise ValidationError(
             f"{name} has {len(classes)} class(es) ({classes.tolist()!r}); a classifier needs at "

@@ -22,6 +22,7 @@ __all__ = [
     "scheduler_workers",
     "scheduler_host",
     "total_threads",
+    "WorkerWatch",
 ]
 
 
@@ -56,6 +57,37 @@ def _check_gpu(gpu):
     if gpu is False or n == 0:
         return 0
     return n
+
+
+_ADDRESS_FORM = "'tcp://host:port' (e.g. 'tcp://10.0.0.5:8786'), 'tls://host:port' or 'host:port'"
+
+
+def _check_address(address):
+    """Raise a ValidationError naming ``address`` and the expected form when it cannot be one.
+
+    distributed fails on such strings with bare ``ValueError``/``AssertionError`` messages
+    ("missing port number in address ''") that do not say what was expected.
+    """
+    from distributed.comm.addressing import parse_address, parse_host_port
+    from distributed.comm.registry import backends
+
+    scheme, loc = parse_address(address)
+    problem = None
+    if scheme not in backends:
+        problem = f"unknown protocol {scheme!r} (known: {', '.join(sorted(backends))})"
+    elif scheme != "inproc":
+        try:
+            host, port = parse_host_port(loc)
+        except (ValueError, TypeError) as exc:
+            problem = str(exc)
+        else:
+            if not host or not 0 < port < 65536:
+                problem = "the host is empty or the port is not in 1-65535"
+    if problem is not None:
+        raise ValidationError(
+            f"address={address!r} is not a scheduler address: {problem}. Use the form "
+            f"{_ADDRESS_FORM}, as printed by `dask scheduler`."
+        )
 
 
 def connect(
@@ -118,6 +150,7 @@ def connect(
                 f"address={address!r} must be None, a scheduler address string "
                 "('tcp://host:8786', 'tls://host:8786') or a distributed.Client."
             )
+        _check_address(address)
         if address.startswith("tls://") and security is None:
             from distributed.security import Security
 
@@ -267,3 +300,54 @@ def scheduler_host(client):
     from distributed.comm import get_address_host
 
     return get_address_host(client.scheduler_info()["address"])
+
+
+class WorkerWatch:
+    """Which workers leave the cluster from now on, as the scheduler saw it.
+
+    Reads the scheduler's ``remove-worker`` events (``Client.get_events("all")``), so a worker
+    that died and was restarted by its nanny (even under the same address) still counts, and a
+    run's record can say it lost a worker. Only events newer than the creation of the watch
+    count (the scheduler's own timestamps: no clock skew with the client).
+
+    Parameters
+    ----------
+    client : distributed.Client
+    """
+
+    def __init__(self, client):
+        self.client = client
+        self._since = max((t for t, _ in self._all()), default=float("-inf"))
+
+    def _all(self):
+        try:
+            return list(self.client.get_events("all"))
+        except Exception:  # noqa: BLE001 - a scheduler that cannot answer: nothing seen
+            logger.debug("could not read the scheduler's events", exc_info=True)
+            return []
+
+    def _removals(self):
+        return [
+            (t, msg) for t, msg in self._all()
+            if isinstance(msg, dict) and msg.get("action") == "remove-worker"
+        ]
+
+    def lost(self, *, wait=0.0):
+        """``[(address, expected)]`` of the workers removed since the watch began.
+
+        ``expected`` is True for a planned retirement (scaling down), False for a worker that
+        died. ``wait`` seconds are given to the scheduler to notice a death that just happened
+        (it learns of it when the worker's connection breaks).
+        """
+        import time
+
+        deadline = time.monotonic() + wait
+        while True:
+            out = [
+                (msg.get("worker"), bool(msg.get("expected")))
+                for t, msg in self._removals()
+                if t > self._since
+            ]
+            if out or time.monotonic() >= deadline:
+                return out
+            time.sleep(0.05)

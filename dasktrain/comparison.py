@@ -9,6 +9,7 @@ run interleaved (A B A B) so that drift on the machine hits both engines alike.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import logging
 import math
@@ -19,8 +20,10 @@ import re
 import socket
 import sys
 import tempfile
+import threading
 import time
 import traceback
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +61,159 @@ RUN_COLUMNS = [
     "energy_measured",
     "start",
     "end",
+    "workers_lost",
+    "note",
 ]
+
+TIME_BASES = ("time", "train_time")
+
+#: The files a comparison writes into its output folder (``compare(out=...)``, ``Results.save``).
+OUTPUT_FILES = (
+    "runs.jsonl",
+    "report.html",
+    "results.csv",
+    "results.json",
+    "runs.csv",
+    "samples.csv",
+    "dask-performance-report.html",
+)
+
+
+def _clean_text(text):
+    """``text`` with what UTF-8 cannot hold (a non-UTF-8 file name decoded with surrogate
+    escapes) written as backslash escapes: pandas, JSON and HTML writers reject it."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _clean_record(rec):
+    return {k: _clean_text(v) if isinstance(v, str) else v for k, v in rec.items()}
+
+
+def _check_time_basis(time_basis):
+    if time_basis not in TIME_BASES:
+        raise ValidationError(
+            f"time_basis={time_basis!r} must be 'time' (the whole step) or 'train_time' (the "
+            "training step alone)."
+        )
+    return time_basis
+
+
+def _check_timeout(timeout):
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not timeout > 0:
+        raise ValidationError(
+            f"timeout={timeout!r} must be None or a number of seconds > 0 (the limit of each run)."
+        )
+    return float(timeout)
+
+
+def check_output_dir(directory, *, name="out"):
+    """Make sure the comparison's files can be written into ``directory``; return it as a Path.
+
+    Runs before anything is measured, so that a bad folder is reported at once rather than
+    after a long comparison. The folder is created when missing.
+
+    Raises
+    ------
+    ValidationError
+        ``directory`` is empty, an existing file, cannot be created or written, or holds a
+        symbolic link (or a folder) under one of the names in ``OUTPUT_FILES``: dasktrain never
+        writes through a link.
+    """
+    if directory is None or not str(os.fspath(directory)).strip():
+        raise ValidationError(f"{name}={directory!r} is empty; pass a folder, e.g. 'report/'.")
+    d = Path(directory)
+    shown = os.fspath(directory)
+    if d.exists() and not d.is_dir():
+        raise ValidationError(
+            f"{name}={shown!r} is an existing file, not a folder; pass a folder for the report "
+            "(created if missing), e.g. 'report/'."
+        )
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".dasktrain-probe-", dir=d)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ValidationError(
+            f"{name}={shown!r} cannot be written ({type(exc).__name__}: {exc}); choose a folder "
+            "you can write to."
+        ) from exc
+    links = [n for n in OUTPUT_FILES if (d / n).is_symlink()]
+    if links:
+        raise ValidationError(
+            f"{name}={shown!r} holds symbolic link(s) {links!r} with the names of the files "
+            "written there; dasktrain never writes through a link. Remove them or choose "
+            "another folder."
+        )
+    folders = [n for n in OUTPUT_FILES if (d / n).exists() and not (d / n).is_file()]
+    if folders:
+        raise ValidationError(
+            f"{name}={shown!r} holds {folders!r}, which are not files; move them or choose "
+            "another folder."
+        )
+    return d
+
+
+def _write_atomic(path, write):
+    """Call ``write(tmp_path)`` on a new file beside ``path``, then rename it over ``path``.
+
+    The rename replaces the name itself (a link found there is replaced, never followed), and
+    a reader never sees half a file.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _write_text(path, text):
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8", errors="backslashreplace") as f:
+            f.write(text)
+
+    _write_atomic(path, write)
+
+
+def _json_default(value):
+    """numpy scalars as numbers (``np.int64`` is no int to json), anything else as text."""
+    item = getattr(value, "item", None)
+    if callable(item):
+        try:
+            return item()
+        except (TypeError, ValueError):
+            pass
+    return str(value)
+
+
+class _RunLog:
+    """``runs.jsonl`` in the output folder: one JSON line per finished run, written at once.
+
+    Lines are appended, each naming its comparison, so an interrupted comparison keeps the rows
+    it had and an earlier comparison's rows in the same folder are never lost;
+    :meth:`Results.from_runs` reads them back.
+    """
+
+    def __init__(self, directory, comparison):
+        self.path = Path(directory) / "runs.jsonl"
+        self.comparison = comparison
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        self._f = os.fdopen(os.open(self.path, flags, 0o644), "a", encoding="utf-8")
+
+    def write(self, rec):
+        line = json.dumps({"comparison": self.comparison, **rec}, default=_json_default)
+        self._f.write(line + "\n")
+        self._f.flush()
+
+    def close(self):
+        self._f.close()
 
 
 # ---------------------------------------------------------------------------------------
@@ -159,16 +314,17 @@ class Results:
     ):
         import pandas as pd
 
+        if isinstance(runs, (list, tuple)):
+            runs = [_clean_record(r) if isinstance(r, dict) else r for r in runs]
         runs = pd.DataFrame(runs)
         if runs.empty:
             raise WorkloadError("Results needs at least one run record.")
         for col in RUN_COLUMNS:
             if col not in runs:
-                runs[col] = np.nan if col not in ("status", "error", "quality_metric") else None
+                runs[col] = np.nan if col not in ("status", "error", "quality_metric", "note") else None
         runs["status"] = runs["status"].fillna("ok")
         runs["devices"] = pd.to_numeric(runs["devices"]).fillna(1)
-        if time_basis not in ("time", "train_time"):
-            raise ValidationError(f"time_basis={time_basis!r} must be 'time' or 'train_time'.")
+        _check_time_basis(time_basis)
         self.runs = runs
         self.baseline = baseline
         self.prices = prices
@@ -215,6 +371,8 @@ class Results:
                 row[col] = float(v.median()) if v.notna().any() else math.nan
             e_j = pd.to_numeric(ok.energy_j, errors="coerce")
             row["energy_j"] = float(e_j.median()) if e_j.notna().any() else math.nan
+            lost = pd.to_numeric(g.workers_lost, errors="coerce")
+            row["workers_lost"] = float(lost.sum()) if lost.notna().any() else math.nan
             rows.append(row)
         return pd.DataFrame(rows)
 
@@ -266,7 +424,7 @@ class Results:
                 "train_time_median", "train_time_min", "train_time_max", "speedup",
                 "improvement_pct", "devices", "efficiency", "quality_metric", "quality",
                 "cpu_percent_mean", "peak_rss_bytes", "energy_j", "edp", "machine", "cost_usd",
-                "size", "error",
+                "workers_lost", "size", "error",
             ]
             self._table = derived[cols].reset_index(drop=True)
         return self._table
@@ -341,6 +499,11 @@ class Results:
         errors = t[t.error.notna()]
         for _, r in errors.iterrows():
             text += f"\n{r.workload} [{r.engine}] {r.status}: {r.error}"
+        for _, r in t[t.workers_lost.fillna(0) > 0].iterrows():
+            text += (
+                f"\n{r.workload} [{r.engine}] lost {r.workers_lost:g} worker(s) during its runs: "
+                "those times include the recovery (see runs.note)"
+            )
         if t["energy_j"].isna().all():
             text += "\nenergy: not measured on this machine (no readable RAPL/NVML counter)"
         return text
@@ -374,25 +537,77 @@ class Results:
         """Write ``report.html``, ``results.csv``, ``results.json``, ``runs.csv``,
         ``samples.csv`` and, when the dask engine ran, ``dask-performance-report.html``.
 
+        Each file is written beside its name and renamed over it, so a file is never half
+        written and a symbolic link is never written through (a folder holding a link under
+        one of these names is refused, see :func:`check_output_dir`). ``runs.jsonl``, written
+        run by run by :func:`compare`, is left as it is.
+
         Returns
         -------
         pathlib.Path
             The directory.
+
+        Raises
+        ------
+        ValidationError
+            See :func:`check_output_dir`.
         """
         from .report import write_report
 
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        self.table.to_csv(d / "results.csv", index=False)
-        self.runs.to_csv(d / "runs.csv", index=False)
-        self.samples.to_csv(d / "samples.csv", index=False)
-        with open(d / "results.json", "w") as f:
-            json.dump(self.to_dict(), f, indent=2, default=str)
+        d = check_output_dir(directory, name="directory")
+        _write_text(d / "results.csv", self.table.to_csv(index=False))
+        _write_text(d / "runs.csv", self.runs.to_csv(index=False))
+        _write_text(d / "samples.csv", self.samples.to_csv(index=False))
+        _write_text(d / "results.json", json.dumps(self.to_dict(), indent=2, default=str))
         if self.performance_report:
-            (d / "dask-performance-report.html").write_text(self.performance_report)
-        write_report(self, d / "report.html")
+            _write_text(d / "dask-performance-report.html", self.performance_report)
+        _write_atomic(d / "report.html", lambda tmp: write_report(self, tmp))
         logger.info("report written to %s", d / "report.html")
         return d
+
+    @classmethod
+    def from_runs(cls, path, *, comparison=None, **kwargs):
+        """Results from the ``runs.jsonl`` that :func:`compare` appends to run by run.
+
+        What an interrupted comparison measured is kept there.
+
+        Parameters
+        ----------
+        path : str or Path
+            ``runs.jsonl``, or the output folder holding it.
+        comparison : str, optional
+            Which comparison (``Results.setup["comparison"]``); the last one in the file by
+            default.
+        **kwargs
+            As for :class:`Results` (baseline, prices, time_basis...).
+
+        Raises
+        ------
+        ValidationError
+            No such file, or no rows of that comparison.
+        """
+        path = Path(path)
+        if path.is_dir():
+            path = path / "runs.jsonl"
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise ValidationError(f"cannot read the runs of a comparison from {str(path)!r}: {exc}") from exc
+        rows = []
+        for line in lines:
+            try:
+                rows.append(json.loads(line))
+            except ValueError:  # a line cut short by an interruption
+                logger.warning("skipped an incomplete line of %s", path)
+        ids = list(dict.fromkeys(r.get("comparison") for r in rows))
+        chosen = comparison if comparison is not None else (ids[-1] if ids else None)
+        runs = [{k: v for k, v in r.items() if k != "comparison"} for r in rows if r.get("comparison") == chosen]
+        if not runs:
+            raise ValidationError(
+                f"{str(path)!r} holds no runs of comparison {chosen!r} (comparisons: {ids!r})."
+            )
+        kwargs.setdefault("setup", {"comparison": chosen, "runs_log": str(path)})
+        return cls(runs, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------
@@ -479,23 +694,126 @@ def _check_data(data):
         raise WorkloadError("data is empty (0 samples); pass a data set with samples.")
 
 
-def _one_run(spec, inputs, engine, client, ctx, interval, monitor):
+class _RunTimeout(Exception):
+    """A run did not finish within its time limit (reported in its row, never raised out)."""
+
+
+def _future_keys(client):
+    """The keys of the futures ``client`` holds (its event loop thread may change the dict)."""
+    for _ in range(10):
+        try:
+            return set(client.futures)
+        except RuntimeError:  # "dictionary changed size during iteration"
+            time.sleep(0.01)
+    return set(client.futures)
+
+
+def _cancel_new_futures(client, before):
+    """Cancel the futures ``client`` holds that were not there in ``before``: a hung dask run's
+    tasks. Returns how many were cancelled."""
+    from distributed import Future
+
+    keys = [k for k in _future_keys(client) if k not in before]
+    if keys:
+        futures = [Future(k, client) for k in keys]
+        try:
+            client.cancel(futures, force=True, reason="dasktrain.compare: the run timed out")
+        except Exception:  # noqa: BLE001 - best effort: the row says the run timed out anyway
+            logger.warning("could not cancel the tasks of a timed-out run", exc_info=True)
+        del futures
+    return len(keys)
+
+
+def _call(fn, args, timeout, client):
+    """``(fn(*args), seconds)``; with ``timeout``, raise :class:`_RunTimeout` when it is over.
+
+    With a time limit the workload runs in a daemon thread (in a copy of this context, so it
+    sees the run's RunContext and current client) while this thread waits. On timeout the
+    tasks the run submitted to the cluster are cancelled, which ends a dask run blocked on
+    them. A thread cannot be killed in Python: a run still busy in this process (a local run)
+    is left running in the background, and the row says so.
+    """
+    if timeout is None:
+        t0 = time.perf_counter()
+        value = fn(*args)
+        return value, time.perf_counter() - t0
+    box = {}
+    before = _future_keys(client) if client is not None else set()
+
+    def target():
+        t0 = time.perf_counter()
+        try:
+            box["value"] = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+            box["exc"] = exc
+        box["elapsed"] = time.perf_counter() - t0
+
+    thread = threading.Thread(
+        target=contextvars.copy_context().run, args=(target,), daemon=True,
+        name="dasktrain-compare-run",
+    )
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        cancelled = _cancel_new_futures(client, before) if client is not None else 0
+        thread.join(min(5.0, timeout))  # a dask run blocked on its cancelled tasks ends now
+        msg = f"did not finish within the time limit of {timeout:g} s"
+        if cancelled:
+            msg += f"; its {cancelled} task(s) on the cluster were cancelled"
+        if thread.is_alive():
+            msg += (
+                "; the run could not be stopped (a Python thread cannot be killed) and was left "
+                "running in the background, so later timings of this comparison may be disturbed"
+            )
+        raise _RunTimeout(msg)
+    if "exc" in box:
+        raise box["exc"]
+    return box["value"], box["elapsed"]
+
+
+def _record_metrics(rec, metrics, spec, notes):
+    """Put a run's metrics into its record; nothing a workload returns may break the record."""
+    tt = metrics.pop("train_time", None)
+    if tt is None:
+        rec["train_time"] = math.nan
+    elif isinstance(tt, numbers.Real):
+        rec["train_time"] = float(tt)
+    else:
+        rec["train_time"] = math.nan
+        notes.append(f"train_time={str(tt)[:60]!r} is not a number of seconds; ignored")
+    numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, numbers.Real)}
+    # The quality metric is the first *numeric* metric unless the workload names one.
+    name = None if spec.metric is False else (spec.metric or next(iter(numeric), None))
+    rec["quality_metric"] = name
+    rec["quality"] = numeric.get(name, math.nan)
+    if name is not None and name in metrics and name not in numeric:
+        notes.append(f"metric {name!r}={str(metrics[name])[:60]!r} is not a number")
+    for k, v in metrics.items():
+        if k in numeric:
+            rec[f"metric.{k}"] = numeric[k]
+        elif isinstance(v, str):
+            rec[f"metric.{k}"] = v[:200]
+
+
+def _one_run(spec, inputs, engine, client, ctx, interval, monitor, timeout=None):
+    from .cluster import WorkerWatch
     from .monitor import ResourceMonitor
 
     rec = {"workload": spec.name, "engine": engine, "status": "ok", "error": None}
+    notes = []
     mon = ResourceMonitor(interval=interval, client=client) if monitor else None
+    dask_client = client if engine == "dask" else None
+    watch = WorkerWatch(dask_client) if dask_client is not None else None
     metrics = {}
     start = time.time()
     try:
         # Code that resolves the client late (distributed.get_client()) finds this one.
-        current = client.as_current() if engine == "dask" and client is not None else contextlib.nullcontext()
+        current = dask_client.as_current() if dask_client is not None else contextlib.nullcontext()
         with using(ctx), _limited(engine, ctx.n_threads), current:
             if mon is not None:
                 mon.start()
             try:
-                t0 = time.perf_counter()
-                metrics = spec.fn(inputs, engine, client if engine == "dask" else None)
-                rec["time"] = time.perf_counter() - t0
+                metrics, rec["time"] = _call(spec.fn, (inputs, engine, dask_client), timeout, dask_client)
             finally:
                 if mon is not None:
                     mon.stop()
@@ -506,18 +824,24 @@ def _one_run(spec, inputs, engine, client, ctx, interval, monitor):
             )
     except Unavailable as exc:
         rec.update(status="unavailable", error=str(exc), time=math.nan)
+    except _RunTimeout as exc:
+        rec.update(status="timeout", error=str(exc), time=math.nan)
     except Exception as exc:
         logger.info("workload %s on %s failed:\n%s", spec.name, engine, traceback.format_exc())
         rec.update(status="error", error=f"{type(exc).__name__}: {exc}", time=math.nan)
     rec["start"], rec["end"] = start, time.time()
     metrics = dict(metrics) if isinstance(metrics, dict) and rec["status"] == "ok" else {}
-    rec["train_time"] = float(metrics.pop("train_time", math.nan))
-    name = None if spec.metric is False else (spec.metric or next(iter(metrics), None))
-    rec["quality_metric"] = name
-    rec["quality"] = float(metrics[name]) if name in metrics else math.nan
-    for k, v in metrics.items():
-        if isinstance(v, numbers.Real):
-            rec[f"metric.{k}"] = float(v)
+    _record_metrics(rec, metrics, spec, notes)
+    if watch is not None:
+        lost = watch.lost()
+        rec["workers_lost"] = len(lost)
+        if lost:
+            names = ", ".join(f"{a!r}" + (" (retired)" if planned else "") for a, planned in lost)
+            notes.append(
+                f"worker(s) {names} left the cluster during this run: its time includes the "
+                "recovery"
+            )
+    rec["note"] = "; ".join(notes) or None
     samples = None
     if mon is not None and rec["status"] != "unavailable":
         # The local engine is charged for the driver's tree only, not the idle cluster.
@@ -527,7 +851,7 @@ def _one_run(spec, inputs, engine, client, ctx, interval, monitor):
             rec[k] = s[k]
         rec["monitor_overhead_pct"] = s["overhead_percent_of_core"]
         samples = mon.samples
-    return rec, samples
+    return _clean_record(rec), samples
 
 
 def compare(
@@ -551,6 +875,8 @@ def compare(
     seed=0,
     options=None,
     n_per_class=60,
+    out=None,
+    timeout=None,
 ):
     """Run workloads on several engines with repeats and return comparable :class:`Results`.
 
@@ -597,6 +923,17 @@ def compare(
         ``epochs`` (2), ``n_estimators`` (50), ``cv`` (3), ``mlp_max_iter`` (200), ...
     n_per_class : int
         Images per class of the built-in data set when ``data`` is None.
+    out : str or Path, optional
+        Output folder: checked (and created) before the first run, then every finished run
+        is appended to ``out/runs.jsonl`` at once, so an interrupted comparison keeps what it
+        measured (:meth:`Results.from_runs` reads it back). Write the report with
+        ``Results.save(out)`` at the end.
+    timeout : float, optional
+        Time limit of each run in seconds. A run over it is reported with
+        ``status="timeout"`` and the comparison goes on (its later repeats are skipped). The
+        tasks a timed-out dask run submitted are cancelled; a run busy in this process (a local
+        run) cannot be stopped and is left running in the background, which its row says.
+        Without a limit the workload runs in this thread, as before.
 
     Returns
     -------
@@ -609,12 +946,17 @@ def compare(
     ClusterConnectionError
         When the scheduler at ``client`` cannot be reached (within ``dasktrain.connect-timeout``).
     ValidationError
-        Bad engines, baseline, repeat or sizes.
+        Bad engines, baseline, repeat, sizes, time_basis, timeout, or an ``out`` folder that
+        cannot be written (all checked before the first run).
 
     Notes
     -----
     A workload that raises is reported in its rows (``status="error"`` with the message) and the
-    others still run; one whose part of dasktrain is missing is ``"unavailable"``.
+    others still run; one whose part of dasktrain is missing is ``"unavailable"``. A dask run
+    during which a worker left the cluster (the scheduler's remove-worker events) keeps its
+    status but is marked: ``workers_lost`` counts the workers and ``note`` names them, since
+    its time includes the recovery. Metrics that are not numbers never break a comparison:
+    they are kept as text and noted.
 
     Examples
     --------
@@ -641,23 +983,35 @@ def compare(
             raise WorkloadError(f"prices={prices!r} must be a dict machine -> USD per hour.")
         for e in engines:
             _price_of(prices, machines, e, spot_discount)
+    # Everything that could fail at the end is checked now, before anything is measured.
+    _check_time_basis(time_basis)
+    timeout = _check_timeout(timeout)
+    if progress is not None and not callable(progress):
+        raise ValidationError(f"progress={progress!r} must be None or a callable.")
+    out = check_output_dir(out) if out is not None else None
     _check_data(data)
 
     client, owned = _resolve_client(client, engines)
+    comparison = uuid.uuid4().hex[:12]
+    log = _RunLog(out, comparison) if out is not None else None
     try:
         return _compare(
             specs, data, engines, repeat, client, sizes, warmup, seed, options, interval,
             monitor, performance_report, progress, n_per_class,
             dict(baseline=baseline, prices=prices, machines=machines,
                  spot_discount=spot_discount, time_basis=time_basis),
+            timeout=timeout, log=log, comparison=comparison,
         )
     finally:
+        if log is not None:
+            log.close()
         if owned:
             client.close()
 
 
 def _compare(specs, data, engines, repeat, client, sizes, warmup, seed, options, interval,
-             monitor, perf, progress, n_per_class, result_kw):
+             monitor, perf, progress, n_per_class, result_kw, *, timeout=None, log=None,
+             comparison=None):
     import pandas as pd
 
     if client is not None:
@@ -689,6 +1043,9 @@ def _compare(specs, data, engines, repeat, client, sizes, warmup, seed, options,
         "sizes": sizes,
         "seed": seed,
         "options": options or {},
+        "timeout": timeout,
+        "comparison": comparison,
+        "runs_log": str(log.path) if log is not None else None,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     ctx = RunContext(n_threads=n_threads, seed=seed, options=dict(options or {}))
@@ -698,6 +1055,11 @@ def _compare(specs, data, engines, repeat, client, sizes, warmup, seed, options,
     counter = {"i": 0}
     data_error = None
     perf_html = None
+
+    def keep(rec):
+        records.append(rec)
+        if log is not None:
+            log.write(rec)  # at once: an interrupted comparison keeps its rows
 
     def emit(event, spec, engine, rep, rec):
         counter["i"] += 1
@@ -737,11 +1099,11 @@ def _compare(specs, data, engines, repeat, client, sizes, warmup, seed, options,
                     where = {"size": size, "threads": n_threads}
                     if inputs is None:
                         for e in engines:
-                            records.append(dict(
+                            keep(_clean_record(dict(
                                 where, workload=spec.name, engine=e, repeat=0,
                                 status="unavailable", error=f"no data: {data_error}",
                                 time=math.nan, devices=devices[e],
-                            ))
+                            )))
                         continue
                     # Data preparation (decoding, CNN features, splits) is not part of any
                     # timed run: both engines start from the same prepared inputs.
@@ -750,7 +1112,8 @@ def _compare(specs, data, engines, repeat, client, sizes, warmup, seed, options,
                     failed = {}
                     if warmup:
                         for e in engines:
-                            rec, _ = _one_run(spec, inputs, e, client, ctx, interval, False)
+                            rec, _ = _one_run(spec, inputs, e, client, ctx, interval, False,
+                                              timeout)
                             emit("warmup", spec, e, 0, rec)
                             if rec["status"] != "ok":
                                 failed[e] = rec
@@ -758,24 +1121,26 @@ def _compare(specs, data, engines, repeat, client, sizes, warmup, seed, options,
                         for e in engines:  # interleaved: A B A B
                             if e in failed:
                                 continue
-                            rec, samples = _one_run(spec, inputs, e, client, ctx, interval, monitor)
+                            rec, samples = _one_run(spec, inputs, e, client, ctx, interval,
+                                                    monitor, timeout)
                             run_id += 1
                             rec.update(where, repeat=rep, devices=devices[e], run=run_id,
                                        workers=n_workers if e == "dask" else 0)
-                            records.append(rec)
+                            keep(rec)
                             if samples is not None and len(samples):
                                 sample_frames.append(samples.assign(
                                     run=run_id, workload=spec.name, engine=e, size=size, repeat=rep
                                 ))
                             emit("run", spec, e, rep, rec)
-                            if rec["status"] == "unavailable":
+                            if rec["status"] in ("unavailable", "timeout"):
+                                # A timed-out run may still be busy: no more repeats of it.
                                 failed[e] = rec
                     # A warm-up that failed stands for its engine's row (no timed runs followed).
                     for e, rec in failed.items():
                         if "run" not in rec:
                             rec.update(where, repeat=0, devices=devices[e],
                                        workers=n_workers if e == "dask" else 0)
-                            records.append(rec)
+                            keep(rec)
         if use_perf and perf_path.exists():
             # Dask's template links its favicon on docs.dask.org: drop it so the file makes no
             # network request when opened offline.

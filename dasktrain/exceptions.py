@@ -13,6 +13,7 @@ __all__ = [
     "OptionalDependencyError",
     "WeightsError",
     "DDPError",
+    "WorkerLostError",
     "WorkloadError",
     "Unavailable",
     "DasktrainWarning",
@@ -50,6 +51,11 @@ class WeightsError(ValidationError):
 
 class DDPError(DasktrainError, RuntimeError):
     """Raised when a DistributedDataParallel job fails: names the rank, worker and stderr tail."""
+
+
+class WorkerLostError(DasktrainError, RuntimeError):
+    """Raised when a Dask worker left the cluster during a step that cannot go on without it
+    (and no restart is left); names the worker(s) and how to resume."""
 
 
 class WorkloadError(ValidationError):

@@ -10,7 +10,14 @@ give identical arrays, bit for bit.
 The errors policy, decided once for both engines:
 
 * **Listing** ignores files whose extension is not an image and hidden files or folders
-  (names starting with ``"."``).
+  (names starting with ``"."``). A folder that cannot be listed (permissions) is an unreadable
+  input like a file: ``errors="raise"`` raises :class:`ImageReadError` naming it,
+  ``errors="skip"`` reports it in :attr:`ImageSet.skipped`; it never vanishes silently. A
+  folder reached twice through a symbolic link (a class folder linked to a sibling class)
+  raises :class:`DatasetLayoutError`: its images would get two labels. A link back up the tree
+  is not followed.
+* **Only regular files** are opened: a named pipe, socket or device file with an image name
+  (which would block the read forever) is an unreadable file, found by the header check.
 * **Header check.** Every listed file is opened with :func:`PIL.Image.open`, which parses the
   header only (tens of microseconds, no pixel data is decoded). Files that are not images at all
   (a text file named ``.png``, an empty file, an unsupported format) are found here, on the
@@ -24,15 +31,20 @@ The errors policy, decided once for both engines:
   cluster (in parallel, results discarded) to find the bad ones: that costs one extra read
   and is said here and logged. Use ``errors="raise"`` for a set where nothing is read until
   computed.
+* **Float images** (mode ``"F"`` TIFFs) must already be in [0, 1]: NaN, inf or values outside
+  [0, 1] make the file unreadable (raised, or skipped with ``errors="skip"``, the reason
+  naming the range) instead of being clipped silently.
 * Every skipped file is listed in :attr:`ImageSet.skipped` with its reason and counted in one
   :class:`~dasktrain.exceptions.SkippedFilesWarning`.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import numbers
 import os
+import stat
 import warnings
 from collections import Counter
 
@@ -153,25 +165,64 @@ def list_images(path):
     Raises
     ------
     DatasetLayoutError
-        When ``path`` is not a folder, holds no image files, or holds images directly in the
-        root (they have no class folder).
+        When ``path`` is not a folder, holds no image files, holds images directly in the
+        root (they have no class folder), or reaches one folder under two names (a class
+        folder that is a link to another one: its images would get two labels).
+    ImageReadError
+        When a folder cannot be listed (permissions): its images would vanish silently.
+        :func:`read_images` with ``errors="skip"`` leaves such folders out and reports them.
     """
+    paths, labels, unlisted = _walk(path)
+    if unlisted:
+        raise _unlisted_error(unlisted)
+    return paths, labels
+
+
+def _unlisted_error(unlisted):
+    shown = "\n  ".join(f"{p}: {r}" for p, r in unlisted[:_MAX_NAMED])
+    return ImageReadError(
+        f"{len(unlisted)} folder(s) could not be listed, so their images would be missing:\n"
+        f"  {shown}\nFix the permissions, or pass errors='skip' to leave them out (they are "
+        "then listed in ImageSet.skipped)."
+    )
+
+
+def _inside(child, parent):
+    return child == parent or child.startswith(parent.rstrip(os.sep) + os.sep)
+
+
+def _walk(path):
+    """``(paths, labels, unlisted)``: the images under ``path`` and the folders that could not
+    be listed, as ``(folder, reason)``; raises DatasetLayoutError for the layout problems."""
     root = os.path.abspath(os.fspath(path))
     if not os.path.isdir(root):
         raise DatasetLayoutError(
             f"path={os.fspath(path)!r} is not a folder; pass a folder with one sub-folder per "
             "class, a list of (path, label) pairs, or a DataFrame with 'path' and 'label' columns."
         )
-    paths, labels, loose = [], [], []
-    seen = set()
+    paths, labels, loose, unlisted = [], [], [], []
+    seen = {}  # resolved folder -> the first path it was reached by
+
+    def onerror(exc):
+        # os.walk skips a folder it cannot list unless told: its images would just vanish.
+        unlisted.append((exc.filename or root, _reason(exc)))
+
     # followlinks: a class folder that is a symlink (a common way to assemble a data set) must
-    # not vanish silently; `seen` stops a link that points back up the tree from looping.
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    # not vanish silently.
+    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror, followlinks=True):
         real = os.path.realpath(dirpath)
         if real in seen:
             dirnames[:] = []
-            continue
-        seen.add(real)
+            if _inside(os.path.realpath(os.path.dirname(dirpath)), real):
+                # A link back up the tree (to an ancestor of itself): a loop, not data.
+                logger.debug("not following %s: it links back to %s", dirpath, seen[real])
+                continue
+            raise DatasetLayoutError(
+                f"{seen[real]!r} and {dirpath!r} are the same folder ({real!r}, reached through "
+                "a symbolic link): its images would be read twice, under two class names. "
+                "Remove the link, or pass an explicit list of (path, label) pairs."
+            )
+        seen[real] = dirpath
         # Hidden folders (.git, .ipynb_checkpoints) never hold data; sort for a stable order.
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         names = sorted(f for f in filenames if _is_image_name(f))
@@ -182,7 +233,7 @@ def list_images(path):
         for name in names:
             paths.append(os.path.join(dirpath, name))
             labels.append(label)
-    if not paths and not loose:
+    if not paths and not loose and not unlisted:
         raise DatasetLayoutError(
             f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) were found under "
             f"{root!r}. Check the path; hidden files and other extensions are ignored."
@@ -195,13 +246,13 @@ def list_images(path):
             "folder. Put each image in a sub-folder named after its class (root/NORMAL/x.png, "
             "root/PNEUMONIA/y.png), or pass a list of (path, label) pairs."
         )
-    return paths, labels
+    return paths, labels, unlisted
 
 
 def _pairs_from_input(path):
-    """Return ``(paths, labels)`` from a folder, a list of pairs, or a DataFrame."""
+    """Return ``(paths, labels, unlisted)`` from a folder, a list of pairs, or a DataFrame."""
     if isinstance(path, (str, os.PathLike)):
-        return list_images(path)
+        return _walk(path)
     columns = getattr(path, "columns", None)
     if columns is not None:
         missing = {"path", "label"} - set(columns)
@@ -231,7 +282,7 @@ def _pairs_from_input(path):
             "the list of (path, label) pairs is empty; there is nothing to read."
         )
     paths = [os.path.abspath(os.fspath(p)) for p, _ in pairs]
-    return paths, [lab for _, lab in pairs]
+    return paths, [lab for _, lab in pairs], []
 
 
 def _encode_labels(labels, classes):
@@ -269,17 +320,57 @@ def _reason(exc):
     return f"{type(exc).__name__}: {exc}"
 
 
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISDIR, "a folder"),
+)
+
+
+def _not_regular(path, mode):
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+    return OSError(
+        f"{path} is {kind}, not a regular file; only regular files are read as images (opening "
+        "it could block forever). Move it out of the image folder."
+    )
+
+
+def _open_regular(path):
+    """Open ``path`` for reading as a binary file object, refusing anything but a regular file.
+
+    A named pipe called ``x.png`` blocks ``open()`` until a writer appears, and a device file
+    never ends: both are refused before (stat) and after (fstat, no race) the non-blocking open.
+    """
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise _not_regular(path, st.st_mode)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise _not_regular(path, mode)
+        raw = io.FileIO(fd, "rb")
+        raw.name = os.fspath(path)  # Pillow's messages name the file, not the descriptor
+        return io.BufferedReader(raw)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def probe_image(path):
     """Return ``(format, mode, (width, height))`` from the file header, without decoding pixels.
 
     Raises
     ------
     OSError
-        When the file is missing or is not an image Pillow can read (``UnidentifiedImageError``).
+        When the file is missing, is not a regular file (a named pipe, socket or device), or
+        is not an image Pillow can read (``UnidentifiedImageError``).
     """
     from PIL import Image
 
-    with Image.open(path) as im:
+    with _open_regular(path) as f, Image.open(f) as im:
         return im.format, im.mode, im.size
 
 
@@ -305,8 +396,10 @@ def decode_image(path, size=(128, 128), color="gray"):
     orientation (``ImageOps.exif_transpose``); convert to ``color`` (alpha is dropped, palettes
     expanded); resize with bicubic antialiasing to ``size``; scale by the file's real bit depth
     (8-bit by 255, 16-bit by 65535) into [0, 1]. Mode ``"I"`` (32-bit integer, what older
-    Pillow gave for 16-bit PNG) is read as 16-bit and clipped; mode ``"F"`` is taken as already
-    in [0, 1] and clipped. 16-bit data is resampled in float, so no precision is lost to 8 bits.
+    Pillow gave for 16-bit PNG) is read as 16-bit and clipped. Mode ``"F"`` (float TIFF) must
+    already be in [0, 1]: NaN, inf or values outside [0, 1] raise ``ValueError`` (never
+    clipped or rescaled silently); only the resize's bicubic overshoot is clipped. 16-bit data
+    is resampled in float, so no precision is lost to 8 bits. Only regular files are opened.
 
     Parameters
     ----------
@@ -318,11 +411,19 @@ def decode_image(path, size=(128, 128), color="gray"):
     Returns
     -------
     numpy.ndarray of float32, shape (height, width, 1 or 3), values in [0, 1]
+
+    Raises
+    ------
+    OSError
+        Missing, unreadable or not a regular file (a named pipe, socket or device), or not an
+        image.
+    ValueError
+        A float image with NaN/inf or values outside [0, 1].
     """
     from PIL import Image, ImageOps
 
     h, w = size
-    with Image.open(path) as im:
+    with _open_regular(path) as f, Image.open(f) as im:
         if im.format == "JPEG":
             # Draft for the larger side so an EXIF rotation of 90 degrees still leaves enough
             # pixels in both directions; the final resize then only shrinks.
@@ -334,6 +435,8 @@ def decode_image(path, size=(128, 128), color="gray"):
 
 def _to_array(im, h, w, color):
     mode = im.mode
+    if mode == "F":
+        _check_float_pixels(np.asarray(im, dtype=np.float32))
     if mode in _HIGH_DEPTH_MODES or mode == "F":
         # Resample in float so no precision is lost to 8 bits; scale by the real depth.
         scale = np.float32(65535.0 if mode != "F" else 1.0)
@@ -355,6 +458,27 @@ def _to_array(im, h, w, color):
         im = im.resize((w, h), _RESAMPLE)
     a = np.asarray(im, dtype=np.float32) / np.float32(255.0)
     return a[:, :, None] if a.ndim == 2 else a
+
+
+def _check_float_pixels(a):
+    """Float images must already be in [0, 1]: NaN/inf or other ranges are refused, not clipped.
+
+    Clipping a 0-255 float image to [0, 1] turned 99.6% of its pixels white; dividing by a
+    guessed maximum would be a silent guess too. The file is named by the caller's error.
+    """
+    finite = np.isfinite(a)
+    if not finite.all():
+        raise ValueError(
+            f"float image holds {int((~finite).sum())} NaN or infinite pixel(s); fix the file "
+            "or pass errors='skip' to leave it out"
+        )
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if lo < 0.0 or hi > 1.0:
+        raise ValueError(
+            f"float image has values in [{lo:g}, {hi:g}], outside [0, 1]; dasktrain reads "
+            "float images as already normalised. Rescale the file to [0, 1] (e.g. divide a "
+            "0-255 image by 255) or save it as 8/16-bit integers"
+        )
 
 
 def _decode_many(paths, size, color):
@@ -411,10 +535,18 @@ def _warn_skipped(skipped):
 
 
 def _select(path, classes):
-    """``(paths, y, classes)``: the listed images of the chosen classes, labels encoded."""
-    paths, labels = _pairs_from_input(path)
-    keep, y, classes = _encode_labels(labels, classes)
-    return [p for p, k in zip(paths, keep) if k], y[keep], classes
+    """``(paths, y, classes, unlisted)``: the listed images of the chosen classes, labels
+    encoded, and the folders that could not be listed (``(folder, reason)``)."""
+    paths, labels, unlisted = _pairs_from_input(path)
+    if not paths:  # every image folder was unlisted
+        raise _unlisted_error(unlisted)
+    try:
+        keep, y, classes = _encode_labels(labels, classes)
+    except DatasetLayoutError as exc:
+        if unlisted:  # a class is missing because its folder could not be listed
+            raise _unlisted_error(unlisted) from exc
+        raise
+    return [p for p, k in zip(paths, keep) if k], y[keep], classes, unlisted
 
 
 def read_images(
@@ -457,7 +589,9 @@ def read_images(
         warns once with :class:`~dasktrain.exceptions.SkippedFilesWarning`. With
         ``engine="dask"``, ``"skip"`` decodes every file once on the cluster first to find the
         bad ones, so the chunk sizes stay known; ``"raise"`` raises at compute time for files
-        whose header is fine but whose pixels are not.
+        whose header is fine but whose pixels are not. Folders that cannot be listed, files
+        that are not regular files (named pipes, sockets, devices) and float images with
+        NaN/inf or values outside [0, 1] are unreadable input too.
     classes : list of str, optional
         Class names in label order (``y == i`` means ``classes[i]``). A subset reads only those
         classes. By default all classes found, sorted.
@@ -478,14 +612,15 @@ def read_images(
     Raises
     ------
     DatasetLayoutError
-        Not a folder, no images, images without a class folder, one class only, or a name in
-        ``classes`` that is not present.
+        Not a folder, no images, images without a class folder, one class only, a name in
+        ``classes`` that is not present, or a folder reached twice through a symbolic link.
     ValidationError
         A bad ``size``, ``color``, ``engine``, ``chunk_size``, ``errors``, ``classes`` or
         ``files_on``.
     ImageReadError
-        With ``errors="raise"``, for files that cannot be read (all of them are named). For the
-        dask engine, files whose header is fine but whose pixels are not raise at compute time.
+        With ``errors="raise"``, for files or folders that cannot be read (all of them are
+        named). For the dask engine, files whose header is fine but whose pixels are not raise
+        at compute time.
 
     See Also
     --------
@@ -508,19 +643,24 @@ def read_images(
     files_on = _check_files_on(files_on, engine)
 
     if files_on == "workers":
-        paths, y, classes, info, skipped, mtimes = _select_on_workers(path, classes, chunk_size)
+        paths, y, classes, info, bad, mtimes = _select_on_workers(path, classes, chunk_size)
+        skipped = []
     else:
         _check_exists_here(path)
-        paths, y, classes = _select(path, classes)
-        info, skipped = _probe_all(paths)
+        paths, y, classes, unlisted = _select(path, classes)
+        if unlisted and errors == "raise":
+            raise _unlisted_error(unlisted)
+        skipped = list(unlisted)  # folders that could not be listed (errors="skip")
+        info, bad = _probe_all(paths)
         mtimes = None
-    if skipped:
+    if bad:
         if errors == "raise":
-            raise _read_error(skipped, when="opened as images")
+            raise _read_error(bad, when="opened as images")
         paths = [p for p, i in zip(paths, info) if i is not None]
         y = y[[i is not None for i in info]]
         if mtimes is not None:
             mtimes = [m for m, i in zip(mtimes, info) if i is not None]
+        skipped.extend(bad)
         _check_any_left(paths, skipped)
 
     if engine == "local":
@@ -827,7 +967,7 @@ def scan_images(path, *, classes=None, decode=False):
         ``counts`` ({class: readable images}), ``unreadable`` ([(path, reason)]), ``formats``,
         ``modes`` and ``sizes`` (Counters of ``format``, ``mode`` and ``(width, height)``).
     """
-    paths, y, classes = _select(path, _check_classes(classes))
+    paths, y, classes, unlisted = _select(path, _check_classes(classes))
     info, bad = _probe_all(paths)
     if decode:
         # Headers can be fine while the pixels are not (a truncated download): decode all.
@@ -847,7 +987,7 @@ def scan_images(path, *, classes=None, decode=False):
         "root": os.fspath(path) if isinstance(path, (str, os.PathLike)) else None,
         "classes": classes,
         "counts": {c: int(k) for c, k in zip(classes, n)},
-        "unreadable": bad,
+        "unreadable": unlisted + bad,
         "formats": Counter(f for f, _, _ in good),
         "modes": Counter(m for _, m, _ in good),
         "sizes": Counter(s for _, _, s in good),
@@ -890,7 +1030,7 @@ def _probe_on_worker(paths):
 def _select_on_workers(path, classes, chunk_size):
     """``_select`` and ``_probe_all`` run on the workers, for files the client cannot see.
 
-    Returns ``(paths, y, classes, info, skipped, mtimes)``.
+    Returns ``(paths, y, classes, info, bad, mtimes)``.
     """
     from .cluster import get_client
 
@@ -914,14 +1054,14 @@ def _select_on_workers(path, classes, chunk_size):
         listing = client.submit(list_images, root, pure=False)
         paths, labels = listing.result()
     else:
-        paths, labels = _pairs_from_input(path)
+        paths, labels, _ = _pairs_from_input(path)  # pairs and DataFrames list no folders
     keep, y, classes = _encode_labels(labels, classes)
     paths, y = [p for p, k in zip(paths, keep) if k], y[keep]
     blocks = [paths[i : i + chunk_size] for i in range(0, len(paths), chunk_size)]
     futures = client.map(_probe_on_worker, blocks, pure=False)
-    info, skipped, mtimes = [], [], []
+    info, bad, mtimes = [], [], []
     for block_info, block_bad, block_mtimes in client.gather(futures):
         info += block_info
-        skipped += block_bad
+        bad += block_bad
         mtimes += block_mtimes
-    return paths, y, classes, info, skipped, mtimes
+    return paths, y, classes, info, bad, mtimes

@@ -41,7 +41,7 @@ def _table_html(results):
         ("efficiency", "parallel efficiency"), ("quality_metric", "metric"),
         ("quality", "quality"), ("cpu_percent_mean", "CPU % (mean)"),
         ("peak_rss_mb", "peak RSS (MiB)"), ("energy_j", "energy (J)"), ("edp", "EDP (J s)"),
-        ("cost_usd", "cost / run (USD)"), ("error", "error"),
+        ("cost_usd", "cost / run (USD)"), ("workers_lost", "workers lost"), ("error", "error"),
     ]
     head = "".join(f"<th>{html.escape(label)}</th>" for _, label in cols)
     body = []
@@ -111,7 +111,7 @@ _CSS = """
 <style>
 table.results { border-collapse: collapse; font: 12px sans-serif; }
 table.results th, table.results td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
-table.results tr.error td, table.results tr.unavailable td { color: #a00; }
+table.results tr.error td, table.results tr.unavailable td, table.results tr.timeout td { color: #a00; }
 ul.setup { font: 12px sans-serif; columns: 3; }
 </style>
 """

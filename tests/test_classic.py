@@ -138,6 +138,22 @@ def test_nan_refused(engine, data, as_default):
         LogisticRegression(engine=engine).fit(Xin, y)
 
 
+@pytest.mark.parametrize("make", [LogisticRegression, GaussianNB, MLPClassifier])
+@pytest.mark.parametrize("engine", ["local", "dask"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_labels_refused_up_front(make, engine, bad, data, as_default):
+    # Regression: on the dask engine a NaN label came back as a bare ValueError with the
+    # worker's traceback, from the fit task on the cluster.
+    X, y = data
+    y = y.astype(float)
+    y[7] = bad
+    Xin, yin = (da.from_array(X, chunks=200), da.from_array(y, chunks=200)) if engine == "dask" else (X, y)
+    with pytest.raises(ValidationError, match="(?i)nan|infinit"):
+        make(engine=engine).fit(Xin, yin)
+    with pytest.raises(ValidationError, match="(?i)nan|infinit"):
+        cross_validate(make(), Xin, yin, engine=engine, cv=2)
+
+
 def test_wrong_length_one_class_unknown_chunks_engine(data):
     X, y = data
     with pytest.raises(ValidationError, match="599"):

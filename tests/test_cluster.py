@@ -161,6 +161,28 @@ def test_bad_address_type():
         dasktrain.connect(8786)
 
 
+@pytest.mark.parametrize(
+    "address, why",
+    [
+        ("notaurl", "missing port number"),
+        ("tcp://", "missing port number"),
+        ("tcp://127.0.0.1:notaport", "notaport"),
+        ("localhost:8786x", "8786x"),  # distributed raised a bare AssertionError
+        ("tcp://:8786", "host is empty"),
+        ("tcp://127.0.0.1:0", "port is not in 1-65535"),
+        ("spark://host:7077", "unknown protocol 'spark'"),
+    ],
+)
+def test_malformed_address_names_it_and_the_expected_form(address, why):
+    # Regression: connect("notaurl") raised a raw ValueError from distributed.
+    t0 = time.perf_counter()
+    with pytest.raises(ValidationError) as info:
+        dasktrain.connect(address, timeout=2)
+    msg = str(info.value)
+    assert f"address={address!r}" in msg and why in msg and "tcp://host:port" in msg
+    assert time.perf_counter() - t0 < 5  # refused before any connection attempt
+
+
 def test_missing_optional_dependency_names_extra():
     from dasktrain._compat import import_optional
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import json
 import math
+import threading
 import time
 
 import dask
@@ -302,6 +304,7 @@ def test_unreachable_scheduler(blobs):
         ({"repeat": 0}, "repeat"),
         ({"sizes": [10, -1]}, "sizes"),
         ({"spot_discount": 2}, "spot_discount"),
+        ({"client": "notaurl"}, "address='notaurl' is not a scheduler address"),
     ],
 )
 def test_bad_arguments(blobs, kw, match):
@@ -314,3 +317,188 @@ def test_workload_must_return_a_dict(blobs):
                             warmup=False, monitor=False)
     assert res.runs.status.iloc[0] == "error"
     assert "must return a dict" in res.runs.error.iloc[0]
+
+
+# ------------------------------------------------------------------------- nothing lost
+# Regressions of issue 11: a finished comparison threw its results away at the very end for
+# a string metric, a train_time that is None or text, time_basis="train", a non-UTF-8 file name
+# in an error, or an --out that is a file or cannot be written; Results.save wrote through links.
+
+
+def str_first(data, engine, client):
+    return {"model": "xgb-v2", "accuracy": 0.75}
+
+
+def tt_none(data, engine, client):
+    return {"train_time": None, "accuracy": 0.5}
+
+
+def tt_text(data, engine, client):
+    return {"train_time": "fast", "accuracy": 0.5}
+
+
+def non_utf8_error(data, engine, client):
+    name = b"/data/caf\xe9.png".decode("utf-8", "surrogateescape")  # as os.listdir gives it
+    raise OSError(f"cannot open {name}")
+
+
+def test_metrics_that_are_not_numbers_never_lose_a_run(blobs, tmp_path):
+    res = dasktrain.compare([str_first, tt_none, tt_text, non_utf8_error], data=blobs,
+                            engines=("local",), repeat=1, warmup=False, monitor=False)
+    runs = res.runs.set_index("workload")
+    assert runs.loc["str_first", "status"] == "ok"
+    assert runs.loc["str_first", "quality_metric"] == "accuracy"  # the first *numeric* one
+    assert runs.loc["str_first", "quality"] == 0.75
+    assert runs.loc["str_first", "metric.model"] == "xgb-v2"
+    assert runs.loc["tt_none", "status"] == "ok" and math.isnan(runs.loc["tt_none", "train_time"])
+    assert runs.loc["tt_text", "status"] == "ok" and "'fast' is not a number" in runs.loc["tt_text", "note"]
+    assert runs.loc["non_utf8_error", "status"] == "error"
+    assert "caf\\udce9.png" in runs.loc["non_utf8_error", "error"]
+    d = res.save(tmp_path / "out")
+    assert "caf\\udce9.png" in (d / "results.csv").read_text(encoding="utf-8")
+    assert "caf\\udce9.png" in res.to_string()
+    # Results built by hand from such records work too.
+    rec = {"workload": "w", "engine": "local", "time": 1.0, "error": "bad \udce9", "status": "error"}
+    assert "\\udce9" in Results([rec]).table.error.iloc[0]
+
+
+def _counted(data, engine, client):
+    CALLS.append(engine)
+    return {"accuracy": 1.0}
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"time_basis": "train"}, "time_basis='train' must be 'time'"),
+        ({"timeout": 0}, "timeout=0"),
+        ({"timeout": "10s"}, "timeout='10s'"),
+        ({"progress": "yes"}, "progress='yes'"),
+    ],
+)
+def test_arguments_checked_before_any_run(blobs, kw, match):
+    CALLS.clear()
+    with pytest.raises(ValidationError, match=match):
+        dasktrain.compare([_counted], data=blobs, engines=("local",), repeat=1, **kw)
+    assert CALLS == []
+
+
+def test_output_folder_checked_before_any_run(blobs, tmp_path):
+    afile = tmp_path / "report"
+    afile.write_text("my notes")
+    bad = {
+        "an existing file": (afile, "is an existing file"),
+        "below a file": (afile / "sub", "cannot be written"),
+        "an unwritable place": ("/proc/dasktrain-report", "cannot be written"),
+        "empty": ("", "is empty"),
+    }
+    links = tmp_path / "links"
+    links.mkdir()
+    victim = tmp_path / "victim.csv"
+    victim.write_text("precious")
+    (links / "results.csv").symlink_to(victim)
+    bad["a folder with a link"] = (links, r"symbolic link\(s\) \['results.csv'\]")
+    for what, (out, match) in bad.items():
+        CALLS.clear()
+        with pytest.raises(ValidationError, match=match):
+            dasktrain.compare([_counted], data=blobs, engines=("local",), repeat=1, out=out)
+        assert CALLS == [], what
+    assert afile.read_text() == "my notes" and victim.read_text() == "precious"
+
+
+def test_save_never_writes_through_a_link(blobs, tmp_path):
+    res = dasktrain.compare([_counted], data=blobs, engines=("local",), repeat=1,
+                            warmup=False, monitor=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim.html"
+    victim.write_text("precious")
+    (out / "report.html").symlink_to(victim)
+    with pytest.raises(ValidationError, match="never writes through a link"):
+        res.save(out)
+    assert victim.read_text() == "precious" and (out / "report.html").is_symlink()
+    (out / "report.html").unlink()
+    res.save(out)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "report.html", "results.csv", "results.json", "runs.csv", "samples.csv"
+    ]  # no temporary file left
+
+
+def _interrupt_on_third(data, engine, client):
+    CALLS.append(engine)
+    if len(CALLS) == 3:
+        raise KeyboardInterrupt
+    return {"accuracy": float(len(CALLS)), "train_time": 0.01}
+
+
+def test_each_run_is_appended_as_it_finishes(blobs, tmp_path):
+    out = tmp_path / "out"
+    CALLS.clear()
+    with pytest.raises(KeyboardInterrupt):
+        dasktrain.compare([_interrupt_on_third], data=blobs, engines=("local",), repeat=5,
+                          warmup=False, monitor=False, out=out)
+    lines = (out / "runs.jsonl").read_text().splitlines()
+    assert len(lines) == 2  # the two runs that finished before the interruption
+    kept = Results.from_runs(out)
+    assert kept.runs.quality.tolist() == [1.0, 2.0] and (kept.runs.status == "ok").all()
+    # A second comparison appends to the same file; each reads back its own rows.
+    res = dasktrain.compare([_counted], data=blobs, engines=("local",), repeat=2,
+                            warmup=False, monitor=False, out=out)
+    assert len((out / "runs.jsonl").read_text().splitlines()) == 4
+    again = Results.from_runs(out / "runs.jsonl")
+    assert len(again.runs) == 2 and again.setup["comparison"] == res.setup["comparison"]
+    first = json.loads(lines[0])["comparison"]
+    assert len(Results.from_runs(out, comparison=first).runs) == 2
+    with pytest.raises(ValidationError, match="no runs of comparison 'nope'"):
+        Results.from_runs(out, comparison="nope")
+
+
+RELEASE = threading.Event()
+
+
+def hangs_locally(data, engine, client):
+    if engine == "local":
+        RELEASE.wait(60)  # a local run that never returns (released at the end of the test)
+        return {"accuracy": 0.0}
+    return {"accuracy": 1.0}
+
+
+def _sleep_seceded(seconds):
+    from distributed import secede
+
+    secede()  # frees the worker's thread slot: the session cluster stays usable meanwhile
+    time.sleep(seconds)
+    return seconds
+
+
+def hangs_on_the_cluster(data, engine, client):
+    if engine == "dask":
+        client.submit(_sleep_seceded, 30, pure=False).result()
+    return {"accuracy": 1.0}
+
+
+def test_timeout_reports_the_run_and_the_comparison_returns(blobs, client, tmp_path):
+    RELEASE.clear()
+    t0 = time.perf_counter()
+    try:
+        res = dasktrain.compare([hangs_locally, hangs_on_the_cluster, user_step], data=blobs,
+                                repeat=2, client=client, warmup=False, monitor=False,
+                                performance_report=False, timeout=2, out=tmp_path / "out")
+    finally:
+        RELEASE.set()
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 40, elapsed  # 2 timeouts of 2 s (+ up to 2 s each to wind down), not 60
+    runs = res.runs.set_index(["workload", "engine"]).sort_index()
+    local = runs.loc[("hangs_locally", "local")]
+    assert local.status == "timeout" and "time limit of 2 s" in local.error
+    assert "left running in the background" in local.error  # honest: a thread cannot be killed
+    assert runs.loc[("hangs_locally", "dask"), "status"].tolist() == ["ok", "ok"]
+    dask_row = runs.loc[("hangs_on_the_cluster", "dask")]
+    assert dask_row.status == "timeout" and "1 task(s) on the cluster were cancelled" in dask_row.error
+    assert "background" not in dask_row.error  # cancelling its task ended it
+    assert (runs.loc[("user_step",)].status == "ok").all()
+    t = res.table.set_index(["workload", "engine"])
+    assert t.loc[("hangs_locally", "local"), "status"] == "timeout"
+    # The timed-out rows were written as they happened.
+    logged = [json.loads(x) for x in (tmp_path / "out" / "runs.jsonl").read_text().splitlines()]
+    assert sum(r["status"] == "timeout" for r in logged) == 2

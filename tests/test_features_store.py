@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -66,7 +68,7 @@ def test_overwrite_and_refusals(tmp_path, data):
     other = tmp_path / "notzarr"
     other.mkdir()
     (other / "keep.txt").write_text("user data")
-    with pytest.raises(ValidationError, match="not a zarr store; refusing"):
+    with pytest.raises(ValidationError, match="not a zarr store written by save_features; refusing"):
         save_features(other, X, overwrite=True)
     assert (other / "keep.txt").exists()
     with pytest.raises(ValidationError, match="is not a zarr store"):
@@ -88,3 +90,132 @@ def test_bad_input(tmp_path, data, kwargs, match):
     args = {"X": data[0], **kwargs}
     with pytest.raises(ValidationError, match=match):
         save_features(tmp_path / "bad.zarr", args.pop("X"), **args)
+
+
+# --------------------------------------------------------------------------- data safety
+# Regressions: save_features(X, "") deleted the current folder; overwrite=True deleted foreign
+# files kept beside a store; a link to a store gave a raw OSError. Nothing may be deleted that
+# save_features did not write, and every check runs before anything is touched.
+
+
+def _user_files(folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "thesis.tex").write_text("years of work")
+    (folder / "data").mkdir(exist_ok=True)
+    (folder / "data" / "raw.csv").write_text("1,2,3")
+    return sorted(p.relative_to(folder) for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+@pytest.mark.parametrize("where", ["", ".", "./", "cwd", "parent_of_cwd", "home", "root"])
+def test_protected_paths_are_refused_and_untouched(tmp_path, monkeypatch, data, where, overwrite):
+    cwd = tmp_path / "project" / "work"
+    before = _user_files(cwd)
+    home = tmp_path / "home"
+    home_before = _user_files(home)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    path = {"cwd": str(cwd), "parent_of_cwd": str(cwd.parent), "home": "~", "root": "/"}.get(
+        where, where
+    )
+    path = os.path.expanduser(path)
+    with pytest.raises(ValidationError, match="path=|already exists"):
+        save_features(path, data[0], overwrite=overwrite)
+    assert sorted(p.relative_to(cwd) for p in cwd.rglob("*")) == before
+    assert sorted(p.relative_to(home) for p in home.rglob("*")) == home_before
+    assert (cwd / "thesis.tex").read_text() == "years of work"
+
+
+def test_empty_path_message_says_what_to_pass(tmp_path, monkeypatch, data):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "keep.txt").write_text("x")
+    with pytest.raises(ValidationError, match="path='' is empty"):
+        save_features("", data[0])
+    assert (tmp_path / "keep.txt").exists()
+
+
+def test_overwrite_refuses_a_store_with_foreign_files(tmp_path, data):
+    X, y = data
+    path = tmp_path / "f.zarr"
+    save_features(path, X, y)
+    (path / "notes.txt").write_text("my notes")
+    with pytest.raises(ValidationError, match=r"also holds \['notes.txt'\]"):
+        save_features(path, X[:3], overwrite=True)
+    assert (path / "notes.txt").read_text() == "my notes"
+    np.testing.assert_array_equal(load_features(path)[0], X)  # the store is intact too
+
+
+def test_overwrite_refuses_a_zarr_store_of_another_origin(tmp_path, data):
+    import zarr
+
+    path = tmp_path / "theirs.zarr"
+    g = zarr.open_group(str(path), mode="w")
+    g.create_array("weights", data=np.arange(5.0))
+    with pytest.raises(ValidationError, match="not a zarr store written by save_features"):
+        save_features(path, data[0], overwrite=True)
+    np.testing.assert_array_equal(zarr.open_group(str(path), mode="r")["weights"][...], np.arange(5.0))
+
+
+def test_overwrite_refuses_a_file(tmp_path, data):
+    f = tmp_path / "f.zarr"
+    f.write_text("a file")
+    with pytest.raises(ValidationError, match="not a folder"):
+        save_features(f, data[0], overwrite=True)
+    assert f.read_text() == "a file"
+
+
+def test_symlink_to_a_store_is_refused_clearly(tmp_path, data):
+    X, _ = data
+    real = tmp_path / "real.zarr"
+    save_features(real, X)
+    link = tmp_path / "link.zarr"
+    link.symlink_to(real, target_is_directory=True)
+    for overwrite in (False, True):
+        with pytest.raises(ValidationError, match="symbolic link"):
+            save_features(link, X[:2], overwrite=overwrite)
+    assert link.is_symlink()
+    np.testing.assert_array_equal(load_features(link)[0], X)  # reading through it is fine
+
+
+def test_inner_symlink_makes_a_store_foreign(tmp_path, data):
+    X, _ = data
+    path = tmp_path / "f.zarr"
+    save_features(path, X)
+    elsewhere = tmp_path / "precious"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("keep")
+    os.rename(path / "X", tmp_path / "X-moved")
+    (path / "X").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(ValidationError, match="also holds"):
+        save_features(path, X, overwrite=True)
+    assert (elsewhere / "keep.txt").read_text() == "keep"
+
+
+def _failing_block(block):
+    raise RuntimeError("extraction failed half-way")
+
+
+def test_failed_overwrite_keeps_the_old_store_and_leaves_no_temporary(tmp_path, data):
+    X, y = data
+    path = tmp_path / "f.zarr"
+    save_features(path, X, y, ["a", "b", "c"])
+    bad = da.from_array(X, chunks=(5, -1)).map_blocks(_failing_block, dtype=X.dtype)
+    with pytest.raises(RuntimeError, match="half-way"):
+        save_features(path, bad, overwrite=True)
+    X2, y2, classes = load_features(path)
+    np.testing.assert_array_equal(X2, X)
+    np.testing.assert_array_equal(y2, y)
+    assert classes == ["a", "b", "c"]
+    assert sorted(os.listdir(tmp_path)) == ["f.zarr"]  # no temporary or old copy left
+    save_features(path, X[:4], overwrite=True)  # a good overwrite replaces it
+    assert load_features(path)[0].shape == (4, 6)
+    assert sorted(os.listdir(tmp_path)) == ["f.zarr"]
+
+
+def test_empty_folder_can_be_used_with_overwrite(tmp_path, data):
+    path = tmp_path / "empty"
+    path.mkdir()
+    with pytest.raises(ValidationError, match="already exists"):
+        save_features(path, data[0])
+    save_features(path, data[0], overwrite=True)
+    np.testing.assert_array_equal(load_features(path)[0], data[0])

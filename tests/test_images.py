@@ -433,3 +433,226 @@ def test_scan_images(mixed, tmp_path):
     assert s["formats"]["PNG"] == 4 and s["formats"]["JPEG"] == 2
     assert s["modes"]["I;16"] == 2 and s["modes"]["P"] == 1
     assert s["sizes"][(256, 256)] == 2
+
+
+# --------------------------------------------------------------------------- unreadable input
+# Regressions of issue 11: folders that cannot be listed vanished silently, a class folder
+# linked to a sibling relabelled its images, float images were clipped or kept NaN, and a named
+# pipe called pipe.png blocked every reader forever.
+
+ENGINES = ("local", "dask")
+
+
+@pytest.mark.timeout(60)  # the old code blocked forever on the pipe
+@pytest.mark.parametrize("engine", ENGINES)
+def test_non_regular_files_are_refused_not_opened(tmp_path, engine):
+    import socket
+
+    root = _write_two_classes(tmp_path / "d", n=2, side=8)
+    os.mkfifo(root / "cats" / "pipe.png")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(root / "dogs" / "sock.jpg"))
+    (root / "dogs" / "zero.png").symlink_to("/dev/zero")  # a character device
+    try:
+        with pytest.raises(ImageReadError) as info:
+            read_images(root, size=8, engine=engine)
+        msg = str(info.value)
+        assert "pipe.png is a named pipe, not a regular file" in msg
+        assert "sock.jpg is a socket" in msg and "zero.png is a character device" in msg
+        with pytest.warns(SkippedFilesWarning, match="3 unreadable"):
+            ds = read_images(root, size=8, engine=engine, errors="skip")
+        assert ds.counts() == {"cats": 2, "dogs": 2}
+        assert sorted(os.path.basename(p) for p, _ in ds.skipped) == [
+            "pipe.png", "sock.jpg", "zero.png"
+        ]
+        assert np.asarray(ds.X).shape == (4, 8, 8, 1)
+        s = scan_images(root, decode=True)
+        assert len(s["unreadable"]) == 3 and s["counts"] == {"cats": 2, "dogs": 2}
+        # explicit pairs go through the same check
+        with pytest.raises(ImageReadError, match="named pipe"):
+            read_images([(root / "cats" / "pipe.png", "a"), (root / "cats" / "0.png", "b")])
+    finally:
+        sock.close()
+
+
+@pytest.mark.timeout(60)
+def test_cli_images_lists_a_named_pipe(tmp_path, capsys):
+    from dasktrain import cli
+
+    root = _write_two_classes(tmp_path / "d", n=2, side=8)
+    os.mkfifo(root / "cats" / "pipe.png")
+    assert cli.main(["images", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert "pipe.png" in out and "named pipe" in out
+
+
+_UNPRIVILEGED = """
+import os, pickle, sys, warnings
+import numpy as np, PIL.Image, PIL.ImageOps, dask, dask.array, dask.threaded
+PIL.Image.init()  # Pillow imports its format plugins lazily
+from dasktrain.images import list_images, read_images, scan_images
+root, engine = sys.argv[1], sys.argv[2]
+if os.geteuid() == 0:  # drop root only now: the interpreter lives in a folder nobody can read
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+try:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = %s
+    out = ("ok", value, [str(w.message) for w in caught])
+except Exception as exc:
+    out = ("err", type(exc).__name__, str(exc))
+sys.stdout.buffer.write(pickle.dumps(out))
+"""
+
+
+def _unprivileged(expr, root, engine="local"):
+    """Evaluate ``expr`` (with ``root`` and ``engine`` bound) in a fresh interpreter that cannot
+    read what a user cannot: ``("ok", value, warnings)`` or ``("err", type name, message)``.
+
+    Tests run as root in CI containers, where chmod 000 does not stop a listing: the child then
+    drops to the ``nobody`` user once its imports are done (a real permission failure, no
+    mock). A fork of the test process is not used: it deadlocks on the cluster's threads.
+    """
+    import pickle
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _UNPRIVILEGED % expr, str(root), engine],
+        capture_output=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
+    return pickle.loads(proc.stdout)
+
+
+@pytest.fixture
+def world_readable(tmp_path):
+    """A data folder the ``nobody`` user can reach (pytest's tmp_path is private to root)."""
+    import shutil
+    import tempfile
+
+    base = tempfile.mkdtemp(prefix="dasktrain-perm-")
+    os.chmod(base, 0o755)
+    root = _write_two_classes(__import__("pathlib").Path(base) / "d", n=2, side=8)
+    _save(root / "birds" / "0.png", GRAD8)
+    for dirpath, dirnames, filenames in os.walk(base):
+        for d in dirnames:
+            os.chmod(os.path.join(dirpath, d), 0o755)
+        for f in filenames:
+            os.chmod(os.path.join(dirpath, f), 0o644)
+    yield root
+    for dirpath, dirnames, _ in os.walk(base):
+        for d in dirnames:
+            os.chmod(os.path.join(dirpath, d), 0o755)
+    os.chmod(root / "dogs", 0o755)
+    shutil.rmtree(base)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_unreadable_class_folder_is_reported_not_dropped(world_readable, engine):
+    root = world_readable
+    os.chmod(root / "dogs", 0o000)
+    out = _unprivileged("read_images(root, size=8, engine=engine).counts()", root, engine)
+    assert out[0] == "err" and out[1] == "ImageReadError", out
+    assert str(root / "dogs") in out[2] and "could not be listed" in out[2]
+    assert "PermissionError" in out[2] and "errors='skip'" in out[2]
+
+    skip = (
+        "(lambda ds: (ds.counts(), [p for p, _ in ds.skipped], np.asarray(ds.X).shape))("
+        "read_images(root, size=8, engine=engine, errors='skip'))"
+    )
+    out = _unprivileged(skip, root, engine)
+    assert out[0] == "ok", out
+    (counts, skipped, shape), warned = out[1], out[2]
+    assert counts == {"birds": 1, "cats": 2} and shape == (3, 8, 8, 1)
+    assert skipped == [str(root / "dogs")]
+    assert any("1 unreadable" in w for w in warned)
+    # list_images has no skip mode: it raises too; scan_images reports the folder.
+    assert _unprivileged("list_images(root)", root)[:2] == ("err", "ImageReadError")
+    out = _unprivileged("[p for p, _ in scan_images(root)['unreadable']]", root)
+    assert out[1] == [str(root / "dogs")]
+
+
+def test_unreadable_root_and_lone_class_left(world_readable):
+    root = world_readable
+    os.chmod(root / "dogs", 0o000)
+    os.chmod(root / "birds", 0o000)
+    # With one readable class left, the error says which folders were unlisted (not just
+    # "only one class").
+    out = _unprivileged("read_images(root, size=8, errors='skip')", root)
+    assert out[:2] == ("err", "ImageReadError") and "birds" in out[2] and "dogs" in out[2]
+    os.chmod(root, 0o000)
+    out = _unprivileged("read_images(root, size=8)", root)
+    assert out[:2] == ("err", "ImageReadError") and str(root) in out[2]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_class_folder_linked_to_a_sibling_is_refused(tmp_path, engine):
+    root = _write_two_classes(tmp_path / "d", n=2)
+    (root / "birds").symlink_to(root / "cats", target_is_directory=True)
+    with pytest.raises(DatasetLayoutError) as info:
+        read_images(root, size=8, engine=engine)
+    msg = str(info.value)
+    assert str(root / "birds") in msg and str(root / "cats") in msg and "read twice" in msg
+    with pytest.raises(DatasetLayoutError, match="same folder"):
+        scan_images(root)
+
+
+def test_same_folder_linked_from_two_splits_is_refused(tmp_path):
+    data = _write_two_classes(tmp_path / "elsewhere", n=2)
+    root = tmp_path / "d"
+    for split in ("train", "test"):
+        (root / split).mkdir(parents=True)
+        (root / split / "cats").symlink_to(data / "cats", target_is_directory=True)
+        (root / split / "dogs").symlink_to(data / "dogs", target_is_directory=True)
+    with pytest.raises(DatasetLayoutError, match="read twice"):
+        read_images(root, size=8)
+    ds = read_images(root / "train", size=8)  # one split alone is fine
+    assert ds.counts() == {"cats": 2, "dogs": 2}
+
+
+def _float_tiffs(root):
+    tifffile = pytest.importorskip("tifffile")
+    good = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        tifffile.imwrite(root / c / "good.tif", good)
+    nan = good.copy()
+    nan[3, 3] = np.nan
+    tifffile.imwrite(root / "a" / "nan.tif", nan)
+    inf = good.copy()
+    inf[0, 0] = np.inf
+    tifffile.imwrite(root / "b" / "inf.tif", inf)
+    tifffile.imwrite(root / "b" / "byte_range.tif", good * 255)
+    return good
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_float_images_nan_inf_and_out_of_range_are_refused(tmp_path, engine, as_default):
+    root = tmp_path / "f"
+    good = _float_tiffs(root)
+    with pytest.raises(ImageReadError) as info:  # dask: lazy, raises at compute time
+        read_images(root, size=8, engine=engine).to_numpy()
+    msg = str(info.value)
+    assert "nan.tif" in msg or "inf.tif" in msg or "byte_range.tif" in msg
+    if engine == "local":  # every bad file of the read is named at once
+        assert "nan.tif: ValueError: float image holds 1 NaN or infinite" in msg
+        assert "inf.tif" in msg
+        assert "byte_range.tif: ValueError: float image has values in [0, 255]" in msg
+    with pytest.warns(SkippedFilesWarning, match="3 unreadable"):
+        ds = read_images(root, size=8, engine=engine, errors="skip")
+    assert sorted(os.path.basename(p) for p, _ in ds.skipped) == [
+        "byte_range.tif", "inf.tif", "nan.tif"
+    ]
+    X = ds.to_numpy().X
+    assert X.shape == (2, 8, 8, 1) and np.isfinite(X).all()
+    np.testing.assert_array_equal(X[0, ..., 0], good)  # a float image in [0, 1] is kept as is
+
+
+def test_decode_image_refuses_float_out_of_range(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    tifffile.imwrite(tmp_path / "x.tif", np.full((4, 4), 2.5, np.float32))
+    with pytest.raises(ValueError, match=r"values in \[2.5, 2.5\], outside \[0, 1\]"):
+        decode_image(str(tmp_path / "x.tif"), (4, 4))

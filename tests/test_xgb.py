@@ -158,6 +158,19 @@ def test_nan_refused(data, engine, as_default):
         XGBClassifier(n_estimators=2, engine=engine).fit(Xin, y)
 
 
+@pytest.mark.parametrize("engine", ["local", "dask"])
+def test_nan_labels_refused_up_front(data, engine, as_default):
+    # Regression: the dask engine failed with a bare `AssertionError: error` from xgboost.
+    X, y = data
+    y = y.astype(float)
+    y[11] = np.nan
+    Xin, yin = (da.from_array(X, chunks=500), da.from_array(y, chunks=500)) if engine == "dask" else (X, y)
+    with pytest.raises(ValidationError, match="NaN"):
+        XGBClassifier(n_estimators=2, engine=engine).fit(Xin, yin)
+    with pytest.raises(ValidationError, match="NaN"):
+        XGBRegressor(n_estimators=2, engine=engine).fit(Xin, yin)
+
+
 def test_unknown_chunks_engine_device_and_early_stopping(data):
     X, y = data
     Xd = da.from_array(X, chunks=500)
@@ -177,3 +190,44 @@ def test_device_auto_uses_cuda(data):
     X, y = data
     m = XGBClassifier(n_estimators=5, engine="local").fit(X, y)
     assert '"cuda' in m.booster_.save_config()
+
+
+# ------------------------------------------------------------------ checkpoints and resume
+# (killing a worker mid-fit is in test_faults.py)
+
+
+@pytest.mark.parametrize("engine", ["local", "dask"])
+def test_checkpoints_every_n_rounds_and_resume(data, engine, tmp_path, as_default):
+    X, y = data
+    Xin, yin = (da.from_array(X, chunks=500), da.from_array(y, chunks=500)) if engine == "dask" else (X, y)
+    ck = tmp_path / "ck"
+    full = XGBClassifier(n_estimators=12, engine=engine, checkpoint_dir=ck, checkpoint_every=5).fit(Xin, yin)
+    names = sorted(p.name for p in ck.iterdir())
+    rounds = [int(n.rsplit("-", 1)[1].split(".")[0]) for n in names]
+    assert rounds == [5, 10], names  # rank 0 only, every 5 rounds, no temporary left
+    assert full.last_checkpoint_ == str(ck / names[-1]) and full.restarts_ == 0
+    # Resume from round 10 with the 2 rounds left: the same model as the straight fit.
+    rest = XGBClassifier(n_estimators=2, engine=engine).fit(Xin, yin, xgb_model=full.last_checkpoint_)
+    assert rest.booster_.num_boosted_rounds() == 12
+    np.testing.assert_allclose(
+        np.asarray(rest.predict_proba(X)), np.asarray(full.predict_proba(X)), rtol=1e-6
+    )
+    # A second fit into the same folder writes its own files and never resumes from these.
+    again = XGBClassifier(n_estimators=5, engine=engine, checkpoint_dir=ck, checkpoint_every=5).fit(Xin, yin)
+    assert len(list(ck.iterdir())) == 3
+    assert again.last_checkpoint_.endswith("-000005.ubj") and again._tag != full._tag
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"checkpoint_every": 0}, "checkpoint_every=0"),
+        ({"max_restarts": -1}, "max_restarts=-1"),
+        ({"max_restarts": 1.5}, "max_restarts=1.5"),
+        ({"checkpoint_dir": 3}, "checkpoint_dir=3"),
+    ],
+)
+def test_bad_fault_parameters(data, kwargs, match):
+    X, y = data
+    with pytest.raises(ValidationError, match=match):
+        XGBClassifier(n_estimators=2, **kwargs).fit(X, y)

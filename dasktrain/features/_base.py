@@ -14,7 +14,9 @@ This module then runs that block function on either engine:
   ``progress=True``); a dask input is computed here first with the threaded scheduler.
 * ``engine="dask"``: a dask input becomes a lazy ``map_blocks`` over the sample axis (output
   chunks known); a numpy input is split, scattered to the cluster, mapped with
-  ``client.map`` and gathered back (``distributed.progress`` with ``progress=True``).
+  ``client.map`` and gathered back piece by piece (a tqdm bar with ``progress=True``). A
+  piece lost with a worker is scattered again from the driver's copy and resubmitted
+  (:func:`map_scattered`), so a killed worker costs time, not the result.
 
 The task graph only ever holds the block function (pickled by reference) and its small
 keyword arguments; never a model object (dask-ml #842).
@@ -26,6 +28,7 @@ import functools
 import logging
 import math
 import numbers
+from concurrent.futures import CancelledError
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -297,15 +300,108 @@ class BaseImageFeatures(TransformerMixin, BaseEstimator):
         # At least two chunks per worker when there are enough images, so no worker idles.
         chunk = max(1, min(chunk, math.ceil(len(X) / (2 * n_workers))))
         pieces = [X[s : s + chunk] for s in range(0, len(X), chunk)]
-        # scatter: the images travel to the workers directly, not through the task graph.
-        # hash=False: equal inputs of an earlier call must not share (and lose) its keys.
-        data = client.scatter(pieces, hash=False)
         # partial: client.map has keywords of its own (batch_size, key...) that must not clash.
-        futures = client.map(functools.partial(fn, n_threads=None, **kwargs), data, pure=False)
-        if self.progress:
-            from distributed import progress
-
-            progress(futures)
-        parts = client.gather(futures)
-        del futures, data  # released on the cluster once these references go
+        func = functools.partial(fn, n_threads=None, **kwargs)
+        desc = type(self).__name__ if self.progress else None
+        parts = map_scattered(client, func, pieces, progress=desc)
         return np.concatenate(parts, axis=0) if parts else np.empty((0, n_out), np.float32)
+
+
+def _scatter_timeout():
+    import dask.config
+
+    return dask.config.get("distributed.comm.timeouts.connect", "30s")
+
+
+def map_scattered(client, func, pieces, *, progress=None, max_resubmits=None):
+    """``[func(piece) for piece in pieces]`` on the cluster, surviving lost workers.
+
+    The pieces are scattered (they travel to the workers directly, not through the task
+    graph), mapped and gathered as they finish, each result released on the cluster at once.
+    A scattered piece lives on one worker only and the scheduler cannot recompute it: when that
+    worker dies, its task is cancelled ("already forgotten"). Such a piece is scattered again
+    from the driver's copy and resubmitted, at most ``max_resubmits`` times
+    (``distributed.scheduler.allowed-failures`` by default), as the lazy path's tasks are
+    recomputed by the scheduler.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    func : callable
+        Module-level function (or a partial of one) of one numpy piece.
+    pieces : list of ndarray
+    progress : str, optional
+        Show a progress bar with this label.
+
+    Returns
+    -------
+    list, the results in the order of ``pieces``.
+
+    Raises
+    ------
+    WorkerLostError
+        A piece was lost more than ``max_resubmits`` times, or no worker took it back in
+        ``distributed.comm.timeouts.connect``.
+    """
+    import dask.config
+    from distributed import as_completed
+    from distributed.client import FutureCancelledError
+
+    from ..exceptions import WorkerLostError
+
+    if not pieces:
+        return []
+    if max_resubmits is None:
+        max_resubmits = int(dask.config.get("distributed.scheduler.allowed-failures", 3))
+    timeout = _scatter_timeout()
+
+    def scatter(items):
+        try:
+            # hash=False: equal inputs of an earlier call must not share (and lose) its keys.
+            return client.scatter(items, hash=False, timeout=timeout)
+        except (TimeoutError, OSError) as exc:
+            raise WorkerLostError(
+                f"could not send {len(items)} piece(s) of images to the cluster within "
+                f"{timeout} ({type(exc).__name__}: {exc}); does it still have workers? "
+                f"Workers now: {sorted(scheduler_workers(client))!r}."
+            ) from exc
+
+    futures = client.map(func, scatter(pieces), pure=False)
+    index = {f.key: i for i, f in enumerate(futures)}
+    results = [None] * len(pieces)
+    lost = [0] * len(pieces)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(pieces), unit="chunk", desc=progress)
+    with client.as_current():  # as_completed looks the client up; it may not be the default
+        pending = as_completed(futures)
+    del futures  # as_completed holds them; each is dropped once its result is here
+    try:
+        for fut in pending:
+            i = index.pop(fut.key)
+            try:
+                results[i] = fut.result()
+            except (FutureCancelledError, CancelledError) as exc:
+                lost[i] += 1
+                if lost[i] > max_resubmits:
+                    raise WorkerLostError(
+                        f"piece {i} of the images ({len(pieces[i])} images) was lost with a "
+                        f"worker {lost[i]} times ({exc}); the cluster keeps losing workers. "
+                        "Check the workers' logs (memory limit?) and try again."
+                    ) from exc
+                logger.warning(
+                    "piece %d of the images was lost with a worker (%s); sending it again", i, exc
+                )
+                new = client.submit(func, scatter([pieces[i]])[0], pure=False)
+                index[new.key] = i
+                pending.add(new)
+                continue
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+        pending.clear()
+    return results

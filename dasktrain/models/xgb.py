@@ -8,11 +8,18 @@ on workers that hold data), then fits ``xgboost.dask.DaskXGBClassifier``, which 
 
 For a fair comparison the local engine uses as many threads as the dask workers have in total
 when ``n_jobs`` is not given and a client exists.
+
+A worker that dies during a dask fit breaks xgboost's allreduce ring (``Ring Allreduce failed
+... Poll error``). The fit then raises :class:`~dasktrain.exceptions.WorkerLostError` naming the
+lost worker, or, with ``max_restarts``, trains again on the live workers, from the last
+checkpoint when ``checkpoint_dir`` is set (like the DDP launcher's ``max_restarts``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import uuid
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
@@ -26,7 +33,8 @@ from .._validation import (
     is_dask_collection,
     resolve_engine,
 )
-from ..exceptions import ValidationError
+from ..cluster import WorkerWatch
+from ..exceptions import ValidationError, WorkerLostError
 from ._base import (
     as_dask,
     balanced_persist,
@@ -82,6 +90,9 @@ class _XGBBase(BaseEstimator):
         early_stopping_rounds=None,
         eval_metric=None,
         client=None,
+        checkpoint_dir=None,
+        checkpoint_every=10,
+        max_restarts=0,
         **xgb_params,
     ):
         self.n_estimators = n_estimators
@@ -94,6 +105,9 @@ class _XGBBase(BaseEstimator):
         self.early_stopping_rounds = early_stopping_rounds
         self.eval_metric = eval_metric
         self.client = client
+        self.checkpoint_dir = checkpoint_dir
+        self.checkpoint_every = checkpoint_every
+        self.max_restarts = max_restarts
         self.xgb_params = xgb_params
 
     # Extra xgboost parameters round-trip through get_params/set_params (and so clone), the
@@ -122,9 +136,19 @@ class _XGBBase(BaseEstimator):
             return "cuda" if has_gpu() else "cpu"
         return self.device
 
+    def _check_fault_params(self):
+        check_positive_int(self.checkpoint_every, "checkpoint_every")
+        check_positive_int(self.max_restarts, "max_restarts", minimum=0)
+        if self.checkpoint_dir is not None and not isinstance(self.checkpoint_dir, (str, os.PathLike)):
+            raise ValidationError(
+                f"checkpoint_dir={self.checkpoint_dir!r} must be None or a folder path (on a "
+                "file system the workers and this process share)."
+            )
+
     def _xgb_kwargs(self):
         check_positive_int(self.n_estimators, "n_estimators")
         check_positive_int(self.max_depth, "max_depth", minimum=0)
+        self._check_fault_params()
         params = dict(self.xgb_params)
         params.setdefault("tree_method", "hist")
         params.update(
@@ -143,7 +167,7 @@ class _XGBBase(BaseEstimator):
             y, X, estimator=type(self).__name__, classifier=self._kind == "classifier"
         )
 
-    def fit(self, X, y, *, eval_set=None, sample_weight=None):
+    def fit(self, X, y, *, eval_set=None, sample_weight=None, xgb_model=None):
         """Fit the booster.
 
         Parameters
@@ -154,6 +178,9 @@ class _XGBBase(BaseEstimator):
         eval_set : list of (X, y) pairs, optional
             Evaluated every round; the last one drives ``early_stopping_rounds``.
         sample_weight : array-like or dask array of shape (n_samples,), optional
+        xgb_model : xgboost.Booster or str, optional
+            Continue training this model (or model file, e.g. a checkpoint) with
+            ``n_estimators`` more rounds, as in xgboost.
 
         Returns
         -------
@@ -164,11 +191,23 @@ class _XGBBase(BaseEstimator):
         ValidationError
             Bad values or shapes, one class only, unknown engine/device, early stopping
             without an eval set, unknown chunk sizes.
+        WorkerLostError
+            A worker died during a dask fit and no restart is left (``max_restarts``); the
+            message names the worker and the last checkpoint to resume from.
+
+        Notes
+        -----
+        With ``checkpoint_dir`` the booster is saved every ``checkpoint_every`` rounds as
+        ``xgb-<fit tag>-<rounds>.ubj`` (by rank 0 on the dask engine: the folder must be
+        reachable from the workers and from this process). With ``max_restarts`` a fit that
+        lost a worker trains again on the live workers, from the last checkpoint of this fit
+        when there is one (its remaining rounds only), else from the start. A restart's
+        early-stopping count and ``evals_result_`` begin at the checkpoint.
         """
         with using_client(self.client):
-            return self._fit(X, y, eval_set, sample_weight)
+            return self._fit(X, y, eval_set, sample_weight, xgb_model)
 
-    def _fit(self, X, y, eval_set, sample_weight):
+    def _fit(self, X, y, eval_set, sample_weight, xgb_model=None):
         engine = resolve_engine(self.engine, X, y, sample_weight)
         X = validate_X(X)
         y, classes = self._check_y(y, X)
@@ -198,10 +237,14 @@ class _XGBBase(BaseEstimator):
             evals = [(Xe, _encode(ye, self.classes_)) for Xe, ye in evals]
         self.n_features_in_ = X.shape[1]
         self.engine_ = engine
+        self.restarts_, self.failures_, self.last_checkpoint_ = 0, [], None
+        self._tag = uuid.uuid4().hex[:10]  # names this fit's checkpoints
+        if self.checkpoint_dir is not None:
+            os.makedirs(self.checkpoint_dir, exist_ok=True)
         if engine == "local":
-            model = self._fit_local(X, y, evals, sample_weight, params)
+            model = self._fit_local(X, y, evals, sample_weight, params, xgb_model)
         else:
-            model = self._fit_dask(X, y, evals, sample_weight, params)
+            model = self._fit_dask(X, y, evals, sample_weight, params, xgb_model)
         self.booster_ = model.get_booster()
         self.best_iteration_ = getattr(model, "best_iteration", None) if self.early_stopping_rounds else None
         self.evals_result_ = model.evals_result() if evals else {}
@@ -210,7 +253,23 @@ class _XGBBase(BaseEstimator):
     def _local_class(self, xgboost):
         return xgboost.XGBClassifier if self._kind == "classifier" else xgboost.XGBRegressor
 
-    def _fit_local(self, X, y, evals, w, params):
+    def _with_checkpoints(self, params):
+        """``params`` plus the checkpoint callback when ``checkpoint_dir`` is set."""
+        if self.checkpoint_dir is None:
+            return params
+        from ._xgb_checkpoint import CheckpointCallback
+
+        cb = CheckpointCallback(self.checkpoint_dir, self._tag, self.checkpoint_every)
+        return {**params, "callbacks": [*(params.get("callbacks") or []), cb]}
+
+    def _latest_checkpoint(self):
+        if self.checkpoint_dir is None:
+            return None, 0
+        from ._xgb_checkpoint import latest_checkpoint
+
+        return latest_checkpoint(self.checkpoint_dir, self._tag)
+
+    def _fit_local(self, X, y, evals, w, params, xgb_model=None):
         xgboost = import_optional("xgboost")
         n_jobs = self.n_jobs
         if n_jobs is None:
@@ -222,28 +281,91 @@ class _XGBBase(BaseEstimator):
         def np_(a):
             return a.compute() if is_dask_collection(a) else a
 
-        model = self._local_class(xgboost)(n_jobs=n_jobs, **params)
+        model = self._local_class(xgboost)(n_jobs=n_jobs, **self._with_checkpoints(params))
         model.fit(
             np_(X), np_(y), sample_weight=np_(w),
             eval_set=[(np_(a), np_(b)) for a, b in evals] or None, verbose=False,
+            xgb_model=xgb_model,
         )
+        self.last_checkpoint_ = self._latest_checkpoint()[0]
         return model
 
-    def _fit_dask(self, X, y, evals, w, params):
+    def _fit_dask(self, X, y, evals, w, params, xgb_model=None):
         import_optional("xgboost")
+        import xgboost
         import xgboost.dask as dxgb
 
         client = get_client(self.client, what=f"{type(self).__name__}(engine='dask')")
-        Xd, yd, wd = balanced_persist(
-            client, [as_dask(X), as_dask(y), None if w is None else as_dask(w)]
-        )
-        evals = [tuple(balanced_persist(client, [as_dask(a), as_dask(b)])) for a, b in evals]
         klass = dxgb.DaskXGBClassifier if self._kind == "classifier" else dxgb.DaskXGBRegressor
-        model = klass(coll_cfg=_tracker_config(client), **params)
-        model.client = client
-        model.fit(Xd, yd, sample_weight=wd, eval_set=evals or None, verbose=False)
+        total = params["n_estimators"]
+        start, done = xgb_model, 0
+        while True:
+            # Persisted again on every attempt: blocks lost with a worker are recomputed and
+            # spread over the workers alive now (xgboost.dask trains only where data lives).
+            Xd, yd, wd = balanced_persist(
+                client, [as_dask(X), as_dask(y), None if w is None else as_dask(w)]
+            )
+            evals_d = [tuple(balanced_persist(client, [as_dask(a), as_dask(b)])) for a, b in evals]
+            model = klass(
+                coll_cfg=_tracker_config(client),
+                **self._with_checkpoints({**params, "n_estimators": total - done}),
+            )
+            model.client = client
+            watch = WorkerWatch(client)
+            try:
+                model.fit(Xd, yd, sample_weight=wd, eval_set=evals_d or None, verbose=False,
+                          xgb_model=start)
+                break
+            except Exception as exc:
+                lost = watch.lost(wait=2.0)
+                if not lost:
+                    raise
+                path, rounds = self._latest_checkpoint()
+                self.last_checkpoint_ = path
+                self.failures_.append(self._lost_message(lost, exc, path, rounds, total))
+                if self.restarts_ >= self.max_restarts:
+                    raise WorkerLostError(self.failures_[-1] + self._resume_hint(path, rounds, total)) from exc
+                self.restarts_ += 1
+                logger.warning("%s; restart %d of %d", self.failures_[-1], self.restarts_, self.max_restarts)
+                if path is not None:
+                    start, done = xgboost.Booster(model_file=path), rounds
+                else:
+                    start, done = xgb_model, 0
+                if done >= total:  # the last round was saved before the loss: nothing to do
+                    model = _Trained(start)
+                    break
+                client.wait_for_workers(1, timeout=_config_timeout())
         self.n_jobs_ = None
+        if self.checkpoint_dir is not None:
+            self.last_checkpoint_ = self._latest_checkpoint()[0]
         return model
+
+    @staticmethod
+    def _lost_message(lost, exc, path, rounds, total):
+        names = ", ".join(f"{a!r}" + (" (retired)" if expected else "") for a, expected in lost)
+        # xgboost's message is a stack of "[file:line|time]: ..." lines; the one that says
+        # what failed ("Ring Allreduce failed.") is the useful one.
+        lines = [ln.strip(" -") for ln in str(exc).splitlines() if ln.strip(" -")]
+        first = next((ln for ln in lines if "failed" in ln.lower()), lines[0] if lines else "")
+        first = first.split("]: ", 1)[-1][:200]
+        saved = f"last checkpoint after {rounds} of {total} rounds" if path else "no checkpoint"
+        return (
+            f"worker {names} left the cluster during the xgboost fit, which broke xgboost's "
+            f"communication ring ({type(exc).__name__}: {first}); {saved}"
+        )
+
+    def _resume_hint(self, path, rounds, total):
+        name = type(self).__name__
+        if path is None:
+            return (
+                f". Fit again, with checkpoint_dir=... (every checkpoint_every rounds) and "
+                f"max_restarts=1 to resume automatically: {name}(..., checkpoint_dir='ckpt/', "
+                "max_restarts=1)."
+            )
+        return (
+            f" ({path!r}). Resume with {name}(n_estimators={total - rounds}, ...).fit(X, y, "
+            f"xgb_model={path!r}), or set max_restarts to restart automatically."
+        )
 
     # ------------------------------------------------------------------ predict
     def _iteration_range(self):
@@ -295,6 +417,27 @@ def _tracker_config(client):
     return Config(tracker_host_ip=scheduler_host(client))
 
 
+def _config_timeout():
+    import dask.config
+
+    return dask.config.get("distributed.comm.timeouts.connect", "30s")
+
+
+class _Trained:
+    """A finished booster in the shape of a fitted xgboost model (a restart had nothing left)."""
+
+    best_iteration = None
+
+    def __init__(self, booster):
+        self._booster = booster
+
+    def get_booster(self):
+        return self._booster
+
+    def evals_result(self):
+        return {}
+
+
 class _BoosterPredictor:
     def __init__(self, booster, iteration_range):
         self.booster = booster
@@ -328,6 +471,14 @@ class XGBClassifier(ClassifierMixin, _XGBBase):
     eval_metric : str, list or None
     client : distributed.Client or None
         Resolved late with ``distributed.get_client()``; never pickled.
+    checkpoint_dir : str or path, optional
+        Save the booster every ``checkpoint_every`` rounds into this folder (shared by the
+        workers and this process on a multi-host cluster); see :meth:`fit`.
+    checkpoint_every : int
+        Rounds between checkpoints.
+    max_restarts : int
+        Dask engine: how many times a fit that lost a worker trains again on the live workers
+        (from the last checkpoint when there is one). 0: raise ``WorkerLostError`` at once.
     **xgb_params
         Any other xgboost parameter (``tree_method`` defaults to ``"hist"``).
 
@@ -339,6 +490,12 @@ class XGBClassifier(ClassifierMixin, _XGBBase):
     best_iteration_ : int or None
     evals_result_ : dict
     engine_ : str
+    restarts_ : int
+        Restarts after lost workers (dask engine).
+    failures_ : list of str
+        What each lost worker broke.
+    last_checkpoint_ : str or None
+        Newest checkpoint file of this fit.
 
     See Also
     --------
