@@ -170,7 +170,9 @@ class _XGBBase(BaseEstimator):
 
     def _fit(self, X, y, eval_set, sample_weight):
         engine = resolve_engine(self.engine, X, y, sample_weight)
-        X = validate_X(X)
+        # A dask X is checked for NaN/inf once materialised (computed by the local engine,
+        # persisted by the dask engine), not by a pass of its own that would compute it twice.
+        X = validate_X(X, allow_nan=is_dask_collection(X))
         y, classes = self._check_y(y, X)
         if sample_weight is not None:
             sample_weight = check_array(sample_weight, name="sample_weight", ndim=1)
@@ -184,7 +186,7 @@ class _XGBBase(BaseEstimator):
         evals = []
         for i, pair in enumerate(eval_set or []):
             Xe, ye = pair
-            Xe = validate_X(Xe, name=f"eval_set[{i}][0]")
+            Xe = validate_X(Xe, name=f"eval_set[{i}][0]", allow_nan=is_dask_collection(Xe))
             ye, _ = self._check_y(ye, Xe)
             if Xe.shape[1] != X.shape[1]:
                 raise ValidationError(
@@ -222,10 +224,16 @@ class _XGBBase(BaseEstimator):
         def np_(a):
             return a.compute() if is_dask_collection(a) else a
 
+        def checked(a, name):
+            return validate_X(a.compute(), name=name) if is_dask_collection(a) else a
+
         model = self._local_class(xgboost)(n_jobs=n_jobs, **params)
         model.fit(
-            np_(X), np_(y), sample_weight=np_(w),
-            eval_set=[(np_(a), np_(b)) for a, b in evals] or None, verbose=False,
+            checked(X, "X"), np_(y), sample_weight=np_(w),
+            eval_set=[
+                (checked(a, f"eval_set[{i}][0]"), np_(b)) for i, (a, b) in enumerate(evals)
+            ] or None,
+            verbose=False,
         )
         return model
 
@@ -237,7 +245,14 @@ class _XGBBase(BaseEstimator):
         Xd, yd, wd = balanced_persist(
             client, [as_dask(X), as_dask(y), None if w is None else as_dask(w)]
         )
+        evals_in = evals
         evals = [tuple(balanced_persist(client, [as_dask(a), as_dask(b)])) for a, b in evals]
+        # The NaN check of a dask input, now on the persisted blocks (no second computation).
+        if is_dask_collection(X):
+            validate_X(Xd)
+        for i, (pair, (Xe, _)) in enumerate(zip(evals, evals_in)):
+            if is_dask_collection(Xe):
+                validate_X(pair[0], name=f"eval_set[{i}][0]")
         klass = dxgb.DaskXGBClassifier if self._kind == "classifier" else dxgb.DaskXGBRegressor
         model = klass(**params)
         model.client = client
@@ -267,7 +282,10 @@ class _XGBBase(BaseEstimator):
         if client is not None:
             import xgboost.dask as dxgb
 
-            return dxgb.inplace_predict(client, self.booster_, X, iteration_range=rng)
+            # as_current: xgboost's _get_client calls distributed.get_client() even when
+            # given a client, which fails for an explicit client that is not the default.
+            with client.as_current():
+                return dxgb.inplace_predict(client, self.booster_, X, iteration_range=rng)
         # No distributed client: one booster key in the graph, applied blockwise.
         multi = self._kind == "classifier" and self.n_classes_ > 2
         return blockwise_apply(
