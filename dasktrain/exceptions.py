@@ -15,6 +15,7 @@ __all__ = [
     "DDPError",
     "WorkloadError",
     "Unavailable",
+    "InsufficientMemoryError",
     "DasktrainWarning",
     "SkippedFilesWarning",
 ]
@@ -58,6 +59,10 @@ class WorkloadError(ValidationError):
 
 class Unavailable(DasktrainError):
     """Raised by a workload whose part of dasktrain (or an optional package) is not available."""
+
+
+class InsufficientMemoryError(DasktrainError, MemoryError):
+    """Raised before a local-engine step whose estimated memory exceeds what is available."""
 
 
 class DasktrainWarning(UserWarning):
