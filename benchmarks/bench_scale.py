@@ -226,7 +226,8 @@ def header():
 def format_row(r):
     r = dict(r, peak_tree_MiB=r.get("peak_tree_bytes", math.nan) / 2**20)
     if r.get("status", "ok") != "ok":
-        return f"{r['engine']:>8} {r['features']:>8} {r['n_images']:>8}  {r['status']}: {r['error']}"
+        where = f"{r['engine']:>8} {r['features']:>8} {r['n_images']:>8}"
+        return f"{where}  {r['status']}: {r['error']}"
     return " ".join(f"{r.get(k, math.nan):>{max(len(k), 8)}{spec}}" for k, spec in COLUMNS)
 
 

@@ -138,7 +138,8 @@ def _check_counts(n_per_class):
         if set(n_per_class) != set(XRAY_CLASSES):
             raise ValidationError(
                 f"n_per_class={n_per_class!r} must give a count for each class "
-                f"{list(XRAY_CLASSES)!r}, e.g. {{'NORMAL': 1583, 'PNEUMONIA': 4273}}, or be one int."
+                f"{list(XRAY_CLASSES)!r}, e.g. {{'NORMAL': 1583, 'PNEUMONIA': 4273}}, or be one "
+                "int."
             )
         return {
             c: check_positive_int(n_per_class[c], f"n_per_class[{c!r}]", minimum=2)

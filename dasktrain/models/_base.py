@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import uuid
 
 import numpy as np
 
@@ -156,8 +157,6 @@ class BlockRunner:
             ``func``'s results, in block order. An exception raised by ``func`` on a worker is
             raised here.
         """
-        import uuid
-
         from dask.sizeof import sizeof
 
         idx = list(range(self.n_blocks))
@@ -297,13 +296,15 @@ def balanced_persist(client, arrays):
             move.append(i)
     if not move:
         return arrays
+    token = uuid.uuid4().hex
     for i in move:
         target = min(load, key=load.get)
         load[target] += 1
-        for b in blocks:
+        for j, b in enumerate(blocks):
             if b is not None:
                 b[i] = client.submit(
-                    _identity, b[i], workers=[target], allow_other_workers=False, pure=False
+                    _identity, b[i], workers=[target], allow_other_workers=False, pure=False,
+                    key=f"rebalance-{token}-{j}-{i}",
                 )
     with client.as_current():
         wait([f for b in blocks if b for f in b])
