@@ -16,6 +16,7 @@ __all__ = [
     "WorkerLostError",
     "WorkloadError",
     "Unavailable",
+    "InsufficientMemoryError",
     "DasktrainWarning",
     "SkippedFilesWarning",
 ]
@@ -64,6 +65,10 @@ class WorkloadError(ValidationError):
 
 class Unavailable(DasktrainError):
     """Raised by a workload whose part of dasktrain (or an optional package) is not available."""
+
+
+class InsufficientMemoryError(DasktrainError, MemoryError):
+    """Raised before a local-engine step whose estimated memory exceeds what is available."""
 
 
 class DasktrainWarning(UserWarning):

@@ -54,6 +54,7 @@ from ._validation import check_engine, check_positive_int, is_dask_collection
 from .exceptions import (
     DatasetLayoutError,
     ImageReadError,
+    InsufficientMemoryError,
     SkippedFilesWarning,
     ValidationError,
 )
@@ -621,6 +622,10 @@ def read_images(
         With ``errors="raise"``, for files or folders that cannot be read (all of them are
         named). For the dask engine, files whose header is fine but whose pixels are not raise
         at compute time.
+    InsufficientMemoryError
+        With ``engine="local"``, before anything is decoded, when the images would need more
+        than 90% of the memory available now (the message gives both numbers and suggests
+        ``engine="dask"``).
 
     See Also
     --------
@@ -664,6 +669,7 @@ def read_images(
         _check_any_left(paths, skipped)
 
     if engine == "local":
+        _check_fits_in_memory(len(paths), size, color)
         X, failures = _decode_many(paths, size, color)
         if failures:
             bad = [(p, r) for _, p, r in failures]
@@ -702,6 +708,33 @@ def read_images(
     )
     logger.info("read_images: %r", result)
     return result
+
+
+#: The local engine refuses to start when its array needs more than this share of the memory
+#: available now: the rest of the process (and the next step) needs some too.
+_MEMORY_HEADROOM = 0.9
+
+
+def _check_fits_in_memory(n, size, color):
+    """Raise :class:`InsufficientMemoryError` before decoding ``n`` images that cannot fit.
+
+    The decoded array is allocated lazily by the OS, so without this check the process only
+    dies (killed for memory) far into the decoding; the estimate needs no allocation.
+    """
+    import psutil
+
+    h, w = size
+    c = COLORS[color]
+    need = n * h * w * c * np.dtype(np.float32).itemsize
+    available = psutil.virtual_memory().available
+    if need > _MEMORY_HEADROOM * available:
+        raise InsufficientMemoryError(
+            f"read_images(engine='local') would hold {n} images of {h}x{w}x{c} float32 in "
+            f"memory: {need / 2**30:.2f} GiB, but only {available / 2**30:.2f} GiB is available "
+            f"(the local engine uses at most {_MEMORY_HEADROOM:.0%} of it). Use engine='dask', "
+            "which decodes chunk by chunk on the workers, or read fewer or smaller images "
+            "(size=, color='gray')."
+        )
 
 
 def _check_any_left(paths, skipped):

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = ROOT / "benchmarks"
 ASV = Path(sys.executable).with_name("asv")
 # One module per capability; the issues that own them say what each one measures.
-EXPECTED = {"bench_images", "bench_features", "bench_models", "bench_ddp", "bench_monitor"}
+EXPECTED = {"bench_images", "bench_features", "bench_models", "bench_ddp", "bench_monitor",
+            "bench_scale", "bench_study"}
 # The method prefixes asv turns into benchmarks.
 PREFIXES = ("time_", "timeraw_", "track_", "mem_", "peakmem_")
 
@@ -166,3 +167,47 @@ def test_benchmark_module_params_consistent(name):
                     "asv process; track peak cluster memory with MemorySampler instead"
                 )
     assert not problems, "\n".join(problems)
+
+
+def _script(name, *args, timeout=600):
+    """Run ``benchmarks/<name>.py`` as the lead would, at a tiny size; return its stdout."""
+    import os
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, str(BENCH_DIR / f"{name}.py"), *args], cwd=ROOT, capture_output=True,
+        text=True, timeout=timeout, check=False, env=env,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_growth_per_4x():
+    from benchmarks.bench_scale import growth_per_4x
+
+    assert growth_per_4x(2000, 10.0, 8000, 40.0) == pytest.approx(4.0)  # linear
+    assert growth_per_4x(2000, 10.0, 8000, 10.0) == pytest.approx(1.0)  # flat
+    # 8,000 -> 30,000 is 3.75x: a linear growth still reads 4.0 per 4x
+    assert growth_per_4x(8000, 1.0, 30000, 3.75) == pytest.approx(4.0)
+
+
+@pytest.mark.timeout(600)
+def test_bench_scale_script_runs_at_a_tiny_size():
+    out = _script("bench_scale", "--sizes", "48,192", "--features", "hog", "--memory-limit",
+                  "1GB")
+    rows = [line.split() for line in out.splitlines() if line.split()[:2] in
+            (["local", "hog"], ["dask", "hog"])]
+    # each cell printed as it finishes, then once more in the final table with its growth
+    assert len(rows) == 8 and all(len(r) == 11 for r in rows), out
+    assert "error" not in out
+
+
+@pytest.mark.timeout(600)
+def test_bench_study_script_runs_at_a_tiny_size():
+    out = _script("bench_study", "--normal", "6", "--pneumonia", "14", "--size", "32", "--cv",
+                  "2", "--repeat", "1", "--mlp-max-iter", "20")
+    assert "20 images (6 NORMAL, 14 PNEUMONIA)" in out
+    assert "-> 512-d features" in out  # VGG19 at 32x32 flattened: 512 x 1 x 1
+    for workload in ("vgg19_features", "logreg_cv", "naive_bayes_cv", "mlp_cv"):
+        assert sum(line.split()[:1] == [workload] for line in out.splitlines()) == 2, out
+    assert " error" not in out

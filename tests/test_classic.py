@@ -115,7 +115,7 @@ def test_cross_validate_scatters_once_and_repeats(data, client):
 
     with get_task_stream(client) as ts:
         first = cross_validate(GaussianNB(), X, y, cv=5, engine="dask", client=client)
-    folds = [t for t in ts.data if t["key"].startswith("_fold")]
+    folds = [t for t in ts.data if t["key"].startswith("cv-fold-")]
     assert len(folds) == 5
     # Every fold reads the same scattered X: one X-sized transfer at most, not one per fold.
     transfers = [s for t in folds for s in t["startstops"] if s["action"] == "transfer"]

@@ -254,17 +254,15 @@ def test_kmeans_fit_survives_a_killed_worker(fault_client):
     from dasktrain.models import KMeans
 
     client = fault_client
-    # Uniform noise: Lloyd runs all max_iter iterations (blobs converge in one). 128 features,
-    # not 512: with n_clusters x n_features above ~2000 values KMeans(engine="dask") crashes
-    # the scheduler with no fault at all (BlockRunner.map passes the centers as a client.map
-    # keyword: the trap of issue 10, fixed there). Raise it once that lands.
-    X = np.random.default_rng(0).random((12000, 128), dtype=np.float32)
+    # Uniform noise: Lloyd runs all max_iter iterations (blobs converge in one), at the width
+    # of resnet18 features.
+    X = np.random.default_rng(0).random((12000, 512), dtype=np.float32)
     Xd = da.from_array(X, chunks=(1000, -1))
     params = dict(n_clusters=8, engine="dask", client=client, tol=0, max_iter=60, random_state=0)
     ref = KMeans(**params).fit(Xd)
-    # Each pass is one tiny task per block (key prefix "call_block"), too short to catch one
-    # running: 20 passes done of about 70 is the middle of the fit.
-    killer = Killer(client, tasks_in_flight("call_block", min_done=20 * 12, busy=False))
+    # Each Lloyd pass is one short task per block (key prefix "kmeans-lloyd"), too short to
+    # catch one running: 20 passes done of 60 is the middle of the fit.
+    killer = Killer(client, tasks_in_flight("kmeans-lloyd", min_done=20 * 12, busy=False))
     km = KMeans(**params).fit(Xd)
     assert killer.check() < RECOVERY_S
     # The blocks lost with the worker are recomputed from the graph: the same model.

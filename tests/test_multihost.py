@@ -270,24 +270,10 @@ def test_features(client, rig_client, images, kind):
     np.testing.assert_allclose(out["one host"], out["across hosts"], atol=1e-5, rtol=0)
 
 
-def _keyword_trap_in_block_runner():
-    # BlockRunner.map passed the centers to client.map as keywords, the Dask trap of
-    # DESIGN.md: at k=8 x 512 features (32 kB) the scheduler asserts and the shared session
-    # cluster is left broken. Fixed on the "sizes" branch (issue 10); remove this guard then.
-    import inspect
-
-    from dasktrain.models._base import BlockRunner
-
-    return "pure=False, **kwargs" in inspect.getsource(BlockRunner.map)
-
-
 def test_kmeans(client, rig_client, features):
     import dask.array as da
 
     from dasktrain.models import KMeans
-
-    if _keyword_trap_in_block_runner():
-        pytest.skip("KMeans at 512 features needs the BlockRunner keyword fix (issue 10)")
 
     F, _ = features
     out = {}

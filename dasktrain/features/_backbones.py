@@ -26,7 +26,7 @@ from ..exceptions import ValidationError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BACKBONES", "build", "feature_dim", "min_size", "head_prefixes"]
+__all__ = ["BACKBONES", "build", "feature_dim", "feature_map_size", "min_size", "head_prefixes"]
 
 BACKBONES = ("vgg19", "resnet18", "resnet34", "smallcnn")
 
@@ -66,6 +66,23 @@ def check_backbone(name):
 def feature_dim(name):
     """Length of the pooled feature vector of backbone ``name`` (channels of its last map)."""
     return _FEATURE_DIM[check_backbone(name)]
+
+
+def feature_map_size(name, height, width):
+    """Spatial size ``(h', w')`` of the last feature map of ``name`` for an image of that size.
+
+    VGG19 halves the size five times with 2x2 max pools (rounding down); the ResNets'
+    stride-2 stem conv, max pool and three stride-2 stages, and smallcnn's three stride-2
+    convs, each map a side ``s`` to ``(s - 1) // 2 + 1`` (padding keeps the rounding up).
+    """
+    check_backbone(name)
+    if name == "vgg19":
+        step, times = (lambda s: s // 2), 5
+    else:
+        step, times = (lambda s: (s - 1) // 2 + 1), (5 if name in _RESNET_LAYERS else 3)
+    for _ in range(times):
+        height, width = step(height), step(width)
+    return height, width
 
 
 def min_size(name):

@@ -152,12 +152,12 @@ class BaseImageFeatures(TransformerMixin, BaseEstimator):
     _local_step = 256
 
     # -- shared checks -------------------------------------------------------------------------
-    def _validate_network_params(self):
+    def _validate_network_params(self, pools=POOLS):
         """The checks every network extractor (torch or Keras) shares."""
         from .._validation import check_engine, check_positive_int
 
-        if self.pool not in POOLS:
-            raise ValidationError(f"pool={self.pool!r} must be one of {POOLS!r}.")
+        if self.pool not in pools:
+            raise ValidationError(f"pool={self.pool!r} must be one of {pools!r}.")
         if self.normalize not in NORMALIZE:
             raise ValidationError(f"normalize={self.normalize!r} must be one of {NORMALIZE!r}.")
         check_positive_int(self.batch_size, "batch_size")

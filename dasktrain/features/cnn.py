@@ -17,6 +17,7 @@ from .._compat import import_optional
 from ..exceptions import ValidationError, WeightsError
 from . import _backbones
 from ._base import (
+    POOLS,
     BaseImageFeatures,
     as_channels,
     check_finite_block,
@@ -179,6 +180,19 @@ def build_model(spec):
     return model.to(device), device
 
 
+#: pool choices of CNNFeatures: the shared global pools, plus the whole map flattened
+CNN_POOLS = POOLS + ("flatten",)
+
+
+def n_cnn_features(backbone, pool, height, width):
+    """Feature length of ``backbone`` with ``pool`` for ``height x width`` images."""
+    channels = _backbones.feature_dim(backbone)
+    if pool != "flatten":
+        return channels
+    h, w = _backbones.feature_map_size(backbone, height, width)
+    return channels * h * w
+
+
 def cnn_block(block, *, spec, pool, batch_size, normalize, n_threads=None):
     """Features of one numpy chunk of images ``(n, h, w, c)`` -> ``(n, d)`` float32.
 
@@ -187,7 +201,7 @@ def cnn_block(block, *, spec, pool, batch_size, normalize, n_threads=None):
     """
     torch = import_optional("torch", "torch")
     block = np.asarray(block, dtype=np.float32)
-    d = _backbones.feature_dim(spec[1])
+    d = n_cnn_features(spec[1], pool, block.shape[1], block.shape[2])
     if len(block) == 0:
         return np.empty((0, d), np.float32)
     check_finite_block(block)
@@ -205,7 +219,10 @@ def cnn_block(block, *, spec, pool, batch_size, normalize, n_threads=None):
     with torch.inference_mode():
         for s in range(0, len(x), batch_size):
             fmap = model(torch.from_numpy(x[s : s + batch_size]).to(device))
-            pooled = fmap.mean(dim=(2, 3)) if pool == "avg" else fmap.amax(dim=(2, 3))
+            if pool == "flatten":
+                pooled = fmap.flatten(1)
+            else:
+                pooled = fmap.mean(dim=(2, 3)) if pool == "avg" else fmap.amax(dim=(2, 3))
             out[s : s + batch_size] = pooled.float().cpu().numpy()
     return out
 
@@ -227,8 +244,10 @@ class CNNFeatures(BaseImageFeatures):
         torchvision-compatible state dict (``torch.save(model.state_dict(), path)``), loaded
         with ``weights_only=True``; head keys (``fc.*`` / ``classifier.*``) are ignored.
         ``"imagenet"``: torchvision's checkpoint from the torch hub cache; never downloaded.
-    pool : {"avg", "max"}, default "avg"
-        Global pooling of the last feature map.
+    pool : {"avg", "max", "flatten"}, default "avg"
+        Global pooling of the last feature map, or ``"flatten"``: the whole map as one
+        vector (``channels x h' x w'``; VGG19 on 128x128 images gives 512 x 4 x 4 = 8192
+        values, the features of the chest X-ray study).
     batch_size : int, default 64
         Images per forward pass.
     device : {"auto", "cpu", "cuda"}, default "auto"
@@ -310,7 +329,7 @@ class CNNFeatures(BaseImageFeatures):
         _backbones.check_backbone(self.backbone)
         if self.device not in DEVICES:
             raise ValidationError(f"device={self.device!r} must be one of {DEVICES!r}.")
-        self._validate_network_params()
+        self._validate_network_params(pools=CNN_POOLS)
         w = self.weights
         if w is None:
             return
@@ -345,7 +364,7 @@ class CNNFeatures(BaseImageFeatures):
             )
 
     def _n_features(self, shape):
-        return _backbones.feature_dim(self.backbone)
+        return n_cnn_features(self.backbone, self.pool, shape[1], shape[2])
 
     def _spec(self):
         w = self.weights

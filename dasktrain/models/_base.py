@@ -13,8 +13,10 @@ Two concerns live here and nowhere else in :mod:`dasktrain.models` (client looku
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import uuid
 
 import numpy as np
 
@@ -127,29 +129,73 @@ class BlockRunner:
             wait(futs)
         return a, futs
 
-    def map(self, func, **kwargs):
+    def map(self, func, *, name=None, **kwargs):
         """Call ``func(*blocks_i, block_index=i, row_offset=o, **kwargs)`` for every block.
 
-        Returns the list of results, in block order.
+        The keyword arguments never reach ``client.map`` as keywords: distributed turns a
+        keyword value over 100 kB into a graph node keyed by the argument's *name* (``'C'``),
+        the same key in every call, which crashed the scheduler (``AssertionError: <TaskState
+        'C' processing>``) and hung the client. They are bound with :func:`functools.partial`
+        instead (one copy in the pickled graph); a value over ``SCATTER_BYTES`` is scattered
+        once under a fresh key and passed as a future, so each worker fetches it once rather
+        than once per task.
+
+        Parameters
+        ----------
+        func : callable
+            Module-level function (pickled by reference).
+        name : str, optional
+            Key prefix shown on the dashboard (``"kmeans-lloyd"``); ``func``'s name by
+            default. Every call gets fresh keys (``<name>-<uuid>-<block>``): results of two
+            calls are never shared.
+        **kwargs
+            Passed to every call of ``func``.
+
+        Returns
+        -------
+        list
+            ``func``'s results, in block order. An exception raised by ``func`` on a worker is
+            raised here.
         """
+        from dask.sizeof import sizeof
+
         idx = list(range(self.n_blocks))
         offs = [int(o) for o in self.offsets[:-1]]
-        if self.client is not None:
-            futs = self.client.map(
-                _call_block, [func] * len(idx), idx, offs, *self.blocks, pure=False, **kwargs
-            )
-            return self.client.gather(futs)
-        import dask
+        prefix = name or getattr(func, "__name__", "block").strip("_").replace("_", "-")
+        token = uuid.uuid4().hex
+        keys = [f"{prefix}-{token}-{i}" for i in idx]
+        if self.client is None:
+            import dask
 
-        tasks = [
-            dask.delayed(_call_block, pure=False)(func, i, o, *[b[i] for b in self.blocks], **kwargs)
-            for i, o in zip(idx, offs)
-        ]
-        return list(dask.compute(*tasks))
+            bound = functools.partial(_call_block, func, (), **kwargs)
+            tasks = [
+                dask.delayed(bound, pure=False)(i, o, *[b[i] for b in self.blocks], dask_key_name=k)
+                for i, o, k in zip(idx, offs, keys)
+            ]
+            return list(dask.compute(*tasks))
+        large = [k for k, v in kwargs.items() if sizeof(v) > SCATTER_BYTES]
+        small = {k: v for k, v in kwargs.items() if k not in large}
+        # hash=False: a fresh key, so an equal value of an earlier pass being released cannot
+        # take this one with it.
+        shared = [self.client.scatter(kwargs[k], hash=False) for k in large]
+        bound = functools.partial(_call_block, func, tuple(large), **small)
+        futs = self.client.map(
+            bound, idx, offs, *self.blocks, *[[f] * len(idx) for f in shared],
+            key=keys, pure=False,
+        )
+        return self.client.gather(futs)
 
 
-def _call_block(func, block_index, row_offset, *blocks, **kwargs):
-    return func(*blocks, block_index=block_index, row_offset=row_offset, **kwargs)
+#: Keyword arguments of :meth:`BlockRunner.map` larger than this (bytes) are scattered once
+#: per pass instead of travelling inside every task (k-means|| candidates at 8192-d: MBs).
+SCATTER_BYTES = 1 << 20
+
+
+def _call_block(func, shared_names, block_index, row_offset, *args, **kwargs):
+    """One block: ``args`` are the blocks, then the values of ``shared_names`` (scattered)."""
+    n_blocks = len(args) - len(shared_names)
+    kwargs.update(zip(shared_names, args[n_blocks:]))
+    return func(*args[:n_blocks], block_index=block_index, row_offset=row_offset, **kwargs)
 
 
 def blockwise_apply(obj, method, X, *, dtype, n_columns=None):
@@ -250,13 +296,15 @@ def balanced_persist(client, arrays):
             move.append(i)
     if not move:
         return arrays
+    token = uuid.uuid4().hex
     for i in move:
         target = min(load, key=load.get)
         load[target] += 1
-        for b in blocks:
+        for j, b in enumerate(blocks):
             if b is not None:
                 b[i] = client.submit(
-                    _identity, b[i], workers=[target], allow_other_workers=False, pure=False
+                    _identity, b[i], workers=[target], allow_other_workers=False, pure=False,
+                    key=f"rebalance-{token}-{j}-{i}",
                 )
     with client.as_current():
         wait([f for b in blocks if b for f in b])
@@ -298,8 +346,14 @@ def validate_X(X, *, name="X", allow_nan=False):
 
 
 def validate_fitted_X(estimator, X, *, name="X"):
-    """``validate_X`` for a fitted estimator: also checks the number of features it was fit on."""
-    X = validate_X(X, name=name)
+    """``validate_X`` for a fitted estimator: also checks the number of features it was fit on.
+
+    The NaN check of a dask ``X`` runs on the estimator's ``client`` when it has one: a
+    client that is not the default must also compute the checks of ``predict`` (an array
+    persisted on it is unknown to any other scheduler).
+    """
+    with using_client(getattr(estimator, "client", None)):
+        X = validate_X(X, name=name)
     if X.shape[1] != estimator.n_features_in_:
         raise ValidationError(
             f"{name} has {X.shape[1]} features, but {type(estimator).__name__} is expecting "

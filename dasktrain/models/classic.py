@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone, is_classifier
@@ -49,13 +50,19 @@ _OWN_PARAMS = ("engine", "client")
 
 
 def _fit_estimator(est, X, y, sample_weight):
-    """Runs in a task on the dask engine (X, y arrive as numpy, gathered on the cluster)."""
+    """Fit on numpy X, y: in this process (local engine) or in one task (dask engine).
+
+    X is checked for NaN/inf here, where it is materialised anyway: a dask X checked before
+    would be computed twice (for features of images: every file read and decoded twice).
+    """
+    X = validate_X(X)
     kw = {} if sample_weight is None else {"sample_weight": sample_weight}
     return est.fit(X, y, **kw)
 
 
 def _check_xy(X, y, estimator):
-    X = validate_X(X)
+    """Shape, dtype and target checks; the NaN check of a dask X waits for ``_fit_estimator``."""
+    X = validate_X(X, allow_nan=is_dask_collection(X))
     y, _ = validate_y(y, X, estimator=estimator)
     return X, y
 
@@ -108,8 +115,11 @@ class _SklearnClassifier(ClassifierMixin, BaseEstimator):
         else:
             import dask
 
+            # A readable, fresh key: "fit-logisticregression-<uuid>" on the dashboard.
             task = dask.delayed(_fit_estimator, pure=False)(
-                est, as_dask(X), as_dask(y), None if sample_weight is None else as_dask(sample_weight)
+                est, as_dask(X), as_dask(y),
+                None if sample_weight is None else as_dask(sample_weight),
+                dask_key_name=f"fit-{type(est).__name__.lower()}-{uuid.uuid4().hex}",
             )
             client = maybe_client(self.client)
             est = client.compute(task).result() if client is not None else task.compute()
@@ -297,8 +307,11 @@ def cross_validate(
     from sklearn.model_selection import cross_validate as sk_cross_validate
 
     engine = resolve_engine(engine, X, y)
-    X = validate_X(X)
-    y, _ = validate_y(y, X, estimator="cross_validate", classifier=is_classifier(estimator))
+    # The checks of a dask X (NaN, labels) run on the given client: an X persisted on a client
+    # that is not the default is unknown to any other scheduler.
+    with using_client(client):
+        X = validate_X(X)
+        y, _ = validate_y(y, X, estimator="cross_validate", classifier=is_classifier(estimator))
     params = estimator.get_params(deep=False)
     if "engine" in params:
         # A dasktrain estimator runs locally inside its fold; rebuilt rather than cloned so
@@ -327,9 +340,15 @@ def cross_validate(
         else client.scatter(X, broadcast=False, hash=False)
     )
     y_f = client.scatter(y_local, broadcast=False, hash=False)
+    # Everything positional (a keyword array would become a graph node keyed by its name);
+    # fresh, readable keys: "cv-fold-<uuid>-<i>" on the dashboard.
+    token = uuid.uuid4().hex
     futures = [
-        client.submit(_fold, estimator, X_f, y_f, tr, te, scorer, return_train_score, pure=False)
-        for tr, te in splits
+        client.submit(
+            _fold, estimator, X_f, y_f, tr, te, scorer, return_train_score,
+            key=f"cv-fold-{token}-{i}", pure=False,
+        )
+        for i, (tr, te) in enumerate(splits)
     ]
     results = client.gather(futures)
     out = {

@@ -190,6 +190,10 @@ def _first_row(X, w, *, block_index, row_offset):
     return X[0].astype(np.float64) if len(X) else None
 
 
+def _label_block(X, w, *, block_index, row_offset, C):
+    return _predict_block(X, C)
+
+
 def _predict_block(X, C):
     return _partial_dist(X.astype(np.float64, copy=False), C).argmin(axis=1).astype(np.int32)
 
@@ -247,8 +251,9 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     ----------
     cluster_centers_ : ndarray of shape (n_clusters, n_features)
     labels_ : ndarray or dask array of shape (n_samples,)
-        Follows the input type; for a dask input it is lazy (computed from X on demand, so
-        persist X if it is expensive to recompute).
+        Follows the input type. The dask engine computes the labels in one last pass over the
+        data it persisted for the fit, so a dask ``labels_`` holds them (it never recomputes
+        X); the local engine's ``labels_`` for a dask input is scikit-learn's, rechunked.
     inertia_ : float
         Weighted sum of squared distances to the closest center.
     n_iter_ : int
@@ -382,8 +387,10 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         self._sk = None  # a refit on another engine must not predict with the old model
         engine = resolve_engine(self.engine, X, sample_weight)
         dask_in = is_dask_collection(X)
-        # The dask engine checks NaN/inf inside its first pass (saves a round trip).
-        X = validate_X(X, allow_nan=engine == "dask" and dask_in)
+        # A dask X is checked for NaN/inf where it is materialised (the dask engine's first
+        # pass, the local engine's compute), never by a pass of its own: for lazy features of
+        # images that pass would read and decode every file once more.
+        X = validate_X(X, allow_nan=dask_in)
         n, d = X.shape
         k = self._check_params(n, d)
         w = self._check_weight(sample_weight, X)
@@ -400,7 +407,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     def _fit_local(self, X, k, w):
         from sklearn.cluster import KMeans as SKKMeans
 
-        Xn = X.compute() if is_dask_collection(X) else X
+        Xn = validate_X(X.compute()) if is_dask_collection(X) else X
         wn = w.compute() if is_dask_collection(w) else w
         init = self.init
         if isinstance(init, str) and init == "k-means||":
@@ -476,7 +483,8 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         random_rows = [rs.choice(n, k, replace=False) for _ in range(n_init)] if is_random else []
         picks = sorted({int(i) for r in random_rows for i in r})
         stats = runner.map(
-            _stats_block, picks=picks, n_total=n, l=l, seeds=seeds if is_parallel else []
+            _stats_block, name="kmeans-stats", picks=picks, n_total=n, l=l,
+            seeds=seeds if is_parallel else [],
         )
         if not all(s["finite"] for s in stats):
             raise ValidationError(
@@ -510,11 +518,14 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         self.cluster_centers_ = centers.astype(Xd.dtype if Xd.dtype.kind == "f" else np.float64)
         self.inertia_ = float(inertia)
         self.n_iter_ = int(n_iter)
-        labels = Xd.map_blocks(
-            _predict_block, centers, dtype=np.int32, drop_axis=1, chunks=(Xd.chunks[0],),
-            meta=np.empty((0,), dtype=np.int32),
-        )
-        self.labels_ = labels if dask_in else labels.compute()
+        # One more pass over the persisted blocks: labels_ never recomputes X (for features
+        # of images, that would read and decode every file again).
+        import dask.array as da
+
+        labels = np.concatenate(
+            runner.map(_label_block, name="kmeans-labels", C=centers)
+        ).astype(np.int32, copy=False)
+        self.labels_ = da.from_array(labels, chunks=(Xd.chunks[0],)) if dask_in else labels
 
     def _kmeans_parallel_init(self, runner, k, first, l, seed):
         """k-means|| (Bahmani et al. 2012): one pass per round, then weighted k-means++.
@@ -532,7 +543,8 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         if first:
             C = np.vstack(first).astype(np.float64)
         else:
-            C = next(r for r in runner.map(_first_row) if r is not None)[None, :]
+            rows = runner.map(_first_row, name="kmeans-first-row")
+            C = next(r for r in rows if r is not None)[None, :]
         token = uuid.uuid4().hex
         rounds = (self.init_max_iter or 3) - 1
         ss = np.random.SeedSequence(seed)
@@ -540,7 +552,8 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         for _ in range(rounds):
             rseed = int(ss.spawn(1)[0].generate_state(1)[0])
             out = runner.map(
-                _sample_block, C=C, n_old=n_old, phi=phi, l=l, seed=rseed, token=token,
+                _sample_block, name="kmeans-init-sample", C=C, n_old=n_old, phi=phi, l=l,
+                seed=rseed, token=token,
                 n_total=int(runner.offsets[-1]),
             )
             n_old = len(C)
@@ -554,7 +567,9 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         # The weighting pass also returns each candidate's sum of points, so the reclustered
         # candidates give a first M-step for free: center j = mean of the points whose
         # nearest candidate is in group j. Lloyd then usually converges in one pass.
-        sums, weights, _ = _combine(runner.map(_assign_block, C=C, forget=token))
+        sums, weights, _ = _combine(
+            runner.map(_assign_block, name="kmeans-init-weights", C=C, forget=token)
+        )
         if len(C) <= k:
             if len(C) < k:
                 # Fewer distinct candidates than clusters (heavily duplicated data): pad with
@@ -585,7 +600,9 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         n_iter = 0
         inertia = np.inf
         for n_iter in range(1, self.max_iter + 1):
-            sums, counts, inertia = _combine(runner.map(_assign_block, C=centers))
+            sums, counts, inertia = _combine(
+                runner.map(_assign_block, name="kmeans-lloyd", C=centers)
+            )
             new = centers.copy()
             nz = counts > 0
             new[nz] = sums[nz] / counts[nz, None]

@@ -209,7 +209,9 @@ class _XGBBase(BaseEstimator):
 
     def _fit(self, X, y, eval_set, sample_weight, xgb_model=None):
         engine = resolve_engine(self.engine, X, y, sample_weight)
-        X = validate_X(X)
+        # A dask X is checked for NaN/inf once materialised (computed by the local engine,
+        # persisted by the dask engine), not by a pass of its own that would compute it twice.
+        X = validate_X(X, allow_nan=is_dask_collection(X))
         y, classes = self._check_y(y, X)
         if sample_weight is not None:
             sample_weight = check_array(sample_weight, name="sample_weight", ndim=1)
@@ -223,7 +225,7 @@ class _XGBBase(BaseEstimator):
         evals = []
         for i, pair in enumerate(eval_set or []):
             Xe, ye = pair
-            Xe = validate_X(Xe, name=f"eval_set[{i}][0]")
+            Xe = validate_X(Xe, name=f"eval_set[{i}][0]", allow_nan=is_dask_collection(Xe))
             ye, _ = self._check_y(ye, Xe)
             if Xe.shape[1] != X.shape[1]:
                 raise ValidationError(
@@ -281,10 +283,16 @@ class _XGBBase(BaseEstimator):
         def np_(a):
             return a.compute() if is_dask_collection(a) else a
 
+        def checked(a, name):
+            return validate_X(a.compute(), name=name) if is_dask_collection(a) else a
+
         model = self._local_class(xgboost)(n_jobs=n_jobs, **self._with_checkpoints(params))
         model.fit(
-            np_(X), np_(y), sample_weight=np_(w),
-            eval_set=[(np_(a), np_(b)) for a, b in evals] or None, verbose=False,
+            checked(X, "X"), np_(y), sample_weight=np_(w),
+            eval_set=[
+                (checked(a, f"eval_set[{i}][0]"), np_(b)) for i, (a, b) in enumerate(evals)
+            ] or None,
+            verbose=False,
             xgb_model=xgb_model,
         )
         self.last_checkpoint_ = self._latest_checkpoint()[0]
@@ -306,6 +314,7 @@ class _XGBBase(BaseEstimator):
                 client, [as_dask(X), as_dask(y), None if w is None else as_dask(w)]
             )
             evals_d = [tuple(balanced_persist(client, [as_dask(a), as_dask(b)])) for a, b in evals]
+            _check_persisted(X, Xd, evals, evals_d)
             model = klass(
                 coll_cfg=_tracker_config(client),
                 **self._with_checkpoints({**params, "n_estimators": total - done}),
@@ -389,7 +398,10 @@ class _XGBBase(BaseEstimator):
         if client is not None:
             import xgboost.dask as dxgb
 
-            return dxgb.inplace_predict(client, self.booster_, X, iteration_range=rng)
+            # as_current: xgboost's _get_client calls distributed.get_client() even when
+            # given a client, which fails for an explicit client that is not the default.
+            with client.as_current():
+                return dxgb.inplace_predict(client, self.booster_, X, iteration_range=rng)
         # No distributed client: one booster key in the graph, applied blockwise.
         multi = self._kind == "classifier" and self.n_classes_ > 2
         return blockwise_apply(
@@ -401,6 +413,15 @@ class _XGBBase(BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
         return tags
+
+
+def _check_persisted(X, Xd, evals, evals_d):
+    """The NaN/inf check of a dask input, on its persisted blocks (no second computation)."""
+    if is_dask_collection(X):
+        validate_X(Xd)
+    for i, ((Xe, _), (Xe_d, _)) in enumerate(zip(evals, evals_d)):
+        if is_dask_collection(Xe):
+            validate_X(Xe_d, name=f"eval_set[{i}][0]")
 
 
 def _tracker_config(client):
