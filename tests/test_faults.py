@@ -261,12 +261,12 @@ def test_kmeans_fit_survives_a_killed_worker(fault_client):
     params = dict(n_clusters=8, engine="dask", client=client, tol=0, max_iter=60, random_state=0)
     ref = KMeans(**params).fit(Xd)
     # Each Lloyd pass is one short task per block (key prefix "kmeans-lloyd"), too short to
-    # catch one running: 20 passes done of 60 is the middle of the fit.
+    # catch one running: 20 passes done of about 55 is the middle of the fit.
     killer = Killer(client, tasks_in_flight("kmeans-lloyd", min_done=20 * 12, busy=False))
     km = KMeans(**params).fit(Xd)
     assert killer.check() < RECOVERY_S
     # The blocks lost with the worker are recomputed from the graph: the same model.
-    assert km.n_iter_ == ref.n_iter_ == 60
+    assert km.n_iter_ == ref.n_iter_ > 40  # converged (tol=0) at 53 here, long after the kill
     np.testing.assert_allclose(km.cluster_centers_, ref.cluster_centers_, rtol=1e-5)
     assert km.inertia_ == pytest.approx(ref.inertia_, rel=1e-6)
     _assert_recovered(client)
