@@ -74,7 +74,8 @@ def _info(args):
     print(f"memory       {psutil.virtual_memory().total / 2**30:.1f} GiB")
     print(f"gpus         {gpu_count()}")
     if args.scheduler:
-        from .cluster import connect, scheduler_workers
+        from ._dask import scheduler_workers
+        from .cluster import connect
 
         client = connect(args.scheduler)
         try:

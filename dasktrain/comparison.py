@@ -634,7 +634,8 @@ def _resolve_client(client, engines):
     """
     from distributed import Client
 
-    from .cluster import connect, maybe_client
+    from ._dask import maybe_client
+    from .cluster import connect
 
     if "dask" not in engines and not isinstance(client, Client):
         return None, False
@@ -796,7 +797,7 @@ def _record_metrics(rec, metrics, spec, notes):
 
 
 def _one_run(spec, inputs, engine, client, ctx, interval, monitor, timeout=None):
-    from .cluster import WorkerWatch
+    from ._dask import WorkerWatch
     from .monitor import ResourceMonitor
 
     rec = {"workload": spec.name, "engine": engine, "status": "ok", "error": None}

@@ -1065,7 +1065,7 @@ def _select_on_workers(path, classes, chunk_size):
 
     Returns ``(paths, y, classes, info, bad, mtimes)``.
     """
-    from .cluster import get_client
+    from ._dask import get_client
 
     client = get_client(None, what="read_images(files_on='workers')")
     if isinstance(path, (str, os.PathLike)):

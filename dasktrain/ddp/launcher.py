@@ -787,7 +787,7 @@ def run(train_fn, *args, client=None, workers=None, backend="auto", timeout=600,
     _check_args(backend, timeout, max_restarts, workers, port_range, env)
     if not callable(train_fn):
         raise ValidationError(f"train_fn={train_fn!r} must be callable.")
-    from ..cluster import get_client
+    from .._dask import get_client
 
     client = get_client(client, what="dasktrain.ddp.run")
     if checkpoint_dir is not None:

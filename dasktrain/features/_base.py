@@ -35,7 +35,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from .. import _config
 from .._validation import check_array, check_engine, is_dask_collection
-from ..cluster import get_client, scheduler_workers
+from .._dask import get_client, scheduler_workers
 from ..exceptions import ValidationError
 
 logger = logging.getLogger(__name__)

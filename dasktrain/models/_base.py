@@ -1,7 +1,7 @@
 """Plumbing shared by the model modules: engine dispatch, client lookup, block runners.
 
 Two concerns live here and nowhere else in :mod:`dasktrain.models` (client lookup lives in
-:mod:`dasktrain.cluster`, re-exported here for the model modules):
+:mod:`dasktrain._dask`, re-exported here for the model modules):
 
 * :class:`BlockRunner` runs one small function per row block of persisted dask arrays and
   gathers the (small) results: one scheduler round trip per pass. The iterative algorithms
@@ -21,7 +21,7 @@ import uuid
 import numpy as np
 
 from .._validation import check_known_chunks, is_dask_collection
-from ..cluster import (  # noqa: F401  (re-exported for the model modules)
+from .._dask import (  # noqa: F401  (re-exported for the model modules)
     get_client,
     maybe_client,
     scheduler_workers,

@@ -33,7 +33,7 @@ from .._validation import (
     is_dask_collection,
     resolve_engine,
 )
-from ..cluster import WorkerWatch
+from .._dask import WorkerWatch
 from ..exceptions import ValidationError, WorkerLostError
 from ._base import (
     as_dask,
@@ -433,7 +433,7 @@ def _tracker_config(client):
     """
     from xgboost.collective import Config
 
-    from ..cluster import scheduler_host
+    from .._dask import scheduler_host
 
     return Config(tracker_host_ip=scheduler_host(client))
 

@@ -1,0 +1,161 @@
+"""The Dask plumbing every layer shares: which client, how many threads, who left.
+
+One home for the questions each step asks of the cluster, so that no module answers them its
+own way:
+
+* **which client?** :func:`maybe_client` / :func:`get_client` resolve ``client=None`` late,
+  with :func:`distributed.get_client` (a model never pickles its client);
+  :func:`using_client` makes an explicit client the one dask computations use;
+* **what is there?** :func:`scheduler_workers`, :func:`total_threads` (all workers' threads:
+  the cores a fair local baseline gets), :func:`scheduler_host`;
+* **who left?** :class:`WorkerWatch` reads the scheduler's ``remove-worker`` events.
+
+:func:`dasktrain.connect` (in :mod:`dasktrain.cluster`) is the one way to *get* a client; this
+module only looks one up.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .exceptions import ValidationError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "maybe_client",
+    "get_client",
+    "using_client",
+    "scheduler_workers",
+    "total_threads",
+    "scheduler_host",
+    "WorkerWatch",
+]
+
+
+# --------------------------------------------------------------------------------------------
+def maybe_client(client=None):
+    """Return ``client``, else the default ``distributed`` client, else None (never raises)."""
+    if client is not None:
+        return client
+    from distributed import get_client as _default
+
+    try:
+        return _default()
+    except ValueError:
+        return None
+
+
+def get_client(client=None, *, what="engine='dask'"):
+    """Return ``client`` or the default client; raise saying how to get one when there is none.
+
+    Parameters
+    ----------
+    client : distributed.Client, optional
+    what : str
+        What needs the client, for the message (e.g. ``"cross_validate(engine='dask')"``).
+
+    Raises
+    ------
+    ValidationError
+        When ``client`` is None and no default client exists.
+    """
+    c = maybe_client(client)
+    if c is None:
+        raise ValidationError(
+            f"{what} needs a Dask client but client=None and no default client exists. "
+            "Start one with `client = dasktrain.connect()` (or distributed.Client(...)) "
+            "or pass client=..."
+        )
+    return c
+
+
+def using_client(client):
+    """Context in which dask computations use ``client`` (when given) instead of the default.
+
+    An explicit ``client=`` that is not the default client must also run the checks and
+    reductions a method computes on the way (NaN checks, unique labels, scores).
+    """
+    import contextlib
+
+    return client.as_current() if client is not None else contextlib.nullcontext()
+
+
+def scheduler_workers(client):
+    """``{address: info}`` of every worker (recent distributed lists only 5 unless asked)."""
+    import inspect
+
+    try:
+        all_kw = "n_workers" in inspect.signature(client.scheduler_info).parameters
+    except (TypeError, ValueError):  # pragma: no cover - a client without a signature
+        all_kw = False
+    info = client.scheduler_info(n_workers=-1) if all_kw else client.scheduler_info()
+    return info["workers"]
+
+
+def total_threads(client):
+    """Total threads of the client's workers: the cores a fair local baseline gets."""
+    return int(sum(w.get("nthreads", 1) for w in scheduler_workers(client).values()))
+
+
+def scheduler_host(client):
+    """The scheduler's host as its workers reach it (from its own address, not the client's).
+
+    A client behind an SSH tunnel knows the scheduler as ``127.0.0.1``; the scheduler's own
+    address (``scheduler_info()["address"]``) is the one its workers connect to, so it is the
+    address to bind services that the workers must reach, such as XGBoost's tracker.
+    """
+    from distributed.comm import get_address_host
+
+    return get_address_host(client.scheduler_info()["address"])
+
+
+class WorkerWatch:
+    """Which workers leave the cluster from now on, as the scheduler saw it.
+
+    Reads the scheduler's ``remove-worker`` events (``Client.get_events("all")``), so a worker
+    that died and was restarted by its nanny (even under the same address) still counts, and a
+    run's record can say it lost a worker. Only events newer than the creation of the watch
+    count (the scheduler's own timestamps: no clock skew with the client).
+
+    Parameters
+    ----------
+    client : distributed.Client
+    """
+
+    def __init__(self, client):
+        self.client = client
+        self._since = max((t for t, _ in self._all()), default=float("-inf"))
+
+    def _all(self):
+        try:
+            return list(self.client.get_events("all"))
+        except Exception:  # noqa: BLE001 - a scheduler that cannot answer: nothing seen
+            logger.debug("could not read the scheduler's events", exc_info=True)
+            return []
+
+    def _removals(self):
+        return [
+            (t, msg) for t, msg in self._all()
+            if isinstance(msg, dict) and msg.get("action") == "remove-worker"
+        ]
+
+    def lost(self, *, wait=0.0):
+        """``[(address, expected)]`` of the workers removed since the watch began.
+
+        ``expected`` is True for a planned retirement (scaling down), False for a worker that
+        died. ``wait`` seconds are given to the scheduler to notice a death that just happened
+        (it learns of it when the worker's connection breaks).
+        """
+        import time
+
+        deadline = time.monotonic() + wait
+        while True:
+            out = [
+                (msg.get("worker"), bool(msg.get("expected")))
+                for t, msg in self._removals()
+                if t > self._since
+            ]
+            if out or time.monotonic() >= deadline:
+                return out
+            time.sleep(0.05)
