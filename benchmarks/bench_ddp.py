@@ -46,7 +46,7 @@ def _images(n, side, seed=0):
     for i in range(n):
         r = rng.integers(side // 8, side - side // 8)
         c = rng.integers(side // 8, half - side // 8) + (half if y[i] else 0)
-        X[i, max(0, r - 3):r + 3, max(0, c - 3):c + 3, 0] += 0.5
+        X[i, max(0, r - 3) : r + 3, max(0, c - 3) : c + 3, 0] += 0.5
     return X, y
 
 
@@ -100,8 +100,16 @@ class DDPTrainEpoch:
         from dasktrain import ddp
         from dasktrain.ddp.recipes import train_classifier
 
-        return ddp.run(train_classifier, self.X, self.y, client=self.client, workers=ranks,
-                       epochs=1, batch_size=64, timeout=600)[0]
+        return ddp.run(
+            train_classifier,
+            self.X,
+            self.y,
+            client=self.client,
+            workers=ranks,
+            epochs=1,
+            batch_size=64,
+            timeout=600,
+        )[0]
 
     def time_epoch(self, data, ranks):
         self._run(ranks)
@@ -123,48 +131,67 @@ def main(repeat=3, model="smallcnn", n=None, side=64, batch_size=64):
     try:
         cold = _launch_seconds(client)
         warm = [_launch_seconds(client) for _ in range(repeat)]
-        print(f"launch run() -> first all-reduce, 2 workers: cold {cold:.2f} s, "
-              f"warm median {statistics.median(warm):.2f} s (min {min(warm):.2f}, "
-              f"max {max(warm):.2f}; target <= 3 s)")
+        print(
+            f"launch run() -> first all-reduce, 2 workers: cold {cold:.2f} s, "
+            f"warm median {statistics.median(warm):.2f} s (min {min(warm):.2f}, "
+            f"max {max(warm):.2f}; target <= 3 s)"
+        )
 
         X, y = _images(n or size(512, 4096), side)
         kw = dict(model=model, epochs=size(2, 3), batch_size=batch_size, seed=0)
-        print(f"throughput: {model}, {len(X)} images {side}x{side}, {kw['epochs']} epochs, "
-              f"global batch {batch_size}")
+        print(
+            f"throughput: {model}, {len(X)} images {side}x{side}, {kw['epochs']} epochs, "
+            f"global batch {batch_size}"
+        )
         torch.set_num_threads(1)
         sps = {"1 rank x 1 thread": [], "2 ranks x 1 thread": [], "local twin, 1 thread": []}
 
         def one():
             sps["1 rank x 1 thread"].append(
-                ddp.run(train_classifier, X, y, client=client, workers=1, **kw)[0]["samples_per_s"])
+                ddp.run(train_classifier, X, y, client=client, workers=1, **kw)[0]["samples_per_s"]
+            )
 
         def two():
             sps["2 ranks x 1 thread"].append(
-                ddp.run(train_classifier, X, y, client=client, workers=2, **kw)[0]["samples_per_s"])
+                ddp.run(train_classifier, X, y, client=client, workers=2, **kw)[0]["samples_per_s"]
+            )
 
         def local():
             sps["local twin, 1 thread"].append(
-                ddp.run_local(train_classifier, X, y, **kw)[0]["samples_per_s"])
+                ddp.run_local(train_classifier, X, y, **kw)[0]["samples_per_s"]
+            )
 
         interleaved({"one": one, "two": two, "local": local}, repeat=repeat, warmup=0)
         med = {k: statistics.median(v) for k, v in sps.items()}
         for k, v in med.items():
-            print(f"  {k:22s} {v:8.1f} samples/s (median of {len(sps[k])}: "
-                  f"{', '.join(f'{x:.0f}' for x in sps[k])})")
+            print(
+                f"  {k:22s} {v:8.1f} samples/s (median of {len(sps[k])}: "
+                f"{', '.join(f'{x:.0f}' for x in sps[k])})"
+            )
         speedup = med["2 ranks x 1 thread"] / med["1 rank x 1 thread"]
-        print(f"scaling 2 ranks / 1 rank: {speedup:.2f}x (efficiency {speedup / 2:.2f}; "
-              "target >= 1.7x)")
+        print(
+            f"scaling 2 ranks / 1 rank: {speedup:.2f}x (efficiency {speedup / 2:.2f}; "
+            "target >= 1.7x)"
+        )
 
         Xa, ya = _images(size(600, 3000), 32, seed=1)
         n_tr = int(len(Xa) * 0.75)
-        akw = dict(X_val=Xa[n_tr:], y_val=ya[n_tr:], model="smallcnn", epochs=size(5, 8),
-                   batch_size=32, lr=3e-3, seed=0)
+        akw = dict(
+            X_val=Xa[n_tr:],
+            y_val=ya[n_tr:],
+            model="smallcnn",
+            epochs=size(5, 8),
+            batch_size=32,
+            lr=3e-3,
+            seed=0,
+        )
         loc = ddp.run_local(train_classifier, Xa[:n_tr], ya[:n_tr], **akw)[0]
-        dist = ddp.run(train_classifier, Xa[:n_tr], ya[:n_tr], client=client, workers=2,
-                       **akw)[0]
+        dist = ddp.run(train_classifier, Xa[:n_tr], ya[:n_tr], client=client, workers=2, **akw)[0]
         la, da = loc["history"][-1]["accuracy"], dist["history"][-1]["accuracy"]
-        print(f"final accuracy, same seeds and global batch 32: local twin {la:.3f}, "
-              f"2 ranks {da:.3f}, |diff| {abs(la - da):.3f} (target <= 0.02)")
+        print(
+            f"final accuracy, same seeds and global batch 32: local twin {la:.3f}, "
+            f"2 ranks {da:.3f}, |diff| {abs(la - da):.3f} (target <= 0.02)"
+        )
     finally:
         stop_cluster(cluster, client)
 
@@ -174,11 +201,18 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description="DDP launch, scaling and accuracy")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--model", default="smallcnn",
-                        help="network of the scaling run (resnet18 is compute-bound on a CPU)")
+    parser.add_argument(
+        "--model",
+        default="smallcnn",
+        help="network of the scaling run (resnet18 is compute-bound on a CPU)",
+    )
     parser.add_argument("--n", type=int, default=None, help="images of the scaling run")
     parser.add_argument("--side", type=int, default=64, help="image side of the scaling run")
-    parser.add_argument("--batch-size", type=int, default=64,
-                        help="global batch of the scaling run (split across the ranks)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=64,
+        help="global batch of the scaling run (split across the ranks)",
+    )
     a = parser.parse_args()
     main(repeat=a.repeat, model=a.model, n=a.n, side=a.side, batch_size=a.batch_size)

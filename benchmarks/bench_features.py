@@ -133,8 +133,12 @@ def compare(backbones, side=128, repeat=3, warmup=1, n_override=None):
                 "local 2 threads": lambda: local.transform(X),
                 "dask 2x1": lambda: dask_.transform(X, client=cl2),
                 "dask 1x1": lambda: dask_.transform(X, client=cl1),
-                "dask 2x1 on cluster": lambda: cl2.compute(dask_.transform(on2, client=cl2)).result(),
-                "dask 1x1 on cluster": lambda: cl1.compute(dask_.transform(on1, client=cl1)).result(),
+                "dask 2x1 on cluster": lambda: cl2.compute(
+                    dask_.transform(on2, client=cl2)
+                ).result(),
+                "dask 1x1 on cluster": lambda: cl1.compute(
+                    dask_.transform(on1, client=cl1)
+                ).result(),
             }
             # same features on both engines, checked on the benchmark data itself
             diff = float(np.abs(fns["local 2 threads"]() - fns["dask 2x1"]()).max())
@@ -165,27 +169,41 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--n", type=int, default=None, help="images per run (default per backbone)")
     args = parser.parse_args(argv)
-    print(f"{args.side}x{args.side} RGB, medians of {args.repeat} interleaved repeats "
-          f"(after {args.warmup} warm-up), os.cpu_count()={os.cpu_count()}, "
-          f"loadavg at start={os.getloadavg()[0]:.1f}", flush=True)
-    print(f"{'backbone':9} {'n':>4} {'local2 img/s':>13} {'dask2x1 img/s':>14} "
-          f"{'dask1x1 img/s':>14} {'2x1/local2':>11} {'2x1/1x1':>8} {'max|diff|':>10}",
-          flush=True)
+    print(
+        f"{args.side}x{args.side} RGB, medians of {args.repeat} interleaved repeats "
+        f"(after {args.warmup} warm-up), os.cpu_count()={os.cpu_count()}, "
+        f"loadavg at start={os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+    print(
+        f"{'backbone':9} {'n':>4} {'local2 img/s':>13} {'dask2x1 img/s':>14} "
+        f"{'dask1x1 img/s':>14} {'2x1/local2':>11} {'2x1/1x1':>8} {'max|diff|':>10}",
+        flush=True,
+    )
     rows = []
-    for r in compare(args.backbones.split(","), side=args.side, repeat=args.repeat,
-                     warmup=args.warmup, n_override=args.n):
+    for r in compare(
+        args.backbones.split(","),
+        side=args.side,
+        repeat=args.repeat,
+        warmup=args.warmup,
+        n_override=args.n,
+    ):
         rows.append(r)
-        print(f"{r['backbone']:9} {r['n']:>4} {r['local 2 threads img/s']:>13.1f} "
-              f"{r['dask 2x1 img/s']:>14.1f} {r['dask 1x1 img/s']:>14.1f} "
-              f"{r['dask2x1/local2']:>11.2f} {r['dask2x1/dask1x1']:>8.2f} "
-              f"{r['max|diff|']:>10.2e}", flush=True)
-    print(f"targets: 2x1/local2 >= 0.9, 2x1/1x1 >= 1.8; loadavg at end="
-          f"{os.getloadavg()[0]:.1f}")
+        print(
+            f"{r['backbone']:9} {r['n']:>4} {r['local 2 threads img/s']:>13.1f} "
+            f"{r['dask 2x1 img/s']:>14.1f} {r['dask 1x1 img/s']:>14.1f} "
+            f"{r['dask2x1/local2']:>11.2f} {r['dask2x1/dask1x1']:>8.2f} "
+            f"{r['max|diff|']:>10.2e}",
+            flush=True,
+        )
+    print(f"targets: 2x1/local2 >= 0.9, 2x1/1x1 >= 1.8; loadavg at end={os.getloadavg()[0]:.1f}")
     print("images already on the cluster (persisted dask input):")
     for r in rows:
-        print(f"  {r['backbone']:9} dask2x1 {r['dask 2x1 on cluster img/s']:8.1f} img/s  "
-              f"dask1x1 {r['dask 1x1 on cluster img/s']:8.1f} img/s  "
-              f"2x1/local2 {r['on cluster 2x1/local2']:.2f}  2x1/1x1 {r['on cluster 2x1/1x1']:.2f}")
+        print(
+            f"  {r['backbone']:9} dask2x1 {r['dask 2x1 on cluster img/s']:8.1f} img/s  "
+            f"dask1x1 {r['dask 1x1 on cluster img/s']:8.1f} img/s  "
+            f"2x1/local2 {r['on cluster 2x1/local2']:.2f}  2x1/1x1 {r['on cluster 2x1/1x1']:.2f}"
+        )
     for r in rows:
         spread = ", ".join(f"{k} {lo:.2f}-{hi:.2f}s" for k, (lo, hi) in r["spread"].items())
         print(f"  {r['backbone']} min-max: {spread}")

@@ -120,9 +120,9 @@ def main(argv=None):
         write_jpegs(root, args.n, side=args.side)
 
         def persist():
-            from dasktrain.images import read_images
-
             from distributed import futures_of, wait
+
+            from dasktrain.images import read_images
 
             ds = read_images(root, size=args.size, engine="dask", chunk_size=args.chunk_size)
             ds = ds.persist(client=client)

@@ -121,7 +121,11 @@ class ClassicCVSuite:
     def _estimator(self, model):
         from dasktrain import models
 
-        kw = {"hidden_layer_sizes": (32,), "max_iter": 50, "random_state": 0} if model == "MLPClassifier" else {}
+        kw = (
+            {"hidden_layer_sizes": (32,), "max_iter": 50, "random_state": 0}
+            if model == "MLPClassifier"
+            else {}
+        )
         return getattr(models, model)(**kw)
 
     def time_cross_validate(self, model, engine):
@@ -132,15 +136,17 @@ class ClassicCVSuite:
     def track_mean_test_score(self, model, engine):
         from dasktrain.models import cross_validate
 
-        r = cross_validate(self._estimator(model), self.X, self.y, engine=engine, client=self.client)
+        r = cross_validate(
+            self._estimator(model), self.X, self.y, engine=engine, client=self.client
+        )
         return float(r["test_score"].mean())
 
 
 def main(repeat=5):
     """Print the issue's comparisons (one process, interleaved repeats, medians, ratios)."""
-    from threadpoolctl import threadpool_limits
-    from sklearn.cluster import KMeans as SK
     from dask_ml.cluster import KMeans as DMKMeans
+    from sklearn.cluster import KMeans as SK
+    from threadpoolctl import threadpool_limits
 
     from dasktrain.models import KMeans, XGBClassifier
 
@@ -162,16 +168,26 @@ def main(repeat=5):
             with client.as_current():
                 results["dask-ml"] = DMKMeans(5, random_state=0).fit(Xd).inertia_
 
-        times = interleaved({"sklearn": sk, "dasktrain-dask": ours, "dask-ml": dml},
-                            repeat=repeat, warmup=1)
+        times = interleaved(
+            {"sklearn": sk, "dasktrain-dask": ours, "dask-ml": dml}, repeat=repeat, warmup=1
+        )
         med = {k: statistics.median(v) for k, v in times.items()}
         print("KMeans 200,000 x 20, k=5, 2 workers x 1 thread, data persisted; sklearn 2 threads")
         for k in med:
-            print(f"  {k:15s} median {med[k]:7.3f} s  (min {min(times[k]):.3f}, max {max(times[k]):.3f})"
-                  f"  inertia/sklearn {results[k] / results['sklearn']:.6f}")
-        print(f"  dasktrain-dask / sklearn = {med['dasktrain-dask'] / med['sklearn']:.2f}x (target <= 3x)")
-        print(f"  dask-ml / dasktrain-dask = {med['dask-ml'] / med['dasktrain-dask']:.1f}x (target >= 10x)")
-        del Xd
+            print(
+                f"  {k:15s} median {med[k]:7.3f} s"
+                f"  (min {min(times[k]):.3f}, max {max(times[k]):.3f})"
+                f"  inertia/sklearn {results[k] / results['sklearn']:.6f}"
+            )
+        print(
+            "  dasktrain-dask / sklearn = "
+            f"{med['dasktrain-dask'] / med['sklearn']:.2f}x (target <= 3x)"
+        )
+        print(
+            "  dask-ml / dasktrain-dask = "
+            f"{med['dask-ml'] / med['dasktrain-dask']:.1f}x (target >= 10x)"
+        )
+        Xd = None  # drop the cluster's copy (the closures above hold it) before XGBoost
 
         import dask.array as da
 
@@ -188,14 +204,24 @@ def main(repeat=5):
             m = XGBClassifier(n_estimators=100, engine="dask", client=client).fit(Xcd, ycd)
             acc["dask"] = (m.score(Xc, yc), None)
 
-        times = interleaved({"local": xgb_local, "dask": xgb_dask}, repeat=max(3, repeat // 2), warmup=1)
+        times = interleaved(
+            {"local": xgb_local, "dask": xgb_dask}, repeat=max(3, repeat // 2), warmup=1
+        )
         med = {k: statistics.median(v) for k, v in times.items()}
-        print("XGBoost 200,000 x 50, 100 trees depth 6, equal total threads (local n_jobs=2; 2 workers x 1)")
+        print(
+            "XGBoost 200,000 x 50, 100 trees depth 6, equal total threads"
+            " (local n_jobs=2; 2 workers x 1)"
+        )
         for k in med:
-            print(f"  {k:6s} median {med[k]:7.3f} s (min {min(times[k]):.3f}, max {max(times[k]):.3f})"
-                  f"  train accuracy {acc[k][0]:.4f}")
-        print(f"  dask / local = {med['dask'] / med['local']:.2f}x (target <= 1.2x); "
-              f"accuracy difference {abs(acc['dask'][0] - acc['local'][0]):.4f} (target <= 0.01)")
+            print(
+                f"  {k:6s} median {med[k]:7.3f} s"
+                f" (min {min(times[k]):.3f}, max {max(times[k]):.3f})"
+                f"  train accuracy {acc[k][0]:.4f}"
+            )
+        print(
+            f"  dask / local = {med['dask'] / med['local']:.2f}x (target <= 1.2x); "
+            f"accuracy difference {abs(acc['dask'][0] - acc['local'][0]):.4f} (target <= 0.01)"
+        )
     finally:
         stop_cluster(cluster, client)
 

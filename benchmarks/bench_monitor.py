@@ -57,9 +57,13 @@ def main(repeat=3):
     cluster, client = start_cluster(n_workers=2, threads_per_worker=1)
     try:
         _overhead(0.5, 10, client, duration=1.0)  # warm-up: imports, first role lookups
-        print(f"ResourceMonitor overhead (tree: this process + 2-worker LocalCluster), "
-              f"{DURATION:g} s per run, median of {repeat} runs")
-        print(f"{'interval':>8} {'uss':>5} {'% of one core':>14} {'ms CPU/sample':>14} {'samples':>8}")
+        print(
+            f"ResourceMonitor overhead (tree: this process + 2-worker LocalCluster), "
+            f"{DURATION:g} s per run, median of {repeat} runs"
+        )
+        print(
+            f"{'interval':>8} {'uss':>5} {'% of one core':>14} {'ms CPU/sample':>14} {'samples':>8}"
+        )
         for interval in (0.5, 0.1):
             for uss in (10, True, False):
                 pct, per, n = [], [], []
@@ -68,8 +72,10 @@ def main(repeat=3):
                     pct.append(p)
                     per.append(ms * 1e3)
                     n.append(s["n_samples"])
-                print(f"{interval:>8g} {str(uss):>5} {statistics.median(pct):>14.3f} "
-                      f"{statistics.median(per):>14.3f} {statistics.median(n):>8g}")
+                print(
+                    f"{interval:>8g} {str(uss):>5} {statistics.median(pct):>14.3f} "
+                    f"{statistics.median(per):>14.3f} {statistics.median(n):>8g}"
+                )
     finally:
         stop_cluster(cluster, client)
 

@@ -137,7 +137,8 @@ def measured(pairs, engine, features, *, client=None, n_threads=N_WORKERS, inter
     # The local engine is charged for the driver alone (no cluster runs beside it here).
     s = mon.summary(exclude_roles=("worker", "nanny", "scheduler") if engine == "local" else ())
     row.update(
-        peak_tree_bytes=s["peak_rss_bytes"], cpu_percent_mean=s["cpu_percent_mean"],
+        peak_tree_bytes=s["peak_rss_bytes"],
+        cpu_percent_mean=s["cpu_percent_mean"],
         n_processes=s["n_processes"],
     )
     return row
@@ -148,8 +149,11 @@ def start_cluster(memory_limit=MEMORY_LIMIT, n_workers=N_WORKERS):
     import dasktrain
 
     client = dasktrain.connect(
-        n_workers=n_workers, threads_per_worker=1, memory_limit=memory_limit,
-        dashboard_address="127.0.0.1:0", gpu=False,
+        n_workers=n_workers,
+        threads_per_worker=1,
+        memory_limit=memory_limit,
+        dashboard_address="127.0.0.1:0",
+        gpu=False,
     )
     client.wait_for_workers(n_workers)
     return client
@@ -213,9 +217,17 @@ class ScalePipeline:
 
 # -- script -------------------------------------------------------------------------------------
 COLUMNS = [
-    ("engine", ""), ("features", ""), ("n_images", "d"), ("read_s", ".1f"),
-    ("features_s", ".1f"), ("kmeans_s", ".1f"), ("total_s", ".1f"), ("peak_tree_MiB", ".0f"),
-    ("time_growth_4x", ".2f"), ("memory_growth_4x", ".2f"), ("adjusted_rand", ".3f"),
+    ("engine", ""),
+    ("features", ""),
+    ("n_images", "d"),
+    ("read_s", ".1f"),
+    ("features_s", ".1f"),
+    ("kmeans_s", ".1f"),
+    ("total_s", ".1f"),
+    ("peak_tree_MiB", ".0f"),
+    ("time_growth_4x", ".2f"),
+    ("memory_growth_4x", ".2f"),
+    ("adjusted_rand", ".3f"),
 ]
 
 
@@ -233,13 +245,19 @@ def format_row(r):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default=",".join(map(str, SIZES)),
-                        help="numbers of images (default: %(default)s)")
+    parser.add_argument(
+        "--sizes",
+        default=",".join(map(str, SIZES)),
+        help="numbers of images (default: %(default)s)",
+    )
     parser.add_argument("--features", default=",".join(FEATURES))
     parser.add_argument("--engines", default=",".join(ENGINES))
     parser.add_argument("--memory-limit", default=MEMORY_LIMIT, help="per dask worker")
-    parser.add_argument("--data", default=None,
-                        help="folder of images to reuse or create (default: a temporary one)")
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="folder of images to reuse or create (default: a temporary one)",
+    )
     parser.add_argument("--json", default=None, help="also write the rows to this file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -252,9 +270,12 @@ def main(argv=None):
         t0 = time.perf_counter()
         if not (os.path.isdir(root) and os.listdir(root)):
             write_images(root, max(sizes))
-        print(f"{max(sizes)} images of {IMAGE_SIZE}x{IMAGE_SIZE} ready in "
-              f"{time.perf_counter() - t0:.0f} s at {root}; os.cpu_count()={os.cpu_count()}, "
-              f"loadavg={os.getloadavg()[0]:.1f}", flush=True)
+        print(
+            f"{max(sizes)} images of {IMAGE_SIZE}x{IMAGE_SIZE} ready in "
+            f"{time.perf_counter() - t0:.0f} s at {root}; os.cpu_count()={os.cpu_count()}, "
+            f"loadavg={os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
         rows = []
         client = start_cluster(args.memory_limit) if "dask" in engines else None
         try:
@@ -264,8 +285,14 @@ def main(argv=None):
                     for engine in engines:
                         row = {"engine": engine, "features": features, "n_images": n}
                         try:
-                            row.update(measured(pairs, engine, features,
-                                                client=client if engine == "dask" else None))
+                            row.update(
+                                measured(
+                                    pairs,
+                                    engine,
+                                    features,
+                                    client=client if engine == "dask" else None,
+                                )
+                            )
                             row["status"], row["error"] = "ok", None
                         except Exception as exc:  # a failed cell is reported, the rest runs
                             logger.exception("%s %s %d failed", engine, features, n)
@@ -277,19 +304,26 @@ def main(argv=None):
                 client.close()
 
     add_growth(rows)
-    print(f"\ndask: {N_WORKERS} workers x 1 thread, memory_limit={args.memory_limit}; local: "
-          f"{N_WORKERS} threads. Growth per 4x of data from the previous size (4 = linear). "
-          "dask read_s/features_s only build the lazy graph: that work is inside kmeans_s.")
+    print(
+        f"\ndask: {N_WORKERS} workers x 1 thread, memory_limit={args.memory_limit}; local: "
+        f"{N_WORKERS} threads. Growth per 4x of data from the previous size (4 = linear). "
+        "dask read_s/features_s only build the lazy graph: that work is inside kmeans_s."
+    )
     print(header())
     for r in rows:
         print(format_row(r))
-    big = [r for r in rows if r["engine"] == "dask" and r["n_images"] >= 30000
-           and r.get("status") == "ok"]
+    big = [
+        r
+        for r in rows
+        if r["engine"] == "dask" and r["n_images"] >= 30000 and r.get("status") == "ok"
+    ]
     for r in big:
         ok = r["peak_tree_bytes"] < TREE_TARGET_BYTES
-        print(f"target: dask {r['features']} at {r['n_images']} images, whole tree "
-              f"{r['peak_tree_bytes'] / 1e9:.2f} GB {'<' if ok else '>='} 2.5 GB: "
-              f"{'met' if ok else 'MISSED'}")
+        print(
+            f"target: dask {r['features']} at {r['n_images']} images, whole tree "
+            f"{r['peak_tree_bytes'] / 1e9:.2f} GB {'<' if ok else '>='} 2.5 GB: "
+            f"{'met' if ok else 'MISSED'}"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1, default=float)

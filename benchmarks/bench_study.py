@@ -64,16 +64,19 @@ def make_features_workload(image_size, store):
 
         t0 = time.perf_counter()
         ds = read_images(data, size=image_size, engine=engine, chunk_size=64)
-        ext = CNNFeatures("vgg19", pool="flatten", engine=engine,
-                          n_threads=N_WORKERS if engine == "local" else None)
+        ext = CNNFeatures(
+            "vgg19",
+            pool="flatten",
+            engine=engine,
+            n_threads=N_WORKERS if engine == "local" else None,
+        )
         F = ext.fit_transform(ds)
         y = ds.y
         if engine == "dask":
             F, y = client.compute([F, y], sync=True)
         F, y = np.asarray(F), np.asarray(y)
         train = time.perf_counter() - t0
-        out = {"train_time": train, "n_features": float(F.shape[1]),
-               "images_per_s": len(F) / train}
+        out = {"train_time": train, "n_features": float(F.shape[1]), "images_per_s": len(F) / train}
         if "F" in store:
             out["max_abs_diff"] = float(np.abs(store["F"] - F).max())
         else:
@@ -113,8 +116,10 @@ def make_cv_workloads(cv, mlp_max_iter):
             kw = {"client": client} if engine == "dask" else {}
             t0 = time.perf_counter()
             res = cross_validate(est, F, y, cv=cv, scoring="accuracy", engine=engine, **kw)
-            return {"train_time": time.perf_counter() - t0,
-                    "accuracy": float(np.mean(res["test_score"]))}
+            return {
+                "train_time": time.perf_counter() - t0,
+                "accuracy": float(np.mean(res["test_score"])),
+            }
 
         run.__name__ = name
         run.metric = "accuracy"
@@ -170,9 +175,16 @@ class StudyCV:
 
 # -- script -------------------------------------------------------------------------------------
 TABLE_COLUMNS = {
-    "workload": "workload", "engine": "engine", "time_median": "time_s", "time_min": "min_s",
-    "time_max": "max_s", "speedup": "speedup", "quality": "accuracy",
-    "cpu_percent_mean": "cpu_%", "peak_rss_bytes": "peak_MiB", "status": "status",
+    "workload": "workload",
+    "engine": "engine",
+    "time_median": "time_s",
+    "time_min": "min_s",
+    "time_max": "max_s",
+    "speedup": "speedup",
+    "quality": "accuracy",
+    "cpu_percent_mean": "cpu_%",
+    "peak_rss_bytes": "peak_MiB",
+    "status": "status",
 }
 
 
@@ -205,44 +217,70 @@ def main(argv=None):
         root = args.data or os.path.join(tmp, "chest_xray")
         t0 = time.perf_counter()
         if not (os.path.isdir(root) and os.listdir(root)):
-            make_xray_like(root, n_per_class={"NORMAL": args.normal, "PNEUMONIA": args.pneumonia},
-                           size=args.size)
+            make_xray_like(
+                root,
+                n_per_class={"NORMAL": args.normal, "PNEUMONIA": args.pneumonia},
+                size=args.size,
+            )
         n = args.normal + args.pneumonia
-        print(f"{n} images ({args.normal} NORMAL, {args.pneumonia} PNEUMONIA) of "
-              f"{args.size}x{args.size} ready in {time.perf_counter() - t0:.0f} s; "
-              f"os.cpu_count()={os.cpu_count()}, loadavg={os.getloadavg()[0]:.1f}", flush=True)
+        print(
+            f"{n} images ({args.normal} NORMAL, {args.pneumonia} PNEUMONIA) of "
+            f"{args.size}x{args.size} ready in {time.perf_counter() - t0:.0f} s; "
+            f"os.cpu_count()={os.cpu_count()}, loadavg={os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
 
         def progress(ev):
             r = ev["record"]
-            print(f"  [{ev['index']}/{ev['total']}] {ev['event']} {ev['workload']} {ev['engine']}: "
-                  f"{r.get('status')} {r.get('time', float('nan')):.1f} s", flush=True)
+            print(
+                f"  [{ev['index']}/{ev['total']}] {ev['event']} {ev['workload']} {ev['engine']}: "
+                f"{r.get('status')} {r.get('time', float('nan')):.1f} s",
+                flush=True,
+            )
 
         store = {}
-        with dasktrain.connect(n_workers=N_WORKERS, threads_per_worker=1,
-                               dashboard_address="127.0.0.1:0", gpu=False) as client:
+        with dasktrain.connect(
+            n_workers=N_WORKERS, threads_per_worker=1, dashboard_address="127.0.0.1:0", gpu=False
+        ) as client:
             print(f"dask: {N_WORKERS} workers x 1 thread ({client.dashboard_link})", flush=True)
             feats = dasktrain.compare(
-                [make_features_workload(args.size, store)], data=root, client=client,
-                repeat=1, warmup=False, progress=progress,
+                [make_features_workload(args.size, store)],
+                data=root,
+                client=client,
+                repeat=1,
+                warmup=False,
+                progress=progress,
             )
             if "F" not in store:
                 print(feats.runs[["workload", "engine", "status", "error"]].to_string())
                 raise SystemExit("the feature step failed on both engines")
             F, y = store["F"], store["y"]
-            print(f"features: {F.shape[0]} x {F.shape[1]} float32 "
-                  f"({F.nbytes / 2**20:.0f} MiB)", flush=True)
+            print(
+                f"features: {F.shape[0]} x {F.shape[1]} float32 ({F.nbytes / 2**20:.0f} MiB)",
+                flush=True,
+            )
             cv = dasktrain.compare(
-                make_cv_workloads(args.cv, args.mlp_max_iter), data=(F, y), client=client,
-                repeat=args.repeat, progress=progress,
+                make_cv_workloads(args.cv, args.mlp_max_iter),
+                data=(F, y),
+                client=client,
+                repeat=args.repeat,
+                progress=progress,
             )
 
     diff = feats.runs.get("metric.max_abs_diff")
-    print(f"\nStep 1: read + VGG19 (pool='flatten') -> {F.shape[1]}-d features, one run per engine"
-          + (f"; engines' features differ by at most {diff.max():.2e}" if diff is not None
-             and diff.notna().any() else ""))
+    print(
+        f"\nStep 1: read + VGG19 (pool='flatten') -> {F.shape[1]}-d features, one run per engine"
+        + (
+            f"; engines' features differ by at most {diff.max():.2e}"
+            if diff is not None and diff.notna().any()
+            else ""
+        )
+    )
     print(_table(feats))
-    print(f"\nStep 2: {args.cv}-fold cross-validation on the features, median of "
-          f"{args.repeat} run(s) after a warm-up")
+    print(
+        f"\nStep 2: {args.cv}-fold cross-validation on the features, median of "
+        f"{args.repeat} run(s) after a warm-up"
+    )
     print(_table(cv))
     if args.out:
         feats.save(os.path.join(args.out, "features"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 
 from . import _config  # noqa: F401  (registers the dask.config defaults)
-from .exceptions import DasktrainError
+from .exceptions import DasktrainError  # noqa: F401  (public, listed in __all__)
 
 __version__ = "0.1.0"
 

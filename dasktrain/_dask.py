@@ -136,7 +136,8 @@ class WorkerWatch:
 
     def _removals(self):
         return [
-            (t, msg) for t, msg in self._all()
+            (t, msg)
+            for t, msg in self._all()
             if isinstance(msg, dict) and msg.get("action") == "remove-worker"
         ]
 

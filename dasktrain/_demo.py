@@ -21,7 +21,16 @@ from .exceptions import ValidationError
 
 __all__ = ["add_demo_parser", "add_compare_parser", "run_demo", "run_compare", "DEMO_WORKLOADS"]
 
-DEMO_WORKLOADS = ("read", "features", "kmeans", "xgboost", "logreg", "naive_bayes", "mlp_cv", "ddp_cnn")
+DEMO_WORKLOADS = (
+    "read",
+    "features",
+    "kmeans",
+    "xgboost",
+    "logreg",
+    "naive_bayes",
+    "mlp_cv",
+    "ddp_cnn",
+)
 
 #: Sizes of the default demo: about 1-2 minutes on an idle 2-core machine, 3 repeats.
 DEFAULT = {"n_per_class": 400, "image_size": 128, "repeat": 3, "warmup": True}
@@ -77,8 +86,11 @@ def _finish(results, out, stream=None):
             print(f"crossover {r.workload}: {r.note}", file=stream)
     d = results.save(out)
     print(f"\nreport: {d / 'report.html'}", file=stream)
-    print(f"tables: {d / 'results.csv'}, {d / 'results.json'}, {d / 'samples.csv'}, "
-          f"{d / 'runs.jsonl'} (one line per run, written as it finished)", file=stream)
+    print(
+        f"tables: {d / 'results.csv'}, {d / 'results.json'}, {d / 'samples.csv'}, "
+        f"{d / 'runs.jsonl'} (one line per run, written as it finished)",
+        file=stream,
+    )
     if results.performance_report:
         print(f"dask performance report: {d / 'dask-performance-report.html'}", file=stream)
     return 1 if (results.table.status == "error").any() else 0
@@ -97,8 +109,11 @@ def _run(args, data, workloads, engines, preset, options):
         client = connect(args.scheduler, n_workers=args.workers)
         print(f"dask dashboard: {client.dashboard_link}", flush=True)
         n = client.nthreads()
-        print(f"cluster: {len(n)} workers, {sum(n.values())} threads "
-              "(the local engine gets the same number of cores)", flush=True)
+        print(
+            f"cluster: {len(n)} workers, {sum(n.values())} threads "
+            "(the local engine gets the same number of cores)",
+            flush=True,
+        )
     try:
         t0 = time.perf_counter()
         results = compare(
@@ -126,24 +141,47 @@ def _run(args, data, workloads, engines, preset, options):
 
 def _common(p, *, workloads_default):
     p.add_argument("--out", default="report/", help="output folder (default: report/)")
-    p.add_argument("--scheduler", metavar="ADDR", help="Dask scheduler address (default: a new local cluster)")
-    p.add_argument("--workers", type=int, default=None, help="local cluster workers (default: one per CPU)")
-    p.add_argument("--workloads", nargs="+", default=list(workloads_default), metavar="NAME",
-                   help=f"workloads to run (default: {' '.join(workloads_default)})")
+    p.add_argument(
+        "--scheduler", metavar="ADDR", help="Dask scheduler address (default: a new local cluster)"
+    )
+    p.add_argument(
+        "--workers", type=int, default=None, help="local cluster workers (default: one per CPU)"
+    )
+    p.add_argument(
+        "--workloads",
+        nargs="+",
+        default=list(workloads_default),
+        metavar="NAME",
+        help=f"workloads to run (default: {' '.join(workloads_default)})",
+    )
     p.add_argument("--engines", nargs="+", default=["local", "dask"], choices=["local", "dask"])
     p.add_argument("--repeat", type=int, default=None, help="timed repeats per workload and engine")
-    p.add_argument("--sizes", type=int, nargs="+", default=None, metavar="N",
-                   help="also run at these data sizes (samples) and report the crossover")
+    p.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="N",
+        help="also run at these data sizes (samples) and report the crossover",
+    )
     p.add_argument("--image-size", type=int, default=None, help="image side in pixels")
     p.add_argument("--backbone", default="smallcnn", help="CNN trunk of the features step")
     p.add_argument("--epochs", type=int, default=None, help="epochs of the ddp_cnn workload")
     p.add_argument("--prices", metavar="JSON", help="USD/hour per engine: a JSON file or text")
     p.add_argument("--spot-discount", type=float, default=0.0, help="fraction off the prices")
     p.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up runs")
-    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
-                   help="time limit of each run; a run over it is reported as 'timeout'")
-    p.add_argument("--small", action="store_true",
-                   help="tiny sizes, one repeat, no warm-up: finishes in seconds (tests)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="time limit of each run; a run over it is reported as 'timeout'",
+    )
+    p.add_argument(
+        "--small",
+        action="store_true",
+        help="tiny sizes, one repeat, no warm-up: finishes in seconds (tests)",
+    )
 
 
 #: The demo's DDP job trains 3 epochs: more would dominate the run time on 2 CPU cores.
@@ -170,8 +208,12 @@ def run_demo(args):
 
     options = _options(args, preset)
     with tempfile.TemporaryDirectory(prefix="dasktrain-demo-") as tmp:
-        root = make_xray_like(Path(tmp) / "chest_xray", n_per_class=preset["n_per_class"],
-                              size=options["image_size"], seed=0)
+        root = make_xray_like(
+            Path(tmp) / "chest_xray",
+            n_per_class=preset["n_per_class"],
+            size=options["image_size"],
+            seed=0,
+        )
         print(f"built-in data set: {root} ({preset['n_per_class']} images per class)", flush=True)
         return _run(args, root, args.workloads, args.engines, preset, options)
 
@@ -198,7 +240,9 @@ def add_compare_parser(subparsers):
     p = subparsers.add_parser(
         "compare", help="compare local and dask on your image folder (and cluster)"
     )
-    p.add_argument("path", help="image folder with one sub-folder per class (PATH/train used if present)")
+    p.add_argument(
+        "path", help="image folder with one sub-folder per class (PATH/train used if present)"
+    )
     _common(p, workloads_default=DEMO_WORKLOADS)
     p.set_defaults(func=run_compare)
     return p

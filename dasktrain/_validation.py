@@ -41,7 +41,7 @@ def check_engine(engine, *, allowed=ENGINES, name="engine"):
 
 
 def resolve_engine(engine, *inputs, allowed=ENGINES):
-    """Resolve ``engine="auto"`` from the inputs: any dask collection -> ``"dask"``, else ``"local"``.
+    """Resolve ``engine="auto"`` from the inputs: a dask collection -> ``"dask"``, else ``"local"``.
 
     An explicit ``"local"`` or ``"dask"`` is returned unchanged: that is what a comparison needs.
     """

@@ -1,4 +1,4 @@
-"""connect(): one way to get a Dask client, from an address, an existing client, or a new cluster."""
+"""connect(): one way to get a Dask client: from an address, a client, or a new local cluster."""
 
 from __future__ import annotations
 
@@ -153,11 +153,14 @@ def connect(
                     "in the Dask configuration."
                 )
         try:
-            client = DasktrainClient(address, security=security, timeout=timeout, set_as_default=True)
+            client = DasktrainClient(
+                address, security=security, timeout=timeout, set_as_default=True
+            )
         except (OSError, TimeoutError) as exc:
             raise ClusterConnectionError(
                 f"could not reach the Dask scheduler at {address!r} within {timeout} ({exc}). "
-                "Check that the scheduler is running and the address/port and TLS settings are right."
+                "Check that the scheduler is running and the address/port and TLS settings are "
+                "right."
             ) from exc
         logger.info("connected to %s; dashboard: %s", address, client.dashboard_link)
         return client

@@ -221,14 +221,16 @@ class _RunLog:
 # ---------------------------------------------------------------------------------------
 def _check_fraction(value, name):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
-        raise ValidationError(f"{name}={value!r} must be a fraction in [0, 1), e.g. 0.7 for 70% off.")
+        raise ValidationError(
+            f"{name}={value!r} must be a fraction in [0, 1), e.g. 0.7 for 70% off."
+        )
     return float(value)
 
 
 def _price_of(prices, machines, engine, spot_discount):
     """``(usd_per_hour_total, machine_label)`` of an engine, after the spot discount."""
     spec = (machines or {}).get(engine, engine)
-    name, count = (spec if isinstance(spec, tuple) else (spec, 1))
+    name, count = spec if isinstance(spec, tuple) else (spec, 1)
     if name not in prices:
         raise WorkloadError(
             f"the price table has no entry for machine {name!r} (engine {engine!r}); it knows "
@@ -321,7 +323,9 @@ class Results:
             raise WorkloadError("Results needs at least one run record.")
         for col in RUN_COLUMNS:
             if col not in runs:
-                runs[col] = np.nan if col not in ("status", "error", "quality_metric", "note") else None
+                runs[col] = (
+                    np.nan if col not in ("status", "error", "quality_metric", "note") else None
+                )
         runs["status"] = runs["status"].fillna("ok")
         runs["devices"] = pd.to_numeric(runs["devices"]).fillna(1)
         _check_time_basis(time_basis)
@@ -363,7 +367,9 @@ class Results:
                 row[f"{col}_min"] = float(v.min()) if v.notna().any() else math.nan
                 row[f"{col}_max"] = float(v.max()) if v.notna().any() else math.nan
             row["devices"] = float(g.devices.max())
-            row["quality_metric"] = ok.quality_metric.dropna().iloc[0] if ok.quality_metric.notna().any() else None
+            row["quality_metric"] = (
+                ok.quality_metric.dropna().iloc[0] if ok.quality_metric.notna().any() else None
+            )
             q = pd.to_numeric(ok.quality, errors="coerce")
             row["quality"] = float(q.median()) if q.notna().any() else math.nan
             for col in ("cpu_percent_mean", "peak_rss_bytes"):
@@ -392,13 +398,17 @@ class Results:
             speed = tb / t if t and t > 0 and not math.isnan(tb) else math.nan
             row["speedup"] = speed
             row["improvement_pct"] = (speed - 1) * 100 if not math.isnan(speed) else math.nan
-            row["efficiency"] = speed / (row["devices"] / db) if db and not math.isnan(speed) else math.nan
+            row["efficiency"] = (
+                speed / (row["devices"] / db) if db and not math.isnan(speed) else math.nan
+            )
             # Energy is measured over the whole step, so EDP uses the whole-step time whatever
             # the time basis (energy of the whole step x training time would mix two windows).
             tw = row["time_median"]
             row["edp"] = row["energy_j"] * tw if not math.isnan(row["energy_j"]) else math.nan
             if self.prices is not None:
-                usd_h, label = _price_of(self.prices, self.machines, row["engine"], self.spot_discount)
+                usd_h, label = _price_of(
+                    self.prices, self.machines, row["engine"], self.spot_discount
+                )
                 row["machine"] = label
                 row["cost_usd"] = usd_h * t / 3600 if not math.isnan(t) else math.nan
             else:
@@ -420,11 +430,31 @@ class Results:
                 top = derived.groupby("workload")["size"].transform("max")
                 derived = derived[(derived["size"] == top) | derived["size"].isna()]
             cols = [
-                "workload", "engine", "status", "repeats", "time_median", "time_min", "time_max",
-                "train_time_median", "train_time_min", "train_time_max", "speedup",
-                "improvement_pct", "devices", "efficiency", "quality_metric", "quality",
-                "cpu_percent_mean", "peak_rss_bytes", "energy_j", "edp", "machine", "cost_usd",
-                "workers_lost", "size", "error",
+                "workload",
+                "engine",
+                "status",
+                "repeats",
+                "time_median",
+                "time_min",
+                "time_max",
+                "train_time_median",
+                "train_time_min",
+                "train_time_max",
+                "speedup",
+                "improvement_pct",
+                "devices",
+                "efficiency",
+                "quality_metric",
+                "quality",
+                "cpu_percent_mean",
+                "peak_rss_bytes",
+                "energy_j",
+                "edp",
+                "machine",
+                "cost_usd",
+                "workers_lost",
+                "size",
+                "error",
             ]
             self._table = derived[cols].reset_index(drop=True)
         return self._table
@@ -438,7 +468,16 @@ class Results:
             return None
         agg = pd.DataFrame(self._derive(self._agg(self.runs[self.runs["size"].notna()])))
         return agg[
-            ["workload", "engine", "size", "time_median", "time_min", "time_max", "speedup", "status"]
+            [
+                "workload",
+                "engine",
+                "size",
+                "time_median",
+                "time_min",
+                "time_max",
+                "speedup",
+                "status",
+            ]
         ].sort_values(["workload", "engine", "size"], ignore_index=True)
 
     @property
@@ -463,7 +502,9 @@ class Results:
             g = g.set_index("size").sort_index()
             sizes = [s for s in g.index if s in base.index and not math.isnan(g.at[s, basis])]
             if not sizes:
-                rows.append({"workload": w, "engine": e, "crossover_size": math.nan, "note": "no timings"})
+                rows.append(
+                    {"workload": w, "engine": e, "crossover_size": math.nan, "note": "no timings"}
+                )
                 continue
             wins = [g.at[s, basis] < base.at[s] for s in sizes]
             lo, hi = sizes[0], sizes[-1]
@@ -488,9 +529,22 @@ class Results:
         t = self.table.copy()
         t["peak_rss_mb"] = t["peak_rss_bytes"] / 2**20
         columns = columns or [
-            "workload", "engine", "status", "time_median", "time_min", "time_max",
-            "train_time_median", "speedup", "improvement_pct", "efficiency", "quality_metric",
-            "quality", "cpu_percent_mean", "peak_rss_mb", "energy_j", "cost_usd",
+            "workload",
+            "engine",
+            "status",
+            "time_median",
+            "time_min",
+            "time_max",
+            "train_time_median",
+            "speedup",
+            "improvement_pct",
+            "efficiency",
+            "quality_metric",
+            "quality",
+            "cpu_percent_mean",
+            "peak_rss_mb",
+            "energy_j",
+            "cost_usd",
         ]
         columns = [c for c in columns if c in t and (c != "cost_usd" or self.prices is not None)]
         if "energy_j" in columns and t["energy_j"].isna().all():
@@ -524,7 +578,9 @@ class Results:
             "baseline": self.baseline,
             "time_basis": self.time_basis,
             "prices": self.prices,
-            "machines": {k: list(v) if isinstance(v, tuple) else v for k, v in (self.machines or {}).items()},
+            "machines": {
+                k: list(v) if isinstance(v, tuple) else v for k, v in (self.machines or {}).items()
+            },
             "spot_discount": self.spot_discount,
             "setup": self.setup,
             "table": records(self.table),
@@ -592,7 +648,9 @@ class Results:
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except OSError as exc:
-            raise ValidationError(f"cannot read the runs of a comparison from {str(path)!r}: {exc}") from exc
+            raise ValidationError(
+                f"cannot read the runs of a comparison from {str(path)!r}: {exc}"
+            ) from exc
         rows = []
         for line in lines:
             try:
@@ -601,7 +659,11 @@ class Results:
                 logger.warning("skipped an incomplete line of %s", path)
         ids = list(dict.fromkeys(r.get("comparison") for r in rows))
         chosen = comparison if comparison is not None else (ids[-1] if ids else None)
-        runs = [{k: v for k, v in r.items() if k != "comparison"} for r in rows if r.get("comparison") == chosen]
+        runs = [
+            {k: v for k, v in r.items() if k != "comparison"}
+            for r in rows
+            if r.get("comparison") == chosen
+        ]
         if not runs:
             raise ValidationError(
                 f"{str(path)!r} holds no runs of comparison {chosen!r} (comparisons: {ids!r})."
@@ -615,7 +677,17 @@ class Results:
 # ---------------------------------------------------------------------------------------
 def _versions():
     out = {"python": platform.python_version(), "dasktrain": __version__}
-    for mod in ("numpy", "pandas", "dask", "distributed", "sklearn", "xgboost", "dask_ml", "torch", "psutil"):
+    for mod in (
+        "numpy",
+        "pandas",
+        "dask",
+        "distributed",
+        "sklearn",
+        "xgboost",
+        "dask_ml",
+        "torch",
+        "psutil",
+    ):
         m = sys.modules.get(mod)
         if m is None and mod not in ("torch",):  # torch is only reported when a workload used it
             try:
@@ -750,7 +822,9 @@ def _call(fn, args, timeout, client):
         box["elapsed"] = time.perf_counter() - t0
 
     thread = threading.Thread(
-        target=contextvars.copy_context().run, args=(target,), daemon=True,
+        target=contextvars.copy_context().run,
+        args=(target,),
+        daemon=True,
         name="dasktrain-compare-run",
     )
     thread.start()
@@ -814,7 +888,9 @@ def _one_run(spec, inputs, engine, client, ctx, interval, monitor, timeout=None)
             if mon is not None:
                 mon.start()
             try:
-                metrics, rec["time"] = _call(spec.fn, (inputs, engine, dask_client), timeout, dask_client)
+                metrics, rec["time"] = _call(
+                    spec.fn, (inputs, engine, dask_client), timeout, dask_client
+                )
             finally:
                 if mon is not None:
                     mon.stop()
@@ -848,7 +924,13 @@ def _one_run(spec, inputs, engine, client, ctx, interval, monitor, timeout=None)
         # The local engine is charged for the driver's tree only, not the idle cluster.
         idle = ("worker", "nanny", "scheduler") if rec.get("engine") == "local" else ()
         s = mon.summary(exclude_roles=idle)
-        for k in ("cpu_percent_mean", "cpu_percent_max", "peak_rss_bytes", "energy_j", "energy_measured"):
+        for k in (
+            "cpu_percent_mean",
+            "cpu_percent_max",
+            "peak_rss_bytes",
+            "energy_j",
+            "energy_measured",
+        ):
             rec[k] = s[k]
         rec["monitor_overhead_pct"] = s["overhead_percent_of_core"]
         samples = mon.samples
@@ -961,7 +1043,9 @@ def compare(
 
     Examples
     --------
-    >>> res = dasktrain.compare(["kmeans", "xgboost"], data="chest_xray/", repeat=3)  # doctest: +SKIP
+    >>> res = dasktrain.compare(
+    ...     ["kmeans", "xgboost"], data="chest_xray/", repeat=3
+    ... )  # doctest: +SKIP
     >>> res.table[["workload", "engine", "time_median", "speedup"]]  # doctest: +SKIP
     >>> res.save("report/")  # doctest: +SKIP
     """
@@ -997,11 +1081,30 @@ def compare(
     log = _RunLog(out, comparison) if out is not None else None
     try:
         return _compare(
-            specs, data, engines, repeat, client, sizes, warmup, seed, options, interval,
-            monitor, performance_report, progress, n_per_class,
-            dict(baseline=baseline, prices=prices, machines=machines,
-                 spot_discount=spot_discount, time_basis=time_basis),
-            timeout=timeout, log=log, comparison=comparison,
+            specs,
+            data,
+            engines,
+            repeat,
+            client,
+            sizes,
+            warmup,
+            seed,
+            options,
+            interval,
+            monitor,
+            performance_report,
+            progress,
+            n_per_class,
+            dict(
+                baseline=baseline,
+                prices=prices,
+                machines=machines,
+                spot_discount=spot_discount,
+                time_basis=time_basis,
+            ),
+            timeout=timeout,
+            log=log,
+            comparison=comparison,
         )
     finally:
         if log is not None:
@@ -1010,9 +1113,27 @@ def compare(
             client.close()
 
 
-def _compare(specs, data, engines, repeat, client, sizes, warmup, seed, options, interval,
-             monitor, perf, progress, n_per_class, result_kw, *, timeout=None, log=None,
-             comparison=None):
+def _compare(
+    specs,
+    data,
+    engines,
+    repeat,
+    client,
+    sizes,
+    warmup,
+    seed,
+    options,
+    interval,
+    monitor,
+    perf,
+    progress,
+    n_per_class,
+    result_kw,
+    *,
+    timeout=None,
+    log=None,
+    comparison=None,
+):
     import pandas as pd
 
     if client is not None:
@@ -1066,8 +1187,15 @@ def _compare(specs, data, engines, repeat, client, sizes, warmup, seed, options,
         counter["i"] += 1
         if progress is not None:
             progress(
-                {"event": event, "workload": spec.name, "engine": engine, "repeat": rep,
-                 "index": counter["i"], "total": total, "record": rec}
+                {
+                    "event": event,
+                    "workload": spec.name,
+                    "engine": engine,
+                    "repeat": rep,
+                    "index": counter["i"],
+                    "total": total,
+                    "record": rec,
+                }
             )
 
     with tempfile.TemporaryDirectory(prefix="dasktrain-compare-") as tmp:
@@ -1100,11 +1228,20 @@ def _compare(specs, data, engines, repeat, client, sizes, warmup, seed, options,
                     where = {"size": size, "threads": n_threads}
                     if inputs is None:
                         for e in engines:
-                            keep(_clean_record(dict(
-                                where, workload=spec.name, engine=e, repeat=0,
-                                status="unavailable", error=f"no data: {data_error}",
-                                time=math.nan, devices=devices[e],
-                            )))
+                            keep(
+                                _clean_record(
+                                    dict(
+                                        where,
+                                        workload=spec.name,
+                                        engine=e,
+                                        repeat=0,
+                                        status="unavailable",
+                                        error=f"no data: {data_error}",
+                                        time=math.nan,
+                                        devices=devices[e],
+                                    )
+                                )
+                            )
                         continue
                     # Data preparation (decoding, CNN features, splits) is not part of any
                     # timed run: both engines start from the same prepared inputs.
@@ -1113,8 +1250,9 @@ def _compare(specs, data, engines, repeat, client, sizes, warmup, seed, options,
                     failed = {}
                     if warmup:
                         for e in engines:
-                            rec, _ = _one_run(spec, inputs, e, client, ctx, interval, False,
-                                              timeout)
+                            rec, _ = _one_run(
+                                spec, inputs, e, client, ctx, interval, False, timeout
+                            )
                             emit("warmup", spec, e, 0, rec)
                             if rec["status"] != "ok":
                                 failed[e] = rec
@@ -1122,16 +1260,28 @@ def _compare(specs, data, engines, repeat, client, sizes, warmup, seed, options,
                         for e in engines:  # interleaved: A B A B
                             if e in failed:
                                 continue
-                            rec, samples = _one_run(spec, inputs, e, client, ctx, interval,
-                                                    monitor, timeout)
+                            rec, samples = _one_run(
+                                spec, inputs, e, client, ctx, interval, monitor, timeout
+                            )
                             run_id += 1
-                            rec.update(where, repeat=rep, devices=devices[e], run=run_id,
-                                       workers=n_workers if e == "dask" else 0)
+                            rec.update(
+                                where,
+                                repeat=rep,
+                                devices=devices[e],
+                                run=run_id,
+                                workers=n_workers if e == "dask" else 0,
+                            )
                             keep(rec)
                             if samples is not None and len(samples):
-                                sample_frames.append(samples.assign(
-                                    run=run_id, workload=spec.name, engine=e, size=size, repeat=rep
-                                ))
+                                sample_frames.append(
+                                    samples.assign(
+                                        run=run_id,
+                                        workload=spec.name,
+                                        engine=e,
+                                        size=size,
+                                        repeat=rep,
+                                    )
+                                )
                             emit("run", spec, e, rep, rec)
                             if rec["status"] in ("unavailable", "timeout"):
                                 # A timed-out run may still be busy: no more repeats of it.
@@ -1139,8 +1289,12 @@ def _compare(specs, data, engines, repeat, client, sizes, warmup, seed, options,
                     # A warm-up that failed stands for its engine's row (no timed runs followed).
                     for e, rec in failed.items():
                         if "run" not in rec:
-                            rec.update(where, repeat=0, devices=devices[e],
-                                       workers=n_workers if e == "dask" else 0)
+                            rec.update(
+                                where,
+                                repeat=0,
+                                devices=devices[e],
+                                workers=n_workers if e == "dask" else 0,
+                            )
                             keep(rec)
         if use_perf and perf_path.exists():
             # Dask's template links its favicon on docs.dask.org: drop it so the file makes no

@@ -281,7 +281,9 @@ def make_xray_like(
         _write_in_pool(n_proc, str(root), batches, args)
     logger.info(
         "wrote %s synthetic chest X-rays to %s (%d process(es))",
-        ", ".join(f"{counts[c]} {c}" for c in XRAY_CLASSES), root, n_proc,
+        ", ".join(f"{counts[c]} {c}" for c in XRAY_CLASSES),
+        root,
+        n_proc,
     )
     return root
 

@@ -43,7 +43,7 @@ class ClusterConnectionError(DasktrainError, OSError):
 
 
 class OptionalDependencyError(DasktrainError, ImportError):
-    """Raised when an optional package (torch, tensorflow, dask-cuda...) is missing; names the extra."""
+    """When an optional package (torch, tensorflow, dask-cuda) is missing; names its extra."""
 
 
 class WeightsError(ValidationError):

@@ -815,9 +815,7 @@ class ImageSet:
         ``"dask"`` when ``X`` is a dask array.
     """
 
-    def __init__(
-        self, X, y, *, classes, paths, skipped=(), size=None, color=None, _labels=None
-    ):
+    def __init__(self, X, y, *, classes, paths, skipped=(), size=None, color=None, _labels=None):
         self.X = X
         self.y = y
         self.classes = list(classes)

@@ -98,8 +98,11 @@ def _block_map(fn, *arrays, **kwargs):
     import dask
 
     blocks = [
-        [None] * arrays[0].numblocks[0] if a is None else list(a.to_delayed().ravel())
-        if a.ndim == 1 else [row[0] for row in a.to_delayed()]
+        [None] * arrays[0].numblocks[0]
+        if a is None
+        else list(a.to_delayed().ravel())
+        if a.ndim == 1
+        else [row[0] for row in a.to_delayed()]
         for a in arrays
     ]
     tasks = [dask.delayed(fn)(*parts, **kwargs) for parts in zip(*blocks)]
@@ -131,7 +134,8 @@ def _pair_block(yt, yp, w):
 def _pair_table(y_true, y_pred, sample_weight=None):
     """Pair-count table of two dask label vectors: (true labels, pred labels, counts, weights)."""
     yt, yp, w = _align(
-        _check_1d(y_true, "y_true"), _check_1d(y_pred, "y_pred"),
+        _check_1d(y_true, "y_true"),
+        _check_1d(y_pred, "y_pred"),
         None if sample_weight is None else _check_1d(sample_weight, "sample_weight"),
         names=["y_true", "y_pred", "sample_weight"],
     )
@@ -213,7 +217,9 @@ def precision_recall_fscore_support(y_true, y_pred, *, sample_weight=None, **kwa
         if out[3] is not None:
             out = out[:3] + (np.rint(out[3]).astype(np.int64),)
         return out
-    return _classification("precision_recall_fscore_support", y_true, y_pred, sample_weight, **kwargs)
+    return _classification(
+        "precision_recall_fscore_support", y_true, y_pred, sample_weight, **kwargs
+    )
 
 
 def precision_score(y_true, y_pred, *, sample_weight=None, **kwargs):
@@ -247,8 +253,11 @@ def confusion_matrix(y_true, y_pred, *, labels=None, sample_weight=None, normali
 
     if not _any_dask(y_true, y_pred, sample_weight):
         return skm.confusion_matrix(
-            _check_1d(y_true, "y_true"), _check_1d(y_pred, "y_pred"), labels=labels,
-            sample_weight=sample_weight, normalize=normalize,
+            _check_1d(y_true, "y_true"),
+            _check_1d(y_pred, "y_pred"),
+            labels=labels,
+            sample_weight=sample_weight,
+            normalize=normalize,
         )
     yt, yp, sw = _compressed(y_true, y_pred, sample_weight)
     cm = skm.confusion_matrix(yt, yp, labels=labels, sample_weight=sw, normalize=normalize)
@@ -280,7 +289,8 @@ def roc_auc_score(y_true, y_score, *, sample_weight=None, **kwargs):
     yt, ys, sw = _small_vectors(y_true, y_score, sample_weight)
     if len(yt) != len(ys):
         raise ValidationError(
-            f"y_true has {len(yt)} samples but y_score has {len(ys)}; they must have the same length."
+            f"y_true has {len(yt)} samples but y_score has {len(ys)}; they must have the same "
+            "length."
         )
     return skm.roc_auc_score(yt, ys, sample_weight=sw, **kwargs)
 
@@ -292,7 +302,8 @@ def roc_curve(y_true, y_score, *, sample_weight=None, **kwargs):
     yt, ys, sw = _small_vectors(y_true, y_score, sample_weight)
     if len(yt) != len(ys):
         raise ValidationError(
-            f"y_true has {len(yt)} samples but y_score has {len(ys)}; they must have the same length."
+            f"y_true has {len(yt)} samples but y_score has {len(ys)}; they must have the same "
+            "length."
         )
     return skm.roc_curve(yt, ys, sample_weight=sw, **kwargs)
 
@@ -310,7 +321,8 @@ def r2_score(y_true, y_pred, *, sample_weight=None):
     if not _any_dask(y_true, y_pred, sample_weight):
         return skm.r2_score(y_true, y_pred, sample_weight=sample_weight)
     yt, yp, w = _align(
-        _check_1d(y_true, "y_true"), _check_1d(y_pred, "y_pred"),
+        _check_1d(y_true, "y_true"),
+        _check_1d(y_pred, "y_pred"),
         None if sample_weight is None else _check_1d(sample_weight, "sample_weight"),
         names=["y_true", "y_pred", "sample_weight"],
     )
@@ -369,7 +381,9 @@ def silhouette(X, labels, *, sample_size=None, random_state=0, metric="euclidean
 
     X, labels = _check_cluster_input(X, labels)
     n = X.shape[0]
-    limit = sample_size if sample_size is not None else _config.get("metrics.silhouette-sample-size")
+    limit = (
+        sample_size if sample_size is not None else _config.get("metrics.silhouette-sample-size")
+    )
     if limit is not None and (int(limit) < 2):
         raise ValidationError(f"sample_size={sample_size!r} must be an integer >= 2.")
     if limit is None or n <= int(limit):
@@ -389,7 +403,9 @@ def silhouette(X, labels, *, sample_size=None, random_state=0, metric="euclidean
 
 def silhouette_score(X, labels, *, sample_size=None, random_state=0, metric="euclidean"):
     """Silhouette score as a float; see :func:`silhouette` (which also reports the sample size)."""
-    return silhouette(X, labels, sample_size=sample_size, random_state=random_state, metric=metric).score
+    return silhouette(
+        X, labels, sample_size=sample_size, random_state=random_state, metric=metric
+    ).score
 
 
 def _cluster_sums_block(X, lab):

@@ -92,7 +92,11 @@ def infer_role(cmdline, *, pid=None, root_pid=None, worker_pids=(), parent_role=
 
 def _rapl_domains():
     # Top-level packages only (intel-rapl:0, not the intel-rapl:0:0 sub-zones they contain).
-    paths = [p for p in sorted(glob.glob(RAPL_GLOB)) if os.path.basename(os.path.dirname(p)).count(":") == 1]
+    paths = [
+        p
+        for p in sorted(glob.glob(RAPL_GLOB))
+        if os.path.basename(os.path.dirname(p)).count(":") == 1
+    ]
     readable = []
     for p in paths:
         try:
@@ -291,7 +295,9 @@ class ResourceMonitor:
                 start = counts.get(addr, 0)
                 hist.update(
                     self.client.run(
-                        lambda dask_worker, start=start: dask_worker.monitor.range_query(start=start),
+                        lambda dask_worker, start=start: dask_worker.monitor.range_query(
+                            start=start
+                        ),
                         workers=[addr],
                     )
                 )
@@ -348,7 +354,7 @@ class ResourceMonitor:
                 total += d
             self.energy["cpu_energy_j"] = total
         else:
-            notes.append("CPU energy not measured (RAPL not readable at %s)" % RAPL_GLOB)
+            notes.append(f"CPU energy not measured (RAPL not readable at {RAPL_GLOB})")
         if self._gpu_energy_start:  # pragma: no cover - GPU only
             total = 0.0
             for i, e0 in self._gpu_energy_start.items():
@@ -451,7 +457,9 @@ class ResourceMonitor:
             role = self._role(proc)
             name = self._names.get(pid)
             if name is None:
-                name = self._worker_pids.get(pid) or ("driver" if role == "driver" else f"{role}-{pid}")
+                name = self._worker_pids.get(pid) or (
+                    "driver" if role == "driver" else f"{role}-{pid}"
+                )
                 self._names[pid] = name
             rows.append(
                 {
@@ -575,7 +583,9 @@ class ResourceMonitor:
         )
         out["n_processes"] = int(tree.pid.nunique())
         out["n_workers"] = int(
-            tree.loc[(tree.role == "worker") & ~tree.pid.isin(self._worker_children), "pid"].nunique()
+            tree.loc[
+                (tree.role == "worker") & ~tree.pid.isin(self._worker_children), "pid"
+            ].nunique()
             + remote.process.nunique()
         )
         out["n_remote_workers"] = len(self._outside)

@@ -16,8 +16,18 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["write_report", "build_layout"]
 
-_PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-            "#bcbd22", "#17becf"]
+_PALETTE = [
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+]
 
 
 def _fmt(v):
@@ -34,14 +44,27 @@ def _table_html(results):
     t = results.table.copy()
     t["peak_rss_mb"] = t["peak_rss_bytes"] / 2**20
     cols = [
-        ("workload", "workload"), ("engine", "engine"), ("status", "status"),
-        ("repeats", "n"), ("time_median", "time median (s)"), ("time_min", "min"),
-        ("time_max", "max"), ("train_time_median", "train time (s)"), ("speedup", "speedup"),
-        ("improvement_pct", "improvement %"), ("devices", "devices"),
-        ("efficiency", "parallel efficiency"), ("quality_metric", "metric"),
-        ("quality", "quality"), ("cpu_percent_mean", "CPU % (mean)"),
-        ("peak_rss_mb", "peak RSS (MiB)"), ("energy_j", "energy (J)"), ("edp", "EDP (J s)"),
-        ("cost_usd", "cost / run (USD)"), ("workers_lost", "workers lost"), ("error", "error"),
+        ("workload", "workload"),
+        ("engine", "engine"),
+        ("status", "status"),
+        ("repeats", "n"),
+        ("time_median", "time median (s)"),
+        ("time_min", "min"),
+        ("time_max", "max"),
+        ("train_time_median", "train time (s)"),
+        ("speedup", "speedup"),
+        ("improvement_pct", "improvement %"),
+        ("devices", "devices"),
+        ("efficiency", "parallel efficiency"),
+        ("quality_metric", "metric"),
+        ("quality", "quality"),
+        ("cpu_percent_mean", "CPU % (mean)"),
+        ("peak_rss_mb", "peak RSS (MiB)"),
+        ("energy_j", "energy (J)"),
+        ("edp", "EDP (J s)"),
+        ("cost_usd", "cost / run (USD)"),
+        ("workers_lost", "workers lost"),
+        ("error", "error"),
     ]
     head = "".join(f"<th>{html.escape(label)}</th>" for _, label in cols)
     body = []
@@ -49,8 +72,11 @@ def _table_html(results):
         cells = "".join(f"<td>{_fmt(row[c])}</td>" for c, _ in cols)
         body.append(f"<tr class='{html.escape(str(row['status']))}'>{cells}</tr>")
     return (
-        "<table class='results'><thead><tr>" + head + "</tr></thead><tbody>"
-        + "".join(body) + "</tbody></table>"
+        "<table class='results'><thead><tr>"
+        + head
+        + "</tr></thead><tbody>"
+        + "".join(body)
+        + "</tbody></table>"
     )
 
 
@@ -71,9 +97,13 @@ def _setup_html(results):
     energy = results.table["energy_j"]
     note = (
         "Energy: not measured on this machine (no readable RAPL / NVML counter); it is never "
-        "estimated." if energy.isna().all() else "Energy: measured (RAPL / NVML counters)."
+        "estimated."
+        if energy.isna().all()
+        else "Energy: measured (RAPL / NVML counters)."
     )
-    li = "".join(f"<li><b>{html.escape(str(k))}</b>: {_fmt(v)}</li>" for k, v in items if v is not None)
+    li = "".join(
+        f"<li><b>{html.escape(str(k))}</b>: {_fmt(v)}</li>" for k, v in items if v is not None
+    )
     return f"<ul class='setup'>{li}</ul><p>{html.escape(note)}</p>" + _remote_note(results)
 
 
@@ -111,7 +141,8 @@ _CSS = """
 <style>
 table.results { border-collapse: collapse; font: 12px sans-serif; }
 table.results th, table.results td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
-table.results tr.error td, table.results tr.unavailable td, table.results tr.timeout td { color: #a00; }
+table.results tr.error td, table.results tr.unavailable td,
+table.results tr.timeout td { color: #a00; }
 ul.setup { font: 12px sans-serif; columns: 3; }
 </style>
 """
@@ -146,14 +177,27 @@ def build_layout(results):
                 engine=ok.engine.astype(str).tolist(),
             )
         )
-        p = figure(x_range=FactorRange(*factors), height=340, width=1000,
-                   title="Whole-step time per engine (median, whiskers = min..max)",
-                   y_axis_label="seconds", toolbar_location="right")
+        p = figure(
+            x_range=FactorRange(*factors),
+            height=340,
+            width=1000,
+            title="Whole-step time per engine (median, whiskers = min..max)",
+            y_axis_label="seconds",
+            toolbar_location="right",
+        )
         p.vbar(x="x", top="median", width=0.8, color="color", source=src)
         p.add_layout(Whisker(base="x", upper="hi", lower="lo", source=src))
-        p.add_tools(HoverTool(tooltips=[("workload", "@workload"), ("engine", "@engine"),
-                                        ("median", "@median{0.000} s"), ("min", "@lo{0.000}"),
-                                        ("max", "@hi{0.000}")]))
+        p.add_tools(
+            HoverTool(
+                tooltips=[
+                    ("workload", "@workload"),
+                    ("engine", "@engine"),
+                    ("median", "@median{0.000} s"),
+                    ("min", "@lo{0.000}"),
+                    ("max", "@hi{0.000}"),
+                ]
+            )
+        )
         p.xaxis.major_label_orientation = 0.9
         p.y_range.start = 0
         parts.append(p)
@@ -161,16 +205,32 @@ def build_layout(results):
         others = ok[ok.engine != results.baseline]
         if len(others):
             f2 = [(str(w), str(e)) for w, e in zip(others.workload, others.engine)]
-            s2 = ColumnDataSource(dict(x=f2, speedup=others.speedup.tolist(),
-                                       color=[colors[e] for e in others.engine],
-                                       improvement=others.improvement_pct.tolist()))
-            p2 = figure(x_range=FactorRange(*f2), height=300, width=1000,
-                        title=f"Speedup against {results.baseline} (> 1: faster)",
-                        y_axis_label="speedup", toolbar_location="right")
+            s2 = ColumnDataSource(
+                dict(
+                    x=f2,
+                    speedup=others.speedup.tolist(),
+                    color=[colors[e] for e in others.engine],
+                    improvement=others.improvement_pct.tolist(),
+                )
+            )
+            p2 = figure(
+                x_range=FactorRange(*f2),
+                height=300,
+                width=1000,
+                title=f"Speedup against {results.baseline} (> 1: faster)",
+                y_axis_label="speedup",
+                toolbar_location="right",
+            )
             p2.vbar(x="x", top="speedup", width=0.8, color="color", source=s2)
             p2.add_layout(Span(location=1, dimension="width", line_dash="dashed"))
-            p2.add_tools(HoverTool(tooltips=[("speedup", "@speedup{0.00}x"),
-                                             ("improvement", "@improvement{0.0} %")]))
+            p2.add_tools(
+                HoverTool(
+                    tooltips=[
+                        ("speedup", "@speedup{0.00}x"),
+                        ("improvement", "@improvement{0.0} %"),
+                    ]
+                )
+            )
             p2.xaxis.major_label_orientation = 0.9
             p2.y_range.start = 0
             parts.append(p2)
@@ -178,11 +238,16 @@ def build_layout(results):
         q = ok[ok.quality.notna()]
         if len(q):
             f3 = [(f"{w} ({m})", str(e)) for w, m, e in zip(q.workload, q.quality_metric, q.engine)]
-            s3 = ColumnDataSource(dict(x=f3, quality=q.quality.tolist(),
-                                       color=[colors[e] for e in q.engine]))
-            p3 = figure(x_range=FactorRange(*f3), height=300, width=1000,
-                        title="Quality per engine (median over repeats)",
-                        toolbar_location="right")
+            s3 = ColumnDataSource(
+                dict(x=f3, quality=q.quality.tolist(), color=[colors[e] for e in q.engine])
+            )
+            p3 = figure(
+                x_range=FactorRange(*f3),
+                height=300,
+                width=1000,
+                title="Quality per engine (median over repeats)",
+                toolbar_location="right",
+            )
             p3.vbar(x="x", top="quality", width=0.8, color="color", source=s3)
             p3.add_tools(HoverTool(tooltips=[("quality", "@quality{0.0000}")]))
             p3.xaxis.major_label_orientation = 0.9
@@ -193,25 +258,46 @@ def build_layout(results):
     if s is not None and len(s) and "time" in s:
         t0 = float(s["time"].min())
         procs = s[s.role != "system"]
-        cpu = figure(height=320, width=1300, title="CPU % per process / worker (100 = one core)",
-                     x_axis_label="seconds since the comparison started", y_axis_label="CPU %")
-        mem = figure(height=320, width=1300, title="Memory (RSS) per process / worker",
-                     x_axis_label="seconds since the comparison started", y_axis_label="MiB",
-                     x_range=cpu.x_range)
+        cpu = figure(
+            height=320,
+            width=1300,
+            title="CPU % per process / worker (100 = one core)",
+            x_axis_label="seconds since the comparison started",
+            y_axis_label="CPU %",
+        )
+        mem = figure(
+            height=320,
+            width=1300,
+            title="Memory (RSS) per process / worker",
+            x_axis_label="seconds since the comparison started",
+            y_axis_label="MiB",
+            x_range=cpu.x_range,
+        )
         for i, (name, g) in enumerate(procs.groupby("process", sort=True)):
             g = g.sort_values("time")
             color = _PALETTE[i % len(_PALETTE)]
             label = _process_label(name, g)
-            src = ColumnDataSource(dict(t=(g.time - t0).tolist(), cpu=g.cpu_percent.tolist(),
-                                        rss=(g.rss / 2**20).tolist()))
+            src = ColumnDataSource(
+                dict(
+                    t=(g.time - t0).tolist(),
+                    cpu=g.cpu_percent.tolist(),
+                    rss=(g.rss / 2**20).tolist(),
+                )
+            )
             cpu.scatter("t", "cpu", source=src, size=3, color=color, legend_label=label)
             mem.scatter("t", "rss", source=src, size=3, color=color, legend_label=label)
         sysrows = s[s.role == "system"].sort_values("time")
         if len(sysrows):
             # Markers, not a line: runs are sampled, the gaps between them are not.
-            cpu.scatter((sysrows.time - t0).tolist(), sysrows.cpu_percent.tolist(), color="black",
-                        alpha=0.3, size=3, marker="square",
-                        legend_label="whole machine (% of all cores)")
+            cpu.scatter(
+                (sysrows.time - t0).tolist(),
+                sysrows.cpu_percent.tolist(),
+                color="black",
+                alpha=0.3,
+                size=3,
+                marker="square",
+                legend_label="whole machine (% of all cores)",
+            )
         # Shade the runs so a timeline reads against the table.
         runs = results.runs
         if "start" in runs and runs["start"].notna().any():
@@ -220,8 +306,11 @@ def build_layout(results):
             for _, r in runs[runs["start"].notna()].iterrows():
                 color = colors.get(r.engine, "#999")
                 for fig in (cpu, mem):
-                    fig.add_layout(BoxAnnotation(left=r.start - t0, right=r.end - t0,
-                                                 fill_alpha=0.06, fill_color=color))
+                    fig.add_layout(
+                        BoxAnnotation(
+                            left=r.start - t0, right=r.end - t0, fill_alpha=0.06, fill_color=color
+                        )
+                    )
         for fig in (cpu, mem):
             fig.legend.click_policy = "hide"
             fig.legend.label_text_font_size = "8pt"
@@ -232,23 +321,36 @@ def build_layout(results):
     # Scaling curve.
     sc = results.scaling
     if sc is not None and len(sc):
-        ps = figure(height=340, width=1300, title="Scaling: whole-step time against data size",
-                    x_axis_label="samples", y_axis_label="seconds", x_axis_type="log",
-                    y_axis_type="log")
+        ps = figure(
+            height=340,
+            width=1300,
+            title="Scaling: whole-step time against data size",
+            x_axis_label="samples",
+            y_axis_label="seconds",
+            x_axis_type="log",
+            y_axis_type="log",
+        )
         for i, ((w, e), g) in enumerate(sc.groupby(["workload", "engine"], sort=False)):
             g = g[g.time_median.notna()].sort_values("size")
             color = _PALETTE[i % len(_PALETTE)]
             dash = "solid" if e == results.baseline else "dashed"
-            ps.line(g["size"].tolist(), g.time_median.tolist(), color=color, line_dash=dash,
-                    legend_label=f"{w} / {e}")
+            ps.line(
+                g["size"].tolist(),
+                g.time_median.tolist(),
+                color=color,
+                line_dash=dash,
+                legend_label=f"{w} / {e}",
+            )
             ps.scatter(g["size"].tolist(), g.time_median.tolist(), color=color, size=6)
         ps.legend.click_policy = "hide"
         ps.add_layout(ps.legend[0], "right")
         parts.append(ps)
         cr = results.crossover
         if cr is not None and len(cr):
-            li = "".join(f"<li>{html.escape(str(r.workload))}: {html.escape(str(r.note))}</li>"
-                         for _, r in cr.iterrows())
+            li = "".join(
+                f"<li>{html.escape(str(r.workload))}: {html.escape(str(r.note))}</li>"
+                for _, r in cr.iterrows()
+            )
             parts.append(Div(text=f"<h3>Crossover</h3><ul>{li}</ul>"))
     return column(*parts)
 

@@ -1,4 +1,4 @@
-"""Helpers for testing dasktrain and code built on it: engine parity and small deterministic data."""
+"""Helpers for testing dasktrain and code built on it: engine parity, small deterministic data."""
 
 from __future__ import annotations
 

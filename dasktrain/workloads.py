@@ -57,12 +57,14 @@ class RunContext:
     options: dict = dataclasses.field(default_factory=dict)
 
 
-_CURRENT = contextvars.ContextVar("dasktrain_workload_context", default=RunContext())
+# No shared default instance: a RunContext holds a mutable options dict.
+_CURRENT = contextvars.ContextVar("dasktrain_workload_context", default=None)
 
 
 def current():
     """The :class:`RunContext` of the run in progress (defaults outside :func:`compare`)."""
-    return _CURRENT.get()
+    ctx = _CURRENT.get()
+    return RunContext() if ctx is None else ctx
 
 
 @contextlib.contextmanager
@@ -181,9 +183,7 @@ class Inputs:
         kind = self.kind
         if kind == "path":
             read_images = _need("dasktrain.images", "read_images")
-            iset = read_images(
-                self.path, size=_opt("image_size", 64), color="gray", engine="local"
-            )
+            iset = read_images(self.path, size=_opt("image_size", 64), color="gray", engine="local")
             X, y, classes = np.asarray(iset.X), np.asarray(iset.y), list(iset.classes)
         elif kind == "imageset":
             d = self.data
@@ -371,7 +371,11 @@ def w_read(inputs, engine, client):
         wait(X)
     else:
         X = np.asarray(X)
-    return {"train_time": math.nan, "images": float(len(iset.y)), "read_time": time.perf_counter() - t0}
+    return {
+        "train_time": math.nan,
+        "images": float(len(iset.y)),
+        "read_time": time.perf_counter() - t0,
+    }
 
 
 def w_features(inputs, engine, client):
@@ -401,7 +405,9 @@ def w_kmeans(inputs, engine, client):
     t0 = time.perf_counter()
     km.fit(Xe)
     train = time.perf_counter() - t0
-    labels = _result(client, km.labels_) if hasattr(km, "labels_") else _result(client, km.predict(Xe))
+    labels = (
+        _result(client, km.labels_) if hasattr(km, "labels_") else _result(client, km.predict(Xe))
+    )
     return {
         "train_time": train,
         "silhouette": _metric("silhouette_score", F, labels, sample_size=min(len(F), 2000)),
@@ -502,7 +508,11 @@ def w_ddp_cnn(inputs, engine, client):
         out = run(train_classifier, Xtr, ytr, client=client, **kw)
     else:
         run_local = getattr(ddp, "run_local", None)
-        out = run_local(train_classifier, Xtr, ytr, **kw) if run_local else train_classifier(Xtr, ytr, **kw)
+        out = (
+            run_local(train_classifier, Xtr, ytr, **kw)
+            if run_local
+            else train_classifier(Xtr, ytr, **kw)
+        )
     if isinstance(out, dict) and "history" not in out:
         out = out[min(out)]  # {rank: value}: rank 0 reports for the job
     hist = out.get("history") or [{}]
@@ -557,8 +567,9 @@ def _user(fn):
     def call(inputs, engine, client):
         return fn(inputs.for_user(), engine, client)
 
-    return Workload(name, call, metric=getattr(fn, "metric", None), builtin=False,
-                    needs=("for_user",))
+    return Workload(
+        name, call, metric=getattr(fn, "metric", None), builtin=False, needs=("for_user",)
+    )
 
 
 def resolve_workloads(workloads):

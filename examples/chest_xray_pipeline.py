@@ -36,7 +36,9 @@ def parse_args(argv=None):
     p.add_argument("--size", type=int, default=64, help="images are resized to SIZE x SIZE")
     p.add_argument("--n-per-class", type=int, default=120, help="built-in data: images per class")
     p.add_argument(
-        "--chunk-size", type=int, default=64,
+        "--chunk-size",
+        type=int,
+        default=64,
         help="images per chunk (dask engine); several chunks per worker keep both workers busy",
     )
     p.add_argument("--backbone", default="smallcnn", help="CNNFeatures backbone")

@@ -33,13 +33,24 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
-        root = make_xray_like(args.data or Path(tmp) / "xray", n_per_class=args.n_per_class,
-                              size=args.size, seed=args.seed)
+        root = make_xray_like(
+            args.data or Path(tmp) / "xray",
+            n_per_class=args.n_per_class,
+            size=args.size,
+            seed=args.seed,
+        )
         train = dasktrain.read_images(root / "train", size=(args.size, args.size))
         test = dasktrain.read_images(root / "test", size=(args.size, args.size))
     print(f"train {train.X.shape}, test {test.X.shape}, classes {train.classes}")
-    kw = dict(X_val=test.X, y_val=test.y, model="smallcnn", epochs=args.epochs,
-              batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    kw = dict(
+        X_val=test.X,
+        y_val=test.y,
+        model="smallcnn",
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+    )
 
     # One thread, like each 1-thread Dask worker: the comparison is per core.
     torch.set_num_threads(1)
@@ -47,21 +58,30 @@ def main(argv=None):
     local = ddp.run_local(train_classifier, train.X, train.y, **kw)[0]
     local_wall = time.perf_counter() - t0
 
-    with dasktrain.connect(n_workers=args.ranks, threads_per_worker=1,
-                           dashboard_address="127.0.0.1:0") as client:
+    with dasktrain.connect(
+        n_workers=args.ranks, threads_per_worker=1, dashboard_address="127.0.0.1:0"
+    ) as client:
         t0 = time.perf_counter()
         dist = ddp.run(train_classifier, train.X, train.y, client=client, **kw)[0]
         dist_wall = time.perf_counter() - t0
 
     print("accuracy per epoch (on the test images), same seeds and global batch:")
-    print(f"{'epoch':>5} {'local acc':>10} {args.ranks}-rank acc   local loss  {args.ranks}-rank loss")
+    print(
+        f"{'epoch':>5} {'local acc':>10} {args.ranks}-rank acc   local loss  {args.ranks}-rank loss"
+    )
     for a, b in zip(local["history"], dist["history"]):
-        print(f"{a['epoch']:>5} {a['accuracy']:>10.3f} {b['accuracy']:>11.3f} "
-              f"{a['loss']:>11.4f} {b['loss']:>12.4f}")
-    print(f"local twin : {local['samples_per_s']:8.1f} samples/s, train {local['train_time']:.1f} s,"
-          f" wall {local_wall:.1f} s")
-    print(f"{args.ranks} DDP ranks: {dist['samples_per_s']:8.1f} samples/s, train "
-          f"{dist['train_time']:.1f} s, wall {dist_wall:.1f} s (includes the launch)")
+        print(
+            f"{a['epoch']:>5} {a['accuracy']:>10.3f} {b['accuracy']:>11.3f} "
+            f"{a['loss']:>11.4f} {b['loss']:>12.4f}"
+        )
+    print(
+        f"local twin : {local['samples_per_s']:8.1f} samples/s, train {local['train_time']:.1f} s,"
+        f" wall {local_wall:.1f} s"
+    )
+    print(
+        f"{args.ranks} DDP ranks: {dist['samples_per_s']:8.1f} samples/s, train "
+        f"{dist['train_time']:.1f} s, wall {dist_wall:.1f} s (includes the launch)"
+    )
 
 
 if __name__ == "__main__":

@@ -34,8 +34,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
-        root = make_xray_like(Path(tmp) / "xray", n_per_class=args.n_per_class, size=args.size,
-                              seed=args.seed)
+        root = make_xray_like(
+            Path(tmp) / "xray", n_per_class=args.n_per_class, size=args.size, seed=args.seed
+        )
         train = dasktrain.read_images(root / "train", size=(args.size, args.size))
         test = dasktrain.read_images(root / "test", size=(args.size, args.size))
     hog = dasktrain.HOGFeatures()
@@ -44,15 +45,24 @@ def main(argv=None):
     mean, std = F_train.mean(0), F_train.std(0) + 1e-6
     F_train, F_test = (F_train - mean) / std, (F_test - mean) / std
     print(f"features: train {F_train.shape}, test {F_test.shape}")
-    kw = dict(X_val=F_test, y_val=test.y, model="mlp", hidden=args.hidden, epochs=args.epochs,
-              batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    kw = dict(
+        X_val=F_test,
+        y_val=test.y,
+        model="mlp",
+        hidden=args.hidden,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+    )
 
     torch.set_num_threads(1)  # like each 1-thread Dask worker
     t0 = time.perf_counter()
     local = ddp.run_local(train_classifier, F_train, train.y, **kw)[0]
     local_wall = time.perf_counter() - t0
-    with dasktrain.connect(n_workers=args.ranks, threads_per_worker=1,
-                           dashboard_address="127.0.0.1:0") as client:
+    with dasktrain.connect(
+        n_workers=args.ranks, threads_per_worker=1, dashboard_address="127.0.0.1:0"
+    ) as client:
         t0 = time.perf_counter()
         dist = ddp.run(train_classifier, F_train, train.y, client=client, **kw)[0]
         dist_wall = time.perf_counter() - t0
@@ -62,8 +72,10 @@ def main(argv=None):
     for a, b in zip(local["history"], dist["history"]):
         print(f"{a['epoch']:>5} {a['accuracy']:>10.3f} {b['accuracy']:>11.3f}")
     print(f"local twin : train {local['train_time']:.2f} s, wall {local_wall:.1f} s")
-    print(f"{args.ranks} DDP ranks: train {dist['train_time']:.2f} s, wall {dist_wall:.1f} s "
-          "(a small MLP is communication-bound: DDP is not worth it here, by design)")
+    print(
+        f"{args.ranks} DDP ranks: train {dist['train_time']:.2f} s, wall {dist_wall:.1f} s "
+        "(a small MLP is communication-bound: DDP is not worth it here, by design)"
+    )
 
 
 if __name__ == "__main__":

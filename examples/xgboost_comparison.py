@@ -31,7 +31,10 @@ def parse_args(argv=None):
     p.add_argument("--n-estimators", type=int, default=50, help="XGBoost trees")
     p.add_argument("--repeat", type=int, default=3, help="timed repeats per engine")
     p.add_argument(
-        "--sizes", type=int, nargs="*", default=None,
+        "--sizes",
+        type=int,
+        nargs="*",
+        default=None,
         help="also run at these numbers of images and report the crossover",
     )
     p.add_argument("--out", default="report/xgboost", help="directory for the report")

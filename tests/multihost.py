@@ -58,17 +58,39 @@ def _tls_args(tls):
 
 def scheduler_command(ip, *, port=SCHEDULER_PORT, dashboard="127.0.0.1:8787", tls=None):
     """``dask scheduler`` on ``ip`` only; its dashboard on that host's loopback."""
-    return (["dask", "scheduler", "--host", ip, "--port", str(port),
-             "--dashboard-address", dashboard] + _tls_args(tls))
+    return [
+        "dask",
+        "scheduler",
+        "--host",
+        ip,
+        "--port",
+        str(port),
+        "--dashboard-address",
+        dashboard,
+    ] + _tls_args(tls)
 
 
-def worker_command(scheduler, ip, *, nthreads=1, memory_limit="4GiB", dashboard="127.0.0.1:8789",
-                   tls=None):
+def worker_command(
+    scheduler, ip, *, nthreads=1, memory_limit="4GiB", dashboard="127.0.0.1:8789", tls=None
+):
     """``dask worker`` listening on ``ip`` only, on fixed ports (for the firewall)."""
-    return (["dask", "worker", scheduler, "--host", ip,
-             "--worker-port", str(WORKER_PORT), "--nanny-port", str(NANNY_PORT),
-             "--nthreads", str(nthreads), "--memory-limit", str(memory_limit),
-             "--dashboard-address", dashboard] + _tls_args(tls))
+    return [
+        "dask",
+        "worker",
+        scheduler,
+        "--host",
+        ip,
+        "--worker-port",
+        str(WORKER_PORT),
+        "--nanny-port",
+        str(NANNY_PORT),
+        "--nthreads",
+        str(nthreads),
+        "--memory-limit",
+        str(memory_limit),
+        "--dashboard-address",
+        dashboard,
+    ] + _tls_args(tls)
 
 
 def _executable(cmd):
@@ -197,8 +219,9 @@ class Rig:
         A folder shown to the workers, and only to them, at :attr:`worker_only_path`.
     """
 
-    def __init__(self, tmp, *, n_workers=2, tls=False, worker_only=None, nthreads=1,
-                 memory_limit="4GiB"):
+    def __init__(
+        self, tmp, *, n_workers=2, tls=False, worker_only=None, nthreads=1, memory_limit="4GiB"
+    ):
         self.tmp = Path(tmp)
         self.n_workers = n_workers
         self.tls = tls
@@ -283,13 +306,15 @@ class Rig:
         self.hosts = [Host(0, None, f"{PREFIX}.{n}.1", self.bridge, socket.gethostname())]
         for i in range(1, self.n_workers + 1):
             ns = f"{NS_PREFIX}{tag}-{n}-h{i}"
-            host = Host(i, ns, f"{PREFIX}.{n}.{i + 1}", IFNAMES[(i - 1) % len(IFNAMES)],
-                        f"dtrig{n}-host{i}")
+            host = Host(
+                i, ns, f"{PREFIX}.{n}.{i + 1}", IFNAMES[(i - 1) % len(IFNAMES)], f"dtrig{n}-host{i}"
+            )
             self.hosts.append(host)
             veth = f"dtr{n}h{i}"
             _run("ip", "netns", "add", ns)
-            _run("ip", "link", "add", veth, "type", "veth", "peer", "name", host.ifname,
-                 "netns", ns)
+            _run(
+                "ip", "link", "add", veth, "type", "veth", "peer", "name", host.ifname, "netns", ns
+            )
             _run("ip", "link", "set", veth, "master", self.bridge)
             _run("ip", "link", "set", veth, "up")
             _run("ip", "-n", ns, "addr", "add", f"{host.ip}/24", "dev", host.ifname)
@@ -312,17 +337,31 @@ class Rig:
             # A tmpfs over the mount point in this host's private mount namespace, and the
             # folder bound inside it: the path exists here and nowhere else.
             point, data = self.worker_only_path.parent, self.worker_only_path
-            setup += (f" && mount -t tmpfs dasktrain-rig {shlex.quote(str(point))}"
-                      f" && mkdir {shlex.quote(str(data))}"
-                      f" && mount --bind {shlex.quote(str(self.worker_only))}"
-                      f" {shlex.quote(str(data))}")
-        return ["ip", "netns", "exec", host.ns, "unshare", "--uts", "sh", "-c",
-                f'{setup} && exec "$@"', "sh", *argv]
+            setup += (
+                f" && mount -t tmpfs dasktrain-rig {shlex.quote(str(point))}"
+                f" && mkdir {shlex.quote(str(data))}"
+                f" && mount --bind {shlex.quote(str(self.worker_only))}"
+                f" {shlex.quote(str(data))}"
+            )
+        return [
+            "ip",
+            "netns",
+            "exec",
+            host.ns,
+            "unshare",
+            "--uts",
+            "sh",
+            "-c",
+            f'{setup} && exec "$@"',
+            "sh",
+            *argv,
+        ]
 
     def run_on(self, host, argv, timeout=60):
         """Run a short command on ``host`` and return the CompletedProcess."""
-        return subprocess.run(self.in_host(host, argv), capture_output=True, text=True,
-                              timeout=timeout, check=False)
+        return subprocess.run(
+            self.in_host(host, argv), capture_output=True, text=True, timeout=timeout, check=False
+        )
 
     # -- processes ---------------------------------------------------------------------------
     def _spawn(self, name, argv):
@@ -331,11 +370,17 @@ class Rig:
         pidfile.unlink(missing_ok=True)
         # The shell writes its pid, then becomes the command (exec keeps the pid): that pid
         # leads the process group the nanny, its worker and the DDP ranks all belong to.
-        script = ('p="$1"; l="$2"; shift 2; echo $$ > "$p.tmp" && mv "$p.tmp" "$p" '
-                  '&& exec "$@" > "$l" 2>&1')
+        script = (
+            'p="$1"; l="$2"; shift 2; echo $$ > "$p.tmp" && mv "$p.tmp" "$p" '
+            '&& exec "$@" > "$l" 2>&1'
+        )
         env = dict(os.environ, **{OWNER_ENV: str(os.getpid())})
-        subprocess.run(["setsid", "-f", "sh", "-c", script, "sh", str(pidfile), str(log), *argv],
-                       check=True, timeout=30, env=env)
+        subprocess.run(
+            ["setsid", "-f", "sh", "-c", script, "sh", str(pidfile), str(log), *argv],
+            check=True,
+            timeout=30,
+            env=env,
+        )
         deadline = time.monotonic() + 30
         while True:
             text = pidfile.read_text().strip() if pidfile.exists() else ""
@@ -376,16 +421,22 @@ class Rig:
         from distributed.security import Security
 
         temp = Security.temporary()
-        files = {"ca": self.tmp / "ca.pem", "cert": self.tmp / "node.pem",
-                 "key": self.tmp / "node-key.pem"}
+        files = {
+            "ca": self.tmp / "ca.pem",
+            "cert": self.tmp / "node.pem",
+            "key": self.tmp / "node-key.pem",
+        }
         files["ca"].write_text(temp.tls_ca_file)
         files["cert"].write_text(temp.tls_worker_cert)
         files["key"].write_text(temp.tls_worker_key)
         os.chmod(files["key"], 0o600)
         self.tls_files = {k: str(v) for k, v in files.items()}
-        self.security = Security(tls_ca_file=self.tls_files["ca"],
-                                 tls_client_cert=self.tls_files["cert"],
-                                 tls_client_key=self.tls_files["key"], require_encryption=True)
+        self.security = Security(
+            tls_ca_file=self.tls_files["ca"],
+            tls_client_cert=self.tls_files["cert"],
+            tls_client_key=self.tls_files["key"],
+            require_encryption=True,
+        )
 
     def _start_scheduler(self, timeout):
         host = self.hosts[0]
@@ -401,20 +452,31 @@ class Rig:
                 return
             if time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"the scheduler did not listen on {host.ip}:{port}\n{self.logs()}")
+                    f"the scheduler did not listen on {host.ip}:{port}\n{self.logs()}"
+                )
             time.sleep(0.2)
 
     def _start_worker(self, host):
-        cmd = worker_command(self.scheduler_address, host.ip, nthreads=self.nthreads,
-                             memory_limit=self.memory_limit, tls=self.tls_files)
+        cmd = worker_command(
+            self.scheduler_address,
+            host.ip,
+            nthreads=self.nthreads,
+            memory_limit=self.memory_limit,
+            tls=self.tls_files,
+        )
         self._spawn(f"worker-{host.index}", self.in_host(host, _executable(cmd)))
 
     # -- use ---------------------------------------------------------------------------------
     def client(self, **kwargs):
         from distributed import Client
 
-        return Client(self.scheduler_address, security=self.security, set_as_default=False,
-                      timeout=30, **kwargs)
+        return Client(
+            self.scheduler_address,
+            security=self.security,
+            set_as_default=False,
+            timeout=30,
+            **kwargs,
+        )
 
     def logs(self):
         out = []

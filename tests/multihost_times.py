@@ -63,8 +63,17 @@ def _steps(root, size, chunk):
         XGBClassifier(n_estimators=20, max_depth=3, engine="dask", client=c).fit(Fd, yd)
 
     def ddp_run(c):
-        ddp.run(train_classifier, X, y, client=c, timeout=600, model="smallcnn", epochs=2,
-                batch_size=16, seed=3)
+        ddp.run(
+            train_classifier,
+            X,
+            y,
+            client=c,
+            timeout=600,
+            model="smallcnn",
+            epochs=2,
+            batch_size=16,
+            seed=3,
+        )
 
     steps = {
         "read_images(engine='dask')": read,
@@ -72,8 +81,9 @@ def _steps(root, size, chunk):
         "HOG features": features(lambda: HOGFeatures(engine="dask")),
         "KMeans (k=8, 512 features)": lambda c: KMeans(8, random_state=0, client=c).fit(Fd),
         "XGBoost (20 trees)": xgb,
-        "LogisticRegression cross_validate (cv=3)":
-            cv(lambda: LogisticRegression(max_iter=300, engine="local")),
+        "LogisticRegression cross_validate (cv=3)": cv(
+            lambda: LogisticRegression(max_iter=300, engine="local")
+        ),
         "GaussianNB cross_validate (cv=3)": cv(lambda: GaussianNB(engine="local")),
         "ddp.run (smallcnn, 2 epochs, gloo)": ddp_run,
     }
@@ -99,8 +109,13 @@ def main(argv=None):
     root = make_xray_like(tmp / "xray", n_per_class=args.n_per_class, size=args.size, seed=0)
     steps, _ = _steps(root, args.size, args.chunk)
     times = {name: {} for name in steps}
-    one_host = LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1",
-                            dashboard_address="127.0.0.1:0", memory_limit="4GiB")
+    one_host = LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+        memory_limit="4GiB",
+    )
     with one_host, Client(one_host) as one, mh.Rig(tmp / "rig") as rig, rig.client() as across:
         for name, step in steps.items():
             for where, c in (("one host", one), ("across hosts", across)):
@@ -112,8 +127,11 @@ def main(argv=None):
                         step(c)
                         runs.append(time.perf_counter() - t0)
                 times[name][where] = round(statistics.median(runs), 3)
-            print(f"{name:45s} one host {times[name]['one host']:8.3f} s   across hosts "
-                  f"{times[name]['across hosts']:8.3f} s", flush=True)
+            print(
+                f"{name:45s} one host {times[name]['one host']:8.3f} s   across hosts "
+                f"{times[name]['across hosts']:8.3f} s",
+                flush=True,
+            )
     if args.out:
         Path(args.out).write_text(json.dumps(times, indent=2))
 

@@ -20,8 +20,15 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = ROOT / "benchmarks"
 ASV = Path(sys.executable).with_name("asv")
 # One module per capability; the issues that own them say what each one measures.
-EXPECTED = {"bench_images", "bench_features", "bench_models", "bench_ddp", "bench_monitor",
-            "bench_scale", "bench_study"}
+EXPECTED = {
+    "bench_images",
+    "bench_features",
+    "bench_models",
+    "bench_ddp",
+    "bench_monitor",
+    "bench_scale",
+    "bench_study",
+}
 # The method prefixes asv turns into benchmarks.
 PREFIXES = ("time_", "timeraw_", "track_", "mem_", "peakmem_")
 
@@ -175,8 +182,13 @@ def _script(name, *args, timeout=600):
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
-        [sys.executable, str(BENCH_DIR / f"{name}.py"), *args], cwd=ROOT, capture_output=True,
-        text=True, timeout=timeout, check=False, env=env,
+        [sys.executable, str(BENCH_DIR / f"{name}.py"), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=env,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
@@ -193,10 +205,12 @@ def test_growth_per_4x():
 
 @pytest.mark.timeout(600)
 def test_bench_scale_script_runs_at_a_tiny_size():
-    out = _script("bench_scale", "--sizes", "48,192", "--features", "hog", "--memory-limit",
-                  "1GB")
-    rows = [line.split() for line in out.splitlines() if line.split()[:2] in
-            (["local", "hog"], ["dask", "hog"])]
+    out = _script("bench_scale", "--sizes", "48,192", "--features", "hog", "--memory-limit", "1GB")
+    rows = [
+        line.split()
+        for line in out.splitlines()
+        if line.split()[:2] in (["local", "hog"], ["dask", "hog"])
+    ]
     # each cell printed as it finishes, then once more in the final table with its growth
     assert len(rows) == 8 and all(len(r) == 11 for r in rows), out
     assert "error" not in out
@@ -204,8 +218,21 @@ def test_bench_scale_script_runs_at_a_tiny_size():
 
 @pytest.mark.timeout(600)
 def test_bench_study_script_runs_at_a_tiny_size():
-    out = _script("bench_study", "--normal", "6", "--pneumonia", "14", "--size", "32", "--cv",
-                  "2", "--repeat", "1", "--mlp-max-iter", "20")
+    out = _script(
+        "bench_study",
+        "--normal",
+        "6",
+        "--pneumonia",
+        "14",
+        "--size",
+        "32",
+        "--cv",
+        "2",
+        "--repeat",
+        "1",
+        "--mlp-max-iter",
+        "20",
+    )
     assert "20 images (6 NORMAL, 14 PNEUMONIA)" in out
     assert "-> 512-d features" in out  # VGG19 at 32x32 flattened: 512 x 1 x 1
     for workload in ("vgg19_features", "logreg_cv", "naive_bayes_cv", "mlp_cv"):

@@ -87,8 +87,14 @@ def test_in_a_pipeline(data):
 def test_cross_validate_identical_to_sklearn(engine, data, client):
     X, y = data
     ours = cross_validate(
-        LogisticRegression(), X, y, cv=4, scoring=["accuracy", "f1"], engine=engine,
-        client=client, return_train_score=True,
+        LogisticRegression(),
+        X,
+        y,
+        cv=4,
+        scoring=["accuracy", "f1"],
+        engine=engine,
+        client=client,
+        return_train_score=True,
     )
     ref = skms.cross_validate(
         SKLogisticRegression(), X, y, cv=4, scoring=["accuracy", "f1"], return_train_score=True
@@ -147,7 +153,9 @@ def test_nan_labels_refused_up_front(make, engine, bad, data, as_default):
     X, y = data
     y = y.astype(float)
     y[7] = bad
-    Xin, yin = (da.from_array(X, chunks=200), da.from_array(y, chunks=200)) if engine == "dask" else (X, y)
+    Xin, yin = (
+        (da.from_array(X, chunks=200), da.from_array(y, chunks=200)) if engine == "dask" else (X, y)
+    )
     with pytest.raises(ValidationError, match="(?i)nan|infinit"):
         make(engine=engine).fit(Xin, yin)
     with pytest.raises(ValidationError, match="(?i)nan|infinit"):

@@ -134,23 +134,63 @@ def test_compare_bad_out_fails_before_anything_runs(capsys, folder, tmp_path):
     afile = tmp_path / "report"
     afile.write_text("my notes")
     t0 = time.perf_counter()
-    code = cli.main(["compare", str(folder), "--out", str(afile), "--small",
-                     "--engines", "local", "--workloads", "read"])
+    code = cli.main(
+        [
+            "compare",
+            str(folder),
+            "--out",
+            str(afile),
+            "--small",
+            "--engines",
+            "local",
+            "--workloads",
+            "read",
+        ]
+    )
     assert code == 2 and time.perf_counter() - t0 < 10
     captured = capsys.readouterr()
     assert "--out=" in captured.err and "is an existing file" in captured.err
     assert "warm-up" not in captured.out and "run 1" not in captured.out  # nothing ran
     assert afile.read_text() == "my notes"
-    assert cli.main(["compare", str(folder), "--out", str(tmp_path / "r"), "--small",
-                     "--engines", "local", "--workloads", "read", "--timeout", "-1"]) == 2
+    assert (
+        cli.main(
+            [
+                "compare",
+                str(folder),
+                "--out",
+                str(tmp_path / "r"),
+                "--small",
+                "--engines",
+                "local",
+                "--workloads",
+                "read",
+                "--timeout",
+                "-1",
+            ]
+        )
+        == 2
+    )
     assert "timeout=-1.0" in capsys.readouterr().err
 
 
 def test_compare_writes_runs_as_they_finish(capsys, folder, tmp_path):
     (folder / "PNEUMONIA" / "broken.jpg").unlink()
     out = tmp_path / "r"
-    code = cli.main(["compare", str(folder), "--out", str(out), "--small", "--engines", "local",
-                     "--workloads", "read", "--timeout", "120"])
+    code = cli.main(
+        [
+            "compare",
+            str(folder),
+            "--out",
+            str(out),
+            "--small",
+            "--engines",
+            "local",
+            "--workloads",
+            "read",
+            "--timeout",
+            "120",
+        ]
+    )
     assert code == 0, capsys.readouterr()
     import json
 

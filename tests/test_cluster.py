@@ -69,13 +69,37 @@ def scheduler_process(tmp_path):
     address = f"tcp://127.0.0.1:{port}"
     common = dict(stdout=subprocess.DEVNULL, stderr=open(tmp_path / "log", "w"))
     sched = subprocess.Popen(
-        [sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
-         "--dashboard-address", "127.0.0.1:0"],
+        [
+            sys.executable,
+            "-m",
+            "dask",
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dashboard-address",
+            "127.0.0.1:0",
+        ],
         **common,
     )
     worker = subprocess.Popen(
-        [sys.executable, "-m", "dask", "worker", address, "--nthreads", "1", "--nworkers", "1",
-         "--host", "127.0.0.1", "--no-dashboard", "--memory-limit", "2GiB"],
+        [
+            sys.executable,
+            "-m",
+            "dask",
+            "worker",
+            address,
+            "--nthreads",
+            "1",
+            "--nworkers",
+            "1",
+            "--host",
+            "127.0.0.1",
+            "--no-dashboard",
+            "--memory-limit",
+            "2GiB",
+        ],
         **common,
     )
     try:
@@ -125,8 +149,12 @@ def test_tls_cluster_with_security():
 
     sec = Security.temporary()
     with LocalCluster(
-        n_workers=1, threads_per_worker=1, processes=False, security=sec,
-        host="127.0.0.1", dashboard_address="127.0.0.1:0",
+        n_workers=1,
+        threads_per_worker=1,
+        processes=False,
+        security=sec,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
     ) as cluster:
         assert cluster.scheduler_address.startswith("tls://")
         with dasktrain.connect(cluster.scheduler_address, security=sec) as c:

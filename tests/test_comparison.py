@@ -44,8 +44,9 @@ def _runs(workload, engine, times, *, train=None, energy=None, devices=1, size=N
 
 def test_results_table_math():
     runs = _runs("xgb", "local", [10.0, 12.0, 11.0], train=[8.0, 9.0, 10.0], energy=[200, 220, 210])
-    runs += _runs("xgb", "dask", [5.0, 6.0, 4.0], train=[2.0, 3.0, 4.0], energy=[100, 120, 110],
-                  devices=4)
+    runs += _runs(
+        "xgb", "dask", [5.0, 6.0, 4.0], train=[2.0, 3.0, 4.0], energy=[100, 120, 110], devices=4
+    )
     prices = {"m5": {"usd_per_hour": 0.4, "spot_discount": 0.5}, "c5": 1.0}
     res = Results(runs, prices=prices, machines={"local": "c5", "dask": ("m5", 4)})
     t = res.table.set_index("engine")
@@ -66,8 +67,9 @@ def test_results_table_math():
 
 def test_results_global_spot_discount_and_train_basis():
     runs = _runs("lr", "local", [4.0], train=[3.0]) + _runs("lr", "dask", [8.0], train=[1.0])
-    res = Results(runs, prices={"local": 2.0, "dask": 2.0}, spot_discount=0.7,
-                  time_basis="train_time")
+    res = Results(
+        runs, prices={"local": 2.0, "dask": 2.0}, spot_discount=0.7, time_basis="train_time"
+    )
     t = res.table.set_index("engine")
     assert t.loc["dask", "speedup"] == pytest.approx(3.0)
     assert t.loc["dask", "improvement_pct"] == pytest.approx(200.0)
@@ -91,8 +93,15 @@ def test_builtin_workloads_accept_string_labels(client, blobs):
     # Regression: the train/test split used np.bincount and failed on labels like "NORMAL".
     X, y = blobs
     labels = np.array(["NORMAL", "PNEUMONIA"])[y]
-    res = dasktrain.compare(["logreg"], data=(X, labels), repeat=1, client=client,
-                            warmup=False, performance_report=False, monitor=False)
+    res = dasktrain.compare(
+        ["logreg"],
+        data=(X, labels),
+        repeat=1,
+        client=client,
+        warmup=False,
+        performance_report=False,
+        monitor=False,
+    )
     t = res.table.set_index(["workload", "engine"])
     for e in ("local", "dask"):
         assert t.loc[("logreg", e), "status"] == "ok", t.loc[("logreg", e), "error"]
@@ -127,8 +136,9 @@ def test_crossover():
 
 def test_results_errors_and_failed_rows():
     runs = _runs("a", "local", [1.0]) + _runs("a", "dask", [2.0])
-    runs.append({"workload": "b", "engine": "local", "status": "error", "error": "boom",
-                 "time": math.nan})
+    runs.append(
+        {"workload": "b", "engine": "local", "status": "error", "error": "boom", "time": math.nan}
+    )
     res = Results(runs)
     row = res.table.set_index("workload").loc["b"]
     assert row.status == "error" and row.error == "boom" and math.isnan(row.time_median)
@@ -170,8 +180,10 @@ def thread_probe(data, engine, client):
     from dasktrain.workloads import current
 
     pools = threadpool_info()
-    return {"n_threads": current().n_threads,
-            "blas_threads": max((p["num_threads"] for p in pools), default=-1)}
+    return {
+        "n_threads": current().n_threads,
+        "blas_threads": max((p["num_threads"] for p in pools), default=-1),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -181,8 +193,14 @@ def blobs():
 
 def test_compare_user_workloads_interleaved_and_warmup_excluded(client, blobs):
     CALLS.clear()
-    res = dasktrain.compare([user_step, broken], data=blobs, repeat=2, client=client,
-                            interval=0.05, performance_report=False)
+    res = dasktrain.compare(
+        [user_step, broken],
+        data=blobs,
+        repeat=2,
+        client=client,
+        interval=0.05,
+        performance_report=False,
+    )
     runs = res.runs
     ok = runs[runs.workload == "user_step"].sort_values("start")
     # warm-up (local, dask) then A B A B; the warm-up is not recorded.
@@ -207,11 +225,21 @@ def test_local_engine_gets_as_many_cores_as_the_cluster(blobs):
     # A 3-thread cluster on a 2-core machine: the local run must get 3 threads, not cpu_count().
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=3, threads_per_worker=1, processes=False,
-                      dashboard_address="127.0.0.1:0") as lc, \
-            Client(lc, set_as_default=False) as c3:
-        res = dasktrain.compare([thread_probe], data=blobs, engines=("local",), repeat=1,
-                                client=c3, warmup=False, monitor=False)
+    with (
+        LocalCluster(
+            n_workers=3, threads_per_worker=1, processes=False, dashboard_address="127.0.0.1:0"
+        ) as lc,
+        Client(lc, set_as_default=False) as c3,
+    ):
+        res = dasktrain.compare(
+            [thread_probe],
+            data=blobs,
+            engines=("local",),
+            repeat=1,
+            client=c3,
+            warmup=False,
+            monitor=False,
+        )
     row = res.runs.iloc[0]
     assert row["metric.n_threads"] == 3  # what compare told the workload
     # threadpoolctl limited the BLAS/OpenMP pools of the local run to the cluster's threads.
@@ -222,8 +250,14 @@ def test_local_engine_gets_as_many_cores_as_the_cluster(blobs):
 def _available(workload):
     need = {
         "kmeans": [("dasktrain.models", "KMeans"), ("dasktrain.metrics", "silhouette_score")],
-        "logreg": [("dasktrain.models", "LogisticRegression"), ("dasktrain.metrics", "accuracy_score")],
-        "naive_bayes": [("dasktrain.models", "GaussianNB"), ("dasktrain.metrics", "accuracy_score")],
+        "logreg": [
+            ("dasktrain.models", "LogisticRegression"),
+            ("dasktrain.metrics", "accuracy_score"),
+        ],
+        "naive_bayes": [
+            ("dasktrain.models", "GaussianNB"),
+            ("dasktrain.metrics", "accuracy_score"),
+        ],
     }[workload]
     for mod, name in need:
         try:
@@ -235,8 +269,15 @@ def _available(workload):
 
 def test_builtin_workloads_on_a_feature_matrix(client, blobs):
     names = ["kmeans", "logreg", "naive_bayes", "read"]
-    res = dasktrain.compare(names, data=blobs, repeat=1, client=client, warmup=False,
-                            performance_report=False, interval=0.2)
+    res = dasktrain.compare(
+        names,
+        data=blobs,
+        repeat=1,
+        client=client,
+        warmup=False,
+        performance_report=False,
+        interval=0.2,
+    )
     t = res.table.set_index(["workload", "engine"])
     for w in ["kmeans", "logreg", "naive_bayes"]:
         for e in ("local", "dask"):
@@ -257,8 +298,15 @@ def test_mlp_cv_learns_features_of_very_different_scales(client):
 
     X, y = make_classification(400, 8, n_informative=4, random_state=0)
     X = X * np.logspace(-3, 3, 8)
-    res = dasktrain.compare(["mlp_cv"], data=(X, y), repeat=1, client=client, warmup=False,
-                            performance_report=False, monitor=False)
+    res = dasktrain.compare(
+        ["mlp_cv"],
+        data=(X, y),
+        repeat=1,
+        client=client,
+        warmup=False,
+        performance_report=False,
+        monitor=False,
+    )
     t = res.table.set_index(["workload", "engine"])
     for e in ("local", "dask"):
         assert t.loc[("mlp_cv", e), "status"] == "ok", t.loc[("mlp_cv", e), "error"]
@@ -313,8 +361,9 @@ def test_bad_arguments(blobs, kw, match):
 
 
 def test_workload_must_return_a_dict(blobs):
-    res = dasktrain.compare([lambda d, e, c: 3.0], data=blobs, engines=("local",), repeat=1,
-                            warmup=False, monitor=False)
+    res = dasktrain.compare(
+        [lambda d, e, c: 3.0], data=blobs, engines=("local",), repeat=1, warmup=False, monitor=False
+    )
     assert res.runs.status.iloc[0] == "error"
     assert "must return a dict" in res.runs.error.iloc[0]
 
@@ -343,22 +392,37 @@ def non_utf8_error(data, engine, client):
 
 
 def test_metrics_that_are_not_numbers_never_lose_a_run(blobs, tmp_path):
-    res = dasktrain.compare([str_first, tt_none, tt_text, non_utf8_error], data=blobs,
-                            engines=("local",), repeat=1, warmup=False, monitor=False)
+    res = dasktrain.compare(
+        [str_first, tt_none, tt_text, non_utf8_error],
+        data=blobs,
+        engines=("local",),
+        repeat=1,
+        warmup=False,
+        monitor=False,
+    )
     runs = res.runs.set_index("workload")
     assert runs.loc["str_first", "status"] == "ok"
     assert runs.loc["str_first", "quality_metric"] == "accuracy"  # the first *numeric* one
     assert runs.loc["str_first", "quality"] == 0.75
     assert runs.loc["str_first", "metric.model"] == "xgb-v2"
     assert runs.loc["tt_none", "status"] == "ok" and math.isnan(runs.loc["tt_none", "train_time"])
-    assert runs.loc["tt_text", "status"] == "ok" and "'fast' is not a number" in runs.loc["tt_text", "note"]
+    assert (
+        runs.loc["tt_text", "status"] == "ok"
+        and "'fast' is not a number" in runs.loc["tt_text", "note"]
+    )
     assert runs.loc["non_utf8_error", "status"] == "error"
     assert "caf\\udce9.png" in runs.loc["non_utf8_error", "error"]
     d = res.save(tmp_path / "out")
     assert "caf\\udce9.png" in (d / "results.csv").read_text(encoding="utf-8")
     assert "caf\\udce9.png" in res.to_string()
     # Results built by hand from such records work too.
-    rec = {"workload": "w", "engine": "local", "time": 1.0, "error": "bad \udce9", "status": "error"}
+    rec = {
+        "workload": "w",
+        "engine": "local",
+        "time": 1.0,
+        "error": "bad \udce9",
+        "status": "error",
+    }
     assert "\\udce9" in Results([rec]).table.error.iloc[0]
 
 
@@ -407,8 +471,9 @@ def test_output_folder_checked_before_any_run(blobs, tmp_path):
 
 
 def test_save_never_writes_through_a_link(blobs, tmp_path):
-    res = dasktrain.compare([_counted], data=blobs, engines=("local",), repeat=1,
-                            warmup=False, monitor=False)
+    res = dasktrain.compare(
+        [_counted], data=blobs, engines=("local",), repeat=1, warmup=False, monitor=False
+    )
     out = tmp_path / "out"
     out.mkdir()
     victim = tmp_path / "victim.html"
@@ -420,7 +485,11 @@ def test_save_never_writes_through_a_link(blobs, tmp_path):
     (out / "report.html").unlink()
     res.save(out)
     assert sorted(p.name for p in out.iterdir()) == [
-        "report.html", "results.csv", "results.json", "runs.csv", "samples.csv"
+        "report.html",
+        "results.csv",
+        "results.json",
+        "runs.csv",
+        "samples.csv",
     ]  # no temporary file left
 
 
@@ -435,15 +504,23 @@ def test_each_run_is_appended_as_it_finishes(blobs, tmp_path):
     out = tmp_path / "out"
     CALLS.clear()
     with pytest.raises(KeyboardInterrupt):
-        dasktrain.compare([_interrupt_on_third], data=blobs, engines=("local",), repeat=5,
-                          warmup=False, monitor=False, out=out)
+        dasktrain.compare(
+            [_interrupt_on_third],
+            data=blobs,
+            engines=("local",),
+            repeat=5,
+            warmup=False,
+            monitor=False,
+            out=out,
+        )
     lines = (out / "runs.jsonl").read_text().splitlines()
     assert len(lines) == 2  # the two runs that finished before the interruption
     kept = Results.from_runs(out)
     assert kept.runs.quality.tolist() == [1.0, 2.0] and (kept.runs.status == "ok").all()
     # A second comparison appends to the same file; each reads back its own rows.
-    res = dasktrain.compare([_counted], data=blobs, engines=("local",), repeat=2,
-                            warmup=False, monitor=False, out=out)
+    res = dasktrain.compare(
+        [_counted], data=blobs, engines=("local",), repeat=2, warmup=False, monitor=False, out=out
+    )
     assert len((out / "runs.jsonl").read_text().splitlines()) == 4
     again = Results.from_runs(out / "runs.jsonl")
     assert len(again.runs) == 2 and again.setup["comparison"] == res.setup["comparison"]
@@ -481,9 +558,17 @@ def test_timeout_reports_the_run_and_the_comparison_returns(blobs, client, tmp_p
     RELEASE.clear()
     t0 = time.perf_counter()
     try:
-        res = dasktrain.compare([hangs_locally, hangs_on_the_cluster, user_step], data=blobs,
-                                repeat=2, client=client, warmup=False, monitor=False,
-                                performance_report=False, timeout=2, out=tmp_path / "out")
+        res = dasktrain.compare(
+            [hangs_locally, hangs_on_the_cluster, user_step],
+            data=blobs,
+            repeat=2,
+            client=client,
+            warmup=False,
+            monitor=False,
+            performance_report=False,
+            timeout=2,
+            out=tmp_path / "out",
+        )
     finally:
         RELEASE.set()
     elapsed = time.perf_counter() - t0
@@ -494,7 +579,9 @@ def test_timeout_reports_the_run_and_the_comparison_returns(blobs, client, tmp_p
     assert "left running in the background" in local.error  # honest: a thread cannot be killed
     assert runs.loc[("hangs_locally", "dask"), "status"].tolist() == ["ok", "ok"]
     dask_row = runs.loc[("hangs_on_the_cluster", "dask")]
-    assert dask_row.status == "timeout" and "1 task(s) on the cluster were cancelled" in dask_row.error
+    assert (
+        dask_row.status == "timeout" and "1 task(s) on the cluster were cancelled" in dask_row.error
+    )
     assert "background" not in dask_row.error  # cancelling its task ended it
     assert (runs.loc[("user_step",)].status == "ok").all()
     t = res.table.set_index(["workload", "engine"])

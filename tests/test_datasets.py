@@ -106,11 +106,14 @@ def test_xray_counts_per_class(tmp_path):
     root = make_xray_like(tmp_path / "x", n_per_class={"NORMAL": 6, "PNEUMONIA": 17}, size=16)
     counts = {
         (split, c): len(list((root / split / c).iterdir()))
-        for split in ("train", "test") for c in XRAY_CLASSES
+        for split in ("train", "test")
+        for c in XRAY_CLASSES
     }
     assert counts == {
-        ("train", "NORMAL"): 4, ("test", "NORMAL"): 2,
-        ("train", "PNEUMONIA"): 13, ("test", "PNEUMONIA"): 4,
+        ("train", "NORMAL"): 4,
+        ("test", "NORMAL"): 2,
+        ("train", "PNEUMONIA"): 13,
+        ("test", "PNEUMONIA"): 4,
     }
     # The same image whether its class has 6 or 300 siblings: each has its own generator.
     again = make_xray_like(tmp_path / "y", n_per_class=6, size=16)
@@ -130,7 +133,8 @@ def test_xray_names_sort_in_index_order_past_10000(tmp_path):
     # the usual sizes keep their 4-digit names
     root = make_xray_like(tmp_path / "x", n_per_class=3, size=16)
     assert sorted(p.name for p in (root / "train" / "NORMAL").iterdir()) == [
-        "normal_0001.png", "normal_0002.png"
+        "normal_0001.png",
+        "normal_0002.png",
     ]
 
 
@@ -153,7 +157,11 @@ def _peak_rss(tmp_path, n):
 
     proc = subprocess.run(
         [sys.executable, "-c", _PEAK_RSS, str(tmp_path / str(n)), str(n)],
-        capture_output=True, text=True, timeout=240, check=False, env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+        env=dict(os.environ),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return int(proc.stdout.split()[-1])

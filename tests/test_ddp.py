@@ -237,8 +237,7 @@ def test_run_local_matches_run_on_same_seeds(client):
 
     X, y = make_blobs(n_samples=400, n_features=8, centers=3, random_state=1)
     X = X.astype(np.float32)
-    kw = dict(X_val=X[300:], y_val=y[300:], model="mlp", epochs=3, batch_size=32, lr=0.01,
-              seed=4)
+    kw = dict(X_val=X[300:], y_val=y[300:], model="mlp", epochs=3, batch_size=32, lr=0.01, seed=4)
     torch.set_num_threads(1)
     local = ddp.run_local(train_classifier, X[:300], y[:300], **kw)
     dist = ddp.run(train_classifier, X[:300], y[:300], client=client, timeout=60, **kw)
@@ -263,8 +262,18 @@ def test_cnn_recipe_runs_on_ranks(client):
     rng = np.random.default_rng(0)
     X = rng.random((32, 16, 16, 1), dtype=np.float32)
     y = (X[:, :8].mean(axis=(1, 2, 3)) > X[:, 8:].mean(axis=(1, 2, 3))).astype(int)
-    res = ddp.run(train_classifier, X, y, X_val=X[:8], y_val=y[:8], client=client,
-                  timeout=90, model="smallcnn", epochs=2, batch_size=8)
+    res = ddp.run(
+        train_classifier,
+        X,
+        y,
+        X_val=X[:8],
+        y_val=y[:8],
+        client=client,
+        timeout=90,
+        model="smallcnn",
+        epochs=2,
+        batch_size=8,
+    )
     assert [h["epoch"] for h in res[0]["history"]] == [0, 1]
     # the validation score is all-reduced: every rank reports the same one
     assert res[0]["history"][-1]["accuracy"] == res[1]["history"][-1]["accuracy"]
@@ -293,8 +302,9 @@ def test_cnn_on_two_ranks_follows_the_local_twin(client):
     rng = np.random.default_rng(1)
     X = rng.random((64, 16, 16, 1), dtype=np.float32)
     y = (X[:, :8].mean(axis=(1, 2, 3)) > X[:, 8:].mean(axis=(1, 2, 3))).astype(int)
-    kw = dict(X_val=X[:16], y_val=y[:16], model="smallcnn", epochs=2, batch_size=16, lr=0.01,
-              seed=3)
+    kw = dict(
+        X_val=X[:16], y_val=y[:16], model="smallcnn", epochs=2, batch_size=16, lr=0.01, seed=3
+    )
     torch.set_num_threads(1)
     local = ddp.run_local(train_classifier, X, y, **kw)[0]["history"]
     dist = ddp.run(train_classifier, X, y, client=client, timeout=90, **kw)[0]["history"]
@@ -373,10 +383,12 @@ def _sockets():
     import psutil
 
     proc = psutil.Process()
-    conns = (proc.net_connections("tcp") if hasattr(proc, "net_connections")
-             else proc.connections("tcp"))
-    listening = sorted({(c.laddr.ip, c.laddr.port) for c in conns
-                        if c.status == psutil.CONN_LISTEN})
+    conns = (
+        proc.net_connections("tcp") if hasattr(proc, "net_connections") else proc.connections("tcp")
+    )
+    listening = sorted(
+        {(c.laddr.ip, c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN}
+    )
     return {
         "rank": ddp.rank_info().rank,
         "port": int(os.environ["MASTER_PORT"]),
@@ -410,8 +422,9 @@ def _start(argv, cwd, log):
     import subprocess
 
     with open(log, "wb") as fh:
-        return subprocess.Popen(argv, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return subprocess.Popen(
+            argv, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 @pytest.fixture
@@ -426,13 +439,44 @@ def worker_in_a_folder(tmp_path):
     cwd.mkdir()
     sfile = tmp_path / "scheduler.json"
     bindir = os.path.dirname(sys.executable)
-    procs = [_start([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-                     "--port", "0", "--dashboard-address", "127.0.0.1:0", "--scheduler-file",
-                     str(sfile)], tmp_path, tmp_path / "scheduler.log")]
+    procs = [
+        _start(
+            [
+                sys.executable,
+                "-m",
+                "distributed.cli.dask_scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--dashboard-address",
+                "127.0.0.1:0",
+                "--scheduler-file",
+                str(sfile),
+            ],
+            tmp_path,
+            tmp_path / "scheduler.log",
+        )
+    ]
     try:
-        procs.append(_start([os.path.join(bindir, "dask"), "worker", "--scheduler-file", str(sfile),
-                             "--host", "127.0.0.1", "--nthreads", "1", "--dashboard-address",
-                             "127.0.0.1:0"], cwd, tmp_path / "worker.log"))
+        procs.append(
+            _start(
+                [
+                    os.path.join(bindir, "dask"),
+                    "worker",
+                    "--scheduler-file",
+                    str(sfile),
+                    "--host",
+                    "127.0.0.1",
+                    "--nthreads",
+                    "1",
+                    "--dashboard-address",
+                    "127.0.0.1:0",
+                ],
+                cwd,
+                tmp_path / "worker.log",
+            )
+        )
         deadline = time.monotonic() + 60
         while not sfile.exists():
             assert time.monotonic() < deadline, (tmp_path / "scheduler.log").read_text()

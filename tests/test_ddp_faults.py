@@ -80,8 +80,16 @@ def test_killed_worker_fails_fast_then_restart_resumes(own_client, tmp_path):
     victim = sorted(client.nthreads())[1]
     marker2 = str(tmp_path / "again-step-2")
     thread, killed = _kill_when(marker2, client, victim)
-    res = ddp.run(_slow_steps, marker2, 12, 0.2, client=client, timeout=120, max_restarts=1,
-                  checkpoint_dir=tmp_path / "ckpt")
+    res = ddp.run(
+        _slow_steps,
+        marker2,
+        12,
+        0.2,
+        client=client,
+        timeout=120,
+        max_restarts=1,
+        checkpoint_dir=tmp_path / "ckpt",
+    )
     thread.join(5)
     assert killed
     assert res.attempts == 2 and len(res.failures) == 1

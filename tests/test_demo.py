@@ -71,7 +71,11 @@ def test_demo_end_to_end_small(tmp_path, cluster, capsys):
     status = table.set_index(["workload", "engine"]).status
     for w in DEMO_WORKLOADS:
         for e in ("local", "dask"):
-            assert status[(w, e)] == _expected(w), (w, e, table.set_index("workload").loc[w, "error"])
+            assert status[(w, e)] == _expected(w), (
+                w,
+                e,
+                table.set_index("workload").loc[w, "error"],
+            )
             assert w in text
     assert code == (1 if (table.status == "error").any() else 0)
     if status[("kmeans", "local")] == "ok":
@@ -90,19 +94,39 @@ def test_compare_command_on_a_folder(tmp_path, cluster, capsys):
 
     root = make_xray_like(tmp_path / "xray", n_per_class=6, size=24, seed=0)
     out = tmp_path / "out"
-    args = _parse(["compare", str(root), "--workloads", "read", "--repeat", "2", "--out",
-                   str(out), "--scheduler", cluster.scheduler_address, "--image-size", "24",
-                   "--prices", '{"local": 0.1, "dask": 0.2}', "--spot-discount", "0.5"])
+    args = _parse(
+        [
+            "compare",
+            str(root),
+            "--workloads",
+            "read",
+            "--repeat",
+            "2",
+            "--out",
+            str(out),
+            "--scheduler",
+            cluster.scheduler_address,
+            "--image-size",
+            "24",
+            "--prices",
+            '{"local": 0.1, "dask": 0.2}',
+            "--spot-discount",
+            "0.5",
+        ]
+    )
     assert args.func(args) == 0
     table = pd.read_csv(out / "results.csv").set_index("engine")
     assert (table.status == "ok").all() and (table.repeats == 2).all()
-    assert table.loc["dask", "cost_usd"] == pytest.approx(0.2 * 0.5 * table.loc["dask", "time_median"] / 3600)
+    assert table.loc["dask", "cost_usd"] == pytest.approx(
+        0.2 * 0.5 * table.loc["dask", "time_median"] / 3600
+    )
     assert "cost_usd" in capsys.readouterr().out
 
 
 def test_compare_command_unreachable_scheduler(tmp_path):
-    args = _parse(["compare", str(tmp_path), "--scheduler", "tcp://127.0.0.1:9", "--out",
-                   str(tmp_path / "o")])
+    args = _parse(
+        ["compare", str(tmp_path), "--scheduler", "tcp://127.0.0.1:9", "--out", str(tmp_path / "o")]
+    )
     with dask.config.set({"dasktrain.connect-timeout": "1s"}):
         with pytest.raises(ClusterConnectionError, match="tcp://127.0.0.1:9"):
             args.func(args)
@@ -113,9 +137,28 @@ def test_parsers_register_with_the_cli():
     args = _parse(["demo"])
     assert args.out == "report/" and args.workloads == list(DEMO_WORKLOADS)
     assert args.engines == ["local", "dask"] and args.small is False
-    args = _parse(["compare", "data/", "--workloads", "kmeans", "xgboost", "--engines", "dask",
-                   "--repeat", "5", "--sizes", "100", "200"])
+    args = _parse(
+        [
+            "compare",
+            "data/",
+            "--workloads",
+            "kmeans",
+            "xgboost",
+            "--engines",
+            "dask",
+            "--repeat",
+            "5",
+            "--sizes",
+            "100",
+            "200",
+        ]
+    )
     assert (args.path, args.workloads, args.engines, args.repeat, args.sizes) == (
-        "data/", ["kmeans", "xgboost"], ["dask"], 5, [100, 200])
+        "data/",
+        ["kmeans", "xgboost"],
+        ["dask"],
+        5,
+        [100, 200],
+    )
     with pytest.raises(SystemExit):
         _parse(["compare", "data/", "--engines", "spark"])

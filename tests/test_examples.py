@@ -27,7 +27,12 @@ CASES = [
         None,
         "ROC AUC",
     ),
-    ("chest_xray_pipeline.py", [*SMALL, "--engine", "local", "--n-estimators", "10"], None, "ROC AUC"),
+    (
+        "chest_xray_pipeline.py",
+        [*SMALL, "--engine", "local", "--n-estimators", "10"],
+        None,
+        "ROC AUC",
+    ),
     ("kmeans_comparison.py", [*SMALL, "--repeat", "1"], ["report.html", "results.csv"], "kmeans"),
     (
         "xgboost_comparison.py",
@@ -60,7 +65,9 @@ def test_every_example_has_smoke_arguments():
 @pytest.mark.parametrize(
     ("name", "args", "outputs", "expected"),
     CASES,
-    ids=[f"{c[0]}-{c[1][c[1].index('--engine') + 1]}" if "--engine" in c[1] else c[0] for c in CASES],
+    ids=[
+        f"{c[0]}-{c[1][c[1].index('--engine') + 1]}" if "--engine" in c[1] else c[0] for c in CASES
+    ],
 )
 def test_example_runs(name, args, outputs, expected, tmp_path):
     script = EXAMPLES / name

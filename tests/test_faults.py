@@ -287,8 +287,9 @@ def test_xgboost_fit_fails_clearly_naming_the_lost_worker(fault_client, xgb_data
     X, y = xgb_data
     ck = tmp_path / "ck"
     killer = Killer(client, file_exists(str(ck / "*.ubj")))
-    model = XGBClassifier(n_estimators=2000, engine="dask", client=client, checkpoint_dir=ck,
-                          checkpoint_every=10)
+    model = XGBClassifier(
+        n_estimators=2000, engine="dask", client=client, checkpoint_dir=ck, checkpoint_every=10
+    )
     with pytest.raises(WorkerLostError) as info:
         model.fit(X, y)
     assert killer.check() < RECOVERY_S
@@ -305,8 +306,14 @@ def test_xgboost_fit_restarts_from_its_checkpoint(fault_client, xgb_data, tmp_pa
     X, y = xgb_data
     ck = tmp_path / "ck"
     killer = Killer(client, file_exists(str(ck / "*-000020.ubj")))
-    model = XGBClassifier(n_estimators=150, engine="dask", client=client, checkpoint_dir=ck,
-                          checkpoint_every=10, max_restarts=1).fit(X, y)
+    model = XGBClassifier(
+        n_estimators=150,
+        engine="dask",
+        client=client,
+        checkpoint_dir=ck,
+        checkpoint_every=10,
+        max_restarts=1,
+    ).fit(X, y)
     assert killer.check() < RECOVERY_S + 30  # the rest of the training included
     assert model.restarts_ == 1 and killer.victim in model.failures_[0]
     assert "last checkpoint after" in model.failures_[0]
@@ -360,8 +367,16 @@ def test_ddp_run_with_restarts_resumes(fault_client, tmp_path):
     client = fault_client
     marker = str(tmp_path / "step-2")
     killer = Killer(client, file_exists(marker))
-    res = ddp.run(_ddp_steps, marker, 10, 0.2, client=client, timeout=120, max_restarts=1,
-                  checkpoint_dir=tmp_path / "ckpt")
+    res = ddp.run(
+        _ddp_steps,
+        marker,
+        10,
+        0.2,
+        client=client,
+        timeout=120,
+        max_restarts=1,
+        checkpoint_dir=tmp_path / "ckpt",
+    )
     assert killer.check() < RECOVERY_S + 30
     assert res.attempts == 2 and "left the cluster" in res.failures[0]
     assert sorted(res) == [0, 1] and res[0]["start"] == res[1]["start"] >= 3
@@ -390,9 +405,19 @@ def test_compare_marks_a_run_that_lost_a_worker(fault_client, tmp_path):
     client = fault_client
     killer = Killer(client, tasks_in_flight("slow_piece"))
     data = (np.zeros((20, 3)), np.arange(20) % 2)
-    res = dasktrain.compare([slow_squares], data=data, engines=("dask",), baseline="dask",
-                            repeat=1, client=client, warmup=False, monitor=False,
-                            performance_report=False, out=tmp_path / "out", timeout=120)
+    res = dasktrain.compare(
+        [slow_squares],
+        data=data,
+        engines=("dask",),
+        baseline="dask",
+        repeat=1,
+        client=client,
+        warmup=False,
+        monitor=False,
+        performance_report=False,
+        out=tmp_path / "out",
+        timeout=120,
+    )
     assert killer.check() < RECOVERY_S
     row = res.runs.iloc[0]
     assert row.status == "ok" and row.quality == sum(i * i for i in range(40))

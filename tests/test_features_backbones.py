@@ -11,8 +11,10 @@ from dasktrain.features import _backbones  # noqa: E402
 
 
 def _bn(prefix):
-    return [f"{prefix}.{s}" for s in ("weight", "bias", "running_mean", "running_var",
-                                      "num_batches_tracked")]
+    return [
+        f"{prefix}.{s}"
+        for s in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+    ]
 
 
 def torchvision_resnet18_keys():

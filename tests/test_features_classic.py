@@ -22,22 +22,26 @@ def test_hog_matches_skimage(images):
     from skimage.feature import hog
 
     out = HOGFeatures().transform(images)
-    ref = np.stack([hog(rgb2gray(im), pixels_per_cell=(8, 8), cells_per_block=(2, 2))
-                    for im in images])
+    ref = np.stack(
+        [hog(rgb2gray(im), pixels_per_cell=(8, 8), cells_per_block=(2, 2)) for im in images]
+    )
     assert out.shape == ref.shape == (10, HOGFeatures().fit(images).n_features_out_)
     np.testing.assert_allclose(out, ref, atol=1e-5)
     colour = HOGFeatures(gray=False, orientations=6, pixels_per_cell=8).transform(images)
-    ref = np.stack([hog(im, orientations=6, cells_per_block=(2, 2), channel_axis=-1)
-                    for im in images])
+    ref = np.stack(
+        [hog(im, orientations=6, cells_per_block=(2, 2), channel_axis=-1) for im in images]
+    )
     np.testing.assert_allclose(colour, ref, atol=1e-5)
 
 
 def test_histogram_matches_numpy(images):
     out = HistogramFeatures(bins=8).transform(images)
-    ref = np.stack([
-        np.concatenate([np.histogram(im[..., c], bins=8, range=(0, 1))[0] for c in range(3)])
-        for im in images
-    ]) / (32 * 40)
+    ref = np.stack(
+        [
+            np.concatenate([np.histogram(im[..., c], bins=8, range=(0, 1))[0] for c in range(3)])
+            for im in images
+        ]
+    ) / (32 * 40)
     np.testing.assert_allclose(out, ref, atol=1e-7)
     gray = HistogramFeatures(bins=4, value_range=(0.25, 0.75)).transform(images[..., 0])
     assert gray.shape == (10, 4)
@@ -64,8 +68,11 @@ def test_engines_equal(as_default, images, make):
         (HOGFeatures(), np.zeros((2, 12, 12), np.float32), r"12x12 pixels are too small.*16x16"),
         (HOGFeatures(), np.zeros((2, 32, 32, 4), np.float32), "4 channels"),
         (HOGFeatures(block_norm="L3"), np.zeros((2, 32, 32), np.float32), "block_norm='L3'"),
-        (HOGFeatures(pixels_per_cell=(8, 0)), np.zeros((2, 32, 32), np.float32),
-         r"pixels_per_cell=\(8, 0\)"),
+        (
+            HOGFeatures(pixels_per_cell=(8, 0)),
+            np.zeros((2, 32, 32), np.float32),
+            r"pixels_per_cell=\(8, 0\)",
+        ),
         (HistogramFeatures(bins=0), np.zeros((2, 8, 8), np.float32), "bins=0"),
         (HistogramFeatures(value_range=(1, 0)), np.zeros((2, 8, 8), np.float32), "low < high"),
         (HistogramFeatures(), np.zeros((2, 8), np.float32), "3 or 4-dimensional"),

@@ -10,8 +10,10 @@ da = pytest.importorskip("dask.array")
 
 import dasktrain._cache  # noqa: E402
 from dasktrain.exceptions import ValidationError, WeightsError  # noqa: E402
-from dasktrain.features import CNNFeatures  # noqa: E402
-from dasktrain.features import _backbones  # noqa: E402
+from dasktrain.features import (  # noqa: E402
+    CNNFeatures,
+    _backbones,  # noqa: E402
+)
 from dasktrain.testing import assert_engines_equal  # noqa: E402
 
 
@@ -77,8 +79,9 @@ def test_determinism_and_pool(images):
     assert np.abs(a - c).max() > 1e-3
     assert np.all(m >= a - 1e-6) and not np.allclose(m, a)
     # batch size does not change the numbers beyond float noise
-    np.testing.assert_allclose(a, CNNFeatures("smallcnn", batch_size=5).transform(images),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        a, CNNFeatures("smallcnn", batch_size=5).transform(images), atol=1e-5
+    )
 
 
 def test_model_built_once_per_worker(client, images):
@@ -123,8 +126,9 @@ def test_weights_file_round_trip(tmp_path, images):
     # A DDP-style checkpoint ("module." prefix, wrapped in {"state_dict": ...}) loads too.
     wrapped = tmp_path / "ddp.pth"
     torch.save({"state_dict": {f"module.{k}": v for k, v in trained.state_dict().items()}}, wrapped)
-    np.testing.assert_array_equal(CNNFeatures("resnet18", weights=wrapped).transform(images[:6]),
-                                  feats)
+    np.testing.assert_array_equal(
+        CNNFeatures("resnet18", weights=wrapped).transform(images[:6]), feats
+    )
 
 
 def test_weights_mismatch_names_keys(tmp_path):

@@ -22,8 +22,10 @@ def images():
 
 
 def test_import_dasktrain_stays_light():
-    code = ("import sys, dasktrain, dasktrain.features, dasktrain.features._backbones; "
-            "print(any(m in sys.modules for m in ('tensorflow', 'torch', 'keras')))")
+    code = (
+        "import sys, dasktrain, dasktrain.features, dasktrain.features._backbones; "
+        "print(any(m in sys.modules for m in ('tensorflow', 'torch', 'keras')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -56,8 +58,9 @@ def test_weights_file(tmp_path, images):
     import keras
 
     keras.utils.set_random_seed(7)
-    model = keras.applications.VGG19(include_top=False, weights=None, pooling="avg",
-                                     input_shape=(None, None, 3))
+    model = keras.applications.VGG19(
+        include_top=False, weights=None, pooling="avg", input_shape=(None, None, 3)
+    )
     path = tmp_path / "vgg19.weights.h5"
     model.save_weights(str(path))
     feats = KerasFeatures("vgg19", weights=str(path)).transform(images)

@@ -68,7 +68,9 @@ def test_overwrite_and_refusals(tmp_path, data):
     other = tmp_path / "notzarr"
     other.mkdir()
     (other / "keep.txt").write_text("user data")
-    with pytest.raises(ValidationError, match="not a zarr store written by save_features; refusing"):
+    with pytest.raises(
+        ValidationError, match="not a zarr store written by save_features; refusing"
+    ):
         save_features(other, X, overwrite=True)
     assert (other / "keep.txt").exists()
     with pytest.raises(ValidationError, match="is not a zarr store"):
@@ -153,7 +155,9 @@ def test_overwrite_refuses_a_zarr_store_of_another_origin(tmp_path, data):
     g.create_array("weights", data=np.arange(5.0))
     with pytest.raises(ValidationError, match="not a zarr store written by save_features"):
         save_features(path, data[0], overwrite=True)
-    np.testing.assert_array_equal(zarr.open_group(str(path), mode="r")["weights"][...], np.arange(5.0))
+    np.testing.assert_array_equal(
+        zarr.open_group(str(path), mode="r")["weights"][...], np.arange(5.0)
+    )
 
 
 def test_overwrite_refuses_a_file(tmp_path, data):

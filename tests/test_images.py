@@ -77,9 +77,7 @@ def mixed(tmp_path):
         ),
         (
             "rgba.png",  # alpha dropped, colour kept
-            lambda: Image.fromarray(
-                np.dstack([GRAD8, GRAD8, GRAD8, np.zeros_like(GRAD8)])
-            ),
+            lambda: Image.fromarray(np.dstack([GRAD8, GRAD8, GRAD8, np.zeros_like(GRAD8)])),
             GRAD8 / np.float32(255),
         ),
         (
@@ -463,7 +461,9 @@ def test_non_regular_files_are_refused_not_opened(tmp_path, engine):
             ds = read_images(root, size=8, engine=engine, errors="skip")
         assert ds.counts() == {"cats": 2, "dogs": 2}
         assert sorted(os.path.basename(p) for p, _ in ds.skipped) == [
-            "pipe.png", "sock.jpg", "zero.png"
+            "pipe.png",
+            "sock.jpg",
+            "zero.png",
         ]
         assert np.asarray(ds.X).shape == (4, 8, 8, 1)
         s = scan_images(root, decode=True)
@@ -521,7 +521,9 @@ def _unprivileged(expr, root, engine="local"):
 
     proc = subprocess.run(
         [sys.executable, "-c", _UNPRIVILEGED % expr, str(root), engine],
-        capture_output=True, timeout=120, check=False,
+        capture_output=True,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
     return pickle.loads(proc.stdout)
@@ -644,7 +646,9 @@ def test_float_images_nan_inf_and_out_of_range_are_refused(tmp_path, engine, as_
     with pytest.warns(SkippedFilesWarning, match="3 unreadable"):
         ds = read_images(root, size=8, engine=engine, errors="skip")
     assert sorted(os.path.basename(p) for p, _ in ds.skipped) == [
-        "byte_range.tif", "inf.tif", "nan.tif"
+        "byte_range.tif",
+        "inf.tif",
+        "nan.tif",
     ]
     X = ds.to_numpy().X
     assert X.shape == (2, 8, 8, 1) and np.isfinite(X).all()

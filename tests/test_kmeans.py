@@ -192,13 +192,15 @@ def test_empty_chunks_are_fine(as_default):
     assert km.inertia_ == pytest.approx(ref.inertia_, rel=1e-3)
     first_empty = da.from_array(X, chunks=((0, 300), (2,)))
     assert KMeans(3, engine="dask", random_state=0).fit(first_empty).inertia_ == pytest.approx(
-        ref.inertia_, rel=1e-3)
+        ref.inertia_, rel=1e-3
+    )
 
 
 def test_refit_on_dask_replaces_the_local_model(blobs, as_default):
     # Regression: the scikit-learn model of an earlier local fit kept answering predict().
     X, _ = blobs
     km = KMeans(2, engine="local", random_state=0).fit(X)
-    km.set_params(engine="dask", init=np.array([[0.0] * X.shape[1], [1.0] * X.shape[1]]),
-                  n_init=1).fit(X)
+    km.set_params(
+        engine="dask", init=np.array([[0.0] * X.shape[1], [1.0] * X.shape[1]]), n_init=1
+    ).fit(X)
     np.testing.assert_array_equal(km.predict(X), km.labels_)

@@ -47,7 +47,9 @@ def test_classification_equal_to_sklearn(name, kwargs, weighted, labels):
     sw = w if weighted else None
     ref = getattr(skm, name)(yt, yp, sample_weight=sw, **kwargs)
     on_numpy = getattr(metrics, name)(yt, yp, sample_weight=sw, **kwargs)
-    on_dask = getattr(metrics, name)(_d(yt), _d(yp), sample_weight=None if sw is None else _d(sw), **kwargs)
+    on_dask = getattr(metrics, name)(
+        _d(yt), _d(yp), sample_weight=None if sw is None else _d(sw), **kwargs
+    )
     mixed = getattr(metrics, name)(yt, _d(yp, 150), sample_weight=sw, **kwargs)
     for got in (on_numpy, on_dask, mixed):
         if isinstance(ref, tuple):

@@ -108,7 +108,9 @@ def test_summary_and_overhead_fields():
     s = mon.summary()
     assert math.isnan(s["peak_uss_bytes"])
     assert 0 <= s["overhead_cpu_s"] < s["duration_s"]
-    assert s["overhead_percent_of_core"] == pytest.approx(100 * s["overhead_cpu_s"] / s["duration_s"])
+    assert s["overhead_percent_of_core"] == pytest.approx(
+        100 * s["overhead_cpu_s"] / s["duration_s"]
+    )
     assert list(mon.samples.columns)[:3] == ["time", "elapsed", "source"]
 
 
@@ -120,10 +122,16 @@ def test_summary_and_overhead_fields():
         (["dask", "scheduler", "--port", "8786"], {}, "scheduler"),
         (["dask", "worker", "tcp://h:8786"], {}, "nanny"),
         (["dask", "worker", "tcp://h:8786", "--no-nanny"], {}, "worker"),
-        (["python", "-c", "from multiprocessing.spawn import spawn_main; spawn_main()"],
-         {"parent_role": "driver"}, "worker"),
-        (["python", "-c", "from multiprocessing.resource_tracker import main;main(5)"],
-         {"parent_role": "driver"}, "other"),
+        (
+            ["python", "-c", "from multiprocessing.spawn import spawn_main; spawn_main()"],
+            {"parent_role": "driver"},
+            "worker",
+        ),
+        (
+            ["python", "-c", "from multiprocessing.resource_tracker import main;main(5)"],
+            {"parent_role": "driver"},
+            "other",
+        ),
         (["python", "-m", "dasktrain.ddp._rank"], {"parent_role": "worker"}, "worker"),
         (["bash"], {"pid": 7, "worker_pids": {7: "tcp://a"}}, "worker"),
         (["vim"], {}, "other"),

@@ -24,10 +24,9 @@ import time
 from pathlib import Path
 
 import cloudpickle
+import multihost as mh
 import numpy as np
 import pytest
-
-import multihost as mh
 
 pytest.importorskip("torch")
 
@@ -179,8 +178,9 @@ def test_what_a_killed_test_run_left_is_removed_by_the_next(base):
         print(json.dumps([rig.bridge, names, list(rig.processes.values())]), flush=True)
         time.sleep(600)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parent,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=Path(__file__).parent, stdout=subprocess.PIPE, text=True
+    )
     try:
         bridge, names, pids = json.loads(proc.stdout.readline())
     finally:
@@ -202,9 +202,14 @@ def test_without_the_rights_the_rig_says_why_and_ci_fails(monkeypatch):
     if os.geteuid() != 0 or setpriv is None:
         pytest.skip("needs root and setpriv to try as an unprivileged user")
     code = "import multihost; print(multihost.unavailable())"
-    proc = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
-                           sys.executable, "-c", code], cwd=Path(__file__).parent,
-                          capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code],
+        cwd=Path(__file__).parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert "needs root" in proc.stdout, proc.stderr
     monkeypatch.delenv(mh.REQUIRE_ENV, raising=False)
     with pytest.raises(pytest.skip.Exception, match="needs root"):
@@ -240,13 +245,13 @@ def test_read_images_from_files_only_the_workers_have(client, rig, rig_client, i
         with pytest.raises(DatasetLayoutError, match=r"files_on='workers'"):
             read_images(hidden, size=SIZE, engine="dask")
         with timed("read_images(files_on='workers')", "across hosts"):
-            ds = read_images(hidden, size=SIZE, engine="dask", chunk_size=CHUNK,
-                             files_on="workers")
+            ds = read_images(hidden, size=SIZE, engine="dask", chunk_size=CHUNK, files_on="workers")
             there = ds.to_numpy(client=rig_client)
     assert all(p.startswith(str(hidden)) for p in there.paths)
     with client.as_current(), timed("read_images(files_on='workers')", "one host"):
-        here = read_images(image_root, size=SIZE, engine="dask", chunk_size=CHUNK,
-                           files_on="workers").to_numpy(client=client)
+        here = read_images(
+            image_root, size=SIZE, engine="dask", chunk_size=CHUNK, files_on="workers"
+        ).to_numpy(client=client)
     np.testing.assert_array_equal(here.X, there.X)
     np.testing.assert_array_equal(here.y, there.y)
     assert here.classes == there.classes
@@ -260,8 +265,10 @@ def test_features(client, rig_client, images, kind):
 
     X, _ = images
     Xd = da.from_array(X, chunks=CHUNK)
-    make = {"cnn": lambda: CNNFeatures("resnet18", engine="dask"),
-            "hog": lambda: HOGFeatures(engine="dask")}[kind]
+    make = {
+        "cnn": lambda: CNNFeatures("resnet18", engine="dask"),
+        "hog": lambda: HOGFeatures(engine="dask"),
+    }[kind]
     out = {}
     for where, c in _both(client, rig_client):
         with timed(f"{kind.upper()} features", where):
@@ -312,8 +319,11 @@ def test_cross_validate(client, rig_client, features, name):
     from dasktrain import models
 
     F, y = features
-    kw = {"LogisticRegression": {"max_iter": 300}, "GaussianNB": {},
-          "MLPClassifier": {"hidden_layer_sizes": (32,), "max_iter": 60, "random_state": 0}}
+    kw = {
+        "LogisticRegression": {"max_iter": 300},
+        "GaussianNB": {},
+        "MLPClassifier": {"hidden_layer_sizes": (32,), "max_iter": 60, "random_state": 0},
+    }
     out = {}
     for where, c in _both(client, rig_client):
         est = make_pipeline(StandardScaler(), getattr(models, name)(engine="local", **kw[name]))
@@ -331,13 +341,19 @@ def _train_and_look(X, y, **kw):
 
     out = train_classifier(X, y, **kw)
     proc = psutil.Process()
-    conns = (proc.net_connections("tcp") if hasattr(proc, "net_connections")
-             else proc.connections("tcp"))  # psutil < 6
-    listening = sorted({(c.laddr.ip, c.laddr.port) for c in conns
-                        if c.status == psutil.CONN_LISTEN})
-    return {"history": out["history"], "rank": ddp.rank_info().rank, "listening": listening,
-            "ifname": os.environ.get("GLOO_SOCKET_IFNAME"),
-            "master": (os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]))}
+    conns = (
+        proc.net_connections("tcp") if hasattr(proc, "net_connections") else proc.connections("tcp")
+    )  # psutil < 6
+    listening = sorted(
+        {(c.laddr.ip, c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN}
+    )
+    return {
+        "history": out["history"],
+        "rank": ddp.rank_info().rank,
+        "listening": listening,
+        "ifname": os.environ.get("GLOO_SOCKET_IFNAME"),
+        "master": (os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])),
+    }
 
 
 def test_ddp(client, rig, rig_client, images):
@@ -346,13 +362,15 @@ def test_ddp(client, rig, rig_client, images):
     import dasktrain.ddp as ddp
 
     X, y = images
-    kw = dict(X_val=X[::4], y_val=y[::4], model="smallcnn", epochs=2, batch_size=16, lr=0.01,
-              seed=3)
+    kw = dict(
+        X_val=X[::4], y_val=y[::4], model="smallcnn", epochs=2, batch_size=16, lr=0.01, seed=3
+    )
     out = {}
     for where, c in _both(client, rig_client):
         with timed("ddp.run (smallcnn, 2 epochs, gloo)", where):
-            out[where] = ddp.run(_train_and_look, X, y, client=c, timeout=180,
-                                 port_range=(29500, 29599), **kw)
+            out[where] = ddp.run(
+                _train_and_look, X, y, client=c, timeout=180, port_range=(29500, 29599), **kw
+            )
     one, across = out["one host"], out["across hosts"]
     assert [h["loss"] for h in one[0]["history"]] == [h["loss"] for h in across[0]["history"]]
     accuracy = [[h["accuracy"] for h in r[0]["history"]] for r in (one, across)]
@@ -375,9 +393,16 @@ def test_compare_says_the_remote_workers_are_measured_by_dask(rig, rig_client, f
     from dasktrain.report import write_report
 
     with timed("compare(['kmeans', 'logreg'], repeat=1)", "across hosts"):
-        res = dasktrain.compare(["kmeans", "logreg"], data=features, engines=("local", "dask"),
-                                repeat=1, client=rig_client, warmup=False,
-                                performance_report=False, interval=0.2)
+        res = dasktrain.compare(
+            ["kmeans", "logreg"],
+            data=features,
+            engines=("local", "dask"),
+            repeat=1,
+            client=rig_client,
+            warmup=False,
+            performance_report=False,
+            interval=0.2,
+        )
     assert set(res.runs.status) == {"ok"}, res.runs[["workload", "engine", "error"]]
     s = res.samples
     remote = s[s.source == "dask"]
@@ -405,8 +430,16 @@ def _tls_steps(c, image_root, y):
         model = XGBClassifier(n_estimators=5, max_depth=3, engine="dask", client=c).fit(F, ds.y)
         X, F = ds.to_numpy(client=c).X, c.compute(F).result()
         proba = model.predict_proba(F)
-        res = ddp.run(_train_and_look, X.reshape(len(X), -1), y, client=c, timeout=180,
-                      model="mlp", epochs=1, batch_size=16)
+        res = ddp.run(
+            _train_and_look,
+            X.reshape(len(X), -1),
+            y,
+            client=c,
+            timeout=180,
+            model="mlp",
+            epochs=1,
+            batch_size=16,
+        )
     return X, F, proba, res[0]["history"][0]["loss"]
 
 
@@ -453,8 +486,11 @@ def test_files_on_workers_arguments(client, image_root, tmp_path):
 # ---------------------------------------------------------------- docs/deploying.rst
 
 
-DOC_VALUES = {"scheduler": "10.0.0.1", "workers": ["10.0.0.2", "10.0.0.3"],
-              "tls": {"ca": "ca.pem", "cert": "node.pem", "key": "node-key.pem"}}
+DOC_VALUES = {
+    "scheduler": "10.0.0.1",
+    "workers": ["10.0.0.2", "10.0.0.3"],
+    "tls": {"ca": "ca.pem", "cert": "node.pem", "key": "node-key.pem"},
+}
 WALKTHROUGH_MARK = "# two machines: the client"
 
 
@@ -488,7 +524,14 @@ def test_the_walkthrough_client_code_runs_against_the_rig(rig, image_root):
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     env = dict(os.environ, PYTHONPATH=path)
     with timed("docs walk-through (client code)", "across hosts"):
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              timeout=400, env=env, cwd=rig.tmp, check=False)
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=400,
+            env=env,
+            cwd=rig.tmp,
+            check=False,
+        )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "workers: 2" in proc.stdout and "final loss" in proc.stdout, proc.stdout

@@ -49,22 +49,54 @@ def _synthetic_results():
     for size, (tl, td) in {100: (1.0, 2.0), 400: (4.0, 3.0)}.items():
         for rep in (1, 2):
             for engine, t in (("local", tl), ("dask", td)):
-                runs.append({"workload": "kmeans", "engine": engine, "size": size, "repeat": rep,
-                             "status": "ok", "time": t * (1 + 0.1 * rep), "train_time": t / 2,
-                             "quality_metric": "silhouette", "quality": 0.5,
-                             "devices": 2 if engine == "dask" else 1, "start": clock,
-                             "end": clock + t, "energy_j": math.nan})
+                runs.append(
+                    {
+                        "workload": "kmeans",
+                        "engine": engine,
+                        "size": size,
+                        "repeat": rep,
+                        "status": "ok",
+                        "time": t * (1 + 0.1 * rep),
+                        "train_time": t / 2,
+                        "quality_metric": "silhouette",
+                        "quality": 0.5,
+                        "devices": 2 if engine == "dask" else 1,
+                        "start": clock,
+                        "end": clock + t,
+                        "energy_j": math.nan,
+                    }
+                )
                 for k in range(3):
                     for proc, role in (("driver", "driver"), ("tcp://w1", "worker")):
-                        samples.append({"time": clock + k * 0.5, "elapsed": k * 0.5,
-                                        "source": "psutil", "process": proc, "pid": 1,
-                                        "role": role, "cpu_percent": 50.0 + k,
-                                        "rss": 1e8 + k, "run": len(runs)})
+                        samples.append(
+                            {
+                                "time": clock + k * 0.5,
+                                "elapsed": k * 0.5,
+                                "source": "psutil",
+                                "process": proc,
+                                "pid": 1,
+                                "role": role,
+                                "cpu_percent": 50.0 + k,
+                                "rss": 1e8 + k,
+                                "run": len(runs),
+                            }
+                        )
                 clock += t
-    runs.append({"workload": "ddp_cnn", "engine": "local", "status": "unavailable",
-                 "error": "dasktrain.ddp is not available <script>", "time": math.nan})
-    return Results(runs, samples=pd.DataFrame(samples), prices={"local": 0.1, "dask": 0.2},
-                   setup={"workers": 2, "threads": 2, "versions": {"numpy": np.__version__}})
+    runs.append(
+        {
+            "workload": "ddp_cnn",
+            "engine": "local",
+            "status": "unavailable",
+            "error": "dasktrain.ddp is not available <script>",
+            "time": math.nan,
+        }
+    )
+    return Results(
+        runs,
+        samples=pd.DataFrame(samples),
+        prices={"local": 0.1, "dask": 0.2},
+        setup={"workers": 2, "threads": 2, "versions": {"numpy": np.__version__}},
+    )
 
 
 def test_save_writes_every_file(tmp_path):
@@ -83,15 +115,23 @@ def test_save_writes_every_file(tmp_path):
 
 def test_report_html_parses_and_is_offline(tmp_path):
     res = _synthetic_results()
-    path = res.save(tmp_path)/ "report.html"
+    path = res.save(tmp_path) / "report.html"
     parser = _parse(path)
     assert "script" in parser.tags and "table" not in parser.tags  # table is inside bokeh Divs
     assert _network_refs(parser) == []
     text = path.read_text(encoding="utf-8")
     # bokeh's JS is inlined, the plots and the table are embedded as document JSON.
     assert "Bokeh" in text and "cdn.bokeh.org" not in text
-    for title in ("Whole-step time per engine", "Speedup against local", "Quality per engine",
-                  "CPU % per process", "Memory (RSS)", "Scaling", "Crossover", "kmeans"):
+    for title in (
+        "Whole-step time per engine",
+        "Speedup against local",
+        "Quality per engine",
+        "CPU % per process",
+        "Memory (RSS)",
+        "Scaling",
+        "Crossover",
+        "kmeans",
+    ):
         assert title in text, title
     # Error text is escaped, never injected as markup.
     assert "&lt;script&gt;" in text or "\\u003cscript\\u003e" in text or "&amp;lt;script" in text
@@ -106,8 +146,9 @@ def test_report_from_a_real_comparison(tmp_path, client):
             return {"total": float(client.compute(da.from_array(X, chunks=64).sum()).result())}
         return {"total": float(X.sum())}
 
-    res = dasktrain.compare([step], data=make_blobs(256, 4, 2), repeat=2, client=client,
-                            interval=0.05, warmup=False)
+    res = dasktrain.compare(
+        [step], data=make_blobs(256, 4, 2), repeat=2, client=client, interval=0.05, warmup=False
+    )
     out = res.save(tmp_path)
     perf = out / "dask-performance-report.html"
     assert perf.exists()
@@ -125,10 +166,22 @@ def test_report_in_headless_chromium(tmp_path):
     res = _synthetic_results()
     page = res.save(tmp_path / "r") / "report.html"
     shot = tmp_path / "shot.png"
-    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
-           "--window-size=1400,3000", "--virtual-time-budget=10000", page.as_uri()]
+    cmd = [
+        exe,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--screenshot={shot}",
+        "--window-size=1400,3000",
+        "--virtual-time-budget=10000",
+        page.as_uri(),
+    ]
     subprocess.run(cmd, check=True, timeout=120, capture_output=True)
     from PIL import Image
 
@@ -147,8 +200,9 @@ def test_report_says_which_workers_dask_measured(tmp_path):
     plain = write_report(res, tmp_path / "plain.html").read_text()
     assert "measured by Dask" not in plain
     s = res.samples
-    remote = s[s.process == "tcp://w1"].assign(source="dask", process="tcp://10.0.0.2:9000",
-                                               host="node-b")
+    remote = s[s.process == "tcp://w1"].assign(
+        source="dask", process="tcp://10.0.0.2:9000", host="node-b"
+    )
     res.samples = pd.concat([s[s.process != "tcp://w1"].assign(host="node-a"), remote])
     text = write_report(res, tmp_path / "remote.html").read_text()
     assert "measured by Dask" in text and "on node-b: tcp://10.0.0.2:9000" in text

@@ -63,8 +63,12 @@ def _blobs_numpy(k, d, seed=0):
 def _blobs_lazy(k, d, seed=0):
     C = _centers(k, d)
     return da.map_blocks(
-        _blob_block, C, seed, ROWS_PER_BLOCK,
-        chunks=((ROWS_PER_BLOCK,) * N_BLOCKS, (d,)), dtype=np.float32,
+        _blob_block,
+        C,
+        seed,
+        ROWS_PER_BLOCK,
+        chunks=((ROWS_PER_BLOCK,) * N_BLOCKS, (d,)),
+        dtype=np.float32,
         meta=np.empty((0, 0), np.float32),
     )
 
@@ -119,7 +123,7 @@ def test_a_failing_block_task_raises_promptly_and_the_client_recovers(client):
     X = client.persist(da.ones((400, 64), chunks=(100, 64)))
     runner = BlockRunner([X], client=client)
     big = np.ones((64, 8192))  # 4 MB: scattered, not sent with every task
-    for attempt in range(2):  # twice: a second call must neither hang nor see the first's keys
+    for _attempt in range(2):  # twice: a second call must neither hang nor see the first's keys
         t0 = time.perf_counter()
         with pytest.raises(ValueError, match="block 2 is bad"):
             runner.map(_fail_on_block, name="test-fail", bad=2, C=big)
@@ -277,10 +281,17 @@ def small_memory_client():
     """2 workers x 1 thread with 1 GB each: the workers bench_scale's 30,000 images run on."""
     from distributed import Client, LocalCluster
 
-    with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-        dashboard_address="127.0.0.1:0", memory_limit="1GB",
-    ) as cluster, Client(cluster, set_as_default=False) as client:
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            memory_limit="1GB",
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
         yield client
 
 
@@ -293,8 +304,9 @@ def _extractor(name):
 @pytest.mark.parametrize("features", ["hog", "resnet18"])
 @pytest.mark.parametrize("model", ["kmeans", "xgboost"])
 @pytest.mark.timeout(240)
-def test_lazy_image_chain_on_memory_limited_workers(features, model, xray_folder,
-                                                    small_memory_client):
+def test_lazy_image_chain_on_memory_limited_workers(
+    features, model, xray_folder, small_memory_client
+):
     from distributed import get_task_stream
     from distributed.diagnostics import MemorySampler
 
@@ -303,8 +315,11 @@ def test_lazy_image_chain_on_memory_limited_workers(features, model, xray_folder
     client = small_memory_client
     pids = client.run(os.getpid)
     ms = MemorySampler()
-    with client.as_current(), get_task_stream(client) as ts, \
-            ms.sample("chain", client=client, measure="process"):
+    with (
+        client.as_current(),
+        get_task_stream(client) as ts,
+        ms.sample("chain", client=client, measure="process"),
+    ):
         ds = read_images(xray_folder, size=128, engine="dask", chunk_size=CHUNK)
         F = _extractor(features).fit_transform(ds)
         assert isinstance(F, da.Array)  # nothing computed yet, and nothing persisted by us

@@ -30,7 +30,8 @@ _XGB_FAILS = {
         **_XGB_FAILS,
         **(
             {"check_dtype_object": "object y is refused as non-numeric, not as a label type"}
-            if isinstance(est, XGBRegressor) else {}
+            if isinstance(est, XGBRegressor)
+            else {}
         ),
     },
 )
@@ -145,7 +146,9 @@ def test_wrong_length_refused(data, as_default):
     with pytest.raises(ValidationError, match="1499"):
         XGBClassifier(n_estimators=2).fit(X, y[:-1])
     with pytest.raises(ValidationError, match="1499"):
-        XGBClassifier(n_estimators=2).fit(da.from_array(X, chunks=500), da.from_array(y[:-1], chunks=500))
+        XGBClassifier(n_estimators=2).fit(
+            da.from_array(X, chunks=500), da.from_array(y[:-1], chunks=500)
+        )
 
 
 @pytest.mark.parametrize("engine", ["local", "dask"])
@@ -164,7 +167,9 @@ def test_nan_labels_refused_up_front(data, engine, as_default):
     X, y = data
     y = y.astype(float)
     y[11] = np.nan
-    Xin, yin = (da.from_array(X, chunks=500), da.from_array(y, chunks=500)) if engine == "dask" else (X, y)
+    Xin, yin = (
+        (da.from_array(X, chunks=500), da.from_array(y, chunks=500)) if engine == "dask" else (X, y)
+    )
     with pytest.raises(ValidationError, match="NaN"):
         XGBClassifier(n_estimators=2, engine=engine).fit(Xin, yin)
     with pytest.raises(ValidationError, match="NaN"):
@@ -199,21 +204,29 @@ def test_device_auto_uses_cuda(data):
 @pytest.mark.parametrize("engine", ["local", "dask"])
 def test_checkpoints_every_n_rounds_and_resume(data, engine, tmp_path, as_default):
     X, y = data
-    Xin, yin = (da.from_array(X, chunks=500), da.from_array(y, chunks=500)) if engine == "dask" else (X, y)
+    Xin, yin = (
+        (da.from_array(X, chunks=500), da.from_array(y, chunks=500)) if engine == "dask" else (X, y)
+    )
     ck = tmp_path / "ck"
-    full = XGBClassifier(n_estimators=12, engine=engine, checkpoint_dir=ck, checkpoint_every=5).fit(Xin, yin)
+    full = XGBClassifier(n_estimators=12, engine=engine, checkpoint_dir=ck, checkpoint_every=5).fit(
+        Xin, yin
+    )
     names = sorted(p.name for p in ck.iterdir())
     rounds = [int(n.rsplit("-", 1)[1].split(".")[0]) for n in names]
     assert rounds == [5, 10], names  # rank 0 only, every 5 rounds, no temporary left
     assert full.last_checkpoint_ == str(ck / names[-1]) and full.restarts_ == 0
     # Resume from round 10 with the 2 rounds left: the same model as the straight fit.
-    rest = XGBClassifier(n_estimators=2, engine=engine).fit(Xin, yin, xgb_model=full.last_checkpoint_)
+    rest = XGBClassifier(n_estimators=2, engine=engine).fit(
+        Xin, yin, xgb_model=full.last_checkpoint_
+    )
     assert rest.booster_.num_boosted_rounds() == 12
     np.testing.assert_allclose(
         np.asarray(rest.predict_proba(X)), np.asarray(full.predict_proba(X)), rtol=1e-6
     )
     # A second fit into the same folder writes its own files and never resumes from these.
-    again = XGBClassifier(n_estimators=5, engine=engine, checkpoint_dir=ck, checkpoint_every=5).fit(Xin, yin)
+    again = XGBClassifier(n_estimators=5, engine=engine, checkpoint_dir=ck, checkpoint_every=5).fit(
+        Xin, yin
+    )
     assert len(list(ck.iterdir())) == 3
     assert again.last_checkpoint_.endswith("-000005.ubj") and again._tag != full._tag
 

@@ -81,12 +81,21 @@ def _store(rank, world_size, timeout):
         return dist.TCPStore(host, port, world_size, False, timeout)
     _listener = bind_listener(host, port)  # OSError "Address already in use": see main()
     try:
-        return dist.TCPStore(host, port, world_size, True, timeout, wait_for_workers=False,
-                             master_listen_fd=_listener.fileno())
+        return dist.TCPStore(
+            host,
+            port,
+            world_size,
+            True,
+            timeout,
+            wait_for_workers=False,
+            master_listen_fd=_listener.fileno(),
+        )
     except TypeError:  # pragma: no cover - a torch without master_listen_fd
         _listener.close()
-        sys.stderr.write("dasktrain.ddp: this torch cannot serve the store on a given socket; "
-                         "it listens on all interfaces\n")
+        sys.stderr.write(
+            "dasktrain.ddp: this torch cannot serve the store on a given socket; "
+            "it listens on all interfaces\n"
+        )
         return dist.TCPStore(host, port, world_size, True, timeout, wait_for_workers=False)
 
 
@@ -155,8 +164,9 @@ def main(argv=None):
     try:
         try:
             store = _store(rank, world_size, timeout)
-            dist.init_process_group(backend=backend, store=store, rank=rank,
-                                    world_size=world_size, timeout=timeout)
+            dist.init_process_group(
+                backend=backend, store=store, rank=rank, world_size=world_size, timeout=timeout
+            )
         except Exception as exc:
             if rank == 0 and _port_in_use(exc):
                 sys.stderr.write(f"dasktrain.ddp: MASTER_PORT in use: {exc}\n")

@@ -195,8 +195,11 @@ def _plain(value, key):
 
 
 def _format(record):
-    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                    for k, v in record.items() if k != "time")
+    return " ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in record.items()
+        if k != "time"
+    )
 
 
 def unwrap_model(model):
@@ -258,9 +261,7 @@ def batch_sizes(batch_size, world_size, batch_scaling="global"):
         Unknown ``batch_scaling``, or a global batch smaller than the number of ranks.
     """
     if batch_scaling not in BATCH_SCALINGS:
-        raise ValidationError(
-            f"batch_scaling={batch_scaling!r} must be one of {BATCH_SCALINGS}."
-        )
+        raise ValidationError(f"batch_scaling={batch_scaling!r} must be one of {BATCH_SCALINGS}.")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValidationError(f"batch_size={batch_size!r} must be a positive integer.")
     if batch_scaling == "per-rank":
@@ -274,7 +275,9 @@ def batch_sizes(batch_size, world_size, batch_scaling="global"):
     if per_rank * world_size != batch_size:
         logger.warning(
             "batch_size=%d is not divisible by world size %d: the global batch is %d",
-            batch_size, world_size, per_rank * world_size,
+            batch_size,
+            world_size,
+            per_rank * world_size,
         )
     return per_rank, per_rank * world_size, 1.0
 
@@ -306,8 +309,9 @@ def _epoch_loader_class():
 _EPOCH_LOADER = None
 
 
-def prepare_loader(dataset, batch_size, *, batch_scaling="global", shuffle=True, seed=0,
-                   **loader_kwargs):
+def prepare_loader(
+    dataset, batch_size, *, batch_scaling="global", shuffle=True, seed=0, **loader_kwargs
+):
     """A DataLoader that gives this rank its share of ``dataset``.
 
     Uses :class:`torch.utils.data.DistributedSampler` on every engine (with one replica under
@@ -428,9 +432,9 @@ def bind_listener(host, port):
     """
     import socket
 
-    family, socktype, proto, _, sockaddr = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM
-    )[0]
+    family, socktype, proto, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[
+        0
+    ]
     sock = socket.socket(family, socktype, proto)
     try:
         # Like torch's own store: a port left in TIME_WAIT by a previous job can be reused.
@@ -458,8 +462,10 @@ def interface_of(host):
     import psutil
 
     try:
-        wanted = {ipaddress.ip_address(info[4][0].split("%")[0])
-                  for info in socket.getaddrinfo(host, None)}
+        wanted = {
+            ipaddress.ip_address(info[4][0].split("%")[0])
+            for info in socket.getaddrinfo(host, None)
+        }
     except (OSError, ValueError):
         return None
     networks = []
@@ -475,8 +481,7 @@ def interface_of(host):
                 return name
             if a.netmask:
                 try:
-                    networks.append((name, ipaddress.ip_network(f"{ip}/{a.netmask}",
-                                                                strict=False)))
+                    networks.append((name, ipaddress.ip_network(f"{ip}/{a.netmask}", strict=False)))
                 except ValueError:
                     continue
     for name, net in networks:

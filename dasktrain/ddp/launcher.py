@@ -80,8 +80,9 @@ class DDPResult(dict):
         The worker address of each rank in the final attempt.
     """
 
-    def __init__(self, values=(), *, logs=None, history=None, attempts=1, failures=None,
-                 workers=None):
+    def __init__(
+        self, values=(), *, logs=None, history=None, attempts=1, failures=None, workers=None
+    ):
         super().__init__(values)
         self.logs = logs or {}
         self.history = history or []
@@ -188,7 +189,6 @@ def _rank_environ(worker_environ):
     return env
 
 
-
 def _network_environ(host, env):
     """``GLOO_SOCKET_IFNAME`` for a rank on the worker at ``host``.
 
@@ -203,9 +203,12 @@ def _network_environ(host, env):
         return {}
     ifname = _helpers.interface_of(host)
     if ifname is None:
-        logger.warning("ddp: no network interface of this machine carries the worker address "
-                       "%s; gloo will pick one from the host name. Set GLOO_SOCKET_IFNAME "
-                       "(env=) if the ranks cannot connect.", host)
+        logger.warning(
+            "ddp: no network interface of this machine carries the worker address "
+            "%s; gloo will pick one from the host name. Set GLOO_SOCKET_IFNAME "
+            "(env=) if the ranks cannot connect.",
+            host,
+        )
         return {}
     return {"GLOO_SOCKET_IFNAME": ifname}
 
@@ -281,8 +284,9 @@ def _rank_task(payload, spec):
             exit_deadline = None
             while True:
                 returncode = proc.poll()
-                offset = _forward_metrics(worker, topic, metrics_path, offset, records,
-                                          spec["attempt"])
+                offset = _forward_metrics(
+                    worker, topic, metrics_path, offset, records, spec["attempt"]
+                )
                 if returncode is not None:
                     break
                 now = time.monotonic()
@@ -308,8 +312,7 @@ def _rank_task(payload, spec):
                 proc.kill()
             proc.wait()
             end_time = time.time()
-    offset = _forward_metrics(worker, topic, metrics_path, offset, records,
-                                          spec["attempt"])
+    offset = _forward_metrics(worker, topic, metrics_path, offset, records, spec["attempt"])
 
     value = error = None
     value_written = False
@@ -382,8 +385,8 @@ def _check_args(backend, timeout, max_restarts, workers, port_range, env):
                 "<= 65535, or None to let the OS pick a free port."
             )
     if env is not None and not (
-        isinstance(env, dict) and all(isinstance(k, str) and isinstance(v, str)
-                                      for k, v in env.items())
+        isinstance(env, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())
     ):
         raise ValidationError(f"env={env!r} must be a dict of str -> str.")
 
@@ -407,8 +410,7 @@ def _order(addresses):
 def _lock(client, address):
     from distributed import Lock
 
-    return Lock(f"dasktrain-ddp-worker-{address}", scheduler_rpc=client.scheduler,
-                loop=client.loop)
+    return Lock(f"dasktrain-ddp-worker-{address}", scheduler_rpc=client.scheduler, loop=client.loop)
 
 
 class _Selection:
@@ -480,8 +482,17 @@ def _select_workers(client, workers, deadline, first, world_size=None):
 
 
 class _Failure(Exception):
-    def __init__(self, rank, worker, message, stderr="", cause=None, port_in_use=False,
-                 when=None, lost_worker=False):
+    def __init__(
+        self,
+        rank,
+        worker,
+        message,
+        stderr="",
+        cause=None,
+        port_in_use=False,
+        when=None,
+        lost_worker=False,
+    ):
         super().__init__(message)
         self.when = when
         self.lost_worker = lost_worker
@@ -523,16 +534,30 @@ def _failure_from_result(res):
         # Every rank writes its result (or its error) before it exits; no result file means
         # the process left on its own first, which must never pass for a success.
         if res["returncode"] == 0:
-            message += (" without delivering a result from train_fn (did it call os._exit() "
-                        "or end the process some other way before returning?)")
+            message += (
+                " without delivering a result from train_fn (did it call os._exit() "
+                "or end the process some other way before returning?)"
+            )
     return _Failure(rank, worker, message, res["stderr"], cause=cause, when=when)
 
 
 class _Attempt:
     """One process group: submit the ranks, watch them, tear them down."""
 
-    def __init__(self, client, selection, payload, *, attempt, job, backend, timeout_s, env,
-                 checkpoint_dir, port_range):
+    def __init__(
+        self,
+        client,
+        selection,
+        payload,
+        *,
+        attempt,
+        job,
+        backend,
+        timeout_s,
+        env,
+        checkpoint_dir,
+        port_range,
+    ):
         from distributed import Event
 
         self.client = client
@@ -544,9 +569,14 @@ class _Attempt:
         self.payload_future = None
         self.port = None
         self._job = job
-        self._options = dict(backend=backend, timeout_s=timeout_s, env=env,
-                             checkpoint_dir=checkpoint_dir, port_range=port_range,
-                             payload=payload)
+        self._options = dict(
+            backend=backend,
+            timeout_s=timeout_s,
+            env=env,
+            checkpoint_dir=checkpoint_dir,
+            port_range=port_range,
+            payload=payload,
+        )
 
     def start(self):
         """Find the port, send the payload, submit one task per rank."""
@@ -554,8 +584,12 @@ class _Attempt:
         opts = self._options
         backend, timeout_s = opts["backend"], opts["timeout_s"]
         port_future = client.submit(
-            _probe, opts["port_range"], workers=[self.addresses[0]], allow_other_workers=False,
-            pure=False, key=f"dasktrain-ddp-port-{job}-{attempt}",
+            _probe,
+            opts["port_range"],
+            workers=[self.addresses[0]],
+            allow_other_workers=False,
+            pure=False,
+            key=f"dasktrain-ddp-port-{job}-{attempt}",
         )
         try:
             port, n_gpus = port_future.result(timeout=max(1.0, timeout_s))
@@ -563,8 +597,9 @@ class _Attempt:
             raise
         except Exception as exc:
             # The rank-0 worker died or is unreachable: a failure like any other (restartable).
-            raise _Failure(0, self.addresses[0], f"could not probe a free port ({exc!r})",
-                           cause=exc) from exc
+            raise _Failure(
+                0, self.addresses[0], f"could not probe a free port ({exc!r})", cause=exc
+            ) from exc
         if backend == "auto":
             backend = "nccl" if n_gpus > 0 else "gloo"
         self.backend = backend
@@ -572,8 +607,9 @@ class _Attempt:
         master_addr = _host(self.addresses[0])
         hosts = [_host(a) for a in self.addresses]
         env, checkpoint_dir = opts["env"], opts["checkpoint_dir"]
-        payload_future = client.scatter(opts["payload"], workers=self.addresses,
-                                        broadcast=True, hash=False)
+        payload_future = client.scatter(
+            opts["payload"], workers=self.addresses, broadcast=True, hash=False
+        )
         self.payload_future = payload_future
         for rank, address in enumerate(self.addresses):
             same_host = [i for i, h in enumerate(hosts) if h == hosts[rank]]
@@ -593,12 +629,23 @@ class _Attempt:
                 "topic": f"dasktrain-ddp-{job}",
             }
             self.futures[rank] = client.submit(
-                _rank_task, payload_future, spec, workers=[address], allow_other_workers=False,
-                pure=False, retries=0, key=f"dasktrain-ddp-rank{rank}-{job}-{attempt}",
+                _rank_task,
+                payload_future,
+                spec,
+                workers=[address],
+                allow_other_workers=False,
+                pure=False,
+                retries=0,
+                key=f"dasktrain-ddp-rank{rank}-{job}-{attempt}",
             )
         logger.info(
             "ddp attempt %d: %d ranks on %s, backend=%s, MASTER_ADDR=%s MASTER_PORT=%d",
-            attempt, len(self.addresses), self.addresses, backend, master_addr, port,
+            attempt,
+            len(self.addresses),
+            self.addresses,
+            backend,
+            master_addr,
+            port,
         )
 
     def watch(self, deadline):
@@ -612,10 +659,14 @@ class _Attempt:
                 del pending[rank]
                 if future.status != "finished":
                     exc = future.exception() if future.status == "error" else None
-                    raise _Failure(rank, self.addresses[rank],
-                                   f"its task failed ({type(exc).__name__}: {exc})"
-                                   if exc is not None else f"its task was {future.status}",
-                                   cause=exc)
+                    raise _Failure(
+                        rank,
+                        self.addresses[rank],
+                        f"its task failed ({type(exc).__name__}: {exc})"
+                        if exc is not None
+                        else f"its task was {future.status}",
+                        cause=exc,
+                    )
                 res = future.result()
                 self.results[rank] = res
                 if res["status"] != "ok":
@@ -630,9 +681,12 @@ class _Attempt:
                 live = _live_workers(self.client)
                 for rank in pending:
                     if self.addresses[rank] not in live:
-                        raise _Failure(rank, self.addresses[rank],
-                                       "its Dask worker left the cluster (killed or crashed)",
-                                       lost_worker=True)
+                        raise _Failure(
+                            rank,
+                            self.addresses[rank],
+                            "its Dask worker left the cluster (killed or crashed)",
+                            lost_worker=True,
+                        )
             time.sleep(0.05)
 
     def teardown(self):
@@ -645,16 +699,18 @@ class _Attempt:
                 live = _live_workers(self.client)
             except Exception:
                 live = set()
-            alive = [f for r, f in self.futures.items()
-                     if not f.done() and self.addresses[r] in live]
+            alive = [
+                f for r, f in self.futures.items() if not f.done() and self.addresses[r] in live
+            ]
             # Poll rather than distributed.wait, which needs a default client.
             until = time.monotonic() + _TEARDOWN_WAIT_S
             while any(not f.done() for f in alive) and time.monotonic() < until:
                 time.sleep(0.05)
             stuck = [f.key for f in alive if not f.done()]
             if stuck:
-                logger.warning("ddp teardown: ranks still running after %.0f s: %s",
-                               _TEARDOWN_WAIT_S, stuck)
+                logger.warning(
+                    "ddp teardown: ranks still running after %.0f s: %s", _TEARDOWN_WAIT_S, stuck
+                )
         for rank, future in self.futures.items():
             if rank not in self.results and future.status == "finished":
                 self.results[rank] = future.result()
@@ -685,9 +741,12 @@ class _Attempt:
             live = set(self.addresses)
         for rank, address in enumerate(self.addresses):
             if address not in live and rank not in self.results:
-                return _Failure(rank, address,
-                                "its Dask worker left the cluster (killed or crashed)",
-                                lost_worker=True)
+                return _Failure(
+                    rank,
+                    address,
+                    "its Dask worker left the cluster (killed or crashed)",
+                    lost_worker=True,
+                )
         candidates = [failure]
         for res in self.results.values():
             if res["status"] in ("error", "port-in-use"):
@@ -715,16 +774,29 @@ def _describe(failure, attempt):
     if failure.rank is None:
         head = f"DDP job failed (attempt {attempt}): {failure.message}"
     else:
-        head = (f"DDP rank {failure.rank} on worker {failure.worker} failed "
-                f"(attempt {attempt}): {failure.message}")
+        head = (
+            f"DDP rank {failure.rank} on worker {failure.worker} failed "
+            f"(attempt {attempt}): {failure.message}"
+        )
     tail = _stderr_tail(failure.stderr)
     if tail:
         head += f"\n--- last lines of rank {failure.rank} stderr ---\n{tail}"
     return head
 
 
-def run(train_fn, *args, client=None, workers=None, backend="auto", timeout=600,
-        max_restarts=0, checkpoint_dir=None, env=None, port_range=None, **kwargs):
+def run(
+    train_fn,
+    *args,
+    client=None,
+    workers=None,
+    backend="auto",
+    timeout=600,
+    max_restarts=0,
+    checkpoint_dir=None,
+    env=None,
+    port_range=None,
+    **kwargs,
+):
     """Run ``train_fn(*args, **kwargs)`` as a DistributedDataParallel job on Dask workers.
 
     One rank process per selected worker is started for the job, so training does not run in
@@ -817,15 +889,23 @@ def run(train_fn, *args, client=None, workers=None, backend="auto", timeout=600,
     client.subscribe_topic(topic, on_event)
     try:
         while True:
-            selection = _select_workers(client, workers, deadline, first=(attempt == 0),
-                                        world_size=world_size)
+            selection = _select_workers(
+                client, workers, deadline, first=(attempt == 0), world_size=world_size
+            )
             world_size = len(selection.addresses)
             current = None
             try:
                 remaining = max(1.0, deadline - time.monotonic())
                 current = _Attempt(
-                    client, selection, payload, attempt=attempt, job=job, backend=backend,
-                    timeout_s=remaining, env=dict(env or {}), checkpoint_dir=checkpoint_dir,
+                    client,
+                    selection,
+                    payload,
+                    attempt=attempt,
+                    job=job,
+                    backend=backend,
+                    timeout_s=remaining,
+                    env=dict(env or {}),
+                    checkpoint_dir=checkpoint_dir,
                     port_range=port_range,
                 )
                 current.start()
@@ -838,15 +918,20 @@ def run(train_fn, *args, client=None, workers=None, backend="auto", timeout=600,
                     failure.stderr = logs.get(failure.rank, {}).get("stderr") or ""
                 if failure.port_in_use and port_retries < _PORT_RETRIES:
                     port_retries += 1
-                    logger.warning("ddp: MASTER_PORT %d was taken; retrying with a new port",
-                                   current.port)
+                    logger.warning(
+                        "ddp: MASTER_PORT %d was taken; retrying with a new port", current.port
+                    )
                     continue
                 message = _describe(failure, attempt)
                 timed_out = time.monotonic() >= deadline
                 if attempt < max_restarts and not timed_out:
                     failures.append(message)
-                    logger.warning("%s\nrestarting the group (%d of %d restarts)", message,
-                                   attempt + 1, max_restarts)
+                    logger.warning(
+                        "%s\nrestarting the group (%d of %d restarts)",
+                        message,
+                        attempt + 1,
+                        max_restarts,
+                    )
                     attempt += 1
                     continue
                 if timed_out and failure.rank is not None:
@@ -944,6 +1029,14 @@ def run_local(train_fn, *args, checkpoint_dir=None, **kwargs):
     finally:
         _helpers._local.ctx = None
     history = [dict(r, attempt=0) for r in ctx.history]
-    logs = {0: {"worker": None, "host": "localhost", "returncode": 0, "stdout": None,
-                "stderr": None, "status": "ok"}}
+    logs = {
+        0: {
+            "worker": None,
+            "host": "localhost",
+            "returncode": 0,
+            "stdout": None,
+            "stderr": None,
+            "status": "ok",
+        }
+    }
     return DDPResult({0: value}, logs=logs, history=history, attempts=1)

@@ -100,7 +100,7 @@ def _evaluate(net, X, y, info, batch=256):
     loss_sum = correct = 0.0
     with torch.no_grad():
         for start in range(0, len(idx), batch):
-            part = idx[start:start + batch]
+            part = idx[start : start + batch]
             xb = torch.from_numpy(X[part]).to(info.device)
             yb = torch.from_numpy(y[part]).to(info.device)
             out = net(xb)
@@ -111,8 +111,20 @@ def _evaluate(net, X, y, info, batch=256):
     return loss_sum / max(count, 1), correct / max(count, 1)
 
 
-def train_classifier(X, y, *, X_val=None, y_val=None, model="smallcnn", epochs=3, batch_size=64,
-                     lr=1e-3, seed=0, batch_scaling="global", hidden=64):
+def train_classifier(
+    X,
+    y,
+    *,
+    X_val=None,
+    y_val=None,
+    model="smallcnn",
+    epochs=3,
+    batch_size=64,
+    lr=1e-3,
+    seed=0,
+    batch_scaling="global",
+    hidden=64,
+):
     """Train a classifier with Adam and cross-entropy; works under ``run`` and ``run_local``.
 
     Parameters
@@ -167,11 +179,21 @@ def train_classifier(X, y, *, X_val=None, y_val=None, model="smallcnn", epochs=3
     num_classes = int(max(y.max(), y_val.max() if has_val else 0)) + 1
     info = rank_info()
 
-    net = _build_model(model, n_features=X.shape[1], in_channels=X.shape[1],
-                       num_classes=num_classes, seed=seed, hidden=hidden)
+    net = _build_model(
+        model,
+        n_features=X.shape[1],
+        in_channels=X.shape[1],
+        num_classes=num_classes,
+        seed=seed,
+        hidden=hidden,
+    )
     net = prepare_model(net)
-    loader = prepare_loader((torch.from_numpy(X), torch.from_numpy(y)), batch_size,
-                            batch_scaling=batch_scaling, seed=seed)
+    loader = prepare_loader(
+        (torch.from_numpy(X), torch.from_numpy(y)),
+        batch_size,
+        batch_scaling=batch_scaling,
+        seed=seed,
+    )
     step_lr = lr * loader.lr_scale
     opt = torch.optim.Adam(net.parameters(), lr=step_lr)
 
@@ -221,12 +243,14 @@ def train_classifier(X, y, *, X_val=None, y_val=None, model="smallcnn", epochs=3
         history.append(record)
         report(**record)
         if info.checkpoint_dir:
-            save_checkpoint({
-                "model": unwrap_model(net).state_dict(),
-                "optimizer": opt.state_dict(),
-                "epoch": epoch,
-                "history": history,
-            })
+            save_checkpoint(
+                {
+                    "model": unwrap_model(net).state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "epoch": epoch,
+                    "history": history,
+                }
+            )
     return {
         "history": history,
         "samples_per_s": samples / train_time if train_time > 0 else float("nan"),

@@ -9,8 +9,8 @@ num_classes=k)`` adds torchvision's classification head (global pooling + ``clas
 Parameter names and shapes follow torchvision's ``vgg19`` (``features.N``, ``classifier.N``)
 and ``resnet18`` / ``resnet34`` (``conv1``, ``bn1``, ``layerL.B.conv1``, ``downsample.0``,
 ``fc``), so a state dict saved by torchvision loads with ``load_state_dict`` (use
-``torch.load(path, weights_only=True)``). ``smallcnn`` is our own: three stride-2 conv + GroupNorm blocks,
-about 24 thousand parameters, fast on a CPU, for demos and tests.
+``torch.load(path, weights_only=True)``). ``smallcnn`` is our own: three stride-2 conv +
+GroupNorm blocks, about 24 thousand parameters, fast on a CPU, for demos and tests.
 
 torch is imported lazily (through :func:`dasktrain._compat.import_optional`) so importing this
 module is cheap; the ``nn.Module`` classes are created on first use.
@@ -289,6 +289,7 @@ def build(name, *, num_classes=None, in_channels=3, seed=0):
         else:
             model = classes["SmallCNN"](in_channels=in_channels, num_classes=num_classes)
         init_weights(model)
-    logger.debug("built %s (num_classes=%s, in_channels=%d, seed=%d)", name, num_classes,
-                 in_channels, seed)
+    logger.debug(
+        "built %s (num_classes=%s, in_channels=%d, seed=%d)", name, num_classes, in_channels, seed
+    )
     return model

@@ -34,8 +34,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from .. import _config
-from .._validation import check_array, check_engine, is_dask_collection
 from .._dask import get_client, scheduler_workers
+from .._validation import check_array, check_engine, is_dask_collection
 from ..exceptions import ValidationError
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 #: pooling and input-normalisation choices of the network extractors (torch and Keras)
 POOLS = ("avg", "max")
 NORMALIZE = ("auto", "imagenet", "none")
+
 
 def unpack_images(X):
     """The image array of ``X``: ``X.X`` for an ImageSet-like object (``.X``, ``.y``,
@@ -268,8 +269,9 @@ class BaseImageFeatures(TransformerMixin, BaseEstimator):
         if self.progress:
             from tqdm.auto import tqdm
 
-            starts = tqdm(starts, total=math.ceil(len(X) / step), unit="batch",
-                          desc=type(self).__name__)
+            starts = tqdm(
+                starts, total=math.ceil(len(X) / step), unit="batch", desc=type(self).__name__
+            )
         parts = [fn(X[s : s + step], n_threads=n_threads, **kwargs) for s in starts]
         out = np.concatenate(parts, axis=0) if parts else np.empty((0, n_out), np.float32)
         return out

@@ -31,8 +31,9 @@ def _to_gray(block):
     raise ValidationError(f"X has {block.shape[-1]} channels; pass 1 (gray) or 3 (RGB).")
 
 
-def hog_block(block, *, orientations, pixels_per_cell, cells_per_block, block_norm, gray,
-              n_threads=None):
+def hog_block(
+    block, *, orientations, pixels_per_cell, cells_per_block, block_norm, gray, n_threads=None
+):
     """HOG descriptors of one numpy chunk ``(n, h, w, c)`` -> ``(n, d)`` float32."""
     from skimage.feature import hog
 
@@ -105,8 +106,18 @@ class HOGFeatures(BaseImageFeatures):
     (2, 324)
     """
 
-    def __init__(self, *, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(2, 2),
-                 block_norm="L2-Hys", gray=True, engine="auto", n_threads=None, progress=False):
+    def __init__(
+        self,
+        *,
+        orientations=9,
+        pixels_per_cell=(8, 8),
+        cells_per_block=(2, 2),
+        block_norm="L2-Hys",
+        gray=True,
+        engine="auto",
+        n_threads=None,
+        progress=False,
+    ):
         self.orientations = orientations
         self.pixels_per_cell = pixels_per_cell
         self.cells_per_block = cells_per_block
@@ -201,8 +212,9 @@ class HistogramFeatures(BaseImageFeatures):
 
     _local_step = 1024
 
-    def __init__(self, bins=32, *, value_range=(0.0, 1.0), engine="auto", n_threads=None,
-                 progress=False):
+    def __init__(
+        self, bins=32, *, value_range=(0.0, 1.0), engine="auto", n_threads=None, progress=False
+    ):
         self.bins = bins
         self.value_range = value_range
         self.engine = engine

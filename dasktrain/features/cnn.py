@@ -133,7 +133,8 @@ def apply_state_dict(model, state, backbone, path):
         if shapes:
             parts.append(f"shape mismatches ({len(shapes)}): {_short(shapes)}")
         raise WeightsError(
-            f"weights file {path!r} does not match backbone {backbone!r}: " + "; ".join(parts)
+            f"weights file {path!r} does not match backbone {backbone!r}: "
+            + "; ".join(parts)
             + ". Pass a torchvision-compatible state dict saved from the same architecture."
         )
     model.load_state_dict(state, strict=True)

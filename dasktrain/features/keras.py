@@ -35,7 +35,10 @@ __all__ = ["KerasFeatures", "KERAS_BACKBONES"]
 _KERAS = {
     "vgg19": ("VGG19", "vgg19", 512, "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"),
     "resnet50": (
-        "ResNet50", "resnet", 2048, "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+        "ResNet50",
+        "resnet",
+        2048,
+        "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
     ),
     "mobilenetv2": (
         "MobileNetV2",
@@ -85,8 +88,10 @@ def _set_tf_threads(tf, n_threads):
         tf.config.threading.set_intra_op_parallelism_threads(int(n_threads))
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:
-        logger.debug("TensorFlow threads already fixed; keeping %s",
-                     tf.config.threading.get_intra_op_parallelism_threads())
+        logger.debug(
+            "TensorFlow threads already fixed; keeping %s",
+            tf.config.threading.get_intra_op_parallelism_threads(),
+        )
 
 
 def build_keras_model(spec, n_threads):
@@ -192,8 +197,19 @@ class KerasFeatures(BaseImageFeatures):
     CNNFeatures : the same with PyTorch (torchvision-compatible weights).
     """
 
-    def __init__(self, backbone="vgg19", *, weights=None, pool="avg", batch_size=64,
-                 normalize="auto", engine="auto", seed=0, n_threads=None, progress=False):
+    def __init__(
+        self,
+        backbone="vgg19",
+        *,
+        weights=None,
+        pool="avg",
+        batch_size=64,
+        normalize="auto",
+        engine="auto",
+        seed=0,
+        n_threads=None,
+        progress=False,
+    ):
         self.backbone = backbone
         self.weights = weights
         self.pool = pool

@@ -20,14 +20,16 @@ import uuid
 
 import numpy as np
 
-from .._validation import check_known_chunks, is_dask_collection
 from .._dask import (  # noqa: F401  (re-exported for the model modules)
     get_client,
     maybe_client,
     scheduler_workers,
-    total_threads as worker_threads,
     using_client,
 )
+from .._dask import (
+    total_threads as worker_threads,
+)
+from .._validation import check_known_chunks, is_dask_collection
 from ..exceptions import ValidationError
 
 logger = logging.getLogger(__name__)
@@ -114,9 +116,8 @@ class BlockRunner:
         return len(self.row_chunks)
 
     def _persist_distributed(self, a):
-        from distributed import futures_of, wait
-
         from dask.core import flatten
+        from distributed import futures_of, wait
 
         keys = list(flatten(a.__dask_keys__()))
         have = {f.key: f for f in futures_of(a)}
@@ -180,8 +181,13 @@ class BlockRunner:
         shared = [self.client.scatter(kwargs[k], hash=False) for k in large]
         bound = functools.partial(_call_block, func, tuple(large), **small)
         futs = self.client.map(
-            bound, idx, offs, *self.blocks, *[[f] * len(idx) for f in shared],
-            key=keys, pure=False,
+            bound,
+            idx,
+            offs,
+            *self.blocks,
+            *[[f] * len(idx) for f in shared],
+            key=keys,
+            pure=False,
         )
         return self.client.gather(futs)
 
@@ -220,11 +226,22 @@ def blockwise_apply(obj, method, X, *, dtype, n_columns=None):
     model = dask.delayed(obj, pure=True, traverse=False)
     if n_columns is None:
         return da.map_blocks(
-            _apply_method, X, model, method, dtype=dtype, drop_axis=list(range(1, X.ndim)),
-            chunks=(X.chunks[0],), meta=np.empty((0,), dtype=dtype),
+            _apply_method,
+            X,
+            model,
+            method,
+            dtype=dtype,
+            drop_axis=list(range(1, X.ndim)),
+            chunks=(X.chunks[0],),
+            meta=np.empty((0,), dtype=dtype),
         )
     return da.map_blocks(
-        _apply_method, X, model, method, dtype=dtype, chunks=(X.chunks[0], (n_columns,)),
+        _apply_method,
+        X,
+        model,
+        method,
+        dtype=dtype,
+        chunks=(X.chunks[0], (n_columns,)),
         meta=np.empty((0, 0), dtype=dtype),
     )
 
@@ -303,7 +320,11 @@ def balanced_persist(client, arrays):
         for j, b in enumerate(blocks):
             if b is not None:
                 b[i] = client.submit(
-                    _identity, b[i], workers=[target], allow_other_workers=False, pure=False,
+                    _identity,
+                    b[i],
+                    workers=[target],
+                    allow_other_workers=False,
+                    pure=False,
                     key=f"rebalance-{token}-{j}-{i}",
                 )
     with client.as_current():
@@ -370,9 +391,7 @@ def validate_y(y, X, *, estimator, classifier=True):
     from .._validation import check_classification_targets, check_consistent_length
 
     if y is None:
-        raise ValidationError(
-            f"{estimator} requires y to be passed, but the target y is None."
-        )
+        raise ValidationError(f"{estimator} requires y to be passed, but the target y is None.")
     if is_dask_collection(y):
         if y.ndim == 2 and y.shape[1] == 1:
             y = y.reshape(-1)

@@ -37,8 +37,8 @@ from ._base import (
     maybe_client,
     strip_client_state,
     using_client,
-    validate_X,
     validate_fitted_X,
+    validate_X,
     validate_y,
 )
 
@@ -108,6 +108,7 @@ class _SklearnClassifier(ClassifierMixin, BaseEstimator):
             check_consistent_length(X, sample_weight, y_name="sample_weight")
         est = self._make()
         if engine == "local":
+
             def np_(a):
                 return a.compute() if is_dask_collection(a) else a
 
@@ -117,7 +118,9 @@ class _SklearnClassifier(ClassifierMixin, BaseEstimator):
 
             # A readable, fresh key: "fit-logisticregression-<uuid>" on the dashboard.
             task = dask.delayed(_fit_estimator, pure=False)(
-                est, as_dask(X), as_dask(y),
+                est,
+                as_dask(X),
+                as_dask(y),
                 None if sample_weight is None else as_dask(sample_weight),
                 dask_key_name=f"fit-{type(est).__name__.lower()}-{uuid.uuid4().hex}",
             )
@@ -177,8 +180,16 @@ class LogisticRegression(_SklearnClassifier):
     """
 
     def __init__(
-        self, C=1.0, *, tol=1e-4, max_iter=100, solver="lbfgs", class_weight=None,
-        random_state=None, engine="auto", client=None,
+        self,
+        C=1.0,
+        *,
+        tol=1e-4,
+        max_iter=100,
+        solver="lbfgs",
+        class_weight=None,
+        random_state=None,
+        engine="auto",
+        client=None,
     ):
         self.C = C
         self.tol = tol
@@ -232,9 +243,20 @@ class MLPClassifier(_SklearnClassifier):
     """
 
     def __init__(
-        self, hidden_layer_sizes=(100,), *, activation="relu", solver="adam", alpha=1e-4,
-        batch_size="auto", learning_rate_init=1e-3, max_iter=200, tol=1e-4,
-        early_stopping=False, random_state=None, engine="auto", client=None,
+        self,
+        hidden_layer_sizes=(100,),
+        *,
+        activation="relu",
+        solver="adam",
+        alpha=1e-4,
+        batch_size="auto",
+        learning_rate_init=1e-3,
+        max_iter=200,
+        tol=1e-4,
+        early_stopping=False,
+        random_state=None,
+        engine="auto",
+        client=None,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -273,7 +295,15 @@ def _fold(estimator, X, y, train, test, scorer, return_train_score):
 
 
 def cross_validate(
-    estimator, X, y, *, cv=5, scoring=None, groups=None, engine="auto", client=None,
+    estimator,
+    X,
+    y,
+    *,
+    cv=5,
+    scoring=None,
+    groups=None,
+    engine="auto",
+    client=None,
     return_train_score=False,
 ):
     """Cross-validated scores; the same dict as :func:`sklearn.model_selection.cross_validate`.
@@ -322,7 +352,12 @@ def cross_validate(
         Xn = X.compute() if is_dask_collection(X) else X
         yn = y.compute() if is_dask_collection(y) else y
         return sk_cross_validate(
-            estimator, Xn, yn, cv=cv, scoring=scoring, groups=groups,
+            estimator,
+            Xn,
+            yn,
+            cv=cv,
+            scoring=scoring,
+            groups=groups,
             return_train_score=return_train_score,
         )
     client = get_client(client, what="cross_validate(engine='dask')")
@@ -336,7 +371,8 @@ def cross_validate(
     # hash=False: a fresh key per call; re-scattering the same content under the same key
     # while the previous call's copy is being released can lose it ("lost dependencies").
     X_f = (
-        client.compute(X) if is_dask_collection(X)
+        client.compute(X)
+        if is_dask_collection(X)
         else client.scatter(X, broadcast=False, hash=False)
     )
     y_f = client.scatter(y_local, broadcast=False, hash=False)
@@ -345,8 +381,16 @@ def cross_validate(
     token = uuid.uuid4().hex
     futures = [
         client.submit(
-            _fold, estimator, X_f, y_f, tr, te, scorer, return_train_score,
-            key=f"cv-fold-{token}-{i}", pure=False,
+            _fold,
+            estimator,
+            X_f,
+            y_f,
+            tr,
+            te,
+            scorer,
+            return_train_score,
+            key=f"cv-fold-{token}-{i}",
+            pure=False,
         )
         for i, (tr, te) in enumerate(splits)
     ]

@@ -33,8 +33,8 @@ from ._base import (
     scheduler_workers,
     strip_client_state,
     using_client,
-    validate_X,
     validate_fitted_X,
+    validate_X,
 )
 
 logger = logging.getLogger(__name__)
@@ -483,7 +483,11 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         random_rows = [rs.choice(n, k, replace=False) for _ in range(n_init)] if is_random else []
         picks = sorted({int(i) for r in random_rows for i in r})
         stats = runner.map(
-            _stats_block, name="kmeans-stats", picks=picks, n_total=n, l=l,
+            _stats_block,
+            name="kmeans-stats",
+            picks=picks,
+            n_total=n,
+            l=l,
             seeds=seeds if is_parallel else [],
         )
         if not all(s["finite"] for s in stats):
@@ -511,7 +515,9 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
                 first = [s["draws"][run] for s in stats if len(s["draws"][run])]
                 centers = self._kmeans_parallel_init(runner, k, first, l, seeds[run])
             result = self._lloyd(runner, centers, tol)
-            logger.debug("k-means run %d: inertia %.6g after %d iterations", run, result[1], result[2])
+            logger.debug(
+                "k-means run %d: inertia %.6g after %d iterations", run, result[1], result[2]
+            )
             if best is None or result[1] < best[1]:
                 best = result
         centers, inertia, n_iter = best
@@ -522,9 +528,9 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         # of images, that would read and decode every file again).
         import dask.array as da
 
-        labels = np.concatenate(
-            runner.map(_label_block, name="kmeans-labels", C=centers)
-        ).astype(np.int32, copy=False)
+        labels = np.concatenate(runner.map(_label_block, name="kmeans-labels", C=centers)).astype(
+            np.int32, copy=False
+        )
         self.labels_ = da.from_array(labels, chunks=(Xd.chunks[0],)) if dask_in else labels
 
     def _kmeans_parallel_init(self, runner, k, first, l, seed):
@@ -552,8 +558,14 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         for _ in range(rounds):
             rseed = int(ss.spawn(1)[0].generate_state(1)[0])
             out = runner.map(
-                _sample_block, name="kmeans-init-sample", C=C, n_old=n_old, phi=phi, l=l,
-                seed=rseed, token=token,
+                _sample_block,
+                name="kmeans-init-sample",
+                C=C,
+                n_old=n_old,
+                phi=phi,
+                l=l,
+                seed=rseed,
+                token=token,
                 n_total=int(runner.offsets[-1]),
             )
             n_old = len(C)
@@ -599,7 +611,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         """
         n_iter = 0
         inertia = np.inf
-        for n_iter in range(1, self.max_iter + 1):
+        for n_iter in range(1, self.max_iter + 1):  # noqa: B007 - returned after the loop
             sums, counts, inertia = _combine(
                 runner.map(_assign_block, name="kmeans-lloyd", C=centers)
             )
@@ -635,7 +647,11 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         if is_dask_collection(X):
             X = as_dask(X)
             return X.map_blocks(
-                _predict_block, C, dtype=np.int32, drop_axis=1, chunks=(X.chunks[0],),
+                _predict_block,
+                C,
+                dtype=np.int32,
+                drop_axis=1,
+                chunks=(X.chunks[0],),
                 meta=np.empty((0,), dtype=np.int32),
             )
         if getattr(self, "_sk", None) is not None:
@@ -654,7 +670,10 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         if is_dask_collection(X):
             X = as_dask(X)
             return X.map_blocks(
-                _transform_block, C, dtype=np.float64, chunks=(X.chunks[0], (len(C),)),
+                _transform_block,
+                C,
+                dtype=np.float64,
+                chunks=(X.chunks[0], (len(C),)),
                 meta=np.empty((0, 0), dtype=np.float64),
             )
         if getattr(self, "_sk", None) is not None:
@@ -677,16 +696,27 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             return -float(_inertia_block(X, w, C)[0])
         Xd = as_dask(X)
         if w is None:
-            parts = Xd.map_blocks(_inertia_block, None, C, dtype=np.float64, drop_axis=1,
-                                  chunks=((1,) * Xd.numblocks[0],))
+            parts = Xd.map_blocks(
+                _inertia_block,
+                None,
+                C,
+                dtype=np.float64,
+                drop_axis=1,
+                chunks=((1,) * Xd.numblocks[0],),
+            )
         else:
             wd = as_dask(w).rechunk(Xd.chunks[0])
             parts = Xd.map_blocks(
-                lambda xb, wb: _inertia_block(xb, wb, C), wd, dtype=np.float64, drop_axis=1,
+                lambda xb, wb: _inertia_block(xb, wb, C),
+                wd,
+                dtype=np.float64,
+                drop_axis=1,
                 chunks=((1,) * Xd.numblocks[0],),
             )
         client = maybe_client(self.client)
-        total = client.compute(parts.sum()).result() if client is not None else parts.sum().compute()
+        total = (
+            client.compute(parts.sum()).result() if client is not None else parts.sum().compute()
+        )
         return -float(total)
 
     def __sklearn_tags__(self):

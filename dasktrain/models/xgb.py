@@ -26,6 +26,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
 from .._compat import has_gpu, import_optional
+from .._dask import WorkerWatch
 from .._validation import (
     check_array,
     check_consistent_length,
@@ -33,7 +34,6 @@ from .._validation import (
     is_dask_collection,
     resolve_engine,
 )
-from .._dask import WorkerWatch
 from ..exceptions import ValidationError, WorkerLostError
 from ._base import (
     as_dask,
@@ -43,8 +43,8 @@ from ._base import (
     maybe_client,
     strip_client_state,
     using_client,
-    validate_X,
     validate_fitted_X,
+    validate_X,
     validate_y,
     worker_threads,
 )
@@ -62,7 +62,8 @@ def _encode_block(y, classes):
     if not (classes[idx] == y).all():
         bad = np.unique(y[classes[idx] != y])[:5]
         raise ValidationError(
-            f"labels {bad.tolist()!r} were not seen in y at fit time (classes {classes.tolist()!r})."
+            f"labels {bad.tolist()!r} were not seen in y at fit time "
+            f"(classes {classes.tolist()!r})."
         )
     return idx
 
@@ -139,7 +140,9 @@ class _XGBBase(BaseEstimator):
     def _check_fault_params(self):
         check_positive_int(self.checkpoint_every, "checkpoint_every")
         check_positive_int(self.max_restarts, "max_restarts", minimum=0)
-        if self.checkpoint_dir is not None and not isinstance(self.checkpoint_dir, (str, os.PathLike)):
+        if self.checkpoint_dir is not None and not isinstance(
+            self.checkpoint_dir, (str, os.PathLike)
+        ):
             raise ValidationError(
                 f"checkpoint_dir={self.checkpoint_dir!r} must be None or a folder path (on a "
                 "file system the workers and this process share)."
@@ -248,7 +251,9 @@ class _XGBBase(BaseEstimator):
         else:
             model = self._fit_dask(X, y, evals, sample_weight, params, xgb_model)
         self.booster_ = model.get_booster()
-        self.best_iteration_ = getattr(model, "best_iteration", None) if self.early_stopping_rounds else None
+        self.best_iteration_ = (
+            getattr(model, "best_iteration", None) if self.early_stopping_rounds else None
+        )
         self.evals_result_ = model.evals_result() if evals else {}
         return self
 
@@ -288,10 +293,11 @@ class _XGBBase(BaseEstimator):
 
         model = self._local_class(xgboost)(n_jobs=n_jobs, **self._with_checkpoints(params))
         model.fit(
-            checked(X, "X"), np_(y), sample_weight=np_(w),
-            eval_set=[
-                (checked(a, f"eval_set[{i}][0]"), np_(b)) for i, (a, b) in enumerate(evals)
-            ] or None,
+            checked(X, "X"),
+            np_(y),
+            sample_weight=np_(w),
+            eval_set=[(checked(a, f"eval_set[{i}][0]"), np_(b)) for i, (a, b) in enumerate(evals)]
+            or None,
             verbose=False,
             xgb_model=xgb_model,
         )
@@ -322,8 +328,14 @@ class _XGBBase(BaseEstimator):
             model.client = client
             watch = WorkerWatch(client)
             try:
-                model.fit(Xd, yd, sample_weight=wd, eval_set=evals_d or None, verbose=False,
-                          xgb_model=start)
+                model.fit(
+                    Xd,
+                    yd,
+                    sample_weight=wd,
+                    eval_set=evals_d or None,
+                    verbose=False,
+                    xgb_model=start,
+                )
                 break
             except Exception as exc:
                 lost = watch.lost(wait=2.0)
@@ -333,9 +345,13 @@ class _XGBBase(BaseEstimator):
                 self.last_checkpoint_ = path
                 self.failures_.append(self._lost_message(lost, exc, path, rounds, total))
                 if self.restarts_ >= self.max_restarts:
-                    raise WorkerLostError(self.failures_[-1] + self._resume_hint(path, rounds, total)) from exc
+                    raise WorkerLostError(
+                        self.failures_[-1] + self._resume_hint(path, rounds, total)
+                    ) from exc
                 self.restarts_ += 1
-                logger.warning("%s; restart %d of %d", self.failures_[-1], self.restarts_, self.max_restarts)
+                logger.warning(
+                    "%s; restart %d of %d", self.failures_[-1], self.restarts_, self.max_restarts
+                )
                 if path is not None:
                     start, done = xgboost.Booster(model_file=path), rounds
                 else:
@@ -405,7 +421,10 @@ class _XGBBase(BaseEstimator):
         # No distributed client: one booster key in the graph, applied blockwise.
         multi = self._kind == "classifier" and self.n_classes_ > 2
         return blockwise_apply(
-            _BoosterPredictor(self.booster_, rng), "predict", X, dtype=np.float32,
+            _BoosterPredictor(self.booster_, rng),
+            "predict",
+            X,
+            dtype=np.float32,
             n_columns=self.n_classes_ if multi else None,
         )
 
@@ -538,7 +557,9 @@ class XGBClassifier(ClassifierMixin, _XGBBase):
             return raw
         if is_dask_collection(raw):
             return raw.map_blocks(
-                _binary_proba, dtype=np.float32, chunks=(raw.chunks[0], (2,)),
+                _binary_proba,
+                dtype=np.float32,
+                chunks=(raw.chunks[0], (2,)),
                 new_axis=1 if raw.ndim == 1 else None,
             )
         return _binary_proba(raw)
@@ -548,7 +569,10 @@ class XGBClassifier(ClassifierMixin, _XGBBase):
         proba = self.predict_proba(X)
         if is_dask_collection(proba):
             return proba.map_blocks(
-                _argmax_labels, self.classes_, dtype=self.classes_.dtype, drop_axis=1,
+                _argmax_labels,
+                self.classes_,
+                dtype=self.classes_.dtype,
+                drop_axis=1,
             )
         return _argmax_labels(proba, self.classes_)
 
