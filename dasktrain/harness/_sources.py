@@ -106,7 +106,7 @@ class ProcessTree:
         Read USS at every n-th sample (0: never); it costs about three times the rest.
     """
 
-    def __init__(self, worker_pids, uss_every):
+    def __init__(self, worker_pids, uss_every) -> None:
         import psutil
 
         self.root = psutil.Process()
@@ -232,7 +232,7 @@ class DaskWorkers:
         every worker (True) or none (False).
     """
 
-    def __init__(self, client, tree_pids, collect="auto"):
+    def __init__(self, client, tree_pids, collect="auto") -> None:
         self.client = client
         #: ``{pid: address}`` of the workers in this tree; ``outside``: the other addresses.
         self.pids, self.outside, self.hosts = {}, [], {}
@@ -347,7 +347,7 @@ class EnergyMeter:
     What cannot be read is NaN, with a note saying why; energy is never estimated.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._rapl_start = read_rapl(_rapl_domains())
         self._nvml, self._gpus, self._gpu_start = None, [], {}
         if has_gpu():

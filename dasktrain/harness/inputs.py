@@ -38,7 +38,7 @@ class Inputs:
         Cores the local engine may use to build the features.
     """
 
-    def __init__(self, data, *, size=None, workdir=None, seed=0, options=None, n_threads=1):
+    def __init__(self, data, *, size=None, workdir=None, seed=0, options=None, n_threads=1) -> None:
         self.data = data
         self.size = size
         self.workdir = Path(workdir) if workdir is not None else None
@@ -163,7 +163,7 @@ class Inputs:
             except Exception:  # reported by the workload's own runs (unavailable / error)
                 pass
 
-    def for_user(self):
+    def for_user(self) -> object:
         """The data handed to a user's workload callable (subsampled when ``size`` is set)."""
         kind = self.kind
         if self.size is None or kind == "other":

@@ -56,7 +56,7 @@ class Plan:
     result_kw: dict
 
     @property
-    def size_list(self):
+    def size_list(self) -> list:
         return self.sizes or [None]
 
 

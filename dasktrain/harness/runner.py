@@ -99,7 +99,7 @@ def _now():
 class _Comparison:
     """The state of one comparison while it runs: the cluster's shape, the records kept."""
 
-    def __init__(self, specs, client, plan, comparison):
+    def __init__(self, specs, client, plan, comparison) -> None:
         self.specs, self.client, self.plan, self.id = specs, client, plan, comparison
         self.n_workers, self.n_threads = self._cluster_shape()
         self.devices = {"local": 1, "dask": max(1, self.n_workers)}
@@ -111,7 +111,7 @@ class _Comparison:
         self.total = n * plan.repeat + (n if plan.warmup else 0)
         self.setup = self._setup()
 
-    def close(self):
+    def close(self) -> None:
         if self.log is not None:
             self.log.close()
 

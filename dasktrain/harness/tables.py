@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import TYPE_CHECKING
 
 from .._validation import check_positive_int
 from ..exceptions import ValidationError, WorkloadError
+
+if TYPE_CHECKING:  # pandas is imported when a table is built
+    import pandas as pd
 
 __all__ = [
     "TIME_BASES",
@@ -219,7 +223,7 @@ def _derived(runs, settings):
     return pd.DataFrame([_derive_row(r.to_dict(), agg, settings) for _, r in agg.iterrows()])
 
 
-def summary_table(runs, **settings):
+def summary_table(runs, **settings) -> pd.DataFrame:
     """One row per workload x engine at the largest size, columns :data:`TABLE_COLUMNS`.
 
     ``settings`` are ``baseline``, ``time_basis``, ``prices``, ``machines`` and
@@ -232,7 +236,7 @@ def summary_table(runs, **settings):
     return derived[TABLE_COLUMNS].reset_index(drop=True)
 
 
-def scaling_table(runs, **settings):
+def scaling_table(runs, **settings) -> pd.DataFrame | None:
     """Median time per workload x engine x size, or None with a single size."""
     if runs["size"].dropna().nunique() < 2:
         return None
@@ -243,7 +247,7 @@ def scaling_table(runs, **settings):
     )
 
 
-def crossover_table(scaling, baseline):
+def crossover_table(scaling, baseline) -> pd.DataFrame | None:
     """Per workload and non-baseline engine, the size from which it wins (see
     :attr:`Results.crossover <dasktrain.harness.Results.crossover>`)."""
     import pandas as pd

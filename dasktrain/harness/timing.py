@@ -18,12 +18,17 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from .._dask import WorkerWatch
 from ..exceptions import OptionalDependencyError, Unavailable, WorkloadError
 from .monitor import ResourceMonitor
 from .results import RunRecord
 from .workloads import using
+
+if TYPE_CHECKING:  # pandas comes with the monitor's samples
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +45,7 @@ _MONITOR_FIELDS = (
 
 
 @contextlib.contextmanager
-def limited(engine, n_threads):
+def limited(engine, n_threads) -> Iterator[None]:
     """Limit the local engine to ``n_threads`` cores (BLAS/OpenMP pools and torch)."""
     if engine != "local":
         yield
@@ -205,7 +210,9 @@ def _timed_call(spec, inputs, rec, dask_client, mon, timeout):
     return dict(metrics)
 
 
-def run_once(spec, inputs, engine, client, ctx, *, interval=None, monitor=True, timeout=None):
+def run_once(
+    spec, inputs, engine, client, ctx, *, interval=None, monitor=True, timeout=None
+) -> tuple[RunRecord, pd.DataFrame | None]:
     """Run workload ``spec`` once on ``engine``; return ``(RunRecord, samples or None)``.
 
     ``client`` is the comparison's client (it also names the workers for the monitor); the

@@ -21,7 +21,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -64,7 +64,7 @@ def current() -> RunContext:
 
 
 @contextlib.contextmanager
-def using(ctx: RunContext):
+def using(ctx: RunContext) -> Iterator[RunContext]:
     """Make ``ctx`` what :func:`current` returns inside the ``with`` block."""
     token = _CURRENT.set(ctx)
     try:
@@ -106,7 +106,7 @@ def _result(client, x):
 # ---------------------------------------------------------------------------------------
 # The built-in workloads
 # ---------------------------------------------------------------------------------------
-def w_read(inputs, engine, client):
+def w_read(inputs, engine, client) -> dict:
     """Decode and resize the image folder (the dask engine persists it on the cluster)."""
     from ..images import read_images
 
@@ -126,7 +126,7 @@ def w_read(inputs, engine, client):
     }
 
 
-def w_features(inputs, engine, client):
+def w_features(inputs, engine, client) -> dict:
     """CNN features of the decoded images."""
     from ..features import CNNFeatures
 
@@ -145,7 +145,7 @@ def w_features(inputs, engine, client):
     return {"train_time": time.perf_counter() - t0, "n_features": float(F.shape[1])}
 
 
-def w_kmeans(inputs, engine, client):
+def w_kmeans(inputs, engine, client) -> dict:
     """KMeans with k = the number of classes, scored against the labels."""
     from .. import metrics
     from ..models import KMeans
@@ -186,7 +186,7 @@ def _classify(inputs, engine, client, est):
     return out
 
 
-def w_xgboost(inputs, engine, client):
+def w_xgboost(inputs, engine, client) -> dict:
     """Gradient-boosted trees (``xgboost.dask`` on the dask engine)."""
     from ..models import XGBClassifier
 
@@ -202,21 +202,21 @@ def w_xgboost(inputs, engine, client):
     return _classify(inputs, engine, client, est)
 
 
-def w_logreg(inputs, engine, client):
+def w_logreg(inputs, engine, client) -> dict:
     """Logistic regression."""
     from ..models import LogisticRegression
 
     return _classify(inputs, engine, client, LogisticRegression(engine=engine, max_iter=200))
 
 
-def w_naive_bayes(inputs, engine, client):
+def w_naive_bayes(inputs, engine, client) -> dict:
     """Gaussian naive Bayes."""
     from ..models import GaussianNB
 
     return _classify(inputs, engine, client, GaussianNB(engine=engine))
 
 
-def w_mlp_cv(inputs, engine, client):
+def w_mlp_cv(inputs, engine, client) -> dict:
     """Cross-validated MLP: the folds are what is distributed."""
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -240,7 +240,7 @@ def w_mlp_cv(inputs, engine, client):
     return {"train_time": train, "accuracy": float(np.mean(res["test_score"]))}
 
 
-def w_ddp_cnn(inputs, engine, client):
+def w_ddp_cnn(inputs, engine, client) -> dict:
     """A small CNN trained with DistributedDataParallel (one process with the local engine)."""
     from .. import ddp
     from ..ddp.recipes import train_classifier
