@@ -31,24 +31,22 @@ _LAZY = {
     "GaussianNB": "dasktrain.models",
     "MLPClassifier": "dasktrain.models",
     "cross_validate": "dasktrain.models",
-    "ResourceMonitor": "dasktrain.monitor",
-    # The module is `comparison`, not `compare`: a submodule named like the function would
-    # replace `dasktrain.compare` with the module as soon as it is imported.
-    "compare": "dasktrain.comparison",
-    "Results": "dasktrain.comparison",
+    # The comparison harness is a subpackage named `harness`, not `compare`: a submodule named
+    # like the function would replace `dasktrain.compare` with the module once imported.
+    "ResourceMonitor": "dasktrain.harness",
+    "compare": "dasktrain.harness",
+    "Results": "dasktrain.harness",
 }
 _SUBMODULES = {
     "cluster",
-    "comparison",
     "datasets",
     "ddp",
     "exceptions",
     "features",
+    "harness",
     "images",
     "metrics",
     "models",
-    "monitor",
-    "report",
     "testing",
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -92,26 +93,22 @@ def test_usage_errors():
         cli.main(["no-such-command"])
 
 
-def test_register_replaces_and_adds(capsys):
-    saved = list(cli._SUBCOMMANDS)
+def test_one_module_per_subcommand(capsys):
+    # Each subcommand is a module of dasktrain.cli with add_parser and run, in help order.
+    from dasktrain.cli import compare, demo, images, info
 
-    def add_demo(sub):
-        p = sub.add_parser("demo")
-        p.set_defaults(func=lambda args: print("new demo") or 0)
-
-    def add_compare(sub):
-        p = sub.add_parser("compare")
-        p.add_argument("--x", type=int, default=1)
-        p.set_defaults(func=lambda args: args.x)
-
-    try:
-        cli.register("demo", add_demo)
-        cli.register("compare", add_compare)
-        assert [n for n, _ in cli._SUBCOMMANDS] == ["info", "images", "demo", "compare"]
-        assert cli.main(["demo"]) == 0 and "new demo" in capsys.readouterr().out
-        assert cli.main(["compare", "--x", "3"]) == 3
-    finally:
-        cli._SUBCOMMANDS[:] = saved
+    assert cli.SUBCOMMANDS == (info, images, demo, compare)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    listed = re.findall(r"^    (\S+)", out, re.M)  # the subcommand lines, not wrapped help
+    assert listed == ["info", "images", "demo", "compare"]
+    for name, module in (("info", info), ("images", images), ("demo", demo), ("compare", compare)):
+        args = cli.build_parser().parse_args(
+            [name, "x"] if name in ("images", "compare") else [name]
+        )
+        assert args.func is module.run
 
 
 def test_python_dash_m(folder):

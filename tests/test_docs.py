@@ -38,9 +38,8 @@ API_MODULES = [
     "dasktrain.metrics",
     "dasktrain.ddp",
     "dasktrain.ddp.recipes",
-    "dasktrain.monitor",
-    "dasktrain.comparison",
-    "dasktrain.report",
+    "dasktrain.harness",
+    "dasktrain.harness.report",
     "dasktrain.exceptions",
     "dasktrain.testing",
 ]

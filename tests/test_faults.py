@@ -423,6 +423,6 @@ def test_compare_marks_a_run_that_lost_a_worker(fault_client, tmp_path):
     assert row.status == "ok" and row.quality == sum(i * i for i in range(40))
     assert row.workers_lost == 1 and killer.victim in row.note
     assert res.table.workers_lost.iloc[0] == 1 and "lost 1 worker" in res.to_string()
-    logged = dasktrain.comparison.Results.from_runs(tmp_path / "out")
+    logged = dasktrain.Results.from_runs(tmp_path / "out")
     assert logged.runs.workers_lost.iloc[0] == 1
     _assert_recovered(client)

@@ -1,12 +1,8 @@
-"""The ``dasktrain demo`` and ``dasktrain compare PATH`` subcommands.
+"""``dasktrain compare PATH``: the comparison on a user's folder and (optionally) cluster.
 
-``demo`` builds the built-in X-ray-like data set in a temporary folder, starts a local cluster
-(printing its dashboard link), runs read -> features -> kmeans, xgboost, logreg, naive_bayes,
-mlp_cv and ddp_cnn on both engines with repeats, prints progress and the table, and writes the
-report. ``compare PATH`` does the same on a user's folder and (optionally) cluster.
-
-Register them in :mod:`dasktrain.cli` with ``register("demo", add_demo_parser)`` and
-``register("compare", add_compare_parser)``; each handler returns an exit code.
+Also home of what ``dasktrain demo`` shares with it: the options, the presets (default and
+``--small``), the progress lines and the final table. Each run is printed as it finishes, then
+the table, and the report is written to ``--out``.
 """
 
 from __future__ import annotations
@@ -17,11 +13,11 @@ import sys
 import time
 from pathlib import Path
 
-from .exceptions import ValidationError
+from ..exceptions import ValidationError
 
-__all__ = ["add_demo_parser", "add_compare_parser", "run_demo", "run_compare", "DEMO_WORKLOADS"]
+__all__ = ["add_parser", "run", "add_comparison_arguments", "run_comparison", "DEFAULT_WORKLOADS"]
 
-DEMO_WORKLOADS = (
+DEFAULT_WORKLOADS = (
     "read",
     "features",
     "kmeans",
@@ -37,9 +33,26 @@ DEFAULT = {"n_per_class": 400, "image_size": 128, "repeat": 3, "warmup": True}
 #: ``--small``: seconds, for the test suite and a quick look.
 SMALL = {"n_per_class": 12, "image_size": 32, "repeat": 1, "warmup": False}
 SMALL_OPTIONS = {"epochs": 1, "n_estimators": 10, "mlp_max_iter": 50, "cv": 2, "batch_size": 32}
+#: The demo's DDP job trains 3 epochs: more would dominate the run time on 2 CPU cores.
+DEFAULT_OPTIONS = {"epochs": 3}
+
+
+def preset_for(args) -> dict:
+    """The sizes of this run: :data:`SMALL` with ``--small``, else :data:`DEFAULT`."""
+    return dict(SMALL if args.small else DEFAULT)
+
+
+def _options(args, preset):
+    opts = dict(SMALL_OPTIONS) if args.small else dict(DEFAULT_OPTIONS)
+    opts["image_size"] = args.image_size or preset["image_size"]
+    opts["backbone"] = args.backbone
+    if args.epochs is not None:
+        opts["epochs"] = args.epochs
+    return opts
 
 
 def _printer(out=None):
+    """The ``progress`` callback of :func:`dasktrain.compare`: one line per finished run."""
     out = out or sys.stdout
     t0 = time.perf_counter()
 
@@ -67,16 +80,16 @@ def _load_prices(value):
     p = Path(value)
     text = p.read_text() if p.exists() else value
     try:
-        prices = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValidationError(
             f"--prices {value!r} is neither a JSON file nor JSON text ({exc}); use e.g. "
             '\'{"local": 0.192, "dask": 0.384}\' (USD per hour per engine).'
         ) from exc
-    return prices
 
 
 def _finish(results, out, stream=None):
+    """Print the table and crossover, save the report; the exit code (1: a workload errored)."""
     stream = stream or sys.stdout
     print("", file=stream)
     print(results.to_string(), file=stream)
@@ -96,37 +109,50 @@ def _finish(results, out, stream=None):
     return 1 if (results.table.status == "error").any() else 0
 
 
-def _run(args, data, workloads, engines, preset, options):
-    from .cluster import connect
-    from .comparison import _check_timeout, check_output_dir, compare
+def _connect(args):
+    """The cluster of the dask engine, its dashboard and size printed (None without it)."""
+    from ..cluster import connect
+
+    if "dask" not in args.engines:
+        return None
+    client = connect(args.scheduler, n_workers=args.workers)
+    print(f"dask dashboard: {client.dashboard_link}", flush=True)
+    n = client.nthreads()
+    print(
+        f"cluster: {len(n)} workers, {sum(n.values())} threads "
+        "(the local engine gets the same number of cores)",
+        flush=True,
+    )
+    return client
+
+
+def run_comparison(args, data, preset) -> int:
+    """Run the comparison the arguments describe on ``data``; print it, save the report.
+
+    Returns
+    -------
+    int
+        The exit code: 1 when a workload errored, else 0.
+    """
+    from ..harness import check_output_dir, check_timeout, compare
 
     # Before a cluster starts and anything runs: a bad --out used to fail after the whole run.
     check_output_dir(args.out, name="--out")
-    _check_timeout(args.timeout)
-    repeat = args.repeat if args.repeat is not None else preset["repeat"]
-    client = None
-    if "dask" in engines:
-        client = connect(args.scheduler, n_workers=args.workers)
-        print(f"dask dashboard: {client.dashboard_link}", flush=True)
-        n = client.nthreads()
-        print(
-            f"cluster: {len(n)} workers, {sum(n.values())} threads "
-            "(the local engine gets the same number of cores)",
-            flush=True,
-        )
+    check_timeout(args.timeout)
+    client = _connect(args)
     try:
         t0 = time.perf_counter()
         results = compare(
-            list(workloads),
-            data=data,
-            engines=tuple(engines),
-            repeat=repeat,
+            list(args.workloads),
+            data,
+            engines=tuple(args.engines),
+            repeat=args.repeat if args.repeat is not None else preset["repeat"],
             client=client,
             prices=_load_prices(args.prices),
             spot_discount=args.spot_discount,
             sizes=args.sizes,
             warmup=preset["warmup"] and not args.no_warmup,
-            options=options,
+            options=_options(args, preset),
             progress=_printer(),
             n_per_class=preset["n_per_class"],
             out=args.out,
@@ -139,7 +165,8 @@ def _run(args, data, workloads, engines, preset, options):
     return _finish(results, args.out)
 
 
-def _common(p, *, workloads_default):
+def add_comparison_arguments(p) -> None:
+    """The options ``dasktrain demo`` and ``dasktrain compare`` share."""
     p.add_argument("--out", default="report/", help="output folder (default: report/)")
     p.add_argument(
         "--scheduler", metavar="ADDR", help="Dask scheduler address (default: a new local cluster)"
@@ -150,9 +177,9 @@ def _common(p, *, workloads_default):
     p.add_argument(
         "--workloads",
         nargs="+",
-        default=list(workloads_default),
+        default=list(DEFAULT_WORKLOADS),
         metavar="NAME",
-        help=f"workloads to run (default: {' '.join(workloads_default)})",
+        help=f"workloads to run (default: {' '.join(DEFAULT_WORKLOADS)})",
     )
     p.add_argument("--engines", nargs="+", default=["local", "dask"], choices=["local", "dask"])
     p.add_argument("--repeat", type=int, default=None, help="timed repeats per workload and engine")
@@ -184,65 +211,18 @@ def _common(p, *, workloads_default):
     )
 
 
-#: The demo's DDP job trains 3 epochs: more would dominate the run time on 2 CPU cores.
-DEFAULT_OPTIONS = {"epochs": 3}
-
-
-def _options(args, preset):
-    opts = dict(SMALL_OPTIONS) if args.small else dict(DEFAULT_OPTIONS)
-    opts["image_size"] = args.image_size or preset["image_size"]
-    opts["backbone"] = args.backbone
-    if args.epochs is not None:
-        opts["epochs"] = args.epochs
-    return opts
-
-
-def run_demo(args):
-    """Handler of ``dasktrain demo``; returns the exit code (1 when a workload errored)."""
-    import tempfile
-
-    preset = dict(SMALL if args.small else DEFAULT)
-    if args.n_per_class is not None:
-        preset["n_per_class"] = args.n_per_class
-    from .datasets import make_xray_like
-
-    options = _options(args, preset)
-    with tempfile.TemporaryDirectory(prefix="dasktrain-demo-") as tmp:
-        root = make_xray_like(
-            Path(tmp) / "chest_xray",
-            n_per_class=preset["n_per_class"],
-            size=options["image_size"],
-            seed=0,
-        )
-        print(f"built-in data set: {root} ({preset['n_per_class']} images per class)", flush=True)
-        return _run(args, root, args.workloads, args.engines, preset, options)
-
-
-def add_demo_parser(subparsers):
-    """Register ``dasktrain demo`` on an argparse subparsers object."""
-    p = subparsers.add_parser(
-        "demo", help="compare local and dask on built-in X-ray-like data and write a report"
-    )
-    _common(p, workloads_default=DEMO_WORKLOADS)
-    p.add_argument("--n-per-class", type=int, default=None, help="built-in images per class")
-    p.set_defaults(func=run_demo)
-    return p
-
-
-def run_compare(args):
+def run(args) -> int:
     """Handler of ``dasktrain compare PATH``; returns the exit code."""
-    preset = dict(SMALL if args.small else DEFAULT)
-    return _run(args, args.path, args.workloads, args.engines, preset, _options(args, preset))
+    return run_comparison(args, args.path, preset_for(args))
 
 
-def add_compare_parser(subparsers):
-    """Register ``dasktrain compare PATH`` on an argparse subparsers object."""
+def add_parser(subparsers) -> None:
+    """Add ``dasktrain compare PATH`` to an argparse subparsers object."""
     p = subparsers.add_parser(
         "compare", help="compare local and dask on your image folder (and cluster)"
     )
     p.add_argument(
         "path", help="image folder with one sub-folder per class (PATH/train used if present)"
     )
-    _common(p, workloads_default=DEMO_WORKLOADS)
-    p.set_defaults(func=run_compare)
-    return p
+    add_comparison_arguments(p)
+    p.set_defaults(func=run)

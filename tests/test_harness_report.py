@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 import dasktrain
-from dasktrain.comparison import Results
+from dasktrain.harness import Results
 from dasktrain.testing import make_blobs
 
 
@@ -194,7 +194,7 @@ def test_report_in_headless_chromium(tmp_path):
 
 
 def test_report_says_which_workers_dask_measured(tmp_path):
-    from dasktrain.report import write_report
+    from dasktrain.harness.report import write_report
 
     res = _synthetic_results()
     plain = write_report(res, tmp_path / "plain.html").read_text()

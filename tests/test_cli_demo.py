@@ -2,56 +2,28 @@
 
 from __future__ import annotations
 
-import argparse
-import importlib
+import importlib.util
 import json
 
 import dask
 import pandas as pd
 import pytest
 
-from dasktrain._demo import DEMO_WORKLOADS, add_compare_parser, add_demo_parser
+from dasktrain.cli import build_parser
+from dasktrain.cli.compare import DEFAULT_WORKLOADS
 from dasktrain.exceptions import ClusterConnectionError
 
-# The part of dasktrain each built-in workload needs: its row must be "ok" when the part is
-# there and "unavailable" (never a faked number) when it is not.
-NEEDS = {
-    "read": [("dasktrain.images", "read_images")],
-    "features": [("dasktrain.features", "CNNFeatures")],
-    "kmeans": [("dasktrain.models", "KMeans"), ("dasktrain.metrics", "silhouette_score")],
-    "xgboost": [("dasktrain.models", "XGBClassifier"), ("dasktrain.metrics", "accuracy_score")],
-    "logreg": [("dasktrain.models", "LogisticRegression"), ("dasktrain.metrics", "accuracy_score")],
-    "naive_bayes": [("dasktrain.models", "GaussianNB"), ("dasktrain.metrics", "accuracy_score")],
-    "mlp_cv": [("dasktrain.models", "MLPClassifier"), ("dasktrain.models", "cross_validate")],
-    "ddp_cnn": [("dasktrain.ddp", "run"), ("dasktrain.ddp.recipes", "train_classifier")],
-}
-CNN = [("dasktrain.features", "CNNFeatures")]
-
-
-def _have(pairs):
-    for mod, name in pairs:
-        try:
-            getattr(importlib.import_module(mod), name)
-        except (ImportError, AttributeError):
-            return False
-    return True
+# Every built-in workload but `read` needs torch (the CNN trunk of the features, or the DDP
+# job): without it their rows must say "unavailable", never show a faked number.
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
 
 
 def _expected(workload):
-    needs = list(NEEDS[workload])
-    if workload not in ("read", "features", "ddp_cnn"):
-        needs += CNN  # the feature matrix comes from the CNN trunk
-    if workload != "read":
-        needs += NEEDS["read"]
-    return "ok" if _have(needs) else "unavailable"
+    return "ok" if workload == "read" or HAVE_TORCH else "unavailable"
 
 
 def _parse(argv):
-    parser = argparse.ArgumentParser(prog="dasktrain")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_demo_parser(sub)
-    add_compare_parser(sub)
-    return parser.parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
 # --small trains the MLP for 50 iterations only: sklearn says it did not converge.
@@ -66,10 +38,10 @@ def test_demo_end_to_end_small(tmp_path, cluster, capsys):
     for name in ("report.html", "results.csv", "results.json", "samples.csv"):
         assert (out / name).exists(), name
     table = pd.read_csv(out / "results.csv")
-    assert sorted(set(table.workload)) == sorted(DEMO_WORKLOADS)
-    assert len(table) == len(DEMO_WORKLOADS) * 2
+    assert sorted(set(table.workload)) == sorted(DEFAULT_WORKLOADS)
+    assert len(table) == len(DEFAULT_WORKLOADS) * 2
     status = table.set_index(["workload", "engine"]).status
-    for w in DEMO_WORKLOADS:
+    for w in DEFAULT_WORKLOADS:
         for e in ("local", "dask"):
             assert status[(w, e)] == _expected(w), (
                 w,
@@ -88,8 +60,6 @@ def test_demo_end_to_end_small(tmp_path, cluster, capsys):
 
 
 def test_compare_command_on_a_folder(tmp_path, cluster, capsys):
-    if not _have(NEEDS["read"]):
-        pytest.skip("dasktrain.images has not landed")
     from dasktrain.datasets import make_xray_like
 
     root = make_xray_like(tmp_path / "xray", n_per_class=6, size=24, seed=0)
@@ -132,10 +102,10 @@ def test_compare_command_unreachable_scheduler(tmp_path):
             args.func(args)
 
 
-def test_parsers_register_with_the_cli():
-    """The lead wires these with dasktrain.cli.register; the parsers must build there too."""
+def test_demo_and_compare_parsers():
+    """Both subcommands share the comparison options and their defaults."""
     args = _parse(["demo"])
-    assert args.out == "report/" and args.workloads == list(DEMO_WORKLOADS)
+    assert args.out == "report/" and args.workloads == list(DEFAULT_WORKLOADS)
     assert args.engines == ["local", "dask"] and args.small is False
     args = _parse(
         [

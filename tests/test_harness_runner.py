@@ -1,8 +1,7 @@
-"""compare() and Results: the math against hand-computed numbers, fairness, errors."""
+"""compare(): interleaving, fairness, errors, and nothing lost on the way."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import threading
@@ -13,142 +12,32 @@ import numpy as np
 import pytest
 
 import dasktrain
-from dasktrain.comparison import Results
 from dasktrain.exceptions import ClusterConnectionError, ValidationError, WorkloadError
+from dasktrain.harness import Results
 from dasktrain.testing import make_blobs
 
 
-def _runs(workload, engine, times, *, train=None, energy=None, devices=1, size=None, quality=None):
-    out = []
-    for i, t in enumerate(times):
-        out.append(
-            {
-                "workload": workload,
-                "engine": engine,
-                "repeat": i + 1,
-                "status": "ok",
-                "time": t,
-                "train_time": train[i] if train else math.nan,
-                "energy_j": energy[i] if energy else math.nan,
-                "devices": devices,
-                "size": size,
-                "quality_metric": "accuracy",
-                "quality": quality[i] if quality else 0.9,
-            }
-        )
-    return out
-
-
-# ------------------------------------------------------------------------- Results math
-
-
-def test_results_table_math():
-    runs = _runs("xgb", "local", [10.0, 12.0, 11.0], train=[8.0, 9.0, 10.0], energy=[200, 220, 210])
-    runs += _runs(
-        "xgb", "dask", [5.0, 6.0, 4.0], train=[2.0, 3.0, 4.0], energy=[100, 120, 110], devices=4
-    )
-    prices = {"m5": {"usd_per_hour": 0.4, "spot_discount": 0.5}, "c5": 1.0}
-    res = Results(runs, prices=prices, machines={"local": "c5", "dask": ("m5", 4)})
-    t = res.table.set_index("engine")
-    assert t.loc["local", "time_median"] == 11.0
-    assert (t.loc["dask", "time_min"], t.loc["dask", "time_max"]) == (4.0, 6.0)
-    assert t.loc["dask", "train_time_median"] == 3.0
-    assert t.loc["dask", "speedup"] == pytest.approx(11 / 5)  # 2.2
-    assert t.loc["dask", "improvement_pct"] == pytest.approx(120.0)  # (11/5 - 1) x 100
-    assert t.loc["dask", "efficiency"] == pytest.approx(2.2 / 4)  # speedup / devices
-    assert t.loc["local", "speedup"] == 1 and t.loc["local", "improvement_pct"] == 0
-    assert t.loc["dask", "edp"] == pytest.approx(110 * 5)  # median energy x median time
-    assert t.loc["local", "edp"] == pytest.approx(210 * 11)
-    # Cost per run: 4 machines x 0.4 USD/h x (1 - 0.5 spot) x 5 s / 3600.
-    assert t.loc["dask", "cost_usd"] == pytest.approx(4 * 0.4 * 0.5 * 5 / 3600)
-    assert t.loc["local", "cost_usd"] == pytest.approx(1.0 * 11 / 3600)
-    assert t.loc["dask", "machine"] == "4 x m5"
-
-
-def test_results_global_spot_discount_and_train_basis():
-    runs = _runs("lr", "local", [4.0], train=[3.0]) + _runs("lr", "dask", [8.0], train=[1.0])
-    res = Results(
-        runs, prices={"local": 2.0, "dask": 2.0}, spot_discount=0.7, time_basis="train_time"
-    )
-    t = res.table.set_index("engine")
-    assert t.loc["dask", "speedup"] == pytest.approx(3.0)
-    assert t.loc["dask", "improvement_pct"] == pytest.approx(200.0)
-    assert t.loc["dask", "cost_usd"] == pytest.approx(2.0 * 0.3 * 1.0 / 3600)
-    # The whole-step basis says the opposite: slower, negative improvement.
-    t2 = Results(runs).table.set_index("engine")
-    assert t2.loc["dask", "speedup"] == pytest.approx(0.5)
-    assert t2.loc["dask", "improvement_pct"] == pytest.approx(-50.0)
-    assert math.isnan(t2.loc["dask", "cost_usd"]) and math.isnan(t2.loc["dask", "edp"])
-
-
-def test_edp_uses_the_whole_step_time_on_a_train_basis():
-    # Regression: with time_basis="train_time", EDP multiplied whole-step energy by the
-    # training time only.
-    runs = _runs("lr", "local", [10.0], train=[5.0], energy=[100])
-    t = Results(runs, time_basis="train_time").table.set_index("engine")
-    assert t.loc["local", "edp"] == pytest.approx(100 * 10.0)
-
-
-def test_builtin_workloads_accept_string_labels(client, blobs):
-    # Regression: the train/test split used np.bincount and failed on labels like "NORMAL".
-    X, y = blobs
-    labels = np.array(["NORMAL", "PNEUMONIA"])[y]
+def _one_builtin(name, data, client):
+    """``compare([name])`` on both engines, once, unmonitored; its table by workload x engine."""
     res = dasktrain.compare(
-        ["logreg"],
-        data=(X, labels),
+        [name],
+        data=data,
         repeat=1,
         client=client,
         warmup=False,
         performance_report=False,
         monitor=False,
     )
-    t = res.table.set_index(["workload", "engine"])
+    return res.table.set_index(["workload", "engine"])
+
+
+def test_builtin_workloads_accept_string_labels(client, blobs):
+    # Regression: the train/test split used np.bincount and failed on labels like "NORMAL".
+    X, y = blobs
+    t = _one_builtin("logreg", (X, np.array(["NORMAL", "PNEUMONIA"])[y]), client)
     for e in ("local", "dask"):
         assert t.loc[("logreg", e), "status"] == "ok", t.loc[("logreg", e), "error"]
         assert t.loc[("logreg", e), "quality"] > 0.9
-
-
-def test_crossover():
-    sizes = [100, 200, 400, 800]
-    runs = []
-    for s, tl, td in zip(sizes, [1, 2, 4, 8], [3, 3, 3, 3]):
-        runs += _runs("km", "local", [tl], size=s) + _runs("km", "dask", [td], size=s)
-    for s, tl, td in zip(sizes, [1, 2, 3, 4], [2, 3, 4, 5]):
-        runs += _runs("nb", "local", [tl], size=s) + _runs("nb", "dask", [td], size=s)
-    for s, tl, td in zip(sizes, [3, 2, 4, 8], [1, 3, 3, 3]):  # wins, loses, then wins for good
-        runs += _runs("mlp", "local", [tl], size=s) + _runs("mlp", "dask", [td], size=s)
-    for s in sizes:
-        runs += _runs("xgb", "local", [10], size=s) + _runs("xgb", "dask", [1], size=s)
-    res = Results(runs)
-    cr = res.crossover.set_index("workload")
-    assert cr.loc["km", "crossover_size"] == 400
-    assert cr.loc["mlp", "crossover_size"] == 400
-    assert math.isnan(cr.loc["nb", "crossover_size"])
-    assert "does not win in range [100, 800]" in cr.loc["nb", "note"]
-    assert cr.loc["xgb", "crossover_size"] == 100 and "whole range" in cr.loc["xgb", "note"]
-    sc = res.scaling
-    assert len(sc) == 4 * 2 * 4
-    km = sc[(sc.workload == "km") & (sc.engine == "dask")].set_index("size")
-    assert km.loc[800, "speedup"] == pytest.approx(8 / 3)
-    # The main table holds the largest size.
-    assert set(res.table["size"]) == {800}
-
-
-def test_results_errors_and_failed_rows():
-    runs = _runs("a", "local", [1.0]) + _runs("a", "dask", [2.0])
-    runs.append(
-        {"workload": "b", "engine": "local", "status": "error", "error": "boom", "time": math.nan}
-    )
-    res = Results(runs)
-    row = res.table.set_index("workload").loc["b"]
-    assert row.status == "error" and row.error == "boom" and math.isnan(row.time_median)
-    assert "boom" in res.to_string()
-    with pytest.raises(WorkloadError, match="no entry for machine 'dask'"):
-        Results(runs, prices={"local": 1.0})
-    with pytest.raises(ValidationError, match="spot_discount"):
-        Results(runs, spot_discount=1.5)
-    with pytest.raises(WorkloadError, match="at least one run"):
-        Results([])
 
 
 # ------------------------------------------------------------------------- compare()
@@ -177,7 +66,7 @@ def broken(data, engine, client):
 def thread_probe(data, engine, client):
     from threadpoolctl import threadpool_info
 
-    from dasktrain.workloads import current
+    from dasktrain.harness import current
 
     pools = threadpool_info()
     return {
@@ -247,26 +136,6 @@ def test_local_engine_gets_as_many_cores_as_the_cluster(blobs):
     assert res.setup["threads"] == 3 and res.performance_report is None
 
 
-def _available(workload):
-    need = {
-        "kmeans": [("dasktrain.models", "KMeans"), ("dasktrain.metrics", "silhouette_score")],
-        "logreg": [
-            ("dasktrain.models", "LogisticRegression"),
-            ("dasktrain.metrics", "accuracy_score"),
-        ],
-        "naive_bayes": [
-            ("dasktrain.models", "GaussianNB"),
-            ("dasktrain.metrics", "accuracy_score"),
-        ],
-    }[workload]
-    for mod, name in need:
-        try:
-            getattr(importlib.import_module(mod), name)
-        except (ImportError, AttributeError):
-            return False
-    return True
-
-
 def test_builtin_workloads_on_a_feature_matrix(client, blobs):
     names = ["kmeans", "logreg", "naive_bayes", "read"]
     res = dasktrain.compare(
@@ -281,11 +150,8 @@ def test_builtin_workloads_on_a_feature_matrix(client, blobs):
     t = res.table.set_index(["workload", "engine"])
     for w in ["kmeans", "logreg", "naive_bayes"]:
         for e in ("local", "dask"):
-            if _available(w):
-                assert t.loc[(w, e), "status"] == "ok", t.loc[(w, e), "error"]
-                assert t.loc[(w, e), "quality"] > 0.5  # two well separated blobs
-            else:
-                assert t.loc[(w, e), "status"] == "unavailable"
+            assert t.loc[(w, e), "status"] == "ok", t.loc[(w, e), "error"]
+            assert t.loc[(w, e), "quality"] > 0.5  # two well separated blobs
     # `read` needs a folder: it says so instead of faking a number.
     assert t.loc[("read", "local"), "status"] == "unavailable"
     assert "folder" in t.loc[("read", "local"), "error"]
@@ -298,16 +164,7 @@ def test_mlp_cv_learns_features_of_very_different_scales(client):
 
     X, y = make_classification(400, 8, n_informative=4, random_state=0)
     X = X * np.logspace(-3, 3, 8)
-    res = dasktrain.compare(
-        ["mlp_cv"],
-        data=(X, y),
-        repeat=1,
-        client=client,
-        warmup=False,
-        performance_report=False,
-        monitor=False,
-    )
-    t = res.table.set_index(["workload", "engine"])
+    t = _one_builtin("mlp_cv", (X, y), client)
     for e in ("local", "dask"):
         assert t.loc[("mlp_cv", e), "status"] == "ok", t.loc[("mlp_cv", e), "error"]
         assert t.loc[("mlp_cv", e), "quality"] > 0.8
@@ -366,6 +223,33 @@ def test_workload_must_return_a_dict(blobs):
     )
     assert res.runs.status.iloc[0] == "error"
     assert "must return a dict" in res.runs.error.iloc[0]
+
+
+def needs_a_missing_package(data, engine, client):
+    """A workload whose optional package is missing, as torch is on a machine without it."""
+    from dasktrain._compat import import_optional
+
+    import_optional("dasktrain_no_such_package", "torch")
+    return {"accuracy": 1.0}
+
+
+def test_missing_optional_package_is_an_unavailable_row(blobs):
+    # Regression: an OptionalDependencyError raised by a workload was reported as an "error";
+    # it is "unavailable", with the extra to install, and the comparison goes on.
+    res = dasktrain.compare(
+        [needs_a_missing_package, user_step],
+        data=blobs,
+        engines=("local",),
+        repeat=2,
+        warmup=False,
+        monitor=False,
+    )
+    t = res.table.set_index("workload")
+    assert t.loc["needs_a_missing_package", "status"] == "unavailable"
+    assert "dasktrain[torch]" in t.loc["needs_a_missing_package", "error"]
+    assert t.loc["user_step", "status"] == "ok" and t.loc["user_step", "repeats"] == 2
+    # An unavailable workload is not run again for the remaining repeats.
+    assert (res.runs.workload == "needs_a_missing_package").sum() == 1
 
 
 # ------------------------------------------------------------------------- nothing lost

@@ -1,0 +1,431 @@
+"""What :class:`~dasktrain.harness.monitor.ResourceMonitor` reads, one reader per source.
+
+* :class:`ProcessTree`: the driver's process tree with psutil (a local cluster's workers are
+  children of the driver), each process named and given a role;
+* :class:`DaskWorkers`: the workers outside that tree, through their own
+  :class:`distributed.system_monitor.SystemMonitor` histories (psutil here cannot see another
+  host's processes);
+* :class:`EnergyMeter`: CPU package energy from RAPL, GPU energy and utilisation from NVML,
+  only ever measured, never estimated.
+
+Every reader returns :class:`Sample` records; the monitor only schedules them and keeps what
+they return.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import math
+import os
+import socket
+from typing import NamedTuple
+
+from .._compat import has_gpu, import_optional
+
+logger = logging.getLogger(__name__)
+
+RAPL_GLOB = "/sys/class/powercap/intel-rapl:*/energy_uj"
+
+
+class Sample(NamedTuple):
+    """One reading of one process, worker, GPU or the whole machine at one time.
+
+    ``source`` is ``"psutil"`` (this machine's process tree and the ``"system"`` row),
+    ``"dask"`` (a worker's own SystemMonitor) or ``"nvml"`` (a GPU). ``time`` is UNIX seconds,
+    ``elapsed`` seconds since the monitor started; ``cpu_percent`` is 100 per busy core;
+    memory is in bytes; what a source does not read is NaN.
+    """
+
+    time: float
+    elapsed: float
+    source: str
+    process: str
+    pid: int
+    role: str
+    cpu_percent: float = math.nan
+    rss: float = math.nan
+    uss: float = math.nan
+    gpu_utilization: float = math.nan
+    gpu_memory_used: float = math.nan
+    host: str | None = None
+
+
+def infer_role(cmdline, *, pid=None, root_pid=None, worker_pids=(), parent_role=None) -> str:
+    """Guess what a process in the driver's tree is: driver, worker, nanny, scheduler or other.
+
+    Parameters
+    ----------
+    cmdline : list of str
+        The process command line (``psutil.Process.cmdline()``).
+    pid, root_pid : int, optional
+        The process id and the driver's id.
+    worker_pids : collection of int
+        Worker process ids known from the scheduler (exact, preferred over guessing).
+    parent_role : str, optional
+        Role of the parent process: a ``multiprocessing`` child of a nanny is a worker.
+
+    Returns
+    -------
+    str
+        One of ``"driver"``, ``"worker"``, ``"nanny"``, ``"scheduler"``, ``"other"``.
+    """
+    if pid is not None and pid == root_pid:
+        return "driver"
+    if pid is not None and pid in worker_pids:
+        return "worker"
+    line = " ".join(cmdline or ())
+    if "dask-scheduler" in line or "dask_scheduler" in line or "dask scheduler" in line:
+        return "scheduler"
+    if "dask-worker" in line or "dask_worker" in line or "dask worker" in line:
+        # The CLI process runs the nanny; with --no-nanny it is the worker itself.
+        return "worker" if "--no-nanny" in line else "nanny"
+    if "resource_tracker" in line or "forkserver" in line:
+        return "other"
+    if parent_role == "worker":
+        # Processes a worker starts (DDP ranks, torch data loaders) do that worker's work.
+        return "worker"
+    if "spawn_main" in line or "--multiprocessing-fork" in line:
+        # LocalCluster's nanny lives in the driver and spawns each worker with multiprocessing.
+        if parent_role in ("driver", "nanny"):
+            return "worker"
+    return "other"
+
+
+# --------------------------------------------------------------------------------------------
+# The driver's process tree
+# --------------------------------------------------------------------------------------------
+class ProcessTree:
+    """The driver's process tree as psutil sees it, sampled one instant at a time.
+
+    Parameters
+    ----------
+    worker_pids : dict
+        ``{pid: worker address}`` of the workers in the tree (exact names and roles).
+    uss_every : int
+        Read USS at every n-th sample (0: never); it costs about three times the rest.
+    """
+
+    def __init__(self, worker_pids, uss_every) -> None:
+        import psutil
+
+        self.root = psutil.Process()
+        self.hostname = socket.gethostname()
+        self.worker_pids = dict(worker_pids)
+        self.uss_every = uss_every
+        #: pids of processes started by a worker (DDP ranks): not workers themselves.
+        self.worker_children = set()
+        self._procs, self._roles, self._names, self._fresh = {}, {}, {}, set()
+        self._n = 0
+
+    def _processes(self):
+        import psutil
+
+        try:
+            children = self.root.children(recursive=True)
+        except psutil.Error:
+            children = []
+        current = {}
+        for p in [self.root, *children]:
+            known = self._procs.get(p.pid)
+            # Keep the Process objects: cpu_percent measures since the previous call on it.
+            if known is None:
+                try:
+                    p.cpu_percent(None)
+                except psutil.Error:
+                    continue
+                known = p
+                # A reading right after priming divides by a near-zero interval: skip it.
+                self._fresh.add(p.pid)
+            current[p.pid] = known
+        self._procs = current
+        return current
+
+    def _role(self, proc):
+        import psutil
+
+        if proc.pid not in self._roles:
+            try:
+                cmd, ppid = proc.cmdline(), proc.ppid()
+            except psutil.Error:
+                cmd, ppid = [], None
+            if ppid in self._procs and ppid not in self._roles and ppid != proc.pid:
+                self._role(self._procs[ppid])  # parents first: a worker's children inherit
+            parent_role = self._roles.get(ppid, "driver" if ppid == self.root.pid else None)
+            if parent_role == "worker":
+                parent = self._names.get(ppid, f"worker-{ppid}")
+                self._names[proc.pid] = f"{parent}/{proc.pid}"
+                self.worker_children.add(proc.pid)
+            self._roles[proc.pid] = infer_role(
+                cmd,
+                pid=proc.pid,
+                root_pid=self.root.pid,
+                worker_pids=self.worker_pids,
+                parent_role=parent_role,
+            )
+        return self._roles[proc.pid]
+
+    def _name(self, pid, role):
+        if pid not in self._names:
+            self._names[pid] = self.worker_pids.get(pid) or (
+                "driver" if role == "driver" else f"{role}-{pid}"
+            )
+        return self._names[pid]
+
+    def _read(self, proc, want_uss):
+        """``(cpu %, rss, uss)`` of one process (NaN where not read); raises psutil.Error."""
+        import psutil
+
+        with proc.oneshot():
+            cpu = proc.cpu_percent(None)
+            if proc.pid in self._fresh:
+                self._fresh.discard(proc.pid)
+                cpu = math.nan
+            rss = proc.memory_info().rss
+            uss = math.nan
+            if want_uss:
+                try:
+                    uss = proc.memory_full_info().uss
+                except (psutil.AccessDenied, AttributeError):
+                    self.uss_every = 0  # not allowed here: stop trying
+        return cpu, rss, uss
+
+    def sample(self, now, elapsed) -> list[Sample]:
+        """One :class:`Sample` per live process of the tree, then the whole machine's."""
+        import psutil
+
+        want_uss = bool(self.uss_every) and self._n % self.uss_every == 0
+        self._n += 1
+        out = []
+        for pid, proc in self._processes().items():
+            try:
+                cpu, rss, uss = self._read(proc, want_uss)
+            except psutil.Error:
+                continue
+            role = self._role(proc)
+            name = self._name(pid, role)
+            out.append(
+                Sample(now, elapsed, "psutil", name, pid, role, cpu, rss, uss, host=self.hostname)
+            )
+        system_cpu, used = psutil.cpu_percent(None), psutil.virtual_memory().used
+        out.append(
+            Sample(
+                now, elapsed, "psutil", "system", -1, "system", system_cpu, used, host=self.hostname
+            )
+        )
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# Workers outside the tree
+# --------------------------------------------------------------------------------------------
+class DaskWorkers:
+    """The cluster's workers: which are in this process tree, and the history of the others.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    tree_pids : set of int
+        The pids in this machine's process tree.
+    collect : {"auto", True, False}
+        Whose ``SystemMonitor`` history to collect: the workers outside the tree (``"auto"``),
+        every worker (True) or none (False).
+    """
+
+    def __init__(self, client, tree_pids, collect="auto") -> None:
+        self.client = client
+        #: ``{pid: address}`` of the workers in this tree; ``outside``: the other addresses.
+        self.pids, self.outside, self.hosts = {}, [], {}
+        self._collect, self._counts = [], {}
+        try:
+            # A lambda travels by value: the workers need not import this module.
+            info = client.run(lambda: (os.getpid(), socket.gethostname()))
+        except Exception as exc:  # a broken cluster must not break the measured run
+            logger.warning("could not list the Dask workers for monitoring: %s", exc)
+            return
+        here = socket.gethostname()
+        for addr, (pid, host) in info.items():
+            self.hosts[addr] = host
+            if host == here and pid in tree_pids:
+                self.pids[pid] = addr
+            else:
+                self.outside.append(addr)
+        self._collect = {"auto": list(self.outside), True: list(info), False: []}[collect]
+        if self._collect:
+            self._counts = client.run(
+                lambda dask_worker: dask_worker.monitor.count, workers=self._collect
+            )
+
+    def _history(self):
+        hist = {}
+        for addr in self._collect:
+            start = self._counts.get(addr, 0)
+            hist.update(
+                self.client.run(
+                    lambda dask_worker, start=start: dask_worker.monitor.range_query(start=start),
+                    workers=[addr],
+                )
+            )
+        return hist
+
+    def samples(self, start_time) -> list[Sample]:
+        """The :class:`Sample` records the collected workers took since the monitor started."""
+        if not self._collect:
+            return []
+        try:
+            hist = self._history()
+        except Exception as exc:
+            logger.warning("could not collect the Dask workers' SystemMonitor history: %s", exc)
+            return []
+        out = []
+        for addr, q in hist.items():
+            times = q.get("time", [])
+            nans = [math.nan] * len(times)
+            gpu_util = q.get("gpu_utilization") or nans
+            gpu_mem = q.get("gpu_memory_used") or nans
+            for i, t in enumerate(times):
+                if t is not None:
+                    out.append(
+                        Sample(
+                            t,
+                            t - start_time,
+                            "dask",
+                            addr,
+                            -1,
+                            "worker",
+                            q["cpu"][i],
+                            q["memory"][i],
+                            math.nan,
+                            gpu_util[i],
+                            gpu_mem[i],
+                            self.hosts.get(addr),
+                        )
+                    )
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# Energy and GPUs
+# --------------------------------------------------------------------------------------------
+def _rapl_domains():
+    # Top-level packages only (intel-rapl:0, not the intel-rapl:0:0 sub-zones they contain).
+    paths = [
+        p
+        for p in sorted(glob.glob(RAPL_GLOB))
+        if os.path.basename(os.path.dirname(p)).count(":") == 1
+    ]
+    return [p for p in paths if read_rapl([p])]
+
+
+def read_rapl(paths=None) -> dict:
+    """Read the cumulative RAPL package energy counters in joules: ``{path: joules}``.
+
+    Returns an empty dict when RAPL is absent or not readable (often root-only on Linux).
+    """
+    paths = _rapl_domains() if paths is None else paths
+    out = {}
+    for p in paths:
+        try:
+            with open(p) as f:
+                out[p] = int(f.read()) / 1e6
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def _rapl_range(path):
+    try:
+        with open(os.path.join(os.path.dirname(path), "max_energy_range_uj")) as f:
+            return int(f.read()) / 1e6
+    except (OSError, ValueError):
+        return math.nan
+
+
+class EnergyMeter:
+    """CPU energy from RAPL and GPU energy and utilisation from NVML, between start and stop.
+
+    What cannot be read is NaN, with a note saying why; energy is never estimated.
+    """
+
+    def __init__(self) -> None:
+        self._rapl_start = read_rapl(_rapl_domains())
+        self._nvml, self._gpus, self._gpu_start = None, [], {}
+        if has_gpu():
+            self._start_nvml()
+
+    def _start_nvml(self):  # pragma: no cover - runs only on a GPU machine
+        try:
+            pynvml = import_optional("pynvml", "gpu")
+            pynvml.nvmlInit()
+        except Exception as exc:
+            logger.info("GPU present but NVML unavailable (%s): GPU not monitored", exc)
+            return
+        self._nvml = pynvml
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            h = pynvml.nvmlDeviceGetHandleByIndex(i)
+            self._gpus.append(h)
+            try:
+                self._gpu_start[i] = pynvml.nvmlDeviceGetTotalEnergyConsumption(h) / 1e3
+            except Exception:
+                pass  # older GPUs have no energy counter: left unmeasured, not estimated
+
+    def gpu_samples(self, now, elapsed, host) -> list[Sample]:  # pragma: no cover - GPU only
+        """One :class:`Sample` per GPU: utilisation % and memory used."""
+        out = []
+        for i, h in enumerate(self._gpus):
+            try:
+                util = self._nvml.nvmlDeviceGetUtilizationRates(h).gpu
+                used = self._nvml.nvmlDeviceGetMemoryInfo(h).used
+            except Exception:
+                continue
+            out.append(
+                Sample(
+                    now,
+                    elapsed,
+                    "nvml",
+                    f"gpu{i}",
+                    -1,
+                    "gpu",
+                    gpu_utilization=float(util),
+                    gpu_memory_used=float(used),
+                    host=host,
+                )
+            )
+        return out
+
+    def _cpu_joules(self):
+        end = read_rapl(list(self._rapl_start))
+        total = 0.0
+        for p, e0 in self._rapl_start.items():
+            d = end.get(p, math.nan) - e0
+            if d < 0:  # the counter wrapped around once during the run
+                d += _rapl_range(p)
+            total += d
+        return total
+
+    def stop(self) -> tuple[dict, str]:
+        """``(energy, note)``: ``cpu_energy_j``, ``gpu_energy_j``, ``energy_j`` (their sum, NaN
+        when neither was measured) and ``energy_measured``; the note says what was not."""
+        energy = {"cpu_energy_j": math.nan, "gpu_energy_j": math.nan}
+        notes = []
+        if self._rapl_start:
+            energy["cpu_energy_j"] = self._cpu_joules()
+        else:
+            notes.append(f"CPU energy not measured (RAPL not readable at {RAPL_GLOB})")
+        if self._gpu_start:  # pragma: no cover - GPU only
+            nvml = self._nvml
+            energy["gpu_energy_j"] = sum(
+                nvml.nvmlDeviceGetTotalEnergyConsumption(self._gpus[i]) / 1e3 - e0
+                for i, e0 in self._gpu_start.items()
+            )
+        elif has_gpu():  # pragma: no cover
+            notes.append("GPU energy not measured (no NVML energy counter)")
+        if self._nvml is not None:  # pragma: no cover - GPU only
+            try:
+                self._nvml.nvmlShutdown()
+            except Exception:
+                pass
+        measured = [v for v in energy.values() if not math.isnan(v)]
+        energy["energy_measured"] = bool(measured)
+        energy["energy_j"] = sum(measured) if measured else math.nan
+        return energy, "; ".join(notes)

@@ -1,0 +1,148 @@
+"""The options of a comparison, all checked before anything is measured.
+
+A bad folder, price table, time limit or engine name is reported at once, not after an hour of
+runs: :func:`make_plan` checks every option of :func:`~dasktrain.compare` and returns the
+:class:`Plan` the runner follows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from .._validation import check_engine, check_positive_int
+from ..exceptions import ValidationError, WorkloadError
+from .inputs import image_root
+from .output import check_output_dir
+from .tables import check_fraction, check_time_basis, price_of
+
+__all__ = ["ENGINES", "Plan", "make_plan", "check_timeout", "check_data"]
+
+ENGINES = ("local", "dask")
+
+
+def check_timeout(timeout) -> float | None:
+    """Return ``timeout`` as seconds (or None); raise ValidationError unless it is > 0."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not timeout > 0:
+        raise ValidationError(
+            f"timeout={timeout!r} must be None or a number of seconds > 0 (the limit of each run)."
+        )
+    return float(timeout)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The checked options of one comparison."""
+
+    engines: tuple
+    repeat: int
+    sizes: list | None
+    warmup: bool
+    seed: int
+    options: dict
+    interval: float | None
+    monitor: bool
+    performance_report: bool
+    progress: Callable | None
+    n_per_class: int
+    timeout: float | None
+    out: Path | None
+    #: Keyword arguments of :class:`Results` (baseline, prices, machines, ...).
+    result_kw: dict
+
+    @property
+    def size_list(self) -> list:
+        return self.sizes or [None]
+
+
+def _check_engines(engines, baseline):
+    if isinstance(engines, str):
+        engines = (engines,)
+    engines = tuple(check_engine(e, allowed=ENGINES, name="engines") for e in engines)
+    if not engines or len(set(engines)) != len(engines):
+        raise ValidationError(f"engines={engines!r} must name each engine once.")
+    if baseline not in engines:
+        raise ValidationError(f"baseline={baseline!r} is not among engines={engines!r}.")
+    return engines
+
+
+def _check_sizes(sizes):
+    if sizes is None:
+        return None
+    sizes = sorted({check_positive_int(s, "sizes item") for s in sizes})
+    if not sizes:
+        raise ValidationError("sizes is empty; pass a list of data sizes or None.")
+    return sizes
+
+
+def _check_prices(prices, machines, engines, spot_discount):
+    if prices is None:
+        return
+    if not isinstance(prices, dict):
+        raise WorkloadError(f"prices={prices!r} must be a dict machine -> USD per hour.")
+    for e in engines:
+        price_of(prices, machines, e, spot_discount)
+
+
+def check_data(data) -> None:
+    """Raise WorkloadError unless ``data`` is None, a non-empty folder, an ImageSet or (X, y)."""
+    if data is None:
+        return
+    if isinstance(data, (str, os.PathLike)):
+        image_root(data)  # raises WorkloadError for a missing or empty folder
+        return
+    X = data[0] if isinstance(data, tuple) else getattr(data, "X", None)
+    if X is None:
+        raise WorkloadError(
+            f"data={type(data).__name__} is not understood: pass a folder, an ImageSet, or (X, y)."
+        )
+    if isinstance(data, tuple) and len(data) != 2:
+        raise WorkloadError(f"data must be (X, y); got a tuple of {len(data)} items.")
+    if len(X) == 0:
+        raise WorkloadError("data is empty (0 samples); pass a data set with samples.")
+
+
+def make_plan(
+    *,
+    engines,
+    baseline,
+    repeat,
+    sizes,
+    prices,
+    machines,
+    spot_discount,
+    time_basis,
+    timeout,
+    progress,
+    out,
+    **rest,
+) -> Plan:
+    """Check every option of :func:`compare`; everything that could fail at the end is
+    checked now, before anything is measured."""
+    engines = _check_engines(engines, baseline)
+    spot_discount = check_fraction(spot_discount, "spot_discount")
+    _check_prices(prices, machines, engines, spot_discount)
+    if progress is not None and not callable(progress):
+        raise ValidationError(f"progress={progress!r} must be None or a callable.")
+    result_kw = dict(
+        baseline=baseline,
+        prices=prices,
+        machines=machines,
+        spot_discount=spot_discount,
+        time_basis=check_time_basis(time_basis),
+    )
+    return Plan(
+        engines=engines,
+        repeat=check_positive_int(repeat, "repeat"),
+        sizes=_check_sizes(sizes),
+        timeout=check_timeout(timeout),
+        progress=progress,
+        out=check_output_dir(out) if out is not None else None,
+        result_kw=result_kw,
+        **rest,
+    )

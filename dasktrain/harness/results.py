@@ -1,0 +1,405 @@
+"""Results: the run records of a comparison, the summary table, scaling, crossover and cost.
+
+A :class:`RunRecord` is what one timed run measured; :class:`Results` holds the records of a
+whole comparison and derives everything else from them (medians, speedup, parallel efficiency,
+energy-delay product, cost per run). Nothing here measures or draws: the runner fills the
+records, :mod:`dasktrain.harness.report` draws them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .. import __version__
+from ..exceptions import ValidationError, WorkloadError
+from .output import check_output_dir, write_atomic, write_text
+from .tables import (
+    check_fraction,
+    check_time_basis,
+    crossover_table,
+    price_of,
+    scaling_table,
+    summary_table,
+)
+
+if TYPE_CHECKING:  # pandas is imported when a table is first built
+    import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Results", "RunRecord", "RUN_COLUMNS"]
+
+
+@dataclasses.dataclass
+class RunRecord:
+    """What one run of one workload on one engine measured (a row of ``Results.runs``).
+
+    ``status`` is ``"ok"``, ``"error"`` (the workload raised: ``error`` says what),
+    ``"unavailable"`` (its part of dasktrain, an optional package or the data it needs is
+    missing) or ``"timeout"``. Times are seconds (``time``: the whole step, ``train_time``: the
+    training step as the workload reports it); ``start`` and ``end`` are UNIX times. The
+    monitor's figures are NaN when the run was not monitored. ``metrics`` holds every metric
+    the workload returned, written as ``metric.<name>`` columns.
+    """
+
+    workload: str
+    engine: str
+    size: float | None = None
+    repeat: int = 0
+    status: str = "ok"
+    error: str | None = None
+    time: float = math.nan
+    train_time: float = math.nan
+    quality_metric: str | None = None
+    quality: float = math.nan
+    devices: int = 1
+    workers: int = 0
+    threads: float = math.nan
+    cpu_percent_mean: float = math.nan
+    cpu_percent_max: float = math.nan
+    peak_rss_bytes: float = math.nan
+    energy_j: float = math.nan
+    energy_measured: bool | None = None
+    start: float = math.nan
+    end: float = math.nan
+    workers_lost: float = math.nan
+    note: str | None = None
+    #: Which timed run of the comparison this is (the ``run`` column of the samples); NaN for
+    #: a failed warm-up that stands for its engine's row.
+    run: float = math.nan
+    monitor_overhead_pct: float = math.nan
+    metrics: dict = dataclasses.field(default_factory=dict)
+
+    def add_note(self, text: str) -> None:
+        """Append ``text`` to :attr:`note` (notes are joined with ``"; "``)."""
+        self.note = text if not self.note else f"{self.note}; {text}"
+
+    def as_row(self) -> dict:
+        """The flat dict of a ``runs`` row: the fields, then one ``metric.<name>`` per metric."""
+        row = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        row.update({f"metric.{k}": v for k, v in row.pop("metrics").items()})
+        return _clean_record(row)
+
+
+#: The columns every ``Results.runs`` has (missing ones are added empty).
+RUN_COLUMNS = [
+    f.name
+    for f in dataclasses.fields(RunRecord)
+    if f.name not in ("run", "monitor_overhead_pct", "metrics")
+]
+
+_TEXT_COLUMNS = ("status", "error", "quality_metric", "note")
+
+#: The columns :meth:`Results.to_string` shows by default.
+TERMINAL_COLUMNS = [
+    "workload",
+    "engine",
+    "status",
+    "time_median",
+    "time_min",
+    "time_max",
+    "train_time_median",
+    "speedup",
+    "improvement_pct",
+    "efficiency",
+    "quality_metric",
+    "quality",
+    "cpu_percent_mean",
+    "peak_rss_mb",
+    "energy_j",
+    "cost_usd",
+]
+
+
+def _clean_text(text):
+    """``text`` with what UTF-8 cannot hold (a non-UTF-8 file name decoded with surrogate
+    escapes) written as backslash escapes: pandas, JSON and HTML writers reject it."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _clean_record(rec):
+    return {k: _clean_text(v) if isinstance(v, str) else v for k, v in rec.items()}
+
+
+# ---------------------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------------------
+class Results:
+    """The outcome of :func:`~dasktrain.compare`: run records, the summary table, scaling and
+    report.
+
+    Parameters
+    ----------
+    runs : list of dict or RunRecord, or pandas.DataFrame
+        One record per timed run with at least ``workload``, ``engine``, ``status`` and
+        ``time`` (seconds of the whole step); optional ``train_time``, ``quality``,
+        ``quality_metric``, ``devices``, ``energy_j``, ``size``, ``error`` (see
+        ``RUN_COLUMNS``). Records with ``status`` other than ``"ok"`` are reported, not timed.
+    baseline : str
+        Engine the speedups are measured against.
+    prices : dict, optional
+        USD per hour per machine: ``{"m5.xlarge": 0.192}`` or
+        ``{"m5.xlarge": {"usd_per_hour": 0.192, "spot_discount": 0.7}}``.
+    machines : dict, optional
+        Engine -> machine name in ``prices``, or ``(name, count)`` for several machines. By
+        default each engine is looked up under its own name.
+    spot_discount : float
+        Fraction taken off every price (0.7 = 70% off), unless a machine sets its own.
+    time_basis : {"time", "train_time"}
+        Which time the speedup, efficiency, EDP and cost use: the whole step (default) or
+        the training step alone.
+    samples : pandas.DataFrame, optional
+        Monitor samples of all runs (with a ``run`` column).
+    setup : dict, optional
+        Engine, workers, threads, devices, versions.
+    performance_report : str, optional
+        HTML of Dask's performance report over the dask runs.
+
+    Attributes
+    ----------
+    runs : pandas.DataFrame
+    table : pandas.DataFrame
+        One row per workload x engine (at the largest size): ``time_median``, ``time_min``,
+        ``time_max``, ``train_time_*``, ``speedup`` (t_baseline / t), ``improvement_pct``
+        ((t_baseline / t - 1) x 100), ``devices``, ``efficiency`` (speedup divided by the
+        device ratio against the baseline), ``quality``, ``energy_j``, ``edp`` (energy x time,
+        J s, NaN where energy is not measured), ``cost_usd`` (per run) and ``status``/``error``.
+    scaling : pandas.DataFrame or None
+        Median times per workload x engine x size when several sizes ran.
+    crossover : pandas.DataFrame or None
+        Per workload and non-baseline engine: the size from which that engine wins, or a note
+        that it does not in the range.
+    """
+
+    def __init__(
+        self,
+        runs,
+        *,
+        baseline="local",
+        prices=None,
+        machines=None,
+        spot_discount=0.0,
+        time_basis="time",
+        samples=None,
+        setup=None,
+        performance_report=None,
+    ) -> None:
+        import pandas as pd
+
+        self.runs = _runs_frame(runs)
+        self.baseline = baseline
+        self.prices = prices
+        self.machines = machines
+        self.spot_discount = check_fraction(spot_discount, "spot_discount")
+        self.time_basis = check_time_basis(time_basis)
+        self.samples = samples if samples is not None else pd.DataFrame()
+        self.setup = dict(setup or {})
+        self.performance_report = performance_report
+        if prices is not None:
+            for engine in self.runs["engine"].unique():
+                price_of(prices, machines, engine, self.spot_discount)
+        self._table = None
+
+    # -- tables ----------------------------------------------------------------------------
+    def _settings(self):
+        return dict(
+            baseline=self.baseline,
+            time_basis=self.time_basis,
+            prices=self.prices,
+            machines=self.machines,
+            spot_discount=self.spot_discount,
+        )
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """One row per workload x engine at the largest size (see the class docstring)."""
+        if self._table is None:
+            self._table = summary_table(self.runs, **self._settings())
+        return self._table
+
+    @property
+    def scaling(self) -> pd.DataFrame | None:
+        """Median time per workload x engine x size, or None with a single size."""
+        return scaling_table(self.runs, **self._settings())
+
+    @property
+    def crossover(self) -> pd.DataFrame | None:
+        """Where each non-baseline engine starts to win, per workload (None with one size).
+
+        The crossover is the smallest size from which the engine is faster at that size and at
+        every larger size that ran; when it is slower at the largest size it "does not win in
+        range".
+        """
+        return crossover_table(self.scaling, self.baseline)
+
+    # -- output ----------------------------------------------------------------------------
+    def to_string(self, columns=None) -> str:
+        """The table formatted for a terminal, then one line per error and lost worker."""
+        t = self.table.copy()
+        t["peak_rss_mb"] = t["peak_rss_bytes"] / 2**20
+        columns = columns or TERMINAL_COLUMNS
+        columns = [c for c in columns if c in t and (c != "cost_usd" or self.prices is not None)]
+        no_energy = t["energy_j"].isna().all()
+        if no_energy and "energy_j" in columns:
+            columns.remove("energy_j")
+        lines = [t[columns].to_string(index=False, float_format=lambda v: f"{v:.3g}", na_rep="-")]
+        for _, r in t[t.error.notna()].iterrows():
+            lines.append(f"{r.workload} [{r.engine}] {r.status}: {r.error}")
+        for _, r in t[t.workers_lost.fillna(0) > 0].iterrows():
+            lines.append(
+                f"{r.workload} [{r.engine}] lost {r.workers_lost:g} worker(s) during its runs: "
+                "those times include the recovery (see runs.note)"
+            )
+        if no_energy:
+            lines.append("energy: not measured on this machine (no readable RAPL/NVML counter)")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"<Results {len(self.table)} rows, baseline={self.baseline!r}>\n{self.to_string()}"
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict: setup, table, runs, scaling and crossover."""
+
+        def records(df):
+            if df is None:
+                return None
+            return json.loads(df.to_json(orient="records", default_handler=str))
+
+        return {
+            "dasktrain_version": __version__,
+            "baseline": self.baseline,
+            "time_basis": self.time_basis,
+            "prices": self.prices,
+            "machines": {
+                k: list(v) if isinstance(v, tuple) else v for k, v in (self.machines or {}).items()
+            },
+            "spot_discount": self.spot_discount,
+            "setup": self.setup,
+            "table": records(self.table),
+            "runs": records(self.runs),
+            "scaling": records(self.scaling),
+            "crossover": records(self.crossover),
+        }
+
+    def save(self, directory) -> Path:
+        """Write ``report.html``, ``results.csv``, ``results.json``, ``runs.csv``,
+        ``samples.csv`` and, when the dask engine ran, ``dask-performance-report.html``.
+
+        Each file is written beside its name and renamed over it, so a file is never half
+        written and a symbolic link is never written through (a folder holding a link under
+        one of these names is refused, see :func:`~dasktrain.harness.check_output_dir`).
+        ``runs.jsonl``, written run by run by :func:`~dasktrain.compare`, is left as it is.
+
+        Returns
+        -------
+        pathlib.Path
+            The directory.
+
+        Raises
+        ------
+        ValidationError
+            See :func:`~dasktrain.harness.check_output_dir`.
+        """
+        from .report import write_report
+
+        d = check_output_dir(directory, name="directory")
+        write_text(d / "results.csv", self.table.to_csv(index=False))
+        write_text(d / "runs.csv", self.runs.to_csv(index=False))
+        write_text(d / "samples.csv", self.samples.to_csv(index=False))
+        write_text(d / "results.json", json.dumps(self.to_dict(), indent=2, default=str))
+        if self.performance_report:
+            write_text(d / "dask-performance-report.html", self.performance_report)
+        write_atomic(d / "report.html", lambda tmp: write_report(self, tmp))
+        logger.info("report written to %s", d / "report.html")
+        return d
+
+    @classmethod
+    def from_runs(cls, path, *, comparison=None, **kwargs) -> Results:
+        """Results from the ``runs.jsonl`` that :func:`~dasktrain.compare` appends to run by
+        run.
+
+        What an interrupted comparison measured is kept there.
+
+        Parameters
+        ----------
+        path : str or Path
+            ``runs.jsonl``, or the output folder holding it.
+        comparison : str, optional
+            Which comparison (``Results.setup["comparison"]``); the last one in the file by
+            default.
+        **kwargs
+            As for :class:`Results` (baseline, prices, time_basis...).
+
+        Returns
+        -------
+        Results
+
+        Raises
+        ------
+        ValidationError
+            No such file, or no rows of that comparison.
+        """
+        path = Path(path)
+        if path.is_dir():
+            path = path / "runs.jsonl"
+        rows = _read_jsonl(path)
+        ids = list(dict.fromkeys(r.get("comparison") for r in rows))
+        chosen = comparison if comparison is not None else (ids[-1] if ids else None)
+        runs = [
+            {k: v for k, v in r.items() if k != "comparison"}
+            for r in rows
+            if r.get("comparison") == chosen
+        ]
+        if not runs:
+            raise ValidationError(
+                f"{str(path)!r} holds no runs of comparison {chosen!r} (comparisons: {ids!r})."
+            )
+        kwargs.setdefault("setup", {"comparison": chosen, "runs_log": str(path)})
+        return cls(runs, **kwargs)
+
+
+def _runs_frame(runs):
+    """The ``runs`` DataFrame of :class:`Results`: every ``RUN_COLUMNS`` present, status set."""
+    import pandas as pd
+
+    if isinstance(runs, (list, tuple)):
+        runs = [
+            r.as_row()
+            if isinstance(r, RunRecord)
+            else _clean_record(r)
+            if isinstance(r, dict)
+            else r
+            for r in runs
+        ]
+    runs = pd.DataFrame(runs)
+    if runs.empty:
+        raise WorkloadError("Results needs at least one run record.")
+    for col in RUN_COLUMNS:
+        if col not in runs:
+            runs[col] = None if col in _TEXT_COLUMNS else np.nan
+    runs["status"] = runs["status"].fillna("ok")
+    runs["devices"] = pd.to_numeric(runs["devices"]).fillna(1)
+    return runs
+
+
+def _read_jsonl(path):
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ValidationError(
+            f"cannot read the runs of a comparison from {str(path)!r}: {exc}"
+        ) from exc
+    rows = []
+    for line in lines:
+        try:
+            rows.append(json.loads(line))
+        except ValueError:  # a line cut short by an interruption
+            logger.warning("skipped an incomplete line of %s", path)
+    return rows

@@ -1,0 +1,262 @@
+"""The arithmetic of a comparison: run records -> summary table, scaling and crossover.
+
+Medians over the repeats per workload x engine x size, then against the baseline engine:
+speedup (t_baseline / t), improvement ((t_baseline / t - 1) x 100), parallel efficiency
+(speedup / device ratio), energy-delay product and cost per run from a price table.
+:class:`~dasktrain.harness.Results` calls these; they only read DataFrames.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import TYPE_CHECKING
+
+from .._validation import check_positive_int
+from ..exceptions import ValidationError, WorkloadError
+
+if TYPE_CHECKING:  # pandas is imported when a table is built
+    import pandas as pd
+
+__all__ = [
+    "TIME_BASES",
+    "TABLE_COLUMNS",
+    "check_time_basis",
+    "check_fraction",
+    "price_of",
+    "summary_table",
+    "scaling_table",
+    "crossover_table",
+]
+
+TIME_BASES = ("time", "train_time")
+
+#: The columns of :attr:`Results.table`, in order.
+TABLE_COLUMNS = [
+    "workload",
+    "engine",
+    "status",
+    "repeats",
+    "time_median",
+    "time_min",
+    "time_max",
+    "train_time_median",
+    "train_time_min",
+    "train_time_max",
+    "speedup",
+    "improvement_pct",
+    "devices",
+    "efficiency",
+    "quality_metric",
+    "quality",
+    "cpu_percent_mean",
+    "peak_rss_bytes",
+    "energy_j",
+    "edp",
+    "machine",
+    "cost_usd",
+    "workers_lost",
+    "size",
+    "error",
+]
+
+
+def check_time_basis(time_basis: str) -> str:
+    """Return ``time_basis`` when it is one of :data:`TIME_BASES`; raise ValidationError."""
+    if time_basis not in TIME_BASES:
+        raise ValidationError(
+            f"time_basis={time_basis!r} must be 'time' (the whole step) or 'train_time' (the "
+            "training step alone)."
+        )
+    return time_basis
+
+
+def check_fraction(value, name: str) -> float:
+    """Return ``value`` as a float in [0, 1); raise ValidationError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+        raise ValidationError(
+            f"{name}={value!r} must be a fraction in [0, 1), e.g. 0.7 for 70% off."
+        )
+    return float(value)
+
+
+def price_of(prices, machines, engine, spot_discount) -> tuple[float, str]:
+    """``(usd_per_hour_total, machine_label)`` of an engine, after the spot discount.
+
+    Raises
+    ------
+    WorkloadError
+        The price table has no entry for the engine's machine, or a bad one.
+    """
+    spec = (machines or {}).get(engine, engine)
+    name, count = spec if isinstance(spec, tuple) else (spec, 1)
+    if name not in prices:
+        raise WorkloadError(
+            f"the price table has no entry for machine {name!r} (engine {engine!r}); it knows "
+            f"{sorted(prices)!r}. Add {name!r} to prices=, or map the engine to a priced machine "
+            f"with machines={{{engine!r}: '<machine in prices>'}}."
+        )
+    entry = prices[name]
+    discount = spot_discount
+    if isinstance(entry, dict):
+        if "usd_per_hour" not in entry:
+            raise WorkloadError(f"prices[{name!r}]={entry!r} needs a 'usd_per_hour' key.")
+        discount = entry.get("spot_discount", discount)
+        entry = entry["usd_per_hour"]
+    if isinstance(entry, bool) or not isinstance(entry, numbers.Real) or entry < 0:
+        raise WorkloadError(f"prices[{name!r}]={entry!r} must be a price in USD per hour (>= 0).")
+    discount = check_fraction(discount, "spot_discount")
+    count = check_positive_int(count, f"machines[{engine!r}] count")
+    label = name if count == 1 else f"{count} x {name}"
+    return float(entry) * count * (1 - discount), label
+
+
+# ---------------------------------------------------------------------------------------
+# Aggregation: runs -> one row per workload x engine x size
+# ---------------------------------------------------------------------------------------
+def _median(values):
+    return float(values.median()) if values.notna().any() else math.nan
+
+
+def _first(values):
+    values = values.dropna()
+    return values.iloc[0] if len(values) else None
+
+
+def _aggregate_group(g):
+    """The summary row of one workload x engine x size group of runs."""
+    import pandas as pd
+
+    ok, bad = g[g.status == "ok"], g[g.status != "ok"]
+    row = {
+        "status": ("ok" if bad.empty else "partial") if len(ok) else bad.status.iloc[0],
+        "error": _first(bad.error),
+        "repeats": len(ok),
+    }
+    for col in TIME_BASES:
+        v = pd.to_numeric(ok[col], errors="coerce")
+        any_ = v.notna().any()
+        row[f"{col}_median"] = _median(v)
+        row[f"{col}_min"] = float(v.min()) if any_ else math.nan
+        row[f"{col}_max"] = float(v.max()) if any_ else math.nan
+    row["devices"] = float(g.devices.max())
+    row["quality_metric"] = _first(ok.quality_metric)
+    for col in ("quality", "cpu_percent_mean", "peak_rss_bytes", "energy_j"):
+        row[col] = _median(pd.to_numeric(ok[col], errors="coerce"))
+    lost = pd.to_numeric(g.workers_lost, errors="coerce")
+    row["workers_lost"] = float(lost.sum()) if lost.notna().any() else math.nan
+    return row
+
+
+def _aggregate(runs):
+    """One row per workload x engine x size: medians, ranges, status and error."""
+    import pandas as pd
+
+    rows = []
+    r = runs.assign(size=runs["size"].fillna(-1))
+    for (w, e, s), g in r.groupby(["workload", "engine", "size"], sort=False, dropna=False):
+        row = {"workload": w, "engine": e, "size": None if s == -1 else s}
+        row.update(_aggregate_group(g))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _crossover_row(w, e, g, base, basis="time_median"):
+    """Where engine ``e`` starts to win on workload ``w`` (``g``, ``base``: its scaling rows
+    and the baseline's times by size)."""
+    g = g.set_index("size").sort_index()
+    sizes = [s for s in g.index if s in base.index and not math.isnan(g.at[s, basis])]
+    if not sizes:
+        return {"workload": w, "engine": e, "crossover_size": math.nan, "note": "no timings"}
+    wins = [g.at[s, basis] < base.at[s] for s in sizes]
+    lo, hi = sizes[0], sizes[-1]
+    if not wins[-1]:
+        cross, note = math.nan, f"{e} does not win in range [{lo:g}, {hi:g}]"
+    else:
+        i = len(wins) - 1
+        while i > 0 and wins[i - 1]:
+            i -= 1
+        cross = sizes[i]
+        note = (
+            f"{e} wins over the whole range [{lo:g}, {hi:g}]"
+            if i == 0
+            else f"{e} wins from size {cross:g}"
+        )
+    return {"workload": w, "engine": e, "crossover_size": cross, "note": note}
+
+
+# ---------------------------------------------------------------------------------------
+# Against the baseline
+# ---------------------------------------------------------------------------------------
+def _derive_row(row, agg, s):
+    """Speedup, efficiency, EDP and cost of one aggregated row against the baseline."""
+    basis = f"{s['time_basis']}_median"
+    base = agg[
+        (agg.workload == row["workload"])
+        & (agg.engine == s["baseline"])
+        & ((agg["size"] == row["size"]) | (agg["size"].isna() & (row["size"] is None)))
+    ]
+    t = row[basis]
+    tb = float(base[basis].iloc[0]) if len(base) else math.nan
+    db = float(base.devices.iloc[0]) if len(base) else math.nan
+    speed = tb / t if t and t > 0 and not math.isnan(tb) else math.nan
+    row["speedup"] = speed
+    row["improvement_pct"] = (speed - 1) * 100 if not math.isnan(speed) else math.nan
+    row["efficiency"] = speed / (row["devices"] / db) if db and not math.isnan(speed) else math.nan
+    # Energy is measured over the whole step, so EDP uses the whole-step time whatever the
+    # time basis (energy of the whole step x training time would mix two windows).
+    energy = row["energy_j"]
+    row["edp"] = energy * row["time_median"] if not math.isnan(energy) else math.nan
+    row["machine"], row["cost_usd"] = None, math.nan
+    if s["prices"] is not None:
+        usd_h, row["machine"] = price_of(
+            s["prices"], s["machines"], row["engine"], s["spot_discount"]
+        )
+        row["cost_usd"] = usd_h * t / 3600 if not math.isnan(t) else math.nan
+    return row
+
+
+def _derived(runs, settings):
+    import pandas as pd
+
+    agg = _aggregate(runs)
+    return pd.DataFrame([_derive_row(r.to_dict(), agg, settings) for _, r in agg.iterrows()])
+
+
+def summary_table(runs, **settings) -> pd.DataFrame:
+    """One row per workload x engine at the largest size, columns :data:`TABLE_COLUMNS`.
+
+    ``settings`` are ``baseline``, ``time_basis``, ``prices``, ``machines`` and
+    ``spot_discount`` as :class:`~dasktrain.harness.Results` holds them.
+    """
+    derived = _derived(runs, settings)
+    if len(derived["size"].dropna()):
+        top = derived.groupby("workload")["size"].transform("max")
+        derived = derived[(derived["size"] == top) | derived["size"].isna()]
+    return derived[TABLE_COLUMNS].reset_index(drop=True)
+
+
+def scaling_table(runs, **settings) -> pd.DataFrame | None:
+    """Median time per workload x engine x size, or None with a single size."""
+    if runs["size"].dropna().nunique() < 2:
+        return None
+    agg = _derived(runs[runs["size"].notna()], settings)
+    cols = ["workload", "engine", "size", "time_median", "time_min", "time_max"]
+    return agg[[*cols, "speedup", "status"]].sort_values(
+        ["workload", "engine", "size"], ignore_index=True
+    )
+
+
+def crossover_table(scaling, baseline) -> pd.DataFrame | None:
+    """Per workload and non-baseline engine, the size from which it wins (see
+    :attr:`Results.crossover <dasktrain.harness.Results.crossover>`)."""
+    import pandas as pd
+
+    if scaling is None:
+        return None
+    sc, rows = scaling, []
+    for (w, e), g in sc.groupby(["workload", "engine"], sort=False):
+        if e != baseline:
+            base = sc[(sc.workload == w) & (sc.engine == baseline)]
+            rows.append(_crossover_row(w, e, g, base.set_index("size")["time_median"]))
+    return pd.DataFrame(rows, columns=["workload", "engine", "crossover_size", "note"])

@@ -1,0 +1,248 @@
+"""One timed run of one workload on one engine, and the :class:`RunRecord` it leaves.
+
+A run is timed around the whole workload call, with the local engine limited to as many cores
+as the cluster has worker threads, the resource monitor sampling, and (when asked) a time
+limit. Whatever happens, the run ends as a record: ``ok``, ``error``, ``unavailable`` (a
+missing optional package or data the workload cannot use) or ``timeout``; nothing a workload
+does or returns may break the comparison.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import math
+import numbers
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from .._dask import WorkerWatch
+from ..exceptions import OptionalDependencyError, Unavailable, WorkloadError
+from .monitor import ResourceMonitor
+from .results import RunRecord
+from .workloads import using
+
+if TYPE_CHECKING:  # pandas comes with the monitor's samples
+    import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["run_once", "limited"]
+
+#: The monitor's figures a run record keeps.
+_MONITOR_FIELDS = (
+    "cpu_percent_mean",
+    "cpu_percent_max",
+    "peak_rss_bytes",
+    "energy_j",
+    "energy_measured",
+)
+
+
+@contextlib.contextmanager
+def limited(engine, n_threads) -> Iterator[None]:
+    """Limit the local engine to ``n_threads`` cores (BLAS/OpenMP pools and torch)."""
+    if engine != "local":
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    torch = sys.modules.get("torch")  # only when a workload already imported it
+    old = torch.get_num_threads() if torch is not None else None
+    if torch is not None:
+        torch.set_num_threads(n_threads)
+    try:
+        with threadpool_limits(limits=n_threads):
+            yield
+    finally:
+        if torch is not None and old is not None:
+            torch.set_num_threads(old)
+
+
+# --------------------------------------------------------------------------------------------
+# The time limit
+# --------------------------------------------------------------------------------------------
+class _RunTimeout(Exception):
+    """A run did not finish within its time limit (reported in its row, never raised out)."""
+
+
+def _future_keys(client):
+    """The keys of the futures ``client`` holds (its event loop thread may change the dict)."""
+    for _ in range(10):
+        try:
+            return set(client.futures)
+        except RuntimeError:  # "dictionary changed size during iteration"
+            time.sleep(0.01)
+    return set(client.futures)
+
+
+def _cancel_new_futures(client, before):
+    """Cancel the futures ``client`` holds that were not there in ``before``: a hung dask run's
+    tasks. Returns how many were cancelled."""
+    from distributed import Future
+
+    keys = [k for k in _future_keys(client) if k not in before]
+    if keys:
+        futures = [Future(k, client) for k in keys]
+        try:
+            client.cancel(futures, force=True, reason="dasktrain.compare: the run timed out")
+        except Exception:  # noqa: BLE001 - best effort: the row says the run timed out anyway
+            logger.warning("could not cancel the tasks of a timed-out run", exc_info=True)
+        del futures
+    return len(keys)
+
+
+def _timeout_message(timeout, cancelled, still_running):
+    msg = f"did not finish within the time limit of {timeout:g} s"
+    if cancelled:
+        msg += f"; its {cancelled} task(s) on the cluster were cancelled"
+    if still_running:
+        msg += (
+            "; the run could not be stopped (a Python thread cannot be killed) and was left "
+            "running in the background, so later timings of this comparison may be disturbed"
+        )
+    return msg
+
+
+def _call(fn, args, timeout, client):
+    """``(fn(*args), seconds)``; with ``timeout``, raise :class:`_RunTimeout` when it is over.
+
+    With a time limit the workload runs in a daemon thread (in a copy of this context, so it
+    sees the run's RunContext and current client) while this thread waits. On timeout the
+    tasks the run submitted to the cluster are cancelled, which ends a dask run blocked on
+    them. A thread cannot be killed in Python: a run still busy in this process (a local run)
+    is left running in the background, and the row says so.
+    """
+    if timeout is None:
+        t0 = time.perf_counter()
+        value = fn(*args)
+        return value, time.perf_counter() - t0
+    box = {}
+    before = _future_keys(client) if client is not None else set()
+
+    def target():
+        t0 = time.perf_counter()
+        try:
+            box["value"] = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+            box["exc"] = exc
+        box["elapsed"] = time.perf_counter() - t0
+
+    thread = threading.Thread(
+        target=contextvars.copy_context().run,
+        args=(target,),
+        daemon=True,
+        name="dasktrain-compare-run",
+    )
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        cancelled = _cancel_new_futures(client, before) if client is not None else 0
+        thread.join(min(5.0, timeout))  # a dask run blocked on its cancelled tasks ends now
+        raise _RunTimeout(_timeout_message(timeout, cancelled, thread.is_alive()))
+    if "exc" in box:
+        raise box["exc"]
+    return box["value"], box["elapsed"]
+
+
+# --------------------------------------------------------------------------------------------
+# The record
+# --------------------------------------------------------------------------------------------
+def _record_metrics(rec, metrics, spec):
+    """Put a run's metrics into its record; nothing a workload returns may break the record."""
+    tt = metrics.pop("train_time", None)
+    if isinstance(tt, numbers.Real):
+        rec.train_time = float(tt)
+    elif tt is not None:
+        rec.add_note(f"train_time={str(tt)[:60]!r} is not a number of seconds; ignored")
+    numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, numbers.Real)}
+    # The quality metric is the first *numeric* metric unless the workload names one.
+    name = None if spec.metric is False else (spec.metric or next(iter(numeric), None))
+    rec.quality_metric = name
+    rec.quality = numeric.get(name, math.nan)
+    if name is not None and name in metrics and name not in numeric:
+        rec.add_note(f"metric {name!r}={str(metrics[name])[:60]!r} is not a number")
+    for k, v in metrics.items():
+        if k in numeric:
+            rec.metrics[k] = numeric[k]
+        elif isinstance(v, str):
+            rec.metrics[k] = v[:200]
+
+
+def _record_lost_workers(rec, watch):
+    lost = watch.lost()
+    rec.workers_lost = len(lost)
+    if lost:
+        names = ", ".join(f"{a!r}" + (" (retired)" if planned else "") for a, planned in lost)
+        rec.add_note(
+            f"worker(s) {names} left the cluster during this run: its time includes the recovery"
+        )
+
+
+def _record_monitor(rec, mon):
+    # The local engine is charged for the driver's tree only, not the idle cluster.
+    idle = ("worker", "nanny", "scheduler") if rec.engine == "local" else ()
+    s = mon.summary(exclude_roles=idle)
+    for k in _MONITOR_FIELDS:
+        setattr(rec, k, s[k])
+    rec.monitor_overhead_pct = s["overhead_percent_of_core"]
+
+
+def _timed_call(spec, inputs, rec, dask_client, mon, timeout):
+    """Call the workload, timing it into ``rec``; return its metrics (raises what it raises)."""
+    if mon is not None:
+        mon.start()
+    try:
+        metrics, rec.time = _call(spec.fn, (inputs, rec.engine, dask_client), timeout, dask_client)
+    finally:
+        if mon is not None:
+            mon.stop()
+    if not isinstance(metrics, dict):
+        raise WorkloadError(
+            f"workload {spec.name!r} returned {type(metrics).__name__}; it must return a "
+            "dict of metrics (optionally with 'train_time')."
+        )
+    return dict(metrics)
+
+
+def run_once(
+    spec, inputs, engine, client, ctx, *, interval=None, monitor=True, timeout=None
+) -> tuple[RunRecord, pd.DataFrame | None]:
+    """Run workload ``spec`` once on ``engine``; return ``(RunRecord, samples or None)``.
+
+    ``client`` is the comparison's client (it also names the workers for the monitor); the
+    workload gets it only on the dask engine, and it is the current client meanwhile, so code
+    that resolves its client late (``distributed.get_client()``) finds it.
+    """
+    rec = RunRecord(spec.name, engine)
+    dask_client = client if engine == "dask" else None
+    mon = ResourceMonitor(interval=interval, client=client) if monitor else None
+    watch = WorkerWatch(dask_client) if dask_client is not None else None
+    current = dask_client.as_current() if dask_client is not None else contextlib.nullcontext()
+    metrics = {}
+    rec.start = time.time()
+    try:
+        with using(ctx), limited(engine, ctx.n_threads), current:
+            metrics = _timed_call(spec, inputs, rec, dask_client, mon, timeout)
+    except (Unavailable, OptionalDependencyError) as exc:
+        rec.status, rec.error = "unavailable", str(exc)
+    except _RunTimeout as exc:
+        rec.status, rec.error = "timeout", str(exc)
+    except Exception as exc:
+        logger.info("workload %s on %s failed:\n%s", spec.name, engine, traceback.format_exc())
+        rec.status, rec.error = "error", f"{type(exc).__name__}: {exc}"
+    rec.end = time.time()
+    if rec.status != "ok":
+        rec.time, metrics = math.nan, {}
+    _record_metrics(rec, metrics, spec)
+    if watch is not None:
+        _record_lost_workers(rec, watch)
+    if mon is None or rec.status == "unavailable":
+        return rec, None
+    _record_monitor(rec, mon)
+    return rec, mon.samples

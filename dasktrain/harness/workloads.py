@@ -1,0 +1,365 @@
+"""The built-in comparison workloads, the :class:`Workload` record and the run's context.
+
+A workload is one step of the image pipeline run on one engine: ``read``, ``features``,
+``kmeans``, ``xgboost``, ``logreg``, ``naive_bayes``, ``mlp_cv`` and ``ddp_cnn``. Each takes
+the shared :class:`~dasktrain.harness.inputs.Inputs`, the engine and the client, and returns a
+dict of metrics; ``train_time`` is the wall time of the training step alone (data loading is not
+training, as in MLPerf), while :func:`~dasktrain.compare` times the whole step around it. The
+dask engine pays for moving its input onto the cluster inside the whole-step time.
+
+Each workload imports the part of dasktrain it runs when it runs (so that naming the harness
+does not import scikit-learn, xgboost or torch); a missing optional package raises
+:class:`~dasktrain.exceptions.OptionalDependencyError`, which the runner reports as an
+``unavailable`` row. It is never faked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from .._validation import is_dask_collection
+from ..exceptions import Unavailable, WorkloadError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "BUILTIN",
+    "Unavailable",
+    "Workload",
+    "RunContext",
+    "resolve_workloads",
+    "current",
+]
+
+
+@dataclasses.dataclass
+class RunContext:
+    """What a workload needs to know about the run it is in (see :func:`current`).
+
+    ``n_threads`` is the number of cores both engines may use (the dask cluster's total worker
+    threads), which the local engine is limited to for a fair comparison.
+    """
+
+    n_threads: int = 1
+    seed: int = 0
+    options: dict = dataclasses.field(default_factory=dict)
+
+
+# No shared default instance: a RunContext holds a mutable options dict.
+_CURRENT = contextvars.ContextVar("dasktrain_workload_context", default=None)
+
+
+def current() -> RunContext:
+    """The :class:`RunContext` of the run in progress (defaults outside a comparison)."""
+    ctx = _CURRENT.get()
+    return RunContext() if ctx is None else ctx
+
+
+@contextlib.contextmanager
+def using(ctx: RunContext) -> Iterator[RunContext]:
+    """Make ``ctx`` what :func:`current` returns inside the ``with`` block."""
+    token = _CURRENT.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _CURRENT.reset(token)
+
+
+def _opt(name, default):
+    return current().options.get(name, default)
+
+
+# ---------------------------------------------------------------------------------------
+# Engine plumbing
+# ---------------------------------------------------------------------------------------
+def _to_cluster(client, *arrays):
+    """Put numpy arrays on the cluster as persisted dask arrays, one chunk per worker thread."""
+    import dask.array as da
+    from distributed import wait
+
+    n = max(1, current().n_threads)
+    out = []
+    for a in arrays:
+        a = np.asarray(a)
+        rows = max(1, math.ceil(len(a) / n))
+        out.append(da.from_array(a, chunks=(rows, *a.shape[1:])))
+    out = client.persist(out)
+    wait(out)
+    return out
+
+
+def _result(client, x):
+    """A numpy result from a numpy or dask value (computed on ``client``)."""
+    if is_dask_collection(x):
+        x = client.compute(x).result() if client is not None else x.compute()
+    return np.asarray(x)
+
+
+# ---------------------------------------------------------------------------------------
+# The built-in workloads
+# ---------------------------------------------------------------------------------------
+def w_read(inputs, engine, client) -> dict:
+    """Decode and resize the image folder (the dask engine persists it on the cluster)."""
+    from ..images import read_images
+
+    path = inputs.path
+    t0 = time.perf_counter()
+    iset = read_images(path, size=_opt("image_size", 64), color="gray", engine=engine)
+    if engine == "dask":
+        from distributed import wait
+
+        wait(client.persist(iset.X))
+    else:
+        np.asarray(iset.X)
+    return {
+        "train_time": math.nan,
+        "images": float(len(iset.y)),
+        "read_time": time.perf_counter() - t0,
+    }
+
+
+def w_features(inputs, engine, client) -> dict:
+    """CNN features of the decoded images."""
+    from ..features import CNNFeatures
+
+    X, _, _ = inputs.images
+    if engine == "dask":
+        (X,) = _to_cluster(client, X)
+    ext = CNNFeatures(
+        _opt("backbone", "smallcnn"),
+        engine=engine,
+        seed=current().seed,
+        batch_size=_opt("batch_size", 64),
+        n_threads=current().n_threads if engine == "local" else None,
+    )
+    t0 = time.perf_counter()
+    F = _result(client, ext.fit(X).transform(X))
+    return {"train_time": time.perf_counter() - t0, "n_features": float(F.shape[1])}
+
+
+def w_kmeans(inputs, engine, client) -> dict:
+    """KMeans with k = the number of classes, scored against the labels."""
+    from .. import metrics
+    from ..models import KMeans
+
+    F, y = inputs.features
+    k = int(len(np.unique(y)))
+    Xe = _to_cluster(client, F)[0] if engine == "dask" else F
+    km = KMeans(k, engine=engine, random_state=current().seed, client=client)
+    t0 = time.perf_counter()
+    km.fit(Xe)
+    train = time.perf_counter() - t0
+    labels = _result(client, km.labels_)
+    return {
+        "train_time": train,
+        "silhouette": float(metrics.silhouette_score(F, labels, sample_size=min(len(F), 2000))),
+        "davies_bouldin": float(metrics.davies_bouldin_score(F, labels)),
+        "adjusted_rand": float(metrics.adjusted_rand_score(y, labels)),
+    }
+
+
+def _classify(inputs, engine, client, est):
+    """Fit ``est`` on the feature split and score it on the held-out part."""
+    from .. import metrics
+
+    Ftr, Fte, ytr, yte = inputs.split
+    if engine == "dask":
+        Xtr, ytr_e, Xte = _to_cluster(client, Ftr, ytr, Fte)
+    else:
+        Xtr, ytr_e, Xte = Ftr, ytr, Fte
+    t0 = time.perf_counter()
+    est.fit(Xtr, ytr_e)
+    train = time.perf_counter() - t0
+    pred = _result(client, est.predict(Xte))
+    out = {"train_time": train, "accuracy": float(metrics.accuracy_score(yte, pred))}
+    if len(np.unique(ytr)) == 2 and len(np.unique(yte)) == 2:  # ROC AUC needs both classes
+        proba = _result(client, est.predict_proba(Xte))[:, 1]
+        out["roc_auc"] = float(metrics.roc_auc_score(yte, proba))
+    return out
+
+
+def w_xgboost(inputs, engine, client) -> dict:
+    """Gradient-boosted trees (``xgboost.dask`` on the dask engine)."""
+    from ..models import XGBClassifier
+
+    est = XGBClassifier(
+        n_estimators=_opt("n_estimators", 50),
+        max_depth=4,
+        learning_rate=0.3,
+        engine=engine,
+        n_jobs=current().n_threads if engine == "local" else None,
+        random_state=current().seed,
+        client=client if engine == "dask" else None,
+    )
+    return _classify(inputs, engine, client, est)
+
+
+def w_logreg(inputs, engine, client) -> dict:
+    """Logistic regression."""
+    from ..models import LogisticRegression
+
+    return _classify(inputs, engine, client, LogisticRegression(engine=engine, max_iter=200))
+
+
+def w_naive_bayes(inputs, engine, client) -> dict:
+    """Gaussian naive Bayes."""
+    from ..models import GaussianNB
+
+    return _classify(inputs, engine, client, GaussianNB(engine=engine))
+
+
+def w_mlp_cv(inputs, engine, client) -> dict:
+    """Cross-validated MLP: the folds are what is distributed."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from ..models import MLPClassifier, cross_validate
+
+    F, y = inputs.features
+    # Each fold's MLP trains in one process on either engine.
+    mlp = MLPClassifier(
+        (64,), max_iter=_opt("mlp_max_iter", 200), random_state=current().seed, engine="local"
+    )
+    # CNN features have very different scales per channel; an MLP (unlike trees) needs them
+    # standardised or it stays at chance. The scaler is fitted inside each fold.
+    est = make_pipeline(StandardScaler(), mlp)
+    kw = {"cv": _opt("cv", 3), "scoring": "accuracy", "engine": engine}
+    if engine == "dask":
+        kw["client"] = client
+    t0 = time.perf_counter()
+    res = cross_validate(est, F, y, **kw)
+    train = time.perf_counter() - t0
+    return {"train_time": train, "accuracy": float(np.mean(res["test_score"]))}
+
+
+def w_ddp_cnn(inputs, engine, client) -> dict:
+    """A small CNN trained with DistributedDataParallel (one process with the local engine)."""
+    from .. import ddp
+    from ..ddp.recipes import train_classifier
+
+    Xtr, Xte, ytr, yte = inputs.image_split
+    kw = {
+        "X_val": Xte,
+        "y_val": yte,
+        "model": _opt("ddp_model", "smallcnn"),
+        "epochs": _opt("epochs", 2),
+        "batch_size": _opt("ddp_batch_size", 32),
+        "seed": current().seed,
+    }
+    if engine == "dask":
+        result = ddp.run(train_classifier, Xtr, ytr, client=client, **kw)
+    else:
+        result = ddp.run_local(train_classifier, Xtr, ytr, **kw)
+    out = result[0]  # {rank: value}: rank 0 reports for the job
+    hist = out.get("history") or [{}]
+    res = {"train_time": float(out.get("train_time", math.nan))}
+    if "accuracy" in hist[-1]:
+        res["accuracy"] = float(hist[-1]["accuracy"])
+    if "samples_per_s" in out:
+        res["samples_per_s"] = float(out["samples_per_s"])
+    return res
+
+
+# ---------------------------------------------------------------------------------------
+# Workload records
+# ---------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    """A named workload: ``fn(inputs, engine, client) -> dict`` and its quality metric.
+
+    ``metric=None`` takes the first metric the function returns; ``False`` means none.
+
+    ``higher_is_better`` tells the report which way the quality metric points
+    (Davies-Bouldin is lower-is-better; silhouette and accuracy are higher-is-better).
+    """
+
+    name: str
+    fn: Callable
+    metric: str | bool | None = None
+    higher_is_better: bool = True
+    builtin: bool = True
+    #: Inputs attributes to prepare before any timed run (see ``Inputs.prepare``).
+    needs: tuple = ()
+
+
+BUILTIN = {
+    w.name: w
+    for w in [
+        # Reading and feature extraction have no quality metric of their own (False: none).
+        Workload("read", w_read, False, needs=("path",)),
+        Workload("features", w_features, False, needs=("images",)),
+        Workload("kmeans", w_kmeans, "silhouette", needs=("features",)),
+        Workload("xgboost", w_xgboost, "accuracy", needs=("split",)),
+        Workload("logreg", w_logreg, "accuracy", needs=("split",)),
+        Workload("naive_bayes", w_naive_bayes, "accuracy", needs=("split",)),
+        Workload("mlp_cv", w_mlp_cv, "accuracy", needs=("features",)),
+        Workload("ddp_cnn", w_ddp_cnn, "accuracy", needs=("image_split",)),
+    ]
+}
+
+
+def _user(fn):
+    """A user's callable ``fn(data, engine, client) -> dict`` as a :class:`Workload`."""
+    name = getattr(fn, "__name__", None) or type(fn).__name__
+    if name == "<lambda>":
+        name = f"lambda@{id(fn):x}"
+
+    def call(inputs, engine, client):
+        return fn(inputs.for_user(), engine, client)
+
+    return Workload(
+        name, call, metric=getattr(fn, "metric", None), builtin=False, needs=("for_user",)
+    )
+
+
+def _one(w):
+    if isinstance(w, Workload):
+        return [w]
+    if isinstance(w, str):
+        if w == "all":
+            return list(BUILTIN.values())
+        if w not in BUILTIN:
+            raise WorkloadError(
+                f"unknown workload {w!r}; use one of {', '.join(map(repr, BUILTIN))}, 'all', "
+                "or a callable (data, engine, client) -> dict of metrics."
+            )
+        return [BUILTIN[w]]
+    if callable(w):
+        return [_user(w)]
+    raise WorkloadError(
+        f"workload {w!r} is neither a known name nor a callable (data, engine, client)."
+    )
+
+
+def resolve_workloads(workloads) -> list[Workload]:
+    """Turn names, callables or a mix (or ``"all"``) into a list of :class:`Workload`.
+
+    Raises
+    ------
+    WorkloadError
+        For an unknown name (the message lists the known ones), an empty list or a duplicate.
+    """
+    if isinstance(workloads, (str, Workload)) or callable(workloads):
+        workloads = [workloads]
+    try:
+        items = list(workloads)
+    except TypeError:
+        raise WorkloadError(
+            f"workloads={workloads!r} must be a name, a callable or a list of them."
+        ) from None
+    out = [spec for w in items for spec in _one(w)]
+    if not out:
+        raise WorkloadError("workloads is empty; name at least one workload.")
+    names = [w.name for w in out]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise WorkloadError(f"workload(s) {dup!r} given twice; each name must be unique.")
+    return out
