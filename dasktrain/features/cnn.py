@@ -14,6 +14,7 @@ import numpy as np
 
 from .._cache import get_or_build
 from .._compat import import_optional
+from .._dask import current_worker_threads
 from ..exceptions import ValidationError, WeightsError
 from . import _backbones
 from ._base import (
@@ -22,7 +23,6 @@ from ._base import (
     as_channels,
     check_finite_block,
     check_n_threads,
-    worker_threads,
 )
 
 logger = logging.getLogger(__name__)
@@ -207,7 +207,7 @@ def cnn_block(block, *, spec, pool, batch_size, normalize, n_threads=None):
         return np.empty((0, d), np.float32)
     check_finite_block(block)
     model, device = get_or_build(spec, lambda: build_model(spec))
-    threads = n_threads or worker_threads() or check_n_threads(None)
+    threads = n_threads or current_worker_threads() or check_n_threads(None)
     # Resizing torch's pool is not free: only touch it when it differs. In a worker the
     # setting stays (it is the worker's); the local engine restores the caller's afterwards.
     if torch.get_num_threads() != threads:

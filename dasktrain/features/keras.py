@@ -17,13 +17,13 @@ import numpy as np
 
 from .._cache import get_or_build
 from .._compat import import_optional
+from .._dask import current_worker_threads
 from ..exceptions import ValidationError, WeightsError
 from ._base import (
     BaseImageFeatures,
     as_channels,
     check_finite_block,
     check_n_threads,
-    worker_threads,
 )
 
 logger = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ def keras_block(block, *, spec, batch_size, normalize, n_threads=None):
     if len(block) == 0:
         return np.empty((0, d), np.float32)
     check_finite_block(block)
-    threads = n_threads or worker_threads() or check_n_threads(None)
+    threads = n_threads or current_worker_threads() or check_n_threads(None)
     model = get_or_build(spec, lambda: build_keras_model(spec, threads))
     x = as_channels(block, 3)
     if normalize:
