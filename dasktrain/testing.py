@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import is_dask_collection
+from ._dask import compute_if_dask
 
 __all__ = ["to_numpy", "assert_engines_equal", "make_blobs"]
 
 
 def to_numpy(x):
     """Compute a dask collection (or pass a numpy array) and return a numpy array."""
-    if is_dask_collection(x):
-        x = x.compute()
-    return np.asarray(x)
+    return np.asarray(compute_if_dask(x))
 
 
 def assert_engines_equal(local, dask, *, atol=0.0, rtol=0.0, err_msg=""):

@@ -1,7 +1,10 @@
 """CNN backbones defined here (no torchvision dependency), with torchvision's state-dict keys.
 
+Each backbone is one :class:`Backbone` record in a named registry (:func:`get_backbone`):
+feature length, smallest input, head keys, ImageNet file and downsampling live together.
+
 ``build(name)`` returns the convolutional *trunk*: a module whose ``forward`` returns feature
-maps of shape ``(n, feature_dim(name), h', w')``; pooling to one vector per image is the
+maps of shape ``(n, feature_dim, h', w')``; pooling to one vector per image is the
 caller's choice (:class:`~dasktrain.features.CNNFeatures` does it). ``build(name,
 num_classes=k)`` adds torchvision's classification head (global pooling + ``classifier`` /
 ``fc``) and returns logits of shape ``(n, k)``, ready to train.
@@ -18,6 +21,7 @@ module is cheap; the ``nn.Module`` classes are created on first use.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 
@@ -26,73 +30,94 @@ from ..exceptions import ValidationError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BACKBONES", "build", "feature_dim", "feature_map_size", "min_size", "head_prefixes"]
+__all__ = ["Backbone", "BACKBONES", "get_backbone", "build"]
 
-BACKBONES = ("vgg19", "resnet18", "resnet34", "smallcnn")
 
-# Channels of the trunk's last feature map (the length of a pooled feature vector).
-_FEATURE_DIM = {"vgg19": 512, "resnet18": 512, "resnet34": 512, "smallcnn": 64}
+@dataclasses.dataclass(frozen=True)
+class Backbone:
+    """One torch trunk dasktrain defines: everything the extractor, the loaders and
+    :func:`build` need to know about it, in one record.
 
-# Smallest input side the trunk accepts: VGG19 halves the image five times; ResNet downsamples
-# by 32 overall; smallcnn halves it three times (stride-2 convs).
-_MIN_SIZE = {"vgg19": 32, "resnet18": 32, "resnet34": 32, "smallcnn": 8}
+    Attributes
+    ----------
+    name : str
+    family : {"vgg", "resnet", "smallcnn"}
+        Which module class builds it.
+    feature_dim : int
+        Channels of the trunk's last feature map (the length of a pooled feature vector).
+    min_size : int
+        Smallest input side the trunk accepts.
+    head_prefixes : tuple of str
+        State-dict prefixes of the classification head (not part of the trunk).
+    imagenet_file : str or None
+        torchvision's ImageNet checkpoint in the torch hub cache (None: there is none).
+    halvings : int
+        How many times the trunk halves the image side on the way to its last map.
+    rounds_up : bool
+        Whether a halving rounds up (stride-2 convs with padding) or down (2x2 max pools).
+    layers : tuple of int
+        ResNet: basic blocks per stage.
+    """
 
-# State-dict prefixes that belong to the classification head (not part of the trunk).
-_HEAD_PREFIXES = {
-    "vgg19": ("classifier.",),
-    "resnet18": ("fc.",),
-    "resnet34": ("fc.",),
-    "smallcnn": ("fc.",),
+    name: str
+    family: str
+    feature_dim: int
+    min_size: int
+    head_prefixes: tuple
+    imagenet_file: str | None
+    halvings: int
+    rounds_up: bool
+    layers: tuple = ()
+
+    def feature_map_size(self, height, width):
+        """Spatial size ``(h', w')`` of the last feature map for an image of that size.
+
+        VGG19 halves the size five times with 2x2 max pools (rounding down); the ResNets'
+        stride-2 stem conv, max pool and three stride-2 stages, and smallcnn's three stride-2
+        convs, each map a side ``s`` to ``(s - 1) // 2 + 1`` (padding keeps the rounding up).
+        """
+        for _ in range(self.halvings):
+            if self.rounds_up:
+                height, width = (height - 1) // 2 + 1, (width - 1) // 2 + 1
+            else:
+                height, width = height // 2, width // 2
+        return height, width
+
+
+# VGG19 halves the image five times; ResNet downsamples by 32 overall; smallcnn halves it three
+# times (stride-2 convs).
+_REGISTRY = {
+    b.name: b
+    for b in (
+        Backbone("vgg19", "vgg", 512, 32, ("classifier.",), "vgg19-dcbb9e9d.pth", 5, False),
+        Backbone(
+            "resnet18", "resnet", 512, 32, ("fc.",), "resnet18-f37072fd.pth", 5, True, (2, 2, 2, 2)
+        ),
+        Backbone(
+            "resnet34", "resnet", 512, 32, ("fc.",), "resnet34-b627a593.pth", 5, True, (3, 4, 6, 3)
+        ),
+        Backbone("smallcnn", "smallcnn", 64, 8, ("fc.",), None, 3, True),
+    )
 }
+
+#: Names of the torch backbones, in the order the docs list them.
+BACKBONES = tuple(_REGISTRY)
 
 # torchvision's VGG "E" configuration (vgg19): numbers are conv widths, "M" a 2x2 max pool.
 _VGG19_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
               512, 512, 512, 512, "M", 512, 512, 512, 512, "M")  # fmt: skip
-_RESNET_LAYERS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 _SMALLCNN_WIDTHS = (16, 32, 64)
 _SMALLCNN_GROUPS = 8  # channels per group: 2, 4, 8
 
 
-def check_backbone(name):
-    """Return ``name`` if it is a known backbone; raise naming the valid ones otherwise."""
-    if not isinstance(name, str) or name not in BACKBONES:
+def get_backbone(name):
+    """The :class:`Backbone` called ``name``; raise naming the valid ones otherwise."""
+    if not isinstance(name, str) or name not in _REGISTRY:
         raise ValidationError(
             f"backbone={name!r} is not a known backbone; use one of "
             f"{', '.join(map(repr, BACKBONES))}."
         )
-    return name
-
-
-def feature_dim(name):
-    """Length of the pooled feature vector of backbone ``name`` (channels of its last map)."""
-    return _FEATURE_DIM[check_backbone(name)]
-
-
-def feature_map_size(name, height, width):
-    """Spatial size ``(h', w')`` of the last feature map of ``name`` for an image of that size.
-
-    VGG19 halves the size five times with 2x2 max pools (rounding down); the ResNets'
-    stride-2 stem conv, max pool and three stride-2 stages, and smallcnn's three stride-2
-    convs, each map a side ``s`` to ``(s - 1) // 2 + 1`` (padding keeps the rounding up).
-    """
-    check_backbone(name)
-    if name == "vgg19":
-        step, times = (lambda s: s // 2), 5
-    else:
-        step, times = (lambda s: (s - 1) // 2 + 1), (5 if name in _RESNET_LAYERS else 3)
-    for _ in range(times):
-        height, width = step(height), step(width)
-    return height, width
-
-
-def min_size(name):
-    """Smallest image height/width (pixels) backbone ``name`` accepts."""
-    return _MIN_SIZE[check_backbone(name)]
-
-
-def head_prefixes(name):
-    """State-dict key prefixes of the classification head of ``name`` (absent from the trunk)."""
-    return _HEAD_PREFIXES[check_backbone(name)]
+    return _REGISTRY[name]
 
 
 @functools.lru_cache(maxsize=1)
@@ -250,8 +275,8 @@ def build(name, *, num_classes=None, in_channels=3, seed=0):
         Backbone architecture (see :data:`BACKBONES`).
     num_classes : int, optional
         None (default) builds the trunk, whose ``forward`` returns feature maps of shape
-        ``(n, feature_dim(name), h', w')``. An integer adds torchvision's classification head
-        and ``forward`` returns logits of shape ``(n, num_classes)``.
+        ``(n, get_backbone(name).feature_dim, h', w')``. An integer adds torchvision's
+        classification head and ``forward`` returns logits of shape ``(n, num_classes)``.
     in_channels : int, default 3
         Channels of the input images. Anything but 3 changes the first conv's weight shape, so
         torchvision checkpoints no longer fit.
@@ -271,7 +296,7 @@ def build(name, *, num_classes=None, in_channels=3, seed=0):
     """
     from .._validation import check_positive_int
 
-    check_backbone(name)
+    backbone = get_backbone(name)
     in_channels = check_positive_int(in_channels, "in_channels")
     if num_classes is not None:
         num_classes = check_positive_int(num_classes, "num_classes")
@@ -280,11 +305,11 @@ def build(name, *, num_classes=None, in_channels=3, seed=0):
     # fork_rng: seed the weights without changing the caller's global RNG stream.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        if name == "vgg19":
+        if backbone.family == "vgg":
             model = classes["VGG"](in_channels=in_channels, num_classes=num_classes)
-        elif name in _RESNET_LAYERS:
+        elif backbone.family == "resnet":
             model = classes["ResNet"](
-                _RESNET_LAYERS[name], in_channels=in_channels, num_classes=num_classes
+                backbone.layers, in_channels=in_channels, num_classes=num_classes
             )
         else:
             model = classes["SmallCNN"](in_channels=in_channels, num_classes=num_classes)

@@ -46,11 +46,6 @@ from ..exceptions import ValidationError
 logger = logging.getLogger(__name__)
 
 
-#: pooling and input-normalisation choices of the network extractors (torch and Keras)
-POOLS = ("avg", "max")
-NORMALIZE = ("auto", "imagenet", "none")
-
-
 def unpack_images(X):
     """The image array of ``X``: ``X.X`` for an ImageSet-like object (``.X``, ``.y``,
     ``.classes``), else ``X`` itself."""
@@ -141,21 +136,6 @@ class BaseImageFeatures(TransformerMixin, BaseEstimator):
 
     #: images per task-free local step (the CNN extractors use their ``batch_size``)
     _local_step = 256
-
-    # -- shared checks -------------------------------------------------------------------------
-    def _validate_network_params(self, pools=POOLS):
-        """The checks every network extractor (torch or Keras) shares."""
-        from .._validation import check_engine, check_positive_int
-
-        if self.pool not in pools:
-            raise ValidationError(f"pool={self.pool!r} must be one of {pools!r}.")
-        if self.normalize not in NORMALIZE:
-            raise ValidationError(f"normalize={self.normalize!r} must be one of {NORMALIZE!r}.")
-        check_positive_int(self.batch_size, "batch_size")
-        check_positive_int(self.seed, "seed", minimum=0)
-        check_engine(self.engine)
-        check_n_threads(self.n_threads)
-        check_bool(self.progress, "progress")
 
     # -- hooks ---------------------------------------------------------------------------------
     def _validate(self):  # pragma: no cover - abstract

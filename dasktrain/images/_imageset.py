@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._dask import gather_rows
+from .._dask import compute_if_dask, gather_rows
 from .._validation import is_dask_collection
 from ..exceptions import ValidationError
 
@@ -41,7 +41,7 @@ class ImageSet:
         # Labels are known on the driver for both engines (they come from the listing), so
         # counts, repr and splits never compute anything; read_images passes them along.
         if _labels is None:
-            _labels = y.compute() if is_dask_collection(y) else y
+            _labels = compute_if_dask(y)
         self._labels = np.asarray(_labels, dtype=np.int64)
 
     def __len__(self):

@@ -12,7 +12,7 @@ from collections import Counter
 
 import numpy as np
 
-from .._validation import is_dask_collection
+from .._dask import compute_if_dask
 from ..exceptions import DatasetLayoutError, ValidationError
 from ._errors import MAX_NAMED, reason, unlisted_error
 
@@ -157,11 +157,9 @@ def pairs_from_input(path):
                 f"the DataFrame has columns {list(columns)!r} but needs 'path' and 'label' "
                 f"(missing: {sorted(missing)!r}); rename them with df.rename(columns=...)."
             )
-        frame = path[["path", "label"]]
-        if is_dask_collection(frame):
-            # The listing is small (two columns of names): bring it to the driver so the number
-            # of images, and so the chunk sizes, are known.
-            frame = frame.compute()
+        # The listing is small (two columns of names): a dask DataFrame is brought to the
+        # driver so the number of images, and so the chunk sizes, are known.
+        frame = compute_if_dask(path[["path", "label"]])
         pairs = list(zip(frame["path"].tolist(), frame["label"].tolist()))
     else:
         try:
