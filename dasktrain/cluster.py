@@ -90,7 +90,7 @@ def connect(
     dashboard_address=None,
     security=None,
     timeout=None,
-):
+) -> Client:
     """Return a Dask client: pass one through, connect to a scheduler, or start a local cluster.
 
     Parameters

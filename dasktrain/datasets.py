@@ -214,7 +214,7 @@ def make_xray_like(
     frac_16bit=0.2,
     noise=0.04,
     n_jobs=None,
-):
+) -> pathlib.Path:
     """Write a synthetic chest-X-ray-like data set in the Kaggle ``chest_xray`` layout.
 
     Each image shows a body outline, two dark lung fields, ribs, the spine and the heart, with
@@ -294,7 +294,7 @@ def make_xray_like(
     return root
 
 
-def digits_folder(path, *, n_per_class=None, fmt="png"):
+def digits_folder(path, *, n_per_class=None, fmt="png") -> pathlib.Path:
     """Write scikit-learn's bundled digits (8x8, 10 classes) as image files in class folders.
 
     Parameters

@@ -17,9 +17,13 @@ import logging
 import os
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from ..exceptions import DDPError, ValidationError
 from . import _env
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +85,7 @@ def _default_device():
     return torch.device("cpu")
 
 
-def rank_info():
+def rank_info() -> RankInfo:
     """Return this process's place in the job.
 
     Returns
@@ -130,7 +134,7 @@ def _group_active():
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def report(**metrics):
+def report(**metrics) -> None:
     """Send metrics (numbers, short strings) from ``train_fn`` to the client while the job runs.
 
     Every rank may report; each record carries ``rank`` and ``time``. The client logs the
@@ -183,12 +187,12 @@ def _format(record):
     )
 
 
-def unwrap_model(model):
+def unwrap_model(model) -> torch.nn.Module:
     """Return the module inside a DistributedDataParallel wrapper (or ``model`` itself)."""
     return getattr(model, "module", model)
 
 
-def prepare_model(model, **ddp_kwargs):
+def prepare_model(model, **ddp_kwargs) -> torch.nn.Module:
     """Move ``model`` to this rank's device and wrap it in DistributedDataParallel.
 
     With world size 1 (the local twin, or a one-rank job) the model is only moved to the
@@ -221,7 +225,7 @@ def prepare_model(model, **ddp_kwargs):
     return torch.nn.parallel.DistributedDataParallel(model, **ddp_kwargs)
 
 
-def batch_sizes(batch_size, world_size, batch_scaling="global"):
+def batch_sizes(batch_size, world_size, batch_scaling="global") -> tuple[int, int, float]:
     """Per-rank batch, global batch and learning-rate factor for a batch-scaling policy.
 
     ``"global"`` divides ``batch_size`` across the ranks so that one optimiser step sees the
@@ -292,7 +296,7 @@ _EPOCH_LOADER = None
 
 def prepare_loader(
     dataset, batch_size, *, batch_scaling="global", shuffle=True, seed=0, **loader_kwargs
-):
+) -> torch.utils.data.DataLoader:
     """A DataLoader that gives this rank its share of ``dataset``.
 
     Uses :class:`torch.utils.data.DistributedSampler` on every engine (with one replica under
@@ -347,7 +351,7 @@ def prepare_loader(
     return loader
 
 
-def make_checkpoint_dir(checkpoint_dir):
+def make_checkpoint_dir(checkpoint_dir) -> str | None:
     """``checkpoint_dir`` as an absolute folder, created; None stays None (checkpoints off)."""
     if checkpoint_dir is None:
         return None
@@ -356,13 +360,13 @@ def make_checkpoint_dir(checkpoint_dir):
     return checkpoint_dir
 
 
-def checkpoint_path():
+def checkpoint_path() -> str | None:
     """Path of this job's checkpoint file, or ``None`` when no ``checkpoint_dir`` was given."""
     directory = rank_info().checkpoint_dir
     return None if directory is None else os.path.join(directory, CHECKPOINT_NAME)
 
 
-def save_checkpoint(state):
+def save_checkpoint(state) -> str | None:
     """Save ``state`` (a dict of tensors, numbers, lists) as the job's checkpoint.
 
     Rank 0 writes with :func:`torch.save` to a temporary file and renames it over the old
@@ -395,7 +399,7 @@ def save_checkpoint(state):
     return path
 
 
-def load_checkpoint():
+def load_checkpoint() -> dict | None:
     """Load the job's last checkpoint, or return ``None`` when there is none yet.
 
     Every rank reads the file (with ``torch.load(..., weights_only=True)``, so only tensors

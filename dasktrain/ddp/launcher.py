@@ -95,7 +95,7 @@ def run(
     env=None,
     port_range=None,
     **kwargs,
-):
+) -> DDPResult:
     """Run ``train_fn(*args, **kwargs)`` as a DistributedDataParallel job on Dask workers.
 
     One rank process per selected worker is started for the job, so training does not run in

@@ -9,7 +9,7 @@ from ._records import DDPResult, RankStatus
 __all__ = ["run_local"]
 
 
-def run_local(train_fn, *args, checkpoint_dir=None, **kwargs):
+def run_local(train_fn, *args, checkpoint_dir=None, **kwargs) -> DDPResult:
     """Run ``train_fn(*args, **kwargs)`` in this process with world size 1: the local twin.
 
     The same function :func:`run` distributes runs here unchanged, with no Dask and no process

@@ -125,7 +125,7 @@ def train_classifier(
     seed=0,
     batch_scaling="global",
     hidden=64,
-):
+) -> dict:
     """Train a classifier with Adam and cross-entropy; works under ``run`` and ``run_local``.
 
     Parameters

@@ -28,6 +28,7 @@ import functools
 import logging
 import math
 import numbers
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -42,6 +43,9 @@ from .._dask import (
 )
 from .._validation import check_array, check_engine, is_dask_collection
 from ..exceptions import ValidationError
+
+if TYPE_CHECKING:
+    from .._typing import Array, Self
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +164,7 @@ class BaseImageFeatures(TransformerMixin, BaseEstimator):
         tags.input_tags.three_d_array = True
         return tags
 
-    def fit(self, X=None, y=None):
+    def fit(self, X=None, y=None) -> Self:
         """Validate the parameters (and the image shape of ``X`` if given); nothing is learned.
 
         ``X`` is never computed: a dask array is only checked for its shape and dtype.
@@ -176,7 +180,7 @@ class BaseImageFeatures(TransformerMixin, BaseEstimator):
             self.n_features_out_ = self._n_features(tuple(X.shape))
         return self
 
-    def transform(self, X, *, client=None):
+    def transform(self, X, *, client=None) -> Array:
         """Turn images into feature vectors.
 
         Parameters
@@ -220,7 +224,7 @@ class BaseImageFeatures(TransformerMixin, BaseEstimator):
             return self._transform_dask_lazy(fn, X, kwargs, n_out, client)
         return self._transform_dask_eager(fn, X, kwargs, n_out, client)
 
-    def get_feature_names_out(self, input_features=None):
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
         """Names ``<class>0 ... <class>{d-1}`` (needs ``fit(X)`` to know d)."""
         from sklearn.utils.validation import check_is_fitted
 

@@ -213,7 +213,7 @@ def _write_store(folder, X, y, classes):
     )
 
 
-def save_features(path, X, y=None, classes=None, *, overwrite=False):
+def save_features(path, X, y=None, classes=None, *, overwrite=False) -> str:
     """Write features ``X`` (and labels ``y``, class names ``classes``) to a zarr store.
 
     Parameters
@@ -274,7 +274,7 @@ def save_features(path, X, y=None, classes=None, *, overwrite=False):
     return path
 
 
-def load_features(path, *, engine="local"):
+def load_features(path, *, engine="local") -> tuple:
     """Read features written by :func:`save_features`.
 
     Parameters

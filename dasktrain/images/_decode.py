@@ -74,7 +74,7 @@ def _open_regular(path):
         raise
 
 
-def probe_image(path):
+def probe_image(path) -> tuple[str, str, tuple[int, int]]:
     """Return ``(format, mode, (width, height))`` from the file header, without decoding pixels.
 
     Raises
@@ -101,7 +101,7 @@ def probe_all(paths):
     return info, bad
 
 
-def decode_image(path, size=(128, 128), color="gray"):
+def decode_image(path, size=(128, 128), color="gray") -> np.ndarray:
     """Decode one image file into a float32 array of shape ``(height, width, channels)``.
 
     The one decode function both engines use, so their arrays are identical bit for bit.

@@ -44,10 +44,10 @@ class ImageSet:
             _labels = compute_if_dask(y)
         self._labels = np.asarray(_labels, dtype=np.int64)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.paths)
 
-    def counts(self):
+    def counts(self) -> dict[str, int]:
         """Images per class, as ``{class_name: count}`` in class order."""
         n = np.bincount(self._labels, minlength=len(self.classes))
         return {c: int(k) for c, k in zip(self.classes, n)}
@@ -64,7 +64,9 @@ class ImageSet:
             _labels=self._labels if labels is None else labels,
         )
 
-    def train_test_split(self, test_size=0.25, *, stratify=True, seed=0):
+    def train_test_split(
+        self, test_size=0.25, *, stratify=True, seed=0
+    ) -> tuple[ImageSet, ImageSet]:
         """Split into a train and a test set (rows keep their original order in each).
 
         Parameters
@@ -102,7 +104,7 @@ class ImageSet:
         paths = [self.paths[i] for i in rows]
         return self._replace(self.X[rows], self.y[rows], paths, self._labels[rows])
 
-    def to_numpy(self, *, client=None):
+    def to_numpy(self, *, client=None) -> ImageSet:
         """Return a local copy: ``X`` and ``y`` as numpy arrays (computes a dask set).
 
         Parameters
@@ -115,7 +117,7 @@ class ImageSet:
         X, y = gather_rows([self.X, self.y], client)
         return self._replace(X, y, self.paths)
 
-    def persist(self, *, client=None):
+    def persist(self, *, client=None) -> ImageSet:
         """Decode a dask set into (cluster) memory and return it, still a dask set.
 
         A local set is already in memory and is returned unchanged.

@@ -51,7 +51,7 @@ def _is_image_name(name):
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def list_images(path):
+def list_images(path) -> tuple[list[str], list[str]]:
     """List the image files under a class-per-directory folder.
 
     Parameters

@@ -83,7 +83,7 @@ def read_images(
     errors="raise",
     classes=None,
     files_on="client",
-):
+) -> ImageSet:
     """Read an image folder (or a list of files) into an :class:`ImageSet`.
 
     Parameters
@@ -347,7 +347,7 @@ def _lazy_arrays(paths, y, size, color, chunk_size, mtimes=None):
     return X, da.from_array(y, chunks=(P.chunks[0],), name=f"image-labels-{token}")
 
 
-def scan_images(path, *, classes=None, decode=False):
+def scan_images(path, *, classes=None, decode=False) -> dict:
     """Summarise a folder without decoding pixels: counts, unreadable files, sizes and modes.
 
     Parameters

@@ -79,7 +79,7 @@ def _classification(name, y_true, y_pred, sample_weight, **kwargs):
     return fn(yt, yp, sample_weight=sw, **kwargs)
 
 
-def accuracy_score(y_true, y_pred, *, normalize=True, sample_weight=None):
+def accuracy_score(y_true, y_pred, *, normalize=True, sample_weight=None) -> float:
     """Accuracy; for dask inputs from the blockwise pair-count table (see module docstring).
 
     See Also
@@ -89,7 +89,7 @@ def accuracy_score(y_true, y_pred, *, normalize=True, sample_weight=None):
     return _classification("accuracy_score", y_true, y_pred, sample_weight, normalize=normalize)
 
 
-def balanced_accuracy_score(y_true, y_pred, *, sample_weight=None, adjusted=False):
+def balanced_accuracy_score(y_true, y_pred, *, sample_weight=None, adjusted=False) -> float:
     """Balanced accuracy (mean recall per class); dask inputs reduced blockwise.
 
     See Also
@@ -101,7 +101,7 @@ def balanced_accuracy_score(y_true, y_pred, *, sample_weight=None, adjusted=Fals
     )
 
 
-def precision_recall_fscore_support(y_true, y_pred, *, sample_weight=None, **kwargs):
+def precision_recall_fscore_support(y_true, y_pred, *, sample_weight=None, **kwargs) -> tuple:
     """Precision, recall, F-beta and support; keyword arguments as in scikit-learn.
 
     For dask inputs ``support`` is the (weighted) count from the pair table, equal to
@@ -125,22 +125,24 @@ def precision_recall_fscore_support(y_true, y_pred, *, sample_weight=None, **kwa
     )
 
 
-def precision_score(y_true, y_pred, *, sample_weight=None, **kwargs):
+def precision_score(y_true, y_pred, *, sample_weight=None, **kwargs) -> float | np.ndarray:
     """Precision; see :func:`sklearn.metrics.precision_score` for the keyword arguments."""
     return _classification("precision_score", y_true, y_pred, sample_weight, **kwargs)
 
 
-def recall_score(y_true, y_pred, *, sample_weight=None, **kwargs):
+def recall_score(y_true, y_pred, *, sample_weight=None, **kwargs) -> float | np.ndarray:
     """Recall; see :func:`sklearn.metrics.recall_score` for the keyword arguments."""
     return _classification("recall_score", y_true, y_pred, sample_weight, **kwargs)
 
 
-def f1_score(y_true, y_pred, *, sample_weight=None, **kwargs):
+def f1_score(y_true, y_pred, *, sample_weight=None, **kwargs) -> float | np.ndarray:
     """F1; see :func:`sklearn.metrics.f1_score` for the keyword arguments."""
     return _classification("f1_score", y_true, y_pred, sample_weight, **kwargs)
 
 
-def confusion_matrix(y_true, y_pred, *, labels=None, sample_weight=None, normalize=None):
+def confusion_matrix(
+    y_true, y_pred, *, labels=None, sample_weight=None, normalize=None
+) -> np.ndarray:
     """Confusion matrix; for dask inputs a sum of per-block pair counts.
 
     Returns
@@ -169,7 +171,7 @@ def confusion_matrix(y_true, y_pred, *, labels=None, sample_weight=None, normali
     return cm
 
 
-def roc_auc_score(y_true, y_score, *, sample_weight=None, **kwargs):
+def roc_auc_score(y_true, y_score, *, sample_weight=None, **kwargs) -> float:
     """Area under the ROC curve, exact: for dask inputs only the label and score vectors are
     computed (not X). Keyword arguments as in :func:`sklearn.metrics.roc_auc_score`."""
     import sklearn.metrics as skm
@@ -179,7 +181,9 @@ def roc_auc_score(y_true, y_score, *, sample_weight=None, **kwargs):
     return skm.roc_auc_score(yt, ys, sample_weight=sw, **kwargs)
 
 
-def roc_curve(y_true, y_score, *, sample_weight=None, **kwargs):
+def roc_curve(
+    y_true, y_score, *, sample_weight=None, **kwargs
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ROC curve points (fpr, tpr, thresholds), exact; dask inputs as in :func:`roc_auc_score`."""
     import sklearn.metrics as skm
 
@@ -194,7 +198,7 @@ def _r2_block(yt, yp, w):
     return np.array([wf.sum(), wf @ yt, wf @ (yt * yt), wf @ ((yt - yp) ** 2)])
 
 
-def r2_score(y_true, y_pred, *, sample_weight=None):
+def r2_score(y_true, y_pred, *, sample_weight=None) -> float:
     """Coefficient of determination; for dask inputs from per-block moments (one pass)."""
     import sklearn.metrics as skm
 

@@ -54,7 +54,9 @@ def _check_n_labels(n_labels, n):
         )
 
 
-def silhouette(X, labels, *, sample_size=None, random_state=0, metric="euclidean"):
+def silhouette(
+    X, labels, *, sample_size=None, random_state=0, metric="euclidean"
+) -> SilhouetteResult:
     """Silhouette score, on a random sample above a size, with the sample size reported.
 
     Parameters
@@ -96,7 +98,7 @@ def silhouette(X, labels, *, sample_size=None, random_state=0, metric="euclidean
     return SilhouetteResult(score, int(len(ls)), int(n))
 
 
-def silhouette_score(X, labels, *, sample_size=None, random_state=0, metric="euclidean"):
+def silhouette_score(X, labels, *, sample_size=None, random_state=0, metric="euclidean") -> float:
     """Silhouette score as a float; see :func:`silhouette` (which also reports the sample size)."""
     return silhouette(
         X, labels, sample_size=sample_size, random_state=random_state, metric=metric
@@ -130,7 +132,7 @@ def _cluster_sums(X, labels):
     return u, sums, counts, sq
 
 
-def calinski_harabasz_score(X, labels):
+def calinski_harabasz_score(X, labels) -> float:
     """Calinski-Harabasz index; exact for dask inputs via one pass of per-cluster sums.
 
     See Also
@@ -159,7 +161,7 @@ def _intra_block(X, lab, u, centroids):
     return np.bincount(i, weights=d, minlength=len(u))
 
 
-def davies_bouldin_score(X, labels):
+def davies_bouldin_score(X, labels) -> float:
     """Davies-Bouldin index; exact for dask inputs in two passes (centroids, distances).
 
     See Also
@@ -197,7 +199,7 @@ def _contingency(labels_true, labels_pred):
     return contingency_matrix(labels_true, labels_pred)
 
 
-def adjusted_rand_score(labels_true, labels_pred):
+def adjusted_rand_score(labels_true, labels_pred) -> float:
     """Adjusted Rand index; dask inputs via the blockwise contingency table.
 
     See Also

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone, is_classifier
@@ -46,6 +47,9 @@ from ._base import (
     validate_X,
     validate_y,
 )
+
+if TYPE_CHECKING:
+    from .._typing import Array, Self
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +88,7 @@ class _SklearnClassifier(ClassifierMixin, BaseEstimator):
         params = {k: v for k, v in self.get_params(deep=False).items() if k not in _OWN_PARAMS}
         return self._sk_class()(**params)
 
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y, sample_weight=None) -> Self:
         """Fit the scikit-learn model on the chosen engine.
 
         Parameters
@@ -144,17 +148,17 @@ class _SklearnClassifier(ClassifierMixin, BaseEstimator):
             return blockwise_apply(self.estimator_, method, X, dtype=dtype, n_columns=n_columns)
         return getattr(self.estimator_, method)(X)
 
-    def predict(self, X):
+    def predict(self, X) -> Array:
         """Class labels; lazy and blockwise for a dask input."""
         check_is_fitted(self, "estimator_")
         return self._apply("predict", X, dtype=self.classes_.dtype)
 
-    def predict_proba(self, X):
+    def predict_proba(self, X) -> Array:
         """Class probabilities of shape (n_samples, n_classes); lazy for a dask input."""
         check_is_fitted(self, "estimator_")
         return self._apply("predict_proba", X, n_columns=len(self.classes_))
 
-    def score(self, X, y, sample_weight=None):
+    def score(self, X, y, sample_weight=None) -> float:
         """Accuracy; dask inputs reduced blockwise by :mod:`dasktrain.metrics`."""
         from .. import metrics
 
@@ -210,7 +214,7 @@ class LogisticRegression(_SklearnClassifier):
 
         return K
 
-    def decision_function(self, X):
+    def decision_function(self, X) -> Array:
         """Signed distance to the hyperplane; lazy for a dask input."""
         check_is_fitted(self, "estimator_")
         n = None if len(self.classes_) == 2 else len(self.classes_)
@@ -309,7 +313,7 @@ def cross_validate(
     engine="auto",
     client=None,
     return_train_score=False,
-):
+) -> dict[str, np.ndarray]:
     """Cross-validated scores; the same dict as :func:`sklearn.model_selection.cross_validate`.
 
     Parameters

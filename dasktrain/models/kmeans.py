@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import numbers
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
@@ -38,6 +39,9 @@ from .._validation import (
 from ..exceptions import ValidationError
 from . import _kmeans_dask as lloyd_dask
 from ._base import computed_X, strip_client_state, validate_fitted_X, validate_X
+
+if TYPE_CHECKING:
+    from .._typing import Array, Self
 
 logger = logging.getLogger(__name__)
 
@@ -198,7 +202,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         return w
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X, y=None, sample_weight=None):
+    def fit(self, X, y=None, sample_weight=None) -> Self:
         """Compute the clustering.
 
         Parameters
@@ -352,7 +356,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         X = validate_fitted_X(self, X)
         return X
 
-    def predict(self, X):
+    def predict(self, X) -> Array:
         """Index of the closest center for each sample (lazy dask array for dask input).
 
         Parameters
@@ -380,7 +384,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             return self._sk.predict(X)
         return lloyd_dask.predict_block(X, C)
 
-    def transform(self, X):
+    def transform(self, X) -> Array:
         """Distances to every center (lazy dask array for dask input).
 
         Returns
@@ -403,7 +407,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             return self._sk.transform(X)
         return lloyd_dask.transform_block(X, C)
 
-    def score(self, X, y=None, sample_weight=None):
+    def score(self, X, y=None, sample_weight=None) -> float:
         """Opposite of the inertia of X (for dask input: one reduction, computed eagerly).
 
         Returns

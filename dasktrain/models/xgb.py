@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
@@ -50,6 +51,9 @@ from ._base import (
     validate_y,
 )
 from ._xgb_dask import fit_dask
+
+if TYPE_CHECKING:
+    from .._typing import Array, Self
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +176,7 @@ class _XGBBase(BaseEstimator):
             y, X, estimator=type(self).__name__, classifier=self._kind == "classifier"
         )
 
-    def fit(self, X, y, *, eval_set=None, sample_weight=None, xgb_model=None):
+    def fit(self, X, y, *, eval_set=None, sample_weight=None, xgb_model=None) -> Self:
         """Fit the booster.
 
         Parameters
@@ -411,7 +415,7 @@ class XGBClassifier(ClassifierMixin, _XGBBase):
 
     _kind = "classifier"
 
-    def predict_proba(self, X):
+    def predict_proba(self, X) -> Array:
         """Class probabilities (lazy dask array for dask input).
 
         Returns
@@ -430,7 +434,7 @@ class XGBClassifier(ClassifierMixin, _XGBBase):
             )
         return _binary_proba(raw)
 
-    def predict(self, X):
+    def predict(self, X) -> Array:
         """Predicted class labels (lazy dask array for dask input)."""
         proba = self.predict_proba(X)
         if is_dask_collection(proba):
@@ -442,7 +446,7 @@ class XGBClassifier(ClassifierMixin, _XGBBase):
             )
         return _argmax_labels(proba, self.classes_)
 
-    def score(self, X, y, sample_weight=None):
+    def score(self, X, y, sample_weight=None) -> float:
         """Accuracy (dask inputs reduced blockwise by :mod:`dasktrain.metrics`)."""
         from .. import metrics
 
@@ -468,11 +472,11 @@ class XGBRegressor(RegressorMixin, _XGBBase):
 
     _kind = "regressor"
 
-    def predict(self, X):
+    def predict(self, X) -> Array:
         """Predicted values (lazy dask array for dask input)."""
         return self._raw_predict(X)
 
-    def score(self, X, y, sample_weight=None):
+    def score(self, X, y, sample_weight=None) -> float:
         """R^2 (dask inputs reduced blockwise by :mod:`dasktrain.metrics`)."""
         from .. import metrics
 
