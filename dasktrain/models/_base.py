@@ -75,7 +75,7 @@ def validate_fitted_X(estimator, X, *, name="X"):
     client that is not the default must also compute the checks of ``predict`` (an array
     persisted on it is unknown to any other scheduler).
     """
-    with using_client(getattr(estimator, "client", None)):
+    with using_client(estimator.client):
         X = validate_X(X, name=name)
     if X.shape[1] != estimator.n_features_in_:
         raise ValidationError(

@@ -380,7 +380,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
                 meta=np.empty((0,), dtype=np.int32),
                 token="kmeans-predict",
             )
-        if getattr(self, "_sk", None) is not None:
+        if self._sk is not None:
             return self._sk.predict(X)
         return lloyd_dask.predict_block(X, C)
 
@@ -403,7 +403,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
                 meta=np.empty((0, 0), dtype=np.float64),
                 token="kmeans-transform",
             )
-        if getattr(self, "_sk", None) is not None:
+        if self._sk is not None:
             return self._sk.transform(X)
         return lloyd_dask.transform_block(X, C)
 
@@ -418,7 +418,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         w = self._check_weight(sample_weight, X)
         C = np.asarray(self.cluster_centers_, dtype=np.float64)
         if not is_dask_collection(X) and not is_dask_collection(w):
-            if getattr(self, "_sk", None) is not None:
+            if self._sk is not None:
                 return float(self._sk.score(X, sample_weight=w))
             return -float(lloyd_dask.inertia_block(X, w, C)[0])
         Xd, wd = align_rows(row_chunked(X), w, names=["X", "sample_weight"])
