@@ -38,14 +38,19 @@ def _pair_block(yt, yp, w):
     return ut, up, counts, weights
 
 
-def pair_table(y_true, y_pred, sample_weight=None):
-    """Pair-count table of two dask label vectors: (true labels, pred labels, counts, weights)."""
-    yt, yp, w = align_rows(
+def _aligned(y_true, y_pred, sample_weight):
+    """The 1-d label (and weight) vectors as dask arrays with the same row chunks."""
+    return align_rows(
         check_1d(y_true, "y_true"),
         check_1d(y_pred, "y_pred"),
         None if sample_weight is None else check_1d(sample_weight, "sample_weight"),
         names=["y_true", "y_pred", "sample_weight"],
     )
+
+
+def pair_table(y_true, y_pred, sample_weight=None):
+    """Pair-count table of two dask label vectors: (true labels, pred labels, counts, weights)."""
+    yt, yp, w = _aligned(y_true, y_pred, sample_weight)
     parts = map_row_blocks(_pair_block, yt, yp, w, name="metrics-pair-counts")
     ut = np.unique(np.concatenate([p[0] for p in parts]))
     up = np.unique(np.concatenate([p[1] for p in parts]))
@@ -204,12 +209,7 @@ def r2_score(y_true, y_pred, *, sample_weight=None) -> float:
 
     if not any_dask(y_true, y_pred, sample_weight):
         return skm.r2_score(y_true, y_pred, sample_weight=sample_weight)
-    yt, yp, w = align_rows(
-        check_1d(y_true, "y_true"),
-        check_1d(y_pred, "y_pred"),
-        None if sample_weight is None else check_1d(sample_weight, "sample_weight"),
-        names=["y_true", "y_pred", "sample_weight"],
-    )
+    yt, yp, w = _aligned(y_true, y_pred, sample_weight)
     moments = map_row_blocks(_r2_block, yt, yp, w, name="metrics-r2-moments")
     W, s1, s2, res = np.sum(moments, axis=0)
     tot = s2 - s1 * s1 / W

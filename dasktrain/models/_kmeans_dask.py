@@ -180,6 +180,19 @@ def transform_block(X, C):
     return np.sqrt(_sq_dist(X, C))
 
 
+class Centers:
+    """Fitted centers as a small picklable predictor: it enters a lazy graph once."""
+
+    def __init__(self, C):
+        self.C = C
+
+    def predict(self, X):
+        return predict_block(X, self.C)
+
+    def transform(self, X):
+        return transform_block(X, self.C)
+
+
 def inertia_block(X, w, C):
     _, d2 = _min_sq_dist(X.astype(np.float64, copy=False), C)
     return np.array([d2.sum() if w is None else float(w @ d2)])

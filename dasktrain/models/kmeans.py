@@ -22,6 +22,7 @@ from sklearn.utils.validation import check_is_fitted
 from .._dask import (
     BlockRunner,
     align_rows,
+    blockwise_apply,
     compute_if_dask,
     map_row_blocks,
     maybe_client,
@@ -367,22 +368,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         -------
         labels : ndarray or dask array of shape (n_samples,), int32
         """
-        X = self._check_X(X)
-        C = np.asarray(self.cluster_centers_, dtype=np.float64)
-        if is_dask_collection(X):
-            X = row_chunked(X)
-            return X.map_blocks(
-                lloyd_dask.predict_block,
-                C,
-                dtype=np.int32,
-                drop_axis=1,
-                chunks=(X.chunks[0],),
-                meta=np.empty((0,), dtype=np.int32),
-                token="kmeans-predict",
-            )
-        if self._sk is not None:
-            return self._sk.predict(X)
-        return lloyd_dask.predict_block(X, C)
+        return self._apply("predict", X, np.int32)
 
     def transform(self, X) -> Array:
         """Distances to every center (lazy dask array for dask input).
@@ -391,21 +377,19 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         -------
         ndarray or dask array of shape (n_samples, n_clusters)
         """
+        return self._apply("transform", X, np.float64, n_columns=len(self.cluster_centers_))
+
+    def _apply(self, method, X, dtype, n_columns=None):
+        """``predict`` or ``transform``: lazy and blockwise for dask (``kmeans-<method>``)."""
         X = self._check_X(X)
-        C = np.asarray(self.cluster_centers_, dtype=np.float64)
+        centers = lloyd_dask.Centers(np.asarray(self.cluster_centers_, dtype=np.float64))
         if is_dask_collection(X):
-            X = row_chunked(X)
-            return X.map_blocks(
-                lloyd_dask.transform_block,
-                C,
-                dtype=np.float64,
-                chunks=(X.chunks[0], (len(C),)),
-                meta=np.empty((0, 0), dtype=np.float64),
-                token="kmeans-transform",
+            return blockwise_apply(
+                centers, method, X, dtype=dtype, n_columns=n_columns, name=f"kmeans-{method}"
             )
         if self._sk is not None:
-            return self._sk.transform(X)
-        return lloyd_dask.transform_block(X, C)
+            return getattr(self._sk, method)(X)
+        return getattr(centers, method)(X)
 
     def score(self, X, y=None, sample_weight=None) -> float:
         """Opposite of the inertia of X (for dask input: one reduction, computed eagerly).
