@@ -2,6 +2,10 @@
 
 Users change them like any Dask setting, for example
 ``dask.config.set({"dasktrain.images.chunk-size": 512})`` or a YAML file in ``~/.config/dask``.
+Every key is read by the code: a function argument whose default is None takes the setting
+(``read_images(chunk_size=None)``, ``ddp.run(timeout=None, port_range=None)``). Estimator
+parameters keep explicit defaults instead (``CNNFeatures(batch_size=64)``): scikit-learn's
+``get_params`` and ``clone`` must show the value that runs.
 """
 
 import dask.config
@@ -11,11 +15,13 @@ DEFAULTS = {
         # Loopback unless the user asks otherwise: dashboards are not for the whole network.
         "dashboard-address": "127.0.0.1:8787",
         "connect-timeout": "10s",
+        # Files per task of read_images(engine="dask") (its chunk_size=None), and images per
+        # piece when a feature extractor sends numpy to the cluster.
         "images": {"chunk-size": 256},
-        "features": {"batch-size": 64},
         "monitor": {"interval": 0.5},
         "metrics": {"silhouette-sample-size": 10_000},
-        # None: let the OS pick a free port (bind to port 0); or a [low, high] range.
+        # port-range None: let the OS pick a free port (bind to port 0); or a [low, high] range.
+        # timeout: seconds of dasktrain.ddp.run(timeout=None), restarts included.
         "ddp": {"port-range": None, "timeout": 600},
     }
 }

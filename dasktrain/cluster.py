@@ -90,7 +90,7 @@ def connect(
     dashboard_address=None,
     security=None,
     timeout=None,
-):
+) -> Client:
     """Return a Dask client: pass one through, connect to a scheduler, or start a local cluster.
 
     Parameters
@@ -133,74 +133,20 @@ def connect(
     """
     if isinstance(address, Client):
         return address
-    timeout = timeout if timeout is not None else _config.get("connect-timeout")
     if address is not None:
-        if not isinstance(address, str):
-            raise ValidationError(
-                f"address={address!r} must be None, a scheduler address string "
-                "('tcp://host:8786', 'tls://host:8786') or a distributed.Client."
-            )
-        _check_address(address)
-        if address.startswith("tls://") and security is None:
-            from distributed.security import Security
-
-            # Without credentials distributed fails with a TypeError deep in the comm layer.
-            if Security().get_connection_args("client").get("ssl_context") is None:
-                raise ClusterConnectionError(
-                    f"{address!r} is a TLS address but no TLS credentials were given. Pass "
-                    "security=distributed.security.Security(tls_ca_file=..., tls_client_cert=..., "
-                    "tls_client_key=..., require_encryption=True) or set distributed.comm.tls "
-                    "in the Dask configuration."
-                )
-        try:
-            client = DasktrainClient(
-                address, security=security, timeout=timeout, set_as_default=True
-            )
-        except (OSError, TimeoutError) as exc:
-            raise ClusterConnectionError(
-                f"could not reach the Dask scheduler at {address!r} within {timeout} ({exc}). "
-                "Check that the scheduler is running and the address/port and TLS settings are "
-                "right."
-            ) from exc
-        logger.info("connected to %s; dashboard: %s", address, client.dashboard_link)
-        return client
-
-    dashboard_address = dashboard_address or _config.get("dashboard-address")
+        timeout = timeout if timeout is not None else _config.get("connect-timeout")
+        return _connect_remote(address, security, timeout)
     for value, name in ((n_workers, "n_workers"), (threads_per_worker, "threads_per_worker")):
         if value is not None:
             check_positive_int(value, name)
-    n_gpus = _check_gpu(gpu)
-    if n_gpus and gpu == "auto":
-        try:
-            import_optional("dask_cuda", "gpu")
-        except ImportError as exc:
-            # "auto" means: use the GPUs when dask-cuda can; a CPU cluster still works.
-            logger.warning("%d GPU(s) seen but %s; starting a CPU LocalCluster", n_gpus, exc)
-            n_gpus = 0
-    if n_gpus:
-        dask_cuda = import_optional("dask_cuda", "gpu")
-        cluster = dask_cuda.LocalCUDACluster(
-            host="127.0.0.1",
-            dashboard_address=dashboard_address,
-            threads_per_worker=threads_per_worker or 1,
-            memory_limit=memory_limit,
-            security=security,
-        )
-    else:
-        from distributed import LocalCluster
-
-        n_workers = n_workers or (cpu_count() if threads_per_worker in (None, 1) else None)
-        if n_workers is None:
-            n_workers = max(1, cpu_count() // threads_per_worker)
-        cluster = LocalCluster(
-            n_workers=n_workers,
-            threads_per_worker=threads_per_worker or 1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=dashboard_address,
-            memory_limit=memory_limit,
-            security=security,
-        )
+    cluster = _start_local(
+        n_workers=n_workers,
+        threads_per_worker=threads_per_worker,
+        memory_limit=memory_limit,
+        n_gpus=_usable_gpus(gpu),
+        dashboard_address=dashboard_address or _config.get("dashboard-address"),
+        security=security,
+    )
     try:
         client = DasktrainClient(cluster, security=security, set_as_default=True)
     except BaseException:
@@ -214,3 +160,82 @@ def connect(
         client.dashboard_link,
     )
     return client
+
+
+def _check_tls(address, security):
+    """A ``tls://`` address needs credentials: say so instead of distributed's TypeError."""
+    if not address.startswith("tls://") or security is not None:
+        return
+    from distributed.security import Security
+
+    # Without credentials distributed fails with a TypeError deep in the comm layer.
+    if Security().get_connection_args("client").get("ssl_context") is None:
+        raise ClusterConnectionError(
+            f"{address!r} is a TLS address but no TLS credentials were given. Pass "
+            "security=distributed.security.Security(tls_ca_file=..., tls_client_cert=..., "
+            "tls_client_key=..., require_encryption=True) or set distributed.comm.tls "
+            "in the Dask configuration."
+        )
+
+
+def _connect_remote(address, security, timeout):
+    """A client of the running scheduler at ``address``."""
+    if not isinstance(address, str):
+        raise ValidationError(
+            f"address={address!r} must be None, a scheduler address string "
+            "('tcp://host:8786', 'tls://host:8786') or a distributed.Client."
+        )
+    _check_address(address)
+    _check_tls(address, security)
+    try:
+        client = DasktrainClient(address, security=security, timeout=timeout, set_as_default=True)
+    except (OSError, TimeoutError) as exc:
+        raise ClusterConnectionError(
+            f"could not reach the Dask scheduler at {address!r} within {timeout} ({exc}). "
+            "Check that the scheduler is running and the address/port and TLS settings are "
+            "right."
+        ) from exc
+    logger.info("connected to %s; dashboard: %s", address, client.dashboard_link)
+    return client
+
+
+def _usable_gpus(gpu):
+    """GPUs a local cluster will use: 0 when ``gpu="auto"`` finds no dask-cuda."""
+    n_gpus = _check_gpu(gpu)
+    if n_gpus and gpu == "auto":
+        try:
+            import_optional("dask_cuda", "gpu")
+        except ImportError as exc:
+            # "auto" means: use the GPUs when dask-cuda can; a CPU cluster still works.
+            logger.warning("%d GPU(s) seen but %s; starting a CPU LocalCluster", n_gpus, exc)
+            return 0
+    return n_gpus
+
+
+def _start_local(
+    *, n_workers, threads_per_worker, memory_limit, n_gpus, dashboard_address, security
+):
+    """A LocalCUDACluster (one worker per GPU) or a LocalCluster of processes, on loopback."""
+    if n_gpus:
+        dask_cuda = import_optional("dask_cuda", "gpu")
+        return dask_cuda.LocalCUDACluster(
+            host="127.0.0.1",
+            dashboard_address=dashboard_address,
+            threads_per_worker=threads_per_worker or 1,
+            memory_limit=memory_limit,
+            security=security,
+        )
+    from distributed import LocalCluster
+
+    n_workers = n_workers or (cpu_count() if threads_per_worker in (None, 1) else None)
+    if n_workers is None:
+        n_workers = max(1, cpu_count() // threads_per_worker)
+    return LocalCluster(
+        n_workers=n_workers,
+        threads_per_worker=threads_per_worker or 1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=dashboard_address,
+        memory_limit=memory_limit,
+        security=security,
+    )

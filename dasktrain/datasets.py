@@ -190,6 +190,20 @@ def _write_in_pool(n_proc, root, batches, args):
             _write_xray_batch(root, batch, *args)
 
 
+def _xray_jobs(root, counts, test_size):
+    """``[(label, index, relative path)]`` of every image; the class folders are created."""
+    jobs = []
+    for label, name in enumerate(XRAY_CLASSES):
+        n = counts[name]
+        n_test = min(n - 1, max(1, int(round(n * test_size))))
+        for split in ("train", "test"):
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            split = "test" if i < n_test else "train"
+            jobs.append((label, i, os.path.join(split, name, _xray_name(name, i, n))))
+    return jobs
+
+
 def make_xray_like(
     path,
     n_per_class=100,
@@ -200,7 +214,7 @@ def make_xray_like(
     frac_16bit=0.2,
     noise=0.04,
     n_jobs=None,
-):
+) -> pathlib.Path:
     """Write a synthetic chest-X-ray-like data set in the Kaggle ``chest_xray`` layout.
 
     Each image shows a body outline, two dark lung fields, ribs, the spine and the heart, with
@@ -262,15 +276,7 @@ def make_xray_like(
     if not 0.0 <= float(frac_16bit) <= 1.0:
         raise ValidationError(f"frac_16bit={frac_16bit!r} must be a fraction in [0, 1].")
     root = pathlib.Path(path)
-    jobs = []
-    for label, name in enumerate(XRAY_CLASSES):
-        n = counts[name]
-        n_test = min(n - 1, max(1, int(round(n * test_size))))
-        for split in ("train", "test"):
-            (root / split / name).mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            split = "test" if i < n_test else "train"
-            jobs.append((label, i, os.path.join(split, name, _xray_name(name, i, n))))
+    jobs = _xray_jobs(root, counts, test_size)
     batches = [jobs[i : i + _XRAY_BATCH] for i in range(0, len(jobs), _XRAY_BATCH)]
     args = (size, int(seed), float(noise), float(frac_16bit))
     n_proc = _pool_size(n_jobs, len(jobs))
@@ -288,7 +294,7 @@ def make_xray_like(
     return root
 
 
-def digits_folder(path, *, n_per_class=None, fmt="png"):
+def digits_folder(path, *, n_per_class=None, fmt="png") -> pathlib.Path:
     """Write scikit-learn's bundled digits (8x8, 10 classes) as image files in class folders.
 
     Parameters

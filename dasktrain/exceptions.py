@@ -51,7 +51,31 @@ class WeightsError(ValidationError):
 
 
 class DDPError(DasktrainError, RuntimeError):
-    """Raised when a DistributedDataParallel job fails: names the rank, worker and stderr tail."""
+    """Raised when a DistributedDataParallel job fails: names the rank, worker and stderr tail.
+
+    A failed :func:`dasktrain.ddp.run` fills in ``rank`` and ``worker`` (None when no rank is
+    to blame, e.g. the job's timeout), ``logs`` and ``history`` (as on ``DDPResult``),
+    ``failures`` (the attempts restarted before) and ``attempts``.
+    """
+
+    def __init__(
+        self,
+        message,
+        *,
+        rank=None,
+        worker=None,
+        logs=None,
+        history=None,
+        failures=None,
+        attempts=None,
+    ):
+        super().__init__(message)
+        self.rank = rank
+        self.worker = worker
+        self.logs = logs if logs is not None else {}
+        self.history = history if history is not None else []
+        self.failures = failures if failures is not None else []
+        self.attempts = attempts
 
 
 class WorkerLostError(DasktrainError, RuntimeError):

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import is_dask_collection
+from ._dask import compute_if_dask
 
 __all__ = ["to_numpy", "assert_engines_equal", "make_blobs"]
 
 
-def to_numpy(x):
+def to_numpy(x) -> np.ndarray:
     """Compute a dask collection (or pass a numpy array) and return a numpy array."""
-    if is_dask_collection(x):
-        x = x.compute()
-    return np.asarray(x)
+    return np.asarray(compute_if_dask(x))
 
 
-def assert_engines_equal(local, dask, *, atol=0.0, rtol=0.0, err_msg=""):
+def assert_engines_equal(local, dask, *, atol=0.0, rtol=0.0, err_msg="") -> None:
     """Assert a local-engine result and a dask-engine result are equal (bit for bit by default).
 
     The dask side may be lazy: it is computed here. Shapes and dtypes must match too.
@@ -30,7 +28,7 @@ def assert_engines_equal(local, dask, *, atol=0.0, rtol=0.0, err_msg=""):
         np.testing.assert_allclose(a, b, atol=atol, rtol=rtol, err_msg=err_msg)
 
 
-def make_blobs(n_samples=1000, n_features=8, centers=3, *, chunks=None, random_state=0):
+def make_blobs(n_samples=1000, n_features=8, centers=3, *, chunks=None, random_state=0) -> tuple:
     """Deterministic Gaussian blobs as numpy, or as a dask array when ``chunks`` is given."""
     from sklearn.datasets import make_blobs as _blobs
 

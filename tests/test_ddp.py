@@ -170,6 +170,19 @@ def test_timeout_stops_the_job(client):
     assert time.monotonic() - t0 < 20
 
 
+@pytest.mark.timeout(90)
+def test_timeout_default_is_the_setting(client):
+    # Regression: the dasktrain.ddp.timeout setting was ignored (run() always waited 600 s).
+    import dask.config
+
+    t0 = time.monotonic()
+    with dask.config.set({"dasktrain.ddp.timeout": 6}):
+        with pytest.raises(DDPError, match=r"timeout=6 s reached|ran past its timeout") as info:
+            ddp.run(_sleep_fn, 60, client=client)
+    assert time.monotonic() - t0 < 30
+    assert info.value.attempts == 1 and info.value.failures == []
+
+
 def test_lock_makes_second_job_use_the_free_worker(client):
     w0, w1 = sorted(client.nthreads())
     out = {}

@@ -28,6 +28,7 @@ import psutil
 import pytest
 
 import dasktrain
+from dasktrain.ddp._env import ENV_PARENT_PID
 from dasktrain.exceptions import DDPError, WorkerLostError
 
 da = pytest.importorskip("dask.array")
@@ -63,7 +64,7 @@ def _rank_processes():
         if "dasktrain.ddp._rank" not in cmd:
             continue
         try:
-            parent = int(p.environ().get("DASKTRAIN_DDP_PARENT_PID", "0"))
+            parent = int(p.environ().get(ENV_PARENT_PID, "0"))
         except (psutil.Error, ValueError):
             continue
         if parent in _WORKER_PIDS:
@@ -240,7 +241,7 @@ def test_eager_feature_extraction_survives_a_killed_worker(fault_client, images,
     from dasktrain.features import CNNFeatures
 
     client = fault_client
-    killer = Killer(client, tasks_in_flight("cnn_block"))
+    killer = Killer(client, tasks_in_flight("cnnfeatures-piece"))
     out = CNNFeatures("smallcnn", engine="dask").transform(images, client=client)
     assert killer.check() < RECOVERY_S
     np.testing.assert_allclose(out, reference, rtol=1e-5, atol=1e-6)

@@ -31,7 +31,12 @@ def torchvision_resnet18_keys():
 
 def test_registry():
     assert _backbones.BACKBONES == ("vgg19", "resnet18", "resnet34", "smallcnn")
-    assert [_backbones.feature_dim(n) for n in _backbones.BACKBONES] == [512, 512, 512, 64]
+    assert [_backbones.get_backbone(n).feature_dim for n in _backbones.BACKBONES] == [
+        512,
+        512,
+        512,
+        64,
+    ]
     with pytest.raises(ValidationError, match=r"'resnet50'.*'vgg19', 'resnet18'"):
         _backbones.build("resnet50")
     with pytest.raises(ValidationError, match="num_classes=0"):

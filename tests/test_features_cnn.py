@@ -34,7 +34,7 @@ def test_engines_equal(as_default, images, backbone):
     est = CNNFeatures(backbone, batch_size=8)
     local = est.transform(images)
     assert isinstance(local, np.ndarray) and local.dtype == np.float32
-    assert local.shape == (24, _backbones.feature_dim(backbone))
+    assert local.shape == (24, _backbones.get_backbone(backbone).feature_dim)
     lazy = est.transform(da.from_array(images, chunks=(5, -1, -1, -1)))
     assert isinstance(lazy, da.Array)
     assert lazy.chunks == ((5, 5, 5, 5, 4), (local.shape[1],))

@@ -218,6 +218,20 @@ def test_persist_and_to_numpy(tmp_path, client):
     assert copy.X is not plain.X and np.array_equal(copy.X, plain.X)
 
 
+def test_chunk_size_default_is_the_setting(tmp_path):
+    # Regression: the dasktrain.images.chunk-size setting was ignored by read_images.
+    import dask.config
+
+    root = _write_two_classes(tmp_path / "d", n=5)
+    with dask.config.set({"dasktrain.images.chunk-size": 3}):
+        ds = read_images(root, size=8, engine="dask")
+        assert ds.X.chunks[0] == (3, 3, 3, 1)
+        assert read_images(root, size=8, engine="dask", chunk_size=4).X.chunks[0] == (4, 4, 2)
+    with dask.config.set({"dasktrain.images.chunk-size": 0}):
+        with pytest.raises(ValidationError, match="chunk_size=0"):
+            read_images(root, size=8, engine="dask")
+
+
 # --------------------------------------------------------------------------- other inputs
 
 

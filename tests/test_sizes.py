@@ -17,6 +17,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 import dasktrain
+from dasktrain._dask import BlockRunner
 from dasktrain.exceptions import InsufficientMemoryError
 from dasktrain.models import (
     GaussianNB,
@@ -26,7 +27,6 @@ from dasktrain.models import (
     XGBClassifier,
     cross_validate,
 )
-from dasktrain.models._base import BlockRunner
 
 ROWS_PER_BLOCK = 60
 N_BLOCKS = 4

@@ -10,9 +10,9 @@ import pytest
 from sklearn.datasets import make_classification, make_regression
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+from dasktrain._dask import balanced_persist
 from dasktrain.exceptions import ValidationError
 from dasktrain.models import XGBClassifier, XGBRegressor
-from dasktrain.models._base import balanced_persist
 
 _XGB_FAILS = {
     "check_no_attributes_set_in_init": "extra xgboost parameters are kept in `xgb_params` "

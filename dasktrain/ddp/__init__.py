@@ -9,6 +9,7 @@ engines. Importing this package does not import torch.
 """
 
 from ..exceptions import DDPError
+from ._records import DDPResult
 from .helpers import (
     batch_sizes,
     load_checkpoint,
@@ -19,7 +20,8 @@ from .helpers import (
     save_checkpoint,
     unwrap_model,
 )
-from .launcher import DDPResult, run, run_local
+from .launcher import run
+from .local import run_local
 
 __all__ = [
     "run",

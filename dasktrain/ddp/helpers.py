@@ -17,8 +17,13 @@ import logging
 import os
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from ..exceptions import DDPError, ValidationError
+from . import _env
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -35,23 +40,7 @@ __all__ = [
     "unwrap_model",
 ]
 
-# Environment variables the launcher sets for a rank process (besides torch's own RANK etc.).
-ENV_CHECKPOINT_DIR = "DASKTRAIN_DDP_CHECKPOINT_DIR"
-ENV_METRICS_FILE = "DASKTRAIN_DDP_METRICS_FILE"
-ENV_BACKEND = "DASKTRAIN_DDP_BACKEND"
-ENV_DEVICE = "DASKTRAIN_DDP_DEVICE"
-
-ENV_NUM_THREADS = "DASKTRAIN_DDP_NUM_THREADS"
-ENV_TIMEOUT = "DASKTRAIN_DDP_TIMEOUT"
-# The worker's current directory: the rank starts elsewhere (see launcher._rank_command).
-ENV_WORKDIR = "DASKTRAIN_DDP_WORKDIR"
-# Exit codes of a rank process besides 0 and 1 (see dasktrain.ddp._rank).
-EXIT_PORT_IN_USE = 75
-EXIT_ORPHANED = 76
-
 CHECKPOINT_NAME = "checkpoint.pt"
-# How many connections the rendezvous socket queues (every rank connects once at start).
-_LISTEN_BACKLOG = 1024
 BATCH_SCALINGS = ("global", "per-rank")
 
 
@@ -96,7 +85,7 @@ def _default_device():
     return torch.device("cpu")
 
 
-def rank_info():
+def rank_info() -> RankInfo:
     """Return this process's place in the job.
 
     Returns
@@ -108,38 +97,34 @@ def rank_info():
     """
     ctx = _local_context()
     if ctx is not None:
-        return RankInfo(
-            rank=0,
-            world_size=1,
-            local_rank=0,
-            local_world_size=1,
-            device=ctx.device,
-            backend=None,
-            checkpoint_dir=ctx.checkpoint_dir,
-        )
+        return _only_rank(ctx.device, ctx.checkpoint_dir)
+    if not _env.launched():
+        # Plain script: behave like the local twin without checkpoints.
+        return _only_rank(_default_device(), None)
     import torch
 
     env = os.environ
-    if "RANK" not in env or ENV_BACKEND not in env:
-        # Plain script: behave like the local twin without checkpoints.
-        return RankInfo(
-            rank=0,
-            world_size=1,
-            local_rank=0,
-            local_world_size=1,
-            device=_default_device(),
-            backend=None,
-            checkpoint_dir=None,
-        )
-    device = torch.device(env.get(ENV_DEVICE) or "cpu")
     return RankInfo(
-        rank=int(env["RANK"]),
-        world_size=int(env["WORLD_SIZE"]),
-        local_rank=int(env.get("LOCAL_RANK", 0)),
-        local_world_size=int(env.get("LOCAL_WORLD_SIZE", 1)),
+        rank=int(env[_env.RANK]),
+        world_size=int(env[_env.WORLD_SIZE]),
+        local_rank=int(env.get(_env.LOCAL_RANK, 0)),
+        local_world_size=int(env.get(_env.LOCAL_WORLD_SIZE, 1)),
+        device=torch.device(env.get(_env.ENV_DEVICE) or "cpu"),
+        backend=env[_env.ENV_BACKEND],
+        checkpoint_dir=env.get(_env.ENV_CHECKPOINT_DIR) or None,
+    )
+
+
+def _only_rank(device, checkpoint_dir):
+    """The RankInfo of a world of one (the local twin, or a plain script)."""
+    return RankInfo(
+        rank=0,
+        world_size=1,
+        local_rank=0,
+        local_world_size=1,
         device=device,
-        backend=env[ENV_BACKEND],
-        checkpoint_dir=env.get(ENV_CHECKPOINT_DIR) or None,
+        backend=None,
+        checkpoint_dir=checkpoint_dir,
     )
 
 
@@ -149,7 +134,7 @@ def _group_active():
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def report(**metrics):
+def report(**metrics) -> None:
     """Send metrics (numbers, short strings) from ``train_fn`` to the client while the job runs.
 
     Every rank may report; each record carries ``rank`` and ``time``. The client logs the
@@ -171,7 +156,7 @@ def report(**metrics):
         ctx.history.append(record)
         logger.info("local: %s", _format(record))
         return
-    path = os.environ.get(ENV_METRICS_FILE)
+    path = os.environ.get(_env.ENV_METRICS_FILE)
     if path is None:
         logger.info("%s", _format(record))
         return
@@ -202,12 +187,12 @@ def _format(record):
     )
 
 
-def unwrap_model(model):
+def unwrap_model(model) -> torch.nn.Module:
     """Return the module inside a DistributedDataParallel wrapper (or ``model`` itself)."""
     return getattr(model, "module", model)
 
 
-def prepare_model(model, **ddp_kwargs):
+def prepare_model(model, **ddp_kwargs) -> torch.nn.Module:
     """Move ``model`` to this rank's device and wrap it in DistributedDataParallel.
 
     With world size 1 (the local twin, or a one-rank job) the model is only moved to the
@@ -240,7 +225,7 @@ def prepare_model(model, **ddp_kwargs):
     return torch.nn.parallel.DistributedDataParallel(model, **ddp_kwargs)
 
 
-def batch_sizes(batch_size, world_size, batch_scaling="global"):
+def batch_sizes(batch_size, world_size, batch_scaling="global") -> tuple[int, int, float]:
     """Per-rank batch, global batch and learning-rate factor for a batch-scaling policy.
 
     ``"global"`` divides ``batch_size`` across the ranks so that one optimiser step sees the
@@ -311,7 +296,7 @@ _EPOCH_LOADER = None
 
 def prepare_loader(
     dataset, batch_size, *, batch_scaling="global", shuffle=True, seed=0, **loader_kwargs
-):
+) -> torch.utils.data.DataLoader:
     """A DataLoader that gives this rank its share of ``dataset``.
 
     Uses :class:`torch.utils.data.DistributedSampler` on every engine (with one replica under
@@ -366,13 +351,22 @@ def prepare_loader(
     return loader
 
 
-def checkpoint_path():
+def make_checkpoint_dir(checkpoint_dir) -> str | None:
+    """``checkpoint_dir`` as an absolute folder, created; None stays None (checkpoints off)."""
+    if checkpoint_dir is None:
+        return None
+    checkpoint_dir = os.path.abspath(os.fspath(checkpoint_dir))
+    os.makedirs(checkpoint_dir, exist_ok=True)
+    return checkpoint_dir
+
+
+def checkpoint_path() -> str | None:
     """Path of this job's checkpoint file, or ``None`` when no ``checkpoint_dir`` was given."""
     directory = rank_info().checkpoint_dir
     return None if directory is None else os.path.join(directory, CHECKPOINT_NAME)
 
 
-def save_checkpoint(state):
+def save_checkpoint(state) -> str | None:
     """Save ``state`` (a dict of tensors, numbers, lists) as the job's checkpoint.
 
     Rank 0 writes with :func:`torch.save` to a temporary file and renames it over the old
@@ -405,7 +399,7 @@ def save_checkpoint(state):
     return path
 
 
-def load_checkpoint():
+def load_checkpoint() -> dict | None:
     """Load the job's last checkpoint, or return ``None`` when there is none yet.
 
     Every rank reads the file (with ``torch.load(..., weights_only=True)``, so only tensors
@@ -417,74 +411,3 @@ def load_checkpoint():
     if path is None or not os.path.exists(path):
         return None
     return torch.load(path, map_location=rank_info().device, weights_only=True)
-
-
-# --------------------------------------------------------------------------------------------
-# Network helpers shared by the launcher (port probe) and the rank process (rendezvous)
-# --------------------------------------------------------------------------------------------
-
-
-def bind_listener(host, port):
-    """A TCP socket bound to ``host:port`` only (never all interfaces), listening.
-
-    ``host`` is the address of the worker that hosts rank 0 (a name is resolved); ``port`` 0
-    lets the OS pick one. Raises :class:`OSError` (``EADDRINUSE``) when the port is taken.
-    """
-    import socket
-
-    family, socktype, proto, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[
-        0
-    ]
-    sock = socket.socket(family, socktype, proto)
-    try:
-        # Like torch's own store: a port left in TIME_WAIT by a previous job can be reused.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(sockaddr)
-        sock.listen(_LISTEN_BACKLOG)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def interface_of(host):
-    """Name of this machine's network interface that carries ``host``, or None.
-
-    ``host`` is an address or a name (resolved). An exact address match wins; otherwise the
-    interface whose network contains it (``127.0.1.1``, Debian's address for the host name,
-    is on the loopback interface ``lo``). Used to give each rank the interface of its own
-    worker for gloo/NCCL (``GLOO_SOCKET_IFNAME``): without it gloo binds the address the host
-    name resolves to, which on many machines is a loopback address the peers cannot reach.
-    """
-    import ipaddress
-    import socket
-
-    import psutil
-
-    try:
-        wanted = {
-            ipaddress.ip_address(info[4][0].split("%")[0])
-            for info in socket.getaddrinfo(host, None)
-        }
-    except (OSError, ValueError):
-        return None
-    networks = []
-    for name, addrs in sorted(psutil.net_if_addrs().items()):
-        for a in addrs:
-            if a.family not in (socket.AF_INET, socket.AF_INET6) or not a.address:
-                continue
-            try:
-                ip = ipaddress.ip_address(a.address.split("%")[0])
-            except ValueError:
-                continue
-            if ip in wanted:
-                return name
-            if a.netmask:
-                try:
-                    networks.append((name, ipaddress.ip_network(f"{ip}/{a.netmask}", strict=False)))
-                except ValueError:
-                    continue
-    for name, net in networks:
-        if any(ip in net for ip in wanted):
-            return name
-    return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import NamedTuple
 
 import numpy as np
 
@@ -124,7 +125,7 @@ def train_classifier(
     seed=0,
     batch_scaling="global",
     hidden=64,
-):
+) -> dict:
     """Train a classifier with Adam and cross-entropy; works under ``run`` and ``run_local``.
 
     Parameters
@@ -163,22 +164,60 @@ def train_classifier(
     With a ``checkpoint_dir`` the model, optimiser and history are checkpointed after every
     epoch, and a restarted job resumes from the last complete epoch.
     """
-    import torch
-    import torch.nn.functional as F
+    X, y, val = _check_inputs(X, y, X_val, y_val, model, epochs)
+    info = rank_info()
+    setup = _setup(X, y, val, model, batch_size, lr, seed, batch_scaling, hidden)
+    history, start_epoch, resumed_from = _resume(setup, info)
+    train_time, samples = 0.0, 0.0
+    for epoch in range(start_epoch, epochs):
+        record, count = _epoch(setup, info, epoch)
+        train_time += record["epoch_time"]
+        samples += count
+        if val is not None:
+            record["val_loss"], record["accuracy"] = _evaluate(setup.net, *val, info)
+        else:
+            record["accuracy"] = record["train_accuracy"]
+        history.append(record)
+        report(**record)
+        _save(setup, info, epoch, history)
+    return {
+        "history": history,
+        "samples_per_s": samples / train_time if train_time > 0 else float("nan"),
+        "train_time": train_time,
+        "world_size": info.world_size,
+        "rank": info.rank,
+        "global_batch_size": setup.loader.global_batch_size,
+        "lr": setup.lr,
+        "resumed_from": resumed_from,
+    }
 
+
+def _check_inputs(X, y, X_val, y_val, model, epochs):
+    """``(X, y, val)`` ready for torch; ``val`` is ``(X_val, y_val)`` or None."""
     if model not in MODELS:
         raise ValidationError(f"model={model!r} must be one of {MODELS}.")
     if not isinstance(epochs, int) or epochs < 1:
         raise ValidationError(f"epochs={epochs!r} must be a positive integer.")
     X, y = _as_inputs(X, y, model, "X")
-    has_val = X_val is not None
-    if has_val:
-        if y_val is None:
-            raise ValidationError("X_val was given without y_val.")
-        X_val, y_val = _as_inputs(X_val, y_val, model, "X_val")
-    num_classes = int(max(y.max(), y_val.max() if has_val else 0)) + 1
-    info = rank_info()
+    if X_val is None:
+        return X, y, None
+    if y_val is None:
+        raise ValidationError("X_val was given without y_val.")
+    return X, y, _as_inputs(X_val, y_val, model, "X_val")
 
+
+class _Setup(NamedTuple):
+    net: object  # the prepared (DDP-wrapped when the group is active) model
+    loader: object
+    opt: object
+    lr: float  # the learning rate of one step (scaled for batch_scaling="per-rank")
+
+
+def _setup(X, y, val, model, batch_size, lr, seed, batch_scaling, hidden):
+    """The model (same weights on every rank), this rank's loader and the optimiser."""
+    import torch
+
+    num_classes = int(max(y.max(), val[1].max() if val is not None else 0)) + 1
     net = _build_model(
         model,
         n_features=X.shape[1],
@@ -195,69 +234,64 @@ def train_classifier(
         seed=seed,
     )
     step_lr = lr * loader.lr_scale
-    opt = torch.optim.Adam(net.parameters(), lr=step_lr)
+    return _Setup(net, loader, torch.optim.Adam(net.parameters(), lr=step_lr), step_lr)
 
-    history, start_epoch, resumed_from = [], 0, None
+
+def _resume(setup, info):
+    """``(history, start_epoch, resumed_from)`` from the job's checkpoint, if there is one."""
     state = load_checkpoint() if info.checkpoint_dir else None
-    if state is not None:
-        unwrap_model(net).load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        history = list(state["history"])
-        start_epoch = resumed_from = int(state["epoch"]) + 1
-        loader.set_epoch(start_epoch)
-        logger.info("rank %d resumes at epoch %d", info.rank, start_epoch)
+    if state is None:
+        return [], 0, None
+    unwrap_model(setup.net).load_state_dict(state["model"])
+    setup.opt.load_state_dict(state["optimizer"])
+    start_epoch = int(state["epoch"]) + 1
+    setup.loader.set_epoch(start_epoch)
+    logger.info("rank %d resumes at epoch %d", info.rank, start_epoch)
+    return list(state["history"]), start_epoch, start_epoch
 
-    train_time, samples = 0.0, 0.0
-    for epoch in range(start_epoch, epochs):
-        net.train()
-        t0 = time.perf_counter()
-        loss_sum = torch.zeros((), dtype=torch.float64)
-        correct = torch.zeros((), dtype=torch.int64)
-        count = 0
-        for xb, yb in loader:
-            xb, yb = xb.to(info.device), yb.to(info.device)
-            out = net(xb)
-            loss = F.cross_entropy(out, yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.detach().double().cpu() * len(yb)
-            correct += (out.detach().argmax(1) == yb).sum().cpu()
-            count += len(yb)
-        epoch_time = time.perf_counter() - t0
-        train_time += epoch_time
-        loss_all, correct_all, count_all = _allreduce(
-            [float(loss_sum), float(correct), float(count)], info
-        )
-        samples += count_all
-        record = {
-            "epoch": epoch,
-            "loss": loss_all / count_all,
-            "train_accuracy": correct_all / count_all,
-            "epoch_time": epoch_time,
-        }
-        if has_val:
-            record["val_loss"], record["accuracy"] = _evaluate(net, X_val, y_val, info)
-        else:
-            record["accuracy"] = record["train_accuracy"]
-        history.append(record)
-        report(**record)
-        if info.checkpoint_dir:
-            save_checkpoint(
-                {
-                    "model": unwrap_model(net).state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "epoch": epoch,
-                    "history": history,
-                }
-            )
-    return {
-        "history": history,
-        "samples_per_s": samples / train_time if train_time > 0 else float("nan"),
-        "train_time": train_time,
-        "world_size": info.world_size,
-        "rank": info.rank,
-        "global_batch_size": loader.global_batch_size,
-        "lr": step_lr,
-        "resumed_from": resumed_from,
+
+def _epoch(setup, info, epoch):
+    """One training pass: its record (loss, train accuracy, time) and all ranks' samples."""
+    import torch
+    import torch.nn.functional as F
+
+    net, opt = setup.net, setup.opt
+    net.train()
+    t0 = time.perf_counter()
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    correct = torch.zeros((), dtype=torch.int64)
+    count = 0
+    for xb, yb in setup.loader:
+        xb, yb = xb.to(info.device), yb.to(info.device)
+        out = net(xb)
+        loss = F.cross_entropy(out, yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_sum += loss.detach().double().cpu() * len(yb)
+        correct += (out.detach().argmax(1) == yb).sum().cpu()
+        count += len(yb)
+    epoch_time = time.perf_counter() - t0
+    loss_all, correct_all, count_all = _allreduce(
+        [float(loss_sum), float(correct), float(count)], info
+    )
+    record = {
+        "epoch": epoch,
+        "loss": loss_all / count_all,
+        "train_accuracy": correct_all / count_all,
+        "epoch_time": epoch_time,
     }
+    return record, count_all
+
+
+def _save(setup, info, epoch, history):
+    """Checkpoint model, optimiser and history after ``epoch`` (when checkpoints are on)."""
+    if info.checkpoint_dir:
+        save_checkpoint(
+            {
+                "model": unwrap_model(setup.net).state_dict(),
+                "optimizer": setup.opt.state_dict(),
+                "epoch": epoch,
+                "history": history,
+            }
+        )

@@ -28,22 +28,26 @@ import functools
 import logging
 import math
 import numbers
-from concurrent.futures import CancelledError
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from .. import _config
-from .._dask import get_client, scheduler_workers
+from .._dask import (
+    compute_if_dask,
+    get_client,
+    map_scattered,
+    scheduler_workers,
+    split_rows,
+)
 from .._validation import check_array, check_engine, is_dask_collection
 from ..exceptions import ValidationError
 
+if TYPE_CHECKING:
+    from .._typing import Array, Self
+
 logger = logging.getLogger(__name__)
-
-
-#: pooling and input-normalisation choices of the network extractors (torch and Keras)
-POOLS = ("avg", "max")
-NORMALIZE = ("auto", "imagenet", "none")
 
 
 def unpack_images(X):
@@ -126,21 +130,6 @@ def check_n_threads(value):
     return int(value)
 
 
-def worker_threads():
-    """Threads of the Dask worker running this task, or None outside a worker."""
-    try:
-        from distributed import get_worker
-
-        return int(get_worker().state.nthreads)
-    except (ImportError, ValueError, AttributeError):
-        return None
-
-
-def resolve_client(client):
-    """The client to use for the dask engine: the one given, else ``distributed.get_client()``."""
-    return get_client(client, what="engine='dask'")
-
-
 class BaseImageFeatures(TransformerMixin, BaseEstimator):
     """Base class of the image feature extractors (not public).
 
@@ -151,21 +140,6 @@ class BaseImageFeatures(TransformerMixin, BaseEstimator):
 
     #: images per task-free local step (the CNN extractors use their ``batch_size``)
     _local_step = 256
-
-    # -- shared checks -------------------------------------------------------------------------
-    def _validate_network_params(self, pools=POOLS):
-        """The checks every network extractor (torch or Keras) shares."""
-        from .._validation import check_engine, check_positive_int
-
-        if self.pool not in pools:
-            raise ValidationError(f"pool={self.pool!r} must be one of {pools!r}.")
-        if self.normalize not in NORMALIZE:
-            raise ValidationError(f"normalize={self.normalize!r} must be one of {NORMALIZE!r}.")
-        check_positive_int(self.batch_size, "batch_size")
-        check_positive_int(self.seed, "seed", minimum=0)
-        check_engine(self.engine)
-        check_n_threads(self.n_threads)
-        check_bool(self.progress, "progress")
 
     # -- hooks ---------------------------------------------------------------------------------
     def _validate(self):  # pragma: no cover - abstract
@@ -190,7 +164,7 @@ class BaseImageFeatures(TransformerMixin, BaseEstimator):
         tags.input_tags.three_d_array = True
         return tags
 
-    def fit(self, X=None, y=None):
+    def fit(self, X=None, y=None) -> Self:
         """Validate the parameters (and the image shape of ``X`` if given); nothing is learned.
 
         ``X`` is never computed: a dask array is only checked for its shape and dtype.
@@ -206,7 +180,7 @@ class BaseImageFeatures(TransformerMixin, BaseEstimator):
             self.n_features_out_ = self._n_features(tuple(X.shape))
         return self
 
-    def transform(self, X, *, client=None):
+    def transform(self, X, *, client=None) -> Array:
         """Turn images into feature vectors.
 
         Parameters
@@ -250,7 +224,7 @@ class BaseImageFeatures(TransformerMixin, BaseEstimator):
             return self._transform_dask_lazy(fn, X, kwargs, n_out, client)
         return self._transform_dask_eager(fn, X, kwargs, n_out, client)
 
-    def get_feature_names_out(self, input_features=None):
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
         """Names ``<class>0 ... <class>{d-1}`` (needs ``fit(X)`` to know d)."""
         from sklearn.utils.validation import check_is_fitted
 
@@ -260,9 +234,8 @@ class BaseImageFeatures(TransformerMixin, BaseEstimator):
 
     # -- engines -------------------------------------------------------------------------------
     def _transform_local(self, fn, X, kwargs, n_out):
-        if is_dask_collection(X):
-            # engine="local" on a dask input: compute it in this process (threads), eagerly.
-            X = X.compute(scheduler="threads")
+        # engine="local" on a dask input: compute it in this process (threads), eagerly.
+        X = compute_if_dask(X, scheduler="threads")
         n_threads = check_n_threads(self.n_threads)
         step = max(1, int(self._local_step))
         starts = range(0, len(X), step)
@@ -285,125 +258,27 @@ class BaseImageFeatures(TransformerMixin, BaseEstimator):
             drop_axis=[2, 3],
             dtype=np.float32,
             meta=np.empty((0, 0), dtype=np.float32),
-            token=f"{type(self).__name__.lower()}",
+            token=type(self).__name__.lower(),
         )
         if self.progress:
             from distributed import progress
 
-            client = resolve_client(client)
+            client = get_client(client)
             out = client.persist(out)
             progress(out)
         return out
 
     def _transform_dask_eager(self, fn, X, kwargs, n_out, client):
-        client = resolve_client(client)
+        client = get_client(client)
         n_workers = max(1, len(scheduler_workers(client)))
         chunk = int(_config.get("images.chunk-size", 256))
         # At least two chunks per worker when there are enough images, so no worker idles.
         chunk = max(1, min(chunk, math.ceil(len(X) / (2 * n_workers))))
-        pieces = [X[s : s + chunk] for s in range(0, len(X), chunk)]
         # partial: client.map has keywords of its own (batch_size, key...) that must not clash.
         func = functools.partial(fn, n_threads=None, **kwargs)
+        name = type(self).__name__.lower()
         desc = type(self).__name__ if self.progress else None
-        parts = map_scattered(client, func, pieces, progress=desc)
+        parts = map_scattered(
+            client, func, split_rows(X, chunk), name=f"{name}-piece", progress=desc
+        )
         return np.concatenate(parts, axis=0) if parts else np.empty((0, n_out), np.float32)
-
-
-def _scatter_timeout():
-    import dask.config
-
-    return dask.config.get("distributed.comm.timeouts.connect", "30s")
-
-
-def map_scattered(client, func, pieces, *, progress=None, max_resubmits=None):
-    """``[func(piece) for piece in pieces]`` on the cluster, surviving lost workers.
-
-    The pieces are scattered (they travel to the workers directly, not through the task
-    graph), mapped and gathered as they finish, each result released on the cluster at once.
-    A scattered piece lives on one worker only and the scheduler cannot recompute it: when that
-    worker dies, its task is cancelled ("already forgotten"). Such a piece is scattered again
-    from the driver's copy and resubmitted, at most ``max_resubmits`` times
-    (``distributed.scheduler.allowed-failures`` by default), as the lazy path's tasks are
-    recomputed by the scheduler.
-
-    Parameters
-    ----------
-    client : distributed.Client
-    func : callable
-        Module-level function (or a partial of one) of one numpy piece.
-    pieces : list of ndarray
-    progress : str, optional
-        Show a progress bar with this label.
-
-    Returns
-    -------
-    list, the results in the order of ``pieces``.
-
-    Raises
-    ------
-    WorkerLostError
-        A piece was lost more than ``max_resubmits`` times, or no worker took it back in
-        ``distributed.comm.timeouts.connect``.
-    """
-    import dask.config
-    from distributed import as_completed
-    from distributed.client import FutureCancelledError
-
-    from ..exceptions import WorkerLostError
-
-    if not pieces:
-        return []
-    if max_resubmits is None:
-        max_resubmits = int(dask.config.get("distributed.scheduler.allowed-failures", 3))
-    timeout = _scatter_timeout()
-
-    def scatter(items):
-        try:
-            # hash=False: equal inputs of an earlier call must not share (and lose) its keys.
-            return client.scatter(items, hash=False, timeout=timeout)
-        except (TimeoutError, OSError) as exc:
-            raise WorkerLostError(
-                f"could not send {len(items)} piece(s) of images to the cluster within "
-                f"{timeout} ({type(exc).__name__}: {exc}); does it still have workers? "
-                f"Workers now: {sorted(scheduler_workers(client))!r}."
-            ) from exc
-
-    futures = client.map(func, scatter(pieces), pure=False)
-    index = {f.key: i for i, f in enumerate(futures)}
-    results = [None] * len(pieces)
-    lost = [0] * len(pieces)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(pieces), unit="chunk", desc=progress)
-    with client.as_current():  # as_completed looks the client up; it may not be the default
-        pending = as_completed(futures)
-    del futures  # as_completed holds them; each is dropped once its result is here
-    try:
-        for fut in pending:
-            i = index.pop(fut.key)
-            try:
-                results[i] = fut.result()
-            except (FutureCancelledError, CancelledError) as exc:
-                lost[i] += 1
-                if lost[i] > max_resubmits:
-                    raise WorkerLostError(
-                        f"piece {i} of the images ({len(pieces[i])} images) was lost with a "
-                        f"worker {lost[i]} times ({exc}); the cluster keeps losing workers. "
-                        "Check the workers' logs (memory limit?) and try again."
-                    ) from exc
-                logger.warning(
-                    "piece %d of the images was lost with a worker (%s); sending it again", i, exc
-                )
-                new = client.submit(func, scatter([pieces[i]])[0], pure=False)
-                index[new.key] = i
-                pending.add(new)
-                continue
-            if bar is not None:
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
-        pending.clear()
-    return results

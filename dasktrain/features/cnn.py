@@ -1,8 +1,8 @@
 """CNN features with PyTorch: a VGG19 / ResNet / small CNN trunk, pooled to one vector per image.
 
-The model is never in a task graph: each block carries a small spec
-``("cnn", backbone, weights, file stamp, seed, device)`` and the worker process builds the model
-once through :func:`dasktrain._cache.get_or_build`, then reuses it for every chunk.
+The model is never in a task graph: each block carries a small
+:class:`~dasktrain.features._network.ModelSpec` and the worker process builds the model once
+through :func:`dasktrain._cache.get_or_build`, then reuses it for every chunk.
 """
 
 from __future__ import annotations
@@ -16,14 +16,7 @@ from .._cache import get_or_build
 from .._compat import import_optional
 from ..exceptions import ValidationError, WeightsError
 from . import _backbones
-from ._base import (
-    POOLS,
-    BaseImageFeatures,
-    as_channels,
-    check_finite_block,
-    check_n_threads,
-    worker_threads,
-)
+from ._network import POOLS, NetworkFeatures, file_stamp, network_block
 
 logger = logging.getLogger(__name__)
 
@@ -34,13 +27,6 @@ DEVICES = ("auto", "cpu", "cuda")
 # ImageNet channel statistics (RGB), as torchvision's ImageNet weights expect.
 IMAGENET_MEAN = np.asarray([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.asarray([0.229, 0.224, 0.225], dtype=np.float32)
-
-# File names torchvision gives its ImageNet checkpoints in the torch hub cache.
-IMAGENET_FILES = {
-    "vgg19": "vgg19-dcbb9e9d.pth",
-    "resnet18": "resnet18-f37072fd.pth",
-    "resnet34": "resnet34-b627a593.pth",
-}
 
 
 # (backbone, absolute path, (size, mtime_ns)) of weights files already checked in this process
@@ -54,7 +40,7 @@ def imagenet_path(backbone):
     Nothing is downloaded: the file must already be in the torch hub cache
     (``$TORCH_HOME/hub/checkpoints``), where torchvision puts it.
     """
-    fname = IMAGENET_FILES.get(backbone)
+    fname = _backbones.get_backbone(backbone).imagenet_file
     if fname is None:
         raise WeightsError(
             f"weights='imagenet' is not available for backbone={backbone!r} (no ImageNet "
@@ -107,7 +93,7 @@ def load_state_dict(path, backbone):
         )
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
-    heads = _backbones.head_prefixes(backbone)
+    heads = _backbones.get_backbone(backbone).head_prefixes
     return {k: v for k, v in state.items() if not k.startswith(heads)}
 
 
@@ -145,17 +131,6 @@ def _short(items, n=6):
     return shown + (f", ... (+{len(items) - n} more)" if len(items) > n else "")
 
 
-def _file_stamp(path):
-    """(size, mtime_ns) of a weights file: a changed file gives a new cache spec."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError as exc:
-        raise WeightsError(f"weights file {path!r} does not exist.") from exc
-    except OSError as exc:
-        raise WeightsError(f"weights file {path!r} cannot be read: {exc}.") from exc
-    return (st.st_size, st.st_mtime_ns)
-
-
 # -- per-process model -------------------------------------------------------------------------
 def _resolve_device(device):
     torch = import_optional("torch", "torch")
@@ -170,14 +145,15 @@ def _resolve_device(device):
 
 def build_model(spec):
     """Build the eval-mode trunk described by ``spec`` (called once per process by the cache)."""
-    _, backbone, weights, _stamp, seed, device = spec
-    model = _backbones.build(backbone, seed=seed)
-    if weights is not None:
-        path = imagenet_path(backbone) if weights == "imagenet" else weights
-        apply_state_dict(model, load_state_dict(path, backbone), backbone, path)
+    model = _backbones.build(spec.backbone, seed=spec.seed)
+    if spec.weights is not None:
+        path = imagenet_path(spec.backbone) if spec.weights == "imagenet" else spec.weights
+        apply_state_dict(model, load_state_dict(path, spec.backbone), spec.backbone, path)
     model.eval()
-    device = _resolve_device(device)
-    logger.info("built %s trunk (weights=%s, seed=%d) on %s", backbone, weights, seed, device)
+    device = _resolve_device(spec.device)
+    logger.info(
+        "built %s trunk (weights=%s, seed=%d) on %s", spec.backbone, spec.weights, spec.seed, device
+    )
     return model.to(device), device
 
 
@@ -187,11 +163,11 @@ CNN_POOLS = POOLS + ("flatten",)
 
 def n_cnn_features(backbone, pool, height, width):
     """Feature length of ``backbone`` with ``pool`` for ``height x width`` images."""
-    channels = _backbones.feature_dim(backbone)
+    trunk = _backbones.get_backbone(backbone)
     if pool != "flatten":
-        return channels
-    h, w = _backbones.feature_map_size(backbone, height, width)
-    return channels * h * w
+        return trunk.feature_dim
+    h, w = trunk.feature_map_size(height, width)
+    return trunk.feature_dim * h * w
 
 
 def cnn_block(block, *, spec, pool, batch_size, normalize, n_threads=None):
@@ -202,33 +178,39 @@ def cnn_block(block, *, spec, pool, batch_size, normalize, n_threads=None):
     """
     torch = import_optional("torch", "torch")
     block = np.asarray(block, dtype=np.float32)
-    d = n_cnn_features(spec[1], pool, block.shape[1], block.shape[2])
-    if len(block) == 0:
-        return np.empty((0, d), np.float32)
-    check_finite_block(block)
-    model, device = get_or_build(spec, lambda: build_model(spec))
-    threads = n_threads or worker_threads() or check_n_threads(None)
-    # Resizing torch's pool is not free: only touch it when it differs. In a worker the
-    # setting stays (it is the worker's); the local engine restores the caller's afterwards.
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-    x = as_channels(block, 3)
-    if normalize:
-        x = (x - IMAGENET_MEAN) / IMAGENET_STD
-    x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-    out = np.empty((len(x), d), np.float32)
-    with torch.inference_mode():
-        for s in range(0, len(x), batch_size):
-            fmap = model(torch.from_numpy(x[s : s + batch_size]).to(device))
+
+    def load(threads):
+        loaded = get_or_build(spec, lambda: build_model(spec))
+        # Resizing torch's pool is not free: only touch it when it differs. In a worker the
+        # setting stays (it is the worker's); the local engine restores the caller's afterwards.
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        return loaded
+
+    def forward(loaded, x):
+        model, device = loaded
+        if normalize:
+            x = (x - IMAGENET_MEAN) / IMAGENET_STD
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        with torch.inference_mode():
+            fmap = model(torch.from_numpy(x).to(device))
             if pool == "flatten":
                 pooled = fmap.flatten(1)
             else:
                 pooled = fmap.mean(dim=(2, 3)) if pool == "avg" else fmap.amax(dim=(2, 3))
-            out[s : s + batch_size] = pooled.float().cpu().numpy()
-    return out
+            return pooled.float().cpu().numpy()
+
+    return network_block(
+        block,
+        n_features=n_cnn_features(spec.backbone, pool, block.shape[1], block.shape[2]),
+        batch_size=batch_size,
+        n_threads=n_threads,
+        load=load,
+        forward=forward,
+    )
 
 
-class CNNFeatures(BaseImageFeatures):
+class CNNFeatures(NetworkFeatures):
     """Pooled convolutional features from a PyTorch VGG19 / ResNet-18/34 / small CNN trunk.
 
     A stateless scikit-learn transformer: ``fit`` only validates, ``transform`` turns each
@@ -313,9 +295,11 @@ class CNNFeatures(BaseImageFeatures):
         self.n_threads = n_threads
         self.progress = progress
 
-    @property
-    def _local_step(self):
-        return self.batch_size
+    _framework = "torch"
+    _pools = CNN_POOLS
+    _weights_file = "a state-dict file"
+    _smaller_hint = " or use a smaller backbone ('smallcnn' takes 8x8)"
+    _block_fn = staticmethod(cnn_block)
 
     def _transform_local(self, fn, X, kwargs, n_out):
         torch = import_optional("torch", "torch")
@@ -326,68 +310,32 @@ class CNNFeatures(BaseImageFeatures):
             if torch.get_num_threads() != previous:
                 torch.set_num_threads(previous)
 
-    def _validate(self):
-        _backbones.check_backbone(self.backbone)
+    def _check_backbone(self):
+        _backbones.get_backbone(self.backbone)
+
+    def _check_params(self):
         if self.device not in DEVICES:
             raise ValidationError(f"device={self.device!r} must be one of {DEVICES!r}.")
-        self._validate_network_params(pools=CNN_POOLS)
-        w = self.weights
-        if w is None:
-            return
-        if w == "imagenet":
-            imagenet_path(self.backbone)
-            return
-        if not isinstance(w, (str, os.PathLike)):
-            raise WeightsError(
-                f"weights={w!r} must be None, 'imagenet' or the path of a state-dict file."
-            )
-        # Read the file here (driver side) so a mismatch fails before any task runs; once
-        # per (backbone, file version), not at every transform call.
-        path = os.path.abspath(os.fspath(w))
-        key = (self.backbone, path, _file_stamp(path))
+
+    def _min_size(self):
+        return _backbones.get_backbone(self.backbone).min_size
+
+    def _imagenet_path(self):
+        return imagenet_path(self.backbone)
+
+    def _check_weights_file(self, path):
+        # Once per (backbone, file version), not at every transform call.
+        key = (self.backbone, path, file_stamp(path))
         if key not in _CHECKED_FILES:
             model = _backbones.build(self.backbone, seed=0)
             apply_state_dict(model, load_state_dict(path, self.backbone), self.backbone, path)
             _CHECKED_FILES.add(key)
 
-    def _check_images(self, shape):
-        n, h, w, c = shape
-        need = _backbones.min_size(self.backbone)
-        if h < need or w < need:
-            raise ValidationError(
-                f"images of {h}x{w} pixels are too small for backbone {self.backbone!r}: it needs "
-                f"at least {need}x{need}. Resize them (read_images(..., size=...)) or use a "
-                "smaller backbone ('smallcnn' takes 8x8)."
-            )
-        if c not in (1, 3):
-            raise ValidationError(
-                f"X has {c} channels; {self.backbone!r} takes 3 (RGB) or 1 (gray, repeated to 3)."
-            )
-
     def _n_features(self, shape):
         return n_cnn_features(self.backbone, self.pool, shape[1], shape[2])
 
-    def _spec(self):
-        w = self.weights
-        if w is None:
-            weights, stamp = None, None
-        elif w == "imagenet":
-            weights, stamp = "imagenet", None
-        else:
-            weights = os.path.abspath(os.fspath(w))
-            stamp = _file_stamp(weights)
-        seed = int(self.seed) if weights is None else 0
-        return ("cnn", self.backbone, weights, stamp, seed, self.device)
+    def _spec_fields(self):
+        return {"device": self.device}
 
-    def _block_kwargs(self, shape):
-        normalize = self.normalize == "imagenet" or (
-            self.normalize == "auto" and self.weights == "imagenet"
-        )
-        return {
-            "spec": self._spec(),
-            "pool": self.pool,
-            "batch_size": int(self.batch_size),
-            "normalize": normalize,
-        }
-
-    _block_fn = staticmethod(cnn_block)
+    def _extra_block_kwargs(self):
+        return {"pool": self.pool}

@@ -8,6 +8,7 @@ worker process builds the model once from a small spec held in :mod:`dasktrain._
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -18,36 +19,49 @@ import numpy as np
 from .._cache import get_or_build
 from .._compat import import_optional
 from ..exceptions import ValidationError, WeightsError
-from ._base import (
-    BaseImageFeatures,
-    as_channels,
-    check_finite_block,
-    check_n_threads,
-    worker_threads,
-)
+from ._base import check_n_threads
+from ._network import NetworkFeatures, network_block
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["KerasFeatures", "KERAS_BACKBONES"]
+__all__ = ["KerasFeatures", "KERAS_BACKBONES", "KerasBackbone"]
 
-# name -> (keras.applications constructor, preprocessing module, feature length, ImageNet
-# "notop" file name in the Keras cache)
-_KERAS = {
-    "vgg19": ("VGG19", "vgg19", 512, "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-    "resnet50": (
-        "ResNet50",
-        "resnet",
-        2048,
-        "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
-    ),
-    "mobilenetv2": (
-        "MobileNetV2",
-        "mobilenet_v2",
-        1280,
-        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
-    ),
+
+@dataclasses.dataclass(frozen=True)
+class KerasBackbone:
+    """One ``keras.applications`` trunk: everything :class:`KerasFeatures` needs, in one record."""
+
+    name: str
+    application: str  # the keras.applications constructor
+    preprocess: str  # the keras.applications module whose preprocess_input it takes
+    feature_dim: int
+    imagenet_file: str  # the ImageNet "notop" weights in the Keras cache
+
+
+_REGISTRY = {
+    b.name: b
+    for b in (
+        KerasBackbone(
+            "vgg19", "VGG19", "vgg19", 512, "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
+        ),
+        KerasBackbone(
+            "resnet50",
+            "ResNet50",
+            "resnet",
+            2048,
+            "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        ),
+        KerasBackbone(
+            "mobilenetv2",
+            "MobileNetV2",
+            "mobilenet_v2",
+            1280,
+            "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+        ),
+    )
 }
-KERAS_BACKBONES = tuple(_KERAS)
+#: Names of the Keras backbones.
+KERAS_BACKBONES = tuple(_REGISTRY)
 _MIN_SIZE = 32
 
 
@@ -56,25 +70,27 @@ def _keras():
     return import_optional("keras", "tensorflow")
 
 
-def check_keras_backbone(name):
-    if not isinstance(name, str) or name not in _KERAS:
+def get_keras_backbone(name):
+    """The :class:`KerasBackbone` called ``name``; raise naming the valid ones otherwise."""
+    if not isinstance(name, str) or name not in _REGISTRY:
         raise ValidationError(
             f"backbone={name!r} is not a Keras backbone dasktrain knows; use one of "
             f"{', '.join(map(repr, KERAS_BACKBONES))}."
         )
-    return name
+    return _REGISTRY[name]
 
 
 def keras_imagenet_path(backbone):
     """Path of the cached Keras ImageNet weights (no top) of ``backbone``; raise if absent."""
-    fname = _KERAS[backbone][3]
+    trunk = get_keras_backbone(backbone)
+    fname = trunk.imagenet_file
     home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
     path = os.path.join(home, "models", fname)
     if not os.path.isfile(path):
         raise WeightsError(
             f"weights='imagenet': Keras' ImageNet weights {fname!r} for {backbone!r} are not in "
             f"the Keras cache ({path}) and dasktrain never downloads at run time. Fetch them on a "
-            f"machine with internet (keras.applications.{_KERAS[backbone][0]}(weights='imagenet',"
+            f"machine with internet (keras.applications.{trunk.application}(weights='imagenet',"
             f" include_top=False)) and copy {fname!r} there, or pass weights='/path/to/{fname}',"
             " normalize='imagenet'."
         )
@@ -96,19 +112,21 @@ def _set_tf_threads(tf, n_threads):
 
 def build_keras_model(spec, n_threads):
     """Build the Keras trunk for ``spec`` (called once per process by the cache)."""
-    _, backbone, weights, _stamp, seed, pool = spec
+    backbone, weights, seed = spec.backbone, spec.weights, spec.seed
     keras = _keras()
     import tensorflow as tf
 
     _set_tf_threads(tf, n_threads)
-    ctor = getattr(keras.applications, _KERAS[backbone][0])
+    ctor = getattr(keras.applications, get_keras_backbone(backbone).application)
     # Keras draws unseeded initial weights from Python's global `random`, which other
     # threads of a Dask worker also use: the draws would differ between processes. So the
     # random weights are drawn again below from a private NumPy generator, and the caller's
     # global random states are restored around the build.
     py_state, np_state = random.getstate(), np.random.get_state()
     try:
-        model = ctor(include_top=False, weights=None, pooling=pool, input_shape=(None, None, 3))
+        model = ctor(
+            include_top=False, weights=None, pooling=spec.pool, input_shape=(None, None, 3)
+        )
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)
@@ -150,25 +168,28 @@ def _seeded_glorot(model, seed):
 
 def keras_block(block, *, spec, batch_size, normalize, n_threads=None):
     """Keras features of one numpy chunk ``(n, h, w, c)`` -> ``(n, d)`` float32."""
-    block = np.asarray(block, dtype=np.float32)
-    d = _KERAS[spec[1]][2]
-    if len(block) == 0:
-        return np.empty((0, d), np.float32)
-    check_finite_block(block)
-    threads = n_threads or worker_threads() or check_n_threads(None)
-    model = get_or_build(spec, lambda: build_keras_model(spec, threads))
-    x = as_channels(block, 3)
-    if normalize:
-        keras = _keras()
-        prep = getattr(keras.applications, _KERAS[spec[1]][1]).preprocess_input
-        x = np.asarray(prep(x * 255.0), dtype=np.float32)
-    out = np.empty((len(x), d), np.float32)
-    for s in range(0, len(x), batch_size):
-        out[s : s + batch_size] = model(x[s : s + batch_size], training=False).numpy()
-    return out
+    trunk = get_keras_backbone(spec.backbone)
+
+    def load(threads):
+        return get_or_build(spec, lambda: build_keras_model(spec, threads))
+
+    def forward(model, x):
+        if normalize:
+            prep = getattr(_keras().applications, trunk.preprocess).preprocess_input
+            x = np.asarray(prep(x * 255.0), dtype=np.float32)
+        return model(x, training=False).numpy()
+
+    return network_block(
+        np.asarray(block, dtype=np.float32),
+        n_features=trunk.feature_dim,
+        batch_size=batch_size,
+        n_threads=n_threads,
+        load=load,
+        forward=forward,
+    )
 
 
-class KerasFeatures(BaseImageFeatures):
+class KerasFeatures(NetworkFeatures):
     """Pooled convolutional features from a ``keras.applications`` trunk (TensorFlow).
 
     Parameters
@@ -220,56 +241,28 @@ class KerasFeatures(BaseImageFeatures):
         self.n_threads = n_threads
         self.progress = progress
 
-    @property
-    def _local_step(self):
-        return self.batch_size
+    _framework = "keras"
+    _weights_file = "a Keras weights file (.weights.h5)"
+    _block_fn = staticmethod(keras_block)
 
-    def _validate(self):
-        check_keras_backbone(self.backbone)
-        self._validate_network_params()
-        w = self.weights
-        if w is None:
-            return
-        if w == "imagenet":
-            keras_imagenet_path(self.backbone)
-        elif not isinstance(w, (str, os.PathLike)):
-            raise WeightsError(f"weights={w!r} must be None, 'imagenet' or a weights file path.")
-        elif not os.path.isfile(os.fspath(w)):
-            raise WeightsError(f"weights file {os.fspath(w)!r} does not exist.")
-        else:
-            # Load once here so a mismatched file fails before any task runs (cached: a
-            # valid file is built once per process, and reused by the local engine).
-            spec = self._spec()
-            get_or_build(spec, lambda: build_keras_model(spec, check_n_threads(self.n_threads)))
+    def _check_backbone(self):
+        get_keras_backbone(self.backbone)
 
-    def _check_images(self, shape):
-        n, h, w, c = shape
-        if h < _MIN_SIZE or w < _MIN_SIZE:
-            raise ValidationError(
-                f"images of {h}x{w} pixels are too small for Keras backbone {self.backbone!r}: "
-                f"it needs at least {_MIN_SIZE}x{_MIN_SIZE}. Resize them."
-            )
-        if c not in (1, 3):
-            raise ValidationError(f"X has {c} channels; pass 1 (gray, repeated) or 3 (RGB).")
+    def _min_size(self):
+        return _MIN_SIZE
+
+    def _imagenet_path(self):
+        return keras_imagenet_path(self.backbone)
+
+    def _check_weights_file(self, path):
+        # ``path`` is in the spec (with its stamp). Load once here so a mismatched file fails
+        # before any task runs (cached: a valid file is built once per process, and reused by
+        # the local engine).
+        spec = self._spec()
+        get_or_build(spec, lambda: build_keras_model(spec, check_n_threads(self.n_threads)))
 
     def _n_features(self, shape):
-        return _KERAS[self.backbone][2]
+        return get_keras_backbone(self.backbone).feature_dim
 
-    def _spec(self):
-        w = self.weights
-        if w is None or w == "imagenet":
-            weights, stamp = w, None
-        else:
-            weights = os.path.abspath(os.fspath(w))
-            st = os.stat(weights)
-            stamp = (st.st_size, st.st_mtime_ns)
-        seed = int(self.seed) if weights is None else 0
-        return ("keras", self.backbone, weights, stamp, seed, self.pool)
-
-    def _block_kwargs(self, shape):
-        normalize = self.normalize == "imagenet" or (
-            self.normalize == "auto" and self.weights == "imagenet"
-        )
-        return {"spec": self._spec(), "batch_size": int(self.batch_size), "normalize": normalize}
-
-    _block_fn = staticmethod(keras_block)
+    def _spec_fields(self):
+        return {"pool": self.pool}

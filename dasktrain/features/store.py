@@ -179,7 +179,41 @@ def _swap_in(tmp, path, replace):
         logger.warning("could not delete the previous store at %s: %s", old, exc)
 
 
-def save_features(path, X, y=None, classes=None, *, overwrite=False):
+def _check_inputs(X, y, classes):
+    # A lazy X (features being extracted) is not scanned for NaN: that would run the whole
+    # extraction twice. The extractors already reject NaN images chunk by chunk.
+    X = check_array(X, name="X", ndim=2, allow_nan=is_dask_collection(X))
+    if y is not None:
+        y = check_array(y, name="y", ndim=1, allow_nan=False)
+        check_consistent_length(X, y)
+    if classes is not None:
+        if isinstance(classes, str) or not all(isinstance(c, str) for c in classes):
+            raise ValidationError(f"classes={classes!r} must be a sequence of class-name strings.")
+        classes = list(classes)
+    return X, y, classes
+
+
+def _write_store(folder, X, y, classes):
+    """The arrays and the attributes of a store, written into ``folder``."""
+    import zarr
+
+    root = zarr.open_group(folder, mode="w")
+    _write(root, folder, "X", X)
+    if y is not None:
+        _write(root, folder, "y", y)
+    root.attrs.update(
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "classes": classes,
+            "has_y": y is not None,
+            "n_samples": int(X.shape[0]),
+            "n_features": int(X.shape[1]),
+        }
+    )
+
+
+def save_features(path, X, y=None, classes=None, *, overwrite=False) -> str:
     """Write features ``X`` (and labels ``y``, class names ``classes``) to a zarr store.
 
     Parameters
@@ -224,38 +258,14 @@ def save_features(path, X, y=None, classes=None, *, overwrite=False):
     import shutil
     import tempfile
 
-    import zarr
-
     path = os.fspath(path)
-    # A lazy X (features being extracted) is not scanned for NaN: that would run the whole
-    # extraction twice. The extractors already reject NaN images chunk by chunk.
-    X = check_array(X, name="X", ndim=2, allow_nan=is_dask_collection(X))
-    if y is not None:
-        y = check_array(y, name="y", ndim=1, allow_nan=False)
-        check_consistent_length(X, y)
-    if classes is not None:
-        if isinstance(classes, str) or not all(isinstance(c, str) for c in classes):
-            raise ValidationError(f"classes={classes!r} must be a sequence of class-name strings.")
-        classes = list(classes)
+    X, y, classes = _check_inputs(X, y, classes)
     replace = _check_target(path, overwrite)
     parent, name = os.path.split(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
     try:
-        root = zarr.open_group(tmp, mode="w")
-        _write(root, tmp, "X", X)
-        if y is not None:
-            _write(root, tmp, "y", y)
-        root.attrs.update(
-            {
-                "format": FORMAT,
-                "version": VERSION,
-                "classes": classes,
-                "has_y": y is not None,
-                "n_samples": int(X.shape[0]),
-                "n_features": int(X.shape[1]),
-            }
-        )
+        _write_store(tmp, X, y, classes)
         _swap_in(tmp, path, replace)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # our own temporary folder, nothing else
@@ -264,7 +274,7 @@ def save_features(path, X, y=None, classes=None, *, overwrite=False):
     return path
 
 
-def load_features(path, *, engine="local"):
+def load_features(path, *, engine="local") -> tuple:
     """Read features written by :func:`save_features`.
 
     Parameters

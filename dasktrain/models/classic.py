@@ -19,11 +19,22 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone, is_classifier
 from sklearn.utils.validation import check_is_fitted
 
+from .._dask import (
+    blockwise_apply,
+    compute_all,
+    compute_if_dask,
+    get_client,
+    maybe_client,
+    row_chunked,
+    task_keys,
+    using_client,
+)
 from .._validation import (
     check_array,
     check_consistent_length,
@@ -31,16 +42,14 @@ from .._validation import (
     resolve_engine,
 )
 from ._base import (
-    as_dask,
-    blockwise_apply,
-    get_client,
-    maybe_client,
     strip_client_state,
-    using_client,
     validate_fitted_X,
     validate_X,
     validate_y,
 )
+
+if TYPE_CHECKING:
+    from .._typing import Array, Self
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +88,7 @@ class _SklearnClassifier(ClassifierMixin, BaseEstimator):
         params = {k: v for k, v in self.get_params(deep=False).items() if k not in _OWN_PARAMS}
         return self._sk_class()(**params)
 
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y, sample_weight=None) -> Self:
         """Fit the scikit-learn model on the chosen engine.
 
         Parameters
@@ -108,30 +117,29 @@ class _SklearnClassifier(ClassifierMixin, BaseEstimator):
             check_consistent_length(X, sample_weight, y_name="sample_weight")
         est = self._make()
         if engine == "local":
-
-            def np_(a):
-                return a.compute() if is_dask_collection(a) else a
-
-            est = _fit_estimator(est, np_(X), np_(y), np_(sample_weight))
+            est = _fit_estimator(est, *compute_all([X, y, sample_weight]))
         else:
-            import dask
-
-            # A readable, fresh key: "fit-logisticregression-<uuid>" on the dashboard.
-            task = dask.delayed(_fit_estimator, pure=False)(
-                est,
-                as_dask(X),
-                as_dask(y),
-                None if sample_weight is None else as_dask(sample_weight),
-                dask_key_name=f"fit-{type(est).__name__.lower()}-{uuid.uuid4().hex}",
-            )
-            client = maybe_client(self.client)
-            est = client.compute(task).result() if client is not None else task.compute()
+            est = self._fit_in_a_task(est, X, y, sample_weight)
         self.estimator_ = est
         self.engine_ = engine
         for name, value in vars(est).items():
             if name.endswith("_") and not name.startswith("_"):
                 setattr(self, name, value)
         return self
+
+    def _fit_in_a_task(self, est, X, y, sample_weight):
+        """The dask engine: one task gathers the blocks on a worker and fits ``est`` there."""
+        import dask
+
+        # A readable, fresh key: "fit-logisticregression-<uuid>" on the dashboard.
+        task = dask.delayed(_fit_estimator, pure=False)(
+            est,
+            row_chunked(X),
+            row_chunked(y),
+            None if sample_weight is None else row_chunked(sample_weight),
+            dask_key_name=f"fit-{type(est).__name__.lower()}-{uuid.uuid4().hex}",
+        )
+        return compute_if_dask(task, client=maybe_client(self.client))
 
     def _apply(self, method, X, n_columns=None, dtype=np.float64):
         check_is_fitted(self, "estimator_")
@@ -140,17 +148,17 @@ class _SklearnClassifier(ClassifierMixin, BaseEstimator):
             return blockwise_apply(self.estimator_, method, X, dtype=dtype, n_columns=n_columns)
         return getattr(self.estimator_, method)(X)
 
-    def predict(self, X):
+    def predict(self, X) -> Array:
         """Class labels; lazy and blockwise for a dask input."""
         check_is_fitted(self, "estimator_")
         return self._apply("predict", X, dtype=self.classes_.dtype)
 
-    def predict_proba(self, X):
+    def predict_proba(self, X) -> Array:
         """Class probabilities of shape (n_samples, n_classes); lazy for a dask input."""
         check_is_fitted(self, "estimator_")
         return self._apply("predict_proba", X, n_columns=len(self.classes_))
 
-    def score(self, X, y, sample_weight=None):
+    def score(self, X, y, sample_weight=None) -> float:
         """Accuracy; dask inputs reduced blockwise by :mod:`dasktrain.metrics`."""
         from .. import metrics
 
@@ -206,7 +214,7 @@ class LogisticRegression(_SklearnClassifier):
 
         return K
 
-    def decision_function(self, X):
+    def decision_function(self, X) -> Array:
         """Signed distance to the hyperplane; lazy for a dask input."""
         check_is_fitted(self, "estimator_")
         n = None if len(self.classes_) == 2 else len(self.classes_)
@@ -305,7 +313,7 @@ def cross_validate(
     engine="auto",
     client=None,
     return_train_score=False,
-):
+) -> dict[str, np.ndarray]:
     """Cross-validated scores; the same dict as :func:`sklearn.model_selection.cross_validate`.
 
     Parameters
@@ -332,8 +340,6 @@ def cross_validate(
     dict
         ``fit_time``, ``score_time``, ``test_<name>`` / ``test_score`` (and ``train_*``).
     """
-    from sklearn.metrics import check_scoring
-    from sklearn.model_selection import check_cv
     from sklearn.model_selection import cross_validate as sk_cross_validate
 
     engine = resolve_engine(engine, X, y)
@@ -342,15 +348,9 @@ def cross_validate(
     with using_client(client):
         X = validate_X(X)
         y, _ = validate_y(y, X, estimator="cross_validate", classifier=is_classifier(estimator))
-    params = estimator.get_params(deep=False)
-    if "engine" in params:
-        # A dasktrain estimator runs locally inside its fold; rebuilt rather than cloned so
-        # that a client argument is dropped instead of deep-copied.
-        params.update(engine="local", **({"client": None} if "client" in params else {}))
-        estimator = type(estimator)(**params)
+    estimator = _local_twin(estimator)
     if engine == "local":
-        Xn = X.compute() if is_dask_collection(X) else X
-        yn = y.compute() if is_dask_collection(y) else y
+        Xn, yn = compute_all([X, y])
         return sk_cross_validate(
             estimator,
             Xn,
@@ -361,8 +361,29 @@ def cross_validate(
             return_train_score=return_train_score,
         )
     client = get_client(client, what="cross_validate(engine='dask')")
+    results = _folds_on_cluster(client, estimator, X, y, cv, scoring, groups, return_train_score)
+    return _cv_results(results, return_train_score)
+
+
+def _local_twin(estimator):
+    """A dasktrain estimator runs locally inside its fold (the fold is the unit of work).
+
+    Rebuilt rather than cloned so that a client argument is dropped instead of deep-copied.
+    """
+    params = estimator.get_params(deep=False)
+    if "engine" not in params:
+        return estimator
+    params.update(engine="local", **({"client": None} if "client" in params else {}))
+    return type(estimator)(**params)
+
+
+def _folds_on_cluster(client, estimator, X, y, cv, scoring, groups, return_train_score):
+    """Every fold as one task (``cv-fold-<uuid>-<i>``), X and y sent to the cluster once."""
+    from sklearn.metrics import check_scoring
+    from sklearn.model_selection import check_cv
+
     # The splitter needs y (small) on the client; X stays on the cluster.
-    y_local = y.compute() if is_dask_collection(y) else y
+    y_local = compute_if_dask(y)
     splitter = check_cv(cv, y_local, classifier=is_classifier(estimator))
     splits = list(splitter.split(np.zeros((len(y_local), 1)), y_local, groups))
     scorer = check_scoring(estimator, scoring=scoring)
@@ -376,25 +397,18 @@ def cross_validate(
         else client.scatter(X, broadcast=False, hash=False)
     )
     y_f = client.scatter(y_local, broadcast=False, hash=False)
-    # Everything positional (a keyword array would become a graph node keyed by its name);
-    # fresh, readable keys: "cv-fold-<uuid>-<i>" on the dashboard.
-    token = uuid.uuid4().hex
+    # Everything positional (a keyword array would become a graph node keyed by its name).
     futures = [
         client.submit(
-            _fold,
-            estimator,
-            X_f,
-            y_f,
-            tr,
-            te,
-            scorer,
-            return_train_score,
-            key=f"cv-fold-{token}-{i}",
-            pure=False,
+            _fold, estimator, X_f, y_f, tr, te, scorer, return_train_score, key=key, pure=False
         )
-        for i, (tr, te) in enumerate(splits)
+        for (tr, te), key in zip(splits, task_keys("cv-fold", len(splits)))
     ]
-    results = client.gather(futures)
+    return client.gather(futures)
+
+
+def _cv_results(results, return_train_score):
+    """scikit-learn's ``cross_validate`` dict from the ``_fold`` results."""
     out = {
         "fit_time": np.array([r[0] for r in results]),
         "score_time": np.array([r[1] for r in results]),

@@ -20,13 +20,21 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
 from .._compat import has_gpu, import_optional
-from .._dask import WorkerWatch
+from .._dask import (
+    blockwise_apply,
+    compute_if_dask,
+    maybe_client,
+    row_chunked,
+    total_threads,
+    using_client,
+)
 from .._validation import (
     check_array,
     check_consistent_length,
@@ -34,20 +42,18 @@ from .._validation import (
     is_dask_collection,
     resolve_engine,
 )
-from ..exceptions import ValidationError, WorkerLostError
+from ..exceptions import ValidationError
 from ._base import (
-    as_dask,
-    balanced_persist,
-    blockwise_apply,
-    get_client,
-    maybe_client,
+    computed_X,
     strip_client_state,
-    using_client,
     validate_fitted_X,
     validate_X,
     validate_y,
-    worker_threads,
 )
+from ._xgb_dask import fit_dask
+
+if TYPE_CHECKING:
+    from .._typing import Array, Self
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +176,7 @@ class _XGBBase(BaseEstimator):
             y, X, estimator=type(self).__name__, classifier=self._kind == "classifier"
         )
 
-    def fit(self, X, y, *, eval_set=None, sample_weight=None, xgb_model=None):
+    def fit(self, X, y, *, eval_set=None, sample_weight=None, xgb_model=None) -> Self:
         """Fit the booster.
 
         Parameters
@@ -249,7 +255,7 @@ class _XGBBase(BaseEstimator):
         if engine == "local":
             model = self._fit_local(X, y, evals, sample_weight, params, xgb_model)
         else:
-            model = self._fit_dask(X, y, evals, sample_weight, params, xgb_model)
+            model = fit_dask(self, X, y, evals, sample_weight, params, xgb_model)
         self.booster_ = model.get_booster()
         self.best_iteration_ = (
             getattr(model, "best_iteration", None) if self.early_stopping_rounds else None
@@ -282,115 +288,23 @@ class _XGBBase(BaseEstimator):
         if n_jobs is None:
             client = maybe_client(self.client)
             # Fair comparison: as many threads as the dask workers have together.
-            n_jobs = worker_threads(client) if client is not None else None
+            n_jobs = total_threads(client) if client is not None else None
         self.n_jobs_ = n_jobs
-
-        def np_(a):
-            return a.compute() if is_dask_collection(a) else a
-
-        def checked(a, name):
-            return validate_X(a.compute(), name=name) if is_dask_collection(a) else a
-
+        evals = [
+            (computed_X(a, name=f"eval_set[{i}][0]"), compute_if_dask(b))
+            for i, (a, b) in enumerate(evals)
+        ]
         model = self._local_class(xgboost)(n_jobs=n_jobs, **self._with_checkpoints(params))
         model.fit(
-            checked(X, "X"),
-            np_(y),
-            sample_weight=np_(w),
-            eval_set=[(checked(a, f"eval_set[{i}][0]"), np_(b)) for i, (a, b) in enumerate(evals)]
-            or None,
+            computed_X(X),
+            compute_if_dask(y),
+            sample_weight=compute_if_dask(w),
+            eval_set=evals or None,
             verbose=False,
             xgb_model=xgb_model,
         )
         self.last_checkpoint_ = self._latest_checkpoint()[0]
         return model
-
-    def _fit_dask(self, X, y, evals, w, params, xgb_model=None):
-        import_optional("xgboost")
-        import xgboost
-        import xgboost.dask as dxgb
-
-        client = get_client(self.client, what=f"{type(self).__name__}(engine='dask')")
-        klass = dxgb.DaskXGBClassifier if self._kind == "classifier" else dxgb.DaskXGBRegressor
-        total = params["n_estimators"]
-        start, done = xgb_model, 0
-        while True:
-            # Persisted again on every attempt: blocks lost with a worker are recomputed and
-            # spread over the workers alive now (xgboost.dask trains only where data lives).
-            Xd, yd, wd = balanced_persist(
-                client, [as_dask(X), as_dask(y), None if w is None else as_dask(w)]
-            )
-            evals_d = [tuple(balanced_persist(client, [as_dask(a), as_dask(b)])) for a, b in evals]
-            _check_persisted(X, Xd, evals, evals_d)
-            model = klass(
-                coll_cfg=_tracker_config(client),
-                **self._with_checkpoints({**params, "n_estimators": total - done}),
-            )
-            model.client = client
-            watch = WorkerWatch(client)
-            try:
-                model.fit(
-                    Xd,
-                    yd,
-                    sample_weight=wd,
-                    eval_set=evals_d or None,
-                    verbose=False,
-                    xgb_model=start,
-                )
-                break
-            except Exception as exc:
-                lost = watch.lost(wait=2.0)
-                if not lost:
-                    raise
-                path, rounds = self._latest_checkpoint()
-                self.last_checkpoint_ = path
-                self.failures_.append(self._lost_message(lost, exc, path, rounds, total))
-                if self.restarts_ >= self.max_restarts:
-                    raise WorkerLostError(
-                        self.failures_[-1] + self._resume_hint(path, rounds, total)
-                    ) from exc
-                self.restarts_ += 1
-                logger.warning(
-                    "%s; restart %d of %d", self.failures_[-1], self.restarts_, self.max_restarts
-                )
-                if path is not None:
-                    start, done = xgboost.Booster(model_file=path), rounds
-                else:
-                    start, done = xgb_model, 0
-                if done >= total:  # the last round was saved before the loss: nothing to do
-                    model = _Trained(start)
-                    break
-                client.wait_for_workers(1, timeout=_config_timeout())
-        self.n_jobs_ = None
-        if self.checkpoint_dir is not None:
-            self.last_checkpoint_ = self._latest_checkpoint()[0]
-        return model
-
-    @staticmethod
-    def _lost_message(lost, exc, path, rounds, total):
-        names = ", ".join(f"{a!r}" + (" (retired)" if expected else "") for a, expected in lost)
-        # xgboost's message is a stack of "[file:line|time]: ..." lines; the one that says
-        # what failed ("Ring Allreduce failed.") is the useful one.
-        lines = [ln.strip(" -") for ln in str(exc).splitlines() if ln.strip(" -")]
-        first = next((ln for ln in lines if "failed" in ln.lower()), lines[0] if lines else "")
-        first = first.split("]: ", 1)[-1][:200]
-        saved = f"last checkpoint after {rounds} of {total} rounds" if path else "no checkpoint"
-        return (
-            f"worker {names} left the cluster during the xgboost fit, which broke xgboost's "
-            f"communication ring ({type(exc).__name__}: {first}); {saved}"
-        )
-
-    def _resume_hint(self, path, rounds, total):
-        name = type(self).__name__
-        if path is None:
-            return (
-                f". Fit again, with checkpoint_dir=... (every checkpoint_every rounds) and "
-                f"max_restarts=1 to resume automatically: {name}(..., checkpoint_dir='ckpt/', "
-                "max_restarts=1)."
-            )
-        return (
-            f" ({path!r}). Resume with {name}(n_estimators={total - rounds}, ...).fit(X, y, "
-            f"xgb_model={path!r}), or set max_restarts to restart automatically."
-        )
 
     # ------------------------------------------------------------------ predict
     def _iteration_range(self):
@@ -409,7 +323,7 @@ class _XGBBase(BaseEstimator):
         rng = self._iteration_range()
         if not is_dask_collection(X):
             return self.booster_.inplace_predict(X, iteration_range=rng)
-        X = as_dask(X)
+        X = row_chunked(X)
         client = maybe_client(self.client)
         if client is not None:
             import xgboost.dask as dxgb
@@ -432,50 +346,6 @@ class _XGBBase(BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
         return tags
-
-
-def _check_persisted(X, Xd, evals, evals_d):
-    """The NaN/inf check of a dask input, on its persisted blocks (no second computation)."""
-    if is_dask_collection(X):
-        validate_X(Xd)
-    for i, ((Xe, _), (Xe_d, _)) in enumerate(zip(evals, evals_d)):
-        if is_dask_collection(Xe):
-            validate_X(Xe_d, name=f"eval_set[{i}][0]")
-
-
-def _tracker_config(client):
-    """XGBoost's tracker on the scheduler's own address (which every worker reaches).
-
-    Left to itself xgboost.dask binds the tracker to the address of the scheduler machine's
-    default route, which workers on a private cluster network may not reach ("Failed to
-    connect to the tracker ... Network is unreachable"); it also listens there only.
-    """
-    from xgboost.collective import Config
-
-    from .._dask import scheduler_host
-
-    return Config(tracker_host_ip=scheduler_host(client))
-
-
-def _config_timeout():
-    import dask.config
-
-    return dask.config.get("distributed.comm.timeouts.connect", "30s")
-
-
-class _Trained:
-    """A finished booster in the shape of a fitted xgboost model (a restart had nothing left)."""
-
-    best_iteration = None
-
-    def __init__(self, booster):
-        self._booster = booster
-
-    def get_booster(self):
-        return self._booster
-
-    def evals_result(self):
-        return {}
 
 
 class _BoosterPredictor:
@@ -545,7 +415,7 @@ class XGBClassifier(ClassifierMixin, _XGBBase):
 
     _kind = "classifier"
 
-    def predict_proba(self, X):
+    def predict_proba(self, X) -> Array:
         """Class probabilities (lazy dask array for dask input).
 
         Returns
@@ -564,7 +434,7 @@ class XGBClassifier(ClassifierMixin, _XGBBase):
             )
         return _binary_proba(raw)
 
-    def predict(self, X):
+    def predict(self, X) -> Array:
         """Predicted class labels (lazy dask array for dask input)."""
         proba = self.predict_proba(X)
         if is_dask_collection(proba):
@@ -576,7 +446,7 @@ class XGBClassifier(ClassifierMixin, _XGBBase):
             )
         return _argmax_labels(proba, self.classes_)
 
-    def score(self, X, y, sample_weight=None):
+    def score(self, X, y, sample_weight=None) -> float:
         """Accuracy (dask inputs reduced blockwise by :mod:`dasktrain.metrics`)."""
         from .. import metrics
 
@@ -602,11 +472,11 @@ class XGBRegressor(RegressorMixin, _XGBBase):
 
     _kind = "regressor"
 
-    def predict(self, X):
+    def predict(self, X) -> Array:
         """Predicted values (lazy dask array for dask input)."""
         return self._raw_predict(X)
 
-    def score(self, X, y, sample_weight=None):
+    def score(self, X, y, sample_weight=None) -> float:
         """R^2 (dask inputs reduced blockwise by :mod:`dasktrain.metrics`)."""
         from .. import metrics
 

@@ -1,13 +1,12 @@
-"""The Dask plumbing every layer shares: which client, how many threads, who left.
-
-One home for the questions each step asks of the cluster, so that no module answers them its
-own way:
+"""Which client, what is there, who left: the questions each step asks of the cluster.
 
 * **which client?** :func:`maybe_client` / :func:`get_client` resolve ``client=None`` late,
   with :func:`distributed.get_client` (a model never pickles its client);
   :func:`using_client` makes an explicit client the one dask computations use;
-* **what is there?** :func:`scheduler_workers`, :func:`total_threads` (all workers' threads:
-  the cores a fair local baseline gets), :func:`scheduler_host`;
+* **what is there?** :func:`scheduler_workers` (``{address: info}``), :func:`live_workers`
+  (the addresses, asked afresh), :func:`total_threads` (all workers' threads: the cores a fair
+  local baseline gets), :func:`current_worker_threads` (the threads of the one worker running
+  this task), :func:`scheduler_host`;
 * **who left?** :class:`WorkerWatch` reads the scheduler's ``remove-worker`` events.
 
 :func:`dasktrain.connect` (in :mod:`dasktrain.cluster`) is the one way to *get* a client; this
@@ -18,7 +17,7 @@ from __future__ import annotations
 
 import logging
 
-from .exceptions import ValidationError
+from ..exceptions import ValidationError
 
 logger = logging.getLogger(__name__)
 
@@ -26,8 +25,11 @@ __all__ = [
     "maybe_client",
     "get_client",
     "using_client",
+    "connect_timeout",
     "scheduler_workers",
+    "live_workers",
     "total_threads",
+    "current_worker_threads",
     "scheduler_host",
     "WorkerWatch",
 ]
@@ -81,6 +83,13 @@ def using_client(client):
     return client.as_current() if client is not None else contextlib.nullcontext()
 
 
+def connect_timeout():
+    """How long to wait for the cluster to answer: ``distributed.comm.timeouts.connect``."""
+    import dask.config
+
+    return dask.config.get("distributed.comm.timeouts.connect", "30s")
+
+
 def scheduler_workers(client):
     """``{address: info}`` of every worker (recent distributed lists only 5 unless asked)."""
     import inspect
@@ -93,9 +102,33 @@ def scheduler_workers(client):
     return info["workers"]
 
 
+def live_workers(client):
+    """The addresses of the workers alive now, asked of the scheduler (never a cached list).
+
+    ``client.nthreads()`` asks the scheduler every time; ``client.scheduler_info()`` can
+    return a cached identity whose worker list a periodic refresh has just emptied, so code
+    that watches workers come and go (the DDP launcher) uses this.
+    """
+    return set(client.nthreads())
+
+
 def total_threads(client):
     """Total threads of the client's workers: the cores a fair local baseline gets."""
     return int(sum(w.get("nthreads", 1) for w in scheduler_workers(client).values()))
+
+
+def current_worker_threads():
+    """Threads of the Dask worker running this task, or None outside a worker.
+
+    Not :func:`total_threads`: this is one worker's share of its machine, what a task that
+    sizes a thread pool of its own (torch, TensorFlow) may use.
+    """
+    try:
+        from distributed import get_worker
+
+        return int(get_worker().state.nthreads)
+    except (ImportError, ValueError, AttributeError):
+        return None
 
 
 def scheduler_host(client):

@@ -1,0 +1,137 @@
+"""numpy pieces sent to the cluster, mapped, and gathered back, surviving lost workers."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import CancelledError
+
+from .blocks import task_keys
+from .client import connect_timeout, scheduler_workers
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["map_scattered"]
+
+
+class _Pieces:
+    """Scatters pieces and resubmits the ones lost with a worker, at most ``max_resubmits``."""
+
+    def __init__(self, client, func, pieces, name, max_resubmits):
+        self.client, self.func, self.pieces = client, func, pieces
+        self.max_resubmits = max_resubmits
+        self.timeout = connect_timeout()
+        self.lost = [0] * len(pieces)
+        self.keys = task_keys(name, len(pieces))
+
+    def scatter(self, items):
+        from ..exceptions import WorkerLostError
+
+        try:
+            # hash=False: equal inputs of an earlier call must not share (and lose) its keys.
+            return self.client.scatter(items, hash=False, timeout=self.timeout)
+        except (TimeoutError, OSError) as exc:
+            raise WorkerLostError(
+                f"could not send {len(items)} piece(s) of images to the cluster within "
+                f"{self.timeout} ({type(exc).__name__}: {exc}); does it still have workers? "
+                f"Workers now: {sorted(scheduler_workers(self.client))!r}."
+            ) from exc
+
+    def submit_all(self):
+        futures = self.client.map(self.func, self.scatter(self.pieces), key=self.keys, pure=False)
+        return futures, {f.key: i for i, f in enumerate(futures)}
+
+    def resubmit(self, i, exc):
+        """A new future for piece ``i``, lost with a worker; raise once it was lost too often."""
+        from ..exceptions import WorkerLostError
+
+        self.lost[i] += 1
+        if self.lost[i] > self.max_resubmits:
+            raise WorkerLostError(
+                f"piece {i} of the images ({len(self.pieces[i])} images) was lost with a "
+                f"worker {self.lost[i]} times ({exc}); the cluster keeps losing workers. "
+                "Check the workers' logs (memory limit?) and try again."
+            ) from exc
+        logger.warning(
+            "piece %d of the images was lost with a worker (%s); sending it again", i, exc
+        )
+        key = f"{self.keys[i]}-resent{self.lost[i]}"
+        return self.client.submit(self.func, self.scatter([self.pieces[i]])[0], key=key, pure=False)
+
+
+def map_scattered(client, func, pieces, *, name, progress=None, max_resubmits=None):
+    """``[func(piece) for piece in pieces]`` on the cluster, surviving lost workers.
+
+    The pieces are scattered (they travel to the workers directly, not through the task
+    graph), mapped and gathered as they finish, each result released on the cluster at once.
+    A scattered piece lives on one worker only and the scheduler cannot recompute it: when that
+    worker dies, its task is cancelled ("already forgotten"). Such a piece is scattered again
+    from the driver's copy and resubmitted, at most ``max_resubmits`` times
+    (``distributed.scheduler.allowed-failures`` by default), as the lazy path's tasks are
+    recomputed by the scheduler.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    func : callable
+        Module-level function (or a partial of one) of one numpy piece.
+    pieces : list of ndarray
+    name : str
+        Key prefix on the dashboard (``"cnnfeatures-piece"``).
+    progress : str, optional
+        Show a progress bar with this label.
+
+    Returns
+    -------
+    list, the results in the order of ``pieces``.
+
+    Raises
+    ------
+    WorkerLostError
+        A piece was lost more than ``max_resubmits`` times, or no worker took it back in
+        ``distributed.comm.timeouts.connect``.
+    """
+    import dask.config
+    from distributed import as_completed
+
+    if not pieces:
+        return []
+    if max_resubmits is None:
+        max_resubmits = int(dask.config.get("distributed.scheduler.allowed-failures", 3))
+    work = _Pieces(client, func, pieces, name, max_resubmits)
+    futures, index = work.submit_all()
+    with client.as_current():  # as_completed looks the client up; it may not be the default
+        pending = as_completed(futures)
+    del futures  # as_completed holds them; each is dropped once its result is here
+    return _collect(pending, index, work, _progress_bar(progress, len(pieces)))
+
+
+def _progress_bar(label, total):
+    if not label:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="chunk", desc=label)
+
+
+def _collect(pending, index, work, bar):
+    """Results by piece, resubmitting the pieces whose futures were cancelled (lost)."""
+    from distributed.client import FutureCancelledError
+
+    results = [None] * len(work.pieces)
+    try:
+        for fut in pending:
+            i = index.pop(fut.key)
+            try:
+                results[i] = fut.result()
+            except (FutureCancelledError, CancelledError) as exc:
+                new = work.resubmit(i, exc)
+                index[new.key] = i
+                pending.add(new)
+                continue
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+        pending.clear()
+    return results

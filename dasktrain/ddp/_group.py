@@ -1,0 +1,402 @@
+"""The client side of one DDP process group: pick and lock workers, start, watch, tear down.
+
+1. :func:`select_workers` picks the workers (a count, a list of addresses, or all), locks each
+   one with a :class:`distributed.Lock` named after its address so two jobs never share a
+   worker, and orders them by host then address: rank ``i`` is the ``i``-th worker,
+   ``LOCAL_RANK`` counts ranks on the same host.
+2. :meth:`Attempt.start` runs a tiny task on the rank-0 worker that binds port 0 (or a port of
+   ``port_range``) to find a free ``MASTER_PORT`` there and counts its GPUs for
+   ``backend="auto"``; ``MASTER_ADDR`` is the rank-0 worker's host as the scheduler knows it.
+   It then submits one :func:`~._worker.rank_task` per worker (``pure=False``, pinned with
+   ``allow_other_workers=False``), each with its :class:`~._records.RankSpec`.
+3. :meth:`Attempt.watch` waits for every rank and watches the worker list; the first rank
+   that fails or loses its worker raises :class:`~._records.AttemptFailed`.
+4. :meth:`Attempt.teardown` sets the attempt's abort event and collects what the ranks hand
+   back; :meth:`Attempt.root_cause` says which rank to blame.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from .._dask import live_workers
+from ..exceptions import DDPError, ValidationError
+from ._records import AttemptFailed, Failure, RankSpec, RankStatus
+from ._worker import probe_port, rank_task
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["select_workers", "Attempt", "describe"]
+
+# How long the client waits for aborted ranks to hand back their logs.
+_TEARDOWN_WAIT_S = 10.0
+# Last lines of a rank's stderr shown in an error message.
+_TAIL_LINES = 20
+
+
+def _host(address):
+    from distributed.comm import get_address_host
+
+    return get_address_host(address)
+
+
+def _order(addresses):
+    return sorted(addresses, key=lambda a: (_host(a), a))
+
+
+def _lock(client, address):
+    from distributed import Lock
+
+    return Lock(f"dasktrain-ddp-worker-{address}", scheduler_rpc=client.scheduler, loop=client.loop)
+
+
+class Selection:
+    """Locked workers for one attempt."""
+
+    def __init__(self, addresses, locks):
+        self.addresses = addresses
+        self.locks = locks
+
+    def release(self):
+        for lock in self.locks:
+            try:
+                lock.release()
+            except Exception:  # the scheduler may already have expired the lease
+                logger.debug("could not release %s", lock.name, exc_info=True)
+        self.locks = []
+
+
+def _needed(workers, live, world_size):
+    if world_size is not None:
+        # A restart keeps the world size (waiting for replacements), so that the checkpoint
+        # resumes the same run.
+        return world_size
+    if workers is None:
+        return len(live)
+    if isinstance(workers, int):
+        return workers
+    return len(workers)
+
+
+def _check_request(workers, preferred, need, live):
+    """On the first attempt: the workers asked for must exist."""
+    unknown = [w for w in preferred if w not in live]
+    if unknown:
+        raise ValidationError(
+            f"workers={preferred!r}: {unknown!r} are not workers of this cluster; "
+            f"live workers are {sorted(live)!r}."
+        )
+    if need > len(live):
+        raise ValidationError(
+            f"workers={workers!r} asks for {need} workers but the cluster has "
+            f"{len(live)}; scale the cluster up or ask for fewer."
+        )
+    if need == 0:
+        raise DDPError("the cluster has no workers; start some before dasktrain.ddp.run.")
+
+
+def _try_lock(client, candidates, need):
+    chosen, locks = [], []
+    for address in candidates:
+        if len(chosen) == need:
+            break
+        lock = _lock(client, address)
+        if lock.acquire(blocking=False):
+            chosen.append(address)
+            locks.append(lock)
+    return Selection(chosen, locks)
+
+
+def select_workers(client, workers, deadline, first, world_size=None):
+    """Choose and lock the workers of one attempt (waits while they are busy or missing)."""
+    preferred = list(workers) if isinstance(workers, (list, tuple)) else []
+    while True:
+        live = live_workers(client)
+        need = _needed(workers, live, world_size)
+        if first:
+            _check_request(workers, preferred, need, live)
+        # Asked-for workers first; on a restart, other live workers replace the dead ones.
+        candidates = [w for w in preferred if w in live]
+        candidates += _order(live - set(candidates))
+        selection = _try_lock(client, candidates, need)
+        if len(selection.addresses) == need and need > 0:
+            return Selection(_order(selection.addresses), selection.locks)
+        got = len(selection.addresses)
+        selection.release()
+        if time.monotonic() > deadline:
+            raise DDPError(
+                f"could not lock {need} free workers within the timeout: {len(live)} live, "
+                f"{got} not busy with another dasktrain.ddp job. Wait for the other job, "
+                "pass fewer workers, or raise timeout."
+            )
+        time.sleep(0.5)
+
+
+def rank_specs(
+    addresses, *, master_port, backend, timeout, env, checkpoint_dir, abort, attempt, topic
+):
+    """One :class:`RankSpec` per worker address, in rank order."""
+    hosts = [_host(a) for a in addresses]
+    specs = []
+    for rank in range(len(addresses)):
+        same_host = [i for i, h in enumerate(hosts) if h == hosts[rank]]
+        specs.append(
+            RankSpec(
+                rank=rank,
+                world_size=len(addresses),
+                local_rank=same_host.index(rank),
+                local_world_size=len(same_host),
+                master_addr=hosts[0],
+                master_port=master_port,
+                backend=backend,
+                timeout=timeout,
+                env=env,
+                checkpoint_dir=checkpoint_dir,
+                abort=abort,
+                attempt=attempt,
+                topic=topic,
+            )
+        )
+    return specs
+
+
+def _lost(rank, address):
+    return Failure(
+        rank, address, "its Dask worker left the cluster (killed or crashed)", RankStatus.LOST
+    )
+
+
+class Attempt:
+    """One process group: submit the ranks, watch them, tear them down.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    addresses : list of str
+        The locked workers, in rank order.
+    payload : bytes
+        ``(train_fn, args, kwargs)`` pickled with cloudpickle.
+    attempt : int
+    job : str
+        The job's id (names the abort event, the topic and the task keys).
+    options : dict
+        ``backend``, ``timeout``, ``env``, ``checkpoint_dir``, ``port_range``.
+    """
+
+    def __init__(self, client, addresses, payload, *, attempt, job, options):
+        from distributed import Event
+
+        self.client = client
+        self.addresses = addresses
+        self.attempt = attempt
+        self.job = job
+        self.options = options
+        self.payload = payload
+        self.abort = Event(f"dasktrain-ddp-abort-{job}-{attempt}", client=client)
+        self.futures = {}
+        self.results = {}
+        self.payload_future = None
+        self.port = None
+        self.backend = None
+
+    # -- start ---------------------------------------------------------------------------------
+    def start(self):
+        """Find the port, send the payload, submit one task per rank."""
+        port, n_gpus = self._probe()
+        backend = self.options["backend"]
+        if backend == "auto":
+            backend = "nccl" if n_gpus > 0 else "gloo"
+        self.backend, self.port = backend, port
+        self.payload_future = self.client.scatter(
+            self.payload, workers=self.addresses, broadcast=True, hash=False
+        )
+        specs = rank_specs(
+            self.addresses,
+            master_port=port,
+            backend=backend,
+            timeout=self.options["timeout"],
+            env=self.options["env"],
+            checkpoint_dir=self.options["checkpoint_dir"],
+            abort=self.abort.name,
+            attempt=self.attempt,
+            topic=f"dasktrain-ddp-{self.job}",
+        )
+        for spec in specs:
+            self.futures[spec.rank] = self.client.submit(
+                rank_task,
+                self.payload_future,
+                spec,
+                workers=[self.addresses[spec.rank]],
+                allow_other_workers=False,
+                pure=False,
+                retries=0,
+                key=f"dasktrain-ddp-rank{spec.rank}-{self.job}-{self.attempt}",
+            )
+        logger.info(
+            "ddp attempt %d: %d ranks on %s, backend=%s, MASTER_ADDR=%s MASTER_PORT=%d",
+            self.attempt,
+            len(self.addresses),
+            self.addresses,
+            backend,
+            specs[0].master_addr,
+            port,
+        )
+
+    def _probe(self):
+        """``(port, n_gpus)`` from the rank-0 worker; a dead worker is a restartable failure."""
+        future = self.client.submit(
+            probe_port,
+            self.options["port_range"],
+            workers=[self.addresses[0]],
+            allow_other_workers=False,
+            pure=False,
+            key=f"dasktrain-ddp-port-{self.job}-{self.attempt}",
+        )
+        try:
+            return future.result(timeout=max(1.0, self.options["timeout"]))
+        except DDPError:
+            raise
+        except Exception as exc:
+            message = f"could not probe a free port ({exc!r})"
+            raise AttemptFailed(Failure(0, self.addresses[0], message, cause=exc)) from exc
+
+    # -- watch ---------------------------------------------------------------------------------
+    def watch(self, deadline):
+        """Wait for all ranks; raise AttemptFailed on the first failed rank or lost worker."""
+        last_live_check = 0.0
+        pending = dict(self.futures)
+        while pending:
+            for rank in [r for r, f in pending.items() if f.done()]:
+                self._take(rank, pending.pop(rank))
+            if not pending:
+                break
+            now = time.monotonic()
+            if now > deadline:
+                raise AttemptFailed(Failure(None, None, "the job ran past its timeout"))
+            if now - last_live_check >= 0.5:
+                last_live_check = now
+                live = live_workers(self.client)
+                for rank in pending:
+                    if self.addresses[rank] not in live:
+                        raise AttemptFailed(_lost(rank, self.addresses[rank]))
+            time.sleep(0.05)
+
+    def _take(self, rank, future):
+        """Record a finished rank task; raise AttemptFailed unless its rank succeeded."""
+        if future.status != "finished":
+            exc = future.exception() if future.status == "error" else None
+            what = (
+                f"its task failed ({type(exc).__name__}: {exc})"
+                if exc is not None
+                else f"its task was {future.status}"
+            )
+            raise AttemptFailed(Failure(rank, self.addresses[rank], what, cause=exc))
+        res = future.result()
+        self.results[rank] = res
+        if res.status is not RankStatus.OK:
+            raise AttemptFailed(res.failure())
+
+    # -- tear down -----------------------------------------------------------------------------
+    def teardown(self):
+        """Abort the ranks still running and collect what they hand back (logs)."""
+        running = [f for f in self.futures.values() if not f.done()]
+        if running:
+            self.abort.set()
+            self._wait_for_live(running)
+        for rank, future in self.futures.items():
+            if rank not in self.results and future.status == "finished":
+                self.results[rank] = future.result()
+        # Clear the abort flag only when no task can still be polling it: a task on a lost
+        # worker (or one that did not return in time) must still see it if it ever runs on.
+        all_returned = all(f.status == "finished" for f in running)
+        extra = [self.payload_future] if self.payload_future is not None else []
+        self.client.cancel(list(self.futures.values()) + extra, force=True)
+        if running and all_returned:
+            try:
+                self.abort.clear()
+            except Exception:
+                logger.debug("could not clear %s", self.abort.name, exc_info=True)
+
+    def _wait_for_live(self, running):
+        """Wait (a while) for the aborted tasks on live workers: a dead worker's never return."""
+        try:
+            live = live_workers(self.client)
+        except Exception:
+            live = set()
+        alive = [f for r, f in self.futures.items() if not f.done() and self.addresses[r] in live]
+        # Poll rather than distributed.wait, which needs a default client.
+        until = time.monotonic() + _TEARDOWN_WAIT_S
+        while any(not f.done() for f in alive) and time.monotonic() < until:
+            time.sleep(0.05)
+        stuck = [f.key for f in alive if not f.done()]
+        if stuck:
+            logger.warning(
+                "ddp teardown: ranks still running after %.0f s: %s", _TEARDOWN_WAIT_S, stuck
+            )
+
+    def root_cause(self, failure):
+        """The failure to report: a lost worker, else a taken port, else the earliest failure.
+
+        When one rank dies the others fail soon after inside a collective ("connection closed
+        by peer"); whichever the client noticed first, the earliest failure is the cause.
+        """
+        if failure.lost_worker or failure.port_in_use:
+            return failure
+        # A dead worker explains its peers' "connection closed" errors, even when the client
+        # saw those errors before it noticed the worker was gone.
+        try:
+            live = live_workers(self.client)
+        except Exception:
+            live = set(self.addresses)
+        for rank, address in enumerate(self.addresses):
+            if address not in live and rank not in self.results:
+                return _lost(rank, address)
+        candidates = [failure] + [
+            res.failure()
+            for res in self.results.values()
+            if res.status in (RankStatus.ERROR, RankStatus.PORT_IN_USE)
+        ]
+        taken = [c for c in candidates if c.port_in_use]
+        if taken:
+            return taken[0]
+        return min(candidates, key=lambda c: float("inf") if c.when is None else c.when)
+
+    # -- what happened -------------------------------------------------------------------------
+    def logs(self):
+        """``{rank: {worker, host, returncode, stdout, stderr, status}}`` (LOST: no answer)."""
+        out = {}
+        for rank, address in enumerate(self.addresses):
+            res = self.results.get(rank)
+            out[rank] = {
+                "worker": address,
+                "host": _host(address),
+                "returncode": None if res is None else res.returncode,
+                "stdout": None if res is None else res.stdout,
+                "stderr": None if res is None else res.stderr,
+                "status": RankStatus.LOST if res is None else res.status,
+            }
+        return out
+
+    def values(self):
+        """``{rank: value}`` of a successful attempt."""
+        return {rank: res.value for rank, res in sorted(self.results.items())}
+
+    def records(self):
+        """The report records the ranks handed back (the stream's fallback)."""
+        return [r for res in self.results.values() for r in res.records]
+
+
+def describe(failure, attempt):
+    """The message of a failed attempt: who failed, how, and the end of its stderr."""
+    if failure.rank is None:
+        head = f"DDP job failed (attempt {attempt}): {failure.message}"
+    else:
+        head = (
+            f"DDP rank {failure.rank} on worker {failure.worker} failed "
+            f"(attempt {attempt}): {failure.message}"
+        )
+    tail = "\n".join((failure.stderr or "").rstrip().splitlines()[-_TAIL_LINES:])
+    if tail:
+        head += f"\n--- last lines of rank {failure.rank} stderr ---\n{tail}"
+    return head

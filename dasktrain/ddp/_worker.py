@@ -1,0 +1,274 @@
+"""What runs on a Dask worker for a DDP job: the port probe and the task that supervises a rank.
+
+:func:`rank_task` starts ``python -m dasktrain.ddp._rank`` in a fresh process (training does
+not run in the worker's thread pool, and a crash cannot take the worker down), forwards the
+metrics the rank writes with :func:`~dasktrain.ddp.report` through ``Worker.log_event``, and
+kills the process when the client sets the attempt's abort event, on timeout, or once the rank
+has written its result and does not exit. Its stdout/stderr are captured to files and handed
+back (the last 64 KiB) in a :class:`~._records.RankResult`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import NamedTuple
+
+from ..exceptions import DDPError
+from . import _env
+from ._network import bind_listener
+from ._records import RankResult, RankStatus
+
+__all__ = ["probe_port", "rank_task"]
+
+# Bytes of each rank's stdout/stderr kept in the result (the end of the stream).
+LOG_BYTES = 64 * 1024
+# How often the worker task looks at the abort event (a scheduler round trip).
+_ABORT_POLL_S = 0.25
+# Seconds a rank may take to exit after writing its result before it is killed.
+EXIT_GRACE_S = 5.0
+
+
+def _host(address):
+    from distributed.comm import get_address_host
+
+    return get_address_host(address)
+
+
+def probe_port(port_range=None):
+    """On the rank-0 worker: a free TCP port on its address, and its GPU count.
+
+    The port is checked on the address the rendezvous will listen on (the worker's own, see
+    ``MASTER_ADDR``), not on all interfaces.
+    """
+    from distributed import get_worker
+
+    from .._compat import gpu_count
+
+    host = _host(get_worker().address)
+
+    def free(port):
+        with bind_listener(host, port) as s:
+            return s.getsockname()[1]
+
+    if port_range is None:
+        return free(0), gpu_count()
+    candidates = list(range(port_range[0], port_range[1] + 1))
+    random.shuffle(candidates)
+    for candidate in candidates:
+        try:
+            return free(candidate), gpu_count()
+        except OSError:
+            continue
+    raise DDPError(
+        f"no free port in port_range={tuple(port_range)!r} on the rank-0 worker; "
+        "widen the range or pass port_range=None to let the OS choose."
+    )
+
+
+class _RankFiles(NamedTuple):
+    """The private folder of one rank process and the files in it."""
+
+    folder: str
+    payload: str
+    result: str
+    metrics: str
+    stdout: str
+    stderr: str
+
+    @classmethod
+    def create(cls, parent, rank, payload):
+        folder = tempfile.mkdtemp(prefix=f"dasktrain-ddp-r{rank}-", dir=parent)
+        names = ("payload.pkl", "result.pkl", "metrics.jsonl", "stdout.txt", "stderr.txt")
+        files = cls(folder, *(os.path.join(folder, n) for n in names))
+        with open(files.payload, "wb") as fh:
+            fh.write(payload)
+        return files
+
+    def remove(self):
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class _MetricsRelay:
+    """Forwards the JSON lines a rank appends to its metrics file as Dask events."""
+
+    def __init__(self, worker, spec, path):
+        self.worker, self.topic, self.attempt, self.path = worker, spec.topic, spec.attempt, path
+        self.offset = 0
+        self.records = []
+
+    def forward(self):
+        """Send the complete lines written since the last call."""
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                data = fh.read()
+        except FileNotFoundError:
+            return
+        end = data.rfind(b"\n")
+        if end < 0:
+            return  # a line still being written
+        for line in data[: end + 1].splitlines():
+            record = _parse(line)
+            if record is not None:
+                record["attempt"] = self.attempt
+                self.records.append(record)
+                self.worker.log_event(self.topic, record)
+        self.offset += end + 1
+
+
+def _parse(line):
+    if not line.strip():
+        return None
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None
+
+
+def rank_command(workdir):
+    """argv of a rank process, and the directory it starts in.
+
+    ``python -m`` puts its current directory first on ``sys.path``: started in the worker's
+    folder, a stray ``cloudpickle.py`` or ``torch.py`` there would be imported by every rank.
+    The rank starts in its own private folder (``workdir``, which holds no module) and, on
+    Python >= 3.11, with ``-P`` (nothing prepended to ``sys.path``). Not ``-I``: isolated mode
+    also drops ``PYTHONPATH``, which deployments rely on. The rank then moves to the worker's
+    folder for ``train_fn`` (see :mod:`dasktrain.ddp._rank`).
+    """
+    flags = ["-P"] if sys.version_info >= (3, 11) else []
+    return [sys.executable, *flags, "-m", "dasktrain.ddp._rank"], workdir
+
+
+def rank_task(payload, spec):
+    """On a worker: start the rank of ``spec``, relay its metrics, stop it on abort or timeout.
+
+    Returns
+    -------
+    RankResult
+    """
+    from distributed import get_worker
+
+    worker = get_worker()
+    files = _RankFiles.create(worker.local_directory, spec.rank, payload)
+    try:
+        env = _env.rank_environ(
+            spec,
+            environ=os.environ,
+            nthreads=worker.state.nthreads,
+            metrics_file=files.metrics,
+            host=_host(worker.address),
+        )
+        relay = _MetricsRelay(worker, spec, files.metrics)
+        returncode, status, end_time = _supervise(files, env, spec, relay)
+        relay.forward()
+        return _result(spec, worker.address, files, returncode, status, end_time, relay.records)
+    finally:
+        files.remove()
+
+
+def _supervise(files, env, spec, relay):
+    """Run the rank process until it ends or must be stopped: ``(returncode, status, end)``.
+
+    ``status`` is TIMEOUT or ABORTED when the task stopped it, else None (decided from what the
+    rank wrote). Whatever happens here, the rank process does not outlive this task.
+    """
+    argv, cwd = rank_command(files.folder)
+    with open(files.stdout, "wb") as out, open(files.stderr, "wb") as err:
+        proc = subprocess.Popen(
+            [*argv, files.payload, files.result], stdout=out, stderr=err, env=env, cwd=cwd
+        )
+        try:
+            status = _watch(proc, files, spec, relay)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+    return proc.returncode, status, time.time()
+
+
+def _watch(proc, files, spec, relay):
+    """Poll the rank process; return TIMEOUT, ABORTED or None (it exited or finished)."""
+    from distributed import Event
+
+    abort = Event(spec.abort)
+    deadline = time.monotonic() + spec.timeout
+    last_check, exit_deadline = 0.0, None
+    while True:
+        exited = proc.poll() is not None
+        relay.forward()
+        if exited:
+            return None
+        now = time.monotonic()
+        if exit_deadline is None and os.path.exists(files.result):
+            # train_fn is done (or failed): give the process a moment to leave the group and
+            # exit, but don't let a slow teardown delay the job's verdict.
+            exit_deadline = now + EXIT_GRACE_S
+        if exit_deadline is not None and now > exit_deadline:
+            return None
+        if now > deadline:
+            return RankStatus.TIMEOUT
+        if now - last_check >= _ABORT_POLL_S:
+            last_check = now
+            if abort.is_set():
+                return RankStatus.ABORTED
+        time.sleep(0.05)
+
+
+def _read_outcome(path):
+    """``(value, written, error)`` from the result file the rank wrote (if it did)."""
+    if not os.path.exists(path):
+        return None, False, None
+    import cloudpickle
+
+    with open(path, "rb") as fh:
+        status, content = cloudpickle.load(fh)
+    if status == RankStatus.OK:
+        return content, True, None
+    return None, False, content
+
+
+def _final_status(stopped, error, written, returncode):
+    """The rank's status from how the task stopped it and what the rank wrote."""
+    if error is not None:
+        return RankStatus.ERROR  # it failed on its own before any abort or timeout
+    if stopped is not None:
+        return stopped
+    if written:
+        return RankStatus.OK  # even if a slow exit was cut short after the result was written
+    if returncode == _env.EXIT_PORT_IN_USE:
+        return RankStatus.PORT_IN_USE
+    return RankStatus.ERROR
+
+
+def _result(spec, address, files, returncode, stopped, end_time, records):
+    value, written, error = _read_outcome(files.result)
+    return RankResult(
+        rank=spec.rank,
+        status=_final_status(stopped, error, written, returncode),
+        worker=address,
+        returncode=returncode,
+        stdout=_tail(files.stdout),
+        stderr=_tail(files.stderr),
+        end_time=end_time,
+        value=value,
+        error=error,
+        records=records,
+    )
+
+
+def _tail(path, limit=LOG_BYTES):
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - limit))
+            return fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""

@@ -1,0 +1,63 @@
+"""The one-process twin of :func:`~dasktrain.ddp.run`: :func:`run_local` (``engine="local"``)."""
+
+from __future__ import annotations
+
+from ..exceptions import DDPError, ValidationError
+from . import helpers as _helpers
+from ._records import DDPResult, RankStatus
+
+__all__ = ["run_local"]
+
+
+def run_local(train_fn, *args, checkpoint_dir=None, **kwargs) -> DDPResult:
+    """Run ``train_fn(*args, **kwargs)`` in this process with world size 1: the local twin.
+
+    The same function :func:`run` distributes runs here unchanged, with no Dask and no process
+    group: :func:`rank_info` says rank 0 of 1, :func:`prepare_model` only moves the model to the
+    device (CUDA when available, else CPU), :func:`prepare_loader` uses one replica with the
+    same shuffle, :func:`report` keeps records in memory and logs them, and the checkpoint
+    helpers use ``checkpoint_dir``.
+
+    It runs in the calling process on purpose: that is what a user's plain training script
+    does, so the comparison is against the real baseline. Torch uses this process's thread
+    count (``torch.get_num_threads()``); for a per-core comparison with workers of ``n``
+    threads call ``torch.set_num_threads(n)`` first (the benchmarks do). Launch cost is not
+    part of the local twin, and it is part of :func:`run`, as it is in real life; throughput
+    measured inside ``train_fn`` excludes it on both sides.
+
+    Returns
+    -------
+    DDPResult
+        ``{0: return value}`` with ``.history`` (the :func:`report` records, ``attempt`` 0) and
+        ``.logs`` (``stdout``/``stderr`` are ``None``: nothing is captured in-process).
+
+    See Also
+    --------
+    run : the distributed engine.
+    """
+    if not callable(train_fn):
+        raise ValidationError(f"train_fn={train_fn!r} must be callable.")
+    if _helpers._local_context() is not None:
+        raise DDPError("run_local() cannot be nested inside another run_local() call.")
+    checkpoint_dir = _helpers.make_checkpoint_dir(checkpoint_dir)
+    import torch
+
+    device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    ctx = _helpers._LocalContext(checkpoint_dir, device)
+    _helpers._local.ctx = ctx
+    try:
+        value = train_fn(*args, **kwargs)
+    finally:
+        _helpers._local.ctx = None
+    history = [dict(r, attempt=0) for r in ctx.history]
+    logs = {
+        0: {
+            "worker": None,
+            "host": "localhost",
+            "returncode": 0,
+            "stdout": None,
+            "stderr": None,
+            "status": RankStatus.OK,
+        }
+    }
+    return DDPResult({0: value}, logs=logs, history=history, attempts=1)

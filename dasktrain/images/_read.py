@@ -1,0 +1,392 @@
+"""read_images and scan_images: the entry points, decided once for both engines."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import numbers
+import os
+from collections import Counter
+
+import numpy as np
+
+from .. import _config
+from .._dask import compute_all, split_rows
+from .._validation import check_engine, check_positive_int
+from ..exceptions import InsufficientMemoryError, ValidationError
+from ._decode import COLORS, check_block, decode_image, decode_many, mtime, probe_all, read_block
+from ._errors import check_any_left, read_error, reason, unlisted_error, warn_skipped
+from ._imageset import ImageSet
+from ._listing import check_classes, select
+from ._workers import check_exists_here, check_files_on, select_on_workers
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["read_images", "scan_images"]
+
+ERRORS = ("raise", "skip")
+
+
+def _check_size(size):
+    """Return ``(height, width)`` from an int or a pair of positive ints."""
+    given = size
+    if isinstance(size, numbers.Integral) and not isinstance(size, bool):
+        size = (size, size)
+    try:
+        h, w = size
+        ok = all(
+            isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in (h, w)
+        )
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValidationError(
+            f"size={given!r} must be a positive int or a (height, width) pair of positive ints, "
+            "for example size=(128, 128)."
+        )
+    return int(h), int(w)
+
+
+def _check_color(color):
+    """``color`` if it is ``"gray"`` or ``"rgb"``."""
+    if not isinstance(color, str) or color not in COLORS:
+        raise ValidationError(
+            f"color={color!r} is not supported; use one of {', '.join(map(repr, COLORS))}."
+        )
+    return color
+
+
+def _check_chunk_size(chunk_size):
+    """``chunk_size``, or the ``dasktrain.images.chunk-size`` setting when None."""
+    if chunk_size is None:
+        chunk_size = _config.get("images.chunk-size", 256)
+    return check_positive_int(chunk_size, "chunk_size")
+
+
+def _check_errors(errors):
+    """``errors`` if it is ``"raise"`` or ``"skip"``."""
+    if not isinstance(errors, str) or errors not in ERRORS:
+        raise ValidationError(
+            f"errors={errors!r} is not supported; use 'raise' (stop on the first unreadable "
+            "files) or 'skip' (leave them out and list them in ImageSet.skipped)."
+        )
+    return errors
+
+
+def read_images(
+    path,
+    *,
+    size=(128, 128),
+    color="gray",
+    engine="local",
+    chunk_size=None,
+    errors="raise",
+    classes=None,
+    files_on="client",
+) -> ImageSet:
+    """Read an image folder (or a list of files) into an :class:`ImageSet`.
+
+    Parameters
+    ----------
+    path : str, os.PathLike, list of (path, label) pairs, or DataFrame
+        A folder with one sub-folder per class at any depth (the class is the image's parent
+        folder name, so ``chest_xray/train/NORMAL/x.jpeg`` is ``"NORMAL"``); or explicit
+        ``(path, label)`` pairs; or a pandas/dask DataFrame with ``path`` and ``label`` columns
+        (a dask DataFrame's two columns are computed: they are small). Explicit paths are not
+        filtered by extension: a missing file or a non-image is an unreadable file (see
+        ``errors``). Labels may be strings or integers; classes are named ``str(label)``.
+    size : int or (int, int)
+        Output ``(height, width)``; images are resized to it with bicubic antialiasing.
+    color : {"gray", "rgb"}
+        Output channels: 1 for ``"gray"``, 3 for ``"rgb"`` (gray files are repeated).
+    engine : {"local", "dask"}
+        ``"local"`` decodes in this process into numpy arrays; ``"dask"`` builds a lazy dask
+        array chunked along the sample axis only, ``chunk_size`` files per task, with known
+        chunk sizes; nothing is decoded until it is computed (except with ``errors="skip"``,
+        see below).
+    chunk_size : int, optional
+        Files per dask task (and rows per chunk). Default: the ``dasktrain.images.chunk-size``
+        setting (256 unless changed with ``dask.config.set``). Checked but unused by
+        ``engine="local"``.
+    errors : {"raise", "skip"}
+        What to do with files that claim to be images but cannot be read. Headers are checked
+        up front on both engines (cheap, no pixels decoded), so files that are not images raise
+        at once. ``"skip"`` leaves unreadable files out, lists them in ``ImageSet.skipped`` and
+        warns once with :class:`~dasktrain.exceptions.SkippedFilesWarning`. With
+        ``engine="dask"``, ``"skip"`` decodes every file once on the cluster first to find the
+        bad ones, so the chunk sizes stay known; ``"raise"`` raises at compute time for files
+        whose header is fine but whose pixels are not. Folders that cannot be listed, files
+        that are not regular files (named pipes, sockets, devices) and float images with
+        NaN/inf or values outside [0, 1] are unreadable input too.
+    classes : list of str, optional
+        Class names in label order (``y == i`` means ``classes[i]``). A subset reads only those
+        classes. By default all classes found, sorted.
+    files_on : {"client", "workers"}
+        Where the files are. ``"client"``: this machine lists the folder and checks the headers
+        (the workers must see the same paths to decode them). ``"workers"`` (``engine="dask"``
+        only): the files are on the workers' disks and may not exist here; the folder is
+        listed on one worker, every worker must see it, and the headers are checked on the
+        workers in blocks of ``chunk_size``. ``path`` must then be absolute. Uses the default
+        Dask client.
+
+    Returns
+    -------
+    ImageSet
+        ``X`` float32 of shape ``(n, height, width, channels)`` in [0, 1], scaled by each
+        file's bit depth (16-bit files are divided by 65535), and ``y`` int64.
+
+    Raises
+    ------
+    DatasetLayoutError
+        Not a folder, no images, images without a class folder, one class only, a name in
+        ``classes`` that is not present, or a folder reached twice through a symbolic link.
+    ValidationError
+        A bad ``size``, ``color``, ``engine``, ``chunk_size``, ``errors``, ``classes`` or
+        ``files_on``.
+    ImageReadError
+        With ``errors="raise"``, for files or folders that cannot be read (all of them are
+        named). For the dask engine, files whose header is fine but whose pixels are not raise
+        at compute time.
+    InsufficientMemoryError
+        With ``engine="local"``, before anything is decoded, when the images would need more
+        than 90% of the memory available now (the message gives both numbers and suggests
+        ``engine="dask"``).
+
+    See Also
+    --------
+    ImageSet.to_numpy : compute a dask-engine set into a local one.
+
+    Examples
+    --------
+    >>> from dasktrain.datasets import make_xray_like
+    >>> root = make_xray_like(tmp_path / "xray", n_per_class=8, size=32)  # doctest: +SKIP
+    >>> ds = read_images(root / "train", size=32, engine="dask")  # doctest: +SKIP
+    >>> ds.X.chunks[0]  # doctest: +SKIP
+    (12,)
+    """
+    opts = _Options(
+        size=_check_size(size),
+        color=_check_color(color),
+        errors=_check_errors(errors),
+        chunk_size=_check_chunk_size(chunk_size),
+        engine=check_engine(engine, allowed=("local", "dask")),
+    )
+    files_on = check_files_on(files_on, engine)
+    found = _list(path, check_classes(classes), files_on, opts)
+    if opts.engine == "local":
+        X, y = _decode_here(found, opts)
+    else:
+        X, y = _decode_lazily(found, opts)
+    check_any_left(found.paths, found.skipped)
+    warn_skipped(found.skipped)
+    result = ImageSet(
+        X,
+        y,
+        classes=found.classes,
+        paths=found.paths,
+        skipped=found.skipped,
+        size=opts.size,
+        color=opts.color,
+        _labels=found.y,
+    )
+    logger.info("read_images: %r", result)
+    return result
+
+
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    """The checked arguments of one read_images call."""
+
+    size: tuple
+    color: str
+    errors: str
+    chunk_size: int
+    engine: str
+
+
+@dataclasses.dataclass
+class _Found:
+    """The files to read and what was left out: the listing as it is narrowed down."""
+
+    paths: list
+    y: np.ndarray
+    classes: list
+    skipped: list
+    mtimes: list | None = None  # read on the workers with files_on="workers"
+
+    def drop(self, bad):
+        """Leave out the files ``bad`` (``[(path, reason)]``) and record them as skipped."""
+        dropped = {p for p, _ in bad}
+        keep = np.array([p not in dropped for p in self.paths], dtype=bool)
+        self.paths = [p for p, k in zip(self.paths, keep) if k]
+        self.y = self.y[keep]
+        if self.mtimes is not None:
+            self.mtimes = [m for m, k in zip(self.mtimes, keep) if k]
+        self.skipped.extend(bad)
+
+
+def _list(path, classes, files_on, opts):
+    """The listed images whose headers are fine; unreadable ones raise or are skipped."""
+    if files_on == "workers":
+        paths, y, classes, _, bad, mtimes = select_on_workers(path, classes, opts.chunk_size)
+        found = _Found(paths, y, classes, [], mtimes)
+    else:
+        check_exists_here(path)
+        paths, y, classes, unlisted = select(path, classes)
+        if unlisted and opts.errors == "raise":
+            raise unlisted_error(unlisted)
+        # folders that could not be listed (errors="skip")
+        found = _Found(paths, y, classes, list(unlisted))
+        _, bad = probe_all(paths)
+    if bad:
+        if opts.errors == "raise":
+            raise read_error(bad, when="opened as images")
+        found.drop(bad)
+        check_any_left(found.paths, found.skipped)
+    return found
+
+
+def _decode_here(found, opts):
+    """The local engine: decode every file now, raising or skipping the failures."""
+    _check_fits_in_memory(len(found.paths), opts.size, opts.color)
+    X, failures = decode_many(found.paths, opts.size, opts.color)
+    if failures:
+        bad = [(p, r) for _, p, r in failures]
+        if opts.errors == "raise":
+            raise read_error(bad, when="decoded")
+        rows = np.ones(len(found.paths), dtype=bool)
+        rows[[i for i, _, _ in failures]] = False
+        X = X[rows]
+        found.drop(bad)
+    return X, found.y
+
+
+def _decode_lazily(found, opts):
+    """The dask engine: lazy arrays (after finding undecodable files for errors="skip")."""
+    if opts.errors == "skip" and found.paths:
+        bad = _find_undecodable(found.paths, opts.size, opts.color, opts.chunk_size)
+        if bad:
+            found.drop(bad)
+    return _lazy_arrays(
+        found.paths, found.y, opts.size, opts.color, opts.chunk_size, mtimes=found.mtimes
+    )
+
+
+#: The local engine refuses to start when its array needs more than this share of the memory
+#: available now: the rest of the process (and the next step) needs some too.
+_MEMORY_HEADROOM = 0.9
+
+
+def _check_fits_in_memory(n, size, color):
+    """Raise :class:`InsufficientMemoryError` before decoding ``n`` images that cannot fit.
+
+    The decoded array is allocated lazily by the OS, so without this check the process only
+    dies (killed for memory) far into the decoding; the estimate needs no allocation.
+    """
+    import psutil
+
+    h, w = size
+    c = COLORS[color]
+    need = n * h * w * c * np.dtype(np.float32).itemsize
+    available = psutil.virtual_memory().available
+    if need > _MEMORY_HEADROOM * available:
+        raise InsufficientMemoryError(
+            f"read_images(engine='local') would hold {n} images of {h}x{w}x{c} float32 in "
+            f"memory: {need / 2**30:.2f} GiB, but only {available / 2**30:.2f} GiB is available "
+            f"(the local engine uses at most {_MEMORY_HEADROOM:.0%} of it). Use engine='dask', "
+            "which decodes chunk by chunk on the workers, or read fewer or smaller images "
+            "(size=, color='gray')."
+        )
+
+
+def _find_undecodable(paths, size, color, chunk_size):
+    """``[(path, reason)]`` of the files that fail to decode, decoding each once (in tasks
+    ``check-images-<token>``, on the cluster when there is a default client)."""
+    import dask
+    from dask.base import tokenize
+
+    logger.info(
+        "read_images(engine='dask', errors='skip'): decoding %d files once on the cluster to "
+        "find unreadable ones, so the chunk sizes stay known",
+        len(paths),
+    )
+    tasks = [
+        dask.delayed(check_block, pure=True)(
+            block, size, color, dask_key_name=f"check-images-{tokenize(block, size, color)}"
+        )
+        for block in split_rows(paths, chunk_size)
+    ]
+    return [bad for block in compute_all(tasks) for bad in block]
+
+
+def _lazy_arrays(paths, y, size, color, chunk_size, mtimes=None):
+    """Lazy ``(X, y)``: one ``read-images`` task per ``chunk_size`` files, chunk sizes known."""
+    import dask.array as da
+    from dask.base import tokenize
+
+    h, w = size
+    c = COLORS[color]
+    names = np.empty(len(paths), dtype=object)
+    names[:] = paths
+    # mtimes in the token: a rewritten file must not reuse a result cached on the cluster.
+    # (Read on the workers when the files are there only: files_on="workers".)
+    if mtimes is None:
+        mtimes = [mtime(p) for p in paths]
+    token = tokenize(paths, mtimes, size, color, chunk_size)
+    P = da.from_array(names, chunks=chunk_size, name=f"image-paths-{token}")
+    X = P.map_blocks(
+        read_block,
+        size,
+        color,
+        dtype=np.float32,
+        new_axis=[1, 2, 3],
+        chunks=(P.chunks[0], (h,), (w,), (c,)),
+        meta=np.empty((0, h, w, c), dtype=np.float32),
+        name=f"read-images-{token}",
+    )
+    return X, da.from_array(y, chunks=(P.chunks[0],), name=f"image-labels-{token}")
+
+
+def scan_images(path, *, classes=None, decode=False) -> dict:
+    """Summarise a folder without decoding pixels: counts, unreadable files, sizes and modes.
+
+    Parameters
+    ----------
+    path : str, os.PathLike, list of (path, label) pairs, or DataFrame
+        As for :func:`read_images`.
+    classes : list of str, optional
+        As for :func:`read_images`.
+    decode : bool
+        Also decode every file (slower; finds truncated files whose header is fine).
+
+    Returns
+    -------
+    dict
+        ``counts`` ({class: readable images}), ``unreadable`` ([(path, reason)]), ``formats``,
+        ``modes`` and ``sizes`` (Counters of ``format``, ``mode`` and ``(width, height)``).
+    """
+    paths, y, classes, unlisted = select(path, check_classes(classes))
+    info, bad = probe_all(paths)
+    if decode:
+        # Headers can be fine while the pixels are not (a truncated download): decode all.
+        header_bad = {p for p, _ in bad}
+        for i, p in enumerate(paths):
+            if p in header_bad:
+                continue
+            try:
+                decode_image(p, (8, 8), "gray")
+            except Exception as exc:  # noqa: BLE001 - reported to the caller
+                bad.append((p, reason(exc)))
+                info[i] = None
+    ok = np.array([i is not None for i in info], dtype=bool)
+    n = np.bincount(y[ok], minlength=len(classes)) if len(y) else np.zeros(len(classes), int)
+    good = [i for i in info if i is not None]
+    return {
+        "root": os.fspath(path) if isinstance(path, (str, os.PathLike)) else None,
+        "classes": classes,
+        "counts": {c: int(k) for c, k in zip(classes, n)},
+        "unreadable": unlisted + bad,
+        "formats": Counter(f for f, _, _ in good),
+        "modes": Counter(m for _, m, _ in good),
+        "sizes": Counter(s for _, _, s in good),
+    }

@@ -1,0 +1,361 @@
+"""The dask engine of :class:`~dasktrain.models.KMeans`: per-block kernels and the passes.
+
+The data stays persisted on the workers (a :class:`~dasktrain._dask.BlockRunner`); every pass
+sends only tiny numpy arrays (the current centers) to one small task per row block, and each
+task returns per-block partial sums, counts and inertia, which the client adds up. So every
+Lloyd iteration and every k-means|| round is exactly one pass over the blocks and one
+scheduler round trip, named on the dashboard (``kmeans-stats``, ``kmeans-init-sample``,
+``kmeans-init-weights``, ``kmeans-lloyd``, ``kmeans-labels``).
+
+The public estimator validates; the functions here assume valid input (scikit-learn's split
+between ``KMeans`` and its private kernels).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import NamedTuple
+
+import numpy as np
+
+from ..exceptions import ValidationError
+
+logger = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------------------------
+# per-block kernels (module level: workers import them by reference, they are never pickled
+# with data). Each returns only small arrays.
+# --------------------------------------------------------------------------------------------
+
+
+def _row_norms(X):
+    return np.einsum("ij,ij->i", X, X)
+
+
+def _partial_dist(X, C):
+    """``-2 x.c + |c|^2`` (n, k): the squared distance minus ``|x|^2``.
+
+    The argmin over centers does not need ``|x|^2``, so only the chosen distance gets it
+    added: this keeps the (n, k) work to one GEMM, one add and one argmin.
+    """
+    d = X @ (-2.0 * C.T)
+    d += np.einsum("ij,ij->i", C, C)[None, :]
+    return d
+
+
+_ROWS = 8192  # rows per slice: keeps the (rows, k) distance matrix in cache
+
+
+def _min_sq_dist(X, C):
+    """Nearest-center index and squared distance (clipped at 0) for every row."""
+    n = len(X)
+    labels = np.empty(n, dtype=np.intp)
+    best = np.empty(n, dtype=np.float64)
+    cn = np.einsum("ij,ij->i", C, C)[None, :]
+    C2 = -2.0 * C.T
+    for start in range(0, n, _ROWS):
+        sl = slice(start, start + _ROWS)
+        d = X[sl] @ C2
+        d += cn
+        lab = d.argmin(axis=1)
+        labels[sl] = lab
+        best[sl] = np.take_along_axis(d, lab[:, None], axis=1)[:, 0]
+    best += _row_norms(X)
+    np.maximum(best, 0.0, out=best)
+    return labels, best
+
+
+def _sq_dist(X, C):
+    """Full squared euclidean distances (n, k), clipped at 0."""
+    d = _partial_dist(X, C)
+    d += _row_norms(X)[:, None]
+    np.maximum(d, 0.0, out=d)
+    return d
+
+
+# Per-process cache of each block's distance to the current k-means|| candidates, so a
+# round only measures the candidates added since the previous one. Keyed by (fit token,
+# block index); a miss (the task ran on another worker) just recomputes in full.
+_DIST_CACHE = {}
+_DIST_CACHE_MAX = 64
+
+
+def _draw(rng, weights_x_l, scale):
+    """Bernoulli draws with probability ``min(1, weights_x_l / scale)``."""
+    if scale <= 0:
+        return np.zeros(len(weights_x_l), dtype=bool)
+    return rng.random(len(weights_x_l)) < np.minimum(1.0, weights_x_l / scale)
+
+
+def _stats_block(X, w, *, block_index, row_offset, picks, n_total, l, seeds):
+    """First pass: finiteness, per-feature sums (tolerance), and the first k-means|| draw.
+
+    The first draw is uniform (weighted by ``w``), about ``l`` points over all blocks, one
+    draw per run seed; it plays the role of Bahmani's single uniform first center.
+    """
+    Xf = X.astype(np.float64, copy=False)
+    finite = bool(np.isfinite(Xf).all())
+    wf = np.ones(len(Xf)) if w is None else w.astype(np.float64, copy=False)
+    finite = finite and bool(np.isfinite(wf).all())
+    local = [p - row_offset for p in picks if row_offset <= p < row_offset + len(Xf)]
+    # One (possibly empty) draw per seed from every block, so draws[run] exists even for an
+    # empty block (empty chunks are common after boolean filtering).
+    draws = [Xf[:0].copy() for _ in seeds]
+    if finite and len(Xf):
+        # Block-local normalisation: expected draws over all blocks is exactly l.
+        scale = float(wf.mean()) * n_total
+        for i, seed in enumerate(seeds):
+            rng = np.random.default_rng([seed, block_index, 0])
+            draws[i] = Xf[_draw(rng, l * wf, scale)].copy()
+    return {
+        "finite": finite,
+        "n": len(Xf),
+        "s1": Xf.sum(axis=0) if finite else None,
+        "s2": np.einsum("ij,ij->j", Xf, Xf) if finite else None,
+        "wmin": float(wf.min()) if len(wf) else 0.0,
+        "rows": {row_offset + i: Xf[i].copy() for i in local},
+        "draws": draws,
+    }
+
+
+def _sample_block(X, w, *, block_index, row_offset, C, n_old, phi, l, seed, token, n_total):
+    """One k-means|| round: cost against C, plus points drawn with prob l * w * d^2 / phi.
+
+    When ``phi`` is unknown (None) the block normalises by its own cost scaled to the whole
+    data set, which keeps the expected number of draws at ``l``.
+    """
+    X = X.astype(np.float64, copy=False)
+    key = (token, block_index)
+    hit = _DIST_CACHE.get(key)
+    if hit is not None and hit[0] == n_old:
+        _, d2 = _min_sq_dist(X, C[n_old:]) if len(C) > n_old else (None, hit[1])
+        np.minimum(d2, hit[1], out=d2)
+    else:
+        _, d2 = _min_sq_dist(X, C)
+    if len(_DIST_CACHE) >= _DIST_CACHE_MAX:
+        _DIST_CACHE.pop(next(iter(_DIST_CACHE)))
+    _DIST_CACHE[key] = (len(C), d2)
+    wd2 = d2 if w is None else w * d2
+    cost = float(wd2.sum())
+    if phi is None:
+        phi = cost * n_total / max(len(X), 1)
+    rng = np.random.default_rng([seed, block_index])
+    return cost, X[_draw(rng, l * wd2, phi)].copy()
+
+
+def _assign_block(X, w, *, block_index, row_offset, C, sums=True, forget=None):
+    """One Lloyd pass: nearest center; returns weighted (sums, counts, inertia)."""
+    import scipy.sparse as sp
+
+    if forget is not None:
+        _DIST_CACHE.pop((forget, block_index), None)
+
+    X = X.astype(np.float64, copy=False)
+    labels, best = _min_sq_dist(X, C)
+    wf = np.ones(len(labels)) if w is None else w.astype(np.float64, copy=False)
+    k = len(C)
+    counts = np.bincount(labels, weights=wf, minlength=k)
+    inertia = float(wf @ best)
+    if not sums:
+        return None, counts, inertia
+    # sparse (k, n) membership matrix times X: O(n * d), no Python loop over clusters.
+    M = sp.csr_matrix((wf, (labels, np.arange(len(labels)))), shape=(k, len(labels)))
+    return M @ X, counts, inertia
+
+
+def _first_row(X, w, *, block_index, row_offset):
+    return X[0].astype(np.float64) if len(X) else None
+
+
+def _label_block(X, w, *, block_index, row_offset, C):
+    return predict_block(X, C)
+
+
+def predict_block(X, C):
+    return _partial_dist(X.astype(np.float64, copy=False), C).argmin(axis=1).astype(np.int32)
+
+
+def transform_block(X, C):
+    return np.sqrt(_sq_dist(X, C))
+
+
+class Centers:
+    """Fitted centers as a small picklable predictor: it enters a lazy graph once."""
+
+    def __init__(self, C):
+        self.C = C
+
+    def predict(self, X):
+        return predict_block(X, self.C)
+
+    def transform(self, X):
+        return transform_block(X, self.C)
+
+
+def inertia_block(X, w, C):
+    _, d2 = _min_sq_dist(X.astype(np.float64, copy=False), C)
+    return np.array([d2.sum() if w is None else float(w @ d2)])
+
+
+def _combine(results):
+    """Add up the ``(sums, counts, inertia)`` of every block."""
+    sums = [r[0] for r in results]
+    total = None if sums[0] is None else np.sum(sums, axis=0)
+    return total, np.sum([r[1] for r in results], axis=0), float(sum(r[2] for r in results))
+
+
+# --------------------------------------------------------------------------------------------
+# passes (on the client: each runner.map is one pass over the blocks)
+# --------------------------------------------------------------------------------------------
+
+
+class FirstPass(NamedTuple):
+    """What the first pass learns: tolerance scale, the picked rows, the first draws."""
+
+    variance: float  # mean per-feature variance of X (scikit-learn's tol is relative to it)
+    rows: dict  # row index -> row, for init="random"
+    draws: list  # per block, per run: the uniform first k-means|| draw
+
+
+def first_pass(runner, *, picks, l, seeds, weighted):
+    """Check the values, measure the variance and make the first draw, in one pass.
+
+    The first k-means|| draw (about ``l`` rows per seed) and the rows ``picks`` of
+    ``init="random"`` come with it: no separate round trip.
+
+    Raises
+    ------
+    ValidationError
+        NaN/inf in X or the weights, or a negative weight.
+    """
+    n = int(runner.offsets[-1])
+    stats = runner.map(_stats_block, name="kmeans-stats", picks=picks, n_total=n, l=l, seeds=seeds)
+    if not all(s["finite"] for s in stats):
+        raise ValidationError(
+            "X (or sample_weight) contains NaN or infinite values; drop or impute them "
+            "first (for example sklearn.impute.SimpleImputer)."
+        )
+    if weighted and min(s["wmin"] for s in stats) < 0:
+        raise ValidationError("sample_weight has negative values; weights must be >= 0.")
+    s1 = sum(s["s1"] for s in stats)
+    s2 = sum(s["s2"] for s in stats)
+    var = s2 / n - (s1 / n) ** 2
+    return FirstPass(
+        variance=float(np.mean(np.maximum(var, 0))),
+        rows={i: r for s in stats for i, r in s["rows"].items()},
+        draws=[s["draws"] for s in stats],
+    )
+
+
+def _candidates(runner, first, l, seed, rounds):
+    """k-means|| rounds after the first: candidates drawn with probability ~ l * w * d^2."""
+    if first:
+        C = np.vstack(first).astype(np.float64)
+    else:
+        rows = runner.map(_first_row, name="kmeans-first-row")
+        C = next(r for r in rows if r is not None)[None, :]
+    token = uuid.uuid4().hex
+    ss = np.random.SeedSequence(seed)
+    phi, n_old = None, 0
+    for _ in range(rounds):
+        rseed = int(ss.spawn(1)[0].generate_state(1)[0])
+        out = runner.map(
+            _sample_block,
+            name="kmeans-init-sample",
+            C=C,
+            n_old=n_old,
+            phi=phi,
+            l=l,
+            seed=rseed,
+            token=token,
+            n_total=int(runner.offsets[-1]),
+        )
+        n_old = len(C)
+        phi = sum(o[0] for o in out)
+        new = [o[1] for o in out if len(o[1])]
+        if new:
+            C = np.vstack([C] + new)
+        if phi <= 0:
+            break
+    return np.unique(C, axis=0), token
+
+
+def _recluster(C, weights, sums, k, seed):
+    """Weighted k-means++ of the candidates, then one M-step from their sums of points."""
+    from sklearn.cluster import KMeans as SKKMeans
+
+    keep = weights > 0
+    if keep.sum() >= k:
+        C, weights, sums = C[keep], weights[keep], sums[keep]
+    km = SKKMeans(n_clusters=k, init="k-means++", n_init=1, random_state=seed % (2**31))
+    km.fit(C, sample_weight=weights)
+    centers = km.cluster_centers_.astype(np.float64)
+    group_w = np.bincount(km.labels_, weights=weights, minlength=k)
+    group_s = np.zeros_like(centers)
+    np.add.at(group_s, km.labels_, sums)
+    ok = group_w > 0
+    centers[ok] = group_s[ok] / group_w[ok, None]
+    return centers
+
+
+def kmeans_parallel(runner, k, first, l, seed, rounds):
+    """k-means|| (Bahmani et al. 2012): one pass per round, then weighted k-means++.
+
+    The first round is the uniform draw of the first pass (``first``, empty when it found
+    nothing: the init then starts from the first row of the first non-empty block). Round r
+    then draws with probability ``l * w * d^2 / phi`` where phi is the cost against the
+    candidates of the round before (one round stale: an over-estimate, so slightly fewer
+    points are drawn; for the second round each block scales its own cost). Every round is
+    one pass; each block only measures the candidates added since its previous round.
+    """
+    C, token = _candidates(runner, first, l, seed, rounds)
+    # The weighting pass also returns each candidate's sum of points, so the reclustered
+    # candidates give a first M-step for free: center j = mean of the points whose
+    # nearest candidate is in group j. Lloyd then usually converges in one pass.
+    sums, weights, _ = _combine(
+        runner.map(_assign_block, name="kmeans-init-weights", C=C, forget=token)
+    )
+    if len(C) < k:
+        # Fewer distinct candidates than clusters (heavily duplicated data): pad with
+        # copies; Lloyd leaves the empty ones where they are.
+        return np.vstack([C, np.repeat(C[:1], k - len(C), axis=0)])
+    if len(C) == k:
+        return C
+    return _recluster(C, weights, sums, k, seed)
+
+
+def lloyd(runner, centers, tol, max_iter):
+    """Lloyd iterations, one pass each; empty clusters keep their previous center.
+
+    The pass that detects convergence measured the inertia against the centers it was
+    given; the returned inertia is that of the final (mean) centers for the same labels,
+    ``inertia - sum_j w_j |new_j - old_j|^2`` (exact, by the parallel-axis identity), so
+    no extra pass is needed.
+
+    Returns
+    -------
+    centers, inertia, n_iter
+    """
+    n_iter = 0
+    inertia = np.inf
+    for n_iter in range(1, max_iter + 1):  # noqa: B007 - returned after the loop
+        sums, counts, inertia = _combine(runner.map(_assign_block, name="kmeans-lloyd", C=centers))
+        new = centers.copy()
+        nz = counts > 0
+        new[nz] = sums[nz] / counts[nz, None]
+        moved = ((new - centers) ** 2).sum(axis=1)
+        centers = new
+        inertia = max(inertia - float(counts @ moved), 0.0)
+        if float(moved.sum()) <= tol:
+            break
+    return centers, inertia, n_iter
+
+
+def final_labels(runner, centers):
+    """One more pass over the persisted blocks: the labels, never recomputing X.
+
+    For features of images, recomputing X would read and decode every file again.
+    """
+    labels = runner.map(_label_block, name="kmeans-labels", C=centers)
+    return np.concatenate(labels).astype(np.int32, copy=False)
