@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .._compat import import_optional
 from ..exceptions import DDPError, ValidationError
 from . import helpers as _helpers
 from ._records import DDPResult, RankStatus
@@ -39,8 +40,8 @@ def run_local(train_fn, *args, checkpoint_dir=None, **kwargs) -> DDPResult:
         raise ValidationError(f"train_fn={train_fn!r} must be callable.")
     if _helpers._local_context() is not None:
         raise DDPError("run_local() cannot be nested inside another run_local() call.")
+    torch = import_optional("torch", "torch")  # names the extra when torch is missing
     checkpoint_dir = _helpers.make_checkpoint_dir(checkpoint_dir)
-    import torch
 
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     ctx = _helpers._LocalContext(checkpoint_dir, device)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._validation import is_dask_collection
+from .._dask import compute_if_dask
 from ..exceptions import OptionalDependencyError, Unavailable, WorkloadError
 
 __all__ = ["Inputs", "image_root"]
@@ -225,9 +225,7 @@ def _subset_folder(root, size, dest, seed):
 
 def _np(x):
     """``x`` as a numpy array, computed first when it is a dask collection."""
-    if is_dask_collection(x):
-        x = x.compute()
-    return np.asarray(x)
+    return np.asarray(compute_if_dask(x))
 
 
 def _take(X, y, size, seed):

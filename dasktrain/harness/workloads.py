@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from .._validation import is_dask_collection
+from .._dask import compute_if_dask, to_cluster
 from ..exceptions import Unavailable, WorkloadError
 
 logger = logging.getLogger(__name__)
@@ -82,25 +82,12 @@ def _opt(name, default):
 # ---------------------------------------------------------------------------------------
 def _to_cluster(client, *arrays):
     """Put numpy arrays on the cluster as persisted dask arrays, one chunk per worker thread."""
-    import dask.array as da
-    from distributed import wait
-
-    n = max(1, current().n_threads)
-    out = []
-    for a in arrays:
-        a = np.asarray(a)
-        rows = max(1, math.ceil(len(a) / n))
-        out.append(da.from_array(a, chunks=(rows, *a.shape[1:])))
-    out = client.persist(out)
-    wait(out)
-    return out
+    return to_cluster(client, *arrays, n_blocks=max(1, current().n_threads))
 
 
 def _result(client, x):
     """A numpy result from a numpy or dask value (computed on ``client``)."""
-    if is_dask_collection(x):
-        x = client.compute(x).result() if client is not None else x.compute()
-    return np.asarray(x)
+    return np.asarray(compute_if_dask(x, client=client))
 
 
 # ---------------------------------------------------------------------------------------
