@@ -244,7 +244,12 @@ class OnWorker(LazySetOutputMixin, MetaEstimatorMixin, BaseEstimator):
             raise ValidationError(
                 f"y has shape {tuple(shape)!r}, but {name} takes one target (shape (n,))."
             )
-        y = check_array(y, name="y", ndim=(1, 2), allow_nan=True, dtype=None)
+        if is_dask_collection(y):
+            y = check_array(y, name="y", ndim=(1, 2), allow_nan=True)
+        else:
+            y = np.asarray(y)
+        # numpy targets of regressors are the estimator's to check (messages, dtypes), as in
+        # scikit-learn; on the dask engine that happens in the fit task.
         check_consistent_length(X, y)
         return y
 
