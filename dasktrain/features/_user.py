@@ -7,9 +7,12 @@
   on; each worker fetches it once), never once per block (dask-ml #842); or
 * **a callable that builds one** (a class, a function, ``functools.partial(torchvision.models.
   resnet50)``): only the callable travels (pickled by reference, or by value for a lambda), and
-  each process builds the model once, through :mod:`dasktrain._cache`, under the extractor's
-  ``seed`` so that random initial weights are the same in every process; ``weights=`` then
-  names a file loaded into every built model.
+  each process builds the model once, through :mod:`dasktrain._cache`, with random initial
+  weights drawn from the extractor's ``seed``, the same in every process (torch: the builder
+  runs under ``torch.manual_seed(seed)``; Keras: every kernel is redrawn Glorot-uniform from
+  ``numpy.random.default_rng(seed)``, because Keras seeds from Python's global ``random``,
+  which a Dask worker's other threads share); ``weights=`` then names a file loaded into
+  every built model.
 
 The contract, the same for both frameworks:
 
