@@ -2,7 +2,7 @@
 
 The model is never in a task graph: each block carries a small
 :class:`~dasktrain.features._network.ModelSpec` and the worker process builds the model once
-through :func:`dasktrain._cache.get_or_build`, then reuses it for every chunk.
+through ``dasktrain._cache.get_or_build``, then reuses it for every chunk.
 """
 
 from __future__ import annotations
@@ -293,7 +293,7 @@ default "vgg19"
         class, ``functools.partial(torchvision.models.resnet50, num_classes=2)``), built once
         per process under ``seed``. It takes ``(n, 3, h, w)`` float32 and returns ``(n, d)``
         features or ``(n, c, h', w')`` maps (pooled by ``pool``); see
-        :mod:`dasktrain.features._user` for the whole contract.
+        "Your own model" in :mod:`dasktrain.features` for the whole contract.
     weights : None, "imagenet" or path, default None
         None: seeded random weights (deterministic features, see ``seed``); for a module
         instance, its own weights. A path: a torchvision-style state dict
@@ -324,7 +324,7 @@ default "vgg19"
     seed : int, default 0
         Seed of the random weights (unused when weights are loaded).
     n_threads : int, optional
-        torch threads for the local engine; default :func:`dasktrain._compat.cpu_count`. On
+        torch threads for the local engine; default ``dasktrain._compat.cpu_count()``. On
         the dask engine each worker uses its own thread count.
     progress : bool, default False
         Show a tqdm bar (local) or ``distributed.progress`` (dask).

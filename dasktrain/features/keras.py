@@ -3,7 +3,7 @@
 TensorFlow is imported lazily (``import dasktrain`` never imports it) through
 :func:`dasktrain._compat.import_optional`, so a missing install says
 ``pip install 'dasktrain[tensorflow]'``. As with :class:`~dasktrain.features.CNNFeatures`, each
-worker process builds the model once from a small spec held in :mod:`dasktrain._cache`.
+worker process builds the model once from a small spec held in ``dasktrain._cache``.
 """
 
 from __future__ import annotations
@@ -275,7 +275,7 @@ class KerasFeatures(NetworkFeatures):
         returning one, built once per process (random weights as for ``weights=None``
         below). It takes ``(n, h, w, 3)`` float32 and returns
         ``(n, d)`` features or ``(n, h', w', c)`` maps (pooled by ``pool``); see
-        :mod:`dasktrain.features._user` for the whole contract.
+        "Your own model" in :mod:`dasktrain.features` for the whole contract.
     weights : None, "imagenet" or path, default None
         None: seeded random weights (Glorot-uniform kernels drawn from
         ``numpy.random.default_rng(seed)``: the same in every process); an instance keeps its

@@ -8,7 +8,7 @@ comparison needs. xgboost is imported only when an XGBoost model is fitted.
 applied blockwise); LR, naive Bayes and the MLP are instances of it. Every estimator follows
 scikit-learn's data contract: pandas and dask DataFrames are accepted on both engines, their
 column names recorded at fit (``feature_names_in_``) and checked afterwards, and dask outputs
-stay lazy (:mod:`dasktrain.models._output`).
+stay lazy (``dasktrain.models._output``).
 """
 
 from .classic import GaussianNB, LogisticRegression, MLPClassifier, cross_validate

@@ -117,7 +117,7 @@ class OnWorker(LazySetOutputMixin, MetaEstimatorMixin, BaseEstimator):
 
     Notes
     -----
-    Output type follows input type: see :mod:`dasktrain.models._output` (numpy in, numpy
+    Output type follows input type: see ``dasktrain.models._output`` (numpy in, numpy
     out; dask in, lazy dask out; ``set_output(transform="pandas")`` on dask input gives a lazy
     dask DataFrame). ``score`` is eager: classifiers and regressors reduce dask inputs
     blockwise with :mod:`dasktrain.metrics`; other estimators compute X and call their own

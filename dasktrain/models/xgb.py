@@ -381,13 +381,13 @@ class XGBClassifier(ClassifierMixin, _XGBBase):
         (fair comparison), else all cores. The dask engine uses each worker's threads.
     random_state : int
     early_stopping_rounds : int or None
-        Needs ``eval_set`` in :meth:`fit`; predictions then use the best iteration.
+        Needs ``eval_set`` in ``fit``; predictions then use the best iteration.
     eval_metric : str, list or None
     client : distributed.Client or None
         Resolved late with ``distributed.get_client()``; never pickled.
     checkpoint_dir : str or path, optional
         Save the booster every ``checkpoint_every`` rounds into this folder (shared by the
-        workers and this process on a multi-host cluster); see :meth:`fit`.
+        workers and this process on a multi-host cluster); see ``fit``.
     checkpoint_every : int
         Rounds between checkpoints.
     max_restarts : int
@@ -399,12 +399,12 @@ class XGBClassifier(ClassifierMixin, _XGBBase):
     Attributes
     ----------
     booster_ : xgboost.Booster
-        Also returned by :meth:`get_booster`.
+        Also returned by ``get_booster()``.
     classes_ : ndarray
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         The column names of a pandas or dask DataFrame ``X`` (only then); checked at predict.
-    feature_importances_ : ndarray of shape (n_features_in_,)
+    feature_importances_ : ndarray of shape (n_features,)
         Normalised importances (``importance_type``, default ``"gain"``), as xgboost's.
     best_iteration_ : int or None
     evals_result_ : dict
