@@ -219,3 +219,35 @@ def test_quiet_output_keeps_library_noise_off_the_terminal(tmp_path, capsys, cap
         assert noise in text and noise not in terminal, noise
     # what is about the user's data stays on the terminal
     assert "3 files skipped" in terminal and "empty class" in terminal
+
+
+def test_verdict_names_slower_compute_as_the_overhead():
+    # The dask run spends 0.1 s starting and 2.6 s computing what the local run does in 2 s:
+    # the overhead is mostly compute, not the start-up.
+    runs = _runs(
+        "mlp_cv",
+        {"local": {100: 1.0, 400: 2.0}, "dask": {100: 1.5, 400: 2.75}},
+        extra={"startup_s": 0.11, "transfer_s": 0.0, "idle_s": 0.04, "compute_s": 2.6},
+    )
+    (v,) = Results(runs).verdicts.verdict
+    assert "dask overhead 0.75 s per run: mostly slower compute 0.6 s; start-up 0.11 s" in v, v
+
+
+def test_saving_computes_the_scaling_table_once(answered, tmp_path, monkeypatch):
+    # Regression: every verdict, crossover and chart recomputed the scaling table from the
+    # runs; saving the demo's 72 runs took 130 s on a loaded machine, most of it in there.
+    import dasktrain.harness.results as results_module
+
+    calls = []
+    real = results_module.scaling_table
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(results_module, "scaling_table", counting)
+    answered.save(tmp_path)
+    assert len(calls) == 1
+    sc = answered.scaling
+    sc.loc[:, "time_median"] = 0.0  # a caller's change never reaches the cache
+    assert (answered.scaling.time_median.dropna() > 0).all()

@@ -89,8 +89,9 @@ def _crossover_figure(results, w, g, rows, colors):
                 _mark(p, r.measured, f"crossover {r.measured:g}", "solid")
             elif r.extrapolated == r.extrapolated:
                 _mark(p, r.extrapolated, f"~{r.extrapolated:,.0f} (extrapolated)", "dotted")
-    p.legend.location = "top_left"
-    p.legend.label_text_font_size = "8pt"
+    if p.legend:  # a workload measured nowhere has no lines, hence no legend
+        p.legend.location = "top_left"
+        p.legend.label_text_font_size = "8pt"
     return p
 
 
@@ -216,19 +217,16 @@ def _plot_processes(cpu, mem, samples, t0, labels):
 
 def _shade_runs(figures, runs, t0, colors):
     """Shade each run's time span in its setup's colour, so a timeline reads against the
-    table."""
+    table: one strip glyph per setup (not one annotation per run, which made a comparison
+    of many runs slow to save and to draw)."""
     if "start" not in runs or not runs["start"].notna().any():
         return
-    from bokeh.models import BoxAnnotation
-
-    for _, r in runs[runs["start"].notna()].iterrows():
-        color = colors.get(r.setup, "#999")
+    for setup, g in runs[runs["start"].notna()].groupby("setup", sort=False):
+        x0 = (g.start - t0).tolist()
+        x1 = (g.end - t0).tolist()
+        color = colors.get(setup, "#999")
         for fig in figures:
-            fig.add_layout(
-                BoxAnnotation(
-                    left=r.start - t0, right=r.end - t0, fill_alpha=0.06, fill_color=color
-                )
-            )
+            fig.vstrip(x0=x0, x1=x1, fill_alpha=0.06, fill_color=color, line_alpha=0)
 
 
 def timelines(results, colors) -> list:

@@ -210,6 +210,8 @@ class Results:
             for setup in self.runs["setup"].unique():
                 price_of(prices, machines, setup, self.spot_discount)
         self._table = None
+        #: Derived tables, built once on first use (each reads runs and the settings only).
+        self._cache = {}
 
     # -- tables ----------------------------------------------------------------------------
     def _settings(self):
@@ -233,10 +235,18 @@ class Results:
             self._table = ResultsTable(summary_table(self.runs, **self._settings()))
         return self._table
 
+    def _once(self, name, build):
+        """``build()`` as a printable table, computed on first use (a copy each time, so a
+        caller's changes never reach the cache)."""
+        if name not in self._cache:
+            self._cache[name] = _printable(build())
+        df = self._cache[name]
+        return df.copy() if df is not None else None
+
     @property
     def scaling(self) -> pd.DataFrame | None:
         """Median time per workload x setup x size, or None with a single size."""
-        return _printable(scaling_table(self.runs, **self._settings()))
+        return self._once("scaling", lambda: scaling_table(self.runs, **self._settings()))
 
     @property
     def crossover(self) -> pd.DataFrame | None:
@@ -246,7 +256,7 @@ class Results:
         every larger size that ran; when it is slower at the largest size it "does not win in
         range". :attr:`crossovers` adds the extrapolated one.
         """
-        return _printable(crossover_table(self.scaling, self.baseline))
+        return self._once("crossover", lambda: crossover_table(self.scaling, self.baseline))
 
     @property
     def crossovers(self) -> pd.DataFrame | None:
@@ -254,7 +264,7 @@ class Results:
         per_sample x n`` per workload and setup (see :func:`~.verdicts.crossovers`)."""
         from .verdicts import crossovers
 
-        return _printable(crossovers(self))
+        return self._once("crossovers", lambda: crossovers(self))
 
     @property
     def verdicts(self) -> pd.DataFrame:
@@ -262,7 +272,7 @@ class Results:
         distributing pays (see :mod:`dasktrain.harness.verdicts`)."""
         from .verdicts import verdicts
 
-        return _printable(verdicts(self))
+        return self._once("verdicts", lambda: verdicts(self))
 
     @property
     def breakdown(self) -> pd.DataFrame:
@@ -279,7 +289,7 @@ class Results:
         clusters of several sizes ran (see :func:`~.analysis.strong_scaling`)."""
         from .analysis import strong_scaling
 
-        return _printable(strong_scaling(self.table))
+        return self._once("strong_scaling", lambda: strong_scaling(self.table))
 
     @property
     def by_setup(self) -> pd.DataFrame:
