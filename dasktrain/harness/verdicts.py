@@ -122,6 +122,9 @@ def _why(row, base_time):
         "start-up": row.get("startup_s", math.nan),
         "data transfer": row.get("transfer_s", math.nan),
         "scheduler/idle": row.get("idle_s", math.nan),
+        # Computing itself took longer than the baseline's whole step (fewer cores per task,
+        # a slower path): part of the overhead, not hidden behind the others.
+        "slower compute": row.get("compute_s", math.nan) - base_time,
     }
     parts = {k: v for k, v in parts.items() if v == v and v > 0}
     text = f"{row.setup} overhead {_secs(extra)} per run"
