@@ -68,8 +68,8 @@ def _crossover_figure(results, w, g, rows, colors):
     reach = hi
     if rows is not None and rows.extrapolated.notna().any():
         reach = max(hi, float(rows.extrapolated.max()) * 1.3)
-    for s, gs in g.groupby("setup", sort=False):
-        gs = gs[gs.time_median.notna()].sort_values("size")
+    for s in [*colors, *(x for x in dict.fromkeys(g.setup) if x not in colors)]:
+        gs = g[(g.setup == s) & g.time_median.notna()].sort_values("size")
         if gs.empty:
             continue
         color = colors.get(s, "#999")
@@ -106,7 +106,10 @@ def crossover_grid(results, colors):
         return None
     cross = results.crossovers
     figs = []
-    for w, g in sc.groupby("workload", sort=False):
+    for w in dict.fromkeys(results.table.workload):  # the table's order, not the alphabet's
+        g = sc[sc.workload == w]
+        if g.empty:
+            continue
         rows = cross[cross.workload == w] if cross is not None else None
         figs.append(_crossover_figure(results, w, g, rows, colors))
     return gridplot(figs, ncols=3, toolbar_location=None)

@@ -151,45 +151,63 @@ def summary_charts(results, colors) -> list:
     return charts
 
 
-def breakdown_chart(results):
-    """Stacked bars: each run's seconds split into start-up, data transfer, scheduler/idle and
-    compute (a local run is all compute, or start-up then compute); None without times."""
-    from bokeh.models import ColumnDataSource, FactorRange, HoverTool, Legend
+def _breakdown_data(t):
+    """``{"y": setups, <category>: seconds}`` of one workload's rows, top to bottom."""
+    data = {"y": [str(x) for x in t.setup][::-1]}
+    for col in CATEGORIES:
+        data[col] = [0.0 if v != v else float(v) for v in t[col]][::-1]
+    # Rows without a breakdown (records from before it existed) show their whole time.
+    for i, total in enumerate(list(t.time_median)[::-1]):
+        if sum(data[c][i] for c in CATEGORIES) == 0:
+            data["compute_s"][i] = float(total)
+    return data
+
+
+def _breakdown_figure(workload, t, legend):
+    from bokeh.models import ColumnDataSource, HoverTool, Legend
     from bokeh.plotting import figure
+
+    data = _breakdown_data(t)
+    p = figure(
+        y_range=data["y"],
+        height=150 + 36 * len(data["y"]),
+        width=440,
+        title=workload,
+        x_axis_label="seconds",
+        toolbar_location=None,
+    )
+    src = ColumnDataSource(data)
+    renderers = p.hbar_stack(
+        list(CATEGORIES), y="y", height=0.7, color=_CATEGORY_COLORS, source=src
+    )
+    p.add_tools(
+        HoverTool(tooltips=[(label, f"@{col}{{0.000}} s") for col, label in CATEGORIES.items()])
+    )
+    if legend:
+        items = [(CATEGORIES[c], [r]) for c, r in zip(CATEGORIES, renderers)]
+        p.add_layout(
+            Legend(items=items, orientation="horizontal", label_text_font_size="8pt"), "below"
+        )
+    p.x_range.start = 0
+    return p
+
+
+def breakdown_chart(results):
+    """Stacked bars per workload, each on its own scale: every setup's seconds split into
+    start-up, data transfer, scheduler/idle and compute (a local run is all compute, or
+    start-up then compute); None without times."""
+    from bokeh.layouts import gridplot
 
     t = results.table
     t = t[t.time_median.notna()]
     if not len(t):
         return None
-    factors = _factors(t)[::-1]  # top to bottom in the table's order
-    data = {"y": factors}
-    for col in CATEGORIES:
-        values = [0.0 if v != v else float(v) for v in t[col]][::-1]
-        data[col] = values
-    # Rows without a breakdown (records from before it existed) show their whole time.
-    for i, total in enumerate(list(t.time_median)[::-1]):
-        if sum(data[c][i] for c in CATEGORIES) == 0:
-            data["compute_s"][i] = float(total)
-    src = ColumnDataSource(data)
-    p = figure(
-        y_range=FactorRange(*factors),
-        height=max(260, 26 * len(factors) + 90),
-        width=1000,
-        title="Where the time went: each setup's whole step, median seconds",
-        x_axis_label="seconds",
-        toolbar_location="right",
-    )
-    renderers = p.hbar_stack(
-        list(CATEGORIES), y="y", height=0.75, color=_CATEGORY_COLORS, source=src
-    )
-    p.add_layout(
-        Legend(items=[(CATEGORIES[c], [r]) for c, r in zip(CATEGORIES, renderers)]), "right"
-    )
-    p.add_tools(
-        HoverTool(tooltips=[(label, f"@{col}{{0.000}} s") for col, label in CATEGORIES.items()])
-    )
-    p.x_range.start = 0
-    return p
+    figs = [
+        # Each with its legend: the charts of a row keep one height.
+        _breakdown_figure(str(w), g, legend=True)
+        for w, g in t.groupby("workload", sort=False)
+    ]
+    return gridplot(figs, ncols=3, toolbar_location=None)
 
 
 def cost_chart(results, colors):
