@@ -186,6 +186,41 @@ def test_progress_calls_back_and_counts():
     assert (seen[0]["index"], p.total) == (1, 2)
 
 
+def test_a_plain_callback_gets_run_events_only(blobs_small):
+    # Regression: a "start" event without a "record" broke callbacks written for the per-run
+    # events (benchmarks/bench_study.py: KeyError 'record').
+    import dasktrain
+
+    seen = []
+
+    class WithStart(list):
+        def __call__(self, ev):
+            self.append(ev)
+
+        def start(self, setups, total):
+            self.append(("start", sorted(setups), total))
+
+    def step(data, engine, client):
+        return {"n": float(len(data[0]))}
+
+    for callback in (seen.append, WithStart()):
+        dasktrain.compare(
+            [step], data=blobs_small, engines=("local",), repeat=2, warmup=False,
+            monitor=False, progress=callback,
+        )  # fmt: skip
+    plain, with_start = seen, callback
+    assert [ev["event"] for ev in plain] == ["run", "run"]
+    assert all("record" in ev for ev in plain)
+    assert with_start[0] == ("start", ["local"], 2) and len(with_start) == 3
+
+
+@pytest.fixture
+def blobs_small():
+    from dasktrain.testing import make_blobs
+
+    return make_blobs(64, 4, 2)
+
+
 def test_progress_bar_writes_to_its_file():
     from dasktrain.harness import RunRecord
 

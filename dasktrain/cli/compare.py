@@ -179,9 +179,6 @@ class _Printer:
         self.bar = None
 
     def __call__(self, ev):
-        if ev["event"] == "start":
-            self._start(ev)
-            return
         if self.bar is not None:
             size = ev["size"]
             where = f" {size:g}" if size == size else ""
@@ -190,8 +187,9 @@ class _Printer:
             return
         print(self._line(ev), file=self.out, flush=True)
 
-    def _start(self, ev):
-        for name, s in ev["setups"].items():
+    def start(self, setups, total):
+        """Before the first run: the setups and their dashboards, then the bar."""
+        for name, s in setups.items():
             if s["engine"] == "dask":
                 gpus = f", {s['gpus']} GPU" if s.get("gpus") else ""
                 print(
@@ -205,7 +203,7 @@ class _Printer:
         if getattr(self.out, "isatty", lambda: False)():
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=ev["total"], unit="run", file=self.out, leave=False)
+            self.bar = tqdm(total=total, unit="run", file=self.out, leave=False)
 
     def _line(self, ev):
         rec = ev["record"]

@@ -14,9 +14,11 @@ class Progress:
     ----------
     progress : bool or callable or None
         True: a tqdm progress bar on stderr (shown on a terminal only). A callable: called with
-        a dict after every run (``event``: ``"start"``, ``"warmup"``, ``"run"``; ``workload``,
-        ``engine``, ``setup``, ``size``, ``repeat``, ``index``, ``total``, ``record``), and
-        once with ``event="start"`` and ``setups`` before the first run. False or None: nothing.
+        a dict after every run (``event``: ``"warmup"`` or ``"run"``; ``workload``, ``engine``,
+        ``setup``, ``size``, ``repeat``, ``index``, ``total``, ``record``). When it also has a
+        ``start(setups, total)`` method, that is called once before the first run with
+        ``{name: Setup.describe()}`` (the CLI prints the dashboards so). False or None:
+        nothing.
     total : int
         Runs the comparison will make (warm-ups included).
     file : file, optional
@@ -38,9 +40,11 @@ class Progress:
 
     def start(self, setups) -> None:
         """Say which setups run (their dashboards), before the first run."""
-        if self.callback is not None:
-            described = {s.name: s.describe() for s in setups}
-            self.callback({"event": "start", "setups": described, "total": self.total})
+        # A method of its own, not an event: callbacks written for the per-run events (every
+        # one with a "record") keep working.
+        start = getattr(self.callback, "start", None)
+        if callable(start):
+            start({s.name: s.describe() for s in setups}, self.total)
 
     def emit(self, event, rec, repeat, size) -> None:
         """One run finished (``event`` ``"warmup"`` or ``"run"``)."""

@@ -376,9 +376,9 @@ def compare(
         Keep Dask's performance report of the dask runs (saved by :meth:`Results.save`).
     progress : bool or callable
         True (default): a progress bar (tqdm) on a terminal. A callable is called with a
-        dict once at the start (``event="start"``, ``setups``) and after every run
-        (``event``, ``workload``, ``engine``, ``setup``, ``size``, ``repeat``, ``index``,
-        ``total``, ``record``); the CLI prints it. False: nothing.
+        dict after every run (``event``, ``workload``, ``engine``, ``setup``, ``size``,
+        ``repeat``, ``index``, ``total``, ``record``), and its ``start(setups, total)``
+        method, if it has one, before the first run; the CLI prints them. False: nothing.
     seed : int
     options : dict, optional
         Built-in workload settings: ``image_size`` (64), ``backbone`` ("smallcnn"),
