@@ -23,6 +23,9 @@ DEFAULTS = {
         # port-range None: let the OS pick a free port (bind to port 0); or a [low, high] range.
         # timeout: seconds of dasktrain.ddp.run(timeout=None), restarts included.
         "ddp": {"port-range": None, "timeout": 600},
+        # Iterative passes (KMeans) over direct client-worker connections instead of one
+        # scheduler round trip each (dasktrain._dask.direct); False: always through tasks.
+        "direct-passes": True,
     }
 }
 
