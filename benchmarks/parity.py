@@ -7,6 +7,8 @@ run it under ``nice -n -10`` (Dask workers and DDP ranks inherit it)::
     nice -n -10 .venv/bin/python benchmarks/parity.py kmeans --n 200000 --data two-blobs
     nice -n -10 .venv/bin/python benchmarks/parity.py kmeans --n 2000000 --data separated
     nice -n -10 .venv/bin/python benchmarks/parity.py features --backbones smallcnn --n 8192
+    nice -n -10 .venv/bin/python benchmarks/parity.py pipeline --no-kmeans --n 8192
+    nice -n -10 .venv/bin/python benchmarks/parity.py pipeline --n 30000
     nice -n -10 .venv/bin/python benchmarks/parity.py trim --n 8192
     nice -n -10 .venv/bin/python benchmarks/parity.py ddp
     nice -n -10 .venv/bin/python benchmarks/parity.py xgb
@@ -25,6 +27,8 @@ import os
 import statistics
 import sys
 import time
+
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -59,7 +63,6 @@ def kmeans_data(n, d, kind, seed=0):
 def kmeans_row(n=200_000, d=20, k=8, kind="two-blobs", blocks=8, repeat=5, dask_ml=False):
     """KMeans dask engine / scikit-learn (2 threads), scheduler passes, dask-ml."""
     import dask
-    import dask.array as da
     from sklearn.cluster import KMeans as SK
     from threadpoolctl import threadpool_limits
 
@@ -69,8 +72,8 @@ def kmeans_row(n=200_000, d=20, k=8, kind="two-blobs", blocks=8, repeat=5, dask_
     X = kmeans_data(n, d, kind)
     cluster, client = start_cluster(2, 1)
     try:
-        Xd = client.persist(da.from_array(X, chunks=(-(-n // blocks), d)))
         client.wait_for_workers(2)
+        Xd = _scattered(client, X, blocks)
         fitted = {}
 
         def sk():
@@ -98,9 +101,49 @@ def kmeans_row(n=200_000, d=20, k=8, kind="two-blobs", blocks=8, repeat=5, dask_
         title = f"KMeans {n:,} x {d}, k={k}, {kind}, {blocks} blocks, 2 workers x 1 thread"
         med = _report(title + "; sklearn 2 threads", times, extra)
         _kmeans_ratios(med, fitted, kind)
+        _empty_pass(client, Xd)
     finally:
         stop_cluster(cluster, client)
     print(f"{_load()} (end)")
+
+
+def _scattered(client, X, blocks):
+    """``X`` as ``blocks`` row blocks scattered over the workers (no 100 MB graph)."""
+    import dask.array as da
+
+    pieces = np.array_split(X, blocks)
+    futures = client.scatter(pieces)
+    return da.concatenate(
+        [da.from_delayed(f, p.shape, dtype=p.dtype) for f, p in zip(futures, pieces)]
+    )
+
+
+def _noop(x, *, block_index, row_offset, C):
+    return None
+
+
+def _empty_pass(client, Xd, passes=100):
+    """The machinery's own cost per pass: a pass that does no work, direct and by tasks."""
+    import dask
+
+    from dasktrain._dask import BlockRunner
+
+    C = np.zeros((8, Xd.shape[1]))  # what a Lloyd pass sends
+    out = {}
+    for label, direct in (("direct", True), ("scheduler", False)):
+        with dask.config.set({"dasktrain.direct-passes": direct}):
+            with BlockRunner([Xd], client, direct="bench") as runner:
+                runner.map(_noop, C=C)  # starts the group
+                ts = []
+                for _ in range(passes):
+                    t0 = time.perf_counter()
+                    runner.map(_noop, C=C)
+                    ts.append(time.perf_counter() - t0)
+        out[label] = 1e3 * statistics.median(ts)
+    print(
+        f"  empty pass over {Xd.numblocks[0]} blocks (median of {passes}): direct "
+        f"{out['direct']:.2f} ms, scheduler {out['scheduler']:.2f} ms (overhead target <= 5 ms)"
+    )
 
 
 def _dask_ml_once(client, Xd, k, fitted):
@@ -127,6 +170,72 @@ def _kmeans_ratios(med, fitted, kind):
         print(f"  dask-ml / dask = {med['dask-ml'] / med['dask']:.1f}x (target >= 20x)")
     gap = abs(ours.inertia_ / sk.inertia_ - 1)
     print(f"  |inertia / sklearn - 1| = {gap:.2e} (target <= 1e-3)")
+
+
+# -------------------------------------------------------------------------- pipeline / fused
+def pipeline_row(n=2000, features="smallcnn", repeat=3, kmeans=True, data=None):
+    """read -> features (-> KMeans): dask (connect(), 2 x 1) / local (2 threads), interleaved.
+
+    With ``kmeans=False`` the row is the feature extraction fused with a lazy read (the
+    features computed back to the driver) plus the same extraction on images persisted on
+    the workers first (not timed).
+    """
+    import tempfile
+
+    from benchmarks import bench_scale
+
+    print(f"{_load()} (start)", flush=True)
+    with tempfile.TemporaryDirectory(prefix="parity-") as tmp:
+        root = data or os.path.join(tmp, "images")
+        if not os.path.isdir(root):
+            bench_scale.write_images(root, n)
+        pairs = bench_scale.select(root, n)
+        client = bench_scale.start_cluster()
+        try:
+            fns = _pipeline_fns(pairs, features, client, kmeans)
+            times = interleaved(fns, repeat=repeat, warmup=1)
+        finally:
+            client.close()
+    steps = "read -> " + features + (" -> KMeans(8)" if kmeans else "")
+    med = _report(f"{steps}, {n:,} images 128x128, 2 workers x 1 thread vs 2 threads", times)
+    if kmeans:
+        print(f"  dask / local time = {med['dask'] / med['local']:.2f}x (target <= 1.1x)")
+    else:
+        print(f"  throughput dask / local, fused = {med['local'] / med['dask']:.2f}x (>= 0.95x)")
+        print(
+            f"  throughput dask / local, images persisted = "
+            f"{med['local'] / med['dask, persisted']:.2f}x (>= 0.95x)"
+        )
+    print(f"{_load()} (end)")
+
+
+def _pipeline_fns(pairs, features, client, kmeans):
+    from threadpoolctl import threadpool_limits
+
+    from benchmarks import bench_scale
+    from dasktrain.images import read_images
+
+    if kmeans:
+
+        def run(engine):
+            with threadpool_limits(2):
+                bench_scale.run_pipeline(pairs, engine, features, client=client)
+
+        return {"local": lambda: run("local"), "dask": lambda: run("dask")}
+
+    def extract(engine, ds):
+        F = bench_scale._extractor(features, engine, 2).fit_transform(ds)
+        return client.compute(F).result() if engine == "dask" else F
+
+    def read(engine):
+        return read_images(pairs, size=bench_scale.IMAGE_SIZE, engine=engine, chunk_size=256)
+
+    kept = read("dask").persist(client=client)
+    return {
+        "local": lambda: extract("local", read("local")),
+        "dask": lambda: extract("dask", read("dask")),
+        "dask, persisted": lambda: extract("dask", kept),
+    }
 
 
 # ------------------------------------------------------------------------------ delegated rows
@@ -163,6 +272,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     rows = {
         "kmeans": None,
+        "pipeline": None,
         "trim": None,
         "features": features_row,
         "ddp": ddp_row,
@@ -184,6 +294,15 @@ def main(argv=None):
         p.add_argument("--dask-ml", action="store_true", help="also one dask-ml fit (slow)")
         a = p.parse_args(rest)
         kmeans_row(a.n, a.d, a.k, a.data, a.blocks, a.repeat, a.dask_ml)
+    elif row == "pipeline":
+        p = argparse.ArgumentParser(prog="parity.py pipeline")
+        p.add_argument("--n", type=int, default=2000)
+        p.add_argument("--features", default="smallcnn")
+        p.add_argument("--repeat", type=int, default=3)
+        p.add_argument("--no-kmeans", action="store_true", help="read -> features only")
+        p.add_argument("--data", default=None, help="image folder to reuse or create")
+        a = p.parse_args(rest)
+        pipeline_row(a.n, a.features, a.repeat, not a.no_kmeans, a.data)
     elif row == "trim":
         from benchmarks import _trim
 
