@@ -19,16 +19,21 @@ def size(small, large):
 
 
 def start_cluster(n_workers=2, threads_per_worker=1):
-    """Start a real LocalCluster (processes, loopback) and return ``(cluster, client)``."""
+    """A real LocalCluster (processes, loopback, as connect() starts it): ``(cluster, client)``."""
     from distributed import Client, LocalCluster
 
-    cluster = LocalCluster(
-        n_workers=n_workers,
-        threads_per_worker=threads_per_worker,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address="127.0.0.1:0",
-    )
+    from dasktrain import _config
+    from dasktrain.cluster import _worker_malloc_trim
+
+    # The workers' malloc setting that dasktrain.connect() gives (dasktrain.worker-malloc-trim).
+    with _worker_malloc_trim(_config.get("worker-malloc-trim")):
+        cluster = LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=threads_per_worker,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+        )
     return cluster, Client(cluster, set_as_default=False)
 
 

@@ -79,3 +79,95 @@ def test_current_worker_threads_is_one_workers_share(client):
     assert current_worker_threads() is None  # not on a worker
     per_worker = client.gather(client.map(_threads_here, range(4), pure=False))
     assert set(per_worker) == {1} and total_threads(client) == 2
+
+
+# --------------------------------------------------------------------------- direct passes
+def _weighted_stats(x, w, *, block_index, row_offset, scale):
+    """A per-block pass: float sums that any change of order or transport would show."""
+    if scale < 0:
+        raise ValidationError(f"block {block_index} refuses scale={scale}")
+    return block_index, row_offset, (x * scale).sum(axis=0) * w.sum()
+
+
+def _served(client):
+    from dasktrain._dask.direct import passes_served
+
+    return sum(client.run(passes_served).values())
+
+
+def test_direct_passes_equal_scheduler_passes_and_leave_no_task_per_pass(client):
+    import dask
+
+    from dasktrain._dask import BlockRunner
+
+    rng = np.random.default_rng(0)
+    X = da.from_array(rng.normal(size=(6000, 30)), chunks=(500, 30))
+    w = da.from_array(rng.random(6000), chunks=500)
+    with BlockRunner([X, w], client) as slow:
+        want = [slow.map(_weighted_stats, scale=s) for s in (1.0, 0.5)]
+    before = _served(client)
+    with BlockRunner([X, w], client, direct="test") as fast:
+        with get_task_stream(client) as ts:
+            got = [fast.map(_weighted_stats, scale=s) for s in (1.0, 0.5)]
+        assert fast._group, "the direct group did not start"
+    # Bit for bit the same, block by block, in block order (offsets included).
+    for a, b in zip(want, got):
+        assert [r[:2] for r in a] == [r[:2] for r in b] == [(i, 500 * i) for i in range(12)]
+        for ra, rb in zip(a, b):
+            np.testing.assert_array_equal(ra[2], rb[2])
+    assert _served(client) - before == 2 * len(client.nthreads())  # one per worker and pass
+    # No task per pass: at most the group's own long-running tasks started in that window.
+    assert not [t for t in ts.data if "weighted-stats" in str(t.get("key"))]
+    # Turned off: the same passes through the scheduler.
+    with dask.config.set({"dasktrain.direct-passes": False}):
+        with BlockRunner([X, w], client, direct="test") as off:
+            assert [r[0] for r in off.map(_weighted_stats, scale=1.0)] == list(range(12))
+            assert off._group is False
+
+
+def test_direct_pass_raises_the_workers_exception_and_keeps_working(client):
+    from dasktrain._dask import BlockRunner
+
+    X = da.ones((1200, 4), chunks=(100, 4))
+    w = da.ones(1200, chunks=100)
+    with BlockRunner([X, w], client, direct="test") as runner:
+        # Every block raises, so each worker answers with an error.
+        with pytest.raises(ValidationError, match="refuses scale=-1"):
+            runner.map(_weighted_stats, scale=-1.0)
+        # The group still answers after a pass that raised, with this pass's results (not a
+        # stale answer of the failed one), in block order.
+        assert runner._group
+        for _ in range(3):
+            out = runner.map(_weighted_stats, scale=2.0)
+            assert [r[0] for r in out] == list(range(12))
+            assert all(r[2].tolist() == [20000.0] * 4 for r in out)
+
+
+def test_direct_group_listens_on_the_clients_address_and_refuses_a_wrong_key(client):
+    import socket
+    import threading
+    from multiprocessing.connection import AuthenticationError
+    from multiprocessing.connection import Client as Connect
+
+    from dasktrain._dask.direct import DirectGroup, GroupLost, _usable
+
+    # The address this client reaches the scheduler from: loopback here, never 0.0.0.0.
+    assert _usable(client) == "127.0.0.1"
+    group = DirectGroup(client, [[None]], [0], "test")
+    group._listener = socket.create_server(("127.0.0.1", 0))
+    address = group._listener.getsockname()
+    refused = []
+
+    def impostor():
+        try:
+            Connect(address, authkey=b"not the key")
+        except (AuthenticationError, OSError, EOFError) as exc:
+            refused.append(exc)
+
+    thread = threading.Thread(target=impostor)
+    thread.start()
+    with pytest.raises(GroupLost, match="a connection failed"):
+        group._accept({"tcp://w:1": [0]}, b"k" * 32, deadline=float("inf"))
+    thread.join(10)
+    group._listener.close()
+    assert refused and not group.conns

@@ -183,21 +183,36 @@ def test_timeout_default_is_the_setting(client):
     assert info.value.attempts == 1 and info.value.failures == []
 
 
-def test_lock_makes_second_job_use_the_free_worker(client):
+def _meet(mine, other, wait_s):
+    """Say this rank runs (file ``mine``), then wait up to ``wait_s`` for the ``other`` one."""
+    t0 = time.time()
+    open(mine, "w").close()
+    while wait_s and not os.path.exists(other) and time.time() - t0 < wait_s:
+        time.sleep(0.05)
+    return (t0, time.time())
+
+
+def test_lock_makes_second_job_use_the_free_worker(client, tmp_path):
     w0, w1 = sorted(client.nthreads())
     out = {}
+    a_runs, b_runs = str(tmp_path / "a"), str(tmp_path / "b")
 
     def job_a():
-        out["a"] = ddp.run(_sleep_fn, 4.0, client=client, workers=[w0], timeout=60)
+        # A runs until B has started (or 40 s): on a loaded machine a fixed sleep could end
+        # before B's rank process is up, and the two would not overlap however free w1 was.
+        out["a"] = ddp.run(_meet, a_runs, b_runs, 40, client=client, workers=[w0], timeout=60)
 
     thread = threading.Thread(target=job_a)
     thread.start()
     # wait until job A holds w0 (its rank is running), then ask for "any one worker"
     deadline = time.monotonic() + 30
-    while not any(k.startswith("dasktrain-ddp-rank") for k in _processing(client, w0)):
+    while not (
+        any(k.startswith("dasktrain-ddp-rank") for k in _processing(client, w0))
+        and os.path.exists(a_runs)
+    ):
         assert time.monotonic() < deadline, "job A never started"
         time.sleep(0.1)
-    b = ddp.run(_sleep_fn, 0.5, client=client, workers=1, timeout=60)
+    b = ddp.run(_meet, b_runs, a_runs, 0, client=client, workers=1, timeout=60)
     thread.join(60)
     a = out["a"]
     assert a.workers == {0: w0}

@@ -251,7 +251,26 @@ def test_eager_feature_extraction_survives_a_killed_worker(fault_client, images,
 # --------------------------------------------------------------------------- models
 
 
-def test_kmeans_fit_survives_a_killed_worker(fault_client):
+def _direct_passes(client):
+    from dasktrain._dask.direct import passes_served
+
+    return sum(client.run(passes_served).values())
+
+
+def direct_passes(client, more):
+    """Ready when the workers have served ``more`` direct passes from now on (the second
+    worker is the victim): a direct pass leaves no task behind to watch."""
+    start = _direct_passes(client)
+
+    def ready(client):
+        if _direct_passes(client) - start < more:
+            return None
+        return sorted(client.nthreads())[1]
+
+    return ready
+
+
+def test_kmeans_fit_survives_a_killed_worker(fault_client, caplog):
     from dasktrain.models import KMeans
 
     client = fault_client
@@ -261,12 +280,15 @@ def test_kmeans_fit_survives_a_killed_worker(fault_client):
     Xd = da.from_array(X, chunks=(1000, -1))
     params = dict(n_clusters=8, engine="dask", client=client, tol=0, max_iter=60, random_state=0)
     ref = KMeans(**params).fit(Xd)
-    # Each Lloyd pass is one short task per block (key prefix "kmeans-lloyd"), too short to
-    # catch one running: 20 passes done of about 55 is the middle of the fit.
-    killer = Killer(client, tasks_in_flight("kmeans-lloyd", min_done=20 * 12, busy=False))
-    km = KMeans(**params).fit(Xd)
+    # The passes run over direct connections to one task per worker (no task per pass): 20
+    # passes served by the two workers is the middle of the fit (about 55 passes each).
+    killer = Killer(client, direct_passes(client, 2 * 20))
+    with caplog.at_level("WARNING", logger="dasktrain._dask.blocks"):
+        km = KMeans(**params).fit(Xd)
     assert killer.check() < RECOVERY_S
-    # The blocks lost with the worker are recomputed from the graph: the same model.
+    # The pass that broke and the next ones went through the scheduler...
+    assert "left the direct group" in caplog.text
+    # ...which recomputed the blocks lost with the worker from the graph: the same model.
     assert km.n_iter_ == ref.n_iter_ > 40  # converged (tol=0) at 53 here, long after the kill
     np.testing.assert_allclose(km.cluster_centers_, ref.cluster_centers_, rtol=1e-5)
     assert km.inertia_ == pytest.approx(ref.inertia_, rel=1e-6)

@@ -29,6 +29,8 @@ run per row block                      :class:`BlockRunner` (persisted, many pas
                                        :func:`map_row_blocks` (one pass),
                                        :func:`blockwise_apply` (lazy) (:mod:`.blocks`)
 readable task names                    :func:`task_keys` (``kmeans-lloyd-<uuid>-<i>``)
+passes without the scheduler           :class:`~.direct.DirectGroup` (one long-running task
+                                       per worker; ``BlockRunner(direct=name)``) (:mod:`.direct`)
 =====================================  =====================================================
 
 The rules this package keeps for everyone: only the sample axis is chunked; a model never

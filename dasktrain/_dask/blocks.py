@@ -14,11 +14,15 @@
 from __future__ import annotations
 
 import functools
+import logging
 import uuid
 
 import numpy as np
 
+from .direct import DirectGroup, GroupLost, direct_enabled
 from .rows import block_futures, row_blocks, row_chunked
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["BlockRunner", "map_row_blocks", "blockwise_apply", "task_keys", "SCATTER_BYTES"]
 
@@ -50,10 +54,18 @@ class BlockRunner:
         are passed to the function as ``None``.
     client : distributed.Client or None
     persist : bool
+    direct : str or None
+        With a ``distributed`` client and ``persist=True``: drive the passes through a
+        :class:`~.direct.DirectGroup` named ``direct`` (one long-running task per worker,
+        connected straight to the client: no scheduler round trip per pass). Started at the
+        first pass; when it cannot start or breaks, the passes go through ``client.map``
+        (same results). Close the runner (or use it as a context manager) to end the group.
     """
 
-    def __init__(self, arrays, client=None, *, persist=True):
+    def __init__(self, arrays, client=None, *, persist=True, direct=None):
         self.client = client
+        self._direct_name = direct
+        self._group = None
         row_chunks = next(a for a in arrays if a is not None).chunks[0]
         arrays = [_with_row_chunks(a, row_chunks) for a in arrays]
         self.row_chunks = row_chunks
@@ -72,6 +84,18 @@ class BlockRunner:
     @property
     def n_blocks(self):
         return len(self.row_chunks)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        """End the direct group, if one runs (the persisted arrays stay)."""
+        group, self._group = self._group, None
+        if group:
+            group.close()
 
     def _persist(self, arrays):
         import dask
@@ -126,7 +150,25 @@ class BlockRunner:
         offs = [int(o) for o in self.offsets[:-1]]
         if not self._on_futures:
             return self._map_delayed(func, keys, idx, offs, kwargs)
+        group = self._direct_group()
+        if group:
+            try:
+                return group.map(func, self.n_blocks, kwargs)
+            except GroupLost as exc:
+                logger.warning("%s; this pass and the next go through the scheduler", exc)
+                self.close()
         return self._map_futures(func, keys, idx, offs, kwargs)
+
+    def _direct_group(self):
+        """The running direct group; started at the first pass (False: not possible/asked)."""
+        if self._group is None:
+            self._group = False
+            if self._direct_name and direct_enabled():
+                group = DirectGroup(
+                    self.client, self.blocks, self.offsets[:-1].tolist(), self._direct_name
+                )
+                self._group = group if group.start() else False
+        return self._group
 
     def _map_delayed(self, func, keys, idx, offs, kwargs):
         import dask

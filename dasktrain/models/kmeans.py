@@ -1,11 +1,15 @@
 """KMeans on both engines: scikit-learn locally, a fast k-means|| + Lloyd on Dask.
 
 The dask engine keeps the data persisted on the workers and sends only tiny numpy arrays
-(the current centers) to one small task per row block; each task returns per-block partial
-sums, counts and inertia, which the client adds up. So every Lloyd iteration and every
-k-means|| round is exactly one pass over the blocks and one scheduler round trip. This is what
-makes it much faster than ``dask_ml.cluster.KMeans``, whose k-means|| builds many small dask
-graphs per round. dask-ml stays one argument away (``algorithm="dask-ml"``) as the reference.
+(the current centers) to the row blocks; each block returns its partial sums and counts, which
+the client adds up. Every Lloyd iteration and every k-means|| round is exactly one pass over
+the blocks. The passes travel over direct connections to one long-running task per worker
+(:class:`dasktrain._dask.direct.DirectGroup`): no scheduler round trip per iteration, about 3x
+faster than one ``client.map`` + ``gather`` per pass when Lloyd needs many iterations. If a
+worker dies, that pass and the next go through the scheduler, which recomputes the lost blocks
+(``dasktrain.direct-passes: False`` always uses tasks). This is what makes it much faster than
+``dask_ml.cluster.KMeans``, whose k-means|| builds many small dask graphs per round.
+dask-ml stays one argument away (``algorithm="dask-ml"``) as the reference.
 """
 
 from __future__ import annotations
@@ -327,10 +331,14 @@ class KMeans(
         if Xd.dtype.kind != "f":
             Xd = Xd.astype(np.float64)
         wd = None if w is None else row_chunked(w).rechunk(Xd.chunks[0])
-        return BlockRunner([Xd, wd], client=client), Xd
+        return BlockRunner([Xd, wd], client=client, direct="kmeans"), Xd
 
     def _fit_dask(self, X, k, w, dask_in):
         runner, Xd = self._runner(X, w)
+        with runner:
+            self._fit_runs(runner, Xd, k, w, dask_in)
+
+    def _fit_runs(self, runner, Xd, k, w, dask_in):
         n = Xd.shape[0]
         rs = check_random_state(self.random_state)
         n_init = self._n_init()
@@ -357,11 +365,12 @@ class KMeans(
                 first = [d[run] for d in stats.draws if len(d[run])]
                 rounds = (self.init_max_iter or 3) - 1
                 centers = lloyd_dask.kmeans_parallel(runner, k, first, l, seeds[run], rounds)
-            result = lloyd_dask.lloyd(runner, centers, tol, self.max_iter)
+            result = lloyd_dask.lloyd(runner, centers, tol, self.max_iter, stats.wxx)
             logger.debug("k-means run %d: inertia %.6g after %d iterations", run, *result[1:])
             if best is None or result[1] < best[1]:
                 best = result
-        self._set_result(best, Xd, lloyd_dask.final_labels(runner, best[0]), dask_in)
+        labels, inertia = lloyd_dask.final_labels(runner, best[0])
+        self._set_result((best[0], inertia, best[2]), Xd, labels, dask_in)
 
     def _set_result(self, best, Xd, labels, dask_in):
         import dask.array as da

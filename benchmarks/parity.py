@@ -1,0 +1,316 @@
+"""Issue "Distributed at parity": one script mode per target row, the ratio from one process.
+
+Every row runs its contenders in one process, interleaved (A B A B ...), after a warm-up, and
+prints the medians, the ratio the issue's table asks for, and the target. On a shared machine
+run it under ``nice -n -10`` (Dask workers and DDP ranks inherit it)::
+
+    nice -n -10 .venv/bin/python benchmarks/parity.py kmeans --n 200000 --data two-blobs
+    nice -n -10 .venv/bin/python benchmarks/parity.py kmeans --n 2000000 --data separated
+    nice -n -10 .venv/bin/python benchmarks/parity.py features --backbones smallcnn --n 8192
+    nice -n -10 .venv/bin/python benchmarks/parity.py pipeline --no-kmeans --n 8192
+    nice -n -10 .venv/bin/python benchmarks/parity.py pipeline --n 30000
+    nice -n -10 .venv/bin/python benchmarks/parity.py trim --n 8192
+    nice -n -10 .venv/bin/python benchmarks/parity.py ddp
+    nice -n -10 .venv/bin/python benchmarks/parity.py xgb
+    nice -n -10 .venv/bin/python benchmarks/parity.py images
+
+The rows that other modules already measure (features, DDP, XGBoost, images) are delegated
+to those modules' script modes, so each measurement has one home; this file adds the KMeans
+row (many and few iterations, the per-iteration overhead, dask-ml) and the nanny's
+``MALLOC_TRIM_THRESHOLD_`` probe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks._common import interleaved, start_cluster, stop_cluster  # noqa: E402
+
+
+def _load():
+    return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
+def _report(title, times, extra=None):
+    """Print medians (min, max) per contender; return the medians."""
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(title)
+    for k, v in times.items():
+        more = f"  {extra[k]}" if extra and k in extra else ""
+        print(f"  {k:22s} median {med[k]:8.3f} s  (min {min(v):.3f}, max {max(v):.3f}){more}")
+    return med
+
+
+# ------------------------------------------------------------------------------------ kmeans
+def kmeans_data(n, d, kind, seed=0):
+    """``two-blobs``: two true blobs fitted with k=8 (Lloyd needs ~100 iterations);
+    ``separated``: eight well-separated blobs (a few iterations)."""
+    from sklearn.datasets import make_blobs
+
+    centers = 2 if kind == "two-blobs" else 8
+    X, _ = make_blobs(n_samples=n, n_features=d, centers=centers, random_state=seed)
+    return X
+
+
+def kmeans_row(n=200_000, d=20, k=8, kind="two-blobs", blocks=8, repeat=5, dask_ml=False):
+    """KMeans dask engine / scikit-learn (2 threads), scheduler passes, dask-ml."""
+    import dask
+    from sklearn.cluster import KMeans as SK
+    from threadpoolctl import threadpool_limits
+
+    from dasktrain.models import KMeans
+
+    print(f"{_load()} (start)")
+    X = kmeans_data(n, d, kind)
+    cluster, client = start_cluster(2, 1)
+    try:
+        client.wait_for_workers(2)
+        Xd = _scattered(client, X, blocks)
+        fitted = {}
+
+        def sk():
+            with threadpool_limits(2):
+                fitted["sklearn"] = SK(k, random_state=0).fit(X)
+
+        def ours():
+            fitted["dask"] = KMeans(k, random_state=0, client=client).fit(Xd)
+
+        def by_tasks():
+            with dask.config.set({"dasktrain.direct-passes": False}):
+                fitted["dask, scheduler passes"] = KMeans(k, random_state=0, client=client).fit(Xd)
+
+        fns = {"sklearn": sk, "dask": ours, "dask, scheduler passes": by_tasks}
+        times = interleaved(fns, repeat=repeat, warmup=1)
+        if dask_ml:
+            times["dask-ml"] = [_dask_ml_once(client, Xd, k, fitted)]
+        ref = fitted["sklearn"]
+        extra = {
+            name: f"n_iter {m.n_iter_:4d}"
+            f"  ms/iter {1e3 * statistics.median(times[name]) / m.n_iter_:6.2f}"
+            f"  inertia/sklearn {m.inertia_ / ref.inertia_:.6f}"
+            for name, m in fitted.items()
+        }
+        title = f"KMeans {n:,} x {d}, k={k}, {kind}, {blocks} blocks, 2 workers x 1 thread"
+        med = _report(title + "; sklearn 2 threads", times, extra)
+        _kmeans_ratios(med, fitted, kind)
+        _empty_pass(client, Xd)
+    finally:
+        stop_cluster(cluster, client)
+    print(f"{_load()} (end)")
+
+
+def _scattered(client, X, blocks):
+    """``X`` as ``blocks`` row blocks scattered over the workers (no 100 MB graph)."""
+    import dask.array as da
+
+    pieces = np.array_split(X, blocks)
+    futures = client.scatter(pieces)
+    return da.concatenate(
+        [da.from_delayed(f, p.shape, dtype=p.dtype) for f, p in zip(futures, pieces)]
+    )
+
+
+def _noop(x, *, block_index, row_offset, C):
+    return None
+
+
+def _empty_pass(client, Xd, passes=100):
+    """The machinery's own cost per pass: a pass that does no work, direct and by tasks."""
+    import dask
+
+    from dasktrain._dask import BlockRunner
+
+    C = np.zeros((8, Xd.shape[1]))  # what a Lloyd pass sends
+    out = {}
+    for label, direct in (("direct", True), ("scheduler", False)):
+        with dask.config.set({"dasktrain.direct-passes": direct}):
+            with BlockRunner([Xd], client, direct="bench") as runner:
+                runner.map(_noop, C=C)  # starts the group
+                ts = []
+                for _ in range(passes):
+                    t0 = time.perf_counter()
+                    runner.map(_noop, C=C)
+                    ts.append(time.perf_counter() - t0)
+        out[label] = 1e3 * statistics.median(ts)
+    print(
+        f"  empty pass over {Xd.numblocks[0]} blocks (median of {passes}): direct "
+        f"{out['direct']:.2f} ms, scheduler {out['scheduler']:.2f} ms (overhead target <= 5 ms)"
+    )
+
+
+def _dask_ml_once(client, Xd, k, fitted):
+    from dask_ml.cluster import KMeans as DMKMeans
+
+    t0 = time.perf_counter()
+    with client.as_current():
+        fitted["dask-ml"] = DMKMeans(k, random_state=0).fit(Xd)
+    return time.perf_counter() - t0
+
+
+def _kmeans_ratios(med, fitted, kind):
+    sk, ours = fitted["sklearn"], fitted["dask"]
+    target = 1.5 if kind == "two-blobs" else 1.2
+    ratio = med["dask"] / med["sklearn"]
+    print(f"  dask / sklearn = {ratio:.2f}x (target <= {target}x)")
+    # What a pass costs beyond sklearn's own iteration: the overhead the issue bounds at 5 ms.
+    per_ours = med["dask"] / ours.n_iter_
+    per_sk = med["sklearn"] / sk.n_iter_
+    print(f"  per-iteration overhead = {1e3 * (per_ours - per_sk):.2f} ms (target <= 5 ms)")
+    slow = med["dask, scheduler passes"] / med["dask"]
+    print(f"  scheduler passes / direct passes = {slow:.2f}x")
+    if "dask-ml" in med:
+        print(f"  dask-ml / dask = {med['dask-ml'] / med['dask']:.1f}x (target >= 20x)")
+    gap = abs(ours.inertia_ / sk.inertia_ - 1)
+    print(f"  |inertia / sklearn - 1| = {gap:.2e} (target <= 1e-3)")
+
+
+# -------------------------------------------------------------------------- pipeline / fused
+def pipeline_row(n=2000, features="smallcnn", repeat=3, kmeans=True, data=None):
+    """read -> features (-> KMeans): dask (connect(), 2 x 1) / local (2 threads), interleaved.
+
+    With ``kmeans=False`` the row is the feature extraction fused with a lazy read (the
+    features computed back to the driver) plus the same extraction on images persisted on
+    the workers first (not timed).
+    """
+    import tempfile
+
+    from benchmarks import bench_scale
+
+    print(f"{_load()} (start)", flush=True)
+    with tempfile.TemporaryDirectory(prefix="parity-") as tmp:
+        root = data or os.path.join(tmp, "images")
+        if not os.path.isdir(root):
+            bench_scale.write_images(root, n)
+        pairs = bench_scale.select(root, n)
+        client = bench_scale.start_cluster()
+        try:
+            fns = _pipeline_fns(pairs, features, client, kmeans)
+            times = interleaved(fns, repeat=repeat, warmup=1)
+        finally:
+            client.close()
+    steps = "read -> " + features + (" -> KMeans(8)" if kmeans else "")
+    med = _report(f"{steps}, {n:,} images 128x128, 2 workers x 1 thread vs 2 threads", times)
+    if kmeans:
+        print(f"  dask / local time = {med['dask'] / med['local']:.2f}x (target <= 1.1x)")
+    else:
+        print(f"  throughput dask / local, fused = {med['local'] / med['dask']:.2f}x (>= 0.95x)")
+        print(
+            f"  throughput dask / local, images persisted = "
+            f"{med['local'] / med['dask, persisted']:.2f}x (>= 0.95x)"
+        )
+    print(f"{_load()} (end)")
+
+
+def _pipeline_fns(pairs, features, client, kmeans):
+    from threadpoolctl import threadpool_limits
+
+    from benchmarks import bench_scale
+    from dasktrain.images import read_images
+
+    if kmeans:
+
+        def run(engine):
+            with threadpool_limits(2):
+                bench_scale.run_pipeline(pairs, engine, features, client=client)
+
+        return {"local": lambda: run("local"), "dask": lambda: run("dask")}
+
+    def extract(engine, ds):
+        F = bench_scale._extractor(features, engine, 2).fit_transform(ds)
+        return client.compute(F).result() if engine == "dask" else F
+
+    def read(engine):
+        return read_images(pairs, size=bench_scale.IMAGE_SIZE, engine=engine, chunk_size=256)
+
+    kept = read("dask").persist(client=client)
+    return {
+        "local": lambda: extract("local", read("local")),
+        "dask": lambda: extract("dask", read("dask")),
+        "dask, persisted": lambda: extract("dask", kept),
+    }
+
+
+# ------------------------------------------------------------------------------ delegated rows
+def features_row(argv):
+    from benchmarks import bench_features
+
+    bench_features.main(argv)
+
+
+def ddp_row(argv):
+    from benchmarks import bench_ddp
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--model", default="resnet18")
+    p.add_argument("--batch-size", type=int, default=64)
+    a = p.parse_args(argv)
+    bench_ddp.main(repeat=a.repeat, model=a.model, side=64, batch_size=a.batch_size)
+
+
+def xgb_row(argv):
+    from benchmarks import bench_models
+
+    bench_models.main(*(int(a) for a in argv[:1]))
+
+
+def images_row(argv):
+    from benchmarks import bench_images
+
+    bench_images.main(argv)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    rows = {
+        "kmeans": None,
+        "pipeline": None,
+        "trim": None,
+        "features": features_row,
+        "ddp": ddp_row,
+        "xgb": xgb_row,
+        "images": images_row,
+    }
+    if not argv or argv[0] not in rows:
+        print(__doc__)
+        return 2
+    row, rest = argv[0], argv[1:]
+    if row == "kmeans":
+        p = argparse.ArgumentParser(prog="parity.py kmeans")
+        p.add_argument("--n", type=int, default=200_000)
+        p.add_argument("--d", type=int, default=20)
+        p.add_argument("--k", type=int, default=8)
+        p.add_argument("--data", choices=("two-blobs", "separated"), default="two-blobs")
+        p.add_argument("--blocks", type=int, default=8)
+        p.add_argument("--repeat", type=int, default=5)
+        p.add_argument("--dask-ml", action="store_true", help="also one dask-ml fit (slow)")
+        a = p.parse_args(rest)
+        kmeans_row(a.n, a.d, a.k, a.data, a.blocks, a.repeat, a.dask_ml)
+    elif row == "pipeline":
+        p = argparse.ArgumentParser(prog="parity.py pipeline")
+        p.add_argument("--n", type=int, default=2000)
+        p.add_argument("--features", default="smallcnn")
+        p.add_argument("--repeat", type=int, default=3)
+        p.add_argument("--no-kmeans", action="store_true", help="read -> features only")
+        p.add_argument("--data", default=None, help="image folder to reuse or create")
+        a = p.parse_args(rest)
+        pipeline_row(a.n, a.features, a.repeat, not a.no_kmeans, a.data)
+    elif row == "trim":
+        from benchmarks import _trim
+
+        _trim.main(rest)
+    else:
+        rows[row](rest)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
