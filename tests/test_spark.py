@@ -101,6 +101,9 @@ def test_cnn_features_equal_local(spark, xray, backbone, d):
     local = CNNFeatures(backbone, engine="local", seed=5).fit(X).transform(X)
     assert F.shape == (len(X), d)
     np.testing.assert_allclose(F, np.asarray(local), atol=1e-5)
+    # Images already in memory (the harness's features step) give the same features.
+    F2 = dspark.image_features(spark, X, backbone, seed=5)
+    np.testing.assert_allclose(F2, np.asarray(local), atol=1e-5)
 
 
 def test_kmeans_k8_on_512_columns_finds_the_blobs(spark):

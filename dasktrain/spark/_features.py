@@ -13,9 +13,10 @@ import numpy as np
 
 from ..features import CNNFeatures
 from ..images._decode import COLORS
+from ._frames import collect_column, image_frame
 from ._session import quiet
 
-__all__ = ["cnn_features"]
+__all__ = ["cnn_features", "image_features"]
 
 
 def _extractor(ext, shape):
@@ -58,3 +59,17 @@ def cnn_features(df, backbone="smallcnn", *, size=(64, 64), color="gray", seed=0
     ext.fit(np.zeros((1, *shape), np.float32))
     schema = "id long, label long, features array<float>"
     return df.mapInPandas(_extractor(ext, shape), schema=schema).cache()
+
+
+@quiet()
+def image_features(spark, X, backbone="smallcnn", *, seed=0, **kwargs):
+    """:func:`cnn_features` of numpy images ``X`` ``(n, h, w, c)``, returned as numpy ``(n, d)``."""
+    X = np.asarray(X, dtype=np.float32)
+    df = image_frame(spark, X)
+    size, color = X.shape[1:3], "gray" if X.shape[3] == 1 else "rgb"
+    out = cnn_features(df, backbone, size=size, color=color, seed=seed, **kwargs)
+    try:
+        return collect_column(out, "features").astype(np.float32)
+    finally:
+        out.unpersist()
+        df.unpersist()

@@ -10,7 +10,7 @@ import numpy as np
 
 from .._compat import import_optional
 
-__all__ = ["vector_frame", "collect_column", "n_partitions"]
+__all__ = ["vector_frame", "image_frame", "collect_column", "n_partitions"]
 
 
 def n_partitions(spark, n_rows) -> int:
@@ -44,6 +44,26 @@ def vector_frame(spark, X, y=None, *, extra=None):
         schema.append(f"{name} long")
     df = spark.createDataFrame(pd.DataFrame(cols), schema=", ".join(schema))
     df = df.withColumn("features", mlf.array_to_vector("features"))
+    return df.repartition(n_partitions(spark, len(X))).cache()
+
+
+def image_frame(spark, X, y=None):
+    """A cached frame of numpy images ``(n, h, w, c)``: ``id``, ``label``, ``image`` (bytes).
+
+    The layout :func:`~dasktrain.spark.read_images` produces, for images already in memory.
+    """
+    import pandas as pd
+
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    labels = np.zeros(len(X), np.int64) if y is None else np.asarray(y, dtype=np.int64)
+    pdf = pd.DataFrame(
+        {
+            "id": np.arange(len(X), dtype=np.int64),
+            "label": labels,
+            "image": [x.tobytes() for x in X],
+        }
+    )
+    df = spark.createDataFrame(pdf, schema="id long, label long, image binary")
     return df.repartition(n_partitions(spark, len(X))).cache()
 
 
