@@ -30,6 +30,7 @@ _LAZY = {
     "LogisticRegression": "dasktrain.models",
     "GaussianNB": "dasktrain.models",
     "MLPClassifier": "dasktrain.models",
+    "OnWorker": "dasktrain.models",
     "cross_validate": "dasktrain.models",
     # The comparison harness is a subpackage named `harness`, not `compare`: a submodule named
     # like the function would replace `dasktrain.compare` with the module once imported.

@@ -7,14 +7,23 @@ import numpy as np
 import pytest
 import sklearn.model_selection as skms
 from sklearn.datasets import make_classification
+from sklearn.decomposition import PCA
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression as SKLogisticRegression
+from sklearn.linear_model import Ridge
 from sklearn.naive_bayes import GaussianNB as SKGaussianNB
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from dasktrain.exceptions import ValidationError
-from dasktrain.models import GaussianNB, LogisticRegression, MLPClassifier, cross_validate
+from dasktrain.models import (
+    GaussianNB,
+    LogisticRegression,
+    MLPClassifier,
+    OnWorker,
+    cross_validate,
+)
 
 
 @parametrize_with_checks(
@@ -22,6 +31,11 @@ from dasktrain.models import GaussianNB, LogisticRegression, MLPClassifier, cros
         LogisticRegression(engine="local"),
         GaussianNB(engine="local"),
         MLPClassifier(hidden_layer_sizes=(20,), max_iter=300, random_state=0, engine="local"),
+        # Any estimator: a regressor, a transformer, a pipeline, one that allows NaN.
+        OnWorker(Ridge(), engine="local"),
+        OnWorker(PCA(), engine="local"),
+        OnWorker(make_pipeline(StandardScaler(), SKLogisticRegression()), engine="local"),
+        OnWorker(HistGradientBoostingClassifier(max_iter=10), engine="local"),
     ]
 )
 def test_sklearn_estimator_checks(estimator, check):

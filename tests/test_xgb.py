@@ -151,14 +151,49 @@ def test_wrong_length_refused(data, as_default):
         )
 
 
-@pytest.mark.parametrize("engine", ["local", "dask"])
-def test_nan_refused(data, engine, as_default):
+def test_nan_is_a_missing_value_inf_is_refused(data, as_default):
+    # Issue 15: NaN was refused although xgboost reads it as a missing value.
     X, y = data
     X = X.copy()
-    X[3, 3] = np.nan
-    Xin = da.from_array(X, chunks=500) if engine == "dask" else X
-    with pytest.raises(ValidationError, match="NaN"):
-        XGBClassifier(n_estimators=2, engine=engine).fit(Xin, y)
+    X[::7, 3] = np.nan
+    X[::5, 0] = np.nan
+    Xd, yd = da.from_array(X, chunks=500), da.from_array(y, chunks=500)
+    local = XGBClassifier(n_estimators=10, engine="local", n_jobs=1).fit(X, y)
+    dask_ = XGBClassifier(n_estimators=10).fit(Xd, yd)
+    assert dask_.engine_ == "dask"
+    # the same trees as xgboost's own wrapper on the same NaN data
+    import xgboost
+
+    ref = xgboost.XGBClassifier(n_estimators=10, max_depth=6, learning_rate=0.3, n_jobs=1)
+    ref.set_params(tree_method="hist", random_state=0).fit(X, y)
+    np.testing.assert_allclose(local.predict_proba(X), ref.predict_proba(X), rtol=1e-6)
+    assert abs(local.score(X, y) - dask_.score(Xd, yd)) <= 0.01
+    proba = dask_.predict_proba(Xd)  # NaN at predict time too, lazily
+    assert isinstance(proba, da.Array) and not np.isnan(proba.compute()).any()
+    X[1, 1] = np.inf
+    for Xin in (X, da.from_array(X, chunks=500)):
+        with pytest.raises(ValidationError, match="(?i)infinit"):
+            XGBClassifier(n_estimators=2).fit(Xin, y)
+
+
+def test_feature_importances_and_booster(data):
+    import xgboost
+
+    X, y = data
+    ours = XGBClassifier(n_estimators=8, engine="local", n_jobs=1).fit(X, y)
+    ref = xgboost.XGBClassifier(n_estimators=8, max_depth=6, learning_rate=0.3, n_jobs=1)
+    ref.set_params(tree_method="hist", random_state=0).fit(X, y)
+    assert ours.get_booster() is ours.booster_
+    assert isinstance(ours.get_booster(), xgboost.Booster)
+    assert ours.feature_importances_.shape == (X.shape[1],)
+    np.testing.assert_allclose(ours.feature_importances_, ref.feature_importances_, rtol=1e-6)
+    weight = XGBClassifier(n_estimators=8, engine="local", n_jobs=1, importance_type="weight")
+    ref.set_params(importance_type="weight")
+    np.testing.assert_allclose(
+        weight.fit(X, y).feature_importances_, ref.feature_importances_, rtol=1e-6
+    )
+    with pytest.raises(Exception, match="not fitted"):
+        XGBClassifier().get_booster()
 
 
 @pytest.mark.parametrize("engine", ["local", "dask"])

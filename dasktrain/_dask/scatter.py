@@ -16,8 +16,8 @@ __all__ = ["map_scattered"]
 class _Pieces:
     """Scatters pieces and resubmits the ones lost with a worker, at most ``max_resubmits``."""
 
-    def __init__(self, client, func, pieces, name, max_resubmits):
-        self.client, self.func, self.pieces = client, func, pieces
+    def __init__(self, client, func, pieces, name, max_resubmits, args=()):
+        self.client, self.func, self.pieces, self.args = client, func, pieces, tuple(args)
         self.max_resubmits = max_resubmits
         self.timeout = connect_timeout()
         self.lost = [0] * len(pieces)
@@ -37,7 +37,11 @@ class _Pieces:
             ) from exc
 
     def submit_all(self):
-        futures = self.client.map(self.func, self.scatter(self.pieces), key=self.keys, pure=False)
+        n = len(self.pieces)
+        extra = [[a] * n for a in self.args]
+        futures = self.client.map(
+            self.func, self.scatter(self.pieces), *extra, key=self.keys, pure=False
+        )
         return futures, {f.key: i for i, f in enumerate(futures)}
 
     def resubmit(self, i, exc):
@@ -55,11 +59,12 @@ class _Pieces:
             "piece %d of the images was lost with a worker (%s); sending it again", i, exc
         )
         key = f"{self.keys[i]}-resent{self.lost[i]}"
-        return self.client.submit(self.func, self.scatter([self.pieces[i]])[0], key=key, pure=False)
+        piece = self.scatter([self.pieces[i]])[0]
+        return self.client.submit(self.func, piece, *self.args, key=key, pure=False)
 
 
-def map_scattered(client, func, pieces, *, name, progress=None, max_resubmits=None):
-    """``[func(piece) for piece in pieces]`` on the cluster, surviving lost workers.
+def map_scattered(client, func, pieces, *, name, progress=None, max_resubmits=None, args=()):
+    """``[func(piece, *args) for piece in pieces]`` on the cluster, surviving lost workers.
 
     The pieces are scattered (they travel to the workers directly, not through the task
     graph), mapped and gathered as they finish, each result released on the cluster at once.
@@ -79,6 +84,10 @@ def map_scattered(client, func, pieces, *, name, progress=None, max_resubmits=No
         Key prefix on the dashboard (``"cnnfeatures-piece"``).
     progress : str, optional
         Show a progress bar with this label.
+    args : tuple, optional
+        Values every call gets after its piece, positionally: futures (a model scattered
+        once) are resolved on the worker. Never bind a large value into ``func``: it would
+        travel inside every task (dask-ml #842).
 
     Returns
     -------
@@ -97,7 +106,7 @@ def map_scattered(client, func, pieces, *, name, progress=None, max_resubmits=No
         return []
     if max_resubmits is None:
         max_resubmits = int(dask.config.get("distributed.scheduler.allowed-failures", 3))
-    work = _Pieces(client, func, pieces, name, max_resubmits)
+    work = _Pieces(client, func, pieces, name, max_resubmits, args)
     futures, index = work.submit_all()
     with client.as_current():  # as_completed looks the client up; it may not be the default
         pending = as_completed(futures)

@@ -43,6 +43,7 @@ from .._dask import (
 )
 from .._validation import check_array, check_engine, is_dask_collection
 from ..exceptions import ValidationError
+from ._user import Shipped
 
 if TYPE_CHECKING:
     from .._typing import Array, Self
@@ -155,6 +156,14 @@ class BaseImageFeatures(TransformerMixin, BaseEstimator):
     def _block_kwargs(self, shape):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _model_arg(self):
+        """A model object the block function takes as ``model=`` (a user's instance), or None.
+
+        It is never bound into each task: the lazy path makes it one graph key, the eager
+        path scatters it once to every worker (dask-ml #842).
+        """
+        return None
+
     # -- scikit-learn API ----------------------------------------------------------------------
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -218,11 +227,19 @@ class BaseImageFeatures(TransformerMixin, BaseEstimator):
         kwargs = self._block_kwargs(shape)
         n_out = self._n_features(shape)
         fn = type(self)._block_fn
+        model = self._model_arg()
         if engine == "local":
+            kwargs = kwargs if model is None else {**kwargs, "model": model}
             return self._transform_local(fn, X, kwargs, n_out)
         if is_dask_collection(X):
+            if model is not None:
+                import dask
+
+                # One key every block depends on; a fresh name per call (no hashing of it).
+                shipped = dask.delayed(Shipped(model), pure=False, traverse=False)
+                kwargs = {**kwargs, "model": shipped}
             return self._transform_dask_lazy(fn, X, kwargs, n_out, client)
-        return self._transform_dask_eager(fn, X, kwargs, n_out, client)
+        return self._transform_dask_eager(fn, X, kwargs, n_out, client, model)
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         """Names ``<class>0 ... <class>{d-1}`` (needs ``fit(X)`` to know d)."""
@@ -268,8 +285,12 @@ class BaseImageFeatures(TransformerMixin, BaseEstimator):
             progress(out)
         return out
 
-    def _transform_dask_eager(self, fn, X, kwargs, n_out, client):
+    def _transform_dask_eager(self, fn, X, kwargs, n_out, client, model=None):
         client = get_client(client)
+        # broadcast: a copy on every worker, so losing one worker does not lose the model.
+        shared = ()
+        if model is not None:
+            shared = (client.scatter(Shipped(model), broadcast=True, hash=False),)
         n_workers = max(1, len(scheduler_workers(client)))
         chunk = int(_config.get("images.chunk-size", 256))
         # At least two chunks per worker when there are enough images, so no worker idles.
@@ -279,6 +300,6 @@ class BaseImageFeatures(TransformerMixin, BaseEstimator):
         name = type(self).__name__.lower()
         desc = type(self).__name__ if self.progress else None
         parts = map_scattered(
-            client, func, split_rows(X, chunk), name=f"{name}-piece", progress=desc
+            client, func, split_rows(X, chunk), name=f"{name}-piece", progress=desc, args=shared
         )
         return np.concatenate(parts, axis=0) if parts else np.empty((0, n_out), np.float32)

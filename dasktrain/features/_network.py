@@ -22,12 +22,19 @@ from ._base import (
     check_finite_block,
     check_n_threads,
 )
+from ._user import (
+    NORMALIZE,
+    check_input_size,
+    check_normalize,
+    is_user_model,
+    normalization,
+    user_key,
+)
 
 __all__ = ["ModelSpec", "NetworkFeatures", "network_block", "file_stamp", "POOLS", "NORMALIZE"]
 
-#: pooling and input-normalisation choices of the network extractors (torch and Keras)
+#: pooling choices of the network extractors (torch and Keras)
 POOLS = ("avg", "max")
-NORMALIZE = ("auto", "imagenet", "none")
 
 
 class ModelSpec(NamedTuple):
@@ -37,7 +44,7 @@ class ModelSpec(NamedTuple):
     """
 
     framework: str  # "torch" or "keras": two frameworks never share a cached model
-    backbone: str
+    backbone: str  # a registry name, or "user-<token>" for a model builder
     weights: str | None  # None (seeded random), "imagenet" or an absolute file path
     stamp: tuple | None  # (size, mtime_ns) of a weights file: a rewritten file, a new model
     seed: int  # of the random weights (0 when weights are loaded)
@@ -62,7 +69,8 @@ def network_block(block, *, n_features, batch_size, n_threads, load, forward):
     Parameters
     ----------
     block : ndarray of float32 images
-    n_features : int
+    n_features : int or None
+        None: whatever width the model returns (a user's model being probed).
     batch_size : int
         Images per forward pass.
     n_threads : int or None
@@ -77,6 +85,9 @@ def network_block(block, *, n_features, batch_size, n_threads, load, forward):
     check_finite_block(block)
     model = load(n_threads or current_worker_threads() or check_n_threads(None))
     x = as_channels(block, 3)
+    if n_features is None:  # a user's model, probed: its width is what it returns
+        parts = [forward(model, x[s : s + batch_size]) for s in range(0, len(x), batch_size)]
+        return np.concatenate(parts, axis=0).astype(np.float32, copy=False)
     out = np.empty((len(x), n_features), np.float32)
     for s in range(0, len(x), batch_size):
         out[s : s + batch_size] = forward(model, x[s : s + batch_size])
@@ -88,8 +99,10 @@ class NetworkFeatures(BaseImageFeatures):
 
     Subclasses set ``_framework``, ``_pools`` and ``_block_fn`` and implement
     ``_check_backbone``, ``_min_size``, ``_imagenet_path``, ``_check_weights_file`` and
-    ``_n_features``; they may add parameters (``_check_params``), spec fields
-    (``_spec_fields``) and block keyword arguments (``_extra_block_kwargs``).
+    ``_named_n_features``; they may add parameters (``_check_params``), spec fields
+    (``_spec_fields``) and block keyword arguments (``_extra_block_kwargs``). A user's model
+    (:mod:`._user`) needs ``_check_user_model`` (instance or builder of the framework's model)
+    and ``_probe`` (its output width for an image size).
     """
 
     _framework = None
@@ -118,6 +131,18 @@ class NetworkFeatures(BaseImageFeatures):
         """Load ``path`` once on the driver, so a mismatch fails before any task runs."""
         raise NotImplementedError
 
+    def _check_user_model(self):  # pragma: no cover - abstract
+        """Raise unless ``backbone`` is the framework's model or a callable (the builder)."""
+        raise NotImplementedError
+
+    def _is_instance(self):  # pragma: no cover - abstract
+        """True when ``backbone`` is a model instance (not a builder)."""
+        raise NotImplementedError
+
+    def _probe(self, height, width):  # pragma: no cover - abstract
+        """Feature length of the user's model for images of that size (one forward pass)."""
+        raise NotImplementedError
+
     def _check_params(self):
         """Parameters a subclass adds (the torch device)."""
 
@@ -132,12 +157,15 @@ class NetworkFeatures(BaseImageFeatures):
     def _validate(self):
         from .._validation import check_engine, check_positive_int
 
-        self._check_backbone()
+        if is_user_model(self.backbone):
+            self._check_user_model()
+        else:
+            self._check_backbone()
         self._check_params()
         if self.pool not in self._pools:
             raise ValidationError(f"pool={self.pool!r} must be one of {self._pools!r}.")
-        if self.normalize not in NORMALIZE:
-            raise ValidationError(f"normalize={self.normalize!r} must be one of {NORMALIZE!r}.")
+        check_normalize(self.normalize)
+        check_input_size(self.input_size)
         check_positive_int(self.batch_size, "batch_size")
         check_positive_int(self.seed, "seed", minimum=0)
         check_engine(self.engine)
@@ -149,6 +177,17 @@ class NetworkFeatures(BaseImageFeatures):
         w = self.weights
         if w is None:
             return
+        if is_user_model(self.backbone) and (w == "imagenet" or self._is_instance()):
+            raise WeightsError(
+                f"weights={w!r} with a model of your own: "
+                + (
+                    "an instance is used with its own weights; load yours into it first, "
+                    "or pass a callable that builds it with weights='/path/to/file'."
+                    if self._is_instance()
+                    else "'imagenet' names the checkpoint of a built-in backbone; pass the "
+                    "path of your model's weights file instead."
+                )
+            )
         if w == "imagenet":
             self._imagenet_path()
             return
@@ -158,18 +197,32 @@ class NetworkFeatures(BaseImageFeatures):
             )
         self._check_weights_file(os.path.abspath(os.fspath(w)))
 
+    def _backbone_name(self):
+        """The backbone in messages: its name, or the class of the user's model."""
+        b = self.backbone
+        if not is_user_model(b):
+            return repr(b)
+        return f"your model ({getattr(b, '__name__', type(b).__name__)})"
+
     def _check_images(self, shape):
         n, h, w, c = shape
-        need = self._min_size()
+        size = check_input_size(self.input_size)
+        if size is not None and (h, w) != size:
+            raise ValidationError(
+                f"images of {h}x{w} pixels, but input_size={size!r} is declared for "
+                f"{self._backbone_name()}: resize them (read_images(..., size={size!r}))."
+            )
+        need = 1 if is_user_model(self.backbone) else self._min_size()
         if h < need or w < need:
             raise ValidationError(
-                f"images of {h}x{w} pixels are too small for backbone {self.backbone!r}: it "
+                f"images of {h}x{w} pixels are too small for backbone {self._backbone_name()}: it "
                 f"needs at least {need}x{need}. Resize them (read_images(..., size=...))"
                 f"{self._smaller_hint}."
             )
         if c not in (1, 3):
             raise ValidationError(
-                f"X has {c} channels; {self.backbone!r} takes 3 (RGB) or 1 (gray, repeated to 3)."
+                f"X has {c} channels; {self._backbone_name()} takes 3 (RGB) or 1 (gray, repeated "
+                "to 3)."
             )
 
     def _spec(self):
@@ -179,22 +232,41 @@ class NetworkFeatures(BaseImageFeatures):
         else:
             weights = os.path.abspath(os.fspath(w))
             stamp = file_stamp(weights)
+        backbone = self.backbone
+        if is_user_model(backbone):
+            # An instance travels itself (one graph key) and is never cached by name.
+            backbone = "user-instance" if self._is_instance() else user_key(backbone)
         return ModelSpec(
             framework=self._framework,
-            backbone=self.backbone,
+            backbone=backbone,
             weights=weights,
             stamp=stamp,
             seed=int(self.seed) if weights is None else 0,
             **self._spec_fields(),
         )
 
+    def _model_arg(self):
+        """A user's model instance (sent once per graph, see :mod:`._user`), else None."""
+        if is_user_model(self.backbone) and self._is_instance():
+            return self.backbone
+        return None
+
+    def _n_features(self, shape):
+        if is_user_model(self.backbone):
+            return self._probe(shape[1], shape[2])
+        return self._named_n_features(shape)
+
+    def _named_n_features(self, shape):  # pragma: no cover - abstract
+        raise NotImplementedError
+
     def _block_kwargs(self, shape):
-        normalize = self.normalize == "imagenet" or (
-            self.normalize == "auto" and self.weights == "imagenet"
-        )
+        user = is_user_model(self.backbone)
         return {
             "spec": self._spec(),
             "batch_size": int(self.batch_size),
-            "normalize": normalize,
+            "normalize": normalization(self.normalize, self.weights),
+            # a builder of the user's model: small (pickled by reference), built per process
+            "build": self.backbone if user and not self._is_instance() else None,
+            "n_features": self._probe(shape[1], shape[2]) if user else None,
             **self._extra_block_kwargs(),
         }

@@ -2,7 +2,7 @@
 
 The model is never in a task graph: each block carries a small
 :class:`~dasktrain.features._network.ModelSpec` and the worker process builds the model once
-through :func:`dasktrain._cache.get_or_build`, then reuses it for every chunk.
+through ``dasktrain._cache.get_or_build``, then reuses it for every chunk.
 """
 
 from __future__ import annotations
@@ -16,18 +16,15 @@ from .._cache import get_or_build
 from .._compat import import_optional
 from ..exceptions import ValidationError, WeightsError
 from . import _backbones
+from ._base import check_n_threads
 from ._network import POOLS, NetworkFeatures, file_stamp, network_block
+from ._user import IMAGENET_MEAN, IMAGENET_STD, unwrap, user_key
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["CNNFeatures"]
 
 DEVICES = ("auto", "cpu", "cuda")
-
-# ImageNet channel statistics (RGB), as torchvision's ImageNet weights expect.
-IMAGENET_MEAN = np.asarray([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.asarray([0.229, 0.224, 0.225], dtype=np.float32)
-
 
 # (backbone, absolute path, (size, mtime_ns)) of weights files already checked in this process
 _CHECKED_FILES = set()
@@ -59,13 +56,14 @@ def imagenet_path(backbone):
     return path
 
 
-def load_state_dict(path, backbone):
+def load_state_dict(path, backbone=None):
     """Read a torchvision-compatible state dict from ``path`` and keep the trunk's entries.
 
     Loads with ``torch.load(path, map_location="cpu", weights_only=True)``. A checkpoint
     wrapped as ``{"state_dict": ...}`` / ``{"model": ...}`` or saved from a
-    DistributedDataParallel model (``module.`` prefix) is unwrapped. Classification-head keys
-    (``classifier.*`` / ``fc.*``) are dropped: the trunk has no head.
+    DistributedDataParallel model (``module.`` prefix) is unwrapped. For a named backbone the
+    classification-head keys (``classifier.*`` / ``fc.*``) are dropped: the trunk has no head;
+    for a model of the user's (``backbone=None``) every key is kept.
 
     Raises
     ------
@@ -93,6 +91,8 @@ def load_state_dict(path, backbone):
         )
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
+    if backbone is None:
+        return state
     heads = _backbones.get_backbone(backbone).head_prefixes
     return {k: v for k, v in state.items() if not k.startswith(heads)}
 
@@ -118,8 +118,9 @@ def apply_state_dict(model, state, backbone, path):
             parts.append(f"unexpected keys ({len(unexpected)}): {_short(unexpected)}")
         if shapes:
             parts.append(f"shape mismatches ({len(shapes)}): {_short(shapes)}")
+        what = "your model" if backbone is None else f"backbone {backbone!r}"
         raise WeightsError(
-            f"weights file {path!r} does not match backbone {backbone!r}: "
+            f"weights file {path!r} does not match {what}: "
             + "; ".join(parts)
             + ". Pass a torchvision-compatible state dict saved from the same architecture."
         )
@@ -143,10 +144,33 @@ def _resolve_device(device):
     return device
 
 
-def build_model(spec):
-    """Build the eval-mode trunk described by ``spec`` (called once per process by the cache)."""
-    model = _backbones.build(spec.backbone, seed=spec.seed)
-    if spec.weights is not None:
+def build_user_module(build, seed):
+    """``build()``, checked to be a ``torch.nn.Module``, with random weights drawn from ``seed``
+    (the same in every process; the caller's global torch RNG is left as it was)."""
+    torch = import_optional("torch", "torch")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build()
+    if not isinstance(model, torch.nn.Module):
+        raise ValidationError(
+            f"backbone={build!r} returned a {type(model).__name__}, not a torch.nn.Module; pass "
+            "a module, or a callable (class, function) that returns one."
+        )
+    return model
+
+
+def build_model(spec, build=None):
+    """Build the eval-mode trunk described by ``spec`` (called once per process by the cache).
+
+    ``build``: the user's model builder (``spec.backbone`` is then its ``user-<token>`` key).
+    """
+    if build is not None:
+        model = build_user_module(build, spec.seed)
+        if spec.weights is not None:
+            apply_state_dict(model, load_state_dict(spec.weights), None, spec.weights)
+    else:
+        model = _backbones.build(spec.backbone, seed=spec.seed)
+    if build is None and spec.weights is not None:
         path = imagenet_path(spec.backbone) if spec.weights == "imagenet" else spec.weights
         apply_state_dict(model, load_state_dict(path, spec.backbone), spec.backbone, path)
     model.eval()
@@ -170,17 +194,62 @@ def n_cnn_features(backbone, pool, height, width):
     return trunk.feature_dim * h * w
 
 
-def cnn_block(block, *, spec, pool, batch_size, normalize, n_threads=None):
+def _normalized(x, normalize):
+    """``x`` minus mean over std: ImageNet's (``True``), a user's ``(mean, std)``, or as is."""
+    if isinstance(normalize, tuple):
+        mean, std = normalize
+        return (x - mean) / std
+    return (x - IMAGENET_MEAN) / IMAGENET_STD if normalize else x
+
+
+def _pooled(fmap, pool):
+    """``(n, d)`` features from a model's output: as is, or a ``(n, c, h, w)`` map pooled."""
+    if fmap.ndim == 2:
+        return fmap
+    if fmap.ndim != 4:
+        raise ValidationError(
+            f"the model returned a tensor of shape {tuple(fmap.shape)!r}; a feature model "
+            "returns (n, d) features or (n, c, h, w) feature maps (pooled by `pool`)."
+        )
+    if pool == "flatten":
+        return fmap.flatten(1)
+    return fmap.mean(dim=(2, 3)) if pool == "avg" else fmap.amax(dim=(2, 3))
+
+
+def _ready(spec, model, build):
+    """``(model, device)`` in eval mode: from the per-process cache, or the instance sent."""
+    if model is None:
+        return get_or_build(spec, lambda: build_model(spec, build))
+    device = _resolve_device(spec.device)
+    model.eval()  # the local engine puts the caller's mode back (CNNFeatures)
+    return model.to(device), device
+
+
+def cnn_block(
+    block,
+    model=None,
+    *,
+    spec,
+    pool,
+    batch_size,
+    normalize,
+    build=None,
+    n_features=None,
+    n_threads=None,
+):
     """Features of one numpy chunk of images ``(n, h, w, c)`` -> ``(n, d)`` float32.
 
     Module-level so the task graph references it by name; the model comes from the
-    per-process cache keyed by ``spec``.
+    per-process cache keyed by ``spec`` (built by ``build`` for a user's builder), or is the
+    user's instance ``model`` (one graph key, see :mod:`._user`). ``n_features``: the output
+    width when it is known ahead (None: what the model returns).
     """
     torch = import_optional("torch", "torch")
     block = np.asarray(block, dtype=np.float32)
+    model = unwrap(model)
 
     def load(threads):
-        loaded = get_or_build(spec, lambda: build_model(spec))
+        loaded = _ready(spec, model, build)
         # Resizing torch's pool is not free: only touch it when it differs. In a worker the
         # setting stays (it is the worker's); the local engine restores the caller's afterwards.
         if torch.get_num_threads() != threads:
@@ -188,21 +257,17 @@ def cnn_block(block, *, spec, pool, batch_size, normalize, n_threads=None):
         return loaded
 
     def forward(loaded, x):
-        model, device = loaded
-        if normalize:
-            x = (x - IMAGENET_MEAN) / IMAGENET_STD
-        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        net, device = loaded
+        x = np.ascontiguousarray(_normalized(x, normalize).transpose(0, 3, 1, 2))
         with torch.inference_mode():
-            fmap = model(torch.from_numpy(x).to(device))
-            if pool == "flatten":
-                pooled = fmap.flatten(1)
-            else:
-                pooled = fmap.mean(dim=(2, 3)) if pool == "avg" else fmap.amax(dim=(2, 3))
-            return pooled.float().cpu().numpy()
+            fmap = net(torch.from_numpy(x).to(device))
+            return _pooled(fmap, pool).float().cpu().numpy()
 
+    if n_features is None and build is None and model is None:
+        n_features = n_cnn_features(spec.backbone, pool, block.shape[1], block.shape[2])
     return network_block(
         block,
-        n_features=n_cnn_features(spec.backbone, pool, block.shape[1], block.shape[2]),
+        n_features=n_features,
         batch_size=batch_size,
         n_threads=n_threads,
         load=load,
@@ -211,7 +276,7 @@ def cnn_block(block, *, spec, pool, batch_size, normalize, n_threads=None):
 
 
 class CNNFeatures(NetworkFeatures):
-    """Pooled convolutional features from a PyTorch VGG19 / ResNet-18/34 / small CNN trunk.
+    """Pooled convolutional features from a PyTorch trunk: a built-in one or your own module.
 
     A stateless scikit-learn transformer: ``fit`` only validates, ``transform`` turns each
     image into the globally pooled last feature map of the trunk (512 values for VGG19 and the
@@ -219,14 +284,24 @@ class CNNFeatures(NetworkFeatures):
 
     Parameters
     ----------
-    backbone : {"vgg19", "resnet18", "resnet34", "smallcnn"}, default "vgg19"
-        Trunk architecture (defined in dasktrain, torchvision-compatible parameter names).
-        ``"smallcnn"`` is three conv blocks (~24k parameters), fast on a CPU.
+    backbone : {"vgg19", "resnet18", "resnet34", "smallcnn"}, torch.nn.Module or callable, \
+default "vgg19"
+        A built-in trunk (defined in dasktrain, torchvision-compatible parameter names;
+        ``"smallcnn"`` is three conv blocks, ~24k parameters, fast on a CPU), or **your
+        model**: a ``torch.nn.Module`` (a fine-tuned torchvision model, a timm model...), used
+        with its own weights and sent to each worker once; or a callable returning one (a
+        class, ``functools.partial(torchvision.models.resnet50, num_classes=2)``), built once
+        per process under ``seed``. It takes ``(n, 3, h, w)`` float32 and returns ``(n, d)``
+        features or ``(n, c, h', w')`` maps (pooled by ``pool``); see
+        "Your own model" in :mod:`dasktrain.features` for the whole contract.
     weights : None, "imagenet" or path, default None
-        None: seeded random weights (deterministic features, see ``seed``). A path: a
-        torchvision-compatible state dict (``torch.save(model.state_dict(), path)``), loaded
-        with ``weights_only=True``; head keys (``fc.*`` / ``classifier.*``) are ignored.
-        ``"imagenet"``: torchvision's checkpoint from the torch hub cache; never downloaded.
+        None: seeded random weights (deterministic features, see ``seed``); for a module
+        instance, its own weights. A path: a torchvision-style state dict
+        (``torch.save(model.state_dict(), path)``), loaded with ``weights_only=True``, with a
+        ``{"state_dict": ...}`` / ``{"model": ...}`` wrapper and a DDP ``module.`` prefix
+        undone; for a built-in trunk the head keys (``fc.*`` / ``classifier.*``) are ignored,
+        for your builder every key must match (``strict``). ``"imagenet"``: torchvision's
+        checkpoint of a built-in trunk from the torch hub cache; never downloaded.
     pool : {"avg", "max", "flatten"}, default "avg"
         Global pooling of the last feature map, or ``"flatten"``: the whole map as one
         vector (``channels x h' x w'``; VGG19 on 128x128 images gives 512 x 4 x 4 = 8192
@@ -236,17 +311,20 @@ class CNNFeatures(NetworkFeatures):
     device : {"auto", "cpu", "cuda"}, default "auto"
         ``"auto"`` uses CUDA when the process running the chunk sees a GPU (one worker per
         GPU with dask-cuda).
-    normalize : {"auto", "imagenet", "none"}, default "auto"
+    normalize : {"auto", "imagenet", "none"} or (mean, std), default "auto"
         ImageNet mean/std normalisation of the [0, 1] input. ``"auto"`` applies it only with
         ``weights="imagenet"``; pass ``"imagenet"`` when a weights *file* holds ImageNet
-        weights.
+        weights, or your model's own per-channel ``(mean, std)`` (1 or 3 values each).
+    input_size : int or (int, int), optional
+        The image size the model takes; other sizes are refused (resize them with
+        ``read_images(size=...)``). None: any size the model accepts.
     engine : {"auto", "local", "dask"}, default "auto"
         ``"auto"`` follows the input (numpy -> local, dask -> dask). ``"local"`` computes a
         dask input in this process; ``"dask"`` sends a numpy input to the cluster.
     seed : int, default 0
         Seed of the random weights (unused when weights are loaded).
     n_threads : int, optional
-        torch threads for the local engine; default :func:`dasktrain._compat.cpu_count`. On
+        torch threads for the local engine; default ``dasktrain._compat.cpu_count()``. On
         the dask engine each worker uses its own thread count.
     progress : bool, default False
         Show a tqdm bar (local) or ``distributed.progress`` (dask).
@@ -279,6 +357,7 @@ class CNNFeatures(NetworkFeatures):
         batch_size=64,
         device="auto",
         normalize="auto",
+        input_size=None,
         engine="auto",
         seed=0,
         n_threads=None,
@@ -290,6 +369,7 @@ class CNNFeatures(NetworkFeatures):
         self.batch_size = batch_size
         self.device = device
         self.normalize = normalize
+        self.input_size = input_size
         self.engine = engine
         self.seed = seed
         self.n_threads = n_threads
@@ -304,11 +384,15 @@ class CNNFeatures(NetworkFeatures):
     def _transform_local(self, fn, X, kwargs, n_out):
         torch = import_optional("torch", "torch")
         previous = torch.get_num_threads()
+        module = self._model_arg()
+        training = module is not None and module.training
         try:
             return super()._transform_local(fn, X, kwargs, n_out)
         finally:
             if torch.get_num_threads() != previous:
                 torch.set_num_threads(previous)
+            if training:  # the caller's module, put in eval mode for inference
+                module.train()
 
     def _check_backbone(self):
         _backbones.get_backbone(self.backbone)
@@ -325,13 +409,51 @@ class CNNFeatures(NetworkFeatures):
 
     def _check_weights_file(self, path):
         # Once per (backbone, file version), not at every transform call.
-        key = (self.backbone, path, file_stamp(path))
+        user = not isinstance(self.backbone, str)
+        name = user_key(self.backbone) if user else self.backbone
+        key = (name, path, file_stamp(path))
         if key not in _CHECKED_FILES:
-            model = _backbones.build(self.backbone, seed=0)
-            apply_state_dict(model, load_state_dict(path, self.backbone), self.backbone, path)
+            if user:
+                model = build_user_module(self.backbone, 0)
+                apply_state_dict(model, load_state_dict(path), None, path)
+            else:
+                model = _backbones.build(self.backbone, seed=0)
+                apply_state_dict(model, load_state_dict(path, self.backbone), self.backbone, path)
             _CHECKED_FILES.add(key)
 
-    def _n_features(self, shape):
+    def _check_user_model(self):
+        torch = import_optional("torch", "torch")
+        if not isinstance(self.backbone, torch.nn.Module) and not callable(self.backbone):
+            raise ValidationError(
+                f"backbone={self.backbone!r} is not a known backbone name, a torch.nn.Module "
+                "or a callable that builds one; use one of "
+                f"{', '.join(map(repr, _backbones.BACKBONES))} or pass your model."
+            )
+
+    def _is_instance(self):
+        torch = import_optional("torch", "torch")
+        return isinstance(self.backbone, torch.nn.Module)
+
+    def _probe(self, height, width):
+        """One forward pass of a zero image on this process (the model built here if needed)."""
+        kwargs = {
+            "spec": self._spec(),
+            "pool": self.pool,
+            "batch_size": 1,
+            "normalize": False,
+            "build": None if self._is_instance() else self.backbone,
+            "n_threads": check_n_threads(self.n_threads),
+        }
+        module = self._model_arg()
+        training = module is not None and module.training
+        try:
+            zeros = np.zeros((1, height, width, 3), np.float32)
+            return int(cnn_block(zeros, module, **kwargs).shape[1])
+        finally:
+            if training:
+                module.train()
+
+    def _named_n_features(self, shape):
         return n_cnn_features(self.backbone, self.pool, shape[1], shape[2])
 
     def _spec_fields(self):

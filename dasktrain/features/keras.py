@@ -3,7 +3,7 @@
 TensorFlow is imported lazily (``import dasktrain`` never imports it) through
 :func:`dasktrain._compat.import_optional`, so a missing install says
 ``pip install 'dasktrain[tensorflow]'``. As with :class:`~dasktrain.features.CNNFeatures`, each
-worker process builds the model once from a small spec held in :mod:`dasktrain._cache`.
+worker process builds the model once from a small spec held in ``dasktrain._cache``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from .._compat import import_optional
 from ..exceptions import ValidationError, WeightsError
 from ._base import check_n_threads
 from ._network import NetworkFeatures, network_block
+from ._user import IMAGENET_MEAN, IMAGENET_STD, unwrap
 
 logger = logging.getLogger(__name__)
 
@@ -134,17 +135,7 @@ def build_keras_model(spec, n_threads):
         _seeded_glorot(model, seed)
     if weights is not None:
         path = keras_imagenet_path(backbone) if weights == "imagenet" else weights
-        try:
-            with warnings.catch_warnings():
-                # Keras 3 notes every empty container of the functional graph; not a mismatch.
-                warnings.filterwarnings("ignore", message="Skipping nested container")
-                model.load_weights(path)
-        except Exception as exc:
-            raise WeightsError(
-                f"weights file {path!r} could not be loaded into Keras backbone {backbone!r} "
-                f"(include_top=False): {type(exc).__name__}: {exc}. Save it with "
-                "`model.save_weights('file.weights.h5')` from the same architecture."
-            ) from exc
+        _load_weights(model, path, f"Keras backbone {backbone!r} (include_top=False)")
     logger.info("built Keras %s trunk (weights=%s, seed=%d)", backbone, weights, seed)
     return model
 
@@ -166,22 +157,106 @@ def _seeded_glorot(model, seed):
         w.assign(rng.uniform(-limit, limit, size=shape).astype(np.float32))
 
 
-def keras_block(block, *, spec, batch_size, normalize, n_threads=None):
-    """Keras features of one numpy chunk ``(n, h, w, c)`` -> ``(n, d)`` float32."""
-    trunk = get_keras_backbone(spec.backbone)
+def build_user_keras(spec, build, n_threads):
+    """``build()`` (the user's builder), checked to be a ``keras.Model``, weights loaded.
+
+    Random initial weights are drawn as for the built-in trunks (:func:`_seeded_glorot`):
+    Keras seeds its initialisers from Python's global ``random``, which the threads of a
+    Dask worker also draw from, so ``keras.utils.set_random_seed`` alone gave two workers two
+    different models. The caller's Python and NumPy random states are put back.
+    """
+    keras = _keras()
+    import tensorflow as tf
+
+    _set_tf_threads(tf, n_threads)
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        model = build()
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+    if not isinstance(model, keras.Model):
+        raise ValidationError(
+            f"backbone={build!r} returned a {type(model).__name__}, not a keras.Model; pass a "
+            "model, or a callable that returns one."
+        )
+    if spec.weights is None:
+        _seeded_glorot(model, spec.seed)
+    else:
+        _load_weights(model, spec.weights, "your model")
+    return model
+
+
+def _load_weights(model, path, what):
+    try:
+        with warnings.catch_warnings():
+            # Keras 3 notes every empty container of the functional graph; not a mismatch.
+            warnings.filterwarnings("ignore", message="Skipping nested container")
+            model.load_weights(path)
+    except Exception as exc:
+        raise WeightsError(
+            f"weights file {path!r} could not be loaded into {what}: {type(exc).__name__}: "
+            f"{exc}. Save it with `model.save_weights('file.weights.h5')` from the same "
+            "architecture."
+        ) from exc
+
+
+def _user_forward(model, x, normalize, pool):
+    """A user's Keras model on one batch: normalised input, ``(n, d)`` or pooled maps out."""
+    if isinstance(normalize, tuple):
+        x = (x - normalize[0]) / normalize[1]
+    elif normalize:
+        x = (x - IMAGENET_MEAN) / IMAGENET_STD
+    out = np.asarray(model(x, training=False))
+    if out.ndim == 4:  # (n, h', w', c) maps
+        out = out.mean(axis=(1, 2)) if pool == "avg" else out.max(axis=(1, 2))
+    if out.ndim != 2:
+        raise ValidationError(
+            f"the model returned an array of shape {out.shape!r}; a feature model returns "
+            "(n, d) features or (n, h, w, c) feature maps (pooled by `pool`)."
+        )
+    return out
+
+
+def keras_block(
+    block,
+    model=None,
+    *,
+    spec,
+    batch_size,
+    normalize,
+    build=None,
+    n_features=None,
+    pool="avg",
+    n_threads=None,
+):
+    """Keras features of one numpy chunk ``(n, h, w, c)`` -> ``(n, d)`` float32.
+
+    ``model``: the user's instance (one graph key); ``build``: the user's builder (built once
+    per process). Neither: a ``keras.applications`` trunk named by ``spec.backbone``.
+    """
+    model = unwrap(model)
+    user = model is not None or build is not None
 
     def load(threads):
+        if model is not None:
+            return model
+        if build is not None:
+            return get_or_build(spec, lambda: build_user_keras(spec, build, threads))
         return get_or_build(spec, lambda: build_keras_model(spec, threads))
 
-    def forward(model, x):
+    def forward(net, x):
+        if user:
+            return _user_forward(net, x, normalize, pool)
         if normalize:
             prep = getattr(_keras().applications, trunk.preprocess).preprocess_input
             x = np.asarray(prep(x * 255.0), dtype=np.float32)
-        return model(x, training=False).numpy()
+        return net(x, training=False).numpy()
 
+    trunk = None if user else get_keras_backbone(spec.backbone)
     return network_block(
         np.asarray(block, dtype=np.float32),
-        n_features=trunk.feature_dim,
+        n_features=n_features if user else trunk.feature_dim,
         batch_size=batch_size,
         n_threads=n_threads,
         load=load,
@@ -190,21 +265,32 @@ def keras_block(block, *, spec, batch_size, normalize, n_threads=None):
 
 
 class KerasFeatures(NetworkFeatures):
-    """Pooled convolutional features from a ``keras.applications`` trunk (TensorFlow).
+    """Pooled convolutional features from a Keras model: a ``keras.applications`` trunk or yours.
 
     Parameters
     ----------
-    backbone : {"vgg19", "resnet50", "mobilenetv2"}, default "vgg19"
+    backbone : {"vgg19", "resnet50", "mobilenetv2"}, keras.Model or callable, default "vgg19"
+        A ``keras.applications`` trunk (include_top=False), or **your model**: a
+        ``keras.Model`` used with its own weights and sent to each worker once, or a callable
+        returning one, built once per process (random weights as for ``weights=None``
+        below). It takes ``(n, h, w, 3)`` float32 and returns
+        ``(n, d)`` features or ``(n, h', w', c)`` maps (pooled by ``pool``); see
+        "Your own model" in :mod:`dasktrain.features` for the whole contract.
     weights : None, "imagenet" or path, default None
         None: seeded random weights (Glorot-uniform kernels drawn from
-        ``numpy.random.default_rng(seed)``: the same in every process). A path: a Keras weights file
-        (``.weights.h5`` / ``.keras``, include_top=False). ``"imagenet"``: only from the
-        local Keras cache; never downloaded.
+        ``numpy.random.default_rng(seed)``: the same in every process); an instance keeps its
+        own. A path: a Keras weights file (``.weights.h5`` / ``.keras``; include_top=False for
+        a built-in trunk) loaded into every model built. ``"imagenet"``: a built-in trunk's,
+        only from the local Keras cache; never downloaded.
     pool : {"avg", "max"}, default "avg"
     batch_size : int, default 64
-    normalize : {"auto", "imagenet", "none"}, default "auto"
-        The backbone's ``preprocess_input`` on ``255 * X``; ``"auto"`` applies it with
-        ``weights="imagenet"`` only.
+    normalize : {"auto", "imagenet", "none"} or (mean, std), default "auto"
+        For a built-in trunk, ``"imagenet"`` is its ``preprocess_input`` on ``255 * X``; for
+        your model it is the ImageNet channel mean and std on [0, 1] values. ``"auto"``
+        applies it with ``weights="imagenet"`` only. ``(mean, std)``: your model's own
+        per-channel statistics on [0, 1] values.
+    input_size : int or (int, int), optional
+        The image size the model takes; other sizes are refused. None: any size.
     engine : {"auto", "local", "dask"}, default "auto"
     seed : int, default 0
     n_threads : int, optional
@@ -226,6 +312,7 @@ class KerasFeatures(NetworkFeatures):
         pool="avg",
         batch_size=64,
         normalize="auto",
+        input_size=None,
         engine="auto",
         seed=0,
         n_threads=None,
@@ -236,6 +323,7 @@ class KerasFeatures(NetworkFeatures):
         self.pool = pool
         self.batch_size = batch_size
         self.normalize = normalize
+        self.input_size = input_size
         self.engine = engine
         self.seed = seed
         self.n_threads = n_threads
@@ -258,11 +346,44 @@ class KerasFeatures(NetworkFeatures):
         # ``path`` is in the spec (with its stamp). Load once here so a mismatched file fails
         # before any task runs (cached: a valid file is built once per process, and reused by
         # the local engine).
-        spec = self._spec()
-        get_or_build(spec, lambda: build_keras_model(spec, check_n_threads(self.n_threads)))
+        spec, threads = self._spec(), check_n_threads(self.n_threads)
+        if isinstance(self.backbone, str):
+            get_or_build(spec, lambda: build_keras_model(spec, threads))
+        else:
+            get_or_build(spec, lambda: build_user_keras(spec, self.backbone, threads))
 
-    def _n_features(self, shape):
+    def _check_user_model(self):
+        keras = _keras()
+        if not isinstance(self.backbone, keras.Model) and not callable(self.backbone):
+            raise ValidationError(
+                f"backbone={self.backbone!r} is not a Keras backbone name, a keras.Model or a "
+                f"callable that builds one; use one of {', '.join(map(repr, KERAS_BACKBONES))}"
+                " or pass your model."
+            )
+
+    def _is_instance(self):
+        return isinstance(self.backbone, _keras().Model)
+
+    def _probe(self, height, width):
+        """One forward pass of a zero image in this process (the model built here if needed)."""
+        instance = self._is_instance()
+        out = keras_block(
+            np.zeros((1, height, width, 3), np.float32),
+            self.backbone if instance else None,
+            spec=self._spec(),
+            batch_size=1,
+            normalize=False,
+            build=None if instance else self.backbone,
+            pool=self.pool,
+            n_threads=check_n_threads(self.n_threads),
+        )
+        return int(out.shape[1])
+
+    def _named_n_features(self, shape):
         return get_keras_backbone(self.backbone).feature_dim
 
     def _spec_fields(self):
+        return {"pool": self.pool}
+
+    def _extra_block_kwargs(self):
         return {"pool": self.pool}

@@ -12,7 +12,7 @@ The errors policy, decided once for both engines:
 * **Listing** ignores files whose extension is not an image and hidden files or folders
   (names starting with ``"."``). A folder that cannot be listed (permissions) is an unreadable
   input like a file: ``errors="raise"`` raises :class:`ImageReadError` naming it,
-  ``errors="skip"`` reports it in :attr:`ImageSet.skipped`; it never vanishes silently. A
+  ``errors="skip"`` reports it in ``ImageSet.skipped``; it never vanishes silently. A
   folder reached twice through a symbolic link (a class folder linked to a sibling class)
   raises :class:`DatasetLayoutError`: its images would get two labels. A link back up the tree
   is not followed.
@@ -34,7 +34,7 @@ The errors policy, decided once for both engines:
 * **Float images** (mode ``"F"`` TIFFs) must already be in [0, 1]: NaN, inf or values outside
   [0, 1] make the file unreadable (raised, or skipped with ``errors="skip"``, the reason
   naming the range) instead of being clipped silently.
-* Every skipped file is listed in :attr:`ImageSet.skipped` with its reason and counted in one
+* Every skipped file is listed in ``ImageSet.skipped`` with its reason and counted in one
   :class:`~dasktrain.exceptions.SkippedFilesWarning`.
 
 One module per concern: ``_listing`` (which files, which class), ``_decode`` (open, check,

@@ -13,6 +13,7 @@ import stat
 import numpy as np
 
 from ._errors import read_error, reason
+from ._remote import is_remote, open_remote, remote_stamp
 
 __all__ = [
     "COLORS",
@@ -53,6 +54,13 @@ def _not_regular(path, mode):
     )
 
 
+def _open(path, storage_options=None):
+    """A binary file object: a remote file read whole (fsspec), or a local regular file."""
+    if is_remote(path):
+        return open_remote(path, storage_options)
+    return _open_regular(path)
+
+
 def _open_regular(path):
     """Open ``path`` for reading as a binary file object, refusing anything but a regular file.
 
@@ -75,7 +83,7 @@ def _open_regular(path):
         raise
 
 
-def probe_image(path) -> tuple[str, str, tuple[int, int]]:
+def probe_image(path, storage_options=None) -> tuple[str, str, tuple[int, int]]:
     """Return ``(format, mode, (width, height))`` from the file header, without decoding pixels.
 
     Raises
@@ -86,23 +94,23 @@ def probe_image(path) -> tuple[str, str, tuple[int, int]]:
     """
     from PIL import Image
 
-    with _open_regular(path) as f, Image.open(f) as im:
+    with _open(path, storage_options) as f, Image.open(f) as im:
         return im.format, im.mode, im.size
 
 
-def probe_all(paths):
+def probe_all(paths, storage_options=None):
     """Header-check every path: return ``(info, bad)`` with info[i] None for bad files."""
     info, bad = [], []
     for p in paths:
         try:
-            info.append(probe_image(p))
+            info.append(probe_image(p, storage_options))
         except Exception as exc:  # noqa: BLE001 - any failure makes the file unreadable
             info.append(None)
             bad.append((p, reason(exc)))
     return info, bad
 
 
-def decode_image(path, size=(128, 128), color="gray") -> np.ndarray:
+def decode_image(path, size=(128, 128), color="gray", storage_options=None) -> np.ndarray:
     """Decode one image file into a float32 array of shape ``(height, width, channels)``.
 
     The one decode function both engines use, so their arrays are identical bit for bit.
@@ -120,9 +128,12 @@ def decode_image(path, size=(128, 128), color="gray") -> np.ndarray:
     Parameters
     ----------
     path : str
+        A local path, or a URL read through fsspec (``s3://``, ``gs://``, ``https://``...).
     size : (int, int)
         ``(height, width)`` of the output.
     color : {"gray", "rgb"}
+    storage_options : dict, optional
+        For a URL: keyword arguments of its fsspec filesystem (credentials, endpoint).
 
     Returns
     -------
@@ -136,7 +147,7 @@ def decode_image(path, size=(128, 128), color="gray") -> np.ndarray:
     ValueError
         A float image with NaN/inf or values outside [0, 1].
     """
-    with _open_regular(path) as f:
+    with _open(path, storage_options) as f:
         return _decode_open(f, size, color)
 
 
@@ -210,35 +221,37 @@ def _check_float_pixels(a):
         )
 
 
-def decode_many(paths, size, color):
+def decode_many(paths, size, color, storage_options=None):
     """Decode files into one array; return ``(X, failures)`` with failed rows left as zeros."""
     h, w = size
     out = np.zeros((len(paths), h, w, COLORS[color]), dtype=np.float32)
     failures = []
     for i, p in enumerate(paths):
         try:
-            out[i] = decode_image(p, size, color)
+            out[i] = decode_image(p, size, color, storage_options)
         except Exception as exc:  # noqa: BLE001 - reported with the file name below
             failures.append((i, p, reason(exc)))
     return out, failures
 
 
-def read_block(paths, size, color):
+def read_block(paths, size, color, storage_options=None):
     """Dask task: decode one chunk of files; raise ImageReadError naming the failures."""
-    X, failures = decode_many(list(paths), size, color)
+    X, failures = decode_many(list(paths), size, color, storage_options)
     if failures:
         raise read_error([(p, r) for _, p, r in failures], when="decoded")
     return X
 
 
-def check_block(paths, size, color):
+def check_block(paths, size, color, storage_options=None):
     """Dask task for ``errors="skip"``: decode and return only the ``(path, reason)`` failures."""
-    _, failures = decode_many(list(paths), size, color)
+    _, failures = decode_many(list(paths), size, color, storage_options)
     return [(p, r) for _, p, r in failures]
 
 
-def mtime(p):
-    """Modification time (ns) of ``p``, None when it cannot be read."""
+def mtime(p, storage_options=None):
+    """Modification time (ns) of ``p`` (a remote file's version), None when it cannot be read."""
+    if is_remote(p):
+        return remote_stamp(p, storage_options)
     try:
         return os.stat(p).st_mtime_ns
     except OSError:

@@ -15,6 +15,7 @@ import numpy as np
 from .._dask import compute_if_dask
 from ..exceptions import DatasetLayoutError, ValidationError
 from ._errors import MAX_NAMED, reason, unlisted_error
+from ._remote import is_remote, walk_remote
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def _is_image_name(name):
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def list_images(path) -> tuple[list[str], list[str]]:
+def list_images(path, storage_options=None) -> tuple[list[str], list[str]]:
     """List the image files under a class-per-directory folder.
 
     Parameters
@@ -59,6 +60,9 @@ def list_images(path) -> tuple[list[str], list[str]]:
     path : str or os.PathLike
         Root folder. Each image's class is the name of its parent folder, at any depth, so
         ``root/train/NORMAL/a.png`` and ``root/test/NORMAL/b.png`` are both ``"NORMAL"``.
+        A URL (``s3://bucket/xray/train``) is listed through fsspec.
+    storage_options : dict, optional
+        For a URL: keyword arguments of its fsspec filesystem.
 
     Returns
     -------
@@ -77,7 +81,7 @@ def list_images(path) -> tuple[list[str], list[str]]:
         When a folder cannot be listed (permissions): its images would vanish silently.
         :func:`read_images` with ``errors="skip"`` leaves such folders out and reports them.
     """
-    paths, labels, unlisted = _walk(path)
+    paths, labels, unlisted = _walk(path, storage_options)
     if unlisted:
         raise unlisted_error(unlisted)
     return paths, labels
@@ -87,15 +91,51 @@ def _inside(child, parent):
     return child == parent or child.startswith(parent.rstrip(os.sep) + os.sep)
 
 
-def _walk(path):
+def _not_a_folder(path):
+    return DatasetLayoutError(
+        f"path={os.fspath(path)!r} is not a folder; pass a folder with one sub-folder per "
+        "class, a list of (path, label) pairs, or a DataFrame with 'path' and 'label' columns."
+    )
+
+
+def _walk_remote(url, storage_options):
+    """:func:`_walk` for a URL (fsspec): no links to follow, no folders it cannot list."""
+    found = walk_remote(url, storage_options)
+    if found is None:
+        raise _not_a_folder(url)
+    paths, labels, loose = found
+    names = [n for n in loose if _is_image_name(n)]
+    keep = [i for i, p in enumerate(paths) if _is_image_name(p.rsplit("/", 1)[-1])]
+    paths, labels = [paths[i] for i in keep], [labels[i] for i in keep]
+    _check_found(url, paths, names, [])
+    return paths, labels, []
+
+
+def _check_found(root, paths, loose, unlisted):
+    """Raise for a folder with no images, or with images outside any class folder."""
+    if not paths and not loose and not unlisted:
+        raise DatasetLayoutError(
+            f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) were found under "
+            f"{root!r}. Check the path; hidden files and other extensions are ignored."
+        )
+    if loose:
+        shown = ", ".join(loose[:MAX_NAMED]) + (" ..." if len(loose) > MAX_NAMED else "")
+        what = "no class sub-folders: " if not paths else ""
+        raise DatasetLayoutError(
+            f"{what}{len(loose)} image(s) lie directly in {root!r} ({shown}) without a class "
+            "folder. Put each image in a sub-folder named after its class (root/NORMAL/x.png, "
+            "root/PNEUMONIA/y.png), or pass a list of (path, label) pairs."
+        )
+
+
+def _walk(path, storage_options=None):
     """``(paths, labels, unlisted)``: the images under ``path`` and the folders that could not
     be listed, as ``(folder, reason)``; raises DatasetLayoutError for the layout problems."""
+    if is_remote(path):
+        return _walk_remote(path, storage_options)
     root = os.path.abspath(os.fspath(path))
     if not os.path.isdir(root):
-        raise DatasetLayoutError(
-            f"path={os.fspath(path)!r} is not a folder; pass a folder with one sub-folder per "
-            "class, a list of (path, label) pairs, or a DataFrame with 'path' and 'label' columns."
-        )
+        raise _not_a_folder(path)
     paths, labels, loose, unlisted = [], [], [], []
     seen = {}  # resolved folder -> the first path it was reached by
 
@@ -129,26 +169,19 @@ def _walk(path):
         for name in names:
             paths.append(os.path.join(dirpath, name))
             labels.append(label)
-    if not paths and not loose and not unlisted:
-        raise DatasetLayoutError(
-            f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) were found under "
-            f"{root!r}. Check the path; hidden files and other extensions are ignored."
-        )
-    if loose:
-        shown = ", ".join(loose[:MAX_NAMED]) + (" ..." if len(loose) > MAX_NAMED else "")
-        what = "no class sub-folders: " if not paths else ""
-        raise DatasetLayoutError(
-            f"{what}{len(loose)} image(s) lie directly in {root!r} ({shown}) without a class "
-            "folder. Put each image in a sub-folder named after its class (root/NORMAL/x.png, "
-            "root/PNEUMONIA/y.png), or pass a list of (path, label) pairs."
-        )
+    _check_found(root, paths, loose, unlisted)
     return paths, labels, unlisted
 
 
-def pairs_from_input(path):
+def _absolute(p):
+    """A local path made absolute; a URL (``s3://...``) kept as it is."""
+    return p if is_remote(p) else os.path.abspath(os.fspath(p))
+
+
+def pairs_from_input(path, storage_options=None):
     """Return ``(paths, labels, unlisted)`` from a folder, a list of pairs, or a DataFrame."""
     if isinstance(path, (str, os.PathLike)):
-        return _walk(path)
+        return _walk(path, storage_options)
     columns = getattr(path, "columns", None)
     if columns is not None:
         missing = {"path", "label"} - set(columns)
@@ -175,7 +208,7 @@ def pairs_from_input(path):
         raise DatasetLayoutError(
             "the list of (path, label) pairs is empty; there is nothing to read."
         )
-    paths = [os.path.abspath(os.fspath(p)) for p, _ in pairs]
+    paths = [_absolute(p) for p, _ in pairs]
     return paths, [lab for _, lab in pairs], []
 
 
@@ -207,10 +240,10 @@ def encode_labels(labels, classes):
     return y >= 0, y, classes
 
 
-def select(path, classes):
+def select(path, classes, storage_options=None):
     """``(paths, y, classes, unlisted)``: the listed images of the chosen classes, labels
     encoded, and the folders that could not be listed (``(folder, reason)``)."""
-    paths, labels, unlisted = pairs_from_input(path)
+    paths, labels, unlisted = pairs_from_input(path, storage_options)
     if not paths:  # every image folder was unlisted
         raise unlisted_error(unlisted)
     try:

@@ -11,14 +11,15 @@ from collections import Counter
 import numpy as np
 
 from .. import _config
-from .._dask import compute_all, split_rows
+from .._dask import compute_all, maybe_client, split_rows
 from .._validation import check_engine, check_positive_int
 from ..exceptions import InsufficientMemoryError, ValidationError
 from ._decode import COLORS, check_block, decode_image, decode_many, mtime, probe_all, read_block
 from ._errors import check_any_left, read_error, reason, unlisted_error, warn_skipped
 from ._imageset import ImageSet
 from ._listing import check_classes, select
-from ._workers import check_exists_here, check_files_on, select_on_workers
+from ._remote import is_remote
+from ._workers import check_exists_here, check_files_on, probe_on_workers, select_on_workers
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,16 @@ def _check_chunk_size(chunk_size):
     return check_positive_int(chunk_size, "chunk_size")
 
 
+def _check_storage_options(storage_options):
+    """``storage_options`` if it is None or a dict (of fsspec filesystem arguments)."""
+    if storage_options is not None and not isinstance(storage_options, dict):
+        raise ValidationError(
+            f"storage_options={storage_options!r} must be a dict of fsspec filesystem "
+            'arguments, for example {"anon": True} or {"endpoint_url": "http://127.0.0.1:9000"}.'
+        )
+    return storage_options
+
+
 def _check_errors(errors):
     """``errors`` if it is ``"raise"`` or ``"skip"``."""
     if not isinstance(errors, str) or errors not in ERRORS:
@@ -83,6 +94,7 @@ def read_images(
     errors="raise",
     classes=None,
     files_on="client",
+    storage_options=None,
 ) -> ImageSet:
     """Read an image folder (or a list of files) into an :class:`ImageSet`.
 
@@ -90,7 +102,10 @@ def read_images(
     ----------
     path : str, os.PathLike, list of (path, label) pairs, or DataFrame
         A folder with one sub-folder per class at any depth (the class is the image's parent
-        folder name, so ``chest_xray/train/NORMAL/x.jpeg`` is ``"NORMAL"``); or explicit
+        folder name, so ``chest_xray/train/NORMAL/x.jpeg`` is ``"NORMAL"``), local or a URL
+        read through fsspec (``s3://bucket/chest_xray/train``, ``gs://``, ``https://``,
+        ``memory://``; the package of its protocol, e.g. s3fs, must be installed on the
+        client and the workers); or explicit
         ``(path, label)`` pairs; or a pandas/dask DataFrame with ``path`` and ``label`` columns
         (a dask DataFrame's two columns are computed: they are small). Explicit paths are not
         filtered by extension: a missing file or a non-image is an unreadable file (see
@@ -127,7 +142,12 @@ def read_images(
         only): the files are on the workers' disks and may not exist here; the folder is
         listed on one worker, every worker must see it, and the headers are checked on the
         workers in blocks of ``chunk_size``. ``path`` must then be absolute. Uses the default
-        Dask client.
+        Dask client. Remote files (URLs) are listed here and, with ``engine="dask"`` and a
+        default client, their headers are checked on the workers, which read them anyway.
+    storage_options : dict, optional
+        For URLs: keyword arguments of the fsspec filesystem (``{"anon": True}``, keys,
+        ``{"endpoint_url": ...}`` for S3-compatible stores), used on the client and sent with
+        the tasks to the workers (so keep secrets in the workers' environment where you can).
 
     Returns
     -------
@@ -170,6 +190,7 @@ def read_images(
         errors=_check_errors(errors),
         chunk_size=_check_chunk_size(chunk_size),
         engine=check_engine(engine, allowed=("local", "dask")),
+        storage_options=_check_storage_options(storage_options),
     )
     files_on = check_files_on(files_on, engine)
     found = _list(path, check_classes(classes), files_on, opts)
@@ -202,6 +223,7 @@ class _Options:
     errors: str
     chunk_size: int
     engine: str
+    storage_options: dict | None = None
 
 
 @dataclasses.dataclass
@@ -227,17 +249,24 @@ class _Found:
 
 def _list(path, classes, files_on, opts):
     """The listed images whose headers are fine; unreadable ones raise or are skipped."""
+    so = opts.storage_options
     if files_on == "workers":
-        paths, y, classes, _, bad, mtimes = select_on_workers(path, classes, opts.chunk_size)
+        paths, y, classes, _, bad, mtimes = select_on_workers(
+            path, classes, opts.chunk_size, storage_options=so
+        )
         found = _Found(paths, y, classes, [], mtimes)
     else:
         check_exists_here(path)
-        paths, y, classes, unlisted = select(path, classes)
+        paths, y, classes, unlisted = select(path, classes, so)
         if unlisted and opts.errors == "raise":
             raise unlisted_error(unlisted)
         # folders that could not be listed (errors="skip")
         found = _Found(paths, y, classes, list(unlisted))
-        _, bad = probe_all(paths)
+        if opts.engine == "dask" and any(map(is_remote, paths)) and maybe_client() is not None:
+            # The workers read the files anyway: they check the headers (and read versions).
+            _, bad, found.mtimes = probe_on_workers(maybe_client(), paths, opts.chunk_size, so)
+        else:
+            _, bad = probe_all(paths, so)
     if bad:
         if opts.errors == "raise":
             raise read_error(bad, when="opened as images")
@@ -249,7 +278,7 @@ def _list(path, classes, files_on, opts):
 def _decode_here(found, opts):
     """The local engine: decode every file now, raising or skipping the failures."""
     _check_fits_in_memory(len(found.paths), opts.size, opts.color)
-    X, failures = decode_many(found.paths, opts.size, opts.color)
+    X, failures = decode_many(found.paths, opts.size, opts.color, opts.storage_options)
     if failures:
         bad = [(p, r) for _, p, r in failures]
         if opts.errors == "raise":
@@ -264,11 +293,19 @@ def _decode_here(found, opts):
 def _decode_lazily(found, opts):
     """The dask engine: lazy arrays (after finding undecodable files for errors="skip")."""
     if opts.errors == "skip" and found.paths:
-        bad = _find_undecodable(found.paths, opts.size, opts.color, opts.chunk_size)
+        bad = _find_undecodable(
+            found.paths, opts.size, opts.color, opts.chunk_size, opts.storage_options
+        )
         if bad:
             found.drop(bad)
     return _lazy_arrays(
-        found.paths, found.y, opts.size, opts.color, opts.chunk_size, mtimes=found.mtimes
+        found.paths,
+        found.y,
+        opts.size,
+        opts.color,
+        opts.chunk_size,
+        mtimes=found.mtimes,
+        storage_options=opts.storage_options,
     )
 
 
@@ -299,7 +336,7 @@ def _check_fits_in_memory(n, size, color):
         )
 
 
-def _find_undecodable(paths, size, color, chunk_size):
+def _find_undecodable(paths, size, color, chunk_size, storage_options=None):
     """``[(path, reason)]`` of the files that fail to decode, decoding each once (in tasks
     ``check-images-<token>``, on the cluster when there is a default client)."""
     import dask
@@ -312,14 +349,18 @@ def _find_undecodable(paths, size, color, chunk_size):
     )
     tasks = [
         dask.delayed(check_block, pure=True)(
-            block, size, color, dask_key_name=f"check-images-{tokenize(block, size, color)}"
+            block,
+            size,
+            color,
+            storage_options,
+            dask_key_name=f"check-images-{tokenize(block, size, color, storage_options)}",
         )
         for block in split_rows(paths, chunk_size)
     ]
     return [bad for block in compute_all(tasks) for bad in block]
 
 
-def _lazy_arrays(paths, y, size, color, chunk_size, mtimes=None):
+def _lazy_arrays(paths, y, size, color, chunk_size, mtimes=None, storage_options=None):
     """Lazy ``(X, y)``: one ``read-images`` task per ``chunk_size`` files, chunk sizes known."""
     import dask.array as da
     from dask.base import tokenize
@@ -331,13 +372,14 @@ def _lazy_arrays(paths, y, size, color, chunk_size, mtimes=None):
     # mtimes in the token: a rewritten file must not reuse a result cached on the cluster.
     # (Read on the workers when the files are there only: files_on="workers".)
     if mtimes is None:
-        mtimes = [mtime(p) for p in paths]
-    token = tokenize(paths, mtimes, size, color, chunk_size)
+        mtimes = [mtime(p, storage_options) for p in paths]
+    token = tokenize(paths, mtimes, size, color, chunk_size, storage_options)
     P = da.from_array(names, chunks=chunk_size, name=f"image-paths-{token}")
     X = P.map_blocks(
         read_block,
         size,
         color,
+        storage_options,
         dtype=np.float32,
         new_axis=[1, 2, 3],
         chunks=(P.chunks[0], (h,), (w,), (c,)),

@@ -9,8 +9,15 @@ from ..exceptions import DatasetLayoutError, ValidationError
 from ._decode import mtime, probe_all
 from ._errors import MAX_NAMED
 from ._listing import encode_labels, list_images, pairs_from_input
+from ._remote import is_remote
 
-__all__ = ["FILES_ON", "check_files_on", "check_exists_here", "select_on_workers"]
+__all__ = [
+    "FILES_ON",
+    "check_files_on",
+    "check_exists_here",
+    "probe_on_workers",
+    "select_on_workers",
+]
 
 FILES_ON = ("client", "workers")
 
@@ -29,7 +36,7 @@ def check_files_on(files_on, engine):
 
 def check_exists_here(path):
     """A folder path that does not exist here: say so, and how to read files on the workers."""
-    if isinstance(path, (str, os.PathLike)) and not os.path.exists(path):
+    if isinstance(path, (str, os.PathLike)) and not is_remote(path) and not os.path.exists(path):
         raise DatasetLayoutError(
             f"path={os.fspath(path)!r} is not a folder on this machine (it does not exist "
             "here). If the images are on the Dask workers' disks only, read them with "
@@ -38,14 +45,17 @@ def check_exists_here(path):
         )
 
 
-def _probe_on_worker(paths):
+def _probe_on_worker(paths, storage_options=None):
     """On a worker: header check and mtime of each path (see ``probe_all``, ``mtime``)."""
-    info, bad = probe_all(paths)
-    return info, bad, [mtime(p) for p in paths]
+    info, bad = probe_all(paths, storage_options)
+    return info, bad, [mtime(p, storage_options) for p in paths]
 
 
-def _list_on_a_worker(client, root):
+def _list_on_a_worker(client, root, storage_options=None):
     """``(paths, labels)`` of folder ``root`` as one worker lists it; every worker must see it."""
+    if is_remote(root):  # every worker reads the same store: one lists it
+        key = task_keys("list-images", 1)[0]
+        return client.submit(list_images, root, storage_options, key=key, pure=False).result()
     if not os.path.isabs(root):
         raise ValidationError(
             f"path={root!r}: files_on='workers' needs an absolute path (a relative one "
@@ -64,11 +74,14 @@ def _list_on_a_worker(client, root):
     return client.submit(list_images, root, key=key, pure=False).result()
 
 
-def _probe_on_workers(client, paths, chunk_size):
+def probe_on_workers(client, paths, chunk_size, storage_options=None):
     """``(info, bad, mtimes)`` of ``paths``, checked on the workers in blocks."""
     blocks = split_rows(paths, chunk_size)
     keys = task_keys("probe-images", len(blocks))
-    futures = client.map(_probe_on_worker, blocks, key=keys, pure=False)
+    # storage_options positionally, never as a keyword of client.map (see _dask).
+    futures = client.map(
+        _probe_on_worker, blocks, [storage_options] * len(blocks), key=keys, pure=False
+    )
     info, bad, mtimes = [], [], []
     for block_info, block_bad, block_mtimes in client.gather(futures):
         info += block_info
@@ -77,7 +90,7 @@ def _probe_on_workers(client, paths, chunk_size):
     return info, bad, mtimes
 
 
-def select_on_workers(path, classes, chunk_size):
+def select_on_workers(path, classes, chunk_size, storage_options=None):
     """Listing and header checks run on the workers, for files the client cannot see.
 
     Returns ``(paths, y, classes, info, bad, mtimes)`` (see :func:`~._listing.select` and
@@ -85,9 +98,9 @@ def select_on_workers(path, classes, chunk_size):
     """
     client = get_client(None, what="read_images(files_on='workers')")
     if isinstance(path, (str, os.PathLike)):
-        paths, labels = _list_on_a_worker(client, os.fspath(path))
+        paths, labels = _list_on_a_worker(client, os.fspath(path), storage_options)
     else:
         paths, labels, _ = pairs_from_input(path)  # pairs and DataFrames list no folders
     keep, y, classes = encode_labels(labels, classes)
     paths, y = [p for p, k in zip(paths, keep) if k], y[keep]
-    return (paths, y, classes, *_probe_on_workers(client, paths, chunk_size))
+    return (paths, y, classes, *probe_on_workers(client, paths, chunk_size, storage_options))

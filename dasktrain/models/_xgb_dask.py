@@ -21,7 +21,7 @@ from .._dask import (
 )
 from .._validation import is_dask_collection
 from ..exceptions import WorkerLostError
-from ._base import validate_X
+from ._base import check_no_inf
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def fit_dask(est, X, y, evals, w, params, xgb_model=None):
 
 
 def _persist_inputs(client, X, y, w, evals):
-    """``(X, y, w, evals)`` persisted with every worker holding rows, and checked for NaN."""
+    """``(X, y, w, evals)`` persisted with every worker holding rows, and checked for inf."""
     Xd, yd, wd = balanced_persist(
         client, [row_chunked(X), row_chunked(y), None if w is None else row_chunked(w)]
     )
@@ -133,12 +133,15 @@ def _resume_hint(name, path, rounds, total):
 
 
 def _check_persisted(X, Xd, evals, evals_d):
-    """The NaN/inf check of a dask input, on its persisted blocks (no second computation)."""
+    """The inf check of a dask input, on its persisted blocks (no second computation).
+
+    NaN is allowed: xgboost reads it as a missing value.
+    """
     if is_dask_collection(X):
-        validate_X(Xd)
+        check_no_inf(Xd)
     for i, ((Xe, _), (Xe_d, _)) in enumerate(zip(evals, evals_d)):
         if is_dask_collection(Xe):
-            validate_X(Xe_d, name=f"eval_set[{i}][0]")
+            check_no_inf(Xe_d, name=f"eval_set[{i}][0]")
 
 
 def _tracker_config(client):

@@ -1,6 +1,10 @@
 """Logistic regression, Gaussian naive Bayes and an MLP on both engines, plus cross-validation.
 
-scikit-learn does the learning on both engines, so results are identical:
+:class:`LogisticRegression`, :class:`GaussianNB` and :class:`MLPClassifier` are
+:class:`~dasktrain.models.OnWorker` with the parameters of the scikit-learn estimator of the
+same name, read from the installed scikit-learn (never copied by hand: every parameter it has,
+they have, with its default), plus ``engine`` and ``client``. scikit-learn does the learning on
+both engines, so results are identical:
 
 * ``engine="local"`` fits in this process (a dask input is computed here first);
 * ``engine="dask"`` fits as one task on a worker: the dask array's blocks are gathered *on the
@@ -16,40 +20,24 @@ On the dask engine X and y are put on the cluster once and every fold is one tas
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import logging
 import time
-import uuid
-from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, clone, is_classifier
-from sklearn.utils.validation import check_is_fitted
+from sklearn.base import clone, is_classifier
 
 from .._dask import (
-    blockwise_apply,
     compute_all,
     compute_if_dask,
     get_client,
-    maybe_client,
-    row_chunked,
     task_keys,
     using_client,
 )
-from .._validation import (
-    check_array,
-    check_consistent_length,
-    is_dask_collection,
-    resolve_engine,
-)
-from ._base import (
-    strip_client_state,
-    validate_fitted_X,
-    validate_X,
-    validate_y,
-)
-
-if TYPE_CHECKING:
-    from .._typing import Array, Self
+from .._validation import is_dask_collection, resolve_engine
+from ._base import validate_X, validate_y
+from .on_worker import OnWorker
 
 logger = logging.getLogger(__name__)
 
@@ -58,232 +46,127 @@ __all__ = ["LogisticRegression", "GaussianNB", "MLPClassifier", "cross_validate"
 _OWN_PARAMS = ("engine", "client")
 
 
-def _fit_estimator(est, X, y, sample_weight):
-    """Fit on numpy X, y: in this process (local engine) or in one task (dask engine).
+def _signature(sk_class, positional):
+    """``sk_class``'s parameters (keyword-only but ``positional``), ``engine`` and ``client``."""
+    P = inspect.Parameter
+    params = [p for p in inspect.signature(sk_class.__init__).parameters.values()][1:]
+    by_name = {p.name: p for p in params}
+    out = [P("self", P.POSITIONAL_OR_KEYWORD)]
+    out += [by_name[n].replace(kind=P.POSITIONAL_OR_KEYWORD) for n in positional]
+    out += [p.replace(kind=P.KEYWORD_ONLY) for p in params if p.name not in positional]
+    out += [P("engine", P.KEYWORD_ONLY, default="auto"), P("client", P.KEYWORD_ONLY, default=None)]
+    return inspect.Signature(out)
 
-    X is checked for NaN/inf here, where it is materialised anyway: a dask X checked before
-    would be computed twice (for features of images: every file read and decoded twice).
+
+def _init_from(signature):
+    """An ``__init__`` that only stores its arguments, with ``signature`` (scikit-learn reads it
+    for ``get_params``, ``clone`` and ``repr``)."""
+
+    def __init__(self, *args, **kwargs):
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        for name, value in list(bound.arguments.items())[1:]:
+            setattr(self, name, value)
+
+    __init__.__signature__ = signature
+    return __init__
+
+
+class _SklearnOnWorker(OnWorker):
+    """:class:`OnWorker` around a named scikit-learn class whose parameters are its own.
+
+    A subclass names the class in ``_sklearn`` (``"module:Class"``) and the parameters that
+    may be given by position in ``_positional``; its ``__init__`` is made from the installed
+    class's signature when the subclass is created.
     """
-    X = validate_X(X)
-    kw = {} if sample_weight is None else {"sample_weight": sample_weight}
-    return est.fit(X, y, **kw)
+
+    _sklearn = None
+    _positional = ()
+    # No ``estimator`` parameter: the scikit-learn estimator is built from the parameters.
+    _required_parameters = []
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls._sklearn is not None:
+            cls.__init__ = _init_from(_signature(cls._sk_class(), cls._positional))
+
+    @classmethod
+    def _sk_class(cls):
+        module, name = cls._sklearn.split(":")
+        return getattr(importlib.import_module(module), name)
+
+    def _new_estimator(self):
+        params = self.get_params(deep=False)
+        return self._sk_class()(**{k: v for k, v in params.items() if k not in _OWN_PARAMS})
+
+    def _template(self):
+        return self._new_estimator()
 
 
-def _check_xy(X, y, estimator):
-    """Shape, dtype and target checks; the NaN check of a dask X waits for ``_fit_estimator``."""
-    X = validate_X(X, allow_nan=is_dask_collection(X))
-    y, _ = validate_y(y, X, estimator=estimator)
-    return X, y
-
-
-class _SklearnClassifier(ClassifierMixin, BaseEstimator):
-    """Common engine plumbing; subclasses name the scikit-learn class in ``_sk_class``."""
-
-    _sk_class = None
-
-    def __getstate__(self):
-        return strip_client_state(self.__dict__)
-
-    def _make(self):
-        params = {k: v for k, v in self.get_params(deep=False).items() if k not in _OWN_PARAMS}
-        return self._sk_class()(**params)
-
-    def fit(self, X, y, sample_weight=None) -> Self:
-        """Fit the scikit-learn model on the chosen engine.
-
-        Parameters
-        ----------
-        X : array-like or dask array of shape (n_samples, n_features)
-        y : array-like or dask array of shape (n_samples,)
-        sample_weight : array-like or dask array of shape (n_samples,), optional
-
-        Returns
-        -------
-        self
-
-        Raises
-        ------
-        ValidationError
-            NaN/inf, wrong lengths, one class only, unknown chunk sizes or engine.
-        """
-        with using_client(self.client):
-            return self._fit(X, y, sample_weight)
-
-    def _fit(self, X, y, sample_weight):
-        engine = resolve_engine(self.engine, X, y, sample_weight)
-        X, y = _check_xy(X, y, type(self).__name__)
-        if sample_weight is not None:
-            sample_weight = check_array(sample_weight, name="sample_weight", ndim=1)
-            check_consistent_length(X, sample_weight, y_name="sample_weight")
-        est = self._make()
-        if engine == "local":
-            est = _fit_estimator(est, *compute_all([X, y, sample_weight]))
-        else:
-            est = self._fit_in_a_task(est, X, y, sample_weight)
-        self.estimator_ = est
-        self.engine_ = engine
-        for name, value in vars(est).items():
-            if name.endswith("_") and not name.startswith("_"):
-                setattr(self, name, value)
-        return self
-
-    def _fit_in_a_task(self, est, X, y, sample_weight):
-        """The dask engine: one task gathers the blocks on a worker and fits ``est`` there."""
-        import dask
-
-        # A readable, fresh key: "fit-logisticregression-<uuid>" on the dashboard.
-        task = dask.delayed(_fit_estimator, pure=False)(
-            est,
-            row_chunked(X),
-            row_chunked(y),
-            None if sample_weight is None else row_chunked(sample_weight),
-            dask_key_name=f"fit-{type(est).__name__.lower()}-{uuid.uuid4().hex}",
-        )
-        return compute_if_dask(task, client=maybe_client(self.client))
-
-    def _apply(self, method, X, n_columns=None, dtype=np.float64):
-        check_is_fitted(self, "estimator_")
-        X = validate_fitted_X(self, X)
-        if is_dask_collection(X):
-            return blockwise_apply(self.estimator_, method, X, dtype=dtype, n_columns=n_columns)
-        return getattr(self.estimator_, method)(X)
-
-    def predict(self, X) -> Array:
-        """Class labels; lazy and blockwise for a dask input."""
-        check_is_fitted(self, "estimator_")
-        return self._apply("predict", X, dtype=self.classes_.dtype)
-
-    def predict_proba(self, X) -> Array:
-        """Class probabilities of shape (n_samples, n_classes); lazy for a dask input."""
-        check_is_fitted(self, "estimator_")
-        return self._apply("predict_proba", X, n_columns=len(self.classes_))
-
-    def score(self, X, y, sample_weight=None) -> float:
-        """Accuracy; dask inputs reduced blockwise by :mod:`dasktrain.metrics`."""
-        from .. import metrics
-
-        with using_client(self.client):
-            return float(metrics.accuracy_score(y, self.predict(X), sample_weight=sample_weight))
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = False
-        return tags
-
-
-class LogisticRegression(_SklearnClassifier):
+class LogisticRegression(_SklearnOnWorker):
     """Logistic regression (scikit-learn's) on both engines.
 
     Parameters
     ----------
-    C, tol, max_iter, solver, class_weight, random_state
-        As :class:`sklearn.linear_model.LogisticRegression`.
+    C : float, default=1.0
+        The only parameter that may be given by position (``LogisticRegression(0.5)``).
+    **params
+        Every other parameter of :class:`sklearn.linear_model.LogisticRegression` (as
+        installed), keyword-only, with its default (``penalty``, ``l1_ratio``,
+        ``fit_intercept``, ``solver``, ``max_iter``...).
     engine : {"auto", "local", "dask"}
-        Dask: fitted as one task on a worker (see the module docstring).
+        Dask: fitted as one task on a worker (see :class:`~dasktrain.models.OnWorker`).
     client : distributed.Client or None
 
     See Also
     --------
     sklearn.linear_model.LogisticRegression
+    OnWorker : the same for any scikit-learn estimator.
     """
 
-    def __init__(
-        self,
-        C=1.0,
-        *,
-        tol=1e-4,
-        max_iter=100,
-        solver="lbfgs",
-        class_weight=None,
-        random_state=None,
-        engine="auto",
-        client=None,
-    ):
-        self.C = C
-        self.tol = tol
-        self.max_iter = max_iter
-        self.solver = solver
-        self.class_weight = class_weight
-        self.random_state = random_state
-        self.engine = engine
-        self.client = client
-
-    @staticmethod
-    def _sk_class():
-        from sklearn.linear_model import LogisticRegression as K
-
-        return K
-
-    def decision_function(self, X) -> Array:
-        """Signed distance to the hyperplane; lazy for a dask input."""
-        check_is_fitted(self, "estimator_")
-        n = None if len(self.classes_) == 2 else len(self.classes_)
-        return self._apply("decision_function", X, n_columns=n)
+    _sklearn = "sklearn.linear_model:LogisticRegression"
+    _positional = ("C",)
 
 
-class GaussianNB(_SklearnClassifier):
+class GaussianNB(_SklearnOnWorker):
     """Gaussian naive Bayes (scikit-learn's) on both engines.
+
+    Parameters
+    ----------
+    **params
+        The parameters of :class:`sklearn.naive_bayes.GaussianNB` (as installed),
+        keyword-only (``priors``, ``var_smoothing``).
+    engine : {"auto", "local", "dask"}
+    client : distributed.Client or None
 
     See Also
     --------
     sklearn.naive_bayes.GaussianNB
     """
 
-    def __init__(self, *, priors=None, var_smoothing=1e-9, engine="auto", client=None):
-        self.priors = priors
-        self.var_smoothing = var_smoothing
-        self.engine = engine
-        self.client = client
-
-    @staticmethod
-    def _sk_class():
-        from sklearn.naive_bayes import GaussianNB as K
-
-        return K
+    _sklearn = "sklearn.naive_bayes:GaussianNB"
 
 
-class MLPClassifier(_SklearnClassifier):
+class MLPClassifier(_SklearnOnWorker):
     """Multi-layer perceptron (scikit-learn's) on both engines.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : tuple of int, default=(100,)
+        The only parameter that may be given by position.
+    **params
+        Every other parameter of :class:`sklearn.neural_network.MLPClassifier` (as
+        installed), keyword-only, with its default.
+    engine : {"auto", "local", "dask"}
+    client : distributed.Client or None
 
     See Also
     --------
     sklearn.neural_network.MLPClassifier
     """
 
-    def __init__(
-        self,
-        hidden_layer_sizes=(100,),
-        *,
-        activation="relu",
-        solver="adam",
-        alpha=1e-4,
-        batch_size="auto",
-        learning_rate_init=1e-3,
-        max_iter=200,
-        tol=1e-4,
-        early_stopping=False,
-        random_state=None,
-        engine="auto",
-        client=None,
-    ):
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.activation = activation
-        self.solver = solver
-        self.alpha = alpha
-        self.batch_size = batch_size
-        self.learning_rate_init = learning_rate_init
-        self.max_iter = max_iter
-        self.tol = tol
-        self.early_stopping = early_stopping
-        self.random_state = random_state
-        self.engine = engine
-        self.client = client
-
-    @staticmethod
-    def _sk_class():
-        from sklearn.neural_network import MLPClassifier as K
-
-        return K
+    _sklearn = "sklearn.neural_network:MLPClassifier"
+    _positional = ("hidden_layer_sizes",)
 
 
 # ------------------------------------------------------------------------ cross-validation

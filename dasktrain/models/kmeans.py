@@ -15,14 +15,18 @@ import numbers
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    ClusterMixin,
+    TransformerMixin,
+)
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from .._dask import (
     BlockRunner,
     align_rows,
-    blockwise_apply,
     compute_if_dask,
     map_row_blocks,
     maybe_client,
@@ -39,7 +43,8 @@ from .._validation import (
 )
 from ..exceptions import ValidationError
 from . import _kmeans_dask as lloyd_dask
-from ._base import computed_X, strip_client_state, validate_fitted_X, validate_X
+from ._base import computed_X, fit_X, is_dask_frame, strip_client_state, validate_fitted_X
+from ._output import LazySetOutputMixin, apply_blockwise, dask_columns, wrap_numpy
 
 if TYPE_CHECKING:
     from .._typing import Array, Self
@@ -52,7 +57,14 @@ _INITS = ("k-means||", "k-means++", "random")
 _ALGORITHMS = ("lloyd", "dask-ml")
 
 
-class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
+class KMeans(
+    LazySetOutputMixin,
+    ClassNamePrefixFeaturesOutMixin,
+    ClusterMixin,
+    TransformerMixin,
+    BaseEstimator,
+    auto_wrap_output_keys=None,  # set_output is LazySetOutputMixin's: dask output stays lazy
+):
     """K-means clustering: scikit-learn on the local engine, k-means|| + Lloyd on Dask.
 
     Parameters
@@ -101,8 +113,18 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     n_iter_ : int
         Lloyd iterations of the best run.
     n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        The column names of a pandas or dask DataFrame ``X`` at fit (only then); ``predict``,
+        ``transform`` and ``score`` refuse unseen, missing or reordered columns.
     engine_ : str
         The engine that ran.
+
+    Notes
+    -----
+    ``transform`` gives distances named ``kmeans0 ... kmeans{k-1}``
+    (``get_feature_names_out``), so ``set_output(transform="pandas")`` works; on dask input it
+    returns a lazy dask DataFrame (nothing is computed). A dask DataFrame ``X`` is accepted on
+    both engines (see :mod:`dasktrain.models`).
 
     See Also
     --------
@@ -232,11 +254,10 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         # A dask X is checked for NaN/inf where it is materialised (the dask engine's first
         # pass, the local engine's compute), never by a pass of its own: for lazy features of
         # images that pass would read and decode every file once more.
-        X = validate_X(X, allow_nan=dask_in)
+        X = fit_X(self, X, allow_nan=dask_in)
         n, d = X.shape
         k = self._check_params(n, d)
         w = self._check_weight(sample_weight, X)
-        self.n_features_in_ = d
         self.engine_ = engine
         if self.algorithm == "dask-ml":
             self._fit_dask_ml(X, k, w, dask_in)
@@ -352,10 +373,10 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         self.labels_ = da.from_array(labels, chunks=(Xd.chunks[0],)) if dask_in else labels
 
     # ------------------------------------------------------------------ predict & co
-    def _check_X(self, X):
-        check_is_fitted(self)
-        X = validate_fitted_X(self, X)
-        return X
+    @property
+    def _n_features_out(self):
+        """Columns of ``transform`` (``get_feature_names_out``: ``kmeans0`` ...)."""
+        return self.cluster_centers_.shape[0]
 
     def predict(self, X) -> Array:
         """Index of the closest center for each sample (lazy dask array for dask input).
@@ -380,16 +401,28 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         return self._apply("transform", X, np.float64, n_columns=len(self.cluster_centers_))
 
     def _apply(self, method, X, dtype, n_columns=None):
-        """``predict`` or ``transform``: lazy and blockwise for dask (``kmeans-<method>``)."""
-        X = self._check_X(X)
+        """``predict`` or ``transform``: lazy and blockwise for dask (``kmeans-<method>``).
+
+        A dask X stays lazy: its blocks are checked for NaN/inf when computed.
+        """
+        check_is_fitted(self)
+        X_in, dask_in = X, is_dask_collection(X)
+        X = validate_fitted_X(self, X, allow_nan=dask_in, lengths=False)
         centers = lloyd_dask.Centers(np.asarray(self.cluster_centers_, dtype=np.float64))
-        if is_dask_collection(X):
-            return blockwise_apply(
-                centers, method, X, dtype=dtype, n_columns=n_columns, name=f"kmeans-{method}"
+        transform = method == "transform"
+        if dask_in:
+            return apply_blockwise(
+                centers,
+                method,
+                X_in if is_dask_frame(X_in) else X,
+                dtype=dtype,
+                n_columns=n_columns,
+                name=f"kmeans-{method}",
+                columns=dask_columns(self) if transform else None,
             )
-        if self._sk is not None:
-            return getattr(self._sk, method)(X)
-        return getattr(centers, method)(X)
+        model = self._sk if self._sk is not None else centers
+        out = getattr(model, method)(X)
+        return wrap_numpy(self, out, X_in) if transform else out
 
     def score(self, X, y=None, sample_weight=None) -> float:
         """Opposite of the inertia of X (for dask input: one reduction, computed eagerly).
@@ -398,7 +431,8 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         -------
         float
         """
-        X = self._check_X(X)
+        check_is_fitted(self)
+        X = validate_fitted_X(self, X)
         w = self._check_weight(sample_weight, X)
         C = np.asarray(self.cluster_centers_, dtype=np.float64)
         if not is_dask_collection(X) and not is_dask_collection(w):

@@ -28,7 +28,6 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._compat import has_gpu, import_optional
 from .._dask import (
-    blockwise_apply,
     compute_if_dask,
     maybe_client,
     row_chunked,
@@ -36,8 +35,6 @@ from .._dask import (
     using_client,
 )
 from .._validation import (
-    check_array,
-    check_consistent_length,
     check_positive_int,
     is_dask_collection,
     resolve_engine,
@@ -45,12 +42,24 @@ from .._validation import (
 from ..exceptions import ValidationError
 from ._base import (
     computed_X,
+    fit_X,
+    is_dask_frame,
+    scoring_inputs,
     strip_client_state,
     validate_fitted_X,
+    validate_sample_weight,
     validate_X,
     validate_y,
 )
+from ._output import apply_blockwise
 from ._xgb_dask import fit_dask
+from ._xgb_predict import (
+    BoosterPredictor,
+    argmax_labels,
+    binary_proba,
+    encode_labels,
+    feature_importances,
+)
 
 if TYPE_CHECKING:
     from .._typing import Array, Self
@@ -60,25 +69,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["XGBClassifier", "XGBRegressor"]
 
 _DEVICES = ("auto", "cpu", "cuda")
-
-
-def _encode_block(y, classes):
-    idx = np.searchsorted(classes, y)
-    idx = np.minimum(idx, len(classes) - 1)
-    if not (classes[idx] == y).all():
-        bad = np.unique(y[classes[idx] != y])[:5]
-        raise ValidationError(
-            f"labels {bad.tolist()!r} were not seen in y at fit time "
-            f"(classes {classes.tolist()!r})."
-        )
-    return idx
-
-
-def _encode(y, classes):
-    """Map labels to 0..n_classes-1 (lazily for dask)."""
-    if is_dask_collection(y):
-        return y.map_blocks(_encode_block, classes, dtype=np.intp)
-    return _encode_block(np.asarray(y), classes)
 
 
 class _XGBBase(BaseEstimator):
@@ -182,7 +172,8 @@ class _XGBBase(BaseEstimator):
         Parameters
         ----------
         X : array-like or dask array of shape (n_samples, n_features)
-            NaN and inf are refused (impute first).
+            NaN is a missing value (xgboost's ``missing=np.nan``); inf is refused. A pandas or
+            dask DataFrame's column names are recorded in ``feature_names_in_``.
         y : array-like or dask array of shape (n_samples,)
         eval_set : list of (X, y) pairs, optional
             Evaluated every round; the last one drives ``early_stopping_rounds``.
@@ -220,11 +211,11 @@ class _XGBBase(BaseEstimator):
         engine = resolve_engine(self.engine, X, y, sample_weight)
         # A dask X is checked for NaN/inf once materialised (computed by the local engine,
         # persisted by the dask engine), not by a pass of its own that would compute it twice.
-        X = validate_X(X, allow_nan=is_dask_collection(X))
+        # NaN is a missing value to xgboost; inf is refused (for a dask X on its persisted or
+        # computed blocks, never by a pass of its own).
+        X = fit_X(self, X, allow_nan=True)
         y, classes = self._check_y(y, X)
-        if sample_weight is not None:
-            sample_weight = check_array(sample_weight, name="sample_weight", ndim=1)
-            check_consistent_length(X, sample_weight, y_name="sample_weight")
+        sample_weight = validate_sample_weight(sample_weight, X)
         params = self._xgb_kwargs()
         if self.early_stopping_rounds is not None and not eval_set:
             raise ValidationError(
@@ -234,7 +225,7 @@ class _XGBBase(BaseEstimator):
         evals = []
         for i, pair in enumerate(eval_set or []):
             Xe, ye = pair
-            Xe = validate_X(Xe, name=f"eval_set[{i}][0]", allow_nan=is_dask_collection(Xe))
+            Xe = validate_X(Xe, name=f"eval_set[{i}][0]", allow_nan=True)
             ye, _ = self._check_y(ye, Xe)
             if Xe.shape[1] != X.shape[1]:
                 raise ValidationError(
@@ -244,9 +235,8 @@ class _XGBBase(BaseEstimator):
         if classes is not None:
             self.classes_ = np.asarray(classes)
             self.n_classes_ = len(classes)
-            y = _encode(y, self.classes_)
-            evals = [(Xe, _encode(ye, self.classes_)) for Xe, ye in evals]
-        self.n_features_in_ = X.shape[1]
+            y = encode_labels(y, self.classes_)
+            evals = [(Xe, encode_labels(ye, self.classes_)) for Xe, ye in evals]
         self.engine_ = engine
         self.restarts_, self.failures_, self.last_checkpoint_ = 0, [], None
         self._tag = uuid.uuid4().hex[:10]  # names this fit's checkpoints
@@ -291,12 +281,12 @@ class _XGBBase(BaseEstimator):
             n_jobs = total_threads(client) if client is not None else None
         self.n_jobs_ = n_jobs
         evals = [
-            (computed_X(a, name=f"eval_set[{i}][0]"), compute_if_dask(b))
+            (computed_X(a, name=f"eval_set[{i}][0]", allow_nan=True), compute_if_dask(b))
             for i, (a, b) in enumerate(evals)
         ]
         model = self._local_class(xgboost)(n_jobs=n_jobs, **self._with_checkpoints(params))
         model.fit(
-            computed_X(X),
+            computed_X(X, allow_nan=True),
             compute_if_dask(y),
             sample_weight=compute_if_dask(w),
             eval_set=evals or None,
@@ -312,54 +302,68 @@ class _XGBBase(BaseEstimator):
             return (0, int(self.best_iteration_) + 1)
         return (0, 0)
 
-    def _check_X(self, X):
+    def get_booster(self):
+        """The fitted :class:`xgboost.Booster` (``booster_``), as xgboost's own wrapper names it.
+
+        Returns
+        -------
+        xgboost.Booster
+        """
         check_is_fitted(self)
-        X = validate_fitted_X(self, X)
-        return X
+        return self.booster_
+
+    @property
+    def feature_importances_(self):
+        """Importance of each feature, normalised to sum to 1 (xgboost's definition).
+
+        The ``importance_type`` parameter (an xgboost parameter, default ``"gain"``) picks the
+        measure; features never used in a split get 0.
+
+        Returns
+        -------
+        ndarray of shape (n_features_in_,), float32
+        """
+        check_is_fitted(self)
+        kind = self.xgb_params.get("importance_type") or "gain"
+        return feature_importances(self.booster_, self.n_features_in_, kind)
 
     def _raw_predict(self, X):
-        """Booster output: probability of class 1, class probabilities, or the regression."""
-        X = self._check_X(X)
+        """Booster output: probability of class 1, class probabilities, or the regression.
+
+        Lazy for dask input (NaN is a missing value, so nothing needs computing first).
+        """
+        check_is_fitted(self)
+        X_in = X
+        X = validate_fitted_X(self, X, allow_nan=True, lengths=False)
         rng = self._iteration_range()
         if not is_dask_collection(X):
             return self.booster_.inplace_predict(X, iteration_range=rng)
-        X = row_chunked(X)
+        multi = self._kind == "classifier" and self.n_classes_ > 2
         client = maybe_client(self.client)
-        if client is not None:
+        if client is not None and not is_dask_frame(X_in):
+            X = row_chunked(X)
             import xgboost.dask as dxgb
 
             # as_current: xgboost's _get_client calls distributed.get_client() even when
             # given a client, which fails for an explicit client that is not the default.
             with client.as_current():
                 return dxgb.inplace_predict(client, self.booster_, X, iteration_range=rng)
-        # No distributed client: one booster key in the graph, applied blockwise.
-        multi = self._kind == "classifier" and self.n_classes_ > 2
-        return blockwise_apply(
-            _BoosterPredictor(self.booster_, rng),
+        # A dask DataFrame (rows unknown) or no distributed client: one booster key in the
+        # graph, applied blockwise.
+        return apply_blockwise(
+            BoosterPredictor(self.booster_, rng),
             "predict",
-            X,
+            X_in if is_dask_frame(X_in) else X,
             dtype=np.float32,
             n_columns=self.n_classes_ if multi else None,
+            name="predict-xgboost",
+            allow_nan=True,
         )
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = False
+        tags.input_tags.allow_nan = True  # xgboost's missing values
         return tags
-
-
-class _BoosterPredictor:
-    def __init__(self, booster, iteration_range):
-        self.booster = booster
-        self.iteration_range = iteration_range
-
-    def predict(self, X):
-        return self.booster.inplace_predict(X, iteration_range=self.iteration_range)
-
-
-def _binary_proba(p):
-    p = np.asarray(p, dtype=np.float32).reshape(-1)
-    return np.column_stack([1.0 - p, p])
 
 
 class XGBClassifier(ClassifierMixin, _XGBBase):
@@ -377,13 +381,13 @@ class XGBClassifier(ClassifierMixin, _XGBBase):
         (fair comparison), else all cores. The dask engine uses each worker's threads.
     random_state : int
     early_stopping_rounds : int or None
-        Needs ``eval_set`` in :meth:`fit`; predictions then use the best iteration.
+        Needs ``eval_set`` in ``fit``; predictions then use the best iteration.
     eval_metric : str, list or None
     client : distributed.Client or None
         Resolved late with ``distributed.get_client()``; never pickled.
     checkpoint_dir : str or path, optional
         Save the booster every ``checkpoint_every`` rounds into this folder (shared by the
-        workers and this process on a multi-host cluster); see :meth:`fit`.
+        workers and this process on a multi-host cluster); see ``fit``.
     checkpoint_every : int
         Rounds between checkpoints.
     max_restarts : int
@@ -395,8 +399,13 @@ class XGBClassifier(ClassifierMixin, _XGBBase):
     Attributes
     ----------
     booster_ : xgboost.Booster
+        Also returned by ``get_booster()``.
     classes_ : ndarray
     n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        The column names of a pandas or dask DataFrame ``X`` (only then); checked at predict.
+    feature_importances_ : ndarray of shape (n_features,)
+        Normalised importances (``importance_type``, default ``"gain"``), as xgboost's.
     best_iteration_ : int or None
     evals_result_ : dict
     engine_ : str
@@ -427,38 +436,32 @@ class XGBClassifier(ClassifierMixin, _XGBBase):
             return raw
         if is_dask_collection(raw):
             return raw.map_blocks(
-                _binary_proba,
+                binary_proba,
                 dtype=np.float32,
                 chunks=(raw.chunks[0], (2,)),
                 new_axis=1 if raw.ndim == 1 else None,
             )
-        return _binary_proba(raw)
+        return binary_proba(raw)
 
     def predict(self, X) -> Array:
         """Predicted class labels (lazy dask array for dask input)."""
         proba = self.predict_proba(X)
         if is_dask_collection(proba):
             return proba.map_blocks(
-                _argmax_labels,
+                argmax_labels,
                 self.classes_,
                 dtype=self.classes_.dtype,
                 drop_axis=1,
             )
-        return _argmax_labels(proba, self.classes_)
+        return argmax_labels(proba, self.classes_)
 
     def score(self, X, y, sample_weight=None) -> float:
         """Accuracy (dask inputs reduced blockwise by :mod:`dasktrain.metrics`)."""
         from .. import metrics
 
         with using_client(self.client):
-            return float(metrics.accuracy_score(y, self.predict(X), sample_weight=sample_weight))
-
-
-def _argmax_labels(proba, classes):
-    if proba.shape[1] == 2:
-        # As xgboost: class 1 when its probability is above 0.5.
-        return classes[(proba[:, 1] > 0.5).astype(np.intp)]
-    return classes[np.argmax(proba, axis=1)]
+            pred, y, sample_weight = scoring_inputs(X, self.predict(X), y, sample_weight)
+            return float(metrics.accuracy_score(y, pred, sample_weight=sample_weight))
 
 
 class XGBRegressor(RegressorMixin, _XGBBase):
@@ -481,4 +484,5 @@ class XGBRegressor(RegressorMixin, _XGBBase):
         from .. import metrics
 
         with using_client(self.client):
-            return float(metrics.r2_score(y, self.predict(X), sample_weight=sample_weight))
+            pred, y, sample_weight = scoring_inputs(X, self.predict(X), y, sample_weight)
+            return float(metrics.r2_score(y, pred, sample_weight=sample_weight))

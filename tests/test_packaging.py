@@ -1,0 +1,85 @@
+"""The package's metadata (issue 15, item 7): licence, minimums that match the code, URLs.
+
+Before: ``scikit-learn>=1.4`` and ``zarr>=2.16`` were declared while the code needed 1.6 and 3;
+no LICENSE file; the licence was a TOML table (deprecated by PEP 639).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tomllib
+from packaging.requirements import Requirement
+from packaging.version import Version
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def project():
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def _minimums(project):
+    out = {}
+    for req in map(Requirement, project["dependencies"]):
+        bounds = [Version(s.version) for s in req.specifier if s.operator == ">="]
+        assert bounds, f"{req} has no lower bound"
+        out[req.name] = bounds[0]
+    return out
+
+
+def test_licence_is_spdx_with_its_file(project):
+    assert project["license"] == "BSD-3-Clause", "an SPDX expression (PEP 639), not a table"
+    assert project["license-files"] == ["LICENSE"]
+    text = (ROOT / "LICENSE").read_text()
+    assert "Redistribution and use in source and binary forms" in text
+    assert "Neither the name of the copyright holder" in text  # the third clause
+    # PEP 639: a licence expression and a licence classifier must not both be given.
+    assert not [c for c in project["classifiers"] if c.startswith("License ::")]
+    build = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]
+    assert "setuptools>=77" in build["requires"], "PEP 639 needs setuptools 77"
+
+
+def test_minimums_are_what_the_code_needs(project):
+    low = _minimums(project)
+    # validate_data / ensure_all_finite / __sklearn_tags__ (models/_base.py, on_worker.py)
+    assert low["scikit-learn"] >= Version("1.6")
+    # Group.create_array (features/store.py); 3.0.0-3.0.7 are yanked (zarr.load deleted data)
+    assert low["zarr"] >= Version("3.0.8")
+    # dask-ml 2025.1 is the first to work with scikit-learn 1.6, and it needs dask 2025.1
+    assert low["dask-ml"] >= Version("2025.1")
+    assert low["dask"] >= Version("2025.1") and low["distributed"] >= Version("2025.1")
+    assert project["requires-python"] == ">=3.11"  # zarr 3 needs 3.11
+    assert "fsspec" in low  # read_images opens remote paths through it
+
+
+def test_installed_versions_meet_the_minimums(project):
+    from importlib.metadata import version
+
+    for name, low in _minimums(project).items():
+        assert Version(version(name)) >= low, (name, version(name), low)
+
+
+def test_minimums_script_pins_every_bound(project):
+    out = subprocess.run(
+        [sys.executable, str(ROOT / ".ci" / "minimums.py")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    pins = dict(line.split("==") for line in out)
+    assert {k: Version(v) for k, v in pins.items()} == _minimums(project)
+    run = (ROOT / ".ci" / "run").read_text()
+    assert ".ci/minimums.py" in run and "-c " in run, ".ci/run installs the minimums"
+
+
+def test_classifiers(project):
+    classifiers = set(project["classifiers"])
+    for c in ("Framework :: Dask", "Typing :: Typed", "Programming Language :: Python :: 3.11"):
+        assert c in classifiers
+    assert len(classifiers) >= 10
+    assert (ROOT / "dasktrain" / "py.typed").exists()
