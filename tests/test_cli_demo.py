@@ -11,7 +11,7 @@ import pytest
 
 from dasktrain.cli import build_parser
 from dasktrain.cli.compare import DEFAULT_WORKLOADS
-from dasktrain.exceptions import ClusterConnectionError
+from dasktrain.exceptions import ClusterConnectionError, ValidationError, WorkloadError
 
 # Every built-in workload but `read` needs torch (the CNN trunk of the features, or the DDP
 # job): without it their rows must say "unavailable", never show a faked number.
@@ -33,8 +33,11 @@ def test_demo_end_to_end_small(tmp_path, cluster, capsys):
     args = _parse(["demo", "--small", "--out", str(out), "--scheduler", cluster.scheduler_address])
     code = args.func(args)
     text = capsys.readouterr().out
-    assert "dask dashboard: http://127.0.0.1:" in text
+    assert "setup dask: 2 workers, 2 threads; dashboard http://127.0.0.1:" in text
     assert "[  1/16]" in text and "finished in" in text  # progress while it runs
+    # The verdicts come first, one per workload, computed from the measurements.
+    verdicts = text.split("Verdicts\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert [v.strip().split(":")[0] for v in verdicts] == list(DEFAULT_WORKLOADS)
     for name in ("report.html", "results.csv", "results.json", "samples.csv"):
         assert (out / name).exists(), name
     table = pd.read_csv(out / "results.csv")
@@ -90,12 +93,16 @@ def test_compare_command_on_a_folder(tmp_path, cluster, capsys):
     assert table.loc["dask", "cost_usd"] == pytest.approx(
         0.2 * 0.5 * table.loc["dask", "time_median"] / 3600
     )
-    assert "cost_usd" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "USD" in text and "cost: 4 timed runs" in text
 
 
 def test_compare_command_unreachable_scheduler(tmp_path):
+    from dasktrain.datasets import make_xray_like
+
+    root = make_xray_like(tmp_path / "xray", n_per_class=4, size=16, seed=0)
     args = _parse(
-        ["compare", str(tmp_path), "--scheduler", "tcp://127.0.0.1:9", "--out", str(tmp_path / "o")]
+        ["compare", str(root), "--scheduler", "tcp://127.0.0.1:9", "--out", str(tmp_path / "o")]
     )
     with dask.config.set({"dasktrain.connect-timeout": "1s"}):
         with pytest.raises(ClusterConnectionError, match="tcp://127.0.0.1:9"):
@@ -132,3 +139,64 @@ def test_demo_and_compare_parsers():
     )
     with pytest.raises(SystemExit):
         _parse(["compare", "data/", "--engines", "spark"])
+
+
+def test_compare_command_checks_the_data_before_connecting(tmp_path):
+    # An empty folder is the user's mistake: said at once, before any cluster is reached.
+    args = _parse(
+        ["compare", str(tmp_path), "--scheduler", "tcp://127.0.0.1:9", "--out", str(tmp_path / "o")]
+    )
+    with pytest.raises(WorkloadError, match="is empty"):
+        args.func(args)
+
+
+def test_help_shows_defaults_and_examples(capsys):
+    for argv, wanted in (
+        (["--help"], ["examples:", "dasktrain demo"]),
+        (["demo", "--help"], ["examples:", "(default: report/)", "(default: 400; 12 with"]),
+        (["compare", "--help"], ["examples:", "--clusters laptop=2", "(default: local dask)"]),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            _parse(argv)
+        assert exc.value.code == 0
+        text = capsys.readouterr().out
+        for w in wanted:
+            assert w in text, (argv, w)
+
+
+def test_demo_defaults_cover_three_sizes_and_two_cluster_sizes():
+    from dasktrain.cli.demo import default_clusters, default_sizes
+
+    assert default_sizes(400) == [150, 300, 600]  # 300 training images per class
+    assert {"dask-1w": 1, "dask-2w": 2}.items() <= default_clusters().items()
+
+
+@pytest.mark.parametrize(
+    "items, expected",
+    [
+        (["1", "2"], {"dask-1w": 1, "dask-2w": 2}),
+        (["lab=tcp://10.0.0.5:8786", "me=2"], {"lab": "tcp://10.0.0.5:8786", "me": 2}),
+        (["gpu"], {"dask-gpu": {"gpu": True}}),
+    ],
+)
+def test_clusters_option(items, expected):
+    from dasktrain.cli.compare import parse_clusters
+
+    assert parse_clusters(items) == expected
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--clusters", "two"], "is not N, gpu"),
+        (["--clusters", "1", "a=1", "a=2"], "names 'a' twice"),
+        (["--clusters", "1", "--workers", "2"], "replaces --workers"),
+        (["--repeat", "0"], "--repeat=0 must be >= 1"),
+    ],
+)
+def test_bad_options_fail_before_a_cluster_starts(tmp_path, argv, match):
+    from dasktrain.cli.compare import DEFAULT, check_arguments
+
+    args = _parse(["compare", str(tmp_path), "--out", str(tmp_path / "o"), *argv])
+    with pytest.raises(ValidationError, match=match):
+        check_arguments(args, DEFAULT)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import threading
 import time
 
@@ -473,3 +474,20 @@ def test_timeout_reports_the_run_and_the_comparison_returns(blobs, client, tmp_p
     # The timed-out rows were written as they happened.
     logged = [json.loads(x) for x in (tmp_path / "out" / "runs.jsonl").read_text().splitlines()]
     assert sum(r["status"] == "timeout" for r in logged) == 2
+
+
+def test_worker_watch_sees_a_death_after_a_broadcast_scatter(own_client):
+    # Regression: Client.scatter(broadcast=True) logs a scheduler event holding WorkerState
+    # objects; reading the whole "all" topic then failed, and every later worker death went
+    # unseen (runs that lost a worker said they lost none).
+    import signal
+
+    from dasktrain._dask import WorkerWatch
+
+    own_client.scatter(np.arange(4096.0), broadcast=True)
+    watch = WorkerWatch(own_client)
+    pids = own_client.run(os.getpid)
+    victim = sorted(pids)[0]
+    os.kill(pids[victim], signal.SIGKILL)
+    lost = watch.lost(wait=10)
+    assert [a for a, expected in lost if not expected] == [victim]

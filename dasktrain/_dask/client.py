@@ -161,8 +161,23 @@ class WorkerWatch:
         self._since = max((t for t, _ in self._all()), default=float("-inf"))
 
     def _all(self):
+        """The scheduler's ``remove-worker`` events, picked out on the scheduler.
+
+        Reading the whole ``"all"`` topic fails once it holds an event that cannot be
+        serialised: ``Client.scatter(..., broadcast=True)`` logs a ``replicate`` event with
+        the scheduler's ``WorkerState`` objects in it (distributed 2026.8), after which every
+        removal went unseen.
+        """
+
+        def removals(dask_scheduler):  # nested: travels by value, runs on the scheduler
+            return [
+                (t, {k: msg.get(k) for k in ("action", "worker", "expected")})
+                for t, msg in dask_scheduler.get_events("all")
+                if isinstance(msg, dict) and msg.get("action") == "remove-worker"
+            ]
+
         try:
-            return list(self.client.get_events("all"))
+            return list(self.client.run_on_scheduler(removals))
         except Exception:  # noqa: BLE001 - a scheduler that cannot answer: nothing seen
             logger.debug("could not read the scheduler's events", exc_info=True)
             return []

@@ -30,10 +30,18 @@ SUBCOMMANDS = (info, images, demo, compare)
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand of :data:`SUBCOMMANDS`."""
     from .. import __version__
+    from .compare import HelpFormatter
 
     parser = argparse.ArgumentParser(
         prog="dasktrain",
         description="Train image models on Dask and compare distributed against local runs.",
+        epilog="examples:\n"
+        "  dasktrain demo                  # the whole comparison on built-in data\n"
+        "  dasktrain images chest_xray/    # what is in an image folder\n"
+        "  dasktrain compare chest_xray/ --clusters 1 2\n"
+        "  dasktrain info --scheduler tcp://10.0.0.5:8786\n"
+        "'dasktrain COMMAND --help' shows each command's options and their defaults.",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"dasktrain {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")

@@ -1,12 +1,13 @@
-"""``dasktrain compare PATH``: the comparison on a user's folder and (optionally) cluster.
+"""``dasktrain compare PATH``: the comparison on a user's folder and (optionally) clusters.
 
 Also home of what ``dasktrain demo`` shares with it: the options, the presets (default and
-``--small``), the progress lines and the final table. Each run is printed as it finishes, then
-the table, and the report is written to ``--out``.
+``--small``), the progress and the final verdicts, table and report. Every argument is checked
+before a cluster starts; library warnings and messages go to ``OUT/dasktrain.log``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
@@ -15,7 +16,15 @@ from pathlib import Path
 
 from ..exceptions import ValidationError
 
-__all__ = ["add_parser", "run", "add_comparison_arguments", "run_comparison", "DEFAULT_WORKLOADS"]
+__all__ = [
+    "add_parser",
+    "run",
+    "add_comparison_arguments",
+    "run_comparison",
+    "parse_clusters",
+    "DEFAULT_WORKLOADS",
+    "HelpFormatter",
+]
 
 DEFAULT_WORKLOADS = (
     "read",
@@ -28,13 +37,28 @@ DEFAULT_WORKLOADS = (
     "ddp_cnn",
 )
 
-#: Sizes of the default demo: about 1-2 minutes on an idle 2-core machine, 3 repeats.
-DEFAULT = {"n_per_class": 400, "image_size": 128, "repeat": 3, "warmup": True}
-#: ``--small``: seconds, for the test suite and a quick look.
+#: The default demo: every workload at three sizes on the local engine and on local clusters
+#: of 1 and 2 workers, one timed run each after a warm-up: under 5 minutes on 2 cores.
+DEFAULT = {"n_per_class": 400, "image_size": 64, "repeat": 1, "warmup": True}
+#: ``--small``: seconds, for the test suite and a quick look (one size, one cluster).
 SMALL = {"n_per_class": 12, "image_size": 32, "repeat": 1, "warmup": False}
 SMALL_OPTIONS = {"epochs": 1, "n_estimators": 10, "mlp_max_iter": 50, "cv": 2, "batch_size": 32}
-#: The demo's DDP job trains 3 epochs: more would dominate the run time on 2 CPU cores.
-DEFAULT_OPTIONS = {"epochs": 3}
+DEFAULT_OPTIONS = {}
+#: The name of the log file written beside the report.
+LOG_NAME = "dasktrain.log"
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """``--help`` shows each option's default (unless its help already says it) and the
+    examples as written."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        d = action.default
+        if d is None or d is False or d == argparse.SUPPRESS or "default" in text:
+            return text
+        shown = " ".join(map(str, d)) if isinstance(d, (list, tuple)) else d
+        return f"{text} (default: {shown})"
 
 
 def preset_for(args) -> dict:
@@ -51,27 +75,37 @@ def _options(args, preset):
     return opts
 
 
-def _printer(out=None):
-    """The ``progress`` callback of :func:`dasktrain.compare`: one line per finished run."""
-    out = out or sys.stdout
-    t0 = time.perf_counter()
+# --------------------------------------------------------------------------------------------
+# Checking the arguments (before anything starts)
+# --------------------------------------------------------------------------------------------
+def parse_clusters(specs) -> dict | None:
+    """``--clusters`` items -> the ``clusters=`` of :func:`dasktrain.compare`.
 
-    def progress(ev):
-        rec = ev["record"]
-        what = "warm-up" if ev["event"] == "warmup" else f"run {ev['repeat']}"
-        t = rec.get("time", math.nan)
-        secs = "" if t is None or (isinstance(t, float) and math.isnan(t)) else f"{t:8.3f} s"
-        status = rec["status"]
-        if status != "ok":
-            status += f": {str(rec.get('error'))[:100]}"
-        print(
-            f"[{ev['index']:>3}/{ev['total']}] {time.perf_counter() - t0:6.1f}s  "
-            f"{ev['workload']:<12} {ev['engine']:<6} {what:<8} {secs:>10}  {status}",
-            file=out,
-            flush=True,
-        )
-
-    return progress
+    ``N`` is a local cluster of N single-threaded workers (named ``dask-Nw``), ``gpu`` a local
+    GPU cluster (``dask-gpu``), ``NAME=N``, ``NAME=gpu`` or ``NAME=ADDRESS`` the same under a
+    name of one's own (``cluster-a=tcp://10.0.0.5:8786``).
+    """
+    if not specs:
+        return None
+    out = {}
+    for item in specs:
+        name, _, value = item.rpartition("=") if "=" in item else ("", "", item)
+        if value.isdigit():
+            spec = int(value)
+            name = name or f"dask-{spec}w"
+        elif value == "gpu":
+            spec, name = {"gpu": True}, name or "dask-gpu"
+        elif "://" in value or ":" in value:
+            spec, name = value, name or value
+        else:
+            raise ValidationError(
+                f"--clusters item {item!r} is not N, gpu, NAME=N, NAME=gpu or NAME=ADDRESS "
+                "(e.g. --clusters 1 2, or --clusters a=tcp://10.0.0.5:8786 b=4)."
+            )
+        if name in out:
+            raise ValidationError(f"--clusters names {name!r} twice.")
+        out[name] = spec
+    return out
 
 
 def _load_prices(value):
@@ -84,19 +118,140 @@ def _load_prices(value):
     except json.JSONDecodeError as exc:
         raise ValidationError(
             f"--prices {value!r} is neither a JSON file nor JSON text ({exc}); use e.g. "
-            '\'{"local": 0.192, "dask": 0.384}\' (USD per hour per engine).'
+            '\'{"local": 0.192, "dask": 0.384}\' (USD per hour per setup).'
         ) from exc
 
 
-def _finish(results, out, stream=None):
-    """Print the table and crossover, save the report; the exit code (1: a workload errored)."""
+def _clusters(args):
+    """The clusters the arguments ask for (None: one local cluster, the default)."""
+    given = [x for x in ("scheduler", "workers") if getattr(args, x, None) is not None]
+    if args.clusters and given:
+        raise ValidationError(f"--clusters replaces --{given[0]}; pass one of them.")
+    if args.scheduler is not None:
+        return {"dask": args.scheduler}
+    if args.workers is not None:
+        if args.workers < 1:
+            raise ValidationError(f"--workers={args.workers} must be >= 1.")
+        return {"dask": args.workers}
+    return parse_clusters(args.clusters)
+
+
+def check_arguments(args, preset) -> dict:
+    """Every option checked before a cluster starts; the keyword arguments of compare()."""
+    from ..harness import check_output_dir, check_timeout
+
+    # Before a cluster starts and anything runs: a bad --out used to fail after the whole run.
+    check_output_dir(args.out, name="--out")
+    check_timeout(args.timeout)
+    if args.repeat is not None and args.repeat < 1:
+        raise ValidationError(f"--repeat={args.repeat} must be >= 1.")
+    if args.sizes is not None and min(args.sizes) < 1:
+        raise ValidationError(f"--sizes={args.sizes} must all be >= 1.")
+    clusters = _clusters(args)
+    return {
+        "workloads": list(args.workloads),
+        "engines": tuple(args.engines),
+        "repeat": args.repeat if args.repeat is not None else preset["repeat"],
+        "clusters": clusters if "dask" in args.engines else None,
+        "prices": _load_prices(args.prices),
+        "spot_discount": args.spot_discount,
+        "sizes": args.sizes,
+        "warmup": preset["warmup"] and not args.no_warmup,
+        "options": _options(args, preset),
+        "n_per_class": preset["n_per_class"],
+        "out": args.out,
+        "timeout": args.timeout,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Progress and the final output
+# --------------------------------------------------------------------------------------------
+class _Printer:
+    """The ``progress`` callback of :func:`dasktrain.compare` for the command line.
+
+    On a terminal a progress bar; elsewhere (a pipe, a log, the tests) one line per run.
+    """
+
+    def __init__(self, out=None):
+        self.out = out or sys.stdout
+        self.t0 = time.perf_counter()
+        self.bar = None
+
+    def __call__(self, ev):
+        if self.bar is not None:
+            size = ev["size"]
+            where = f" {size:g}" if size == size else ""
+            self.bar.set_description(f"{ev['workload']} {ev['setup']}{where}")
+            self.bar.update(1)
+            return
+        print(self._line(ev), file=self.out, flush=True)
+
+    def start(self, setups, total):
+        """Before the first run: the setups and their dashboards, then the bar."""
+        for name, s in setups.items():
+            if s["engine"] == "dask":
+                gpus = f", {s['gpus']} GPU" if s.get("gpus") else ""
+                print(
+                    f"setup {name}: {s['workers']} workers, {s['threads']} threads{gpus}; "
+                    f"dashboard {s['dashboard']}",
+                    file=self.out,
+                    flush=True,
+                )
+            else:
+                print(f"setup {name}: this process, {s['threads']} cores", file=self.out)
+        if getattr(self.out, "isatty", lambda: False)():
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, unit="run", file=self.out, leave=False)
+
+    def _line(self, ev):
+        rec = ev["record"]
+        what = "warm-up" if ev["event"] == "warmup" else f"run {ev['repeat']}"
+        t = rec.get("time", math.nan)
+        secs = "" if t is None or (isinstance(t, float) and math.isnan(t)) else f"{t:8.3f} s"
+        status = rec["status"]
+        if status != "ok":
+            status += f": {str(rec.get('error'))[:100]}"
+        size = ev["size"]
+        size = f"{size:>6g}" if size == size else " " * 6
+        return (
+            f"[{ev['index']:>3}/{ev['total']}] {time.perf_counter() - self.t0:6.1f}s  "
+            f"{ev['workload']:<12} {ev['setup']:<8} {size} {what:<8} {secs:>10}  {status}"
+        )
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _epochs_lines(results):
+    runs = results.runs
+    col = "metric.accuracy_per_epoch"
+    if col not in runs:
+        return []
+    r = runs[runs[col].notna() & (runs.status == "ok")]
+    if "size" in r and r["size"].notna().any():
+        r = r[r["size"] == r["size"].max()]
+    return [
+        f"{w} [{s}] accuracy per epoch: {g[col].iloc[-1]}"
+        for (w, s), g in r.groupby(["workload", "setup"], sort=False)
+    ]
+
+
+def _finish(results, out, log_lines, stream=None):
+    """Print the verdicts, the table and where the files are; the exit code (1: an error)."""
     stream = stream or sys.stdout
     print("", file=stream)
     print(results.to_string(), file=stream)
-    cr = results.crossover
-    if cr is not None:
-        for _, r in cr.iterrows():
-            print(f"crossover {r.workload}: {r.note}", file=stream)
+    for line in _epochs_lines(results):
+        print(line, file=stream)
+    c = results.cost
+    print(
+        f"cost: {c['runs']} timed runs, {c['run_s']:.0f} s, {c['core_seconds']['total']:.0f} "
+        "core-seconds" + (f", {c['usd']['total']:.4f} USD" if c["usd"] else ""),
+        file=stream,
+    )
     d = results.save(out)
     print(f"\nreport: {d / 'report.html'}", file=stream)
     print(
@@ -106,24 +261,8 @@ def _finish(results, out, stream=None):
     )
     if results.performance_report:
         print(f"dask performance report: {d / 'dask-performance-report.html'}", file=stream)
+    print(f"library warnings and messages: {d / LOG_NAME} ({log_lines} lines)", file=stream)
     return 1 if (results.table.status == "error").any() else 0
-
-
-def _connect(args):
-    """The cluster of the dask engine, its dashboard and size printed (None without it)."""
-    from ..cluster import connect
-
-    if "dask" not in args.engines:
-        return None
-    client = connect(args.scheduler, n_workers=args.workers)
-    print(f"dask dashboard: {client.dashboard_link}", flush=True)
-    n = client.nthreads()
-    print(
-        f"cluster: {len(n)} workers, {sum(n.values())} threads "
-        "(the local engine gets the same number of cores)",
-        flush=True,
-    )
-    return client
 
 
 def run_comparison(args, data, preset) -> int:
@@ -134,81 +273,106 @@ def run_comparison(args, data, preset) -> int:
     int
         The exit code: 1 when a workload errored, else 0.
     """
-    from ..harness import check_output_dir, check_timeout, compare
+    from ..harness import compare
 
-    # Before a cluster starts and anything runs: a bad --out used to fail after the whole run.
-    check_output_dir(args.out, name="--out")
-    check_timeout(args.timeout)
-    client = _connect(args)
+    kw = check_arguments(args, preset)
+    log = Path(args.out) / LOG_NAME
+    printer = _Printer()
+    t0 = time.perf_counter()
     try:
-        t0 = time.perf_counter()
-        results = compare(
-            list(args.workloads),
-            data,
-            engines=tuple(args.engines),
-            repeat=args.repeat if args.repeat is not None else preset["repeat"],
-            client=client,
-            prices=_load_prices(args.prices),
-            spot_discount=args.spot_discount,
-            sizes=args.sizes,
-            warmup=preset["warmup"] and not args.no_warmup,
-            options=_options(args, preset),
-            progress=_printer(),
-            n_per_class=preset["n_per_class"],
-            out=args.out,
-            timeout=args.timeout,
-        )
-        print(f"\nfinished in {time.perf_counter() - t0:.1f} s", flush=True)
+        results = compare(data=data, progress=printer, log=log, **kw)
     finally:
-        if client is not None:
-            client.close()  # closes the local cluster connect() started; never a remote one
-    return _finish(results, args.out)
+        printer.close()
+    print(f"\nfinished in {time.perf_counter() - t0:.1f} s", flush=True)
+    lines = sum(1 for _ in open(log, "rb")) if log.exists() else 0
+    return _finish(results, args.out, lines)
 
 
-def add_comparison_arguments(p) -> None:
+# --------------------------------------------------------------------------------------------
+# The parser
+# --------------------------------------------------------------------------------------------
+def add_comparison_arguments(p, *, demo=False) -> None:
     """The options ``dasktrain demo`` and ``dasktrain compare`` share."""
-    p.add_argument("--out", default="report/", help="output folder (default: report/)")
-    p.add_argument(
-        "--scheduler", metavar="ADDR", help="Dask scheduler address (default: a new local cluster)"
+    p.add_argument("--out", default="report/", help="output folder of the report")
+    where = p.add_argument_group("where the dask engine runs")
+    where.add_argument(
+        "--clusters",
+        nargs="+",
+        metavar="SPEC",
+        default=None,
+        help="several setups side by side: N (a local cluster of N workers), gpu, NAME=N, "
+        "NAME=gpu or NAME=ADDRESS"
+        + (
+            " (default: 1 2, plus gpu when a GPU is visible; one local cluster with --small)"
+            if demo
+            else " (default: one local cluster of one worker per CPU)"
+        ),
     )
-    p.add_argument(
-        "--workers", type=int, default=None, help="local cluster workers (default: one per CPU)"
+    where.add_argument("--scheduler", metavar="ADDR", help="one running cluster's scheduler")
+    where.add_argument(
+        "--workers", type=int, default=None, help="one new local cluster of this many workers"
     )
-    p.add_argument(
+    what = p.add_argument_group("what runs")
+    what.add_argument(
         "--workloads",
         nargs="+",
         default=list(DEFAULT_WORKLOADS),
         metavar="NAME",
-        help=f"workloads to run (default: {' '.join(DEFAULT_WORKLOADS)})",
+        help="workloads to run",
     )
-    p.add_argument("--engines", nargs="+", default=["local", "dask"], choices=["local", "dask"])
-    p.add_argument("--repeat", type=int, default=None, help="timed repeats per workload and engine")
-    p.add_argument(
+    what.add_argument(
+        "--engines",
+        nargs="+",
+        default=["local", "dask"],
+        choices=["local", "dask"],
+        help="engines to run",
+    )
+    what.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help="timed runs per workload, setup and size (default: 1)",
+    )
+    what.add_argument(
         "--sizes",
         type=int,
         nargs="+",
         default=None,
         metavar="N",
-        help="also run at these data sizes (samples) and report the crossover",
+        help="data sizes (samples) to run at, for the crossover"
+        + (
+            " (default: 1/4, 1/2 and all of the training images; one size with --small)"
+            if demo
+            else " (default: one size, all the data)"
+        ),
     )
-    p.add_argument("--image-size", type=int, default=None, help="image side in pixels")
-    p.add_argument("--backbone", default="smallcnn", help="CNN trunk of the features step")
-    p.add_argument("--epochs", type=int, default=None, help="epochs of the ddp_cnn workload")
-    p.add_argument("--prices", metavar="JSON", help="USD/hour per engine: a JSON file or text")
-    p.add_argument("--spot-discount", type=float, default=0.0, help="fraction off the prices")
-    p.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up runs")
-    p.add_argument(
+    what.add_argument(
+        "--image-size", type=int, default=None, help="image side in pixels (default: 64; 32 small)"
+    )
+    what.add_argument("--backbone", default="smallcnn", help="CNN trunk of the features step")
+    what.add_argument(
+        "--epochs", type=int, default=None, help="epochs of ddp_cnn (default: 8; 1 small)"
+    )
+    what.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up runs")
+    what.add_argument(
         "--timeout",
         type=float,
         default=None,
         metavar="SECONDS",
-        help="time limit of each run; a run over it is reported as 'timeout'",
+        help="time limit of each run; a run over it is reported as 'timeout' (default: none)",
     )
-    p.add_argument(
-        "--small",
-        action="store_true",
-        help="tiny sizes, one repeat, no warm-up: finishes in seconds (tests)",
-    )
+    what.add_argument("--small", action="store_true", help="tiny sizes, one run: seconds")
+    cost = p.add_argument_group("cost")
+    cost.add_argument("--prices", metavar="JSON", help="USD/hour per setup: a JSON file or text")
+    cost.add_argument("--spot-discount", type=float, default=0.0, help="fraction off the prices")
+
+
+_EXAMPLES = """examples:
+  dasktrain compare chest_xray/ --sizes 500 1000 2000
+  dasktrain compare chest_xray/ --clusters 1 2 4 --workloads kmeans xgboost ddp_cnn
+  dasktrain compare chest_xray/ --clusters laptop=2 lab=tcp://10.0.0.5:8786 \\
+      --prices '{"local": 0.1, "laptop": 0.1, "lab": 1.6}'
+"""
 
 
 def run(args) -> int:
@@ -219,7 +383,12 @@ def run(args) -> int:
 def add_parser(subparsers) -> None:
     """Add ``dasktrain compare PATH`` to an argparse subparsers object."""
     p = subparsers.add_parser(
-        "compare", help="compare local and dask on your image folder (and cluster)"
+        "compare",
+        help="compare local and dask on your image folder (and clusters)",
+        description="Run the workloads on the local engine and on Dask, at one or more data "
+        "sizes, and write the verdicts, the table and an HTML report.",
+        epilog=_EXAMPLES,
+        formatter_class=HelpFormatter,
     )
     p.add_argument(
         "path", help="image folder with one sub-folder per class (PATH/train used if present)"

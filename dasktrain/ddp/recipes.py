@@ -30,23 +30,55 @@ logger = logging.getLogger(__name__)
 __all__ = ["train_classifier", "MODELS"]
 
 MODELS = ("smallcnn", "resnet18", "resnet34", "vgg19", "mlp")
+POOLS = ("max", "avg")
+SCHEDULES = ("onecycle", "constant")
+NORMALIZE = ("auto", "image", None)
 
 
-def _build_model(model, *, n_features, in_channels, num_classes, seed, hidden):
+def _pooled_head(pool, dim, num_classes):
+    """Global pooling of the trunk's feature maps, then one linear layer."""
+    from torch import nn
+
+    class PooledHead(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(dim, num_classes)
+
+        def forward(self, x):
+            # Max: a lesion anywhere in the image counts fully, where a mean over the
+            # whole map dilutes a few bright patches into the background.
+            z = x.amax(dim=(2, 3)) if pool == "max" else x.mean(dim=(2, 3))
+            return self.fc(z)
+
+    return PooledHead()
+
+
+def _build_model(model, *, n_features, in_channels, num_classes, seed, hidden, pool):
     import torch
     from torch import nn
 
-    if model == "mlp":
-        # fork_rng: the same seed gives the same weights on every rank and in the local twin,
-        # without moving the caller's RNG stream.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+    # fork_rng: the same seed gives the same weights on every rank and in the local twin,
+    # without moving the caller's RNG stream.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if model == "mlp":
             return nn.Sequential(
                 nn.Linear(n_features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
             )
-    from ..features._backbones import build
+        from ..features._backbones import build, get_backbone
 
-    return build(model, num_classes=num_classes, in_channels=in_channels, seed=seed)
+        trunk = build(model, num_classes=None, in_channels=in_channels, seed=seed)
+        head = _pooled_head(pool, get_backbone(model).feature_dim, num_classes)
+        return nn.Sequential(trunk, head)
+
+
+def _standardize(X):
+    """Each image to mean 0 and standard deviation 1 (its own statistics, so every rank and
+    the local twin see the same numbers, and the brightness of an exposure does not count)."""
+    axes = tuple(range(1, X.ndim))
+    mean = X.mean(axis=axes, keepdims=True, dtype=np.float64)
+    std = X.std(axis=axes, keepdims=True, dtype=np.float64)
+    return ((X - mean) / (std + 1e-6)).astype(np.float32)
 
 
 def _as_inputs(X, y, model, name):
@@ -125,6 +157,9 @@ def train_classifier(
     seed=0,
     batch_scaling="global",
     hidden=64,
+    normalize="auto",
+    pool="max",
+    schedule="onecycle",
 ) -> dict:
     """Train a classifier with Adam and cross-entropy; works under ``run`` and ``run_local``.
 
@@ -144,11 +179,22 @@ def train_classifier(
         take the same optimiser steps); the per-rank batch with ``"per-rank"``, where the
         learning rate is multiplied by the world size (linear scaling rule).
     lr : float
-        Adam learning rate for the global batch.
+        Adam learning rate for the global batch (the peak rate with ``schedule="onecycle"``).
     seed : int
         Seeds the weights and the shuffle: same seed, same run on both engines.
     hidden : int
         Hidden units of the MLP.
+    normalize : {"auto", "image", None}
+        ``"image"`` standardises each image (mean 0, standard deviation 1, over its own
+        pixels) before training and scoring; ``"auto"`` does so for the CNNs and leaves the
+        MLP's features as they are; None never.
+    pool : {"max", "avg"}
+        Global pooling of a CNN's last feature maps before its linear head: ``"max"`` finds
+        small local signs (a patch of opacity) that an average over the image dilutes.
+    schedule : {"onecycle", "constant"}
+        ``"onecycle"`` warms the learning rate up to ``lr`` over the first 30% of the steps
+        and anneals it to almost 0 (:class:`torch.optim.lr_scheduler.OneCycleLR`): steady
+        training in few epochs. ``"constant"`` keeps ``lr``.
 
     Returns
     -------
@@ -156,7 +202,8 @@ def train_classifier(
         ``history``: one record per epoch with ``epoch``, ``loss`` and ``train_accuracy``
         (training pass), ``accuracy`` (on ``X_val`` when given, else the training accuracy)
         and ``val_loss``; ``samples_per_s`` (training samples of all ranks per second of
-        training, evaluation excluded), ``train_time`` (s), ``world_size``, ``rank``,
+        training, evaluation excluded), ``train_time`` (s), ``train_start`` (UNIX time the
+        first epoch began: what came before is start-up), ``world_size``, ``rank``,
         ``global_batch_size``, ``lr``, ``resumed_from`` (epoch, or None).
 
     Notes
@@ -164,11 +211,18 @@ def train_classifier(
     With a ``checkpoint_dir`` the model, optimiser and history are checkpointed after every
     epoch, and a restarted job resumes from the last complete epoch.
     """
+    _check_choices(normalize, pool, schedule)
     X, y, val = _check_inputs(X, y, X_val, y_val, model, epochs)
+    if normalize == "image" or (normalize == "auto" and model != "mlp"):
+        X = _standardize(X)
+        val = (_standardize(val[0]), val[1]) if val is not None else None
     info = rank_info()
-    setup = _setup(X, y, val, model, batch_size, lr, seed, batch_scaling, hidden)
+    setup = _setup(
+        X, y, val, model, batch_size, lr, seed, batch_scaling, hidden, pool, schedule, epochs
+    )
     history, start_epoch, resumed_from = _resume(setup, info)
     train_time, samples = 0.0, 0.0
+    train_start = time.time()
     for epoch in range(start_epoch, epochs):
         record, count = _epoch(setup, info, epoch)
         train_time += record["epoch_time"]
@@ -184,12 +238,23 @@ def train_classifier(
         "history": history,
         "samples_per_s": samples / train_time if train_time > 0 else float("nan"),
         "train_time": train_time,
+        "train_start": train_start,
         "world_size": info.world_size,
         "rank": info.rank,
         "global_batch_size": setup.loader.global_batch_size,
         "lr": setup.lr,
         "resumed_from": resumed_from,
     }
+
+
+def _check_choices(normalize, pool, schedule):
+    for value, name, allowed in (
+        (normalize, "normalize", NORMALIZE),
+        (pool, "pool", POOLS),
+        (schedule, "schedule", SCHEDULES),
+    ):
+        if value not in allowed:
+            raise ValidationError(f"{name}={value!r} must be one of {allowed}.")
 
 
 def _check_inputs(X, y, X_val, y_val, model, epochs):
@@ -211,10 +276,11 @@ class _Setup(NamedTuple):
     loader: object
     opt: object
     lr: float  # the learning rate of one step (scaled for batch_scaling="per-rank")
+    sched: object  # the learning-rate schedule (None: constant), stepped once per batch
 
 
-def _setup(X, y, val, model, batch_size, lr, seed, batch_scaling, hidden):
-    """The model (same weights on every rank), this rank's loader and the optimiser."""
+def _setup(X, y, val, model, batch_size, lr, seed, batch_scaling, hidden, pool, schedule, epochs):
+    """The model (same weights on every rank), this rank's loader, optimiser and schedule."""
     import torch
 
     num_classes = int(max(y.max(), val[1].max() if val is not None else 0)) + 1
@@ -225,6 +291,7 @@ def _setup(X, y, val, model, batch_size, lr, seed, batch_scaling, hidden):
         num_classes=num_classes,
         seed=seed,
         hidden=hidden,
+        pool=pool,
     )
     net = prepare_model(net)
     loader = prepare_loader(
@@ -234,7 +301,14 @@ def _setup(X, y, val, model, batch_size, lr, seed, batch_scaling, hidden):
         seed=seed,
     )
     step_lr = lr * loader.lr_scale
-    return _Setup(net, loader, torch.optim.Adam(net.parameters(), lr=step_lr), step_lr)
+    opt = torch.optim.Adam(net.parameters(), lr=step_lr)
+    sched = None
+    if schedule == "onecycle":
+        # Every rank takes len(loader) steps per epoch (the sampler pads), as the local twin
+        # does with the global batch: the same schedule everywhere.
+        steps = max(1, epochs * len(loader))
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=step_lr, total_steps=steps)
+    return _Setup(net, loader, opt, step_lr, sched)
 
 
 def _resume(setup, info):
@@ -244,6 +318,8 @@ def _resume(setup, info):
         return [], 0, None
     unwrap_model(setup.net).load_state_dict(state["model"])
     setup.opt.load_state_dict(state["optimizer"])
+    if setup.sched is not None and state.get("scheduler") is not None:
+        setup.sched.load_state_dict(state["scheduler"])
     start_epoch = int(state["epoch"]) + 1
     setup.loader.set_epoch(start_epoch)
     logger.info("rank %d resumes at epoch %d", info.rank, start_epoch)
@@ -268,6 +344,8 @@ def _epoch(setup, info, epoch):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if setup.sched is not None:
+            setup.sched.step()
         loss_sum += loss.detach().double().cpu() * len(yb)
         correct += (out.detach().argmax(1) == yb).sum().cpu()
         count += len(yb)
@@ -291,6 +369,7 @@ def _save(setup, info, epoch, history):
             {
                 "model": unwrap_model(setup.net).state_dict(),
                 "optimizer": setup.opt.state_dict(),
+                "scheduler": setup.sched.state_dict() if setup.sched is not None else None,
                 "epoch": epoch,
                 "history": history,
             }

@@ -95,6 +95,22 @@ def infer_role(cmdline, *, pid=None, root_pid=None, worker_pids=(), parent_role=
 # --------------------------------------------------------------------------------------------
 # The driver's process tree
 # --------------------------------------------------------------------------------------------
+def _rank_name(proc, worker):
+    """``"ddp rank 1 (pid 7342) of <worker>"``; ``"process 7342 of <worker>"`` when the
+    process is no DDP rank (its environment has no rank, or cannot be read)."""
+    import psutil
+
+    from ..ddp._env import ENV_BACKEND, RANK
+
+    try:
+        env = proc.environ()
+    except (psutil.Error, OSError):
+        env = {}
+    if ENV_BACKEND in env and RANK in env:
+        return f"ddp rank {env[RANK]} (pid {proc.pid}) of {worker}"
+    return f"process {proc.pid} of {worker}"
+
+
 class ProcessTree:
     """The driver's process tree as psutil sees it, sampled one instant at a time.
 
@@ -104,14 +120,21 @@ class ProcessTree:
         ``{pid: worker address}`` of the workers in the tree (exact names and roles).
     uss_every : int
         Read USS at every n-th sample (0: never); it costs about three times the rest.
+    idle_pids : collection of int
+        Workers of other clusters, idle during this run: role ``"idle"`` (they and the
+        processes they start), so that no run is charged for a cluster beside it.
+
+    A process a worker starts is a DDP rank (role ``"rank"``), named after its rank when its
+    environment says it (``"ddp rank 0 (pid 7342) of tcp://127.0.0.1:40112"``).
     """
 
-    def __init__(self, worker_pids, uss_every) -> None:
+    def __init__(self, worker_pids, uss_every, idle_pids=()) -> None:
         import psutil
 
         self.root = psutil.Process()
         self.hostname = socket.gethostname()
         self.worker_pids = dict(worker_pids)
+        self.idle_pids = set(idle_pids)
         self.uss_every = uss_every
         #: pids of processes started by a worker (DDP ranks): not workers themselves.
         self.worker_children = set()
@@ -152,10 +175,15 @@ class ProcessTree:
             if ppid in self._procs and ppid not in self._roles and ppid != proc.pid:
                 self._role(self._procs[ppid])  # parents first: a worker's children inherit
             parent_role = self._roles.get(ppid, "driver" if ppid == self.root.pid else None)
+            if proc.pid in self.idle_pids or parent_role == "idle":
+                self._roles[proc.pid] = "idle"
+                return "idle"
             if parent_role == "worker":
                 parent = self._names.get(ppid, f"worker-{ppid}")
-                self._names[proc.pid] = f"{parent}/{proc.pid}"
+                self._names[proc.pid] = _rank_name(proc, parent)
                 self.worker_children.add(proc.pid)
+                self._roles[proc.pid] = "rank"
+                return "rank"
             self._roles[proc.pid] = infer_role(
                 cmd,
                 pid=proc.pid,

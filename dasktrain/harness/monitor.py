@@ -75,6 +75,12 @@ class ResourceMonitor:
     worker_monitors : {"auto", True, False}
         Collect the workers' ``SystemMonitor`` histories. ``"auto"`` does so when some worker
         is not in this process tree (a remote cluster).
+    workers : dict, optional
+        ``{pid: name}`` of worker processes known beforehand (the workers of every cluster of
+        a comparison), so that they keep one name in every run's samples.
+    idle_pids : collection of int
+        Worker processes of other clusters: sampled with role ``"idle"`` and left out of the
+        summary (see :class:`~dasktrain.harness._sources.ProcessTree`).
 
     Attributes
     ----------
@@ -96,11 +102,22 @@ class ResourceMonitor:
     >>> mon.summary()["peak_rss_bytes"]  # doctest: +SKIP
     """
 
-    def __init__(self, interval=None, client=None, *, uss=10, worker_monitors="auto") -> None:
+    def __init__(
+        self,
+        interval=None,
+        client=None,
+        *,
+        uss=10,
+        worker_monitors="auto",
+        workers=None,
+        idle_pids=(),
+    ) -> None:
         self.interval = interval
         self.client = client
         self.uss = uss
         self.worker_monitors = worker_monitors
+        self.workers = dict(workers or {})
+        self.idle_pids = set(idle_pids)
         self.start_time = self.end_time = None
         self.overhead_cpu_s = 0.0
         self.energy = {"cpu_energy_j": math.nan, "gpu_energy_j": math.nan, "energy_measured": False}
@@ -140,8 +157,12 @@ class ResourceMonitor:
             tree_pids = {p.pid for p in psutil.Process().children(recursive=True)}
             self._workers = DaskWorkers(self.client, tree_pids, self.worker_monitors)
             self.remote_workers = list(self._workers.outside)
-        worker_pids = self._workers.pids if self._workers is not None else {}
-        self._tree = ProcessTree(worker_pids, uss_every)
+        worker_pids = dict(self.workers)
+        if self._workers is not None:
+            worker_pids.update(self._workers.pids)
+        for pid in self.idle_pids:
+            worker_pids.pop(pid, None)
+        self._tree = ProcessTree(worker_pids, uss_every, self.idle_pids)
         self._meter = EnergyMeter()
         psutil.cpu_percent(None)  # prime the system-wide counter
         self._rows = []
@@ -276,7 +297,8 @@ def summarize(samples, *, remote=(), worker_children=(), exclude_roles=()) -> di
     dict
     """
     df, nan = samples, math.nan
-    keep = ~df.role.isin(("system", *exclude_roles))
+    # Workers of another cluster ("idle") never count: they sit beside the measured run.
+    keep = ~df.role.isin(("system", "idle", *exclude_roles))
     tree = df[(df.source == "psutil") & keep]
     outside = df[(df.source == "dask") & df.process.isin(list(remote)) & keep]
     system, gpu = df[df.role == "system"], df[df.source == "nvml"]

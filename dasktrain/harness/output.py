@@ -26,6 +26,7 @@ OUTPUT_FILES = (
     "runs.csv",
     "samples.csv",
     "dask-performance-report.html",
+    "dasktrain.log",
 )
 
 

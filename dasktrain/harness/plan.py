@@ -17,6 +17,7 @@ from .._validation import check_engine, check_positive_int
 from ..exceptions import ValidationError, WorkloadError
 from .inputs import image_root
 from .output import check_output_dir
+from .setups import check_clusters
 from .tables import check_fraction, check_time_basis, price_of
 
 __all__ = ["ENGINES", "Plan", "make_plan", "check_timeout", "check_data"]
@@ -40,6 +41,10 @@ class Plan:
     """The checked options of one comparison."""
 
     engines: tuple
+    #: ``{name: cluster spec}`` of the dask setups (None: one cluster, the ``client``).
+    clusters: dict | None
+    #: The names of the setups, in the order they run.
+    setups: tuple
     repeat: int
     sizes: list | None
     warmup: bool
@@ -60,15 +65,27 @@ class Plan:
         return self.sizes or [None]
 
 
-def _check_engines(engines, baseline):
+def _check_engines(engines):
     if isinstance(engines, str):
         engines = (engines,)
     engines = tuple(check_engine(e, allowed=ENGINES, name="engines") for e in engines)
     if not engines or len(set(engines)) != len(engines):
         raise ValidationError(f"engines={engines!r} must name each engine once.")
-    if baseline not in engines:
-        raise ValidationError(f"baseline={baseline!r} is not among engines={engines!r}.")
     return engines
+
+
+def _setup_names(engines, clusters, baseline):
+    """The setups' names (local first); the baseline must be one of them."""
+    names = tuple(e for e in engines if e == "local")
+    if "dask" in engines:
+        names += tuple(clusters) if clusters is not None else ("dask",)
+    if baseline not in names:
+        raise ValidationError(
+            f"baseline={baseline!r} is not among the setups {names!r} (engines={engines!r}"
+            + (f", clusters={list(clusters)!r}" if clusters else "")
+            + ")."
+        )
+    return names
 
 
 def _check_sizes(sizes):
@@ -80,13 +97,21 @@ def _check_sizes(sizes):
     return sizes
 
 
-def _check_prices(prices, machines, engines, spot_discount):
+def _check_prices(prices, machines, setups, spot_discount):
     if prices is None:
         return
     if not isinstance(prices, dict):
         raise WorkloadError(f"prices={prices!r} must be a dict machine -> USD per hour.")
-    for e in engines:
-        price_of(prices, machines, e, spot_discount)
+    for name in setups:
+        price_of(prices, machines, name, spot_discount)
+
+
+def _check_progress(progress):
+    if progress is None or isinstance(progress, bool) or callable(progress):
+        return progress
+    raise ValidationError(
+        f"progress={progress!r} must be True (a progress bar), False, or a callable."
+    )
 
 
 def check_data(data) -> None:
@@ -110,6 +135,8 @@ def check_data(data) -> None:
 def make_plan(
     *,
     engines,
+    clusters,
+    client,
     baseline,
     repeat,
     sizes,
@@ -124,11 +151,11 @@ def make_plan(
 ) -> Plan:
     """Check every option of :func:`compare`; everything that could fail at the end is
     checked now, before anything is measured."""
-    engines = _check_engines(engines, baseline)
+    engines = _check_engines(engines)
+    clusters = check_clusters(clusters, engines, client)
+    setups = _setup_names(engines, clusters, baseline)
     spot_discount = check_fraction(spot_discount, "spot_discount")
-    _check_prices(prices, machines, engines, spot_discount)
-    if progress is not None and not callable(progress):
-        raise ValidationError(f"progress={progress!r} must be None or a callable.")
+    _check_prices(prices, machines, setups, spot_discount)
     result_kw = dict(
         baseline=baseline,
         prices=prices,
@@ -138,10 +165,12 @@ def make_plan(
     )
     return Plan(
         engines=engines,
+        clusters=clusters,
+        setups=setups,
         repeat=check_positive_int(repeat, "repeat"),
         sizes=_check_sizes(sizes),
         timeout=check_timeout(timeout),
-        progress=progress,
+        progress=_check_progress(progress),
         out=check_output_dir(out) if out is not None else None,
         result_kw=result_kw,
         **rest,

@@ -21,6 +21,7 @@ from .. import __version__
 from ..exceptions import ValidationError, WorkloadError
 from .output import check_output_dir, write_atomic, write_text
 from .tables import (
+    BREAKDOWN_MEDIANS,
     check_fraction,
     check_time_basis,
     crossover_table,
@@ -39,7 +40,7 @@ __all__ = ["Results", "RunRecord", "RUN_COLUMNS"]
 
 @dataclasses.dataclass
 class RunRecord:
-    """What one run of one workload on one engine measured (a row of ``Results.runs``).
+    """What one run of one workload on one setup measured (a row of ``Results.runs``).
 
     ``status`` is ``"ok"``, ``"error"`` (the workload raised: ``error`` says what),
     ``"unavailable"`` (its part of dasktrain, an optional package or the data it needs is
@@ -51,6 +52,8 @@ class RunRecord:
 
     workload: str
     engine: str
+    #: The setup the run belongs to (``"local"``, ``"dask"``, or a cluster's name).
+    setup: str | None = None
     size: float | None = None
     repeat: int = 0
     status: str = "ok"
@@ -75,6 +78,21 @@ class RunRecord:
     #: a failed warm-up that stands for its engine's row.
     run: float = math.nan
     monitor_overhead_pct: float = math.nan
+    #: Where the time went (wall seconds adding up to ``time``; see
+    #: :mod:`dasktrain.harness.breakdown`), the tasks run and the cluster's idle gaps.
+    startup_s: float = math.nan
+    transfer_s: float = math.nan
+    idle_s: float = math.nan
+    compute_s: float = math.nan
+    tasks: float = math.nan
+    idle_gaps: float = math.nan
+    #: Thread-seconds the tasks spent on the CPU and waiting (fine performance metrics).
+    compute_cpu_s: float = math.nan
+    compute_wait_s: float = math.nan
+    #: The ``distributed.span`` a dask run ran in: its name (as the dashboard shows it) and
+    #: its id on the scheduler.
+    span: str | None = None
+    span_id: str | None = None
     metrics: dict = dataclasses.field(default_factory=dict)
 
     def add_note(self, text: str) -> None:
@@ -83,6 +101,8 @@ class RunRecord:
 
     def as_row(self) -> dict:
         """The flat dict of a ``runs`` row: the fields, then one ``metric.<name>`` per metric."""
+        if self.setup is None:
+            self.setup = self.engine
         row = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         row.update({f"metric.{k}": v for k, v in row.pop("metrics").items()})
         return _clean_record(row)
@@ -95,27 +115,7 @@ RUN_COLUMNS = [
     if f.name not in ("run", "monitor_overhead_pct", "metrics")
 ]
 
-_TEXT_COLUMNS = ("status", "error", "quality_metric", "note")
-
-#: The columns :meth:`Results.to_string` shows by default.
-TERMINAL_COLUMNS = [
-    "workload",
-    "engine",
-    "status",
-    "time_median",
-    "time_min",
-    "time_max",
-    "train_time_median",
-    "speedup",
-    "improvement_pct",
-    "efficiency",
-    "quality_metric",
-    "quality",
-    "cpu_percent_mean",
-    "peak_rss_mb",
-    "energy_j",
-    "cost_usd",
-]
+_TEXT_COLUMNS = ("status", "error", "quality_metric", "note", "setup", "span", "span_id")
 
 
 def _clean_text(text):
@@ -139,17 +139,18 @@ class Results:
     ----------
     runs : list of dict or RunRecord, or pandas.DataFrame
         One record per timed run with at least ``workload``, ``engine``, ``status`` and
-        ``time`` (seconds of the whole step); optional ``train_time``, ``quality``,
-        ``quality_metric``, ``devices``, ``energy_j``, ``size``, ``error`` (see
-        ``RUN_COLUMNS``). Records with ``status`` other than ``"ok"`` are reported, not timed.
+        ``time`` (seconds of the whole step); optional ``setup`` (the engine's name when
+        missing), ``train_time``, ``quality``, ``quality_metric``, ``devices``, ``energy_j``,
+        ``size``, ``error`` and the time breakdown (see ``RUN_COLUMNS``). Records with
+        ``status`` other than ``"ok"`` are reported, not timed.
     baseline : str
-        Engine the speedups are measured against.
+        Setup the speedups are measured against.
     prices : dict, optional
         USD per hour per machine: ``{"m5.xlarge": 0.192}`` or
         ``{"m5.xlarge": {"usd_per_hour": 0.192, "spot_discount": 0.7}}``.
     machines : dict, optional
-        Engine -> machine name in ``prices``, or ``(name, count)`` for several machines. By
-        default each engine is looked up under its own name.
+        Setup -> machine name in ``prices``, or ``(name, count)`` for several machines. By
+        default each setup is looked up under its own name.
     spot_discount : float
         Fraction taken off every price (0.7 = 70% off), unless a machine sets its own.
     time_basis : {"time", "train_time"}
@@ -166,16 +167,19 @@ class Results:
     ----------
     runs : pandas.DataFrame
     table : pandas.DataFrame
-        One row per workload x engine (at the largest size): ``time_median``, ``time_min``,
+        One row per workload x setup (at the largest size): ``time_median``, ``time_min``,
         ``time_max``, ``train_time_*``, ``speedup`` (t_baseline / t), ``improvement_pct``
         ((t_baseline / t - 1) x 100), ``devices``, ``efficiency`` (speedup divided by the
         device ratio against the baseline), ``quality``, ``energy_j``, ``edp`` (energy x time,
-        J s, NaN where energy is not measured), ``cost_usd`` (per run) and ``status``/``error``.
+        J s, NaN where energy is not measured), ``cost_usd`` (per run), ``core_seconds`` (cores
+        held x seconds), the time breakdown and ``status``/``error``.
     scaling : pandas.DataFrame or None
-        Median times per workload x engine x size when several sizes ran.
+        Median times per workload x setup x size when several sizes ran.
     crossover : pandas.DataFrame or None
-        Per workload and non-baseline engine: the size from which that engine wins, or a note
+        Per workload and non-baseline setup: the size from which that setup wins, or a note
         that it does not in the range.
+    verdicts, crossovers, breakdown, strong_scaling, by_setup, cost
+        The answers built on these (see each property).
     """
 
     def __init__(
@@ -203,9 +207,11 @@ class Results:
         self.setup = dict(setup or {})
         self.performance_report = performance_report
         if prices is not None:
-            for engine in self.runs["engine"].unique():
-                price_of(prices, machines, engine, self.spot_discount)
+            for setup in self.runs["setup"].unique():
+                price_of(prices, machines, setup, self.spot_discount)
         self._table = None
+        #: Derived tables, built once on first use (each reads runs and the settings only).
+        self._cache = {}
 
     # -- tables ----------------------------------------------------------------------------
     def _settings(self):
@@ -219,53 +225,106 @@ class Results:
 
     @property
     def table(self) -> pd.DataFrame:
-        """One row per workload x engine at the largest size (see the class docstring)."""
+        """One row per workload x setup at the largest size (see the class docstring).
+
+        It prints whole (every row and column, wrapped to the terminal's width).
+        """
         if self._table is None:
-            self._table = summary_table(self.runs, **self._settings())
+            from .text import ResultsTable
+
+            self._table = ResultsTable(summary_table(self.runs, **self._settings()))
         return self._table
+
+    def _once(self, name, build):
+        """``build()`` as a printable table, computed on first use (a copy each time, so a
+        caller's changes never reach the cache)."""
+        if name not in self._cache:
+            self._cache[name] = _printable(build())
+        df = self._cache[name]
+        return df.copy() if df is not None else None
 
     @property
     def scaling(self) -> pd.DataFrame | None:
-        """Median time per workload x engine x size, or None with a single size."""
-        return scaling_table(self.runs, **self._settings())
+        """Median time per workload x setup x size, or None with a single size."""
+        return self._once("scaling", lambda: scaling_table(self.runs, **self._settings()))
 
     @property
     def crossover(self) -> pd.DataFrame | None:
-        """Where each non-baseline engine starts to win, per workload (None with one size).
+        """Where each non-baseline setup starts to win, per workload (None with one size).
 
-        The crossover is the smallest size from which the engine is faster at that size and at
+        The crossover is the smallest size from which the setup is faster at that size and at
         every larger size that ran; when it is slower at the largest size it "does not win in
-        range".
+        range". :attr:`crossovers` adds the extrapolated one.
         """
-        return crossover_table(self.scaling, self.baseline)
+        return self._once("crossover", lambda: crossover_table(self.scaling, self.baseline))
+
+    @property
+    def crossovers(self) -> pd.DataFrame | None:
+        """The measured crossover, the extrapolated one and the fitted lines ``t = fixed +
+        per_sample x n`` per workload and setup (see :func:`~.verdicts.crossovers`)."""
+        from .verdicts import crossovers
+
+        return self._once("crossovers", lambda: crossovers(self))
+
+    @property
+    def verdicts(self) -> pd.DataFrame:
+        """One sentence per workload: who is faster, where, why, and from which size
+        distributing pays (see :mod:`dasktrain.harness.verdicts`)."""
+        from .verdicts import verdicts
+
+        return self._once("verdicts", lambda: verdicts(self))
+
+    @property
+    def breakdown(self) -> pd.DataFrame:
+        """Where the time went, per workload x setup at the largest size (medians, seconds):
+        ``startup_s``, ``transfer_s``, ``idle_s``, ``compute_s``, with ``tasks`` and
+        ``idle_gaps``; thread-seconds ``compute_cpu_s`` / ``compute_wait_s`` from distributed's
+        fine performance metrics (see :mod:`dasktrain.harness.breakdown`)."""
+        cols = ["workload", "setup", "engine", "time_median", *BREAKDOWN_MEDIANS]
+        return self.table[cols]
+
+    @property
+    def strong_scaling(self) -> pd.DataFrame | None:
+        """Speedup and parallel efficiency against the number of workers, per workload, when
+        clusters of several sizes ran (see :func:`~.analysis.strong_scaling`)."""
+        from .analysis import strong_scaling
+
+        return self._once("strong_scaling", lambda: strong_scaling(self.table))
+
+    @property
+    def by_setup(self) -> pd.DataFrame:
+        """Median seconds per workload (rows) and setup (columns), the baseline first."""
+        from .analysis import setups_table
+
+        return _printable(setups_table(self.table, self.baseline))
+
+    @property
+    def cost(self) -> dict:
+        """What the whole comparison cost (see :func:`~.analysis.cost_summary`)."""
+        from .analysis import cost_summary
+
+        return cost_summary(self)
 
     # -- output ----------------------------------------------------------------------------
-    def to_string(self, columns=None) -> str:
-        """The table formatted for a terminal, then one line per error and lost worker."""
+    def to_string(self, columns=None, *, verdicts=True) -> str:
+        """The verdicts, then the table at the largest size in the width of a terminal, then
+        one line per error and lost worker. ``columns`` prints those columns of
+        :attr:`table` instead of the short table."""
+        from .text import results_text
+
+        if columns is None:
+            return results_text(self, verdicts=verdicts)
         t = self.table.copy()
         t["peak_rss_mb"] = t["peak_rss_bytes"] / 2**20
-        columns = columns or TERMINAL_COLUMNS
-        columns = [c for c in columns if c in t and (c != "cost_usd" or self.prices is not None)]
-        no_energy = t["energy_j"].isna().all()
-        if no_energy and "energy_j" in columns:
-            columns.remove("energy_j")
-        lines = [t[columns].to_string(index=False, float_format=lambda v: f"{v:.3g}", na_rep="-")]
-        for _, r in t[t.error.notna()].iterrows():
-            lines.append(f"{r.workload} [{r.engine}] {r.status}: {r.error}")
-        for _, r in t[t.workers_lost.fillna(0) > 0].iterrows():
-            lines.append(
-                f"{r.workload} [{r.engine}] lost {r.workers_lost:g} worker(s) during its runs: "
-                "those times include the recovery (see runs.note)"
-            )
-        if no_energy:
-            lines.append("energy: not measured on this machine (no readable RAPL/NVML counter)")
-        return "\n".join(lines)
+        columns = [c for c in columns if c in t]
+        return t[columns].to_string(index=False, float_format=lambda v: f"{v:.3g}", na_rep="-")
 
     def __repr__(self) -> str:
         return f"<Results {len(self.table)} rows, baseline={self.baseline!r}>\n{self.to_string()}"
 
     def to_dict(self) -> dict:
-        """JSON-ready dict: setup, table, runs, scaling and crossover."""
+        """JSON-ready dict: setup, verdicts, table, runs, scaling, crossover, strong scaling and
+        cost."""
 
         def records(df):
             if df is None:
@@ -282,10 +341,14 @@ class Results:
             },
             "spot_discount": self.spot_discount,
             "setup": self.setup,
+            "verdicts": list(self.verdicts.verdict),
             "table": records(self.table),
             "runs": records(self.runs),
             "scaling": records(self.scaling),
             "crossover": records(self.crossover),
+            "crossovers": records(self.crossovers),
+            "strong_scaling": records(self.strong_scaling),
+            "cost": self.cost,
         }
 
     def save(self, directory) -> Path:
@@ -365,6 +428,15 @@ class Results:
         return cls(runs, **kwargs)
 
 
+def _printable(df):
+    """``df`` as a :class:`~.text.ResultsTable` (prints whole); None stays None."""
+    if df is None:
+        return None
+    from .text import ResultsTable
+
+    return ResultsTable(df)
+
+
 def _runs_frame(runs):
     """The ``runs`` DataFrame of :class:`Results`: every ``RUN_COLUMNS`` present, status set."""
     import pandas as pd
@@ -386,6 +458,8 @@ def _runs_frame(runs):
             runs[col] = None if col in _TEXT_COLUMNS else np.nan
     runs["status"] = runs["status"].fillna("ok")
     runs["devices"] = pd.to_numeric(runs["devices"]).fillna(1)
+    # Records written before setups existed: each engine was its own setup.
+    runs["setup"] = runs["setup"].where(runs["setup"].notna(), runs["engine"]).astype(str)
     return runs
 
 

@@ -1,19 +1,22 @@
-"""compare(): workloads x engines x repeats -> Results, measured honestly.
+"""compare(): workloads x setups x sizes x repeats -> Results, measured honestly.
 
-Each run records the whole step's wall time and the training step's wall time apart, the
-quality metric, the resource monitor's summary and the setup. The local engine is limited to as
-many cores as the dask cluster has worker threads; a warm-up run per engine is excluded; repeats
-run interleaved (A B A B) so that drift on the machine hits both engines alike.
+Each run records the whole step's wall time and the training step's wall time apart, where the
+time went (start-up, data transfer, scheduler/idle, compute), the quality metric, the resource
+monitor's summary and the setup. The local engine is limited to as many cores as the largest
+cluster has worker threads; a warm-up run per workload and setup is excluded; repeats run
+interleaved (A B C A B C) so that drift on the machine hits every setup alike.
 
-The steps: :func:`compare` checks every option before anything runs (:mod:`.plan`), finds the
-client, and hands a :class:`_Comparison` the plan; it prepares the inputs of each data size,
-warms up, runs the timed repeats (:func:`~dasktrain.harness.timing.run_once`) and keeps each
-record as it finishes (in ``out/runs.jsonl`` too), then builds the :class:`Results`.
+The steps: :func:`compare` checks every option before anything runs (:mod:`.plan`), opens the
+setups (:mod:`.setups`: the clusters connected or started), and hands a :class:`_Comparison`
+the plan; it prepares the inputs of each data size, warms up, runs the timed repeats
+(:func:`~dasktrain.harness.timing.run_once`) and keeps each record as it finishes (in
+``out/runs.jsonl`` too), then builds the :class:`Results`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import platform
 import re
@@ -26,43 +29,18 @@ from pathlib import Path
 
 from .. import __version__
 from .._compat import cpu_count, gpu_count
-from ..exceptions import ClusterConnectionError, ValidationError
+from .breakdown import span_metrics
 from .inputs import Inputs
 from .output import RunLog
 from .plan import ENGINES, check_data, make_plan
+from .progress import Progress
+from .quiet import QuietOutput
 from .results import Results, RunRecord
+from .setups import close_setups, open_setups
 from .timing import limited, run_once
 from .workloads import RunContext, resolve_workloads, using
 
 __all__ = ["compare"]
-
-
-def _resolve_client(client, engines):
-    """``(client, owned)``: the client the dask runs use and whether compare() must close it.
-
-    A Client passed without the dask engine still sets how many cores the local engine gets.
-    """
-    from distributed import Client
-
-    from .._dask import maybe_client
-    from ..cluster import connect
-
-    if "dask" not in engines and not isinstance(client, Client):
-        return None, False
-    if client is None:
-        default = maybe_client()
-        return (default, False) if default is not None else (connect(), True)
-    if isinstance(client, str):
-        return connect(client), True  # raises ClusterConnectionError naming the address
-    if not isinstance(client, Client):
-        raise ValidationError(
-            f"client={client!r} must be None, a scheduler address or a distributed.Client."
-        )
-    if client.status not in ("running", "newly-created"):
-        raise ClusterConnectionError(
-            f"client {client!r} is {client.status!r}; connect it again with dasktrain.connect()."
-        )
-    return client, False
 
 
 def _versions():
@@ -97,52 +75,54 @@ def _now():
 # One comparison
 # --------------------------------------------------------------------------------------------
 class _Comparison:
-    """The state of one comparison while it runs: the cluster's shape, the records kept."""
+    """The state of one comparison while it runs: its setups, the records kept."""
 
-    def __init__(self, specs, client, plan, comparison) -> None:
-        self.specs, self.client, self.plan, self.id = specs, client, plan, comparison
-        self.n_workers, self.n_threads = self._cluster_shape()
-        self.devices = {"local": 1, "dask": max(1, self.n_workers)}
-        self.ctx = RunContext(n_threads=self.n_threads, seed=plan.seed, options=dict(plan.options))
+    def __init__(self, specs, setups, plan, comparison, *, terminal=None) -> None:
+        self.specs, self.setups, self.plan, self.id = specs, setups, plan, comparison
+        self.ctx = {
+            s.name: RunContext(
+                n_threads=s.threads, seed=plan.seed, options=dict(plan.options), setup=s.name
+            )
+            for s in setups
+        }
+        # Every cluster's workers by pid, so that each run names them alike and leaves the
+        # other clusters' workers out of its figures.
+        self.known = {p: a for s in setups for a, p in s.worker_pids.items() if p > 0}
         self.log = RunLog(plan.out, comparison) if plan.out is not None else None
         self.records, self.sample_frames = [], []
-        self.run_id = self.emitted = 0
-        n = len(specs) * len(plan.engines) * len(plan.size_list)
-        self.total = n * plan.repeat + (n if plan.warmup else 0)
+        self.dead = {}  # (workload, setup) -> the record of a run that cannot succeed later
+        self.run_id = 0
+        n = len(specs) * len(setups)
+        total = n * len(plan.size_list) * plan.repeat + (n if plan.warmup else 0)
+        self.progress = Progress(plan.progress, total, file=terminal)
         self.setup = self._setup()
 
     def close(self) -> None:
+        self.progress.close()
         if self.log is not None:
             self.log.close()
 
-    def _cluster_shape(self):
-        """``(workers, threads)``: the dask cluster's, or (0, this machine's cores)."""
-        from .._dask import scheduler_workers, total_threads
-
-        if self.client is None:
-            return 0, cpu_count()
-        n_workers = len(scheduler_workers(self.client))
-        if n_workers == 0:
-            raise ClusterConnectionError(
-                f"the Dask cluster at {self.client.scheduler.address!r} has no workers; start "
-                "some or use engines=('local',)."
-            )
-        return n_workers, total_threads(self.client)
+    @property
+    def local_threads(self):
+        return next((s.threads for s in self.setups if s.engine == "local"), cpu_count())
 
     def _setup(self):
-        p, c = self.plan, self.client
+        p = self.plan
+        dask = [s for s in self.setups if s.engine == "dask"]
+        first = dask[0].client if dask else None
         return {
             "engines": list(p.engines),
-            "workers": self.n_workers,
-            "threads": self.n_threads,
-            "local_threads": self.n_threads,
+            "setups": {s.name: s.describe() for s in self.setups},
+            "workers": max((s.workers for s in dask), default=0),
+            "threads": self.local_threads,
+            "local_threads": self.local_threads,
             "gpus": gpu_count(),
-            "devices": self.devices,
+            "devices": {s.name: s.devices for s in self.setups},
             "host": socket.gethostname(),
             "platform": platform.platform(),
             "cpu_count": cpu_count(),
-            "scheduler": c.scheduler.address if c is not None else None,
-            "dashboard": c.dashboard_link if c is not None else None,
+            "scheduler": first.scheduler.address if first is not None else None,
+            "dashboard": first.dashboard_link if first is not None else None,
             "repeat": p.repeat,
             "warmup": bool(p.warmup),
             "sizes": p.sizes,
@@ -155,86 +135,91 @@ class _Comparison:
         }
 
     # -- keeping what ran ------------------------------------------------------------------
-    def _keep(self, rec: RunRecord, size, repeat):
-        rec.size, rec.repeat, rec.threads = size, repeat, self.n_threads
-        rec.devices = self.devices[rec.engine]
-        rec.workers = self.n_workers if rec.engine == "dask" else 0
+    def _keep(self, rec: RunRecord, setup, size, repeat):
+        rec.size, rec.repeat, rec.threads = size, repeat, setup.threads
+        rec.devices = setup.devices
+        rec.workers = setup.workers if setup.engine == "dask" else 0
         row = rec.as_row()
         self.records.append(row)
         if self.log is not None:
             self.log.write(row)  # at once: an interrupted comparison keeps its rows
 
-    def _emit(self, event, rec: RunRecord, repeat):
-        self.emitted += 1
-        if self.plan.progress is not None:
-            self.plan.progress(
-                {
-                    "event": event,
-                    "workload": rec.workload,
-                    "engine": rec.engine,
-                    "repeat": repeat,
-                    "index": self.emitted,
-                    "total": self.total,
-                    "record": rec.as_row(),
-                }
-            )
-
-    def _run(self, spec, inputs, engine, *, monitor):
+    def _run(self, spec, inputs, setup, size, *, monitor):
         p = self.plan
         return run_once(
             spec,
             inputs,
-            engine,
-            self.client,
-            self.ctx,
+            setup,
+            self.ctx[setup.name],
             interval=p.interval,
             monitor=monitor,
             timeout=p.timeout,
+            size=size,
+            known=self.known,
         )
 
     # -- the steps -------------------------------------------------------------------------
-    def _warm_up(self, spec, inputs):
-        """One untimed run per engine; ``{engine: record}`` of those that failed."""
-        failed = {}
-        for e in self.plan.engines:
-            rec, _ = self._run(spec, inputs, e, monitor=False)
-            self._emit("warmup", rec, 0)
+    def _warm_up(self, spec, inputs, size):
+        """One untimed run per setup (imports, JIT, worker caches); failures are remembered."""
+        for s in self.setups:
+            if (spec.name, s.name) in self.dead:
+                continue
+            rec, _ = self._run(spec, inputs, s, size, monitor=False)
+            self.progress.emit("warmup", rec, 0, size)
             if rec.status != "ok":
-                failed[e] = rec
-        return failed
+                self.dead[(spec.name, s.name)] = rec
 
-    def _timed(self, spec, inputs, engine, size, rep):
-        rec, samples = self._run(spec, inputs, engine, monitor=self.plan.monitor)
+    def _timed(self, spec, inputs, setup, size, rep):
+        rec, samples = self._run(spec, inputs, setup, size, monitor=self.plan.monitor)
         self.run_id += 1
         rec.run = self.run_id
-        self._keep(rec, size, rep)
+        self._keep(rec, setup, size, rep)
         if samples is not None and len(samples):
             self.sample_frames.append(
                 samples.assign(
-                    run=self.run_id, workload=spec.name, engine=engine, size=size, repeat=rep
+                    run=self.run_id,
+                    workload=spec.name,
+                    engine=setup.engine,
+                    setup=setup.name,
+                    size=size,
+                    repeat=rep,
                 )
             )
-        self._emit("run", rec, rep)
+        self.progress.emit("run", rec, rep, size)
         return rec
 
-    def _workload(self, spec, inputs, size):
-        """Warm-up, then the timed repeats interleaved over the engines (A B A B)."""
+    def _workload(self, spec, inputs, size, first):
+        """Warm-up (at the first size), then the timed repeats interleaved over the setups."""
         # Data preparation (decoding, CNN features, splits) is not part of any timed run:
-        # both engines start from the same prepared inputs.
-        with using(self.ctx), limited("local", self.n_threads):
+        # every setup starts from the same prepared inputs.
+        with using(self.ctx[self.setups[0].name]), limited("local", self.local_threads):
             inputs.prepare(spec.needs)
-        failed = self._warm_up(spec, inputs) if self.plan.warmup else {}
+        if self.plan.warmup and first:
+            self._warm_up(spec, inputs, size)
         for rep in range(1, self.plan.repeat + 1):
-            for e in self.plan.engines:
-                if e not in failed:
-                    rec = self._timed(spec, inputs, e, size, rep)
-                    if rec.status in ("unavailable", "timeout"):
-                        # A timed-out run may still be busy: no more repeats of it.
-                        failed[e] = rec
-        # A warm-up that failed stands for its engine's row (no timed runs followed).
-        for rec in failed.values():
-            if math.isnan(rec.run):
-                self._keep(rec, size, 0)
+            for s in self.setups:
+                if (spec.name, s.name) in self.dead:
+                    self.progress.skip()
+                    continue
+                rec = self._timed(spec, inputs, s, size, rep)
+                if rec.status in ("unavailable", "timeout"):
+                    # A timed-out run may still be busy: no more runs of it, at any size.
+                    self.dead[(spec.name, s.name)] = rec
+        self._keep_dead(spec, size)
+
+    def _keep_dead(self, spec, size):
+        """A setup that cannot run this workload keeps a row at every size, saying why."""
+        for s in self.setups:
+            rec = self.dead.get((spec.name, s.name))
+            # A failed timed run is its own row at its size; a failed warm-up (never kept)
+            # stands for its setup's row at every size.
+            if rec is None or (not math.isnan(rec.run) and rec.size == size):
+                continue
+            copy = dataclasses.replace(rec, metrics={}, run=math.nan)
+            if not math.isnan(rec.run):
+                copy.note = None
+                copy.add_note(f"not run at this size: {rec.status} at size {rec.size}")
+            self._keep(copy, s, size, 0)
 
     def _data(self, data, tmp):
         """The user's data, or the built-in data set built in ``tmp``."""
@@ -249,44 +234,61 @@ class _Comparison:
             seed=self.plan.seed,
         )
 
+    def _reporting_setup(self):
+        """The dask setup whose performance report is kept: the one with the most workers."""
+        dask = [s for s in self.setups if s.engine == "dask"]
+        return max(dask, key=lambda s: s.workers) if dask else None
+
     @contextlib.contextmanager
     def _performance_report(self, tmp):
         """Dask's performance report over the runs, as HTML in ``box["html"]`` afterwards."""
         box = {"html": None}
-        c = self.client
-        if not (self.plan.performance_report and c is not None and "dask" in self.plan.engines):
+        s = self._reporting_setup()
+        if not (self.plan.performance_report and s is not None):
             yield box
             return
         from distributed import performance_report
 
         path = tmp / "dask-performance-report.html"
-        with c.as_current(), performance_report(filename=str(path), mode="inline"):
+        with s.client.as_current(), performance_report(filename=str(path), mode="inline"):
             yield box
         if path.exists():
             # Dask's template links its favicon on docs.dask.org: drop it so the file makes no
             # network request when opened offline.
             box["html"] = re.sub(r'<link[^>]*rel="shortcut icon"[^>]*>', "", path.read_text())
 
+    def _fine_metrics(self):
+        """Add the spans' CPU and waiting seconds to the records (read once, at the end)."""
+        for s in self.setups:
+            if s.engine != "dask":
+                continue
+            ids = [r["span_id"] for r in self.records if r.get("setup") == s.name]
+            metrics = span_metrics(s.client, ids)
+            for row in self.records:
+                row.update(metrics.get(row.get("span_id"), {}))
+
     def run(self, data) -> Results:
-        """Run every workload at every size; return the :class:`Results`."""
+        """Run every workload at every size on every setup; return the :class:`Results`."""
         import pandas as pd
 
         p = self.plan
+        self.progress.start(self.setups)
         with tempfile.TemporaryDirectory(prefix="dasktrain-compare-") as tmp:
             tmp = Path(tmp)
             data = self._data(data, tmp)
             with self._performance_report(tmp) as perf:
-                for size in p.size_list:
+                for i, size in enumerate(p.size_list):
                     inputs = Inputs(
                         data,
                         size=size,
                         workdir=tmp,
                         seed=p.seed,
                         options=p.options,
-                        n_threads=self.n_threads,
+                        n_threads=self.local_threads,
                     )
                     for spec in self.specs:
-                        self._workload(spec, inputs, size)
+                        self._workload(spec, inputs, size, first=(i == 0))
+        self._fine_metrics()
         self.setup.update(finished=_now(), versions=_versions())
         frames = self.sample_frames
         samples = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -306,6 +308,7 @@ def compare(
     engines=ENGINES,
     repeat=3,
     client=None,
+    clusters=None,
     prices=None,
     baseline="local",
     sizes=None,
@@ -316,14 +319,16 @@ def compare(
     interval=None,
     monitor=True,
     performance_report=True,
-    progress=None,
+    progress=True,
     seed=0,
     options=None,
     n_per_class=60,
     out=None,
     timeout=None,
+    log=None,
 ) -> Results:
-    """Run workloads on several engines with repeats and return comparable :class:`Results`.
+    """Run workloads on the local engine and one or more Dask clusters, with repeats and at
+    several data sizes, and return comparable :class:`Results`.
 
     Parameters
     ----------
@@ -339,18 +344,28 @@ def compare(
         built-in X-ray-like data set in a temporary folder (``n_per_class`` images per class).
     engines : sequence of {"local", "dask"}
     repeat : int
-        Timed runs per workload x engine (after the warm-up), interleaved A B A B.
+        Timed runs per workload x setup x size (after the warm-up), interleaved A B A B.
     client : distributed.Client or str, optional
         The cluster of the dask engine. ``None``: the current default client, else a new local
         cluster (closed at the end). A string is a scheduler address.
+    clusters : mapping or list, optional
+        Several clusters in one comparison, each a *setup* of its own beside the local
+        engine (instead of ``client``): a mapping name -> ``distributed.Client``, scheduler
+        address, number of local workers (a new ``LocalCluster`` of single-threaded
+        workers), or a dict of :func:`dasktrain.connect` arguments (``{"gpu": True}`` for a
+        GPU cluster); or a list of local cluster sizes, ``[1, 2]`` meaning
+        ``{"dask-1w": 1, "dask-2w": 2}``. Their rows are named after them (the ``setup``
+        column); :attr:`Results.strong_scaling` gives speedup and efficiency against the
+        number of workers. Clusters started here are closed at the end.
     prices : dict, optional
         USD per hour per machine for the ``cost_usd`` column (see :class:`Results`).
     baseline : str
-        Engine the speedups are relative to.
+        Setup the speedups are relative to (``"local"``, or a cluster's name).
     sizes : list of int, optional
         Run every workload at these data sizes (samples) and report the crossover.
     warmup : bool
-        Run each workload once per engine first, untimed (imports, JIT, worker caches).
+        Run each workload once per setup first, at the first size, untimed (imports, JIT,
+        worker caches).
     machines, spot_discount, time_basis
         See :class:`Results`.
     interval : float, optional
@@ -359,9 +374,11 @@ def compare(
         Sample resources during every run.
     performance_report : bool
         Keep Dask's performance report of the dask runs (saved by :meth:`Results.save`).
-    progress : callable, optional
-        Called with a dict after every run (``event``, ``workload``, ``engine``, ``repeat``,
-        ``index``, ``total``, ``record``); the CLI prints it.
+    progress : bool or callable
+        True (default): a progress bar (tqdm) on a terminal. A callable is called with a
+        dict after every run (``event``, ``workload``, ``engine``, ``setup``, ``size``,
+        ``repeat``, ``index``, ``total``, ``record``), and its ``start(setups, total)``
+        method, if it has one, before the first run; the CLI prints them. False: nothing.
     seed : int
     options : dict, optional
         Built-in workload settings: ``image_size`` (64), ``backbone`` ("smallcnn"),
@@ -379,6 +396,10 @@ def compare(
         tasks a timed-out dask run submitted are cancelled; a run busy in this process (a local
         run) cannot be stopped and is left running in the background, which its row says.
         Without a limit the workload runs in this thread, as before.
+    log : str or Path, optional
+        Send what the libraries warn, log and print during the comparison (in this process
+        and in the workers of the clusters started here) to this file instead of the
+        terminal; dasktrain's own warnings still show (see :mod:`dasktrain.harness.quiet`).
 
     Returns
     -------
@@ -414,6 +435,8 @@ def compare(
     specs = resolve_workloads(workloads)
     plan = make_plan(
         engines=engines,
+        clusters=clusters,
+        client=client,
         baseline=baseline,
         repeat=repeat,
         sizes=sizes,
@@ -433,13 +456,24 @@ def compare(
         n_per_class=n_per_class,
     )
     check_data(data)
-    client, owned = _resolve_client(client, plan.engines)
-    try:
-        comparison = _Comparison(specs, client, plan, uuid.uuid4().hex[:12])
-        try:
-            return comparison.run(data)
-        finally:
-            comparison.close()
-    finally:
-        if owned:
-            client.close()
+    with contextlib.ExitStack() as stack:
+        quiet = stack.enter_context(QuietOutput(log)) if log is not None else None
+        setups = open_setups(plan.engines, client, plan.clusters)
+        stack.callback(close_setups, setups)
+        _quiet_workers(setups, quiet)
+        terminal = quiet.terminal_err if quiet is not None else None
+        comparison = _Comparison(specs, setups, plan, uuid.uuid4().hex[:12], terminal=terminal)
+        stack.callback(comparison.close)
+        return comparison.run(data)
+
+
+def _quiet_workers(setups, quiet):
+    """Point the output of the workers of the clusters started here at the log file."""
+    if quiet is None:
+        return
+    for s in setups:
+        if s.started:
+            try:
+                s.client.register_plugin(quiet.plugin())
+            except Exception:  # noqa: BLE001 - noise on the terminal is no reason to fail
+                pass

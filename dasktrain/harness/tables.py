@@ -1,6 +1,6 @@
 """The arithmetic of a comparison: run records -> summary table, scaling and crossover.
 
-Medians over the repeats per workload x engine x size, then against the baseline engine:
+Medians over the repeats per workload x setup x size, then against the baseline setup:
 speedup (t_baseline / t), improvement ((t_baseline / t - 1) x 100), parallel efficiency
 (speedup / device ratio), energy-delay product and cost per run from a price table.
 :class:`~dasktrain.harness.Results` calls these; they only read DataFrames.
@@ -31,9 +31,22 @@ __all__ = [
 
 TIME_BASES = ("time", "train_time")
 
+#: Where the time went (see :mod:`dasktrain.harness.breakdown`): medians over the repeats.
+BREAKDOWN_MEDIANS = [
+    "startup_s",
+    "transfer_s",
+    "idle_s",
+    "compute_s",
+    "tasks",
+    "idle_gaps",
+    "compute_cpu_s",
+    "compute_wait_s",
+]
+
 #: The columns of :attr:`Results.table`, in order.
 TABLE_COLUMNS = [
     "workload",
+    "setup",
     "engine",
     "status",
     "repeats",
@@ -46,6 +59,8 @@ TABLE_COLUMNS = [
     "speedup",
     "improvement_pct",
     "devices",
+    "workers",
+    "threads",
     "efficiency",
     "quality_metric",
     "quality",
@@ -55,6 +70,8 @@ TABLE_COLUMNS = [
     "edp",
     "machine",
     "cost_usd",
+    "core_seconds",
+    *BREAKDOWN_MEDIANS,
     "workers_lost",
     "size",
     "error",
@@ -80,21 +97,24 @@ def check_fraction(value, name: str) -> float:
     return float(value)
 
 
-def price_of(prices, machines, engine, spot_discount) -> tuple[float, str]:
-    """``(usd_per_hour_total, machine_label)`` of an engine, after the spot discount.
+def price_of(prices, machines, setup, spot_discount) -> tuple[float, str]:
+    """``(usd_per_hour_total, machine_label)`` of a setup, after the spot discount.
+
+    A setup is looked up under its own name (``"local"``, ``"dask"``, a cluster's name) unless
+    ``machines`` maps it to a machine.
 
     Raises
     ------
     WorkloadError
-        The price table has no entry for the engine's machine, or a bad one.
+        The price table has no entry for the setup's machine, or a bad one.
     """
-    spec = (machines or {}).get(engine, engine)
+    spec = (machines or {}).get(setup, setup)
     name, count = spec if isinstance(spec, tuple) else (spec, 1)
     if name not in prices:
         raise WorkloadError(
-            f"the price table has no entry for machine {name!r} (engine {engine!r}); it knows "
-            f"{sorted(prices)!r}. Add {name!r} to prices=, or map the engine to a priced machine "
-            f"with machines={{{engine!r}: '<machine in prices>'}}."
+            f"the price table has no entry for machine {name!r} (setup {setup!r}); it knows "
+            f"{sorted(prices)!r}. Add {name!r} to prices=, or map the setup to a priced machine "
+            f"with machines={{{setup!r}: '<machine in prices>'}}."
         )
     entry = prices[name]
     discount = spot_discount
@@ -106,13 +126,13 @@ def price_of(prices, machines, engine, spot_discount) -> tuple[float, str]:
     if isinstance(entry, bool) or not isinstance(entry, numbers.Real) or entry < 0:
         raise WorkloadError(f"prices[{name!r}]={entry!r} must be a price in USD per hour (>= 0).")
     discount = check_fraction(discount, "spot_discount")
-    count = check_positive_int(count, f"machines[{engine!r}] count")
+    count = check_positive_int(count, f"machines[{setup!r}] count")
     label = name if count == 1 else f"{count} x {name}"
     return float(entry) * count * (1 - discount), label
 
 
 # ---------------------------------------------------------------------------------------
-# Aggregation: runs -> one row per workload x engine x size
+# Aggregation: runs -> one row per workload x setup x size
 # ---------------------------------------------------------------------------------------
 def _median(values):
     return float(values.median()) if values.notna().any() else math.nan
@@ -124,7 +144,7 @@ def _first(values):
 
 
 def _aggregate_group(g):
-    """The summary row of one workload x engine x size group of runs."""
+    """The summary row of one workload x setup x size group of runs."""
     import pandas as pd
 
     ok, bad = g[g.status == "ok"], g[g.status != "ok"]
@@ -140,34 +160,39 @@ def _aggregate_group(g):
         row[f"{col}_min"] = float(v.min()) if any_ else math.nan
         row[f"{col}_max"] = float(v.max()) if any_ else math.nan
     row["devices"] = float(g.devices.max())
+    for col in ("workers", "threads"):
+        v = pd.to_numeric(g[col], errors="coerce") if col in g else None
+        row[col] = float(v.max()) if v is not None and v.notna().any() else math.nan
     row["quality_metric"] = _first(ok.quality_metric)
-    for col in ("quality", "cpu_percent_mean", "peak_rss_bytes", "energy_j"):
-        row[col] = _median(pd.to_numeric(ok[col], errors="coerce"))
+    for col in ("quality", "cpu_percent_mean", "peak_rss_bytes", "energy_j", *BREAKDOWN_MEDIANS):
+        v = pd.to_numeric(ok[col], errors="coerce") if col in ok else pd.Series(dtype=float)
+        row[col] = _median(v)
     lost = pd.to_numeric(g.workers_lost, errors="coerce")
     row["workers_lost"] = float(lost.sum()) if lost.notna().any() else math.nan
     return row
 
 
 def _aggregate(runs):
-    """One row per workload x engine x size: medians, ranges, status and error."""
+    """One row per workload x setup x size: medians, ranges, status and error."""
     import pandas as pd
 
     rows = []
     r = runs.assign(size=runs["size"].fillna(-1))
-    for (w, e, s), g in r.groupby(["workload", "engine", "size"], sort=False, dropna=False):
-        row = {"workload": w, "engine": e, "size": None if s == -1 else s}
+    for (w, name, s), g in r.groupby(["workload", "setup", "size"], sort=False, dropna=False):
+        row = {"workload": w, "setup": name, "engine": g.engine.iloc[0]}
+        row["size"] = None if s == -1 else s
         row.update(_aggregate_group(g))
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def _crossover_row(w, e, g, base, basis="time_median"):
-    """Where engine ``e`` starts to win on workload ``w`` (``g``, ``base``: its scaling rows
+    """Where setup ``e`` starts to win on workload ``w`` (``g``, ``base``: its scaling rows
     and the baseline's times by size)."""
     g = g.set_index("size").sort_index()
     sizes = [s for s in g.index if s in base.index and not math.isnan(g.at[s, basis])]
     if not sizes:
-        return {"workload": w, "engine": e, "crossover_size": math.nan, "note": "no timings"}
+        return {"workload": w, "setup": e, "crossover_size": math.nan, "note": "no timings"}
     wins = [g.at[s, basis] < base.at[s] for s in sizes]
     lo, hi = sizes[0], sizes[-1]
     if not wins[-1]:
@@ -182,7 +207,12 @@ def _crossover_row(w, e, g, base, basis="time_median"):
             if i == 0
             else f"{e} wins from size {cross:g}"
         )
-    return {"workload": w, "engine": e, "crossover_size": cross, "note": note}
+    return {"workload": w, "setup": e, "crossover_size": cross, "note": note}
+
+
+def _with_engine(row, g):
+    row["engine"] = str(g.engine.iloc[0]) if len(g) else None
+    return row
 
 
 # ---------------------------------------------------------------------------------------
@@ -193,7 +223,7 @@ def _derive_row(row, agg, s):
     basis = f"{s['time_basis']}_median"
     base = agg[
         (agg.workload == row["workload"])
-        & (agg.engine == s["baseline"])
+        & (agg.setup == s["baseline"])
         & ((agg["size"] == row["size"]) | (agg["size"].isna() & (row["size"] is None)))
     ]
     t = row[basis]
@@ -210,9 +240,12 @@ def _derive_row(row, agg, s):
     row["machine"], row["cost_usd"] = None, math.nan
     if s["prices"] is not None:
         usd_h, row["machine"] = price_of(
-            s["prices"], s["machines"], row["engine"], s["spot_discount"]
+            s["prices"], s["machines"], row["setup"], s["spot_discount"]
         )
         row["cost_usd"] = usd_h * t / 3600 if not math.isnan(t) else math.nan
+    # What a run costs in cores held, priced or not: the setup's cores x the whole step.
+    cores = row.get("threads", math.nan)
+    row["core_seconds"] = cores * row["time_median"] if cores == cores else math.nan
     return row
 
 
@@ -224,7 +257,7 @@ def _derived(runs, settings):
 
 
 def summary_table(runs, **settings) -> pd.DataFrame:
-    """One row per workload x engine at the largest size, columns :data:`TABLE_COLUMNS`.
+    """One row per workload x setup at the largest size, columns :data:`TABLE_COLUMNS`.
 
     ``settings`` are ``baseline``, ``time_basis``, ``prices``, ``machines`` and
     ``spot_discount`` as :class:`~dasktrain.harness.Results` holds them.
@@ -237,26 +270,27 @@ def summary_table(runs, **settings) -> pd.DataFrame:
 
 
 def scaling_table(runs, **settings) -> pd.DataFrame | None:
-    """Median time per workload x engine x size, or None with a single size."""
+    """Median time per workload x setup x size, or None with a single size."""
     if runs["size"].dropna().nunique() < 2:
         return None
     agg = _derived(runs[runs["size"].notna()], settings)
-    cols = ["workload", "engine", "size", "time_median", "time_min", "time_max"]
-    return agg[[*cols, "speedup", "status"]].sort_values(
-        ["workload", "engine", "size"], ignore_index=True
+    cols = ["workload", "setup", "engine", "size", "time_median", "time_min", "time_max"]
+    return agg[[*cols, "speedup", "quality", "status"]].sort_values(
+        ["workload", "setup", "size"], ignore_index=True
     )
 
 
 def crossover_table(scaling, baseline) -> pd.DataFrame | None:
-    """Per workload and non-baseline engine, the size from which it wins (see
+    """Per workload and non-baseline setup, the size from which it wins (see
     :attr:`Results.crossover <dasktrain.harness.Results.crossover>`)."""
     import pandas as pd
 
     if scaling is None:
         return None
     sc, rows = scaling, []
-    for (w, e), g in sc.groupby(["workload", "engine"], sort=False):
+    for (w, e), g in sc.groupby(["workload", "setup"], sort=False):
         if e != baseline:
-            base = sc[(sc.workload == w) & (sc.engine == baseline)]
-            rows.append(_crossover_row(w, e, g, base.set_index("size")["time_median"]))
-    return pd.DataFrame(rows, columns=["workload", "engine", "crossover_size", "note"])
+            base = sc[(sc.workload == w) & (sc.setup == baseline)]
+            row = _crossover_row(w, e, g, base.set_index("size")["time_median"])
+            rows.append(_with_engine(row, g))
+    return pd.DataFrame(rows, columns=["workload", "setup", "engine", "crossover_size", "note"])

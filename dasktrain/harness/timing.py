@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from .._dask import WorkerWatch
 from ..exceptions import OptionalDependencyError, Unavailable, WorkloadError
+from .breakdown import observe, observe_local, split_local, split_time
 from .monitor import ResourceMonitor
 from .results import RunRecord
 from .workloads import using
@@ -110,7 +111,8 @@ def _timeout_message(timeout, cancelled, still_running):
 
 
 def _call(fn, args, timeout, client):
-    """``(fn(*args), seconds)``; with ``timeout``, raise :class:`_RunTimeout` when it is over.
+    """``(fn(*args), seconds, (start, end))``; with ``timeout``, raise :class:`_RunTimeout`
+    when it is over. ``start`` and ``end`` are UNIX times around the call.
 
     With a time limit the workload runs in a daemon thread (in a copy of this context, so it
     sees the run's RunContext and current client) while this thread waits. On timeout the
@@ -119,14 +121,15 @@ def _call(fn, args, timeout, client):
     is left running in the background, and the row says so.
     """
     if timeout is None:
-        t0 = time.perf_counter()
+        w0, t0 = time.time(), time.perf_counter()
         value = fn(*args)
-        return value, time.perf_counter() - t0
+        elapsed = time.perf_counter() - t0
+        return value, elapsed, (w0, w0 + elapsed)
     box = {}
     before = _future_keys(client) if client is not None else set()
 
     def target():
-        t0 = time.perf_counter()
+        box["w0"], t0 = time.time(), time.perf_counter()
         try:
             box["value"] = fn(*args)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
@@ -147,14 +150,19 @@ def _call(fn, args, timeout, client):
         raise _RunTimeout(_timeout_message(timeout, cancelled, thread.is_alive()))
     if "exc" in box:
         raise box["exc"]
-    return box["value"], box["elapsed"]
+    return box["value"], box["elapsed"], (box["w0"], box["w0"] + box["elapsed"])
 
 
 # --------------------------------------------------------------------------------------------
 # The record
 # --------------------------------------------------------------------------------------------
 def _record_metrics(rec, metrics, spec):
-    """Put a run's metrics into its record; nothing a workload returns may break the record."""
+    """Put a run's metrics into its record; nothing a workload returns may break the record.
+
+    ``train_time`` and ``train_start`` are the workload's word on its training step, not
+    metrics: they go to the record's ``train_time`` and the time breakdown.
+    """
+    metrics.pop("train_start", None)
     tt = metrics.pop("train_time", None)
     if isinstance(tt, numbers.Real):
         rec.train_time = float(tt)
@@ -186,7 +194,7 @@ def _record_lost_workers(rec, watch):
 
 def _record_monitor(rec, mon):
     # The local engine is charged for the driver's tree only, not the idle cluster.
-    idle = ("worker", "nanny", "scheduler") if rec.engine == "local" else ()
+    idle = ("worker", "nanny", "scheduler", "rank") if rec.engine == "local" else ()
     s = mon.summary(exclude_roles=idle)
     for k in _MONITOR_FIELDS:
         setattr(rec, k, s[k])
@@ -194,11 +202,15 @@ def _record_monitor(rec, mon):
 
 
 def _timed_call(spec, inputs, rec, dask_client, mon, timeout):
-    """Call the workload, timing it into ``rec``; return its metrics (raises what it raises)."""
+    """Call the workload, timing it into ``rec`` and splitting its time; return its metrics
+    (raises what it raises)."""
     if mon is not None:
         mon.start()
+    observed = observe(dask_client, rec.span) if dask_client is not None else observe_local()
     try:
-        metrics, rec.time = _call(spec.fn, (inputs, rec.engine, dask_client), timeout, dask_client)
+        with observed as obs:
+            args = (inputs, rec.engine, dask_client)
+            metrics, rec.time, window = _call(spec.fn, args, timeout, dask_client)
     finally:
         if mon is not None:
             mon.stop()
@@ -207,21 +219,40 @@ def _timed_call(spec, inputs, rec, dask_client, mon, timeout):
             f"workload {spec.name!r} returned {type(metrics).__name__}; it must return a "
             "dict of metrics (optionally with 'train_time')."
         )
+    train_start = metrics.get("train_start")
+    train_start = float(train_start) if isinstance(train_start, numbers.Real) else None
+    split = split_time if dask_client is not None else split_local
+    for key, value in split(*window, obs, train_start=train_start).items():
+        setattr(rec, key, value)
+    rec.span_id = obs.span_id
     return dict(metrics)
 
 
 def run_once(
-    spec, inputs, engine, client, ctx, *, interval=None, monitor=True, timeout=None
+    spec, inputs, setup, ctx, *, interval=None, monitor=True, timeout=None, size=None, known=None
 ) -> tuple[RunRecord, pd.DataFrame | None]:
-    """Run workload ``spec`` once on ``engine``; return ``(RunRecord, samples or None)``.
+    """Run workload ``spec`` once on ``setup``; return ``(RunRecord, samples or None)``.
 
-    ``client`` is the comparison's client (it also names the workers for the monitor); the
-    workload gets it only on the dask engine, and it is the current client meanwhile, so code
-    that resolves its client late (``distributed.get_client()``) finds it.
+    The workload gets the setup's client on the dask engine (None on the local engine), and it
+    is the current client meanwhile, so code that resolves its client late
+    (``distributed.get_client()``) finds it. A dask run runs inside the ``distributed.span``
+    ``"<workload>/<setup>[/<size>]"`` and its time is split into start-up, data transfer,
+    scheduler/idle and compute (:mod:`~dasktrain.harness.breakdown`). ``known`` is the
+    ``{pid: name}`` of every cluster's workers: the monitor names them alike in every run and
+    leaves the other clusters' workers out of this run's figures.
     """
-    rec = RunRecord(spec.name, engine)
-    dask_client = client if engine == "dask" else None
-    mon = ResourceMonitor(interval=interval, client=client) if monitor else None
+    engine = setup.engine
+    rec = RunRecord(spec.name, engine, setup=setup.name)
+    dask_client = setup.client if engine == "dask" else None
+    if dask_client is not None:
+        rec.span = "/".join([spec.name, setup.name] + ([f"{size:g}"] if size else []))
+    mon = None
+    if monitor:
+        known = dict(known or {})
+        own = {p for p in setup.worker_pids.values() if p > 0}
+        mon = ResourceMonitor(
+            interval=interval, client=dask_client, workers=known, idle_pids=set(known) - own
+        )
     watch = WorkerWatch(dask_client) if dask_client is not None else None
     current = dask_client.as_current() if dask_client is not None else contextlib.nullcontext()
     metrics = {}
@@ -239,6 +270,8 @@ def run_once(
     rec.end = time.time()
     if rec.status != "ok":
         rec.time, metrics = math.nan, {}
+        for key in ("startup_s", "transfer_s", "idle_s", "compute_s"):
+            setattr(rec, key, math.nan)
     _record_metrics(rec, metrics, spec)
     if watch is not None:
         _record_lost_workers(rec, watch)

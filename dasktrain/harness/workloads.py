@@ -27,6 +27,7 @@ import numpy as np
 
 from .._dask import compute_if_dask, to_cluster
 from ..exceptions import Unavailable, WorkloadError
+from .breakdown import phase
 
 logger = logging.getLogger(__name__)
 
@@ -44,13 +45,15 @@ __all__ = [
 class RunContext:
     """What a workload needs to know about the run it is in (see :func:`current`).
 
-    ``n_threads`` is the number of cores both engines may use (the dask cluster's total worker
-    threads), which the local engine is limited to for a fair comparison.
+    ``n_threads`` is the number of cores the run may use: a cluster's total worker threads on
+    the dask engine; on the local engine as many as the largest cluster has (it is limited to
+    them for a fair comparison). ``setup`` names the setup the run belongs to.
     """
 
     n_threads: int = 1
     seed: int = 0
     options: dict = dataclasses.field(default_factory=dict)
+    setup: str = "local"
 
 
 # No shared default instance: a RunContext holds a mutable options dict.
@@ -81,13 +84,27 @@ def _opt(name, default):
 # Engine plumbing
 # ---------------------------------------------------------------------------------------
 def _to_cluster(client, *arrays):
-    """Put numpy arrays on the cluster as persisted dask arrays, one chunk per worker thread."""
-    return to_cluster(client, *arrays, n_blocks=max(1, current().n_threads))
+    """Put numpy arrays on the cluster as persisted dask arrays, one chunk per worker thread
+    (data transfer in the run's time breakdown)."""
+    with phase("transfer"):
+        return to_cluster(client, *arrays, n_blocks=max(1, current().n_threads))
 
 
 def _result(client, x):
-    """A numpy result from a numpy or dask value (computed on ``client``)."""
-    return np.asarray(compute_if_dask(x, client=client))
+    """A numpy result from a numpy or dask value (computed on ``client``).
+
+    The cluster computes it first; only fetching the result counts as data transfer.
+    """
+    import dask
+
+    if client is None or not dask.is_dask_collection(x):
+        return np.asarray(compute_if_dask(x, client=client))
+    from distributed import wait
+
+    future = client.compute(x)
+    wait(future)
+    with phase("transfer"):
+        return np.asarray(future.result())
 
 
 # ---------------------------------------------------------------------------------------
@@ -233,12 +250,16 @@ def w_ddp_cnn(inputs, engine, client) -> dict:
     from ..ddp.recipes import train_classifier
 
     Xtr, Xte, ytr, yte = inputs.image_split
+    # One recipe for both engines (the local twin takes the same steps as the ranks): a
+    # small CNN on standardised images with a max-pooled head and a one-cycle schedule
+    # learns the X-ray-like set (>= 0.85 test accuracy) in a few epochs.
     kw = {
         "X_val": Xte,
         "y_val": yte,
         "model": _opt("ddp_model", "smallcnn"),
-        "epochs": _opt("epochs", 2),
-        "batch_size": _opt("ddp_batch_size", 32),
+        "epochs": _opt("epochs", 8),
+        "batch_size": _opt("ddp_batch_size", 16),
+        "lr": _opt("ddp_lr", 1e-2),
         "seed": current().seed,
     }
     if engine == "dask":
@@ -247,9 +268,13 @@ def w_ddp_cnn(inputs, engine, client) -> dict:
         result = ddp.run_local(train_classifier, Xtr, ytr, **kw)
     out = result[0]  # {rank: value}: rank 0 reports for the job
     hist = out.get("history") or [{}]
-    res = {"train_time": float(out.get("train_time", math.nan))}
+    res = {
+        "train_time": float(out.get("train_time", math.nan)),
+        "train_start": float(out.get("train_start", math.nan)),
+    }
     if "accuracy" in hist[-1]:
         res["accuracy"] = float(hist[-1]["accuracy"])
+        res["accuracy_per_epoch"] = " ".join(f"{h.get('accuracy', math.nan):.3f}" for h in hist)
     if "samples_per_s" in out:
         res["samples_per_s"] = float(out["samples_per_s"])
     return res

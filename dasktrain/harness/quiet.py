@@ -1,0 +1,167 @@
+"""Library noise off the terminal: what the libraries print, warn or log goes to a file.
+
+A comparison runs scikit-learn, xgboost, torch and Dask, which warn (``ConvergenceWarning``,
+"Sending large graph"), log (``distributed.sizeof ... failed``, port-in-use, "Worker process
+still alive") and print (xgboost's tracker, ``Parameters: { "coll_cfg" } are not used``) in
+this process and in the workers. With ``compare(log=path)`` all of it goes to ``path``; what
+is about the user's data or setup stays on the terminal: dasktrain's own warnings
+(:class:`~dasktrain.exceptions.DasktrainWarning`, e.g. skipped files) and log records of
+level WARNING or more.
+
+In this process the streams are redirected at the Python level (``sys.stdout``,
+``sys.stderr``, the logging handlers, ``warnings.showwarning``); the workers of the clusters
+the comparison starts itself get a worker plugin that points their file descriptors 1 and 2 at
+the file, which also catches what C++ code writes there. A cluster the caller passed in is
+never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import warnings
+
+from ..exceptions import DasktrainWarning
+
+__all__ = ["QuietOutput", "output_to_file"]
+
+_FORMAT = "%(asctime)s %(levelname)s %(name)s (pid %(process)d): %(message)s"
+
+
+def _own(name):
+    return name == "dasktrain" or name.startswith("dasktrain.")
+
+
+class _OwnRecords(logging.Filter):
+    """Lets dasktrain's own records through to the terminal, and nothing else."""
+
+    def filter(self, record):
+        return _own(record.name)
+
+
+def _point_output_at(path):
+    """Append this process's file descriptors 1 and 2 to ``path`` (runs in a worker)."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags, 0o644)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def output_to_file(path):
+    """A :class:`distributed.WorkerPlugin` whose workers write their stdout and stderr (file
+    descriptors 1 and 2, so C++ output too) to ``path``; processes they start later (DDP
+    ranks) inherit it. Built on call, so that importing this module imports no distributed."""
+    from distributed import WorkerPlugin
+
+    class OutputToFile(WorkerPlugin):
+        name = "dasktrain-output-to-file"
+        idempotent = True
+
+        def __init__(self, path):
+            self.path = os.fspath(path)
+
+        def setup(self, worker):
+            _point_output_at(self.path)
+
+    return OutputToFile(path)
+
+
+class QuietOutput:
+    """Within ``with``: library output of this process goes to ``path`` (see the module).
+
+    Attributes
+    ----------
+    terminal : file
+        The terminal's stdout as it was on entry: write what the user must see there.
+    terminal_err : file
+        The terminal's stderr as it was on entry.
+    """
+
+    def __init__(self, path) -> None:
+        self.path = os.fspath(path)
+        self.terminal, self.terminal_err = sys.stdout, sys.stderr
+        self._undo = contextlib.ExitStack()
+
+    def plugin(self):
+        """The worker plugin for the clusters the comparison starts (:func:`output_to_file`)."""
+        return output_to_file(self.path)
+
+    def lines(self) -> int:
+        """Lines written to the file so far."""
+        try:
+            with open(self.path, "rb") as f:
+                return sum(1 for _ in f)
+        except OSError:
+            return 0
+
+    def __enter__(self) -> QuietOutput:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        stream = os.fdopen(os.open(self.path, flags, 0o644), "a", encoding="utf-8", buffering=1)
+        self._undo.callback(stream.close)
+        self.terminal, self.terminal_err = sys.stdout, sys.stderr
+        self._route_logging(stream)
+        self._route_warnings()
+        self._undo.enter_context(contextlib.redirect_stdout(stream))
+        self._undo.enter_context(contextlib.redirect_stderr(stream))
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self._undo.close()
+        return False
+
+    def _route_logging(self, stream):
+        """Every record to the file; only dasktrain's own to the terminal's handlers."""
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter(_FORMAT))
+        root = logging.getLogger()
+        root.addHandler(handler)
+        self._undo.callback(root.removeHandler, handler)
+        own = _OwnRecords()
+        others = [h for h in root.handlers if h is not handler]
+        if not others:
+            # No terminal handler (a script, not the CLI): dasktrain's warnings still show.
+            terminal = logging.StreamHandler(self.terminal_err)
+            terminal.setLevel(logging.WARNING)
+            root.addHandler(terminal)
+            self._undo.callback(root.removeHandler, terminal)
+            others = [terminal]
+        for h in others:
+            h.addFilter(own)
+            self._undo.callback(h.removeFilter, own)
+        # Loggers with handlers of their own (distributed configures "distributed" so) send
+        # their records to the file instead, for the time being.
+        for name, lg in list(logging.Logger.manager.loggerDict.items()):
+            if not isinstance(lg, logging.Logger) or not lg.handlers or _own(name):
+                continue
+            saved = (list(lg.handlers), lg.propagate)
+            lg.handlers = []
+            lg.propagate = True
+            self._undo.callback(_restore, lg, *saved)
+
+    def _route_warnings(self):
+        """dasktrain's warnings to the terminal, every other warning to the file's log."""
+        shown = warnings.showwarning
+        terminal_err = self.terminal_err
+        library = logging.getLogger("py.warnings")
+
+        def showwarning(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, DasktrainWarning):
+                text = warnings.formatwarning(message, category, filename, lineno, line)
+                terminal_err.write(text)
+                return
+            text = warnings.formatwarning(message, category, filename, lineno, line)
+            library.warning("%s", text.rstrip())
+
+        warnings.showwarning = showwarning
+        self._undo.callback(setattr, warnings, "showwarning", shown)
+
+
+def _restore(logger, handlers, propagate):
+    logger.handlers = handlers
+    logger.propagate = propagate

@@ -1,0 +1,147 @@
+"""Results as text for a terminal: the verdicts, then a table that fits a screen.
+
+``print(results)`` and ``results.table`` must read well in a terminal and a notebook: the
+verdicts come first, then one line per workload x setup with the columns a person compares
+(pandas would cut a wide frame to ``[16 rows x 24 columns]``). :class:`ResultsTable` is the
+DataFrame of ``Results.table``: it prints every row and column, wrapped to the terminal's width.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+import pandas as pd
+
+__all__ = ["ResultsTable", "results_text", "SHORT_COLUMNS"]
+
+
+class ResultsTable(pd.DataFrame):
+    """A DataFrame that prints whole: all rows and columns, 4 significant digits, wrapped to
+    the terminal's width (``Results.table`` and what is derived from it)."""
+
+    @property
+    def _constructor(self):
+        return ResultsTable
+
+    def _options(self):
+        width = shutil.get_terminal_size((120, 40)).columns
+        return pd.option_context(
+            "display.max_rows",
+            None,
+            "display.max_columns",
+            None,
+            "display.width",
+            width,
+            "display.max_colwidth",
+            None,
+            "display.float_format",
+            "{:.4g}".format,
+        )
+
+    def __repr__(self) -> str:
+        with self._options():
+            return super().__repr__()
+
+    def _repr_html_(self):
+        with self._options():
+            return super()._repr_html_()
+
+
+#: ``(column, header, format)`` of the terminal table; a column missing from the table is left
+#: out.
+SHORT_COLUMNS = [
+    ("workload", "workload", "{}"),
+    ("setup", "setup", "{}"),
+    ("size", "size", "{:g}"),
+    ("repeats", "n", "{:g}"),
+    ("time_median", "time s", "{:.3g}"),
+    ("range", "min-max s", "{}"),
+    ("speedup", "speedup", "{:.2f}x"),
+    ("startup_s", "start-up", "{:.2g}"),
+    ("transfer_s", "transfer", "{:.2g}"),
+    ("idle_s", "sched/idle", "{:.2g}"),
+    ("compute_s", "compute", "{:.2g}"),
+    ("quality_text", "quality", "{}"),
+    ("cpu_percent_mean", "CPU %", "{:.0f}"),
+    ("peak_rss_mb", "peak MiB", "{:.0f}"),
+    ("core_seconds", "core-s", "{:.3g}"),
+    ("cost_usd", "USD", "{:.3g}"),
+]
+
+
+def _cell(value, fmt):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    try:
+        return fmt.format(value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def _short_frame(results):
+    t = results.table.copy()
+    t["peak_rss_mb"] = t["peak_rss_bytes"] / 2**20
+    t["range"] = [
+        f"{lo:.3g}-{hi:.3g}" if lo == lo and hi == hi and lo != hi else "-"
+        for lo, hi in zip(t.time_min, t.time_max)
+    ]
+    t["quality_text"] = [
+        f"{m} {q:.3f}" if isinstance(m, str) and q == q else "-"
+        for m, q in zip(t.quality_metric, t.quality)
+    ]
+    if t["size"].isna().all():
+        t = t.drop(columns="size")
+    if results.prices is None:
+        t = t.drop(columns="cost_usd")
+    if t[["startup_s", "transfer_s", "idle_s"]].isna().all().all():
+        t = t.drop(columns=["startup_s", "transfer_s", "idle_s", "compute_s"])
+    return t
+
+
+def _table_lines(results):
+    t = _short_frame(results)
+    cols = [(c, h, f) for c, h, f in SHORT_COLUMNS if c in t]
+    cells = [[h for _, h, _ in cols]]
+    cells += [[_cell(r[c], f) for c, _, f in cols] for _, r in t.iterrows()]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
+    lines = []
+    for row in cells:
+        parts = [
+            v.ljust(w) if i < 2 or cols[i][0] == "quality_text" else v.rjust(w)
+            for i, (v, w) in enumerate(zip(row, widths))
+        ]
+        lines.append("  ".join(parts).rstrip())
+    return lines
+
+
+def _notes(results):
+    t = results.table
+    lines = []
+    for _, r in t[t.error.notna()].iterrows():
+        lines.append(f"{r.workload} [{r.setup}] {r.status}: {r.error}")
+    for _, r in t[t.workers_lost.fillna(0) > 0].iterrows():
+        lines.append(
+            f"{r.workload} [{r.setup}] lost {r.workers_lost:g} worker(s) during its runs: "
+            "those times include the recovery (see runs.note)"
+        )
+    if t["energy_j"].isna().all():
+        lines.append("energy: not measured on this machine (no readable RAPL/NVML counter)")
+    return lines
+
+
+def results_text(results, *, verdicts=True) -> str:
+    """The verdicts, the table at the largest size, then the errors and notes."""
+    lines = []
+    if verdicts:
+        lines.append("Verdicts")
+        lines += [f"  {v}" for v in results.verdicts.verdict]
+        lines.append("")
+    sizes = results.table["size"].dropna()
+    at = f" at {sizes.max():g} samples" if len(sizes) else ""
+    lines.append(
+        f"Median of the repeats{at}; speedup against {results.baseline}; "
+        "start-up / transfer / sched-idle / compute: where a dask run's seconds went"
+    )
+    lines += _table_lines(results)
+    return "\n".join(lines + _notes(results))

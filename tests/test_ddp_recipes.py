@@ -1,0 +1,71 @@
+"""ddp.recipes.train_classifier: the demo's CNN learns the X-ray-like images, on both engines."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dasktrain.exceptions import ValidationError
+
+torch = pytest.importorskip("torch")
+
+from dasktrain import ddp  # noqa: E402
+from dasktrain.ddp.recipes import train_classifier  # noqa: E402
+
+# The recipe of the ddp_cnn workload (harness/workloads.py): keep them in step.
+RECIPE = dict(model="smallcnn", epochs=8, batch_size=16, lr=1e-2, seed=0)
+
+
+@pytest.fixture(scope="module")
+def xray(tmp_path_factory):
+    """The demo's training images (64 x 64 gray, 300 per class), split 3:1 as ddp_cnn does."""
+    from sklearn.model_selection import train_test_split
+
+    from dasktrain.datasets import make_xray_like
+    from dasktrain.images import read_images
+
+    root = make_xray_like(tmp_path_factory.mktemp("x") / "x", n_per_class=400, size=64, seed=0)
+    iset = read_images(root / "train", size=64, color="gray", engine="local")
+    X, y = np.asarray(iset.X), np.asarray(iset.y)
+    return train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
+
+
+def test_smallcnn_learns_the_demo_images(xray):
+    # Regression: the demo's ddp_cnn ended at accuracy 0.5 (chance) on both engines: raw
+    # pixels, an averaged head and a constant rate did not learn in the demo's epochs.
+    Xtr, Xte, ytr, yte = xray
+    torch.set_num_threads(1)
+    out = ddp.run_local(train_classifier, Xtr, ytr, X_val=Xte, y_val=yte, **RECIPE)[0]
+    acc = [h["accuracy"] for h in out["history"]]
+    assert len(acc) == 8 and acc[-1] >= 0.85, acc
+
+
+def test_smallcnn_learns_on_two_ranks(xray, client):
+    Xtr, Xte, ytr, yte = xray
+    res = ddp.run(
+        train_classifier, Xtr, ytr, X_val=Xte, y_val=yte, client=client, timeout=240, **RECIPE
+    )
+    acc = [h["accuracy"] for h in res[0]["history"]]
+    assert acc[-1] >= 0.85, acc
+    assert res[0]["history"][-1]["accuracy"] == res[1]["history"][-1]["accuracy"]
+
+
+@pytest.mark.parametrize(
+    "kw", [{"normalize": "global"}, {"pool": "sum"}, {"schedule": "cosine"}], ids=str
+)
+def test_bad_recipe_options_name_the_choices(kw):
+    X = np.zeros((8, 16, 16, 1), np.float32)
+    y = np.arange(8) % 2
+    name, value = next(iter(kw.items()))
+    with pytest.raises(ValidationError, match=f"{name}={value!r} must be one of"):
+        train_classifier(X, y, model="smallcnn", epochs=1, **kw)
+
+
+def test_image_standardisation_ignores_exposure():
+    from dasktrain.ddp.recipes import _standardize
+
+    rng = np.random.default_rng(0)
+    X = rng.random((4, 8, 8, 1), dtype=np.float32)
+    Z = _standardize(X)
+    np.testing.assert_allclose(_standardize(0.5 * X + 0.2), Z, atol=1e-4)
+    np.testing.assert_allclose(Z.mean(axis=(1, 2, 3)), 0, atol=1e-5)

@@ -1,0 +1,288 @@
+"""The answer of a comparison: verdicts, time breakdown, setups, and what the terminal shows."""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import warnings
+
+import pytest
+
+from dasktrain.exceptions import DasktrainWarning, ValidationError
+from dasktrain.harness import Results
+from dasktrain.harness.breakdown import Observation, split_local, split_time
+from dasktrain.harness.progress import Progress
+from dasktrain.harness.quiet import QuietOutput
+from dasktrain.harness.setups import check_clusters
+from dasktrain.harness.verdicts import fit_line
+
+
+def _runs(workload, times, *, extra=None, setup="dask", workers=2):
+    """Two repeats per size of ``{engine: {size: seconds}}``; ``extra`` goes to dask rows."""
+    out = []
+    for engine, per_size in times.items():
+        for size, t in per_size.items():
+            for rep in (1, 2):
+                row = {
+                    "workload": workload,
+                    "engine": engine,
+                    "setup": engine if engine == "local" else setup,
+                    "size": size,
+                    "repeat": rep,
+                    "time": t,
+                    "quality_metric": "accuracy",
+                    "quality": 0.9,
+                    "workers": workers if engine == "dask" else 0,
+                    "threads": workers if engine == "dask" else 2,
+                    "devices": workers if engine == "dask" else 1,
+                }
+                if engine == "dask":
+                    row.update(extra or {})
+                out.append(row)
+    return out
+
+
+@pytest.fixture
+def answered():
+    runs = _runs("kmeans", {"local": {100: 1.0, 400: 4.0}, "dask": {100: 2.0, 400: 3.0}})
+    runs += _runs(
+        "logreg",
+        {"local": {100: 0.1, 200: 0.2, 400: 0.4}, "dask": {100: 1.0, 200: 1.05, 400: 1.1}},
+        extra={"startup_s": 0.05, "transfer_s": 0.1, "idle_s": 0.8, "compute_s": 0.15}
+        | {"idle_gaps": 20, "tasks": 40},
+    )
+    runs += _runs(
+        "xgboost", {"local": {100: 0.1, 200: 0.2, 400: 0.4}, "dask": {100: 1, 200: 1.5, 400: 2.5}}
+    )
+    runs += [
+        {"workload": "ddp_cnn", "engine": e, "status": "unavailable", "error": "no torch"}
+        | {"time": math.nan, "size": s}
+        for e in ("local", "dask")
+        for s in (100, 400)
+    ]
+    return Results(runs)
+
+
+# --------------------------------------------------------------------------------------------
+# Verdicts: computed from the measurements
+# --------------------------------------------------------------------------------------------
+def test_verdicts_say_who_wins_where_and_why(answered):
+    v = dict(zip(answered.verdicts.workload, answered.verdicts.verdict))
+    assert list(v) == ["kmeans", "logreg", "xgboost", "ddp_cnn"]
+    assert v["kmeans"].startswith(
+        "kmeans: dask pays from ~400 samples (1.3x at 400; slower at 100)"
+    )
+    # local wins everywhere: the overhead, what it is made of, and the extrapolated crossover
+    # (least-squares lines: local 0.001 s/sample from 0 s, dask 0.00034 s/sample from 0.97 s:
+    # they cross at ~1,437 samples, said with two significant figures).
+    assert v["logreg"].startswith("logreg: local is faster at every measured size (100-400")
+    assert (
+        "dask overhead 0.7 s per run: mostly scheduler/idle 0.8 s over 20 round trips"
+        in (v["logreg"])
+    )
+    assert "dask would pay from ~1,400 samples (extrapolated)" in v["logreg"]
+    assert "no crossover in sight" in v["xgboost"]
+    assert v["ddp_cnn"].startswith("ddp_cnn: not measured (local: unavailable: no torch")
+
+
+def test_verdict_follows_the_numbers(answered):
+    # Same workload, the dask times swapped for faster ones: the verdict turns round.
+    runs = _runs("kmeans", {"local": {100: 1.0, 400: 4.0}, "dask": {100: 0.5, 400: 1.0}})
+    (v,) = Results(runs).verdicts.verdict
+    assert v.startswith("kmeans: dask is faster at every measured size (4.0x at 400)")
+
+
+def test_one_size_says_how_to_get_the_crossover():
+    runs = _runs("kmeans", {"local": {100: 1.0}, "dask": {100: 2.0}})
+    (v,) = Results(runs).verdicts.verdict
+    assert "local is faster at 100 samples (2.0x)" in v and "pass sizes=" in v
+
+
+def test_crossovers_table_fits_lines(answered):
+    cr = answered.crossovers.set_index("workload")
+    assert cr.loc["kmeans", "measured"] == 400
+    assert cr.loc["logreg", "extrapolated"] == pytest.approx(1437, rel=0.01)
+    assert cr.loc["logreg", "base_per_sample_s"] == pytest.approx(0.001)
+    assert fit_line([100], [1.0]) is None
+
+
+def test_printing_results_shows_every_row_and_the_verdicts_first(answered):
+    text = repr(answered)
+    assert text.splitlines()[1] == "Verdicts"
+    assert "rows x" not in text and "..." not in text
+    table = repr(answered.table)
+    assert "rows x" not in table and "core_seconds" in table and "compute_s" in table
+
+
+# --------------------------------------------------------------------------------------------
+# Where the time went
+# --------------------------------------------------------------------------------------------
+def _task(start, stop, action="compute"):
+    return {"startstops": [{"action": action, "start": start, "stop": stop}]}
+
+
+def test_split_time_adds_up_and_gives_each_instant_once():
+    obs = Observation(
+        phases=[("transfer", 0.0, 1.0), ("transfer", 9.0, 10.0)],
+        tasks=[_task(2, 4), _task(3, 5), _task(5, 5.5, "transfer"), _task(7, 8)],
+    )
+    out = split_time(0.0, 10.0, obs)
+    # client transfer 0-1 and 9-10; start-up until the first task (1-2); compute 2-5 and 7-8;
+    # worker transfer 5-5.5; scheduler/idle 5.5-7 and 8-9
+    assert out["transfer_s"] == pytest.approx(2.5)
+    assert out["startup_s"] == pytest.approx(1.0)
+    assert out["compute_s"] == pytest.approx(4.0)
+    assert out["idle_s"] == pytest.approx(2.5)
+    assert sum(out[k] for k in ("startup_s", "transfer_s", "idle_s", "compute_s")) == 10
+    assert out["tasks"] == 4 and out["idle_gaps"] == 1
+
+
+def test_split_time_training_start_is_startup():
+    # A DDP job: no tasks of its own in the stream, the ranks say when training began.
+    out = split_time(0.0, 10.0, Observation(), train_start=6.0)
+    assert out["startup_s"] == pytest.approx(6.0) and out["idle_s"] == pytest.approx(4.0)
+    local = split_local(0.0, 10.0, Observation(), train_start=1.5)
+    assert local["startup_s"] == 1.5 and local["compute_s"] == 8.5
+
+
+# --------------------------------------------------------------------------------------------
+# Setups: checked before anything starts
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "clusters, kw, match",
+    [
+        ({"a": 0}, {}, "must be >= 1"),
+        ({"local": 1}, {}, "other than 'local'"),
+        ({"a": {"n_worker": 2}}, {}, "unknown key"),
+        ([1, "two"], {}, "a list names local cluster sizes"),
+        ({}, {}, "clusters is empty"),
+        ({"a": 1}, {"client": "tcp://127.0.0.1:9"}, "not both"),
+        ({"a": 1}, {"engines": ("local",)}, "add 'dask'"),
+        ({"a": 1.5}, {}, "must be a distributed.Client"),
+    ],
+)
+def test_bad_clusters_are_refused_before_anything_starts(clusters, kw, match):
+    with pytest.raises(ValidationError, match=match):
+        check_clusters(clusters, kw.get("engines", ("local", "dask")), kw.get("client"))
+
+
+def test_cluster_sizes_name_themselves():
+    assert check_clusters([1, 2], ("local", "dask"), None) == {"dask-1w": 1, "dask-2w": 2}
+
+
+# --------------------------------------------------------------------------------------------
+# The terminal: progress, and library noise to a file
+# --------------------------------------------------------------------------------------------
+def test_progress_calls_back_and_counts():
+    from dasktrain.harness import RunRecord
+
+    seen = []
+    p = Progress(seen.append, total=3)
+    p.emit("run", RunRecord("kmeans", "dask", setup="dask-2w", time=1.0), 1, 100)
+    p.skip()
+    p.close()
+    assert seen[0]["setup"] == "dask-2w" and seen[0]["size"] == 100
+    assert (seen[0]["index"], p.total) == (1, 2)
+
+
+def test_a_plain_callback_gets_run_events_only(blobs_small):
+    # Regression: a "start" event without a "record" broke callbacks written for the per-run
+    # events (benchmarks/bench_study.py: KeyError 'record').
+    import dasktrain
+
+    seen = []
+
+    class WithStart(list):
+        def __call__(self, ev):
+            self.append(ev)
+
+        def start(self, setups, total):
+            self.append(("start", sorted(setups), total))
+
+    def step(data, engine, client):
+        return {"n": float(len(data[0]))}
+
+    for callback in (seen.append, WithStart()):
+        dasktrain.compare(
+            [step], data=blobs_small, engines=("local",), repeat=2, warmup=False,
+            monitor=False, progress=callback,
+        )  # fmt: skip
+    plain, with_start = seen, callback
+    assert [ev["event"] for ev in plain] == ["run", "run"]
+    assert all("record" in ev for ev in plain)
+    assert with_start[0] == ("start", ["local"], 2) and len(with_start) == 3
+
+
+@pytest.fixture
+def blobs_small():
+    from dasktrain.testing import make_blobs
+
+    return make_blobs(64, 4, 2)
+
+
+def test_progress_bar_writes_to_its_file():
+    from dasktrain.harness import RunRecord
+
+    pytest.importorskip("tqdm")
+
+    class Terminal(io.StringIO):
+        def isatty(self):  # the bar shows on a terminal only
+            return True
+
+    buf = Terminal()
+    p = Progress(True, total=2, file=buf)
+    p.emit("run", RunRecord("kmeans", "local", time=1.0), 1, None)
+    p.close()
+    assert "kmeans local" in buf.getvalue()
+
+
+def test_quiet_output_keeps_library_noise_off_the_terminal(tmp_path, capsys, caplog):
+    log = tmp_path / "dasktrain.log"
+    with warnings.catch_warnings(), QuietOutput(log):
+        warnings.simplefilter("always")
+        warnings.warn("sklearn says it did not converge", RuntimeWarning, stacklevel=1)
+        warnings.warn("3 files skipped: not images", DasktrainWarning, stacklevel=1)
+        logging.getLogger("distributed.sizeof").warning("Sizeof calculation failed")
+        logging.getLogger("dasktrain.images").warning("your folder has an empty class")
+        print("xgboost tracker: got rank 0")
+    captured = capsys.readouterr()
+    # The terminal: stdout, stderr, and the root logger's handlers (pytest's, here).
+    terminal = captured.out + captured.err + caplog.text
+    text = log.read_text()
+    for noise in ("did not converge", "Sizeof calculation", "got rank 0"):
+        assert noise in text and noise not in terminal, noise
+    # what is about the user's data stays on the terminal
+    assert "3 files skipped" in terminal and "empty class" in terminal
+
+
+def test_verdict_names_slower_compute_as_the_overhead():
+    # The dask run spends 0.1 s starting and 2.6 s computing what the local run does in 2 s:
+    # the overhead is mostly compute, not the start-up.
+    runs = _runs(
+        "mlp_cv",
+        {"local": {100: 1.0, 400: 2.0}, "dask": {100: 1.5, 400: 2.75}},
+        extra={"startup_s": 0.11, "transfer_s": 0.0, "idle_s": 0.04, "compute_s": 2.6},
+    )
+    (v,) = Results(runs).verdicts.verdict
+    assert "dask overhead 0.75 s per run: mostly slower compute 0.6 s; start-up 0.11 s" in v, v
+
+
+def test_saving_computes_the_scaling_table_once(answered, tmp_path, monkeypatch):
+    # Regression: every verdict, crossover and chart recomputed the scaling table from the
+    # runs; saving the demo's 72 runs took 130 s on a loaded machine, most of it in there.
+    import dasktrain.harness.results as results_module
+
+    calls = []
+    real = results_module.scaling_table
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(results_module, "scaling_table", counting)
+    answered.save(tmp_path)
+    assert len(calls) == 1
+    sc = answered.scaling
+    sc.loc[:, "time_median"] = 0.0  # a caller's change never reaches the cache
+    assert (answered.scaling.time_median.dropna() > 0).all()
