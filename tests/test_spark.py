@@ -7,6 +7,7 @@ turns "Spark cannot start here" into a failure.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -220,3 +221,58 @@ def test_without_java_spark_is_unavailable_with_the_reason(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "no Java runtime" in out.stdout
     assert OptionalDependencyError.__name__ in out.stdout
+
+
+def test_compare_runs_three_engines_with_the_same_quality(spark, client, tmp_path):
+    import dasktrain
+
+    # Separated enough for KMeans to find the two blobs on every engine (the classifiers'
+    # agreement on overlapping classes is tested above, at 8,192 columns).
+    F, y = _blobs(240, 512, 2, seed=6, spread=3.0)
+    res = dasktrain.compare(
+        ["kmeans", "logreg", "naive_bayes", "xgboost", "ddp_cnn"],
+        data=(F, y),
+        engines=("local", "dask", "spark"),
+        client=client,
+        spark=spark,
+        repeat=1,
+        warmup=False,
+        progress=False,
+        options={"n_estimators": 10},
+    )
+    t = res.table.set_index(["workload", "setup"])
+    for w in ("kmeans", "logreg", "naive_bayes", "xgboost"):
+        assert t.loc[(w, "spark"), "status"] == "ok", t.loc[(w, "spark"), "error"]
+        assert t.loc[(w, "spark"), "time_median"] > 0
+        assert t.loc[(w, "spark"), "quality"] == pytest.approx(
+            t.loc[(w, "local"), "quality"], abs=0.06
+        ), w
+    assert t.loc[("ddp_cnn", "spark"), "status"] == "unavailable"
+    assert "no Spark implementation" in t.loc[("ddp_cnn", "spark"), "error"]
+    assert res.setup["setups"]["spark"]["threads"] == 2
+    assert "spark" in str(res)  # the verdicts name the third engine
+    res.save(tmp_path / "report")
+    assert "spark" in (tmp_path / "report" / "report.html").read_text()
+    assert spark.range(3).count() == 3  # the user's session is left running
+
+
+def test_compare_without_java_reports_spark_unavailable_and_runs_the_rest(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "JAVA_HOME"}
+    env["PATH"] = str(tmp_path)  # no `java` anywhere on the PATH
+    code = (
+        "import json, numpy as np, dasktrain\n"
+        "X = np.random.default_rng(0).normal(size=(120, 64)); y = np.arange(120) % 2\n"
+        "res = dasktrain.compare(['naive_bayes'], data=(X, y), engines=('local', 'spark'),\n"
+        "    repeat=1, warmup=False, progress=False, monitor=False)\n"
+        "print(json.dumps(res.table[['setup', 'status', 'error']].values.tolist()))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = {
+        setup: (status, error) for setup, status, error in json.loads(out.stdout.splitlines()[-1])
+    }
+    assert rows["local"][0] == "ok"
+    assert rows["spark"][0] == "unavailable"
+    assert "no Java runtime" in rows["spark"][1]
