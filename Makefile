@@ -5,7 +5,7 @@ VENV ?= .venv
 # e.g. `make install TORCH_SPEC='torch>=2.2'` or TF_SPEC='tensorflow[and-cuda]'.
 TORCH_SPEC ?= torch==2.13.0
 TF_SPEC ?= tensorflow-cpu==2.21.0
-EXTRAS ?= test,bench,docs
+EXTRAS ?= test,bench,docs,spark
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 

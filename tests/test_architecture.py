@@ -26,12 +26,14 @@ ALLOWED = {
     "metrics": PLUMBING | {"_dask"},
     "models": PLUMBING | {"_dask", "metrics"},
     "ddp": PLUMBING | {"_dask", "features"},
+    "spark": PLUMBING | {"_dask", "images", "features", "metrics"},
     "testing": PLUMBING | {"_dask", "images", "features", "metrics", "models"},
     "harness": PLUMBING
-    | {"_dask", "cluster", "datasets", "images", "features", "metrics", "models", "ddp"},
+    | {"_dask", "cluster", "datasets", "images", "features", "metrics", "models", "ddp"}
+    | {"spark"},
     "cli": PLUMBING
     | {"_dask", "cluster", "datasets", "images", "features", "metrics", "models", "ddp"}
-    | {"harness"},
+    | {"harness", "spark"},
 }
 
 

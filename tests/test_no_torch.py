@@ -17,8 +17,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 
 BLOCKER = '''
@@ -142,11 +140,6 @@ print(json.dumps(res.runs[["workload", "status"]].values.tolist()))
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the harness builds the kmeans/xgboost inputs with CNNFeatures('smallcnn'); the "
-    "torch-free fallback is on the harness side of issue 15 item 5 (remove this marker then)",
-)
 def test_compare_without_torch(tmp_path):
     rows = _run_without_torch(tmp_path, HARNESS)
     assert rows and all(status == "ok" for _, status in rows), rows

@@ -153,6 +153,7 @@ def check_arguments(args, preset) -> dict:
         "engines": tuple(args.engines),
         "repeat": args.repeat if args.repeat is not None else preset["repeat"],
         "clusters": clusters if "dask" in args.engines else None,
+        "spark": args.spark_master if "spark" in args.engines else None,
         "prices": _load_prices(args.prices),
         "spot_discount": args.spot_discount,
         "sizes": args.sizes,
@@ -324,8 +325,15 @@ def add_comparison_arguments(p, *, demo=False) -> None:
         "--engines",
         nargs="+",
         default=["local", "dask"],
-        choices=["local", "dask"],
-        help="engines to run",
+        choices=["local", "dask", "spark"],
+        help="engines to run; spark needs pyspark (dasktrain[spark]) and Java, else its rows "
+        "say why",
+    )
+    what.add_argument(
+        "--spark-master",
+        metavar="URL",
+        default=None,
+        help="Spark master for the spark engine (default: local[N], N = the cluster's threads)",
     )
     what.add_argument(
         "--repeat",

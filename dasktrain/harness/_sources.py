@@ -68,7 +68,8 @@ def infer_role(cmdline, *, pid=None, root_pid=None, worker_pids=(), parent_role=
     Returns
     -------
     str
-        One of ``"driver"``, ``"worker"``, ``"nanny"``, ``"scheduler"``, ``"other"``.
+        One of ``"driver"``, ``"worker"``, ``"nanny"``, ``"scheduler"``, ``"spark"`` (the
+        JVM of a ``local[N]`` Spark session and its Python workers), ``"other"``.
     """
     if pid is not None and pid == root_pid:
         return "driver"
@@ -82,6 +83,8 @@ def infer_role(cmdline, *, pid=None, root_pid=None, worker_pids=(), parent_role=
         return "worker" if "--no-nanny" in line else "nanny"
     if "resource_tracker" in line or "forkserver" in line:
         return "other"
+    if parent_role == "spark" or "org.apache.spark" in line or "pyspark" in line:
+        return "spark"
     if parent_role == "worker":
         # Processes a worker starts (DDP ranks, torch data loaders) do that worker's work.
         return "worker"

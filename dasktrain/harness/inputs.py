@@ -1,19 +1,24 @@
 """The inputs the built-in workloads share, prepared once per data size, outside every timing.
 
-The decoded images, the CNN features and the train/test splits are built with the local engine
-before any timed run, so both engines start from identical data; a failure to build one is kept
-and raised again in each run that needs it (its row says ``unavailable`` or ``error``).
+The decoded images, the features (CNN, or HOG without torch) and the train/test splits are
+built with the local engine before any timed run, so every engine starts from identical data; a
+failure to build one is kept and raised again in each run that needs it (its row says
+``unavailable`` or ``error``).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import numpy as np
 
+from .._compat import import_optional
 from .._dask import compute_if_dask
 from ..exceptions import OptionalDependencyError, Unavailable, WorkloadError
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["Inputs", "image_root"]
 
@@ -126,17 +131,29 @@ class Inputs:
         if self.kind == "features":
             F, y = _np(self.data[0]), _np(self.data[1])
             return _take(F, y, self.size, self.seed)
-        from ..features import CNNFeatures
-
         X, y, _ = self.images
-        ext = CNNFeatures(
-            self.options.get("backbone", "smallcnn"),
-            engine="local",
-            seed=self.seed,
-            n_threads=self.n_threads,
-        )
+        ext = self._extractor()
         F = ext.fit(X).transform(X)
         return np.asarray(F, dtype=np.float32), y
+
+    def _extractor(self):
+        """The models' features: CNN (``backbone``) or HOG, by ``options["model_features"]``.
+
+        ``"auto"`` (the default) takes the CNN when torch is installed and HOG otherwise, so a
+        core install without torch still compares every model workload.
+        """
+        from ..features import CNNFeatures, HOGFeatures
+
+        kind = self.options.get("model_features", "auto")
+        if kind not in ("auto", "cnn", "hog"):
+            raise WorkloadError(f"options['model_features']={kind!r}: use 'auto', 'cnn' or 'hog'.")
+        if kind == "auto":
+            kind = "cnn" if _importable("torch") else "hog"
+            logger.info("model workloads use %s features", kind.upper())
+        if kind == "hog":
+            return HOGFeatures(engine="local", n_threads=self.n_threads)
+        backbone = self.options.get("backbone", "smallcnn")
+        return CNNFeatures(backbone, engine="local", seed=self.seed, n_threads=self.n_threads)
 
     @property
     def split(self) -> tuple:
@@ -174,6 +191,14 @@ class Inputs:
             return self.features
         X, y, _ = self.images
         return X, y
+
+
+def _importable(name) -> bool:
+    try:
+        import_optional(name)
+    except OptionalDependencyError:
+        return False
+    return True
 
 
 def image_root(path) -> Path:

@@ -18,11 +18,14 @@ from ..exceptions import ValidationError, WorkloadError
 from .inputs import image_root
 from .output import check_output_dir
 from .setups import check_clusters
+from .spark_setup import check_spark
 from .tables import check_fraction, check_time_basis, price_of
 
-__all__ = ["ENGINES", "Plan", "make_plan", "check_timeout", "check_data"]
+__all__ = ["ENGINES", "DEFAULT_ENGINES", "Plan", "make_plan", "check_timeout", "check_data"]
 
-ENGINES = ("local", "dask")
+ENGINES = ("local", "dask", "spark")
+#: What compare() runs unless told: Spark is asked for by name (it is an optional extra).
+DEFAULT_ENGINES = ("local", "dask")
 
 
 def check_timeout(timeout) -> float | None:
@@ -43,6 +46,8 @@ class Plan:
     engines: tuple
     #: ``{name: cluster spec}`` of the dask setups (None: one cluster, the ``client``).
     clusters: dict | None
+    #: The Spark setup's session or master URL (None: ``local[N]``, N the cluster's threads).
+    spark: object
     #: The names of the setups, in the order they run.
     setups: tuple
     repeat: int
@@ -79,6 +84,8 @@ def _setup_names(engines, clusters, baseline):
     names = tuple(e for e in engines if e == "local")
     if "dask" in engines:
         names += tuple(clusters) if clusters is not None else ("dask",)
+    if "spark" in engines:
+        names += ("spark",)
     if baseline not in names:
         raise ValidationError(
             f"baseline={baseline!r} is not among the setups {names!r} (engines={engines!r}"
@@ -137,6 +144,7 @@ def make_plan(
     engines,
     clusters,
     client,
+    spark,
     baseline,
     repeat,
     sizes,
@@ -153,6 +161,7 @@ def make_plan(
     checked now, before anything is measured."""
     engines = _check_engines(engines)
     clusters = check_clusters(clusters, engines, client)
+    spark = check_spark(spark, engines)
     setups = _setup_names(engines, clusters, baseline)
     spot_discount = check_fraction(spot_discount, "spot_discount")
     _check_prices(prices, machines, setups, spot_discount)
@@ -166,6 +175,7 @@ def make_plan(
     return Plan(
         engines=engines,
         clusters=clusters,
+        spark=spark,
         setups=setups,
         repeat=check_positive_int(repeat, "repeat"),
         sizes=_check_sizes(sizes),

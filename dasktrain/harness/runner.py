@@ -32,7 +32,7 @@ from .._compat import cpu_count, gpu_count
 from .breakdown import span_metrics
 from .inputs import Inputs
 from .output import RunLog
-from .plan import ENGINES, check_data, make_plan
+from .plan import DEFAULT_ENGINES, check_data, make_plan
 from .progress import Progress
 from .quiet import QuietOutput
 from .results import Results, RunRecord
@@ -305,10 +305,11 @@ def compare(
     workloads,
     data=None,
     *,
-    engines=ENGINES,
+    engines=DEFAULT_ENGINES,
     repeat=3,
     client=None,
     clusters=None,
+    spark=None,
     prices=None,
     baseline="local",
     sizes=None,
@@ -327,8 +328,8 @@ def compare(
     timeout=None,
     log=None,
 ) -> Results:
-    """Run workloads on the local engine and one or more Dask clusters, with repeats and at
-    several data sizes, and return comparable :class:`Results`.
+    """Run workloads on the local engine, one or more Dask clusters and optionally Spark, with
+    repeats and at several data sizes, and return comparable :class:`Results`.
 
     Parameters
     ----------
@@ -337,12 +338,16 @@ def compare(
         ``"naive_bayes"``, ``"mlp_cv"``, ``"ddp_cnn"``, or ``"all"``) and/or callables
         ``fn(data, engine, client) -> dict`` of metrics. A callable may return
         ``train_time`` (seconds of its training step); its first other metric, or
-        ``fn.metric`` when set, is its quality metric. ``client`` is None for the local engine.
+        ``fn.metric`` when set, is its quality metric. ``client`` is None for the local engine
+        and the ``SparkSession`` for Spark.
     data : str, Path, ImageSet or tuple (X, y), optional
         A class-per-directory image folder (``root/train`` is used when present), an
         ImageSet, images ``(X, y)`` or a feature matrix ``(X, y)``. ``None`` builds the
         built-in X-ray-like data set in a temporary folder (``n_per_class`` images per class).
-    engines : sequence of {"local", "dask"}
+    engines : sequence of {"local", "dask", "spark"}
+        ``("local", "dask")`` by default. ``"spark"`` runs the built-in workloads on a Spark
+        session with matched settings (:doc:`/guide/spark`; ``ddp_cnn`` has no Spark twin);
+        without pyspark or Java its rows read ``unavailable`` with the reason.
     repeat : int
         Timed runs per workload x setup x size (after the warm-up), interleaved A B A B.
     client : distributed.Client or str, optional
@@ -357,6 +362,10 @@ def compare(
         ``{"dask-1w": 1, "dask-2w": 2}``. Their rows are named after them (the ``setup``
         column); :attr:`Results.strong_scaling` gives speedup and efficiency against the
         number of workers. Clusters started here are closed at the end.
+    spark : pyspark.sql.SparkSession or str, optional
+        The Spark setup: the user's session (left running), or a master URL. ``None``: a
+        ``local[N]`` session on 127.0.0.1 with N = the largest cluster's worker threads (the
+        same cores as the dask engine), stopped at the end.
     prices : dict, optional
         USD per hour per machine for the ``cost_usd`` column (see :class:`Results`).
     baseline : str
@@ -382,7 +391,9 @@ def compare(
     seed : int
     options : dict, optional
         Built-in workload settings: ``image_size`` (64), ``backbone`` ("smallcnn"),
-        ``epochs`` (2), ``n_estimators`` (50), ``cv`` (3), ``mlp_max_iter`` (200), ...
+        ``epochs`` (2), ``n_estimators`` (50), ``cv`` (3), ``mlp_max_iter`` (200),
+        ``model_features`` (``"auto"``: the model workloads' features come from the CNN
+        ``backbone`` when torch is installed, from HOG otherwise; or ``"cnn"``, ``"hog"``)...
     n_per_class : int
         Images per class of the built-in data set when ``data`` is None.
     out : str or Path, optional
@@ -437,6 +448,7 @@ def compare(
         engines=engines,
         clusters=clusters,
         client=client,
+        spark=spark,
         baseline=baseline,
         repeat=repeat,
         sizes=sizes,
@@ -458,7 +470,7 @@ def compare(
     check_data(data)
     with contextlib.ExitStack() as stack:
         quiet = stack.enter_context(QuietOutput(log)) if log is not None else None
-        setups = open_setups(plan.engines, client, plan.clusters)
+        setups = open_setups(plan.engines, client, plan.clusters, plan.spark)
         stack.callback(close_setups, setups)
         _quiet_workers(setups, quiet)
         terminal = quiet.terminal_err if quiet is not None else None

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 
 from .._compat import cpu_count, gpu_count
 from ..exceptions import ClusterConnectionError, ValidationError
+from .spark_setup import close_spark, describe_spark, open_spark
 
 __all__ = ["Setup", "check_clusters", "open_setups", "close_setups", "LOCAL"]
 
@@ -31,9 +32,10 @@ _CONNECT_KEYS = ("n_workers", "threads_per_worker", "memory_limit", "gpu", "dash
 class Setup:
     """One thing the comparison measures: the local engine or one Dask cluster.
 
-    ``engine`` is ``"local"`` or ``"dask"``; ``name`` labels its rows (the ``setup`` column).
-    ``threads`` is the cores its runs may use (a cluster's worker threads; for the local
-    engine, as many as the largest cluster has, so the comparison is per core).
+    ``engine`` is ``"local"``, ``"dask"`` or ``"spark"``; ``name`` labels its rows (the
+    ``setup`` column). ``threads`` is the cores its runs may use (a cluster's worker threads;
+    for the local engine and a Spark session started here, as many as the largest cluster
+    has, so the comparison is per core). ``client`` is the Spark setup's ``SparkSession``.
     """
 
     name: str
@@ -47,6 +49,8 @@ class Setup:
     gpus: int = 0
     #: ``{worker address: pid}`` of the cluster's workers (pid -1 when on another host).
     worker_pids: dict = dataclasses.field(default_factory=dict)
+    #: Why the setup cannot run (Spark without pyspark or Java): its rows say so.
+    unavailable: str | None = None
 
     @property
     def devices(self) -> int:
@@ -55,6 +59,8 @@ class Setup:
 
     def describe(self) -> dict:
         """JSON-ready description (``Results.setup["setups"][name]``)."""
+        if self.engine == "spark":
+            return describe_spark(self)
         c = self.client
         return {
             "engine": self.engine,
@@ -234,10 +240,12 @@ def _fill(setup):
     return setup
 
 
-def open_setups(engines, client, clusters) -> list[Setup]:
+def open_setups(engines, client, clusters, spark=None) -> list[Setup]:
     """The setups of a comparison, clusters connected or started, in the order they run.
 
-    ``clusters`` is what :func:`check_clusters` returned (None: one cluster, ``client``).
+    ``clusters`` is what :func:`check_clusters` returned (None: one cluster, ``client``);
+    ``spark`` the user's ``SparkSession`` or master URL (None: a ``local[N]`` session with
+    the largest cluster's threads).
     The local setup comes first and gets as many cores as the largest cluster has threads
     (this machine's CPUs when no dask setup runs). On a failure, what was opened is closed.
     """
@@ -255,10 +263,11 @@ def open_setups(engines, client, clusters) -> list[Setup]:
             close_setups(dask)
             raise
     out = []
+    threads = max((s.threads for s in dask), default=_cluster_threads(client))
     if LOCAL in engines:
-        threads = max((s.threads for s in dask), default=_cluster_threads(client))
         out.append(Setup(LOCAL, "local", threads=threads, gpus=gpu_count()))
-    return out + dask
+    sparks = [open_spark(Setup("spark", "spark"), spark, threads)] if "spark" in engines else []
+    return out + dask + sparks
 
 
 def _cluster_threads(client):
@@ -275,5 +284,7 @@ def _cluster_threads(client):
 def close_setups(setups) -> None:
     """Close the clients (and the local clusters) the comparison opened; never the caller's."""
     for s in setups:
-        if s.owned and s.client is not None:
+        if s.engine == "spark":
+            close_spark(s)
+        elif s.owned and s.client is not None:
             s.client.close()  # a DasktrainClient also closes the local cluster it started

@@ -193,24 +193,42 @@ def _record_lost_workers(rec, watch):
 
 
 def _record_monitor(rec, mon):
-    # The local engine is charged for the driver's tree only, not the idle cluster.
-    idle = ("worker", "nanny", "scheduler", "rank") if rec.engine == "local" else ()
-    s = mon.summary(exclude_roles=idle)
+    # Each engine is charged for its own processes only, not for the others' idle ones.
+    s = mon.summary(exclude_roles=_NOT_MINE[rec.engine])
     for k in _MONITOR_FIELDS:
         setattr(rec, k, s[k])
     rec.monitor_overhead_pct = s["overhead_percent_of_core"]
 
 
-def _timed_call(spec, inputs, rec, dask_client, mon, timeout):
+_DASK_ROLES = ("worker", "nanny", "scheduler", "rank")
+#: The processes of the driver's tree that are not an engine's (left out of its figures).
+_NOT_MINE = {"local": (*_DASK_ROLES, "spark"), "dask": ("spark",), "spark": _DASK_ROLES}
+
+
+def _workload_fn(spec, engine):
+    """The function ``spec`` runs on ``engine``: a built-in's Spark twin on Spark."""
+    if engine != "spark" or not spec.builtin:
+        return spec.fn
+    from .spark_workloads import SPARK
+
+    if spec.name not in SPARK:
+        raise Unavailable(f"{spec.name} has no Spark implementation in dasktrain.")
+    return SPARK[spec.name]
+
+
+def _timed_call(spec, inputs, rec, client, mon, timeout):
     """Call the workload, timing it into ``rec`` and splitting its time; return its metrics
-    (raises what it raises)."""
+    (raises what it raises). ``client`` is the dask client or the Spark session."""
+    dask_client = client if rec.engine == "dask" else None
     if mon is not None:
         mon.start()
     observed = observe(dask_client, rec.span) if dask_client is not None else observe_local()
     try:
         with observed as obs:
-            args = (inputs, rec.engine, dask_client)
-            metrics, rec.time, window = _call(spec.fn, args, timeout, dask_client)
+            args = (inputs, rec.engine, client)
+            metrics, rec.time, window = _call(
+                _workload_fn(spec, rec.engine), args, timeout, dask_client
+            )
     finally:
         if mon is not None:
             mon.stop()
@@ -233,13 +251,14 @@ def run_once(
 ) -> tuple[RunRecord, pd.DataFrame | None]:
     """Run workload ``spec`` once on ``setup``; return ``(RunRecord, samples or None)``.
 
-    The workload gets the setup's client on the dask engine (None on the local engine), and it
-    is the current client meanwhile, so code that resolves its client late
-    (``distributed.get_client()``) finds it. A dask run runs inside the ``distributed.span``
-    ``"<workload>/<setup>[/<size>]"`` and its time is split into start-up, data transfer,
-    scheduler/idle and compute (:mod:`~dasktrain.harness.breakdown`). ``known`` is the
-    ``{pid: name}`` of every cluster's workers: the monitor names them alike in every run and
-    leaves the other clusters' workers out of this run's figures.
+    The workload gets the setup's client on the dask engine (its ``SparkSession`` on Spark,
+    None on the local engine), and the dask client is the current client meanwhile, so code
+    that resolves its client late (``distributed.get_client()``) finds it. A dask run runs
+    inside the ``distributed.span`` ``"<workload>/<setup>[/<size>]"`` and its time is split
+    into start-up, data transfer, scheduler/idle and compute
+    (:mod:`~dasktrain.harness.breakdown`). ``known`` is the ``{pid: name}`` of every
+    cluster's workers: the monitor names them alike in every run and leaves the other
+    clusters' workers out of this run's figures.
     """
     engine = setup.engine
     rec = RunRecord(spec.name, engine, setup=setup.name)
@@ -258,8 +277,10 @@ def run_once(
     metrics = {}
     rec.start = time.time()
     try:
+        if setup.unavailable:
+            raise Unavailable(setup.unavailable)
         with using(ctx), limited(engine, ctx.n_threads), current:
-            metrics = _timed_call(spec, inputs, rec, dask_client, mon, timeout)
+            metrics = _timed_call(spec, inputs, rec, setup.client, mon, timeout)
     except (Unavailable, OptionalDependencyError) as exc:
         rec.status, rec.error = "unavailable", str(exc)
     except _RunTimeout as exc:

@@ -20,6 +20,7 @@ __all__ = [
     "probe_image",
     "probe_all",
     "decode_image",
+    "decode_bytes",
     "decode_many",
     "read_block",
     "check_block",
@@ -146,10 +147,23 @@ def decode_image(path, size=(128, 128), color="gray", storage_options=None) -> n
     ValueError
         A float image with NaN/inf or values outside [0, 1].
     """
+    with _open(path, storage_options) as f:
+        return _decode_open(f, size, color)
+
+
+def decode_bytes(data, size=(128, 128), color="gray") -> np.ndarray:
+    """:func:`decode_image` of a file's content already in memory (Spark's ``binaryFile``).
+
+    The same steps as :func:`decode_image`, so the arrays are identical bit for bit.
+    """
+    return _decode_open(io.BytesIO(data), size, color)
+
+
+def _decode_open(f, size, color):
     from PIL import Image, ImageOps
 
     h, w = size
-    with _open(path, storage_options) as f, Image.open(f) as im:
+    with Image.open(f) as im:
         if im.format == "JPEG":
             # Draft for the larger side so an EXIF rotation of 90 degrees still leaves enough
             # pixels in both directions; the final resize then only shrinks.

@@ -1,0 +1,96 @@
+"""The built-in workloads' Spark twins: the same inputs, seeds and metrics on a SparkSession.
+
+Each takes ``(inputs, engine, spark)`` like a built-in workload and calls :mod:`dasktrain.spark`
+with the prepared numpy inputs of the other engines (the ``read`` step reads the folder itself),
+so the three engines see the same data and are scored by the same functions. Moving the data
+into Spark is part of the whole-step time, as moving it onto the cluster is for dask.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from .workloads import current
+
+__all__ = ["SPARK"]
+
+
+def _opt(name, default):
+    return current().options.get(name, default)
+
+
+def s_read(inputs, engine, spark) -> dict:
+    from .. import spark as dspark
+
+    size = _opt("image_size", 64)
+    t0 = time.perf_counter()
+    df, _ = dspark.read_images(spark, inputs.path, size=(size, size), color="gray")
+    try:
+        n = df.count()  # decode everything once and keep it, as the dask engine persists
+    finally:
+        df.unpersist()
+    return {"train_time": math.nan, "images": float(n), "read_time": time.perf_counter() - t0}
+
+
+def s_features(inputs, engine, spark) -> dict:
+    from .. import spark as dspark
+
+    X, _, _ = inputs.images
+    t0 = time.perf_counter()
+    F = dspark.image_features(
+        spark,
+        X,
+        _opt("backbone", "smallcnn"),
+        seed=current().seed,
+        batch_size=_opt("batch_size", 64),
+    )
+    return {"train_time": time.perf_counter() - t0, "n_features": float(F.shape[1])}
+
+
+def s_kmeans(inputs, engine, spark) -> dict:
+    from .. import spark as dspark
+
+    F, y = inputs.features
+    return dspark.kmeans(spark, F, y, seed=current().seed)
+
+
+def s_xgboost(inputs, engine, spark) -> dict:
+    from .. import spark as dspark
+
+    return dspark.xgboost(
+        spark, inputs.split, n_estimators=_opt("n_estimators", 50), seed=current().seed
+    )
+
+
+def s_logreg(inputs, engine, spark) -> dict:
+    from .. import spark as dspark
+
+    return dspark.logreg(spark, inputs.split, max_iter=200)
+
+
+def s_naive_bayes(inputs, engine, spark) -> dict:
+    from .. import spark as dspark
+
+    return dspark.naive_bayes(spark, inputs.split)
+
+
+def s_mlp_cv(inputs, engine, spark) -> dict:
+    from .. import spark as dspark
+
+    F, y = inputs.features
+    return dspark.mlp_cv(
+        spark, F, y, cv=_opt("cv", 3), max_iter=_opt("mlp_max_iter", 200), seed=current().seed
+    )
+
+
+#: workload name -> its Spark twin (``ddp_cnn`` has none: its rows read "unavailable").
+SPARK = {
+    "read": s_read,
+    "features": s_features,
+    "kmeans": s_kmeans,
+    "xgboost": s_xgboost,
+    "logreg": s_logreg,
+    "naive_bayes": s_naive_bayes,
+    "mlp_cv": s_mlp_cv,
+}
