@@ -107,16 +107,6 @@ _EXTERNAL = (
     "bokeh|pynvml|dask_cuda|timm"
 )
 nitpick_ignore_regex = [(r"py:.*", rf"({_EXTERNAL})(\..*)?")]
-# Known broken references in modules other helpers are changing (issue 15): fix them there,
-# then delete the line. harness/results.py RunRecord.add_note (`note`), harness/__init__.py
-# (:mod:`dasktrain.cli` is not documented), ddp/recipes.py (private _backbones.build),
-# ddp/_records.py DDPResult (RankStatus lives in a private module).
-nitpick_ignore = [
-    ("py:attr", "note"),
-    ("py:mod", "dasktrain.cli"),
-    ("py:func", "dasktrain.features._backbones.build"),
-    ("py:class", "RankStatus"),
-]
 
 
 def _documented(env):

@@ -1,7 +1,7 @@
 """Records of a DDP job, after torch elastic's ``WorkerSpec`` / ``WorkerState`` / ``RunResult``.
 
 * :class:`RankSpec`: what one rank is told (where it stands, where to meet, how long);
-* :class:`RankStatus`: what became of it (the states below);
+* ``RankStatus``: what became of it (the states below);
 * :class:`RankError`: how ``train_fn`` failed, as the rank process saw it;
 * :class:`RankResult`: what the worker task hands back for one rank;
 * :class:`Failure`: why an attempt of the whole group failed (the one rank to blame);
@@ -204,7 +204,7 @@ class DDPResult(dict):
     logs : dict[int, dict]
         Per rank: ``worker`` (address), ``host``, ``returncode``, ``stdout``, ``stderr`` (the
         last 64 KiB of each; ``None`` under :func:`run_local`, which does not capture) and
-        ``status`` (a :class:`RankStatus`, equal to its string: ``"ok"``, ``"error"``...).
+        ``status`` (a ``RankStatus``, equal to its string: ``"ok"``, ``"error"``...).
     history : list of dict
         Every :func:`~dasktrain.ddp.report` record in arrival order, each with ``rank``,
         ``time`` and ``attempt`` (0 for the first group, 1 after the first restart...).

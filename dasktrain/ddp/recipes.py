@@ -172,7 +172,7 @@ def train_classifier(
     X_val, y_val : ndarray, optional
         Held-out data scored after every epoch (split across the ranks).
     model : {"smallcnn", "resnet18", "resnet34", "vgg19", "mlp"}
-        CNNs come from :func:`dasktrain.features._backbones.build` with random weights.
+        CNNs come from ``dasktrain.features._backbones.build`` with random weights.
     epochs : int
     batch_size : int
         The global batch with ``batch_scaling="global"`` (the default, so 1 and ``n`` ranks

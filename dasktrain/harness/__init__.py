@@ -36,7 +36,7 @@ other way round; inside, each module imports only those listed after it:
 ``report`` (with ``figures`` and ``curves``), ``output``
     Results -> HTML (bokeh, inline) in reading order; the output folder, written atomically.
 
-The command line (``dasktrain demo``, ``dasktrain compare``) lives in :mod:`dasktrain.cli`.
+The command line (``dasktrain demo``, ``dasktrain compare``) lives in ``dasktrain.cli``.
 """
 
 from __future__ import annotations

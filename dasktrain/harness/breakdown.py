@@ -39,6 +39,7 @@ __all__ = [
     "BREAKDOWN_COLUMNS",
     "phase",
     "observe",
+    "Observation",
     "split_time",
     "span_metrics",
 ]

@@ -80,7 +80,7 @@ class ResourceMonitor:
         a comparison), so that they keep one name in every run's samples.
     idle_pids : collection of int
         Worker processes of other clusters: sampled with role ``"idle"`` and left out of the
-        summary (see :class:`~dasktrain.harness._sources.ProcessTree`).
+        summary (see ``dasktrain.harness._sources.ProcessTree``).
 
     Attributes
     ----------

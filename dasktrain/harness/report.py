@@ -235,7 +235,7 @@ div.wide { overflow-x: auto; }
 
 def build_sections(results, colors=None) -> list:
     """``[(id, heading, [HTML text or bokeh model, ...])]`` in reading order (see
-    :data:`SECTIONS`); a section with nothing to show says why."""
+    ``SECTIONS``); a section with nothing to show says why."""
     colors = colors or figures.setup_colors(results)
     grid = curves.crossover_grid(results, colors)
     parts = {

@@ -96,7 +96,7 @@ class RunRecord:
     metrics: dict = dataclasses.field(default_factory=dict)
 
     def add_note(self, text: str) -> None:
-        """Append ``text`` to :attr:`note` (notes are joined with ``"; "``)."""
+        """Append ``text`` to ``note`` (notes are joined with ``"; "``)."""
         self.note = text if not self.note else f"{self.note}; {text}"
 
     def as_row(self) -> dict:
@@ -261,7 +261,8 @@ class Results:
     @property
     def crossovers(self) -> pd.DataFrame | None:
         """The measured crossover, the extrapolated one and the fitted lines ``t = fixed +
-        per_sample x n`` per workload and setup (see :func:`~.verdicts.crossovers`)."""
+        per_sample x n`` per workload and setup (see
+        :func:`~dasktrain.harness.verdicts.crossovers`)."""
         from .verdicts import crossovers
 
         return self._once("crossovers", lambda: crossovers(self))
@@ -286,7 +287,7 @@ class Results:
     @property
     def strong_scaling(self) -> pd.DataFrame | None:
         """Speedup and parallel efficiency against the number of workers, per workload, when
-        clusters of several sizes ran (see :func:`~.analysis.strong_scaling`)."""
+        clusters of several sizes ran (see :func:`~dasktrain.harness.analysis.strong_scaling`)."""
         from .analysis import strong_scaling
 
         return self._once("strong_scaling", lambda: strong_scaling(self.table))
@@ -300,7 +301,7 @@ class Results:
 
     @property
     def cost(self) -> dict:
-        """What the whole comparison cost (see :func:`~.analysis.cost_summary`)."""
+        """What the whole comparison cost (see :func:`~dasktrain.harness.analysis.cost_summary`)."""
         from .analysis import cost_summary
 
         return cost_summary(self)
