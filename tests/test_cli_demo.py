@@ -138,7 +138,9 @@ def test_demo_and_compare_parsers():
         [100, 200],
     )
     with pytest.raises(SystemExit):
-        _parse(["compare", "data/", "--engines", "spark"])
+        _parse(["compare", "data/", "--engines", "flink"])
+    args = _parse(["compare", "data/", "--engines", "local", "spark", "--spark-master", "local[2]"])
+    assert (args.engines, args.spark_master) == (["local", "spark"], "local[2]")
 
 
 def test_compare_command_checks_the_data_before_connecting(tmp_path):
