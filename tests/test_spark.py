@@ -206,21 +206,27 @@ def test_killed_python_worker_mid_features_is_a_clear_error(spark, xray):
     assert spark.range(5).count() == 5
 
 
-def test_without_java_spark_is_unavailable_with_the_reason(tmp_path):
+def _run_without_java(code, empty_dir, timeout=300):
+    """Run ``code`` in a Python whose environment has no Java (no JAVA_HOME, an empty PATH)."""
     env = {k: v for k, v in os.environ.items() if k != "JAVA_HOME"}
-    env["PATH"] = str(tmp_path)  # an empty folder: no `java` on the PATH
+    env["PATH"] = str(empty_dir)  # an empty folder: no `java` on the PATH
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def test_without_java_spark_is_unavailable_with_the_reason(tmp_path):
     code = (
         "from dasktrain import spark as s\n"
         "print(s.unavailable_reason())\n"
         "try:\n    s.spark_session(2)\n"
         "except Exception as e:\n    print(type(e).__name__, e)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert out.returncode == 0, out.stderr
-    assert "no Java runtime" in out.stdout
-    assert OptionalDependencyError.__name__ in out.stdout
+    stdout = _run_without_java(code, tmp_path)
+    assert "no Java runtime" in stdout
+    assert OptionalDependencyError.__name__ in stdout
 
 
 def test_compare_runs_three_engines_with_the_same_quality(spark, client, tmp_path):
@@ -257,8 +263,6 @@ def test_compare_runs_three_engines_with_the_same_quality(spark, client, tmp_pat
 
 
 def test_compare_without_java_reports_spark_unavailable_and_runs_the_rest(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "JAVA_HOME"}
-    env["PATH"] = str(tmp_path)  # no `java` anywhere on the PATH
     code = (
         "import json, numpy as np, dasktrain\n"
         "X = np.random.default_rng(0).normal(size=(120, 64)); y = np.arange(120) % 2\n"
@@ -266,13 +270,8 @@ def test_compare_without_java_reports_spark_unavailable_and_runs_the_rest(tmp_pa
         "    repeat=1, warmup=False, progress=False, monitor=False)\n"
         "print(json.dumps(res.table[['setup', 'status', 'error']].values.tolist()))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    rows = {
-        setup: (status, error) for setup, status, error in json.loads(out.stdout.splitlines()[-1])
-    }
+    last = _run_without_java(code, tmp_path).splitlines()[-1]
+    rows = {setup: (status, error) for setup, status, error in json.loads(last)}
     assert rows["local"][0] == "ok"
     assert rows["spark"][0] == "unavailable"
     assert "no Java runtime" in rows["spark"][1]
