@@ -275,3 +275,22 @@ def test_compare_without_java_reports_spark_unavailable_and_runs_the_rest(tmp_pa
     assert rows["local"][0] == "ok"
     assert rows["spark"][0] == "unavailable"
     assert "no Java runtime" in rows["spark"][1]
+
+
+def test_compare_log_takes_the_jvm_output_off_the_terminal(tmp_path):
+    if dspark.unavailable_reason() is not None:
+        pytest.skip(dspark.unavailable_reason())
+    log = tmp_path / "dasktrain.log"
+    code = (
+        "import numpy as np, dasktrain\n"
+        "X = np.random.default_rng(0).normal(size=(120, 64)); y = np.arange(120) % 2\n"
+        "res = dasktrain.compare(['naive_bayes'], data=(X, y), engines=('local', 'spark'),\n"
+        f"    repeat=1, warmup=False, progress=False, monitor=False, log={str(log)!r})\n"
+        "print('STATUS', res.table.set_index('setup').loc['spark', 'status'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "STATUS ok" in out.stdout
+    terminal = out.stdout + out.stderr
+    assert "log4j" not in terminal and "WARN" not in terminal, terminal[-2000:]
+    assert "log4j" in log.read_text()  # the JVM's start-up lines went to the log

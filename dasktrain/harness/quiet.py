@@ -25,7 +25,7 @@ import warnings
 
 from ..exceptions import DasktrainWarning
 
-__all__ = ["QuietOutput", "output_to_file"]
+__all__ = ["QuietOutput", "output_to_file", "children_output_to"]
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s (pid %(process)d): %(message)s"
 
@@ -51,6 +51,29 @@ def _point_output_at(path):
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
+
+
+@contextlib.contextmanager
+def children_output_to(path):
+    """Inside the block, file descriptors 1 and 2 of this process point at ``path``, so a
+    process started meanwhile (the Spark JVM, and the Python workers it starts later) writes
+    there for its whole life; this process's own descriptors are restored on exit.
+    ``path=None`` changes nothing."""
+    if path is None:
+        yield
+        return
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    saved = (os.dup(1), os.dup(2))
+    try:
+        _point_output_at(path)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
 
 
 def output_to_file(path):

@@ -470,7 +470,8 @@ def compare(
     check_data(data)
     with contextlib.ExitStack() as stack:
         quiet = stack.enter_context(QuietOutput(log)) if log is not None else None
-        setups = open_setups(plan.engines, client, plan.clusters, plan.spark)
+        log_path = quiet.path if quiet is not None else None
+        setups = open_setups(plan.engines, client, plan.clusters, plan.spark, log_path)
         stack.callback(close_setups, setups)
         _quiet_workers(setups, quiet)
         terminal = quiet.terminal_err if quiet is not None else None
@@ -484,7 +485,7 @@ def _quiet_workers(setups, quiet):
     if quiet is None:
         return
     for s in setups:
-        if s.started:
+        if s.started and s.engine == "dask":  # a Spark session's output is set at its start
             try:
                 s.client.register_plugin(quiet.plugin())
             except Exception:  # noqa: BLE001 - noise on the terminal is no reason to fail

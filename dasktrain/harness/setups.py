@@ -240,12 +240,12 @@ def _fill(setup):
     return setup
 
 
-def open_setups(engines, client, clusters, spark=None) -> list[Setup]:
+def open_setups(engines, client, clusters, spark=None, log=None) -> list[Setup]:
     """The setups of a comparison, clusters connected or started, in the order they run.
 
     ``clusters`` is what :func:`check_clusters` returned (None: one cluster, ``client``);
     ``spark`` the user's ``SparkSession`` or master URL (None: a ``local[N]`` session with
-    the largest cluster's threads).
+    the largest cluster's threads); ``log`` the file a Spark session started here writes to.
     The local setup comes first and gets as many cores as the largest cluster has threads
     (this machine's CPUs when no dask setup runs). On a failure, what was opened is closed.
     """
@@ -266,8 +266,10 @@ def open_setups(engines, client, clusters, spark=None) -> list[Setup]:
     threads = max((s.threads for s in dask), default=_cluster_threads(client))
     if LOCAL in engines:
         out.append(Setup(LOCAL, "local", threads=threads, gpus=gpu_count()))
-    sparks = [open_spark(Setup("spark", "spark"), spark, threads)] if "spark" in engines else []
-    return out + dask + sparks
+    out += dask
+    if "spark" in engines:  # last: its session starts with the cores the clusters have
+        out.append(open_spark(Setup("spark", "spark"), spark, threads, log))
+    return out
 
 
 def _cluster_threads(client):

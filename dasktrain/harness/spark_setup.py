@@ -36,10 +36,13 @@ def check_spark(spark, engines):
     return spark
 
 
-def open_spark(setup, spark, threads):
+def open_spark(setup, spark, threads, log=None):
     """Fill ``setup`` with a session: the user's, one on ``spark`` (a master URL), or
-    ``local[threads]``. A session that cannot start leaves the reason in ``unavailable``."""
+    ``local[threads]``. A session that cannot start leaves the reason in ``unavailable``.
+    With ``log`` (the comparison's log file) a session started here writes its JVM's output
+    there instead of the terminal."""
     from .. import spark as dspark
+    from .quiet import children_output_to
 
     reason = None if not isinstance(spark, (str, type(None))) else dspark.unavailable_reason()
     if reason is not None:
@@ -47,11 +50,12 @@ def open_spark(setup, spark, threads):
         return setup
     own = isinstance(spark, (str, type(None)))
     try:
-        session = dspark.spark_session(
-            threads,
-            master=spark if isinstance(spark, str) else None,
-            session=None if own else spark,
-        )
+        with children_output_to(log if own else None):
+            session = dspark.spark_session(
+                threads,
+                master=spark if isinstance(spark, str) else None,
+                session=None if own else spark,
+            )
     except Exception as exc:  # noqa: BLE001 - the rows say why; the comparison goes on
         logger.warning("the Spark session could not start: %s", exc)
         setup.unavailable = f"the Spark session could not start: {type(exc).__name__}: {exc}"
