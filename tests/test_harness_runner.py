@@ -205,7 +205,7 @@ def test_unreachable_scheduler(blobs):
 @pytest.mark.parametrize(
     "kw, match",
     [
-        ({"engines": ("local", "spark")}, "spark"),
+        ({"engines": ("local", "flink")}, "flink"),
         ({"engines": ("dask",), "baseline": "local"}, "baseline"),
         ({"repeat": 0}, "repeat"),
         ({"sizes": [10, -1]}, "sizes"),
