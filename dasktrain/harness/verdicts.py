@@ -212,6 +212,14 @@ def _scaling(strong, w):
     )
 
 
+def _other_engines(ok, best, base_row):
+    """The speed of the setups of a third engine (Spark beside local and dask), which the
+    sentence's head does not name when they are not the fastest."""
+    other = ok[~ok.engine.isin([best.engine, base_row.engine])]
+    each = [f"{r.setup} {base_row.time_median / r.time_median:.2g}x" for r in other.itertuples()]
+    return f"speed against {base_row.setup}: {', '.join(each)}" if each else None
+
+
 def _not_measured(w, rows):
     bad = rows[rows.status != "ok"]
     why = ""
@@ -244,7 +252,7 @@ def _verdict(results, w, rows, cross, strong):
             parts.append(f"{best.setup} {c.extrapolated_note.iloc[0]}")
     if results.scaling is None:
         parts.append("one size measured: pass sizes= for the crossover")
-    parts += [p for p in (_quality(ok, b), _scaling(strong, w)) if p]
+    parts += [p for p in (_quality(ok, b), _scaling(strong, w), _other_engines(ok, best, b)) if p]
     failed = rows[rows.status != "ok"]
     if len(failed):
         parts.append(f"not measured on {', '.join(failed.setup)}")
