@@ -206,6 +206,24 @@ def test_killed_python_worker_mid_features_is_a_clear_error(spark, xray):
     assert spark.range(5).count() == 5
 
 
+def test_compare_uses_a_running_session_and_leaves_it_running(spark):
+    import dasktrain
+
+    F, y = _blobs(120, 64, 2, seed=8, spread=3.0)
+    res = dasktrain.compare(
+        ["naive_bayes"],
+        data=(F, y),
+        engines=("local", "spark"),
+        repeat=1,
+        warmup=False,
+        progress=False,
+        monitor=False,
+    )
+    assert res.table.set_index("setup").loc["spark", "status"] == "ok"
+    assert res.setup["setups"]["spark"]["started_here"] is False
+    assert spark.range(3).count() == 3  # not stopped: it was the user's
+
+
 def _run_without_java(code, empty_dir, timeout=300):
     """Run ``code`` in a Python whose environment has no Java (no JAVA_HOME, an empty PATH)."""
     env = {k: v for k, v in os.environ.items() if k != "JAVA_HOME"}

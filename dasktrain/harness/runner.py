@@ -365,7 +365,8 @@ def compare(
     spark : pyspark.sql.SparkSession or str, optional
         The Spark setup: the user's session (left running), or a master URL. ``None``: a
         ``local[N]`` session on 127.0.0.1 with N = the largest cluster's worker threads (the
-        same cores as the dask engine), stopped at the end.
+        same cores as the dask engine), stopped at the end. A session already running in this
+        process is used instead and left running.
     prices : dict, optional
         USD per hour per machine for the ``cost_usd`` column (see :class:`Results`).
     baseline : str

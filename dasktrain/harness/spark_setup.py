@@ -44,6 +44,13 @@ def open_spark(setup, spark, threads, log=None):
     from .. import spark as dspark
     from .quiet import children_output_to
 
+    active = dspark.active_session()
+    if isinstance(spark, (str, type(None))) and active is not None:
+        # getOrCreate() would hand back the session already running here whatever master is
+        # asked for: it is the user's, so it is used as theirs and never stopped.
+        if isinstance(spark, str):
+            logger.warning("a Spark session is running here; using it, not master %r", spark)
+        spark = active
     reason = None if not isinstance(spark, (str, type(None))) else dspark.unavailable_reason()
     if reason is not None:
         setup.unavailable = f"Spark is unavailable: {reason}"

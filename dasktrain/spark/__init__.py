@@ -9,10 +9,11 @@ from ._features import cnn_features, image_features
 from ._frames import collect_column, image_frame, vector_frame
 from ._models import SETTINGS, kmeans, logreg, mlp_cv, naive_bayes, xgboost
 from ._read import read_images, to_numpy
-from ._session import session_cores, spark_session, unavailable_reason
+from ._session import active_session, session_cores, spark_session, unavailable_reason
 
 __all__ = [
     "SETTINGS",
+    "active_session",
     "cnn_features",
     "collect_column",
     "image_features",

@@ -21,7 +21,7 @@ from ..exceptions import OptionalDependencyError, ValidationError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["unavailable_reason", "spark_session", "session_cores", "quiet"]
+__all__ = ["unavailable_reason", "spark_session", "active_session", "session_cores", "quiet"]
 
 #: Settings of every session this module starts (the user's own session is left as it is).
 _CONF = {
@@ -114,6 +114,14 @@ def _start(master, ui, conf):
     spark.sparkContext.setLogLevel("ERROR")
     logger.info("Spark session %s (%s cores)", master, session_cores(spark))
     return spark
+
+
+def active_session():
+    """The SparkSession already running in this process, or None (pyspark not imported yet,
+    or no session): ``getOrCreate`` would return it whatever master is asked for."""
+    if "pyspark.sql" not in sys.modules:
+        return None
+    return sys.modules["pyspark.sql"].SparkSession.getActiveSession()
 
 
 def session_cores(spark) -> int:
