@@ -11,13 +11,9 @@ from __future__ import annotations
 import math
 import time
 
-from .workloads import current
+from .workloads import _opt, current
 
 __all__ = ["SPARK"]
-
-
-def _opt(name, default):
-    return current().options.get(name, default)
 
 
 def s_read(inputs, engine, spark) -> dict:
