@@ -76,6 +76,18 @@ def test_worker_monitor_histories(client):
     assert mon.summary()["n_workers"] == 2
 
 
+def test_a_run_shorter_than_the_worker_monitor_interval_hears_from_every_worker(client):
+    # A worker's SystemMonitor samples every 0.5 s on its own clock; a short run (a KMeans fit
+    # whose passes skip the scheduler) could end before some worker sampled, and that worker
+    # then vanished from the run's samples (seen as a flaky multi-host test in CI).
+    for _ in range(3):
+        with ResourceMonitor(interval=0.05, client=client, worker_monitors=True) as mon:
+            pass
+        remote = mon.samples[lambda d: d.source == "dask"]
+        assert set(remote.process) == set(_worker_pids(client))
+        assert remote.time.between(mon.start_time, mon.end_time + 1).all()
+
+
 def test_summary_can_leave_the_idle_cluster_out(client):
     # The local engine is charged for the driver's tree only (the review found its peak
     # memory and CPU inflated by the idle workers of the cluster beside it).

@@ -287,7 +287,14 @@ class DaskWorkers:
                 lambda dask_worker: dask_worker.monitor.count, workers=self._collect
             )
 
+    def _last_sample(self):
+        # Each worker samples every ``distributed.admin.system-monitor.interval`` on its own
+        # clock, so a run shorter than that may hold no sample of some worker: take one at the
+        # very end, as the psutil side does, so that every collected worker is in every run.
+        self.client.run(lambda dask_worker: dask_worker.monitor.update(), workers=self._collect)
+
     def _history(self):
+        self._last_sample()
         hist = {}
         for addr in self._collect:
             start = self._counts.get(addr, 0)
