@@ -8,16 +8,16 @@ paths in a DataFrame became local paths.
 
 from __future__ import annotations
 
+import fsspec
+import moto.server as moto_server
 import numpy as np
 import pandas as pd
 import pytest
+import s3fs  # declared test dependencies: when missing these tests fail rather than skip
 
-s3fs = pytest.importorskip("s3fs")
-moto_server = pytest.importorskip("moto.server")
-
-from dasktrain.datasets import make_xray_like  # noqa: E402
-from dasktrain.exceptions import DatasetLayoutError, ImageReadError, ValidationError  # noqa: E402
-from dasktrain.images import read_images  # noqa: E402
+from dasktrain.datasets import make_xray_like
+from dasktrain.exceptions import DatasetLayoutError, ImageReadError, ValidationError
+from dasktrain.images import read_images
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,6 @@ def test_remote_errors_name_the_url(s3):
 
 
 def test_memory_filesystem(tmp_path):
-    fsspec = pytest.importorskip("fsspec")
     root = make_xray_like(tmp_path / "x", n_per_class=4, size=24, seed=2)
     fs = fsspec.filesystem("memory")
     fs.put(str(root / "train"), "/dt-test/train", recursive=True)
