@@ -102,7 +102,9 @@ with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0
     out["scores"] = scores
     errors = {}
     for name, make in (("cnn", lambda: CNNFeatures("smallcnn").fit_transform(X)),
+                       ("cnn-fit", lambda: CNNFeatures("smallcnn").fit(X)),
                        ("keras", lambda: KerasFeatures("vgg19").fit_transform(X)),
+                       ("keras-fit", lambda: KerasFeatures("vgg19").fit(X)),
                        ("ddp", lambda: ddp.run_local(lambda: None))):
         try:
             make()
@@ -127,6 +129,9 @@ def test_core_install_without_torch_or_tensorflow(tmp_path):
     errors = out["errors"]
     assert "pip install 'dasktrain[torch]'" in errors["cnn"], errors
     assert "dasktrain[tensorflow]" in errors["keras"], errors
+    # fit validates, so it names the missing extra too (it used to succeed without torch)
+    assert "pip install 'dasktrain[torch]'" in errors["cnn-fit"], errors
+    assert "dasktrain[tensorflow]" in errors["keras-fit"], errors
     assert "pip install 'dasktrain[torch]'" in errors["ddp"], errors
 
 

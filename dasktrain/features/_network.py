@@ -143,6 +143,10 @@ class NetworkFeatures(BaseImageFeatures):
         """Feature length of the user's model for images of that size (one forward pass)."""
         raise NotImplementedError
 
+    def _require_framework(self):  # pragma: no cover - abstract
+        """Import the framework or raise OptionalDependencyError naming the extra."""
+        raise NotImplementedError
+
     def _check_params(self):
         """Parameters a subclass adds (the torch device)."""
 
@@ -157,6 +161,9 @@ class NetworkFeatures(BaseImageFeatures):
     def _validate(self):
         from .._validation import check_engine, check_positive_int
 
+        # fit() is where scikit-learn validates: a missing framework must fail here, naming
+        # the extra, not only when the first block is transformed.
+        self._require_framework()
         if is_user_model(self.backbone):
             self._check_user_model()
         else:

@@ -381,6 +381,9 @@ default "vgg19"
     _smaller_hint = " or use a smaller backbone ('smallcnn' takes 8x8)"
     _block_fn = staticmethod(cnn_block)
 
+    def _require_framework(self):
+        import_optional("torch", "torch")
+
     def _transform_local(self, fn, X, kwargs, n_out):
         torch = import_optional("torch", "torch")
         previous = torch.get_num_threads()

@@ -333,6 +333,9 @@ class KerasFeatures(NetworkFeatures):
     _weights_file = "a Keras weights file (.weights.h5)"
     _block_fn = staticmethod(keras_block)
 
+    def _require_framework(self):
+        _keras()
+
     def _check_backbone(self):
         get_keras_backbone(self.backbone)
 
