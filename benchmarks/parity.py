@@ -11,7 +11,7 @@ run it under ``nice -n -10`` (Dask workers and DDP ranks inherit it)::
     nice -n -10 .venv/bin/python benchmarks/parity.py pipeline --n 30000
     nice -n -10 .venv/bin/python benchmarks/parity.py trim --n 8192
     nice -n -10 .venv/bin/python benchmarks/parity.py ddp
-    nice -n -10 .venv/bin/python benchmarks/parity.py xgb
+    nice -n -10 .venv/bin/python benchmarks/parity.py xgb --n 200000 --rounds 50
     nice -n -10 .venv/bin/python benchmarks/parity.py images
 
 The rows that other modules already measure (features, DDP, XGBoost, images) are delegated
@@ -259,7 +259,17 @@ def ddp_row(argv):
 def xgb_row(argv):
     from benchmarks import bench_models
 
-    bench_models.main(*(int(a) for a in argv[:1]))
+    p = argparse.ArgumentParser(prog="parity.py xgb")
+    p.add_argument("--n", type=int, default=200_000)
+    p.add_argument("--d", type=int, default=50)
+    p.add_argument("--rounds", type=int, default=50)
+    p.add_argument("--repeat", type=int, default=5)
+    a = p.parse_args(argv)
+    cluster, client = start_cluster(2, 1)
+    try:
+        bench_models.xgb_compare(client, a.n, a.d, a.rounds, a.repeat)
+    finally:
+        stop_cluster(cluster, client)
 
 
 def images_row(argv):
