@@ -190,7 +190,7 @@ def main(repeat=5):
     from sklearn.cluster import KMeans as SK
     from threadpoolctl import threadpool_limits
 
-    from dasktrain.models import KMeans, XGBClassifier
+    from dasktrain.models import KMeans
 
     cluster, client = start_cluster(2, 1)
     try:
