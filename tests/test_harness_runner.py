@@ -415,6 +415,32 @@ def test_each_run_is_appended_as_it_finishes(blobs, tmp_path):
         Results.from_runs(out, comparison="nope")
 
 
+def test_runs_read_back_keep_the_setups_of_their_comparison(blobs, client, tmp_path):
+    # Read back from runs.jsonl, a report used to say "(? cores)": the setups were not logged.
+    from dasktrain.harness.report import write_report
+
+    out = tmp_path / "out"
+    res = dasktrain.compare(
+        [_counted],
+        data=blobs,
+        engines=("local", "dask"),
+        client=client,
+        repeat=1,
+        warmup=False,
+        monitor=False,
+        performance_report=False,
+        out=out,
+    )
+    kept = Results.from_runs(out)
+    assert kept.setup["setups"] == res.setup["setups"] and kept.setup["engines"] == [
+        "local",
+        "dask",
+    ]
+    assert kept.setup["comparison"] == res.setup["comparison"]
+    html = write_report(kept, tmp_path / "kept.html").read_text()
+    assert "? cores" not in html and "(2 cores)" in html
+
+
 RELEASE = threading.Event()
 
 

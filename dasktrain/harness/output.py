@@ -20,6 +20,7 @@ __all__ = ["OUTPUT_FILES", "check_output_dir", "write_atomic", "write_text", "Ru
 #: The files a comparison writes into its output folder (``compare(out=...)``, ``Results.save``).
 OUTPUT_FILES = (
     "runs.jsonl",
+    "comparisons.jsonl",
     "report.html",
     "results.csv",
     "results.json",
@@ -132,12 +133,19 @@ def _json_default(value):
     return str(value)
 
 
+def _append_only(path):
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    return os.fdopen(os.open(path, flags, 0o644), "a", encoding="utf-8")
+
+
 class RunLog:
     """``runs.jsonl`` in the output folder: one JSON line per finished run, written at once.
 
     Lines are appended, each naming its comparison, so an interrupted comparison keeps the rows
     it had and an earlier comparison's rows in the same folder are never lost;
-    :meth:`Results.from_runs <dasktrain.Results.from_runs>` reads them back.
+    :meth:`Results.from_runs <dasktrain.Results.from_runs>` reads them back. The comparison's
+    setup (engines, setups and their cores, host...) goes on one line of ``comparisons.jsonl``
+    beside it, so that what is read back is reported as fully as the original.
 
     Parameters
     ----------
@@ -150,8 +158,13 @@ class RunLog:
     def __init__(self, directory, comparison: str) -> None:
         self.path = Path(directory) / "runs.jsonl"
         self.comparison = comparison
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
-        self._f = os.fdopen(os.open(self.path, flags, 0o644), "a", encoding="utf-8")
+        self._f = _append_only(self.path)
+
+    def write_setup(self, setup: dict) -> None:
+        """Append the comparison's ``setup`` to ``comparisons.jsonl`` beside ``runs.jsonl``."""
+        line = json.dumps({"comparison": self.comparison, "setup": setup}, default=_json_default)
+        with _append_only(self.path.with_name("comparisons.jsonl")) as f:
+            f.write(line + "\n")
 
     def write(self, row: dict) -> None:
         """Append ``row`` (a flat run record) and flush it to disk."""

@@ -425,7 +425,8 @@ class Results:
             raise ValidationError(
                 f"{str(path)!r} holds no runs of comparison {chosen!r} (comparisons: {ids!r})."
             )
-        kwargs.setdefault("setup", {"comparison": chosen, "runs_log": str(path)})
+        saved = _saved_setup(path.with_name("comparisons.jsonl"), chosen)
+        kwargs.setdefault("setup", {**saved, "comparison": chosen, "runs_log": str(path)})
         return cls(runs, **kwargs)
 
 
@@ -462,6 +463,14 @@ def _runs_frame(runs):
     # Records written before setups existed: each engine was its own setup.
     runs["setup"] = runs["setup"].where(runs["setup"].notna(), runs["engine"]).astype(str)
     return runs
+
+
+def _saved_setup(path, comparison):
+    """The setup ``compare`` logged for ``comparison`` (``{}`` for logs written before it)."""
+    if not path.is_file():
+        return {}
+    found = [r for r in _read_jsonl(path) if r.get("comparison") == comparison]
+    return dict(found[-1].get("setup") or {}) if found else {}
 
 
 def _read_jsonl(path):

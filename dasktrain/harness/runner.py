@@ -96,6 +96,8 @@ class _Comparison:
         total = n * len(plan.size_list) * plan.repeat + (n if plan.warmup else 0)
         self.progress = Progress(plan.progress, total, file=terminal)
         self.setup = self._setup()
+        if self.log is not None:
+            self.log.write_setup(self.setup)
 
     def close(self) -> None:
         self.progress.close()
