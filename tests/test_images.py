@@ -502,7 +502,7 @@ def test_cli_images_lists_a_named_pipe(tmp_path, capsys):
 
 _UNPRIVILEGED = """
 import os, pickle, sys, warnings
-import numpy as np, PIL.Image, PIL.ImageOps, dask, dask.array, dask.threaded
+import numpy as np, PIL.Image, PIL.ImageOps, dask, dask.array, dask.threaded, distributed
 PIL.Image.init()  # Pillow imports its format plugins lazily
 from dasktrain.images import list_images, read_images, scan_images
 root, engine = sys.argv[1], sys.argv[2]
@@ -674,3 +674,31 @@ def test_decode_image_refuses_float_out_of_range(tmp_path):
     tifffile.imwrite(tmp_path / "x.tif", np.full((4, 4), 2.5, np.float32))
     with pytest.raises(ValueError, match=r"values in \[2.5, 2.5\], outside \[0, 1\]"):
         decode_image(str(tmp_path / "x.tif"), (4, 4))
+
+
+def test_the_dask_engine_checks_headers_on_the_workers(tmp_path, as_default):
+    # The header check was a serial pass on this machine before any task ran (a fifth of a
+    # 2-worker read of JPEGs); the workers, which read the files anyway, now do it in parallel.
+    from distributed import get_task_stream
+
+    root = _write_two_classes(tmp_path / "d", n=6)
+    _add_bad_files(root)
+    with get_task_stream(as_default) as ts:
+        with pytest.raises(ImageReadError) as info:
+            read_images(root, size=8, engine="dask", chunk_size=4)
+    assert any(t["key"].startswith("probe-images") for t in ts.data)
+    assert "text.png" in str(info.value) and "empty.jpg" in str(info.value)  # still up front
+
+
+def test_a_file_the_workers_cannot_see_says_so(tmp_path):
+    from dasktrain.images._workers import not_seen_by_workers
+
+    here = tmp_path / "here.png"
+    here.write_bytes(b"x")
+    bad = [
+        (str(here), "FileNotFoundError: [Errno 2] No such file or directory"),
+        (str(tmp_path / "gone.png"), "FileNotFoundError: [Errno 2] No such file or directory"),
+    ]
+    out = dict(not_seen_by_workers(bad))
+    assert "exists on this machine but not on the worker" in out[str(here)]
+    assert out[str(tmp_path / "gone.png")] == bad[1][1]

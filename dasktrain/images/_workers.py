@@ -15,6 +15,7 @@ __all__ = [
     "FILES_ON",
     "check_files_on",
     "check_exists_here",
+    "not_seen_by_workers",
     "probe_on_workers",
     "select_on_workers",
 ]
@@ -43,6 +44,20 @@ def check_exists_here(path):
             "read_images(..., engine='dask', files_on='workers'): the folder is then listed "
             "and checked on the workers."
         )
+
+
+def not_seen_by_workers(bad):
+    """``bad`` with a hint on the files that exist here but not where the workers looked."""
+    hint = (
+        " (the file exists on this machine but not on the worker: the workers read the same "
+        "paths, so put the images on a file system every worker sees)"
+    )
+    return [
+        (p, r + hint)
+        if r.startswith("FileNotFoundError") and not is_remote(p) and os.path.isfile(p)
+        else (p, r)
+        for p, r in bad
+    ]
 
 
 def _probe_on_worker(paths, storage_options=None):
