@@ -142,8 +142,9 @@ def read_images(
         Class names in label order (``y == i`` means ``classes[i]``). A subset reads only those
         classes. By default all classes found, sorted.
     files_on : {"client", "workers"}
-        Where the files are. ``"client"``: this machine lists the folder and checks the headers
-        (the workers must see the same paths to decode them). ``"workers"`` (``engine="dask"``
+        Where the files are. ``"client"``: this machine lists the folder (the workers must see
+        the same paths to decode them); with ``engine="dask"`` and a default client the headers
+        are checked on the workers, in parallel, else here. ``"workers"`` (``engine="dask"``
         only): the files are on the workers' disks and may not exist here; the folder is
         listed on one worker, every worker must see it, and the headers are checked on the
         workers in blocks of ``chunk_size``. ``path`` must then be absolute. Uses the default
