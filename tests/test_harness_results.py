@@ -137,3 +137,22 @@ def test_run_records_and_dicts_make_the_same_runs():
     from_record = Results([rec]).table
     from_dict = Results([row]).table
     assert from_record.equals(from_dict)
+
+
+def test_a_busy_machine_is_said_in_the_text_and_the_report(tmp_path):
+    from dasktrain.harness.report import write_report
+
+    quiet = _runs("fit", "local", [1.0, 1.1]) + _runs("fit", "dask", [0.6, 0.7])
+    for r in quiet:
+        r["others_cpu_percent_mean"] = 12.0
+    busy = [dict(r) for r in quiet]
+    busy[2]["others_cpu_percent_mean"] = busy[3]["others_cpu_percent_mean"] = 160.0
+    assert "busy machine" not in Results(quiet).to_string()
+    res = Results(busy)
+    text = res.to_string()
+    assert (
+        "busy machine" in text
+        and "dask 1.6 cores" in text
+        and "local" not in text.split("busy machine")[1].split("cores")[0]
+    )
+    assert "busy machine" in write_report(res, tmp_path / "r.html").read_text()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -230,7 +231,9 @@ class ResourceMonitor:
 
         Keys: ``duration_s``, ``n_samples`` (sampling instants), ``interval_s``,
         ``cpu_percent_mean`` / ``cpu_percent_max`` (the whole tree, or the remote workers
-        summed; 100 = one core), ``system_cpu_percent_mean``, ``peak_rss_bytes`` /
+        summed; 100 = one core), ``system_cpu_percent_mean``, ``others_cpu_percent_mean``
+        (what processes outside the tree used of this machine; 100 = one core),
+        ``peak_rss_bytes`` /
         ``peak_uss_bytes`` (peak of the tree's sum over time), ``n_processes``, ``n_workers``,
         ``n_remote_workers`` (workers measured by Dask only), ``gpu_utilization_mean``,
         ``cpu_energy_j``, ``gpu_energy_j``, ``energy_j``,
@@ -277,6 +280,23 @@ def _per_instant(tree, remote):
     return g.cpu_percent.sum(min_count=1), g.rss.sum()
 
 
+def _others_cpu(df):
+    """Mean CPU % (100 = one core) that processes outside the tree used on this machine.
+
+    The whole machine's CPU (the ``system`` rows, % of all cores) less the tree's, every
+    process of it counted, per sampling instant; the first instant is left out (a process's
+    first reading is 0 by psutil's design). Other users' jobs on a shared machine show here.
+    """
+    local = df[df.source == "psutil"]
+    system = local[local.role == "system"].set_index("time").cpu_percent
+    if len(system) < 2:
+        return math.nan
+    tree = local[local.role != "system"].groupby("time").cpu_percent.sum()
+    cores = os.cpu_count() or 1
+    others = (system * cores - tree.reindex(system.index).fillna(0)).clip(lower=0)
+    return _float(others.iloc[1:].mean())
+
+
 def summarize(samples, *, remote=(), worker_children=(), exclude_roles=()) -> dict:
     """CPU, memory and GPU figures of a monitor's samples (see :meth:`ResourceMonitor.summary`).
 
@@ -310,6 +330,7 @@ def summarize(samples, *, remote=(), worker_children=(), exclude_roles=()) -> di
         "cpu_percent_mean": _float(cpu.mean()) if len(cpu) else nan,
         "cpu_percent_max": _float(cpu.max()) if len(cpu) else nan,
         "system_cpu_percent_mean": _float(system.cpu_percent.mean()) if len(system) else nan,
+        "others_cpu_percent_mean": _others_cpu(df) if len(df) else nan,
         "peak_rss_bytes": _float(rss.max()) if len(rss) else nan,
         "peak_uss_bytes": _float(uss.max()) if uss is not None and uss.notna().any() else nan,
         "n_processes": int(tree.pid.nunique()),

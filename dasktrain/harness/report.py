@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import curves, figures
+from .text import busy_note
 
 if TYPE_CHECKING:  # bokeh is imported when a report is built
     from bokeh.models import LayoutDOM
@@ -174,7 +175,9 @@ def _setup_html(results):
     li = "".join(
         f"<li><b>{html.escape(str(k))}</b>: {_fmt(v)}</li>" for k, v in items if v is not None
     )
-    return f"<ul class='setup'>{li}</ul><p>{html.escape(note)}</p>" + _remote_note(results)
+    busy = busy_note(results.table)
+    busy = f"<p class='busy'><b>{html.escape(busy)}</b></p>" if busy else ""
+    return f"<ul class='setup'>{li}</ul><p>{html.escape(note)}</p>{busy}" + _remote_note(results)
 
 
 def _remote_note(results):

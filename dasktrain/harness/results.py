@@ -67,6 +67,8 @@ class RunRecord:
     threads: float = math.nan
     cpu_percent_mean: float = math.nan
     cpu_percent_max: float = math.nan
+    #: CPU % (100 = one core) that other programs used on this machine during the run.
+    others_cpu_percent_mean: float = math.nan
     peak_rss_bytes: float = math.nan
     energy_j: float = math.nan
     energy_measured: bool | None = None

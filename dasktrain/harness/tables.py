@@ -65,6 +65,7 @@ TABLE_COLUMNS = [
     "quality_metric",
     "quality",
     "cpu_percent_mean",
+    "others_cpu_percent_mean",
     "peak_rss_bytes",
     "energy_j",
     "edp",
@@ -164,7 +165,8 @@ def _aggregate_group(g):
         v = pd.to_numeric(g[col], errors="coerce") if col in g else None
         row[col] = float(v.max()) if v is not None and v.notna().any() else math.nan
     row["quality_metric"] = _first(ok.quality_metric)
-    for col in ("quality", "cpu_percent_mean", "peak_rss_bytes", "energy_j", *BREAKDOWN_MEDIANS):
+    medians = ("quality", "cpu_percent_mean", "others_cpu_percent_mean", "peak_rss_bytes")
+    for col in (*medians, "energy_j", *BREAKDOWN_MEDIANS):
         v = pd.to_numeric(ok[col], errors="coerce") if col in ok else pd.Series(dtype=float)
         row[col] = _median(v)
     lost = pd.to_numeric(g.workers_lost, errors="coerce")

@@ -115,6 +115,31 @@ def _table_lines(results):
     return lines
 
 
+#: Other programs' mean CPU during a setup's runs (100 = one core) above which the timings are
+#: said to be taken on a busy machine.
+BUSY_CPU_PERCENT = 50
+
+
+def busy_note(table):
+    """A sentence when other programs used the machine during the runs, else None.
+
+    Times taken beside them are pessimistic, and not alike for both engines (a local run with
+    several threads loses most when a core is taken), so the reader should know.
+    """
+    if "others_cpu_percent_mean" not in table:
+        return None
+    others = table.groupby("setup").others_cpu_percent_mean.max().dropna()
+    busy = others[others > BUSY_CPU_PERCENT]
+    if busy.empty:
+        return None
+    each = ", ".join(f"{s} {v / 100:.1f}" for s, v in busy.items())
+    return (
+        f"busy machine: other programs used cores here during the runs (median per "
+        f"workload, at most: {each} cores); these times are pessimistic and may favour the "
+        "engine that needs fewer cores at once. Rerun on a quiet machine for ratios to quote."
+    )
+
+
 def _notes(results):
     t = results.table
     lines = []
@@ -127,6 +152,9 @@ def _notes(results):
         )
     if t["energy_j"].isna().all():
         lines.append("energy: not measured on this machine (no readable RAPL/NVML counter)")
+    busy = busy_note(t)
+    if busy:
+        lines.append(busy)
     return lines
 
 

@@ -39,6 +39,7 @@ __all__ = ["run_once", "limited"]
 _MONITOR_FIELDS = (
     "cpu_percent_mean",
     "cpu_percent_max",
+    "others_cpu_percent_mean",
     "peak_rss_bytes",
     "energy_j",
     "energy_measured",
