@@ -179,6 +179,32 @@ def check_classification_targets(y, *, name="y", min_classes=2):
     return classes
 
 
+def check_weighted_classes(y, sample_weight, *, min_classes=2):
+    """Raise when fewer than ``min_classes`` labels of ``y`` have a positive ``sample_weight``.
+
+    Zero weights can leave a classifier one class, which is the "one class only" case of
+    :func:`check_classification_targets` in disguise. xgboost before 3.2 fails on it deep in
+    its C++ code ("base_score must be in (0,1)"), 3.2 fits a constant; dasktrain refuses it
+    the same way on every version. For dask input this computes the unique weighted labels
+    (one pass over ``y`` and ``sample_weight``, never over X).
+    """
+    if is_dask_collection(y) or is_dask_collection(sample_weight):
+        import dask.array as da
+
+        y, w = da.asarray(y), da.asarray(sample_weight)
+        if not any(np.isnan(c).any() for c in y.chunks):
+            w = w.rechunk(y.chunks)
+        kept = da.unique(y[w > 0]).compute()
+    else:
+        kept = np.unique(np.asarray(y)[np.asarray(sample_weight) > 0])
+    if len(kept) < min_classes:
+        raise ValidationError(
+            f"sample_weight is positive for {len(kept)} class(es) only ({kept.tolist()!r}); a "
+            f"classifier needs positive weight on at least {min_classes} classes. Check the "
+            "weights: the samples of a class whose weights are all 0 do not count."
+        )
+
+
 def check_positive_int(value, name, *, minimum=1):
     """Return ``value`` if it is an integer >= ``minimum``; raise naming the argument otherwise."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:

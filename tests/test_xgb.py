@@ -141,6 +141,23 @@ def test_one_class_refused(data):
         XGBClassifier(n_estimators=2).fit(X, np.zeros(len(X)))
 
 
+@pytest.mark.parametrize("engine", ["local", "dask"])
+def test_weights_leaving_one_class_refused_on_every_xgboost(data, engine, as_default):
+    # xgboost 3.0-3.1 failed here in C++ ("base_score must be in (0,1)"), 3.2 fits a constant:
+    # zero weights on every sample of a class are the "one class only" case, refused the same
+    # way on every supported xgboost (scikit-learn's check_classifiers_one_label_sample_weights).
+    X, y = data
+    w = (y == 1).astype(np.float64)
+    w_two = w.copy()
+    w_two[np.flatnonzero(y == 0)[:2]] = 0.5  # two samples of class 0 weigh: two classes again
+    if engine == "dask":
+        X, y, w, w_two = (da.from_array(a, chunks=400) for a in (X, y, w, w_two))
+    with pytest.raises(ValidationError, match=r"sample_weight is positive for 1 class\(es\)"):
+        XGBClassifier(n_estimators=2, engine=engine).fit(X, y, sample_weight=w)
+    fitted = XGBClassifier(n_estimators=2, engine=engine).fit(X, y, sample_weight=w_two)
+    assert fitted.n_classes_ == 2 and fitted.engine_ == engine
+
+
 def test_wrong_length_refused(data, as_default):
     X, y = data
     with pytest.raises(ValidationError, match="1499"):

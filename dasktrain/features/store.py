@@ -46,7 +46,12 @@ def _write(root, path, name, arr):
         da.to_zarr(arr, path, component=name, mode="a")
     else:
         step = max(1, min(len(arr), int(_config.get("images.chunk-size", 256))))
-        root.create_array(name, data=arr, chunks=(step,) + arr.shape[1:])
+        # shape + dtype, then a write: create_array(data=...) only exists from zarr 3.1, and
+        # this form works on every zarr 3 that pyproject.toml allows (3.0.8 and later).
+        z = root.create_array(
+            name, shape=arr.shape, dtype=arr.dtype, chunks=(step,) + arr.shape[1:]
+        )
+        z[...] = arr
 
 
 #: What a store written by :func:`save_features` holds at its top level (zarr v3, or v2 files).

@@ -36,6 +36,7 @@ from .._dask import (
 )
 from .._validation import (
     check_positive_int,
+    check_weighted_classes,
     is_dask_collection,
     resolve_engine,
 )
@@ -233,6 +234,8 @@ class _XGBBase(BaseEstimator):
                 )
             evals.append((Xe, ye))
         if classes is not None:
+            if sample_weight is not None:
+                check_weighted_classes(y, sample_weight)
             self.classes_ = np.asarray(classes)
             self.n_classes_ = len(classes)
             y = encode_labels(y, self.classes_)
