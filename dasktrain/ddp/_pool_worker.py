@@ -226,6 +226,7 @@ def pool_rank_task(payload, spec, token, pool):
         )
         if res.status is not RankStatus.OK or not resident.alive():
             _forget(pool["id"], resident)
+            res = dataclasses.replace(res, returncode=resident.proc.returncode)
         return res
     finally:
         files.remove()
