@@ -238,3 +238,41 @@ def test_pool_arguments_are_checked(client):
     pool.close()
     with pytest.raises(ValidationError, match="closed"):
         ddp.run(_train, 1, "x", pool=pool)
+
+
+def test_the_cnn_recipe_in_a_pool_matches_one_job_ranks(client):
+    from dasktrain.ddp.recipes import train_classifier
+
+    rng = np.random.default_rng(1)
+    X = rng.random((64, 16, 16, 1), dtype=np.float32)
+    y = (X[:, :8].mean(axis=(1, 2, 3)) > X[:, 8:].mean(axis=(1, 2, 3))).astype(int)
+    kw = dict(
+        X_val=X[:16], y_val=y[:16], model="smallcnn", epochs=2, batch_size=16, lr=0.01, seed=3
+    )
+    cold = ddp.run(train_classifier, X, y, client=client, timeout=120, **kw)[0]["history"]
+    with ddp.RankPool(client, timeout=120) as pool:
+        for _ in range(2):  # the second job runs after the first in the same processes
+            warm = ddp.run(train_classifier, X, y, pool=pool, **kw)[0]["history"]
+            for a, b in zip(cold, warm, strict=True):
+                assert a["loss"] == pytest.approx(b["loss"], rel=1e-6)
+                assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-6)
+                assert a["accuracy"] == b["accuracy"]
+
+
+def _gpu_pid():
+    import torch.distributed as dist
+
+    info = ddp.rank_info()
+    t = torch.ones(1, device=info.device)
+    dist.all_reduce(t)
+    return {"backend": info.backend, "device": str(t.device), "pid": os.getpid()}
+
+
+@pytest.mark.gpu
+def test_pool_on_gpu_keeps_its_nccl_rank(client):
+    with ddp.RankPool(client, workers=1, timeout=120) as pool:
+        first = ddp.run(_gpu_pid, pool=pool, timeout=120)[0]
+        second = ddp.run(_gpu_pid, pool=pool, timeout=120)[0]
+    assert first["backend"] == "nccl" and first["device"].startswith("cuda")
+    assert first["pid"] == second["pid"]
+    assert _gone([first["pid"]])
