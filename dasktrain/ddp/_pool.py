@@ -28,6 +28,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["RankPool"]
 
+# Seconds a check or a kill on the pool's workers may take (a wedged worker never hangs a job).
+_RUN_TIMEOUT_S = 30.0
+
 
 def _ready():
     """The pool's first job: start the processes and join the group; the rank's pid."""
@@ -185,10 +188,20 @@ class RankPool:
 
     def _status(self, addresses):
         try:
-            return self.client.run(pool_status, self.id, workers=list(addresses))
+            return self._on_workers(pool_status, addresses)
         except Exception:  # a worker left between the check and the call
             logger.debug("pool %s: status check failed", self.id, exc_info=True)
             return {a: None for a in addresses}
+
+    def _on_workers(self, fn, addresses):
+        """``client.run(fn, pool id)`` on ``addresses``, within ``_RUN_TIMEOUT_S``."""
+        return self.client.sync(
+            self.client._run,
+            fn,
+            self.id,
+            workers=sorted(addresses),
+            callback_timeout=_RUN_TIMEOUT_S,
+        )
 
     def _ensure_tokens(self, addresses):
         """One token per worker, held by this pool (its release ends the worker's process)."""
@@ -212,6 +225,6 @@ class RankPool:
         try:
             targets &= live_workers(self.client)
             if targets:
-                self.client.run(pool_kill, self.id, workers=sorted(targets))
+                self._on_workers(pool_kill, targets)
         except Exception:  # a worker left meanwhile: its processes leave with it
             logger.debug("pool %s: kill failed", self.id, exc_info=True)
