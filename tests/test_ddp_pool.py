@@ -227,6 +227,17 @@ def test_closing_the_client_ends_the_pool_processes(own_client):
     assert sorted(res) == [0, 1]
 
 
+def test_a_pool_garbage_collected_ends_its_processes(client):
+    import gc
+
+    pool = ddp.RankPool(client, timeout=120).start()
+    pids = list(pool.pids().values())
+    assert len(pids) == 2
+    del pool
+    gc.collect()
+    assert _gone(pids)
+
+
 def test_pool_arguments_are_checked(client):
     with pytest.raises(ValidationError, match="RankPool"):
         ddp.run(_train, 1, "x", pool="warm")

@@ -73,7 +73,8 @@ class RankPool:
     module-level state, torch's random state and ``torch.set_num_threads`` carry over (seed
     inside ``train_fn``). A job that fails, times out or is aborted ends the pool's processes
     (the group is rebuilt by the next job); so does a ``train_fn`` that destroys the process
-    group. The processes end with :meth:`close`, when the pool object is garbage-collected,
+    group. A rank that succeeded shows ``returncode`` None in ``logs``: its process lives on.
+    The processes end with :meth:`close`, when the pool object is garbage-collected,
     when its client closes, and when their worker dies. Jobs of one pool run one at a time
     (the workers are locked per job, as without a pool).
     """
@@ -103,7 +104,11 @@ class RankPool:
         return f"RankPool(id={self.id!r}, {state}, workers={self.addresses})"
 
     def __enter__(self):
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
 
     def __exit__(self, *exc):
         self.close()
