@@ -13,6 +13,7 @@ run it under ``nice -n -10`` (Dask workers and DDP ranks inherit it)::
     nice -n -10 .venv/bin/python benchmarks/parity.py ddp
     nice -n -10 .venv/bin/python benchmarks/parity.py xgb --n 200000 --rounds 50
     nice -n -10 .venv/bin/python benchmarks/parity.py images
+    nice -n -10 .venv/bin/python benchmarks/parity.py ddp-launch --repeat 5
 
 The rows that other modules already measure (features, DDP, XGBoost, images) are delegated
 to those modules' script modes, so each measurement has one home; this file adds the KMeans
@@ -292,6 +293,23 @@ def images_row(argv):
     bench_images.main(argv)
 
 
+def ddp_launch_row(argv):
+    """DDP launch only: cold, warm without a pool, warm with a RankPool.
+
+    The ``ddp`` row prints the same lines first, then runs the slow scaling measurements.
+    """
+    from benchmarks import bench_ddp
+
+    p = argparse.ArgumentParser(prog="parity.py ddp-launch")
+    p.add_argument("--repeat", type=int, default=5)
+    a = p.parse_args(argv)
+    cluster, client = start_cluster(n_workers=2, threads_per_worker=1)
+    try:
+        bench_ddp._launch_report(client, a.repeat)
+    finally:
+        stop_cluster(cluster, client)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     rows = {
@@ -302,6 +320,7 @@ def main(argv=None):
         "ddp": ddp_row,
         "xgb": xgb_row,
         "images": images_row,
+        "ddp-launch": ddp_launch_row,
     }
     if not argv or argv[0] not in rows:
         print(__doc__)

@@ -9,6 +9,7 @@ engines. Importing this package does not import torch.
 """
 
 from ..exceptions import DDPError
+from ._pool import RankPool
 from ._records import DDPResult
 from .helpers import (
     batch_sizes,
@@ -26,6 +27,7 @@ from .local import run_local
 __all__ = [
     "run",
     "run_local",
+    "RankPool",
     "DDPResult",
     "DDPError",
     "report",

@@ -55,6 +55,9 @@ ENV_WORKDIR = "DASKTRAIN_DDP_WORKDIR"
 EXIT_PORT_IN_USE = 75  # rank 0 could not bind MASTER_PORT: the launcher retries a new port
 EXIT_ORPHANED = 76  # the parent worker died
 
+# argv[1] of a pooled rank process (RankPool): it reads its jobs from stdin, one JSON per line.
+POOL_FLAG = "--pool"
+
 
 def worker_environ(environ):
     """The environment a rank process starts from: the worker's, without the malloc trim knob.

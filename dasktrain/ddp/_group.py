@@ -22,6 +22,7 @@ import time
 
 from .._dask import live_workers
 from ..exceptions import DDPError, ValidationError
+from ._pool_worker import pool_rank_task
 from ._records import AttemptFailed, Failure, RankSpec, RankStatus
 from ._worker import probe_port, rank_task
 
@@ -202,11 +203,17 @@ class Attempt:
 
     # -- start ---------------------------------------------------------------------------------
     def start(self):
-        """Find the port, send the payload, submit one task per rank."""
-        port, n_gpus = self._probe()
-        backend = self.options["backend"]
-        if backend == "auto":
-            backend = "nccl" if n_gpus > 0 else "gloo"
+        """Find the port (or the pool's warm group), send the payload, submit one task per rank."""
+        pool, warm, env = self.options.get("pool"), False, self.options["env"]
+        if pool is None:
+            port, n_gpus = self._probe()
+            backend = self.options["backend"]
+            if backend == "auto":
+                backend = "nccl" if n_gpus > 0 else "gloo"
+        else:
+            # The processes start with the pool's env; this job's env is set for the job.
+            port, backend, warm = pool._group_for(self.addresses, self._probe)
+            env = pool.env
         self.backend, self.port = backend, port
         self.payload_future = self.client.scatter(
             self.payload, workers=self.addresses, broadcast=True, hash=False
@@ -216,31 +223,35 @@ class Attempt:
             master_port=port,
             backend=backend,
             timeout=self.options["timeout"],
-            env=self.options["env"],
+            env=env,
             checkpoint_dir=self.options["checkpoint_dir"],
             abort=self.abort.name,
             attempt=self.attempt,
             topic=f"dasktrain-ddp-{self.job}",
         )
         for spec in specs:
+            address = self.addresses[spec.rank]
+            extra = () if pool is None else pool._task_args(address, warm, self.options["env"])
             self.futures[spec.rank] = self.client.submit(
-                rank_task,
+                rank_task if pool is None else pool_rank_task,
                 self.payload_future,
                 spec,
-                workers=[self.addresses[spec.rank]],
+                *extra,
+                workers=[address],
                 allow_other_workers=False,
                 pure=False,
                 retries=0,
                 key=f"dasktrain-ddp-rank{spec.rank}-{self.job}-{self.attempt}",
             )
         logger.info(
-            "ddp attempt %d: %d ranks on %s, backend=%s, MASTER_ADDR=%s MASTER_PORT=%d",
+            "ddp attempt %d: %d ranks on %s, backend=%s, MASTER_ADDR=%s MASTER_PORT=%d%s",
             self.attempt,
             len(self.addresses),
             self.addresses,
             backend,
             specs[0].master_addr,
             port,
+            "" if pool is None else f" (pool {pool.id}, {'warm' if warm else 'starting'})",
         )
 
     def _probe(self):
@@ -317,6 +328,9 @@ class Attempt:
                 self.abort.clear()
             except Exception:
                 logger.debug("could not clear %s", self.abort.name, exc_info=True)
+        if self.options.get("pool") is not None:
+            # A failed group is never reused: the next attempt starts fresh processes.
+            self.options["pool"]._invalidate()
 
     def _wait_for_live(self, running):
         """Wait (a while) for the aborted tasks on live workers: a dead worker's never return."""

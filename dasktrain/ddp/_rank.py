@@ -1,5 +1,9 @@
 """Entry point of one DDP rank process: ``python -m dasktrain.ddp._rank PAYLOAD RESULT``.
 
+``python -m dasktrain.ddp._rank --pool`` is a pooled rank (:class:`~dasktrain.ddp.RankPool`):
+it joins the group with its first job and then runs one job per line of stdin (see
+:func:`_serve`), so later jobs pay neither the start-up, the imports nor the rendezvous.
+
 The worker task in :mod:`dasktrain.ddp._worker` starts this module in a fresh process with the
 environment of :mod:`dasktrain.ddp._env` (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``...). It sets
 the torch thread count and device, joins the process group, runs ``train_fn`` and writes
@@ -25,7 +29,7 @@ import time
 import traceback
 
 from dasktrain.ddp import _env
-from dasktrain.ddp._env import EXIT_ORPHANED, EXIT_PORT_IN_USE
+from dasktrain.ddp._env import EXIT_ORPHANED, EXIT_PORT_IN_USE, POOL_FLAG
 from dasktrain.ddp._network import bind_listener
 from dasktrain.ddp._records import RankError, RankStatus
 
@@ -170,12 +174,17 @@ def _leave_group():
             traceback.print_exc()
 
 
-def _run(payload_path, result_path, rank, world_size, backend):
-    """Join, run ``train_fn``, write its outcome; return the exit code."""
+def _run(payload_path, result_path, rank, world_size, backend, *, join=True, leave=True):
+    """Join (unless ``join`` is False), run ``train_fn``, write its outcome; the exit code.
+
+    A pooled rank (:func:`_serve`) joins once and keeps the group between jobs (``leave``
+    False) unless ``train_fn`` failed: then the process exits and the group goes with it.
+    """
     import cloudpickle
 
+    failed = True
     try:
-        if not _join_group(rank, world_size, backend):
+        if join and not _join_group(rank, world_size, backend):
             return EXIT_PORT_IN_USE
         with open(payload_path, "rb") as fh:
             fn, args, kwargs = cloudpickle.load(fh)
@@ -184,6 +193,7 @@ def _run(payload_path, result_path, rank, world_size, backend):
         # The result goes first: the worker task acts on it at once and gives the process a
         # short grace to leave the group and exit (see _worker.EXIT_GRACE_S).
         _write_result(result_path, (RankStatus.OK, value))
+        failed = False
         return 0
     except BaseException as exc:  # noqa: BLE001 - report everything, including SystemExit
         traceback.print_exc()
@@ -194,13 +204,54 @@ def _run(payload_path, result_path, rank, world_size, backend):
             traceback.print_exc()
         return 1
     finally:
-        _leave_group()
+        if leave or failed:
+            _leave_group()
         _flush()
+
+
+def _apply_job(job, previous):
+    """Set one pooled job's environment (and forget the previous job's); enter the workdir.
+
+    Returns the names this job set, for the next call.
+    """
+    for name in previous:
+        os.environ.pop(name, None)
+    os.environ.update(job["env"])
+    workdir = os.environ.get(_env.ENV_WORKDIR)
+    if workdir and os.path.isdir(workdir):
+        os.chdir(workdir)
+    return list(job["env"])
+
+
+def _serve(rank, world_size, backend):
+    """Pool mode: run one job per line of stdin (JSON from the worker) until EOF.
+
+    Only the worker that started this process can write to its stdin (a pipe), so payloads
+    come from the launcher as in a one-job rank. The process leaves when its stdin closes (the
+    worker let go of it), when its parent dies (``_watch_parent``), when a job failed or when
+    ``train_fn`` destroyed the process group: a later job never runs in a doubtful group.
+    """
+    import json
+
+    import torch.distributed as dist
+
+    previous, joined = [], False
+    while True:
+        line = sys.stdin.readline()
+        if not line:
+            return 0
+        job = json.loads(line)
+        previous = _apply_job(job, previous)
+        code = _run(
+            job["payload"], job["result"], rank, world_size, backend, join=not joined, leave=False
+        )
+        joined = True
+        if code != 0 or not dist.is_initialized():
+            return code
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    payload_path, result_path = argv[0], argv[1]
     parent = int(os.environ.get(_env.ENV_PARENT_PID, os.getppid()))
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
 
@@ -210,6 +261,9 @@ def main(argv=None):
     backend = os.environ[_env.ENV_BACKEND]
     _choose_device(torch, backend)
     rank, world_size = int(os.environ[_env.RANK]), int(os.environ[_env.WORLD_SIZE])
+    if argv[0] == POOL_FLAG:
+        return _serve(rank, world_size, backend)
+    payload_path, result_path = argv[0], argv[1]
     return _run(payload_path, result_path, rank, world_size, backend)
 
 

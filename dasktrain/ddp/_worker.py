@@ -168,7 +168,10 @@ def rank_task(payload, spec):
         relay = _MetricsRelay(worker, spec, files.metrics)
         returncode, status, end_time = _supervise(files, env, spec, relay)
         relay.forward()
-        return _result(spec, worker.address, files, returncode, status, end_time, relay.records)
+        logs = (_tail(files.stdout), _tail(files.stderr))
+        return _result(
+            spec, worker.address, files, returncode, status, end_time, relay.records, logs
+        )
     finally:
         files.remove()
 
@@ -193,8 +196,12 @@ def _supervise(files, env, spec, relay):
     return proc.returncode, status, time.time()
 
 
-def _watch(proc, files, spec, relay):
-    """Poll the rank process; return TIMEOUT, ABORTED or None (it exited or finished)."""
+def _watch(proc, files, spec, relay, *, persistent=False):
+    """Poll the rank process; return TIMEOUT, ABORTED or None (it exited or finished).
+
+    ``persistent``: a pooled rank stays alive after its result (see ``_pool_worker``), so the
+    result alone ends the watch.
+    """
     from distributed import Event
 
     abort = Event(spec.abort)
@@ -206,6 +213,8 @@ def _watch(proc, files, spec, relay):
         if exited:
             return None
         now = time.monotonic()
+        if persistent and os.path.exists(files.result):
+            return None
         if exit_deadline is None and os.path.exists(files.result):
             # train_fn is done (or failed): give the process a moment to leave the group and
             # exit, but don't let a slow teardown delay the job's verdict.
@@ -247,15 +256,16 @@ def _final_status(stopped, error, written, returncode):
     return RankStatus.ERROR
 
 
-def _result(spec, address, files, returncode, stopped, end_time, records):
+def _result(spec, address, files, returncode, stopped, end_time, records, logs):
+    """The RankResult of a supervised run; ``logs`` is ``(stdout, stderr)`` (their ends)."""
     value, written, error = _read_outcome(files.result)
     return RankResult(
         rank=spec.rank,
         status=_final_status(stopped, error, written, returncode),
         worker=address,
         returncode=returncode,
-        stdout=_tail(files.stdout),
-        stderr=_tail(files.stderr),
+        stdout=logs[0],
+        stderr=logs[1],
         end_time=end_time,
         value=value,
         error=error,
@@ -263,12 +273,13 @@ def _result(spec, address, files, returncode, stopped, end_time, records):
     )
 
 
-def _tail(path, limit=LOG_BYTES):
+def _tail(path, limit=LOG_BYTES, start=0):
+    """The last ``limit`` bytes of ``path`` written after byte ``start`` (decoded)."""
     try:
         with open(path, "rb") as fh:
             fh.seek(0, os.SEEK_END)
             size = fh.tell()
-            fh.seek(max(0, size - limit))
+            fh.seek(max(start, size - limit))
             return fh.read().decode("utf-8", errors="replace")
     except OSError:
         return ""

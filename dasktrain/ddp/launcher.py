@@ -24,12 +24,13 @@ from .._dask import get_client
 from ..exceptions import DDPError, ValidationError
 from . import helpers as _helpers
 from ._group import Attempt, describe, select_workers
+from ._pool import RankPool
 from ._records import AttemptFailed, DDPResult
 from .local import run_local
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["run", "run_local", "DDPResult"]
+__all__ = ["run", "run_local", "DDPResult", "RankPool"]
 
 BACKENDS = ("auto", "gloo", "nccl")
 # Times a group whose rank 0 found MASTER_PORT taken is retried with a fresh port (free).
@@ -53,6 +54,21 @@ def _check_args(backend, timeout, max_restarts, workers, port_range, env):
         and all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())
     ):
         raise ValidationError(f"env={env!r} must be a dict of str -> str.")
+
+
+def _check_pool(pool, client, workers, backend, port_range):
+    """The pool's client; a ValidationError when ``pool`` or the arguments beside it are bad."""
+    if not isinstance(pool, RankPool):
+        raise ValidationError(f"pool={pool!r} must be a dasktrain.ddp.RankPool or None.")
+    pool._check_open()
+    if client is not None and client is not pool.client:
+        raise ValidationError("pool= belongs to another client; pass client=None or its own.")
+    if workers is not None or backend != "auto" or port_range is not None:
+        raise ValidationError(
+            "with pool=, the pool decides the workers, the backend and the port range: "
+            "pass them to RankPool(...) and leave workers, backend and port_range unset."
+        )
+    return pool.client
 
 
 def _check_workers(workers):
@@ -94,6 +110,7 @@ def run(
     checkpoint_dir=None,
     env=None,
     port_range=None,
+    pool=None,
     **kwargs,
 ) -> DDPResult:
     """Run ``train_fn(*args, **kwargs)`` as a DistributedDataParallel job on Dask workers.
@@ -132,6 +149,13 @@ def run(
     port_range : (int, int), optional
         Ports allowed for ``MASTER_PORT``; default ``dasktrain.ddp.port-range`` (None: any
         free port the OS gives).
+    pool : RankPool, optional
+        Run in the pool's rank processes, kept alive between jobs (a warm start takes a
+        fraction of a second instead of a new process, ``import torch`` and a rendezvous).
+        The pool decides the workers, the backend and the port range (leave ``workers``,
+        ``backend`` and ``port_range`` at their defaults); ``env`` is set for this job
+        inside the running processes. Failures, restarts and timeouts behave as without a
+        pool; a failed job ends the pool's processes and the next job starts fresh ones.
 
     Returns
     -------
@@ -155,6 +179,9 @@ def run(
     run_local : the same ``train_fn`` in this process, world size 1 (the local engine).
     """
     timeout = _config.get("ddp.timeout") if timeout is None else timeout
+    if pool is not None:
+        client = _check_pool(pool, client, workers, backend, port_range)
+        backend, port_range = pool.backend, pool.port_range
     port_range = _config.get("ddp.port-range") if port_range is None else port_range
     _check_args(backend, timeout, max_restarts, workers, port_range, env)
     if not callable(train_fn):
@@ -171,6 +198,7 @@ def run(
             "env": dict(env or {}),
             "checkpoint_dir": _helpers.make_checkpoint_dir(checkpoint_dir),
             "port_range": port_range,
+            "pool": pool,
         },
     )
     with job.history.subscribed(client):
@@ -258,9 +286,10 @@ class _Job:
 
     def _try(self):
         """One attempt: the Attempt when it succeeded, None to try again; raises DDPError."""
+        pool = self.options["pool"]
         selection = select_workers(
             self.client,
-            self.workers,
+            self.workers if pool is None else pool._request(),
             self.deadline,
             first=(self.attempt == 0),
             world_size=self.world_size,
