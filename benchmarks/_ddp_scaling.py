@@ -76,6 +76,8 @@ def scaling(client, X, y, kw, variants=DEFAULT_VARIANTS, repeat=3, local=False):
         def fn():
             res = ddp.run(train_classifier, X, y, client=client, workers=ranks, **kw, **options)
             sps[label].append(res[0]["samples_per_s"])
+            # as it comes: a run cut short by a time limit still leaves its numbers
+            print(f"    {label}: {sps[label][-1]:.1f} samples/s", flush=True)
 
         fns[label] = fn
 
