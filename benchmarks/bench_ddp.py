@@ -9,7 +9,8 @@ run (interleaved repeats, medians):
   2 local workers (``_launch_report``);
 * scaling: samples/s of 2 ranks x 1 thread vs 1 rank x 1 thread on a compute-bound CNN
   (both through ``run``, throughput measured inside ``train_fn`` so the launch is excluded),
-  plus the local twin (``run_local``, 1 torch thread);
+  for each DDP communication variant asked for (``--variants``, see
+  :mod:`benchmarks._ddp_scaling`), plus the local twin (``run_local``, 1 torch thread);
 * accuracy: final accuracy of 2 ranks vs the local twin, same seeds and global batch.
 """
 
@@ -22,7 +23,8 @@ import time
 import cloudpickle
 import numpy as np
 
-from benchmarks._common import interleaved, size, start_cluster, stop_cluster
+from benchmarks import _ddp_scaling
+from benchmarks._common import size, start_cluster, stop_cluster
 
 # Rank processes cannot import this benchmark module (asv imports it from the benchmark
 # folder): send its functions by value.
@@ -176,9 +178,7 @@ class DDPTrainEpoch:
     track_samples_per_s.unit = "samples/s"
 
 
-def main(repeat=3, model="smallcnn", n=None, side=64, batch_size=64):
-    import torch
-
+def main(repeat=3, model="smallcnn", n=None, side=64, batch_size=64, variants=("none",)):
     from dasktrain import ddp
     from dasktrain.ddp.recipes import train_classifier
 
@@ -191,38 +191,10 @@ def main(repeat=3, model="smallcnn", n=None, side=64, batch_size=64):
         kw = dict(model=model, epochs=size(2, 3), batch_size=batch_size, seed=0)
         print(
             f"throughput: {model}, {len(X)} images {side}x{side}, {kw['epochs']} epochs, "
-            f"global batch {batch_size}"
+            f"global batch {batch_size}, per communication variant "
+            f"({', '.join(variants)}; options of dasktrain.ddp.prepare_model)"
         )
-        torch.set_num_threads(1)
-        sps = {"1 rank x 1 thread": [], "2 ranks x 1 thread": [], "local twin, 1 thread": []}
-
-        def one():
-            sps["1 rank x 1 thread"].append(
-                ddp.run(train_classifier, X, y, client=client, workers=1, **kw)[0]["samples_per_s"]
-            )
-
-        def two():
-            sps["2 ranks x 1 thread"].append(
-                ddp.run(train_classifier, X, y, client=client, workers=2, **kw)[0]["samples_per_s"]
-            )
-
-        def local():
-            sps["local twin, 1 thread"].append(
-                ddp.run_local(train_classifier, X, y, **kw)[0]["samples_per_s"]
-            )
-
-        interleaved({"one": one, "two": two, "local": local}, repeat=repeat, warmup=0)
-        med = {k: statistics.median(v) for k, v in sps.items()}
-        for k, v in med.items():
-            print(
-                f"  {k:22s} {v:8.1f} samples/s (median of {len(sps[k])}: "
-                f"{', '.join(f'{x:.0f}' for x in sps[k])})"
-            )
-        speedup = med["2 ranks x 1 thread"] / med["1 rank x 1 thread"]
-        print(
-            f"scaling 2 ranks / 1 rank: {speedup:.2f}x (efficiency {speedup / 2:.2f}; "
-            "target >= 1.7x)"
-        )
+        _ddp_scaling.scaling(client, X, y, kw, variants, repeat, local=True)
 
         Xa, ya = _images(size(600, 3000), 32, seed=1)
         n_tr = int(len(Xa) * 0.75)
@@ -264,5 +236,18 @@ if __name__ == "__main__":
         default=64,
         help="global batch of the scaling run (split across the ranks)",
     )
+    parser.add_argument(
+        "--variants",
+        default="none",
+        help="comma-separated DDP communication variants of the scaling run: "
+        + ", ".join(_ddp_scaling.VARIANTS),
+    )
     a = parser.parse_args()
-    main(repeat=a.repeat, model=a.model, n=a.n, side=a.side, batch_size=a.batch_size)
+    main(
+        repeat=a.repeat,
+        model=a.model,
+        n=a.n,
+        side=a.side,
+        batch_size=a.batch_size,
+        variants=_ddp_scaling.parse_variants(a.variants),
+    )

@@ -11,6 +11,8 @@ run it under ``nice -n -10`` (Dask workers and DDP ranks inherit it)::
     nice -n -10 .venv/bin/python benchmarks/parity.py pipeline --n 30000
     nice -n -10 .venv/bin/python benchmarks/parity.py trim --n 8192
     nice -n -10 .venv/bin/python benchmarks/parity.py ddp
+    nice -n -10 .venv/bin/python benchmarks/parity.py ddp --scaling-only
+    nice -n -10 .venv/bin/python benchmarks/parity.py ddp --profile
     nice -n -10 .venv/bin/python benchmarks/parity.py xgb --n 200000 --rounds 50
     nice -n -10 .venv/bin/python benchmarks/parity.py images
     nice -n -10 .venv/bin/python benchmarks/parity.py ddp-launch --repeat 5
@@ -261,14 +263,44 @@ def features_row(argv):
 
 
 def ddp_row(argv):
-    from benchmarks import bench_ddp
+    from benchmarks import _ddp_scaling, bench_ddp
 
-    p = argparse.ArgumentParser()
+    p = argparse.ArgumentParser(prog="parity.py ddp")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--model", default="resnet18")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--n", type=int, default=512, help="images of the scaling run")
+    p.add_argument("--epochs", type=int, default=2, help="epochs of each scaling run")
+    p.add_argument(
+        "--variants",
+        default=",".join(_ddp_scaling.DEFAULT_VARIANTS),
+        help="DDP communication variants: " + ", ".join(_ddp_scaling.VARIANTS),
+    )
+    p.add_argument(
+        "--scaling-only", action="store_true", help="only the 2 ranks / 1 rank throughput"
+    )
+    p.add_argument("--profile", action="store_true", help="only the per-step profile")
     a = p.parse_args(argv)
-    bench_ddp.main(repeat=a.repeat, model=a.model, side=64, batch_size=a.batch_size)
+    variants = _ddp_scaling.parse_variants(a.variants)
+    if a.scaling_only or a.profile:
+        _ddp_scaling.main(
+            repeat=a.repeat,
+            model=a.model,
+            n=a.n,
+            batch_size=a.batch_size,
+            epochs=a.epochs,
+            variants=variants,
+            do_profile=a.profile,
+        )
+        return
+    bench_ddp.main(
+        repeat=a.repeat,
+        model=a.model,
+        n=a.n,
+        side=64,
+        batch_size=a.batch_size,
+        variants=variants,
+    )
 
 
 def xgb_row(argv):

@@ -210,3 +210,25 @@ def check_positive_int(value, name, *, minimum=1):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValidationError(f"{name}={value!r} must be an integer >= {minimum}.")
     return int(value)
+
+
+def check_positive_number(value, name):
+    """Return ``value`` as a float if it is a finite real number > 0; raise naming it otherwise."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not np.isfinite(value)
+        or value <= 0
+    ):
+        raise ValidationError(f"{name}={value!r} must be a number > 0.")
+    return float(value)
+
+
+def check_bool(value, name):
+    """Return ``value`` if it is True or False; raise naming the argument otherwise.
+
+    A string such as ``"false"`` is truthy in Python; rejecting it avoids the silent opposite.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValidationError(f"{name}={value!r} must be True or False.")
+    return bool(value)

@@ -3,9 +3,9 @@
 ``run(train_fn, ...)`` starts one rank process per selected Dask worker and returns
 ``{rank: value}`` (a :class:`DDPResult` that also carries per-rank logs and the metric
 history); ``run_local(train_fn, ...)`` runs the same function in this process with world size 1.
-Inside ``train_fn`` use :func:`prepare_model`, :func:`prepare_loader`, :func:`report`,
-:func:`save_checkpoint` / :func:`load_checkpoint` and :func:`rank_info`; they work on both
-engines. Importing this package does not import torch.
+Inside ``train_fn`` use :func:`prepare_model`, :func:`prepare_loader`, :func:`micro_batches`,
+:func:`report`, :func:`save_checkpoint` / :func:`load_checkpoint` and :func:`rank_info`; they
+work on both engines. Importing this package does not import torch.
 """
 
 from ..exceptions import DDPError
@@ -14,6 +14,7 @@ from ._records import DDPResult
 from .helpers import (
     batch_sizes,
     load_checkpoint,
+    micro_batches,
     prepare_loader,
     prepare_model,
     rank_info,
@@ -32,6 +33,7 @@ __all__ = [
     "DDPError",
     "report",
     "prepare_model",
+    "micro_batches",
     "prepare_loader",
     "batch_sizes",
     "save_checkpoint",

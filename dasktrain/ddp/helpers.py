@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from ..exceptions import DDPError, ValidationError
 from . import _env
+from ._comm import check_ddp_options, micro_batches, register_comm_hook
 
 if TYPE_CHECKING:
     import torch
@@ -32,6 +33,7 @@ __all__ = [
     "rank_info",
     "report",
     "prepare_model",
+    "micro_batches",
     "prepare_loader",
     "batch_sizes",
     "save_checkpoint",
@@ -192,27 +194,49 @@ def unwrap_model(model) -> torch.nn.Module:
     return getattr(model, "module", model)
 
 
-def prepare_model(model, **ddp_kwargs) -> torch.nn.Module:
+def prepare_model(model, *, comm_hook=None, **ddp_kwargs) -> torch.nn.Module:
     """Move ``model`` to this rank's device and wrap it in DistributedDataParallel.
 
     With world size 1 (the local twin, or a one-rank job) the model is only moved to the
-    device: a DDP wrapper over one process would only add overhead. On GPUs BatchNorm layers
-    become SyncBatchNorm; on CPU (gloo) they stay per-rank, so a model with BatchNorm does not
-    follow the local twin exactly (each rank normalises over its share of the global batch).
+    device: a DDP wrapper over one process would only add overhead, and ``comm_hook`` and the
+    DDP keywords have nothing to act on (they are still checked, so a bad value fails on both
+    engines). On GPUs BatchNorm layers become SyncBatchNorm; on CPU (gloo) they stay per-rank,
+    so a model with BatchNorm does not follow the local twin exactly (each rank normalises
+    over its share of the global batch).
 
     Parameters
     ----------
     model : torch.nn.Module
+    comm_hook : {None, "fp16", "bf16"}
+        Compress the gradients to half precision for the all-reduce (torch's
+        ``fp16_compress_hook`` / ``bf16_compress_hook``): half the bytes to send, gradients
+        rounded to 16 bits (bf16 keeps float32's range, fp16 more mantissa). None sends
+        float32. See the DDP guide for what each measured on CPU.
     **ddp_kwargs
-        Passed to :class:`torch.nn.parallel.DistributedDataParallel`.
+        Passed to :class:`torch.nn.parallel.DistributedDataParallel`, e.g. ``bucket_cap_mb``
+        (a number > 0, default 25: gradients are all-reduced in buckets of this size, each
+        as soon as its gradients are ready), ``gradient_as_bucket_view`` (bool: gradients
+        live in the all-reduce buckets, saving a copy), ``static_graph`` (bool),
+        ``broadcast_buffers`` (bool). These are checked here; others go to DDP as they are.
 
     Returns
     -------
     torch.nn.Module
         Use :func:`unwrap_model` to reach the original module (e.g. for ``state_dict``).
+
+    Raises
+    ------
+    ValidationError
+        An unknown ``comm_hook`` or a bad value of the DDP keywords above.
+
+    See Also
+    --------
+    micro_batches : gradient accumulation with ``no_sync``.
     """
     import torch
 
+    check_ddp_options(comm_hook, ddp_kwargs)
+    ddp_kwargs = {k: v for k, v in ddp_kwargs.items() if not (k == "bucket_cap_mb" and v is None)}
     info = rank_info()
     model = model.to(info.device)
     if not _group_active():
@@ -222,7 +246,8 @@ def prepare_model(model, **ddp_kwargs) -> torch.nn.Module:
         # (SyncBatchNorm only runs on GPUs; on CPU each rank normalises its own share).
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         ddp_kwargs.setdefault("device_ids", [info.device.index])
-    return torch.nn.parallel.DistributedDataParallel(model, **ddp_kwargs)
+    ddp = torch.nn.parallel.DistributedDataParallel(model, **ddp_kwargs)
+    return register_comm_hook(ddp, comm_hook, device_type=info.device.type)
 
 
 def batch_sizes(batch_size, world_size, batch_scaling="global") -> tuple[int, int, float]:

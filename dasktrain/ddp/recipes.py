@@ -15,8 +15,10 @@ from typing import NamedTuple
 import numpy as np
 
 from ..exceptions import ValidationError
+from ._comm import check_ddp_options
 from .helpers import (
     load_checkpoint,
+    micro_batches,
     prepare_loader,
     prepare_model,
     rank_info,
@@ -160,6 +162,11 @@ def train_classifier(
     normalize="auto",
     pool="max",
     schedule="onecycle",
+    comm_hook=None,
+    bucket_cap_mb=None,
+    gradient_as_bucket_view=False,
+    static_graph=False,
+    accumulation_steps=1,
 ) -> dict:
     """Train a classifier with Adam and cross-entropy; works under ``run`` and ``run_local``.
 
@@ -195,6 +202,22 @@ def train_classifier(
         ``"onecycle"`` warms the learning rate up to ``lr`` over the first 30% of the steps
         and anneals it to almost 0 (:class:`torch.optim.lr_scheduler.OneCycleLR`): steady
         training in few epochs. ``"constant"`` keeps ``lr``.
+    comm_hook : {None, "fp16", "bf16"}
+        Gradients compressed to 16 bits for the all-reduce (torch's compression hooks; see
+        :func:`~dasktrain.ddp.prepare_model`). No effect with one rank.
+    bucket_cap_mb : float, optional
+        Size of DDP's all-reduce buckets in MB (None: torch's default, 25).
+    gradient_as_bucket_view : bool
+        Gradients kept in DDP's buckets (one copy less per step).
+    static_graph : bool
+        Tell DDP the graph is the same every step (it may then skip some bookkeeping). Not
+        with ``accumulation_steps > 1`` (torch's DDP fails under ``no_sync`` then).
+    accumulation_steps : int
+        Split each rank's batch into this many micro-batches and accumulate their gradients
+        (:func:`~dasktrain.ddp.micro_batches`), all-reducing once per optimiser step under
+        ``no_sync``. The global batch per optimiser step stays ``batch_size``, so the updates
+        are those of ``accumulation_steps=1`` up to float rounding: it lowers the memory of a
+        step, not the traffic per step.
 
     Returns
     -------
@@ -212,13 +235,33 @@ def train_classifier(
     epoch, and a restarted job resumes from the last complete epoch.
     """
     _check_choices(normalize, pool, schedule)
+    ddp_options = dict(
+        comm_hook=comm_hook,
+        bucket_cap_mb=bucket_cap_mb,
+        gradient_as_bucket_view=gradient_as_bucket_view,
+        static_graph=static_graph,
+    )
+    accumulation_steps = check_ddp_options(comm_hook, ddp_options, accumulation_steps)
     X, y, val = _check_inputs(X, y, X_val, y_val, model, epochs)
     if normalize == "image" or (normalize == "auto" and model != "mlp"):
         X = _standardize(X)
         val = (_standardize(val[0]), val[1]) if val is not None else None
     info = rank_info()
     setup = _setup(
-        X, y, val, model, batch_size, lr, seed, batch_scaling, hidden, pool, schedule, epochs
+        X,
+        y,
+        val,
+        model,
+        epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        batch_scaling=batch_scaling,
+        hidden=hidden,
+        pool=pool,
+        schedule=schedule,
+        ddp_options=ddp_options,
+        accumulation_steps=accumulation_steps,
     )
     history, start_epoch, resumed_from = _resume(setup, info)
     train_time, samples = 0.0, 0.0
@@ -277,9 +320,26 @@ class _Setup(NamedTuple):
     opt: object
     lr: float  # the learning rate of one step (scaled for batch_scaling="per-rank")
     sched: object  # the learning-rate schedule (None: constant), stepped once per batch
+    accumulation_steps: int  # micro-batches per batch (gradients all-reduced once per batch)
 
 
-def _setup(X, y, val, model, batch_size, lr, seed, batch_scaling, hidden, pool, schedule, epochs):
+def _setup(
+    X,
+    y,
+    val,
+    model,
+    epochs,
+    *,
+    batch_size,
+    lr,
+    seed,
+    batch_scaling,
+    hidden,
+    pool,
+    schedule,
+    ddp_options,
+    accumulation_steps,
+):
     """The model (same weights on every rank), this rank's loader, optimiser and schedule."""
     import torch
 
@@ -293,7 +353,7 @@ def _setup(X, y, val, model, batch_size, lr, seed, batch_scaling, hidden, pool, 
         hidden=hidden,
         pool=pool,
     )
-    net = prepare_model(net)
+    net = prepare_model(net, **ddp_options)
     loader = prepare_loader(
         (torch.from_numpy(X), torch.from_numpy(y)),
         batch_size,
@@ -308,7 +368,7 @@ def _setup(X, y, val, model, batch_size, lr, seed, batch_scaling, hidden, pool, 
         # does with the global batch: the same schedule everywhere.
         steps = max(1, epochs * len(loader))
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=step_lr, total_steps=steps)
-    return _Setup(net, loader, opt, step_lr, sched)
+    return _Setup(net, loader, opt, step_lr, sched, accumulation_steps)
 
 
 def _resume(setup, info):
@@ -339,16 +399,19 @@ def _epoch(setup, info, epoch):
     count = 0
     for xb, yb in setup.loader:
         xb, yb = xb.to(info.device), yb.to(info.device)
-        out = net(xb)
-        loss = F.cross_entropy(out, yb)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        # One micro-batch (the whole batch) unless accumulation_steps > 1; the gradients are
+        # all-reduced once, after the last micro-batch.
+        for weight, xm, ym in micro_batches(net, xb, yb, steps=setup.accumulation_steps):
+            out = net(xm)
+            loss = F.cross_entropy(out, ym)
+            (loss * weight).backward()
+            loss_sum += loss.detach().double().cpu() * len(ym)
+            correct += (out.detach().argmax(1) == ym).sum().cpu()
+            count += len(ym)
         opt.step()
         if setup.sched is not None:
             setup.sched.step()
-        loss_sum += loss.detach().double().cpu() * len(yb)
-        correct += (out.detach().argmax(1) == yb).sum().cpu()
-        count += len(yb)
     epoch_time = time.perf_counter() - t0
     loss_all, correct_all, count_all = _allreduce(
         [float(loss_sum), float(correct), float(count)], info
