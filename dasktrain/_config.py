@@ -26,10 +26,12 @@ DEFAULTS = {
         # Iterative passes (KMeans) over direct client-worker connections instead of one
         # scheduler round trip each (dasktrain._dask.direct); False: always through tasks.
         "direct-passes": True,
-        # MALLOC_TRIM_THRESHOLD_ of the workers connect() starts. None: unset, glibc's dynamic
-        # mmap threshold (smallcnn features 1.3x faster than with Dask's nanny default 65536,
-        # about 6% more worker RSS; docs/results.rst). A number of bytes: that value.
-        "worker-malloc-trim": None,
+        # MALLOC_TRIM_THRESHOLD_ of the workers connect() starts: Dask's nanny default 65536.
+        # None leaves it unset (glibc's dynamic mmap threshold): smallcnn features 1.3x
+        # faster, but freed memory stays in the worker, and a worker paused for memory near
+        # its limit may then never resume (the 30,000-image pipeline on 1 GB workers hung;
+        # docs/results.rst). Opt in only with memory to spare.
+        "worker-malloc-trim": 65536,
     }
 }
 

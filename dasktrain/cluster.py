@@ -252,12 +252,15 @@ def _worker_malloc_trim(value):
     """Start nannies whose workers get ``MALLOC_TRIM_THRESHOLD_=value`` (None: unset).
 
     Dask's nanny sets 65536 (``distributed.nanny.pre-spawn-environ``) to return freed memory
-    to the OS. Any trim threshold also freezes glibc's mmap threshold at 128 kB, so every
-    larger temporary (a CNN's activations, a Lloyd pass's distance slices) becomes an mmap,
-    page faults and a munmap: smallcnn feature extraction ran 1.3x slower with it, for about
-    6% less worker RSS (``benchmarks/parity.py trim``). The nanny copies the setting into this
-    process's ``os.environ`` before it spawns a worker, which the next workers inherit; the
-    variable is taken out while the workers start and put back as it was afterwards.
+    to the OS, and so does ``dasktrain.worker-malloc-trim`` by default. Any trim threshold
+    also freezes glibc's mmap threshold at 128 kB, so every larger temporary (a CNN's
+    activations) becomes an mmap, page faults and a munmap: smallcnn feature extraction ran
+    1.3x faster unset (``benchmarks/parity.py trim``). Unset, though, freed memory stays in the
+    worker: one paused for memory near its limit may never resume, which hung the
+    30,000-image pipeline on 1 GB workers; so unset is opt-in. The nanny copies the setting
+    into this process's ``os.environ`` before it spawns a worker, which the next workers
+    inherit; the variable is taken out while the workers start and put back as it was
+    afterwards.
     """
     import dask
 

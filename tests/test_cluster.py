@@ -246,3 +246,10 @@ def test_gpu_auto_starts_cuda_cluster():
     with dasktrain.connect(gpu="auto", dashboard_address="127.0.0.1:0") as c:
         assert type(c._dasktrain_cluster).__name__ == "LocalCUDACluster"
         assert len(c.scheduler_info()["workers"]) == dasktrain._compat.gpu_count()
+
+
+def test_connect_keeps_dasks_malloc_trim_by_default():
+    # Unset (the default for a while), a worker paused for memory near its limit kept its
+    # freed memory and never resumed: the 30,000-image pipeline on 1 GB workers hung.
+    with dasktrain.connect(n_workers=1, dashboard_address="127.0.0.1:0") as c:
+        assert set(c.run(_trim_setting).values()) == {"65536"}
