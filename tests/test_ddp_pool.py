@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import threading
 import time
 
 import cloudpickle
 import numpy as np
 import psutil
 import pytest
+from test_ddp_faults import _kill_when, _slow_steps  # one home for the kill-mid-run helpers
 
 import dasktrain.ddp as ddp
 from dasktrain.exceptions import DDPError, ValidationError
@@ -56,38 +56,6 @@ def _fail_rank1():
         raise ValueError("boom in the pool 17")
     dist.all_reduce(torch.ones(1))  # rank 0 waits here until the teardown
     return 0
-
-
-def _steps_until_marker(marker, steps, pause):
-    import torch.distributed as dist
-
-    state = ddp.load_checkpoint()
-    start = 0 if state is None else int(state["step"]) + 1
-    for step in range(start, steps):
-        dist.all_reduce(torch.ones(1))
-        if ddp.rank_info().checkpoint_dir:
-            ddp.save_checkpoint({"step": step})
-        if step == 2 and ddp.rank_info().rank == 0:
-            open(marker, "w").close()
-        time.sleep(pause)
-    return {"start": start, "pid": os.getpid()}
-
-
-def _kill_when(marker, client, address, timeout=60):
-    """Kill the worker process at ``address`` (SIGKILL) once ``marker`` exists (a thread)."""
-    pid = client.run(os.getpid, workers=[address])[address]
-    killed = []
-
-    def killer():
-        deadline = time.monotonic() + timeout
-        while not os.path.exists(marker) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        killed.append(time.monotonic())
-        os.kill(pid, signal.SIGKILL)
-
-    thread = threading.Thread(target=killer, daemon=True)
-    thread.start()
-    return thread, killed
 
 
 def _gone(pids, timeout=20.0):
@@ -175,7 +143,7 @@ def test_killed_worker_mid_run_with_a_pool(own_client, tmp_path):
         marker = str(tmp_path / "step-2")
         thread, killed = _kill_when(marker, client, victim)
         with pytest.raises(DDPError) as info:
-            ddp.run(_steps_until_marker, marker, 400, 0.1, pool=pool, timeout=120)
+            ddp.run(_slow_steps, marker, 400, 0.1, pool=pool, timeout=120)
         failed_at = time.monotonic()
         thread.join(5)
         assert killed and failed_at - killed[0] < 30
@@ -188,7 +156,7 @@ def test_killed_worker_mid_run_with_a_pool(own_client, tmp_path):
         marker = str(tmp_path / "again-step-2")
         thread, killed = _kill_when(marker, client, victim)
         res = ddp.run(
-            _steps_until_marker,
+            _slow_steps,
             marker,
             12,
             0.2,

@@ -114,12 +114,6 @@ def as_channels(block, channels):
     )
 
 
-def check_bool(value, name):
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValidationError(f"{name}={value!r} must be True or False.")
-    return bool(value)
-
-
 def check_n_threads(value):
     """``None`` -> this machine's CPU count, otherwise a positive integer."""
     if value is None:

@@ -14,11 +14,11 @@ from typing import NamedTuple
 import numpy as np
 
 from .._dask import current_worker_threads
+from .._validation import check_bool
 from ..exceptions import ValidationError, WeightsError
 from ._base import (
     BaseImageFeatures,
     as_channels,
-    check_bool,
     check_finite_block,
     check_n_threads,
 )

@@ -11,9 +11,9 @@ import numbers
 
 import numpy as np
 
-from .._validation import check_engine, check_positive_int
+from .._validation import check_bool, check_engine, check_positive_int
 from ..exceptions import ValidationError
-from ._base import BaseImageFeatures, check_bool, check_finite_block, check_n_threads
+from ._base import BaseImageFeatures, check_finite_block, check_n_threads
 
 logger = logging.getLogger(__name__)
 
