@@ -64,7 +64,17 @@ class _Resident:
         self.stderr = os.path.join(folder, "stderr.txt")
 
     def alive(self):
-        return self.proc.poll() is None
+        # Popen.poll() answers None ("running") whenever another thread is inside waitpid for
+        # the same process (the job's watch, the watchdog), so a killed process could pass for
+        # alive and get the next job (seen in CI); a zombie is dead too.
+        import psutil
+
+        if self.proc.poll() is not None:
+            return False
+        try:
+            return psutil.Process(self.proc.pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
 
     def offsets(self):
         return tuple(_size(p) for p in (self.stdout, self.stderr))
