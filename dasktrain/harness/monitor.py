@@ -292,6 +292,8 @@ def _others_cpu(df):
     if len(system) < 2:
         return math.nan
     tree = local[local.role != "system"].groupby("time").cpu_percent.sum()
+    # psutil's system-wide percentage is over every CPU of the machine, so the machine's count
+    # (not _compat.cpu_count, which is this process's affinity) turns it into "100 = one core".
     cores = os.cpu_count() or 1
     others = (system * cores - tree.reindex(system.index).fillna(0)).clip(lower=0)
     return _float(others.iloc[1:].mean())
