@@ -26,12 +26,23 @@ DEFAULTS = {
         # Iterative passes (KMeans) over direct client-worker connections instead of one
         # scheduler round trip each (dasktrain._dask.direct); False: always through tasks.
         "direct-passes": True,
-        # MALLOC_TRIM_THRESHOLD_ of the workers connect() starts: Dask's nanny default 65536.
-        # None leaves it unset (glibc's dynamic mmap threshold): smallcnn features 1.3x
-        # faster, but freed memory stays in the worker, and a worker paused for memory near
-        # its limit may then never resume (the 30,000-image pipeline on 1 GB workers hung;
-        # docs/results.rst). Opt in only with memory to spare.
-        "worker-malloc-trim": 65536,
+        # glibc's allocator (dasktrain/_malloc.py says why; nothing changes on other libcs).
+        "malloc": {
+            # The workers connect() starts and every DDP rank: one arena and large
+            # temporaries kept in the heap (no page faults per batch), with ReleaseMemory
+            # handing freed memory back. False: the Dask configuration decides
+            # (its nanny's MALLOC_TRIM_THRESHOLD_=65536).
+            "workers": True,
+            # The local engine's network work in this process: thresholds raised while it
+            # runs, glibc's grown defaults and freed memory handed back afterwards.
+            "local": True,
+            # Allocations below this stay in the heap.
+            "threshold": "1GiB",
+            # A worker hands its freed memory back past this fraction of its memory limit
+            # (and below 0.9 of Dask's target/spill/pause fractions), and when idle this long.
+            "release-at": 0.5,
+            "release-idle": "1s",
+        },
     }
 }
 

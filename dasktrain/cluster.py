@@ -8,7 +8,7 @@ import os
 
 from distributed import Client
 
-from . import _config
+from . import _config, _malloc
 from ._compat import cpu_count, gpu_count, import_optional
 from ._validation import check_positive_int
 from .exceptions import ClusterConnectionError, ValidationError
@@ -155,6 +155,8 @@ def connect(
         cluster.close()
         raise
     client._dasktrain_cluster = cluster
+    if _config.get("malloc.workers"):
+        _release_memory(client)
     logger.info(
         "started %s with %d workers; dashboard: %s",
         type(cluster).__name__,
@@ -220,19 +222,20 @@ def _start_local(
     """A LocalCUDACluster (one worker per GPU) or a LocalCluster of processes, on loopback."""
     if n_gpus:
         dask_cuda = import_optional("dask_cuda", "gpu")
-        return dask_cuda.LocalCUDACluster(
-            host="127.0.0.1",
-            dashboard_address=dashboard_address,
-            threads_per_worker=threads_per_worker or 1,
-            memory_limit=memory_limit,
-            security=security,
-        )
+        with _worker_malloc_env():
+            return dask_cuda.LocalCUDACluster(
+                host="127.0.0.1",
+                dashboard_address=dashboard_address,
+                threads_per_worker=threads_per_worker or 1,
+                memory_limit=memory_limit,
+                security=security,
+            )
     from distributed import LocalCluster
 
     n_workers = n_workers or (cpu_count() if threads_per_worker in (None, 1) else None)
     if n_workers is None:
         n_workers = max(1, cpu_count() // threads_per_worker)
-    with _worker_malloc_trim(_config.get("worker-malloc-trim")):
+    with _worker_malloc_env():
         return LocalCluster(
             n_workers=n_workers,
             threads_per_worker=threads_per_worker or 1,
@@ -244,33 +247,37 @@ def _start_local(
         )
 
 
-_TRIM = "MALLOC_TRIM_THRESHOLD_"
-
-
 @contextlib.contextmanager
-def _worker_malloc_trim(value):
-    """Start nannies whose workers get ``MALLOC_TRIM_THRESHOLD_=value`` (None: unset).
+def _worker_malloc_env():
+    """Start nannies whose workers keep large temporaries in their heap (``dasktrain.malloc``).
 
-    Dask's nanny sets 65536 (``distributed.nanny.pre-spawn-environ``) to return freed memory
-    to the OS, and so does ``dasktrain.worker-malloc-trim`` by default. Any trim threshold
-    also freezes glibc's mmap threshold at 128 kB, so every larger temporary (a CNN's
-    activations) becomes an mmap, page faults and a munmap: smallcnn feature extraction ran
-    1.3x faster unset (``benchmarks/parity.py trim``). Unset, though, freed memory stays in the
-    worker: one paused for memory near its limit may never resume, which hung the
-    30,000-image pipeline on 1 GB workers; so unset is opt-in. The nanny copies the setting
-    into this process's ``os.environ`` before it spawns a worker, which the next workers
-    inherit; the variable is taken out while the workers start and put back as it was
-    afterwards.
+    With ``dasktrain.malloc.workers`` (the default) each worker starts with
+    :func:`dasktrain._malloc.process_environ` instead of Dask's ``MALLOC_TRIM_THRESHOLD_=65536``,
+    which made every buffer above 128 kB an mmap and cost a CNN chunk half its speed in page
+    faults; :func:`_release_memory` then keeps Dask's memory limits honest. Set to False, the
+    Dask configuration decides as usual. The nanny copies its variables into this process's
+    ``os.environ`` before it spawns a worker, where later workers and subprocesses would
+    inherit them: they are put back as they were afterwards.
     """
     import dask
 
-    before = os.environ.pop(_TRIM, None)
-    setting = None if value is None else str(int(value))
+    env = _malloc.process_environ() if _config.get("malloc.workers") else {}
+    before = {k: os.environ.pop(k, None) for k in env}
     try:
-        with dask.config.set({f"distributed.nanny.pre-spawn-environ.{_TRIM}": setting}):
-            yield
+        with dask.config.set(
+            {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in env.items()}
+        ):
+            yield bool(env)
     finally:
-        if before is None:
-            os.environ.pop(_TRIM, None)
-        else:
-            os.environ[_TRIM] = before
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _release_memory(client):
+    """Register :class:`~dasktrain._dask.memory.ReleaseMemory` on the workers of ``client``."""
+    from ._dask.memory import ReleaseMemory
+
+    client.register_plugin(ReleaseMemory(), name=ReleaseMemory.name)

@@ -10,7 +10,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "dasktrain"
 
 # room -> the dasktrain rooms it may import (itself always allowed)
-PLUMBING = {"_validation", "_config", "_compat", "_cache", "exceptions", "_typing"}
+PLUMBING = {"_validation", "_config", "_compat", "_cache", "exceptions", "_typing", "_malloc"}
 ALLOWED = {
     "exceptions": set(),
     "_config": {"exceptions"},
@@ -18,7 +18,8 @@ ALLOWED = {
     "_validation": {"exceptions", "_config", "_compat"},
     "_cache": {"exceptions", "_config", "_compat", "_validation"},
     "_typing": set(),
-    "_dask": {"_validation", "exceptions", "_config", "_compat", "_typing"},
+    "_malloc": {"exceptions", "_config"},
+    "_dask": {"_validation", "exceptions", "_config", "_compat", "_typing", "_malloc"},
     "cluster": PLUMBING | {"_dask"},
     "datasets": PLUMBING | {"_dask"},
     "images": PLUMBING | {"_dask"},

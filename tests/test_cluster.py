@@ -49,28 +49,6 @@ def test_local_cluster_is_loopback_and_closed_on_exit():
     assert cluster.status.name == "closed"
 
 
-def _trim_setting():
-    import os
-
-    return os.environ.get("MALLOC_TRIM_THRESHOLD_")
-
-
-@pytest.mark.parametrize("setting, seen", [(None, None), (65536, "65536"), (1 << 20, "1048576")])
-def test_local_workers_start_without_the_nannys_malloc_trim(setting, seen, monkeypatch):
-    import os
-
-    import dask
-
-    # What a nanny started earlier in this process leaves behind (distributed copies its
-    # pre-spawn environment into os.environ): it must not reach the workers either.
-    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
-    with dask.config.set({"dasktrain.worker-malloc-trim": setting}):
-        with dasktrain.connect(n_workers=1, dashboard_address="127.0.0.1:0") as c:
-            assert set(c.run(_trim_setting).values()) == {seen}
-    # This process's environment is left as it was.
-    assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536"
-
-
 def test_dashboard_port_taken_moves_to_free_port():
     with socket.socket() as blocker:
         blocker.bind(("127.0.0.1", 0))
@@ -246,10 +224,3 @@ def test_gpu_auto_starts_cuda_cluster():
     with dasktrain.connect(gpu="auto", dashboard_address="127.0.0.1:0") as c:
         assert type(c._dasktrain_cluster).__name__ == "LocalCUDACluster"
         assert len(c.scheduler_info()["workers"]) == dasktrain._compat.gpu_count()
-
-
-def test_connect_keeps_dasks_malloc_trim_by_default():
-    # Unset (the default for a while), a worker paused for memory near its limit kept its
-    # freed memory and never resumed: the 30,000-image pipeline on 1 GB workers hung.
-    with dasktrain.connect(n_workers=1, dashboard_address="127.0.0.1:0") as c:
-        assert set(c.run(_trim_setting).values()) == {"65536"}

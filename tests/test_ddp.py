@@ -308,18 +308,23 @@ def test_cnn_recipe_runs_on_ranks(client):
     assert res[0]["samples_per_s"] > 0 and 0 <= res[0]["history"][-1]["accuracy"] <= 1
 
 
-def _malloc_trim():
-    return os.environ.get("MALLOC_TRIM_THRESHOLD_")
+def _malloc_env():
+    return {k: os.environ.get(k) for k in ("MALLOC_ARENA_MAX", "MALLOC_TRIM_THRESHOLD_")}
 
 
-def test_rank_drops_the_nannys_malloc_trim_threshold(client):
+def test_ranks_start_with_dasktrains_allocator_not_the_nannys_trim(client):
     # Regression: ranks inherited the nanny's MALLOC_TRIM_THRESHOLD_=65536, which made glibc
     # unmap torch's activation buffers every step (about 25% slower training than in-process).
-    assert set(client.run(_malloc_trim).values()) == {"65536"}  # what the nanny sets
-    assert set(ddp.run(_malloc_trim, client=client, timeout=60).values()) == {None}
-    # ... unless the user asks for it
-    kept = ddp.run(_malloc_trim, client=client, timeout=60, env={"MALLOC_TRIM_THRESHOLD_": "7"})
-    assert set(kept.values()) == {"7"}
+    from dasktrain import _malloc
+
+    nanny = set(client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_")).values())
+    assert nanny == {"65536"}
+    seen = ddp.run(_malloc_env, client=client, timeout=60)
+    want = {"MALLOC_ARENA_MAX": "1", "MALLOC_TRIM_THRESHOLD_": str(_malloc.threshold())}
+    assert list(seen.values()) == [want, want]
+    # ... unless the user asks for something else
+    kept = ddp.run(_malloc_env, client=client, timeout=60, env={"MALLOC_TRIM_THRESHOLD_": "7"})
+    assert {v["MALLOC_TRIM_THRESHOLD_"] for v in kept.values()} == {"7"}
 
 
 def test_cnn_on_two_ranks_follows_the_local_twin(client):

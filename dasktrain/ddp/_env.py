@@ -31,6 +31,8 @@ from __future__ import annotations
 import logging
 import os
 
+from .. import _config, _malloc
+
 logger = logging.getLogger(__name__)
 
 # torch's own names
@@ -60,18 +62,23 @@ POOL_FLAG = "--pool"
 
 
 def worker_environ(environ):
-    """The environment a rank process starts from: the worker's, without the malloc trim knob.
+    """The environment a rank process starts from: the worker's, with dasktrain's allocator.
 
     A Dask nanny gives its worker ``MALLOC_TRIM_THRESHOLD_=65536``
-    (``distributed.nanny.pre-spawn-environ``): right for a worker that frees many small
-    buffers, but in a rank it makes glibc hand torch's large activation buffers back to the OS
-    on every step, which cost about 25% of the training speed against the same loop in a plain
-    process (resnet18 on 64x64 images, 1 thread: 66 vs 85 samples/s). The thread-count
-    variables the nanny sets are kept (the rank sets ``OMP_NUM_THREADS`` itself); ``env=`` of
-    :func:`~dasktrain.ddp.run` can still set the knob on purpose.
+    (``distributed.nanny.pre-spawn-environ``), which makes glibc map and unmap every buffer
+    above 128 kB: torch's activations were faulted in again on every step, about 25% of the
+    training speed against the same loop in a plain process (resnet18 on 64x64 images, 1
+    thread: 66 vs 85 samples/s). A rank gets :func:`dasktrain._malloc.process_environ` instead
+    (``dasktrain.malloc.workers``; False: the worker's variables without the trim setting).
+    A rank frees nothing it will not allocate again at the next step, so it needs no
+    release. The thread-count variables the nanny sets are kept (the rank sets
+    ``OMP_NUM_THREADS`` itself); ``env=`` of :func:`~dasktrain.ddp.run` still wins.
     """
     env = dict(environ)
-    env.pop("MALLOC_TRIM_THRESHOLD_", None)
+    for name in _malloc.ENV_NAMES:
+        env.pop(name, None)
+    if _config.get("malloc.workers"):
+        env.update(_malloc.process_environ())
     return env
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .. import _malloc
 from .._compat import import_optional
 from ..exceptions import DDPError, ValidationError
 from . import helpers as _helpers
@@ -47,7 +48,9 @@ def run_local(train_fn, *args, checkpoint_dir=None, **kwargs) -> DDPResult:
     ctx = _helpers._LocalContext(checkpoint_dir, device)
     _helpers._local.ctx = ctx
     try:
-        value = train_fn(*args, **kwargs)
+        # Activations stay in the heap from step to step, as in a rank (dasktrain._malloc).
+        with _malloc.large_buffers():
+            value = train_fn(*args, **kwargs)
     finally:
         _helpers._local.ctx = None
     history = [dict(r, attempt=0) for r in ctx.history]

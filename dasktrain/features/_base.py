@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from .. import _config
+from .. import _config, _malloc
 from .._dask import (
     compute_if_dask,
     get_client,
@@ -256,9 +256,10 @@ class BaseImageFeatures(TransformerMixin, BaseEstimator):
             starts = tqdm(
                 starts, total=math.ceil(len(X) / step), unit="batch", desc=type(self).__name__
             )
-        parts = [fn(X[s : s + step], n_threads=n_threads, **kwargs) for s in starts]
-        out = np.concatenate(parts, axis=0) if parts else np.empty((0, n_out), np.float32)
-        return out
+        # The network's temporaries stay in the heap from batch to batch (no page faults).
+        with _malloc.large_buffers():
+            parts = [fn(X[s : s + step], n_threads=n_threads, **kwargs) for s in starts]
+        return np.concatenate(parts, axis=0) if parts else np.empty((0, n_out), np.float32)
 
     def _transform_dask_lazy(self, fn, X, kwargs, n_out, client):
         out = X.map_blocks(
