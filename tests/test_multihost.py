@@ -19,6 +19,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -201,15 +202,30 @@ def test_without_the_rights_the_rig_says_why_and_ci_fails(monkeypatch):
     setpriv = shutil.which("setpriv")
     if os.geteuid() != 0 or setpriv is None:
         pytest.skip("needs root and setpriv to try as an unprivileged user")
-    code = "import multihost; print(multihost.unavailable())"
-    proc = subprocess.run(
-        [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code],
-        cwd=Path(__file__).parent,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    # The unprivileged process must be able to read the rig's module: the clone may sit in a
+    # folder only root can enter (`mktemp -d` makes them 0700, and so is root's home), so the
+    # module is copied into a folder of its own that everyone can read.
+    with tempfile.TemporaryDirectory(prefix="multihost-") as readable:
+        os.chmod(readable, 0o755)
+        shutil.copy(Path(mh.__file__), readable)
+        code = f"import sys; sys.path.insert(0, {readable!r}); import multihost; "
+        code += "print(multihost.unavailable())"
+        proc = subprocess.run(
+            [
+                setpriv,
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                sys.executable,
+                "-c",
+                code,
+            ],
+            cwd=readable,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
     assert "needs root" in proc.stdout, proc.stderr
     monkeypatch.delenv(mh.REQUIRE_ENV, raising=False)
     with pytest.raises(pytest.skip.Exception, match="needs root"):
