@@ -91,3 +91,12 @@ def test_nan_rejected():
     for est in (HOGFeatures(), HistogramFeatures()):
         with pytest.raises(ValidationError, match="NaN or infinite"):
             est.transform(X)
+
+
+@pytest.mark.parametrize("make", [HOGFeatures, lambda **kw: HistogramFeatures(bins=16, **kw)])
+def test_local_threads_give_the_one_thread_features(make):
+    # n_threads used to be ignored by the classic extractors (one thread, whatever it said).
+    X = np.random.default_rng(1).random((600, 32, 32, 1), dtype=np.float32)
+    one = make(engine="local", n_threads=1).fit_transform(X)
+    two = make(engine="local", n_threads=2).fit_transform(X)
+    np.testing.assert_array_equal(two, one)

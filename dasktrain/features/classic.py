@@ -89,7 +89,8 @@ class HOGFeatures(BaseImageFeatures):
     engine : {"auto", "local", "dask"}, default "auto"
         ``"auto"`` follows the input; see :class:`CNNFeatures`.
     n_threads : int, optional
-        Unused by the computation (single-threaded per chunk); kept for a uniform interface.
+        Local engine: how many chunks are computed at once, one thread each; default
+        ``dasktrain._compat.cpu_count()``. On the dask engine each worker runs its own.
     progress : bool, default False
         tqdm bar (local) or ``distributed.progress`` (dask).
 
@@ -192,7 +193,8 @@ class HistogramFeatures(BaseImageFeatures):
         Range split into ``bins`` equal bins; values outside it count in the edge bins.
     engine : {"auto", "local", "dask"}, default "auto"
     n_threads : int, optional
-        Unused (vectorised numpy); kept for a uniform interface.
+        Local engine: how many chunks are computed at once, one thread each; default
+        ``dasktrain._compat.cpu_count()``. On the dask engine each worker runs its own.
     progress : bool, default False
 
     Returns ``channels * bins`` features per image (channel-major).

@@ -324,8 +324,10 @@ default "vgg19"
     seed : int, default 0
         Seed of the random weights (unused when weights are loaded).
     n_threads : int, optional
-        torch threads for the local engine; default ``dasktrain._compat.cpu_count()``. On
-        the dask engine each worker uses its own thread count.
+        Local engine: how many batches are computed at once, each on one torch thread (as
+        Dask's single-thread workers do; torch's own threads inside one batch gained little
+        on a few cores); default ``dasktrain._compat.cpu_count()``. On the dask engine each
+        worker uses its own thread count.
     progress : bool, default False
         Show a tqdm bar (local) or ``distributed.progress`` (dask).
 

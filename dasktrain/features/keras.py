@@ -329,6 +329,8 @@ class KerasFeatures(NetworkFeatures):
         self.n_threads = n_threads
         self.progress = progress
 
+    # TensorFlow runs each batch on its own intra-op threads (set when the model is built).
+    _threaded_local = False
     _framework = "keras"
     _weights_file = "a Keras weights file (.weights.h5)"
     _block_fn = staticmethod(keras_block)
