@@ -16,6 +16,8 @@ run it under ``nice -n -10`` (Dask workers and DDP ranks inherit it)::
     nice -n -10 .venv/bin/python benchmarks/parity.py xgb --n 200000 --rounds 50
     nice -n -10 .venv/bin/python benchmarks/parity.py images
     nice -n -10 .venv/bin/python benchmarks/parity.py ddp-launch --repeat 5
+    nice -n -10 .venv/bin/python benchmarks/parity.py efficiency features --n 8192 --before
+    nice -n -10 .venv/bin/python benchmarks/parity.py efficiency fused --n 8192
 
 The rows that other modules already measure (features, DDP, XGBoost, images) are delegated
 to those modules' script modes, so each measurement has one home; this file adds the KMeans
@@ -342,6 +344,13 @@ def ddp_launch_row(argv):
         stop_cluster(cluster, client)
 
 
+def efficiency_row(argv):
+    """Each engine against one core and the two-process ceiling (benchmarks/_efficiency.py)."""
+    from benchmarks import _efficiency
+
+    _efficiency.main(argv)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     rows = {
@@ -353,6 +362,7 @@ def main(argv=None):
         "xgb": xgb_row,
         "images": images_row,
         "ddp-launch": ddp_launch_row,
+        "efficiency": efficiency_row,
     }
     if not argv or argv[0] not in rows:
         print(__doc__)

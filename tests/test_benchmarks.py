@@ -238,3 +238,29 @@ def test_bench_study_script_runs_at_a_tiny_size():
     for workload in ("vgg19_features", "logreg_cv", "naive_bayes_cv", "mlp_cv"):
         assert sum(line.split()[:1] == [workload] for line in out.splitlines()) == 2, out
     assert " error" not in out
+
+
+@pytest.mark.timeout(600)
+def test_efficiency_script_runs_at_a_tiny_size():
+    out = _script("parity", "efficiency", "features", "--n", "128", "--repeat", "1", "--before")
+    assert "two-process ceiling" in out
+    names = (
+        "one core (plain process)",
+        "two plain processes",
+        "local, 1 thread",
+        "local, 2 threads",
+        "dask 1x1",
+        "dask 2x1",
+        "dask 1x1, Dask's malloc",
+    )
+    for name in names:
+        assert any(line.strip().startswith(name) for line in out.splitlines()), (name, out)
+
+
+def test_calibration_fractions():
+    from benchmarks._calibrate import of_ceiling, per_core
+
+    assert per_core(1.0, 0.5, 2) == pytest.approx(1.0)  # twice one core on 2 cores
+    assert per_core(1.0, 1.25, 1) == pytest.approx(0.8)
+    # ceiling 1.6x (2 x 1.0 / 1.25): an engine at 1.6x one core is at the ceiling
+    assert of_ceiling(1.0, 1.25, 1 / 1.6) == pytest.approx(1.0)

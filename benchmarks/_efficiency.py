@@ -1,0 +1,225 @@
+"""Every core at full work: each engine's throughput against one core and the 2-core ceiling.
+
+Issue "Every core at full work". For each step the same work is timed, interleaved, on
+
+* one plain single-thread process and two of them side by side (:mod:`benchmarks._calibrate`:
+  one core, and the machine's two-process ceiling, measured in this run);
+* the local engine in this process (1 and 2 threads);
+* ``dasktrain.connect`` clusters of 1 worker x 1 thread and 2 workers x 1 thread;
+* with ``--before``: the same clusters with Dask's own allocator setting
+  (``dasktrain.malloc.workers: False``) and the local engine with ``dasktrain.malloc.local:
+  False``, to show what the allocator settings changed in the same run.
+
+and printed with its per-core efficiency (throughput / (cores x one core)) and, for 2-core
+contenders, its fraction of the ceiling::
+
+    nice -n -10 .venv/bin/python benchmarks/parity.py efficiency features --n 8192 --before
+    nice -n -10 .venv/bin/python benchmarks/parity.py efficiency features \
+        --backbone resnet18 --n 1024
+    nice -n -10 .venv/bin/python benchmarks/parity.py efficiency fused --n 8192 --data /tmp/x8k
+
+``features``: images persisted on the workers (in memory here), so only extraction is timed.
+``fused``: image files read lazily and extracted in the same tasks (``read_images(engine=
+"dask")`` -> ``CNNFeatures``), against the same read + extraction in the plain processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import tempfile
+
+import numpy as np
+
+from benchmarks._calibrate import Calibration, of_ceiling, per_core
+from benchmarks._common import interleaved
+
+SIDE = 128
+CHUNK = 256
+
+
+def _load():
+    return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
+def images(n, side=SIDE, seed=0):
+    """``n`` deterministic gray images in [0, 1], float32."""
+    return np.random.default_rng(seed).random((n, side, side, 1), dtype=np.float32)
+
+
+# ----------------------------------------------------------------- work of the plain processes
+def features_work(backbone, n, side=SIDE):
+    """One core's version of a task's work: the chunks of ``n`` images through the trunk."""
+    import torch
+
+    from dasktrain.features import CNNFeatures
+    from dasktrain.features.cnn import cnn_block
+
+    torch.set_num_threads(1)
+    X = images(n, side)
+    kw = CNNFeatures(backbone)._block_kwargs(X.shape)
+    chunks = [X[i : i + CHUNK] for i in range(0, n, CHUNK)]
+
+    def work():
+        for c in chunks:
+            cnn_block(c, n_threads=1, **kw)
+
+    return work
+
+
+def fused_work(backbone, root, n):
+    """One core's version of a fused task: read and decode 256 files, then extract."""
+    import torch
+
+    from benchmarks import bench_scale
+    from dasktrain.features import CNNFeatures
+    from dasktrain.images import read_images
+
+    torch.set_num_threads(1)
+    pairs = bench_scale.select(root, n)
+    fe = CNNFeatures(backbone, engine="local", n_threads=1)
+
+    def work():
+        for i in range(0, n, CHUNK):
+            ds = read_images(pairs[i : i + CHUNK], size=SIDE, engine="local")
+            fe.transform(ds.X)
+
+    return work
+
+
+# --------------------------------------------------------------------------------- clusters
+@contextlib.contextmanager
+def clusters(before):
+    """``{name: client}``: tuned 1x1 and 2x1 (and Dask's allocator with ``before``)."""
+    import dask
+
+    import dasktrain
+
+    made = {}
+    kinds = [("", True)] + ([(", Dask's malloc", False)] if before else [])
+    try:
+        for label, tuned in kinds:
+            for workers in (1, 2):
+                with dask.config.set({"dasktrain.malloc.workers": tuned}):
+                    c = dasktrain.connect(
+                        n_workers=workers, threads_per_worker=1, memory_limit="4GiB",
+                        dashboard_address="127.0.0.1:0", gpu=False,
+                    )  # fmt: skip
+                c.wait_for_workers(workers)
+                made[f"dask {workers}x1{label}"] = c
+        yield made
+    finally:
+        for c in made.values():
+            c.close()
+
+
+def _local(backbone, threads, tuned=True):
+    import dask
+
+    from dasktrain.features import CNNFeatures
+
+    fe = CNNFeatures(backbone, engine="local", n_threads=threads)
+
+    def run(X):
+        with dask.config.set({"dasktrain.malloc.local": tuned}):
+            return fe.transform(X)
+
+    return run
+
+
+# ----------------------------------------------------------------------------------- report
+def cores_of(name):
+    return 2 if ("2x1" in name or "2 threads" in name or name.startswith("two")) else 1
+
+
+def report(title, times, n):
+    """Print each contender's median, images/s, per-core efficiency and fraction of ceiling."""
+    med = {k: statistics.median(v) for k, v in times.items()}
+    t1, t2 = med["one core (plain process)"], med["two plain processes"]
+    print(f"{title}; {_load()}")
+    print(f"  two-process ceiling {2 * t1 / t2:.2f}x one core (same work, same run)")
+    print(
+        f"  {'contender':34s} {'median s':>9s} {'img/s':>7s} {'per core':>9s} {'of ceiling':>10s}"
+    )
+    for name, t in med.items():
+        c = cores_of(name)
+        imgs = n * (2 if name.startswith("two") else 1) / t
+        eff = per_core(t1, t / (2 if name.startswith("two") else 1), c)
+        ceil = f"{of_ceiling(t1, t2, t):10.2f}" if c == 2 and not name.startswith("two") else ""
+        spread = f"  ({min(times[name]):.2f}-{max(times[name]):.2f})"
+        print(f"  {name:34s} {t:9.3f} {imgs:7.0f} {eff:9.2f} {ceil:>10s}{spread}")
+    return med
+
+
+def features_row(backbone="smallcnn", n=4096, repeat=3, before=False):
+    """Extraction of persisted images: every engine against one core and the ceiling."""
+    import dask.array as da
+
+    from dasktrain.features import CNNFeatures
+
+    X = images(n)
+    with Calibration("benchmarks._efficiency:features_work", backbone=backbone, n=n) as cal:
+        with clusters(before) as cls:
+            fns = {"one core (plain process)": cal.one, "two plain processes": cal.two}
+            fns["local, 1 thread"] = lambda: _local(backbone, 1)(X)
+            fns["local, 2 threads"] = lambda: _local(backbone, 2)(X)
+            if before:
+                fns["local, 2 threads, glibc's malloc"] = lambda: _local(backbone, 2, False)(X)
+            ext = CNNFeatures(backbone, engine="dask")
+            for name, c in cls.items():
+                Xd = c.persist(da.from_array(X, chunks=(CHUNK, SIDE, SIDE, 1)))
+                c.gather(c.futures_of(Xd))
+                fns[name] = lambda c=c, Xd=Xd: c.compute(ext.transform(Xd, client=c)).result()
+            times = interleaved(fns, repeat=repeat, warmup=1)
+    title = f"{backbone} features of {n:,} persisted {SIDE}x{SIDE} images, {CHUNK}-image chunks"
+    return report(title, times, n)
+
+
+def fused_row(backbone="smallcnn", n=8192, repeat=3, data=None):
+    """Lazy read fused with extraction: every engine against one core and the ceiling."""
+    from benchmarks import bench_scale
+    from dasktrain.images import read_images
+
+    with tempfile.TemporaryDirectory(prefix="efficiency-") as tmp:
+        root = data or os.path.join(tmp, "images")
+        if not os.path.isdir(root):
+            bench_scale.write_images(root, n)
+        pairs = bench_scale.select(root, n)
+        work = "benchmarks._efficiency:fused_work"
+        with Calibration(work, backbone=backbone, root=root, n=n) as cal:
+            with clusters(False) as cls:
+                fns = {"one core (plain process)": cal.one, "two plain processes": cal.two}
+                local = _local(backbone, 2)
+                fns["local, 2 threads"] = lambda: local(
+                    read_images(pairs, size=SIDE, engine="local").X
+                )
+                for name, c in cls.items():
+                    fns[name] = lambda c=c: _fused_dask(c, backbone, pairs)
+                times = interleaved(fns, repeat=repeat, warmup=1)
+    return report(f"read -> {backbone} (fused), {n:,} image files {SIDE}x{SIDE}", times, n)
+
+
+def _fused_dask(client, backbone, pairs):
+    from dasktrain.features import CNNFeatures
+    from dasktrain.images import read_images
+
+    with client.as_current():
+        ds = read_images(pairs, size=SIDE, engine="dask", chunk_size=CHUNK)
+        return client.compute(CNNFeatures(backbone, engine="dask").transform(ds.X)).result()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="parity.py efficiency")
+    p.add_argument("row", choices=("features", "fused"))
+    p.add_argument("--backbone", default="smallcnn")
+    p.add_argument("--n", type=int, default=None)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--before", action="store_true", help="also Dask's and glibc's malloc")
+    p.add_argument("--data", default=None, help="image folder to reuse or create (fused)")
+    a = p.parse_args(argv)
+    if a.row == "features":
+        features_row(a.backbone, a.n or 4096, a.repeat, a.before)
+    else:
+        fused_row(a.backbone, a.n or 8192, a.repeat, a.data)
