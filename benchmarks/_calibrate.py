@@ -22,6 +22,9 @@ importable, as a spawned process needs)::
         t1 = cal.one()  # seconds, one process alone
         t2 = cal.two()  # seconds until both processes finished the same work each
     ceiling = 2 * t1 / t2
+
+``alone={...}`` gives the lone process other arguments than the pair: a DDP rank's step
+with the global batch alone, against two with half the batch each.
 """
 
 from __future__ import annotations
@@ -64,8 +67,11 @@ class Calibration:
     """Two plain single-thread processes running ``work``: alone (:meth:`one`) and together
     (:meth:`two`). A context manager; the processes end on exit."""
 
-    def __init__(self, work, **kwargs):
+    def __init__(self, work, *, alone=None, **kwargs):
         self.work, self.kwargs = work, kwargs
+        # the lone process's arguments (None: a third process is not needed, the pair's first
+        # process runs alone)
+        self.alone = None if alone is None else {**kwargs, **alone}
         self._procs, self._pipes = [], []
 
     def __enter__(self):
@@ -73,10 +79,11 @@ class Calibration:
 
         ctx = mp.get_context("spawn")
         env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **_malloc.process_environ()}
+        kwargs = [self.kwargs, self.kwargs] + ([self.alone] if self.alone is not None else [])
         with _environ(env):
-            for _ in range(2):
+            for kw in kwargs:
                 a, b = ctx.Pipe()
-                p = ctx.Process(target=_serve, args=(b, self.work, self.kwargs), daemon=True)
+                p = ctx.Process(target=_serve, args=(b, self.work, kw), daemon=True)
                 p.start()
                 self._procs.append(p)
                 self._pipes.append(a)
@@ -95,15 +102,17 @@ class Calibration:
                 p.kill()
 
     def one(self):
-        """Seconds one process takes for the work, alone on the machine."""
-        self._pipes[0].send(1)
-        return self._pipes[0].recv()
+        """Seconds one process takes for the work (the ``alone`` work), alone on the machine."""
+        lone = self._pipes[-1]
+        lone.send(1)
+        return lone.recv()
 
     def two(self):
         """Seconds until two processes side by side have each done the work once."""
-        for a in self._pipes:
+        pair = self._pipes[:2]
+        for a in pair:
             a.send(1)
-        return max(a.recv() for a in self._pipes)
+        return max(a.recv() for a in pair)
 
 
 def per_core(t_one, t_engine, cores):

@@ -17,6 +17,11 @@ contenders, its fraction of the ceiling::
     nice -n -10 .venv/bin/python benchmarks/parity.py efficiency features \
         --backbone resnet18 --n 1024
     nice -n -10 .venv/bin/python benchmarks/parity.py efficiency fused --n 8192 --data /tmp/x8k
+    nice -n -10 .venv/bin/python benchmarks/parity.py efficiency ddp --before
+    nice -n -10 .venv/bin/python benchmarks/parity.py efficiency all --data /tmp/x30k
+
+``all`` prints every row of the issue's table in turn: the three above, then the KMeans,
+30,000-image pipeline, read_images and XGBoost rows of :mod:`benchmarks.parity`.
 
 ``features``: images persisted on the workers (in memory here), so only extraction is timed.
 ``fused``: image files read lazily and extracted in the same tasks (``read_images(engine=
@@ -210,16 +215,112 @@ def _fused_dask(client, backbone, pairs):
         return client.compute(CNNFeatures(backbone, engine="dask").transform(ds.X)).result()
 
 
+# ------------------------------------------------------------------------------------- DDP
+def step_work(model, per_rank, steps, side=64, seed=0):
+    """A rank's training steps without a process group: ``steps`` Adam steps on ``per_rank``
+    images, the network built as ``train_classifier`` builds it."""
+    import torch
+    import torch.nn.functional as F
+
+    from dasktrain.ddp.recipes import _build_model
+
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    net = _build_model(
+        model, n_features=0, in_channels=1, num_classes=2, seed=seed, hidden=0, pool="max"
+    )
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+    xb = torch.from_numpy(images(per_rank, side, seed).transpose(0, 3, 1, 2).copy())
+    yb = torch.arange(per_rank) % 2
+
+    def work():
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(net(xb), yb).backward()
+            opt.step()
+
+    return work
+
+
+def ddp_row(model="resnet18", n=512, batch_size=64, epochs=2, repeat=3, before=False):
+    """2 ranks / 1 rank against the same steps in 2 plain processes / 1 (no exchange)."""
+    from benchmarks.bench_ddp import _images
+    from dasktrain import ddp
+    from dasktrain.ddp.recipes import train_classifier
+
+    X, y = _images(n, 64)
+    steps = epochs * (n // batch_size)
+    kw = dict(model=model, epochs=epochs, batch_size=batch_size, seed=0, timeout=600)
+    work = "benchmarks._efficiency:step_work"
+    sps = {}
+    with (
+        Calibration(
+            work, model=model, per_rank=batch_size // 2, steps=steps, alone={"per_rank": batch_size}
+        ) as cal,
+        clusters(before) as cls,
+    ):
+        fns = {"one core (plain process)": cal.one, "two plain processes": cal.two}
+        for name, c in cls.items():
+            if "2x1" not in name:
+                continue  # the 2-worker clusters run 1 and 2 ranks: same workers
+            for ranks in (1, 2):
+                label = f"{ranks} rank{'s' if ranks > 1 else ''}{name[len('dask 2x1') :]}"
+                sps[label] = []
+
+                def fn(c=c, ranks=ranks, label=label):
+                    res = ddp.run(train_classifier, X, y, client=c, workers=ranks, **kw)
+                    sps[label].append(res[0]["samples_per_s"])
+
+                fns[label] = fn
+        times = interleaved(fns, repeat=repeat, warmup=1)
+    t1, t2 = (
+        statistics.median(times[k]) for k in ("one core (plain process)", "two plain processes")
+    )
+    ceiling = t1 / t2  # same samples: the pair's half batches make one global batch
+    print(f"DDP {model} 64x64, {n} images, global batch {batch_size}, {epochs} epochs; {_load()}")
+    print(f"  two-process ceiling (2 x batch {batch_size // 2} / 1 x batch {batch_size}): "
+          f"{ceiling:.2f}x")  # fmt: skip
+    med = {k: statistics.median(v) for k, v in sps.items()}
+    for k, v in sps.items():
+        print(f"  {k:28s} {med[k]:7.1f} samples/s  ({min(v):.1f}-{max(v):.1f})")
+    for label in [k for k in med if k.startswith("2 ranks")]:
+        ratio = med[label] / med["1 rank" + label[len("2 ranks") :]]
+        print(f"  {label}: 2 ranks / 1 rank {ratio:.2f}x = {ratio / ceiling:.2f} of the ceiling")
+    return med
+
+
+def all_rows(repeat=3, data=None):
+    """Every row of the issue's table, one after the other (about an hour on 2 cores)."""
+    from benchmarks import parity
+
+    features_row("smallcnn", 8192, repeat, before=True)
+    features_row("resnet18", 1024, repeat, before=True)
+    fused_row("smallcnn", 8192, repeat, data)
+    ddp_row(repeat=repeat, before=True)
+    parity.kmeans_row(200_000, 20, 8, "two-blobs", repeat=repeat)
+    parity.kmeans_row(2_000_000, 20, 8, "two-blobs", repeat=repeat)
+    parity.pipeline_row(30_000, "smallcnn", max(2, repeat - 1), True, data)
+    parity.images_row(["-n", "2000", "--repeat", str(repeat)])
+    parity.xgb_row(["--n", "200000", "--rounds", "50", "--repeat", str(repeat)])
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="parity.py efficiency")
-    p.add_argument("row", choices=("features", "fused"))
+    p.add_argument("row", choices=("features", "fused", "ddp", "all"))
     p.add_argument("--backbone", default="smallcnn")
     p.add_argument("--n", type=int, default=None)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--before", action="store_true", help="also Dask's and glibc's malloc")
     p.add_argument("--data", default=None, help="image folder to reuse or create (fused)")
+    p.add_argument("--model", default="resnet18", help="network of the ddp row")
+    p.add_argument("--batch-size", type=int, default=64, help="global batch of the ddp row")
+    p.add_argument("--epochs", type=int, default=2, help="epochs of the ddp row")
     a = p.parse_args(argv)
+    if a.row == "all":
+        return all_rows(a.repeat, a.data)
     if a.row == "features":
         features_row(a.backbone, a.n or 4096, a.repeat, a.before)
-    else:
+    elif a.row == "fused":
         fused_row(a.backbone, a.n or 8192, a.repeat, a.data)
+    else:
+        ddp_row(a.model, a.n or 512, a.batch_size, a.epochs, a.repeat, a.before)
