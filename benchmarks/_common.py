@@ -18,29 +18,27 @@ def size(small, large):
     return large if LARGE else small
 
 
-def start_cluster(n_workers=2, threads_per_worker=1):
-    """A real LocalCluster (processes, loopback, as connect() starts it): ``(cluster, client)``."""
-    from distributed import Client, LocalCluster
+def start_cluster(n_workers=2, threads_per_worker=1, memory_limit="auto"):
+    """A real local cluster as :func:`dasktrain.connect` starts it (processes, loopback, its
+    allocator settings and memory plugin): ``(cluster, client)``."""
+    import dasktrain
 
-    from dasktrain import _config
-    from dasktrain.cluster import _worker_malloc_trim
-
-    # The workers' malloc setting that dasktrain.connect() gives (dasktrain.worker-malloc-trim).
-    with _worker_malloc_trim(_config.get("worker-malloc-trim")):
-        cluster = LocalCluster(
-            n_workers=n_workers,
-            threads_per_worker=threads_per_worker,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-        )
-    return cluster, Client(cluster, set_as_default=False)
+    client = dasktrain.connect(
+        n_workers=n_workers,
+        threads_per_worker=threads_per_worker,
+        memory_limit=memory_limit,
+        dashboard_address="127.0.0.1:0",
+        gpu=False,
+    )
+    client.wait_for_workers(n_workers)
+    return client._dasktrain_cluster, client
 
 
 def stop_cluster(cluster, client):
     """Close a client and its cluster; leaves no worker processes behind."""
-    client.close()
-    cluster.close()
+    client.close()  # a client of dasktrain.connect() closes its cluster
+    if cluster is not None and cluster.status.name != "closed":
+        cluster.close()
 
 
 def median_time(fn, repeat=5, warmup=1):

@@ -9,7 +9,6 @@ run it under ``nice -n -10`` (Dask workers and DDP ranks inherit it)::
     nice -n -10 .venv/bin/python benchmarks/parity.py features --backbones smallcnn --n 8192
     nice -n -10 .venv/bin/python benchmarks/parity.py pipeline --no-kmeans --n 8192
     nice -n -10 .venv/bin/python benchmarks/parity.py pipeline --n 30000
-    nice -n -10 .venv/bin/python benchmarks/parity.py trim --n 8192
     nice -n -10 .venv/bin/python benchmarks/parity.py ddp
     nice -n -10 .venv/bin/python benchmarks/parity.py ddp --scaling-only
     nice -n -10 .venv/bin/python benchmarks/parity.py ddp --profile
@@ -21,8 +20,9 @@ run it under ``nice -n -10`` (Dask workers and DDP ranks inherit it)::
 
 The rows that other modules already measure (features, DDP, XGBoost, images) are delegated
 to those modules' script modes, so each measurement has one home; this file adds the KMeans
-row (many and few iterations, the per-iteration overhead, dask-ml) and the nanny's
-``MALLOC_TRIM_THRESHOLD_`` probe.
+row (many and few iterations, the per-iteration overhead, dask-ml). ``efficiency`` measures
+each engine against one core and the two-process ceiling (:mod:`benchmarks._efficiency`;
+``--before`` shows Dask's own allocator setting beside dasktrain's).
 """
 
 from __future__ import annotations
@@ -356,7 +356,6 @@ def main(argv=None):
     rows = {
         "kmeans": None,
         "pipeline": None,
-        "trim": None,
         "features": features_row,
         "ddp": ddp_row,
         "xgb": xgb_row,
@@ -388,10 +387,6 @@ def main(argv=None):
         p.add_argument("--data", default=None, help="image folder to reuse or create")
         a = p.parse_args(rest)
         pipeline_row(a.n, a.features, a.repeat, not a.no_kmeans, a.data)
-    elif row == "trim":
-        from benchmarks import _trim
-
-        _trim.main(rest)
     else:
         rows[row](rest)
     return 0
