@@ -12,8 +12,8 @@ import numpy as np
 
 from .. import _config
 from .._dask import compute_all, maybe_client, split_rows
-from .._validation import check_engine, check_positive_int
-from ..exceptions import InsufficientMemoryError, ValidationError
+from .._validation import check_engine, check_fits_in_memory, check_positive_int
+from ..exceptions import ValidationError
 from ._decode import COLORS, check_block, decode_image, decode_many, mtime, probe_all, read_block
 from ._errors import check_any_left, read_error, reason, unlisted_error, warn_skipped
 from ._imageset import ImageSet
@@ -319,31 +319,20 @@ def _decode_lazily(found, opts):
     )
 
 
-#: The local engine refuses to start when its array needs more than this share of the memory
-#: available now: the rest of the process (and the next step) needs some too.
-_MEMORY_HEADROOM = 0.9
-
-
 def _check_fits_in_memory(n, size, color):
     """Raise :class:`InsufficientMemoryError` before decoding ``n`` images that cannot fit.
 
     The decoded array is allocated lazily by the OS, so without this check the process only
     dies (killed for memory) far into the decoding; the estimate needs no allocation.
     """
-    import psutil
-
     h, w = size
     c = COLORS[color]
-    need = n * h * w * c * np.dtype(np.float32).itemsize
-    available = psutil.virtual_memory().available
-    if need > _MEMORY_HEADROOM * available:
-        raise InsufficientMemoryError(
-            f"read_images(engine='local') would hold {n} images of {h}x{w}x{c} float32 in "
-            f"memory: {need / 2**30:.2f} GiB, but only {available / 2**30:.2f} GiB is available "
-            f"(the local engine uses at most {_MEMORY_HEADROOM:.0%} of it). Use engine='dask', "
-            "which decodes chunk by chunk on the workers, or read fewer or smaller images "
-            "(size=, color='gray')."
-        )
+    check_fits_in_memory(
+        n * h * w * c * np.dtype(np.float32).itemsize,
+        what=f"read_images(engine='local') would hold {n} images of {h}x{w}x{c} float32",
+        fix="Use engine='dask', which decodes chunk by chunk on the workers, or read fewer or "
+        "smaller images (size=, color='gray').",
+    )
 
 
 def _find_undecodable(paths, size, color, chunk_size, storage_options=None):
