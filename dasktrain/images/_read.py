@@ -28,7 +28,7 @@ from ._workers import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["read_images", "scan_images"]
+__all__ = ["read_images", "scan_images", "list_checked"]
 
 ERRORS = ("raise", "skip")
 
@@ -251,6 +251,24 @@ class _Found:
         if self.mtimes is not None:
             self.mtimes = [m for m, k in zip(self.mtimes, keep) if k]
         self.skipped.extend(bad)
+
+
+def list_checked(path, classes=None, storage_options=None):
+    """``(paths, y, classes)``: the listing and header check of ``read_images(errors="raise")``
+    on this machine, for an engine that reads the files its own way (Spark).
+
+    The same rules as the other engines: folders that cannot be listed, files that are not
+    regular files (named pipes, sockets, devices) and files that are not images (an empty
+    file) raise :class:`ImageReadError` naming them, before anything is read.
+    """
+    check_exists_here(path)
+    paths, y, classes, unlisted = select(path, check_classes(classes), storage_options)
+    if unlisted:
+        raise unlisted_error(unlisted)
+    _, bad = probe_all(paths, storage_options)
+    if bad:
+        raise read_error(bad, when="opened as images")
+    return paths, y, classes
 
 
 def _list(path, classes, files_on, opts):
