@@ -14,6 +14,7 @@ __all__ = [
     "WeightsError",
     "DDPError",
     "WorkerLostError",
+    "SparkDiedError",
     "WorkloadError",
     "Unavailable",
     "InsufficientMemoryError",
@@ -81,6 +82,11 @@ class DDPError(DasktrainError, RuntimeError):
 class WorkerLostError(DasktrainError, RuntimeError):
     """Raised when a Dask worker left the cluster during a step that cannot go on without it
     (and no restart is left); names the worker(s) and how to resume."""
+
+
+class SparkDiedError(DasktrainError, RuntimeError):
+    """Raised when the JVM of a Spark session died (killed, out of memory) before or during a
+    step; names its pid and exit signal or code."""
 
 
 class WorkloadError(ValidationError):
