@@ -9,6 +9,7 @@ __all__ = [
     "ValidationError",
     "DatasetLayoutError",
     "ImageReadError",
+    "RemoteTimeoutError",
     "ClusterConnectionError",
     "OptionalDependencyError",
     "WeightsError",
@@ -37,6 +38,11 @@ class DatasetLayoutError(ValidationError):
 
 class ImageReadError(DasktrainError, OSError):
     """Raised when files that claim to be images cannot be decoded and ``errors="raise"``."""
+
+
+class RemoteTimeoutError(ImageReadError, TimeoutError):
+    """Raised when a remote store (an fsspec URL) does not answer a listing or a read within
+    the ``dasktrain.images.remote-timeout`` setting; names the URL."""
 
 
 class ClusterConnectionError(DasktrainError, OSError):

@@ -13,7 +13,7 @@ import numpy as np
 from .. import _config
 from .._dask import compute_all, maybe_client, split_rows
 from .._validation import check_engine, check_fits_in_memory, check_positive_int
-from ..exceptions import ValidationError
+from ..exceptions import RemoteTimeoutError, ValidationError
 from ._decode import COLORS, check_block, decode_image, decode_many, mtime, probe_all, read_block
 from ._errors import check_any_left, read_error, reason, unlisted_error, warn_skipped
 from ._imageset import ImageSet
@@ -434,6 +434,8 @@ def scan_images(path, *, classes=None, decode=False) -> dict:
                 continue
             try:
                 decode_image(p, (8, 8), "gray")
+            except RemoteTimeoutError:
+                raise  # a stalled store, not a bad file
             except Exception as exc:  # noqa: BLE001 - reported to the caller
                 bad.append((p, reason(exc)))
                 info[i] = None
