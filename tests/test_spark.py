@@ -204,6 +204,36 @@ def test_classifiers_on_8192_columns_match_the_local_engine(spark, name):
     assert 0.5 <= out["roc_auc"] <= 1.0
 
 
+LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+
+
+def _python_workers(spark_session):
+    """The JVM's Python side: pyspark's daemon and the workers it forked (barrier tasks)."""
+    return [c for j in _jvm(spark_session) for c in j.children(recursive=True)]
+
+
+def test_xgboost_fit_binds_what_dasktrain_controls_to_loopback(spark, listening_sockets):
+    # Issue 27, item 11: the tracker (in this process) is bound to the driver's address and the
+    # JVM to loopback; xgboost's own worker sockets (in Spark's Python workers) listen on all
+    # interfaces, with no setting to change it (dmlc/xgboost#11551, docs/deploying.rst).
+    listening, sampling = listening_sockets
+    F, y = _blobs(200, 16, 2, seed=3, spread=3.0)
+    jvms = {p.pid for p in _jvm(spark)}
+
+    def pids():
+        return [os.getpid(), *jvms, *(p.pid for p in _python_workers(spark))]
+
+    before = listening(pids())
+    with sampling(pids) as seen:
+        dspark.xgboost(spark, _split(F, y), n_estimators=60)
+    during = seen - before
+    mine = {ip for pid, ip, _ in during if pid == os.getpid()}
+    assert mine and mine <= LOOPBACK, during  # the tracker
+    assert {ip for pid, ip, _ in during | before if pid in jvms} <= LOOPBACK, during
+    anywhere = {pid for pid, ip, _ in during if ip not in LOOPBACK}
+    assert anywhere and not anywhere & (jvms | {os.getpid()}), during  # xgboost's workers only
+
+
 def test_mlp_cv_uses_scikit_learn_folds_and_matches_local(spark):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
