@@ -15,9 +15,16 @@ DEFAULTS = {
         # Loopback unless the user asks otherwise: dashboards are not for the whole network.
         "dashboard-address": "127.0.0.1:8787",
         "connect-timeout": "10s",
-        # Files per task of read_images(engine="dask") (its chunk_size=None), and images per
-        # piece when a feature extractor sends numpy to the cluster.
-        "images": {"chunk-size": 256},
+        "images": {
+            # Files per task of read_images(engine="dask") (its chunk_size=None), and images
+            # per piece when a feature extractor sends numpy to the cluster.
+            "chunk-size": 256,
+            # How long one remote listing or one remote file read (fsspec's async stores: s3,
+            # gs, http(s), az) may take before it raises RemoteTimeoutError naming the URL; a
+            # stalled server hung read_images for minutes. Read where the call runs: the
+            # workers read their own Dask configuration. None: no limit.
+            "remote-timeout": "60s",
+        },
         "monitor": {"interval": 0.5},
         "metrics": {"silhouette-sample-size": 10_000},
         # port-range None: let the OS pick a free port (bind to port 0); or a [low, high] range.

@@ -1,17 +1,20 @@
 """Dask-aware input checks whose messages say how to fix the problem.
 
 One home for the checks every layer needs: engine names, known chunk sizes, shapes, finite
-values and label lengths. numpy and dask inputs are both accepted; a dask check that must look
-at the values (NaN/inf) computes a single boolean reduction, never the array itself.
+values and label lengths, folders to write into, memory before a large load. numpy and dask
+inputs are both accepted; a dask check that must look at the values (NaN/inf) computes a
+single boolean reduction, never the array itself.
 """
 
 from __future__ import annotations
 
 import numbers
+import os
+import pathlib
 
 import numpy as np
 
-from .exceptions import ValidationError
+from .exceptions import InsufficientMemoryError, ValidationError
 
 ENGINES = ("auto", "local", "dask")
 
@@ -232,3 +235,59 @@ def check_bool(value, name):
     if not isinstance(value, (bool, np.bool_)):
         raise ValidationError(f"{name}={value!r} must be True or False.")
     return bool(value)
+
+
+def check_folder_path(path, *, name="path"):
+    """Return ``os.fspath(path)`` if a folder can be at ``path``; raise naming the part that
+    stops it.
+
+    Every part of ``path`` that exists must be a folder (a file half-way gave a bare
+    ``NotADirectoryError`` deep in the writing), and ``..`` may not follow a part that does
+    not exist: the operating system cannot go up out of a missing folder, although
+    ``os.path.normpath`` and ``os.makedirs`` pretend it can (``a/missing/../x`` failed only
+    when the finished output was moved into place). Nothing is created.
+
+    Raises
+    ------
+    ValidationError
+        Naming ``path``, the part that is not a folder or does not exist, and the fix.
+    """
+    text = os.fspath(path)
+    parts = pathlib.PurePath(text).parts
+    current = ""
+    for i, part in enumerate(parts):
+        current = os.path.join(current, part)
+        if os.path.isdir(current):
+            continue
+        if os.path.lexists(current):
+            raise ValidationError(
+                f"{name}={text!r}: {current!r} exists and is not a folder (a file or a broken "
+                "link), so nothing can be written under it. Choose another path or move it."
+            )
+        if ".." in parts[i + 1 :]:
+            raise ValidationError(
+                f"{name}={text!r} goes up ('..') out of {current!r}, which does not exist: the "
+                f"operating system cannot follow '..' out of a missing folder. Pass "
+                f"{os.path.normpath(text)!r} instead, or create {current!r} first."
+            )
+        break
+    return text
+
+
+def check_fits_in_memory(nbytes, *, what, fix, headroom=0.9):
+    """Raise :class:`InsufficientMemoryError` when ``nbytes`` exceed ``headroom`` of the memory
+    available now, before anything is allocated.
+
+    The OS hands out memory lazily, so without the check a process dies (killed for memory)
+    far into the work, or numpy raises a bare ``MemoryError``. ``what`` says what would be
+    held (``"read_images(engine='local') would hold 30,000 images"``), ``fix`` what to do.
+    """
+    import psutil
+    from dask.utils import format_bytes
+
+    available = psutil.virtual_memory().available
+    if nbytes > headroom * available:
+        raise InsufficientMemoryError(
+            f"{what} in memory: {format_bytes(nbytes)}, but only {format_bytes(available)} is "
+            f"available (at most {headroom:.0%} of it is used). {fix}"
+        )

@@ -16,7 +16,7 @@ import pathlib
 
 import numpy as np
 
-from ._validation import check_positive_int
+from ._validation import check_folder_path, check_positive_int
 from .exceptions import ValidationError
 
 logger = logging.getLogger(__name__)
@@ -260,8 +260,9 @@ def make_xray_like(
     Raises
     ------
     ValidationError
-        A count below 2, a mapping without both classes, ``size`` below 16, or a fraction
-        out of range.
+        A count below 2, a mapping without both classes, ``size`` below 16, a fraction
+        out of range, or a ``path`` that is (or lies under) a file, or goes up (``..``) out
+        of a folder that does not exist.
 
     Examples
     --------
@@ -275,7 +276,7 @@ def make_xray_like(
         raise ValidationError(f"test_size={test_size!r} must be a fraction in (0, 1).")
     if not 0.0 <= float(frac_16bit) <= 1.0:
         raise ValidationError(f"frac_16bit={frac_16bit!r} must be a fraction in [0, 1].")
-    root = pathlib.Path(path)
+    root = pathlib.Path(check_folder_path(path))
     jobs = _xray_jobs(root, counts, test_size)
     batches = [jobs[i : i + _XRAY_BATCH] for i in range(0, len(jobs), _XRAY_BATCH)]
     args = (size, int(seed), float(noise), float(frac_16bit))
@@ -319,8 +320,8 @@ def digits_folder(path, *, n_per_class=None, fmt="png") -> pathlib.Path:
         raise ValidationError(f"fmt={fmt!r} is not supported; use one of {sorted(exts)!r}.")
     if n_per_class is not None:
         n_per_class = check_positive_int(n_per_class, "n_per_class")
+    root = pathlib.Path(check_folder_path(path))
     digits = load_digits()
-    root = pathlib.Path(path)
     # The digits are 0..16 intensities: stretch them to the full 8-bit range.
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
     seen = {}

@@ -9,11 +9,13 @@ __all__ = [
     "ValidationError",
     "DatasetLayoutError",
     "ImageReadError",
+    "RemoteTimeoutError",
     "ClusterConnectionError",
     "OptionalDependencyError",
     "WeightsError",
     "DDPError",
     "WorkerLostError",
+    "SparkDiedError",
     "WorkloadError",
     "Unavailable",
     "InsufficientMemoryError",
@@ -36,6 +38,11 @@ class DatasetLayoutError(ValidationError):
 
 class ImageReadError(DasktrainError, OSError):
     """Raised when files that claim to be images cannot be decoded and ``errors="raise"``."""
+
+
+class RemoteTimeoutError(ImageReadError, TimeoutError):
+    """Raised when a remote store (an fsspec URL) does not answer a listing or a read within
+    the ``dasktrain.images.remote-timeout`` setting; names the URL."""
 
 
 class ClusterConnectionError(DasktrainError, OSError):
@@ -81,6 +88,11 @@ class DDPError(DasktrainError, RuntimeError):
 class WorkerLostError(DasktrainError, RuntimeError):
     """Raised when a Dask worker left the cluster during a step that cannot go on without it
     (and no restart is left); names the worker(s) and how to resume."""
+
+
+class SparkDiedError(DasktrainError, RuntimeError):
+    """Raised when the JVM of a Spark session died (killed, out of memory) before or during a
+    step; names its pid and exit signal or code."""
 
 
 class WorkloadError(ValidationError):

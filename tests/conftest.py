@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+import time
 
 import pytest
 
@@ -72,3 +75,44 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def _listening(pids):
+    """``{(pid, ip, port)}`` of the TCP sockets listening in the processes ``pids`` now."""
+    import psutil
+
+    out = set()
+    for pid in pids:
+        try:
+            conns = psutil.Process(pid).net_connections(kind="inet")
+        except psutil.Error:
+            continue
+        out |= {(pid, c.laddr.ip, c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN}
+    return out
+
+
+@contextlib.contextmanager
+def _sampling(pids):
+    """Yield a set that holds every socket listening in ``pids`` (a list, or a function
+    returning one) at any moment of the block, sampled every 5 ms."""
+    seen, stop = set(), threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            seen.update(_listening(pids() if callable(pids) else pids))
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        sampler.join()
+
+
+@pytest.fixture
+def listening_sockets():
+    """``(listening, sampling)``: the TCP sockets listening in some processes now
+    (``listening(pids)``), or at any moment of a block (``with sampling(pids) as seen:``)."""
+    return _listening, _sampling

@@ -175,3 +175,16 @@ def test_xray_memory_does_not_grow_with_the_number_of_images(tmp_path):
     small, large = _peak_rss(tmp_path, 100), _peak_rss(tmp_path, 3000)
     assert large < 1e9, (small, large)
     assert large - small < 40e6, (small, large)
+
+
+def test_xray_into_a_file_is_a_clear_error(tmp_path):
+    # Regression (issue 27, item 10): a bare NotADirectoryError naming train/NORMAL.
+    f = tmp_path / "afile"
+    f.write_text("keep")
+    with pytest.raises(ValidationError, match=r"path=.*afile.*not a folder"):
+        make_xray_like(f, n_per_class=2, size=16)
+    with pytest.raises(ValidationError, match=r"afile.*not a folder"):
+        make_xray_like(f / "sub", n_per_class=2, size=16)
+    with pytest.raises(ValidationError, match=r"afile.*not a folder"):
+        digits_folder(f, n_per_class=1)
+    assert f.read_text() == "keep"

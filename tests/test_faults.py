@@ -449,3 +449,83 @@ def test_compare_marks_a_run_that_lost_a_worker(fault_client, tmp_path):
     logged = dasktrain.Results.from_runs(tmp_path / "out")
     assert logged.runs.workers_lost.iloc[0] == 1
     _assert_recovered(client)
+
+
+# --------------------------------------------------------------------------- a dying Spark JVM
+
+
+def _spark_or_skip():
+    from dasktrain import spark as dspark
+
+    reason = dspark.unavailable_reason()
+    if reason is not None:
+        if os.environ.get("DASKTRAIN_SPARK") == "require":
+            pytest.fail(f"DASKTRAIN_SPARK=require but {reason}")
+        pytest.skip(reason)
+
+
+def _jvms():
+    return [p for p in _children().values() if _alive(p) and p.name() == "java"]
+
+
+def slow_on_spark(data, engine, client):
+    """A Spark job of 40 slow items (about 10 s on local[2]); instant on the local engine."""
+    if engine != "spark":
+        return {"n": 40.0}
+    _SPARK_RUN.set()
+    rdd = client.sparkContext.parallelize(range(40), 2)
+    return {"n": float(rdd.map(lambda x: (time.sleep(0.5), 1)[1]).sum())}
+
+
+_SPARK_RUN = threading.Event()
+
+
+def _kill_jvm_mid_run(killed):
+    """Wait for the Spark run and its Python workers (the job is under way), SIGKILL the JVM."""
+    assert _SPARK_RUN.wait(120), "the Spark run never started"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        jvms = _jvms()
+        if jvms and any(c.name().startswith("python") for j in jvms for c in j.children()):
+            killed["pid"], killed["at"] = jvms[0].pid, time.monotonic()
+            os.kill(jvms[0].pid, signal.SIGKILL)
+            return
+        time.sleep(0.05)
+
+
+def test_compare_survives_a_killed_spark_jvm(tmp_path):
+    # Regression (issue 27, item 3): killing the JVM mid-run gave the row a raw
+    # ConnectionRefusedError, then spark.stop() raised inside compare() (the Results were
+    # lost) and the next compare() in the process failed at once.
+    _spark_or_skip()
+    _SPARK_RUN.clear()
+    data = (np.random.default_rng(0).normal(size=(60, 4)), np.arange(60) % 2)
+    killed = {}
+    killer = threading.Thread(target=_kill_jvm_mid_run, args=(killed,), daemon=True)
+    killer.start()
+    kwargs = dict(data=data, repeat=1, warmup=False, progress=False, monitor=False)
+    res = dasktrain.compare(
+        [slow_on_spark, "naive_bayes"], engines=("local", "spark"), out=tmp_path / "o", **kwargs
+    )
+    returned = time.monotonic()
+    killer.join(5)
+    assert killed, "the JVM was never killed"
+    assert returned - killed["at"] < RECOVERY_S
+    rows = res.runs.set_index(["workload", "setup"])
+    died = rows.loc[("slow_on_spark", "spark")]
+    assert died.status == "error"
+    assert died.error.startswith("SparkDiedError: Spark died:"), died.error
+    assert str(killed["pid"]) in died.error and "SIGKILL" in died.error
+    assert died.end - killed["at"] - (time.time() - time.monotonic()) < 10  # the row, at once
+    later = rows.loc[("naive_bayes", "spark")]
+    assert later.status == "error" and "Spark died" in later.error, later.error
+    assert (rows.xs("local", level="setup").status == "ok").all()
+    assert not _jvms()
+    # The next comparison in this process starts a new session and runs on it.
+    again = dasktrain.compare(["naive_bayes"], engines=("local", "spark"), **kwargs)
+    assert (again.runs.status == "ok").all(), again.runs[["setup", "status", "error"]]
+    # pyspark keeps the JVM of a stopped session for the life of the process (the next
+    # session reuses it): one may remain, never the killed one and never a zombie.
+    assert len(_jvms()) <= 1 and killed["pid"] not in {p.pid for p in _jvms()}
+    zombies = [p.pid for p in _children().values() if p.status() == psutil.STATUS_ZOMBIE]
+    assert not zombies, f"zombie processes: {zombies}"

@@ -223,3 +223,122 @@ def test_empty_folder_can_be_used_with_overwrite(tmp_path, data):
         save_features(path, data[0])
     save_features(path, data[0], overwrite=True)
     np.testing.assert_array_equal(load_features(path)[0], data[0])
+
+
+# --------------------------------------------------------------------------- stores that lie
+# Regressions (issue 27, item 9): a store whose arrays and metadata do not hold together loaded
+# anyway (y of 3 rows beside X of 10, a dict of classes turned into its keys, a 1-D string X)
+# or failed with a bare MemoryError/ValueError (a 2^40 x 2^40 X). Each is built the way it
+# happens: a real store, then one part rewritten with zarr.
+
+
+def _store(tmp_path, data):
+    X, y = data
+    return save_features(tmp_path / "s.zarr", X[:10], y[:10] % 2, ["a", "b"])
+
+
+def _replace(path, name, shape, dtype, fill=None, **attrs):
+    import zarr
+
+    g = zarr.open_group(str(path), mode="a")
+    if name is not None:
+        del g[name]
+        a = g.create_array(name, shape=shape, dtype=dtype, chunks=tuple(min(s, 256) for s in shape))
+        if fill is not None:
+            a[...] = fill
+    g.attrs.update(attrs)
+
+
+@pytest.mark.parametrize("engine", ["local", "dask"])
+def test_load_refuses_y_of_another_length(tmp_path, data, engine):
+    path = _store(tmp_path, data)
+    _replace(path, "y", (3,), "i8", 0)
+    with pytest.raises(ValidationError, match=r"s\.zarr.*y has 3 rows but X has 10"):
+        load_features(path, engine=engine)
+
+
+@pytest.mark.parametrize("engine", ["local", "dask"])
+def test_load_refuses_classes_that_are_not_a_list_of_names(tmp_path, data, engine):
+    path = _store(tmp_path, data)
+    _replace(path, None, None, None, classes={"0": "a", "1": "b"})
+    with pytest.raises(ValidationError, match=r"s\.zarr.*classes .*\{'0': 'a', '1': 'b'\}"):
+        load_features(path, engine=engine)
+
+
+def test_load_refuses_labels_outside_the_classes(tmp_path, data):
+    path = _store(tmp_path, data)
+    _replace(path, "y", (10,), "i8", np.arange(10))
+    with pytest.raises(ValidationError, match=r"s\.zarr.*labels.*9.*2 classes"):
+        load_features(path)
+    _, y, _ = load_features(path, engine="dask")  # lazy: checked when computed
+    with pytest.raises(ValidationError, match=r"s\.zarr.*labels.*9.*2 classes"):
+        y.compute()
+
+
+@pytest.mark.filterwarnings("ignore:The data type")  # zarr: no v3 spec for str yet
+@pytest.mark.parametrize("engine", ["local", "dask"])
+def test_load_refuses_a_1d_string_X(tmp_path, data, engine):
+    path = _store(tmp_path, data)
+    _replace(path, "X", (10,), "<U5", np.array(["abcde"] * 10))
+    with pytest.raises(ValidationError, match=r"s\.zarr.*X .*1-d.*str|s\.zarr.*X .*1-d"):
+        load_features(path, engine=engine)
+
+
+def test_load_refuses_metadata_that_disagrees_with_X(tmp_path, data):
+    path = _store(tmp_path, data)
+    _replace(path, None, None, None, n_samples=11)
+    with pytest.raises(ValidationError, match=r"s\.zarr.*n_samples=11.*X has 10"):
+        load_features(path)
+
+
+def test_load_of_a_huge_X_says_it_does_not_fit(tmp_path, data):
+    from dasktrain.exceptions import InsufficientMemoryError
+
+    path = _store(tmp_path, data)
+    _replace(path, "X", (2**40, 2**40), "f4", n_samples=2**40, n_features=2**40)
+    _replace(path, "y", (2**40,), "i8")
+    with pytest.raises(InsufficientMemoryError, match=r"s\.zarr.*engine='dask'"):
+        load_features(path)
+    with pytest.raises(InsufficientMemoryError, match=r"s\.zarr.*chunks"):
+        load_features(path, engine="dask")
+
+
+def test_overwrite_keeps_a_user_file_inside_X(tmp_path, data):
+    X, _ = data
+    path = tmp_path / "f.zarr"
+    save_features(path, X)
+    (path / "X" / "README.txt").write_text("my notes on these features")
+    with pytest.raises(ValidationError, match=r"X/README\.txt.*save_features did not write"):
+        save_features(path, X[:3], overwrite=True)
+    assert (path / "X" / "README.txt").read_text() == "my notes on these features"
+    np.testing.assert_array_equal(load_features(path)[0], X)
+
+
+def test_overwrite_keeps_a_user_file_posing_as_a_chunk(tmp_path, data):
+    X, _ = data
+    path = tmp_path / "f.zarr"
+    save_features(path, X)
+    (path / "y").mkdir()  # no y was saved: a y folder is the user's
+    (path / "y" / "zarr.json").write_text("{}")
+    (path / "X" / "c" / "99").mkdir()
+    (path / "X" / "c" / "99" / "0").write_text("not a chunk of a 23-row X")
+    with pytest.raises(ValidationError, match="save_features did not write"):
+        save_features(path, X[:3], overwrite=True)
+    assert (path / "X" / "c" / "99" / "0").exists() and (path / "y" / "zarr.json").exists()
+
+
+# ------------------------------------------------------------- paths the OS cannot follow
+def test_save_refuses_dotdot_after_a_missing_folder(tmp_path, data):
+    # Regression (issue 27, item 10): a FileNotFoundError naming a hidden .tmp folder, after
+    # the whole store had been written.
+    bad = f"{tmp_path}/missing/../x.zarr"
+    with pytest.raises(ValidationError, match=r"missing/\.\./x\.zarr.*'\.\.'.*does not exist"):
+        save_features(bad, data[0])
+    assert os.listdir(tmp_path) == []
+
+
+def test_save_refuses_a_parent_that_is_a_file(tmp_path, data):
+    (tmp_path / "afile").write_text("keep")
+    with pytest.raises(ValidationError, match=r"afile.*not a folder"):
+        save_features(tmp_path / "afile" / "x.zarr", data[0])
+    assert (tmp_path / "afile").read_text() == "keep"

@@ -86,10 +86,66 @@ def test_read_names_an_undecodable_file(spark, tmp_path):
     make_xray_like(tmp_path, n_per_class=4, size=32, seed=1)
     victim = sorted(tmp_path.rglob("*.png"))[0]
     victim.write_bytes(victim.read_bytes()[:60])  # header intact, pixels cut off
-    df, _ = dspark.read_images(spark, tmp_path, size=(32, 32))
-    with pytest.raises(Exception, match=victim.name):
-        df.count()
+    with pytest.raises(Exception, match=victim.name):  # read_images counts what it read
+        dspark.read_images(spark, tmp_path, size=(32, 32))
     assert spark.range(3).count() == 3
+
+
+def _one_bad_file(root, kind):
+    """Put a file the images room refuses (or Spark cannot see) beside 6 good ones."""
+    folder = root / "NORMAL"
+    if kind == "empty":
+        (folder / "zero.png").write_bytes(b"")
+        return folder / "zero.png"
+    if kind == "fifo":
+        os.mkfifo(folder / "pipe.png")
+        return folder / "pipe.png"
+    name = {"underscore": "_scan.png", "colon": "scan:1.png"}[kind]
+    good = sorted(folder.glob("*.png"))[0]  # a good image Hadoop's listing hides or fails on
+    (folder / name).write_bytes(good.read_bytes())
+    return folder / name
+
+
+@pytest.mark.parametrize("kind", ["empty", "fifo", "underscore", "colon"])
+def test_read_never_drops_a_file_the_other_engines_refuse_or_read(spark, tmp_path, kind):
+    # Regression (issue 27, item 4): a 0-byte file or a named pipe gave 6 of 7 images and an
+    # ok row on Spark where the local and dask engines raise; a '_' name (hidden to Hadoop)
+    # was read by the other engines and silently left out by Spark.
+    from dasktrain.exceptions import ImageReadError
+    from dasktrain.images import read_images
+
+    make_xray_like(tmp_path, n_per_class=4, size=32, seed=1)
+    root = tmp_path / "train"
+    bad = _one_bad_file(root, kind)
+    if kind in ("empty", "fifo"):
+        with pytest.raises(ImageReadError, match=bad.name):
+            read_images(root, size=32, engine="local")
+    t0 = time.perf_counter()
+    with pytest.raises(ImageReadError, match=bad.name) as err:
+        df, _ = dspark.read_images(spark, root, size=(32, 32))
+        df.count()
+    assert time.perf_counter() - t0 < 30
+    if kind in ("underscore", "colon"):
+        assert "engine='local' or 'dask'" in str(err.value) and "rename" in str(err.value).lower()
+    assert spark.range(3).count() == 3
+
+
+def test_read_odd_file_names_equal_local(spark, tmp_path):
+    # Regression: Spark's path column is not percent-encoded; parsed as a URL, 'a#b.png' lost
+    # its row silently and 'a%20b.png' took the row of 'a b.png'.
+    from dasktrain.images import read_images
+
+    make_xray_like(tmp_path, n_per_class=4, size=32, seed=1)
+    root = tmp_path / "train"
+    images = sorted(root.rglob("*.png"))
+    for i, name in enumerate(["a#b.png", "a b.png", "a%20b.png", "a?b.png", "é.png"]):
+        (images[i].parent / name).write_bytes(images[i].read_bytes())
+    df, _ = dspark.read_images(spark, root, size=(32, 32))
+    X, y = dspark.to_numpy(df, size=(32, 32))
+    local = read_images(root, size=32, engine="local")
+    assert len(X) == len(local.paths) == 11
+    np.testing.assert_array_equal(X, np.asarray(local.X))
+    np.testing.assert_array_equal(y, np.asarray(local.y))
 
 
 @pytest.mark.parametrize("backbone, d", [("smallcnn", 64), ("resnet18", 512)])
@@ -146,6 +202,36 @@ def test_classifiers_on_8192_columns_match_the_local_engine(spark, name):
     out = getattr(dspark, name)(spark, split, **kwargs)
     assert out["accuracy"] == pytest.approx(_local_accuracy(local, split), abs=0.06)
     assert 0.5 <= out["roc_auc"] <= 1.0
+
+
+LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+
+
+def _python_workers(spark_session):
+    """The JVM's Python side: pyspark's daemon and the workers it forked (barrier tasks)."""
+    return [c for j in _jvm(spark_session) for c in j.children(recursive=True)]
+
+
+def test_xgboost_fit_binds_what_dasktrain_controls_to_loopback(spark, listening_sockets):
+    # Issue 27, item 11: the tracker (in this process) is bound to the driver's address and the
+    # JVM to loopback; xgboost's own worker sockets (in Spark's Python workers) listen on all
+    # interfaces, with no setting to change it (dmlc/xgboost#11551, docs/deploying.rst).
+    listening, sampling = listening_sockets
+    F, y = _blobs(200, 16, 2, seed=3, spread=3.0)
+    jvms = {p.pid for p in _jvm(spark)}
+
+    def pids():
+        return [os.getpid(), *jvms, *(p.pid for p in _python_workers(spark))]
+
+    before = listening(pids())
+    with sampling(pids) as seen:
+        dspark.xgboost(spark, _split(F, y), n_estimators=60)
+    during = seen - before
+    mine = {ip for pid, ip, _ in during if pid == os.getpid()}
+    assert mine and mine <= LOOPBACK, during  # the tracker
+    assert {ip for pid, ip, _ in during | before if pid in jvms} <= LOOPBACK, during
+    anywhere = {pid for pid, ip, _ in during if ip not in LOOPBACK}
+    assert anywhere and not anywhere & (jvms | {os.getpid()}), during  # xgboost's workers only
 
 
 def test_mlp_cv_uses_scikit_learn_folds_and_matches_local(spark):

@@ -14,26 +14,27 @@ the store (``engine="dask"``, ``dask.array.from_zarr``).
 from __future__ import annotations
 
 import logging
+import math
 import os
 
 import numpy as np
 
 from .. import _config
-from .._validation import check_array, check_consistent_length, check_engine, is_dask_collection
+from .._validation import (
+    check_array,
+    check_consistent_length,
+    check_engine,
+    check_fits_in_memory,
+    is_dask_collection,
+)
 from ..exceptions import ValidationError
+from ._store_files import FORMAT, check_target, is_zarr_store, swap_in
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["save_features", "load_features"]
 
-FORMAT = "dasktrain.features"
 VERSION = 1
-
-
-def _is_zarr_store(path):
-    return any(
-        os.path.exists(os.path.join(path, marker)) for marker in ("zarr.json", ".zgroup", ".zarray")
-    )
 
 
 def _write(root, path, name, arr):
@@ -52,136 +53,6 @@ def _write(root, path, name, arr):
             name, shape=arr.shape, dtype=arr.dtype, chunks=(step,) + arr.shape[1:]
         )
         z[...] = arr
-
-
-#: What a store written by :func:`save_features` holds at its top level (zarr v3, or v2 files).
-_STORE_ENTRIES = frozenset({"zarr.json", ".zgroup", ".zattrs", ".zmetadata", "X", "y"})
-
-
-def _store_format(path):
-    """The ``format`` attribute of the zarr group at ``path`` (None when there is none)."""
-    import json
-
-    for name, key in (("zarr.json", ("attributes", "format")), (".zattrs", ("format",))):
-        try:
-            with open(os.path.join(path, name), encoding="utf-8") as f:
-                meta = json.load(f)
-        except (OSError, ValueError):
-            continue
-        for k in key:
-            meta = meta.get(k) if isinstance(meta, dict) else None
-        if meta is not None:
-            return meta
-    return None
-
-
-def _foreign_entries(path):
-    """Entries of the folder ``path`` that a store written by save_features does not hold.
-
-    ``X`` and ``y`` must be real folders (a link inside the store is not ours either).
-    """
-    foreign = []
-    for entry in sorted(os.listdir(path)):
-        full = os.path.join(path, entry)
-        if entry not in _STORE_ENTRIES:
-            foreign.append(entry)
-        elif entry in ("X", "y") and (os.path.islink(full) or not os.path.isdir(full)):
-            foreign.append(entry)
-        elif entry not in ("X", "y") and (os.path.islink(full) or not os.path.isfile(full)):
-            foreign.append(entry)
-    return foreign
-
-
-def _protected(real):
-    """Why the folder ``real`` (a resolved path) must never be replaced, or None."""
-    cwd = os.path.realpath(os.getcwd())
-    home = os.path.realpath(os.path.expanduser("~"))
-    if os.path.dirname(real) == real:
-        return "it is the root of a file system"
-    if real == home:
-        return "it is the home folder"
-    if cwd == real or cwd.startswith(real.rstrip(os.sep) + os.sep):
-        return "it is the current folder or one of its parents"
-    return None
-
-
-def _check_target(path, overwrite):
-    """Validate where a store is written, before anything is created or deleted.
-
-    Returns whether an existing store (a dasktrain store, nothing else) is to be replaced.
-    """
-    if path.strip() == "":
-        raise ValidationError(
-            f"path={path!r} is empty; pass the folder to create, e.g. 'features.zarr'."
-        )
-    if os.path.basename(os.path.normpath(path)) in (".", ".."):
-        raise ValidationError(
-            f"path={path!r} names the current or the parent folder; pass a new folder for the "
-            "store, e.g. 'features.zarr'."
-        )
-    why = _protected(os.path.realpath(path))
-    if why is not None:
-        raise ValidationError(
-            f"path={path!r} cannot hold a features store: {why}. Pass a new folder for the store, "
-            "e.g. 'features.zarr'."
-        )
-    if os.path.islink(path):
-        raise ValidationError(
-            f"path={path!r} is a symbolic link (to {os.readlink(path)!r}); save_features does "
-            "not write through links. Pass the real folder or another path."
-        )
-    if not os.path.lexists(path):
-        return False
-    if not overwrite:
-        raise ValidationError(
-            f"{path!r} already exists; pass overwrite=True to replace it or choose another path."
-        )
-    if not os.path.isdir(path):
-        raise ValidationError(
-            f"{path!r} exists and is not a folder; refusing to overwrite it. Choose another path."
-        )
-    if not os.listdir(path):
-        return True  # an empty folder: nothing of the user's is lost
-    if not _is_zarr_store(path) or _store_format(path) != FORMAT:
-        raise ValidationError(
-            f"{path!r} exists and is not a zarr store written by save_features; refusing to "
-            "overwrite it. Choose another path."
-        )
-    foreign = _foreign_entries(path)
-    if foreign:
-        raise ValidationError(
-            f"{path!r} is a features store but also holds {foreign[:10]!r}, which "
-            "save_features did not write; refusing to overwrite it. Move them away or choose "
-            "another path."
-        )
-    return True
-
-
-def _swap_in(tmp, path, replace):
-    """Move the finished store ``tmp`` to ``path``; the old store is deleted only afterwards."""
-    import shutil
-    import tempfile
-
-    if not replace:
-        os.rename(tmp, path)  # fails (nothing lost) if something appeared at path meanwhile
-        return
-    parent, name = os.path.split(os.path.abspath(path))
-    old = tempfile.mkdtemp(prefix=f".{name}.old-", dir=parent)
-    os.rmdir(old)  # only the unique name is wanted
-    os.rename(path, old)
-    try:
-        os.rename(tmp, path)
-    except OSError:
-        os.rename(old, path)  # put the old store back
-        raise
-    # Checked again: only what save_features writes is ever deleted.
-    if _foreign_entries(old):
-        logger.warning("left the previous store at %s: it holds files of another origin", old)
-        return
-    try:
-        shutil.rmtree(old)
-    except OSError as exc:  # the new store is in place; only the cleanup failed
-        logger.warning("could not delete the previous store at %s: %s", old, exc)
 
 
 def _check_inputs(X, y, classes):
@@ -265,13 +136,13 @@ def save_features(path, X, y=None, classes=None, *, overwrite=False) -> str:
 
     path = os.fspath(path)
     X, y, classes = _check_inputs(X, y, classes)
-    replace = _check_target(path, overwrite)
+    replace = check_target(path, overwrite)
     parent, name = os.path.split(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
     try:
         _write_store(tmp, X, y, classes)
-        _swap_in(tmp, path, replace)
+        swap_in(tmp, path, replace)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # our own temporary folder, nothing else
         raise
@@ -298,7 +169,15 @@ def load_features(path, *, engine="local") -> tuple:
     Raises
     ------
     ValidationError
-        ``path`` is missing or is not a dasktrain features store; unknown engine.
+        ``path`` is missing or is not a dasktrain features store; unknown engine; the store
+        does not hold together (checked before anything is read: X not 2-d numeric, y not
+        1-d numeric or of another length than X, ``n_samples``/``n_features``/``has_y``
+        other than the arrays, ``classes`` not a list of names; and labels that are not
+        indices into ``classes``, on the dask engine when ``y`` is computed). The message
+        names the store and what is wrong.
+    InsufficientMemoryError
+        ``engine="local"`` and the arrays need more than 90% of the memory available now;
+        ``engine="dask"`` and the store has so many chunks that dask's graph would not fit.
 
     See Also
     --------
@@ -308,7 +187,7 @@ def load_features(path, *, engine="local") -> tuple:
 
     engine = check_engine(engine, allowed=("local", "dask"))
     path = os.fspath(path)
-    if not os.path.isdir(path) or not _is_zarr_store(path):
+    if not os.path.isdir(path) or not is_zarr_store(path):
         raise ValidationError(
             f"{path!r} is not a zarr store; write one with save_features(path, X, y, classes)."
         )
@@ -319,14 +198,103 @@ def load_features(path, *, engine="local") -> tuple:
             f"{path!r} is a zarr store but not one written by save_features "
             f"(attrs {sorted(attrs)!r}); write it with save_features(path, X, y, classes)."
         )
-    has_y = bool(attrs.get("has_y")) and "y" in root
+    X, y, classes = _check_store(path, root, attrs)
     if engine == "dask":
-        import dask.array as da
+        return (*_lazy(path, X, y, classes), classes)
+    # Python ints: zarr's own nbytes wraps around past 2**63 (a 2**40 x 2**40 X said 8 TiB).
+    nbytes = sum(math.prod(a.shape) * a.dtype.itemsize for a in (X, y) if a is not None)
+    check_fits_in_memory(
+        nbytes,
+        what=f"load_features({path!r}) would hold X of shape {X.shape} ({X.dtype})",
+        fix="Pass engine='dask' to read it chunk by chunk where it is used.",
+    )
+    X = np.asarray(X[...])
+    y = np.asarray(y[...]) if y is not None else None
+    if y is not None and classes is not None:
+        _check_labels(y, len(classes), path)
+    return X, y, classes
 
-        X = da.from_zarr(path, component="X")
-        y = da.from_zarr(path, component="y") if has_y else None
-    else:
-        X = np.asarray(root["X"][...])
-        y = np.asarray(root["y"][...]) if has_y else None
+
+def _damaged(path, what):
+    """The error for a store whose arrays and metadata do not hold together."""
+    return ValidationError(
+        f"the features store {path!r} does not hold together: {what}. save_features writes a "
+        "2-d numeric X, a 1-d numeric y with one label per row of X, and a list of class "
+        "names; write the store again with save_features(path, X, y, classes, overwrite=True)."
+    )
+
+
+def _array(root, name, path):
+    import zarr
+
+    node = root[name]
+    if not isinstance(node, zarr.Array):
+        raise _damaged(path, f"{name} is a {type(node).__name__}, not an array")
+    return node
+
+
+def _check_store(path, root, attrs):
+    """``(X, y or None, classes)`` as zarr arrays and a list, checked against each other and
+    the metadata before anything is read (shapes, dtypes, lengths, ``classes``)."""
+    X = _array(root, "X", path)
+    if X.ndim != 2 or X.dtype.kind not in "biuf":
+        raise _damaged(path, f"X is {X.ndim}-d of dtype {X.dtype} (shape {X.shape})")
+    for key, axis, unit in (("n_samples", 0, "rows"), ("n_features", 1, "columns")):
+        if key in attrs and attrs[key] != X.shape[axis]:
+            said = f"{key}={attrs[key]!r}"
+            raise _damaged(path, f"its metadata says {said} but X has {X.shape[axis]} {unit}")
+    has_y = attrs.get("has_y", "y" in root)
+    if has_y is not ("y" in root):
+        held = "holds a y" if "y" in root else "holds no y"
+        raise _damaged(path, f"its metadata says has_y={has_y!r} but the store {held}")
+    y = _array(root, "y", path) if has_y else None
+    if y is not None and (y.ndim != 1 or y.dtype.kind not in "biuf"):
+        raise _damaged(path, f"y is {y.ndim}-d of dtype {y.dtype} (shape {y.shape})")
+    if y is not None and y.shape[0] != X.shape[0]:
+        raise _damaged(path, f"y has {y.shape[0]} rows but X has {X.shape[0]}")
     classes = attrs.get("classes")
-    return X, y, (list(classes) if classes is not None else None)
+    if classes is not None and (
+        not isinstance(classes, list) or not all(isinstance(c, str) for c in classes)
+    ):
+        raise _damaged(path, f"classes is {classes!r}, not a list of class names")
+    return X, y, classes
+
+
+def _check_labels(y, n_classes, path):
+    """Raise when a label of ``y`` is not an index into the ``n_classes`` class names."""
+    y = np.asarray(y)
+    bad = (y < 0) | (y >= n_classes) | (y != np.floor(y))
+    if bad.any():
+        shown = np.unique(y[bad])[:10].tolist()
+        raise _damaged(
+            path,
+            f"y holds labels {shown!r} that are not indices 0..{n_classes - 1} into its "
+            f"{n_classes} classes",
+        )
+    return y
+
+
+#: dask keeps about this much per chunk while it builds and runs a graph (keys, tasks).
+_GRAPH_BYTES_PER_CHUNK = 1024
+
+
+def _lazy(path, X, y, classes):
+    """Lazy ``(X, y)`` backed by the store; labels are checked chunk by chunk when computed."""
+    import dask.array as da
+
+    n_chunks = math.prod(X.cdata_shape) + (math.prod(y.cdata_shape) if y is not None else 0)
+    check_fits_in_memory(
+        n_chunks * _GRAPH_BYTES_PER_CHUNK,
+        what=(
+            f"load_features({path!r}, engine='dask'): X of shape {X.shape} in chunks of "
+            f"{X.chunks} makes {n_chunks:,} chunks, whose graph alone (about 1 kB each) dask "
+            "would hold"
+        ),
+        fix="The store is damaged or was written with tiny chunks: write it again with "
+        "save_features(path, X, y, classes, overwrite=True), which keeps whole rows per chunk.",
+    )
+    Xd = da.from_zarr(path, component="X")
+    yd = da.from_zarr(path, component="y") if y is not None else None
+    if yd is not None and classes is not None:
+        yd = yd.map_blocks(_check_labels, dtype=yd.dtype, path=path, n_classes=len(classes))
+    return Xd, yd

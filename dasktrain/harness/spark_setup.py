@@ -51,7 +51,11 @@ def open_spark(setup, spark, threads, log=None):
         if isinstance(spark, str):
             logger.warning("a Spark session is running here; using it, not master %r", spark)
         spark = active
-    reason = None if not isinstance(spark, (str, type(None))) else dspark.unavailable_reason()
+    if isinstance(spark, (str, type(None))):
+        reason = dspark.unavailable_reason()
+    else:  # the user's session: its JVM may have died before this comparison
+        died = dspark.jvm_death(spark)
+        reason = f"the session given as spark= died ({died}); start a new one" if died else None
     if reason is not None:
         setup.unavailable = f"Spark is unavailable: {reason}"
         return setup
@@ -93,6 +97,9 @@ def describe_spark(setup) -> dict:
 
 
 def close_spark(setup) -> None:
-    """Stop the session if the comparison started it; never the user's."""
+    """Stop the session if the comparison started it; never the user's. A session whose JVM
+    died is forgotten instead of stopped, and nothing raises: the results are kept."""
     if setup.owned and setup.client is not None:
-        setup.client.stop()
+        from .. import spark as dspark
+
+        dspark.stop_session(setup.client)

@@ -8,12 +8,14 @@ into Spark is part of the whole-step time, as moving it onto the cluster is for 
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 
+from ..exceptions import Unavailable
 from .workloads import _opt, current
 
-__all__ = ["SPARK"]
+__all__ = ["SPARK", "spark_fn"]
 
 
 def s_read(inputs, engine, spark) -> dict:
@@ -21,9 +23,11 @@ def s_read(inputs, engine, spark) -> dict:
 
     size = _opt("image_size", 64)
     t0 = time.perf_counter()
+    # read_images decodes everything once and keeps it (as the dask engine persists), and
+    # counts it against the listing; this count is of the cached frame.
     df, _ = dspark.read_images(spark, inputs.path, size=(size, size), color="gray")
     try:
-        n = df.count()  # decode everything once and keep it, as the dask engine persists
+        n = df.count()
     finally:
         df.unpersist()
     return {"train_time": math.nan, "images": float(n), "read_time": time.perf_counter() - t0}
@@ -90,3 +94,24 @@ SPARK = {
     "naive_bayes": s_naive_bayes,
     "mlp_cv": s_mlp_cv,
 }
+
+
+def spark_fn(spec):
+    """The function workload ``spec`` runs on Spark: a built-in's twin above, a user's own
+    function as it is; either way a JVM that died before or during the run raises
+    :class:`~dasktrain.exceptions.SparkDiedError` ("Spark died: its JVM (pid ...) was killed
+    by signal 9 ...") instead of py4j's raw connection errors."""
+    fn = spec.fn
+    if spec.builtin:
+        if spec.name not in SPARK:
+            raise Unavailable(f"{spec.name} has no Spark implementation in dasktrain.")
+        fn = SPARK[spec.name]
+
+    @functools.wraps(fn)
+    def run(inputs, engine, spark):
+        from .. import spark as dspark
+
+        with dspark.died_as_error(spark):
+            return fn(inputs, engine, spark)
+
+    return run

@@ -207,14 +207,13 @@ _NOT_MINE = {"local": (*_DASK_ROLES, "spark"), "dask": ("spark",), "spark": _DAS
 
 
 def _workload_fn(spec, engine):
-    """The function ``spec`` runs on ``engine``: a built-in's Spark twin on Spark."""
-    if engine != "spark" or not spec.builtin:
+    """The function ``spec`` runs on ``engine``: on Spark, a built-in's Spark twin, and a JVM
+    that died reads "Spark died" (:func:`~.spark_workloads.spark_fn`)."""
+    if engine != "spark":
         return spec.fn
-    from .spark_workloads import SPARK
+    from .spark_workloads import spark_fn
 
-    if spec.name not in SPARK:
-        raise Unavailable(f"{spec.name} has no Spark implementation in dasktrain.")
-    return SPARK[spec.name]
+    return spark_fn(spec)
 
 
 def _timed_call(spec, inputs, rec, client, mon, timeout):

@@ -1,7 +1,10 @@
 """Opening and decoding files: the one decode function both engines use.
 
 Only regular files are opened (a named pipe called ``x.png`` would block forever); headers are
-checked without decoding pixels; decoding resizes, converts and scales by the real bit depth.
+checked without decoding pixels (a remote file's from its first bytes, see ``_remote``);
+decoding resizes, converts and scales by the real bit depth. A remote store that stalls is no
+unreadable file: its :class:`~dasktrain.exceptions.RemoteTimeoutError` is raised, never
+skipped (with ``errors="skip"`` every file would wait out its time limit).
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ import stat
 
 import numpy as np
 
+from ..exceptions import RemoteTimeoutError
 from ._errors import read_error, reason
-from ._remote import is_remote, open_remote, remote_stamp
+from ._remote import HEADER_BYTES, is_remote, open_remote, remote_head, remote_stamp
 
 __all__ = [
     "COLORS",
@@ -92,10 +96,47 @@ def probe_image(path, storage_options=None) -> tuple[str, str, tuple[int, int]]:
         When the file is missing, is not a regular file (a named pipe, socket or device), or
         is not an image Pillow can read (``UnidentifiedImageError``).
     """
+    if is_remote(path):
+        return _probe_remote(path, storage_options)
+    with _open_regular(path) as f:
+        return _header(f)
+
+
+def _header(f):
     from PIL import Image
 
-    with _open(path, storage_options) as f, Image.open(f) as im:
+    with Image.open(f) as im:
         return im.format, im.mode, im.size
+
+
+def _probe_remote(path, storage_options):
+    """The header of a remote file from its first bytes (one ranged read); read whole only
+    when those bytes begin like an image whose header lies further (a JPEG with large
+    metadata before its frame header). A non-image is refused from its first bytes."""
+    head = remote_head(path, storage_options)
+    try:
+        buf = io.BytesIO(head)
+        buf.name = path
+        return _header(buf)
+    except Exception:
+        if len(head) < HEADER_BYTES or not _may_be_an_image(head):
+            raise
+    return _header(open_remote(path, storage_options))
+
+
+def _may_be_an_image(head):
+    """True when a format Pillow knows claims the first bytes (its magic number)."""
+    from PIL import Image
+
+    Image.init()
+    prefix = head[:16]  # what Image.open shows each format's accept()
+    for _, accept in Image.OPEN.values():
+        try:
+            if accept is not None and accept(prefix):
+                return True
+        except Exception:  # noqa: BLE001, S112 - a plugin that cannot judge the bytes
+            continue
+    return False
 
 
 def probe_all(paths, storage_options=None):
@@ -104,6 +145,8 @@ def probe_all(paths, storage_options=None):
     for p in paths:
         try:
             info.append(probe_image(p, storage_options))
+        except RemoteTimeoutError:
+            raise  # a stalled store, not a bad file
         except Exception as exc:  # noqa: BLE001 - any failure makes the file unreadable
             info.append(None)
             bad.append((p, reason(exc)))
@@ -229,6 +272,8 @@ def decode_many(paths, size, color, storage_options=None):
     for i, p in enumerate(paths):
         try:
             out[i] = decode_image(p, size, color, storage_options)
+        except RemoteTimeoutError:
+            raise  # a stalled store, not a bad file
         except Exception as exc:  # noqa: BLE001 - reported with the file name below
             failures.append((i, p, reason(exc)))
     return out, failures

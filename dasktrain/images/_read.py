@@ -12,8 +12,8 @@ import numpy as np
 
 from .. import _config
 from .._dask import compute_all, maybe_client, split_rows
-from .._validation import check_engine, check_positive_int
-from ..exceptions import InsufficientMemoryError, ValidationError
+from .._validation import check_engine, check_fits_in_memory, check_positive_int
+from ..exceptions import RemoteTimeoutError, ValidationError
 from ._decode import COLORS, check_block, decode_image, decode_many, mtime, probe_all, read_block
 from ._errors import check_any_left, read_error, reason, unlisted_error, warn_skipped
 from ._imageset import ImageSet
@@ -28,7 +28,7 @@ from ._workers import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["read_images", "scan_images"]
+__all__ = ["read_images", "scan_images", "list_checked"]
 
 ERRORS = ("raise", "skip")
 
@@ -253,6 +253,24 @@ class _Found:
         self.skipped.extend(bad)
 
 
+def list_checked(path, classes=None, storage_options=None):
+    """``(paths, y, classes)``: the listing and header check of ``read_images(errors="raise")``
+    on this machine, for an engine that reads the files its own way (Spark).
+
+    The same rules as the other engines: folders that cannot be listed, files that are not
+    regular files (named pipes, sockets, devices) and files that are not images (an empty
+    file) raise :class:`ImageReadError` naming them, before anything is read.
+    """
+    check_exists_here(path)
+    paths, y, classes, unlisted = select(path, check_classes(classes), storage_options)
+    if unlisted:
+        raise unlisted_error(unlisted)
+    _, bad = probe_all(paths, storage_options)
+    if bad:
+        raise read_error(bad, when="opened as images")
+    return paths, y, classes
+
+
 def _list(path, classes, files_on, opts):
     """The listed images whose headers are fine; unreadable ones raise or are skipped."""
     so = opts.storage_options
@@ -319,31 +337,20 @@ def _decode_lazily(found, opts):
     )
 
 
-#: The local engine refuses to start when its array needs more than this share of the memory
-#: available now: the rest of the process (and the next step) needs some too.
-_MEMORY_HEADROOM = 0.9
-
-
 def _check_fits_in_memory(n, size, color):
     """Raise :class:`InsufficientMemoryError` before decoding ``n`` images that cannot fit.
 
     The decoded array is allocated lazily by the OS, so without this check the process only
     dies (killed for memory) far into the decoding; the estimate needs no allocation.
     """
-    import psutil
-
     h, w = size
     c = COLORS[color]
-    need = n * h * w * c * np.dtype(np.float32).itemsize
-    available = psutil.virtual_memory().available
-    if need > _MEMORY_HEADROOM * available:
-        raise InsufficientMemoryError(
-            f"read_images(engine='local') would hold {n} images of {h}x{w}x{c} float32 in "
-            f"memory: {need / 2**30:.2f} GiB, but only {available / 2**30:.2f} GiB is available "
-            f"(the local engine uses at most {_MEMORY_HEADROOM:.0%} of it). Use engine='dask', "
-            "which decodes chunk by chunk on the workers, or read fewer or smaller images "
-            "(size=, color='gray')."
-        )
+    check_fits_in_memory(
+        n * h * w * c * np.dtype(np.float32).itemsize,
+        what=f"read_images(engine='local') would hold {n} images of {h}x{w}x{c} float32",
+        fix="Use engine='dask', which decodes chunk by chunk on the workers, or read fewer or "
+        "smaller images (size=, color='gray').",
+    )
 
 
 def _find_undecodable(paths, size, color, chunk_size, storage_options=None):
@@ -427,6 +434,8 @@ def scan_images(path, *, classes=None, decode=False) -> dict:
                 continue
             try:
                 decode_image(p, (8, 8), "gray")
+            except RemoteTimeoutError:
+                raise  # a stalled store, not a bad file
             except Exception as exc:  # noqa: BLE001 - reported to the caller
                 bad.append((p, reason(exc)))
                 info[i] = None

@@ -1,10 +1,16 @@
 """Remote images through fsspec: ``s3://``, ``gs://``, ``http(s)://``, ``memory://`` ...
 
 A path with a protocol other than ``file`` is remote. Its folder is listed with the
-filesystem's ``find``, and each file is read whole into memory before Pillow opens it (images
-are small, and a remote file's seek is a request). The ``storage_options`` of the call (keys,
-an endpoint) go to ``fsspec.core.url_to_fs`` on the client and, with the tasks, on the
-workers. Local paths never come here: they keep the regular-file checks of ``_decode``.
+filesystem's ``find``. A header check asks for the first :data:`HEADER_BYTES` of a file only (a
+ranged read), and decoding reads the file whole with one request (``cat_file``: no ``HEAD``
+first), so each file's content is fetched once per read; a 300 MB non-image cost 300 MB of
+memory and a full download just to be refused. Every listing and read of fsspec's async
+filesystems (s3, gs, http(s), az) has a time limit, the ``dasktrain.images.remote-timeout``
+setting: a stalled server raises :class:`~dasktrain.exceptions.RemoteTimeoutError` naming the
+URL instead of hanging (aiohttp waits 5 minutes per request by default). The
+``storage_options`` of the call (keys, an endpoint) go to ``fsspec.core.url_to_fs`` on the
+client and, with the tasks, on the workers. Local paths never come here: they keep the
+regular-file checks of ``_decode``.
 """
 
 from __future__ import annotations
@@ -12,7 +18,23 @@ from __future__ import annotations
 import io
 import posixpath
 
-__all__ = ["is_remote", "remote_fs", "open_remote", "remote_stamp", "walk_remote"]
+from .. import _config
+from ..exceptions import RemoteTimeoutError
+
+__all__ = [
+    "HEADER_BYTES",
+    "is_remote",
+    "remote_fs",
+    "read_remote",
+    "open_remote",
+    "remote_head",
+    "remote_stamp",
+    "walk_remote",
+]
+
+#: Bytes a remote header check reads: every header Pillow parses fits, bar JPEGs with large
+#: metadata before their frame header, which are then read whole (see ``_decode``).
+HEADER_BYTES = 64 * 1024
 
 
 def is_remote(path):
@@ -29,22 +51,66 @@ def remote_fs(path, storage_options=None):
     return url_to_fs(path, **(storage_options or {}))
 
 
+def _timeout():
+    """Seconds of the ``dasktrain.images.remote-timeout`` setting, or None (no limit)."""
+    from dask.utils import parse_timedelta
+
+    value = _config.get("images.remote-timeout", "60s")
+    return parse_timedelta(value, default="s") if value not in (None, False, 0) else None
+
+
+def _call(fs, url, what, method, *args, **kwargs):
+    """``fs.method(*args, **kwargs)`` within the time limit; a timeout raises
+    :class:`RemoteTimeoutError` naming ``url`` and ``what`` was being done.
+
+    fsspec's async filesystems take ``timeout=`` on every blocking call and cancel the request
+    when it is over; the others (``memory://``) are called as they are.
+    """
+    from fsspec.asyn import AsyncFileSystem
+    from fsspec.exceptions import FSTimeoutError
+
+    timeout = _timeout()
+    if timeout is not None and isinstance(fs, AsyncFileSystem):
+        kwargs["timeout"] = timeout
+    try:
+        return getattr(fs, method)(*args, **kwargs)
+    except FSTimeoutError as exc:
+        raise RemoteTimeoutError(
+            f"{url!r} did not answer within {timeout:g} s while {what} (the "
+            "dasktrain.images.remote-timeout setting): the server is stalled or too slow. "
+            "Check that it answers, or raise the limit, e.g. dask.config.set("
+            "{'dasktrain.images.remote-timeout': '300s'}) (on the workers too for the dask "
+            "engine)."
+        ) from exc
+
+
+def read_remote(path, storage_options=None, *, start=None, end=None):
+    """The bytes of ``path`` (``[start:end]`` with a ranged read), in one request."""
+    fs, p = remote_fs(path, storage_options)
+    what = "reading it" if start is None and end is None else "reading its header"
+    return _call(fs, path, what, "cat_file", p, start=start, end=end)
+
+
+def remote_head(path, storage_options=None):
+    """The first :data:`HEADER_BYTES` of ``path`` (fewer for a smaller file)."""
+    return read_remote(path, storage_options, start=0, end=HEADER_BYTES)
+
+
 def open_remote(path, storage_options=None):
     """The whole file as a seekable in-memory binary file, named after ``path``."""
-    fs, p = remote_fs(path, storage_options)
-    with fs.open(p, "rb") as f:
-        data = f.read()
-    buf = io.BytesIO(data)
+    buf = io.BytesIO(read_remote(path, storage_options))
     buf.name = path  # Pillow's messages name the file
     return buf
 
 
 def remote_stamp(path, storage_options=None):
     """A version of the file (ETag, mtime or size), None when it cannot be read: a rewritten
-    file must not reuse a result cached on the cluster."""
+    file must not reuse a result cached on the cluster. A stalled server raises."""
     try:
         fs, p = remote_fs(path, storage_options)
-        info = fs.info(p)
+        info = _call(fs, path, "reading its version", "info", p)
+    except RemoteTimeoutError:
+        raise
     except Exception:  # noqa: BLE001 - unreadable files are reported by the header check
         return None
     for key in ("ETag", "etag", "mtime", "LastModified", "last_modified", "md5Hash"):
@@ -55,13 +121,14 @@ def remote_stamp(path, storage_options=None):
 
 def walk_remote(url, storage_options=None):
     """``(urls, labels, loose)``: the files under ``url`` (class = parent folder name, at any
-    depth) and the names of those lying directly in ``url`` (no class folder)."""
+    depth) and the names of those lying directly in ``url`` (no class folder); None when
+    ``url`` is not a folder."""
     fs, root = remote_fs(url, storage_options)
     root = root.rstrip("/")
-    if not fs.isdir(root):
+    if not _call(fs, url, "listing it", "isdir", root):
         return None
     urls, labels, loose = [], [], []
-    for p in sorted(fs.find(root, withdirs=False)):
+    for p in sorted(_call(fs, url, "listing it", "find", root, withdirs=False)):
         rel = p[len(root) :].lstrip("/")
         parts = rel.split("/")
         if any(part.startswith(".") for part in parts):

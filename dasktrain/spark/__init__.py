@@ -7,6 +7,7 @@ says why Spark cannot run here. The comparison harness calls these functions for
 
 from ._features import cnn_features, image_features
 from ._frames import collect_column, image_frame, vector_frame
+from ._jvm import died_as_error, jvm_death, stop_session
 from ._models import SETTINGS, kmeans, logreg, mlp_cv, naive_bayes, xgboost
 from ._read import read_images, to_numpy
 from ._session import active_session, session_cores, spark_session, unavailable_reason
@@ -16,8 +17,10 @@ __all__ = [
     "active_session",
     "cnn_features",
     "collect_column",
+    "died_as_error",
     "image_features",
     "image_frame",
+    "jvm_death",
     "vector_frame",
     "kmeans",
     "logreg",
@@ -26,6 +29,7 @@ __all__ = [
     "read_images",
     "session_cores",
     "spark_session",
+    "stop_session",
     "to_numpy",
     "unavailable_reason",
     "xgboost",

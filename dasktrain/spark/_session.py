@@ -18,6 +18,7 @@ import warnings
 
 from .._compat import import_optional
 from ..exceptions import OptionalDependencyError, ValidationError
+from ._jvm import dead_active_context, forget_dead
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +108,8 @@ def spark_session(cores=None, *, master=None, session=None, ui=False, conf=None)
 
 def _start(master, ui, conf):
     sql = import_optional("pyspark.sql", "spark")
+    if dead_active_context() is not None:  # getOrCreate() would hand back the dead session
+        forget_dead()
     builder = sql.SparkSession.builder.master(master).appName("dasktrain")
     for key, value in {**_CONF, "spark.ui.enabled": str(bool(ui)).lower(), **(conf or {})}.items():
         builder = builder.config(key, value)
@@ -118,8 +121,17 @@ def _start(master, ui, conf):
 
 def active_session():
     """The SparkSession already running in this process, or None (pyspark not imported yet,
-    or no session): ``getOrCreate`` would return it whatever master is asked for."""
+    or no session): ``getOrCreate`` would return it whatever master is asked for.
+
+    A session whose JVM died is forgotten (logged) and None returned: pyspark would raise a
+    ``ConnectionRefusedError`` here, and in every later ``getOrCreate()`` of the process.
+    """
     if "pyspark.sql" not in sys.modules:
+        return None
+    why = dead_active_context()
+    if why is not None:
+        logger.warning("the Spark session of this process died (%s); forgetting it", why)
+        forget_dead()
         return None
     return sys.modules["pyspark.sql"].SparkSession.getActiveSession()
 
