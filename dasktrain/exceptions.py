@@ -14,6 +14,7 @@ __all__ = [
     "WeightsError",
     "DDPError",
     "WorkerLostError",
+    "WorkersPausedError",
     "WorkloadError",
     "Unavailable",
     "InsufficientMemoryError",
@@ -81,6 +82,10 @@ class DDPError(DasktrainError, RuntimeError):
 class WorkerLostError(DasktrainError, RuntimeError):
     """Raised when a Dask worker left the cluster during a step that cannot go on without it
     (and no restart is left); names the worker(s) and how to resume."""
+
+
+class WorkersPausedError(DasktrainError, RuntimeError):
+    """Raised when a step waited too long on Dask workers paused for memory; names them."""
 
 
 class WorkloadError(ValidationError):

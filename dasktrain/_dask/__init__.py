@@ -31,9 +31,17 @@ run per row block                      :class:`BlockRunner` (persisted, many pas
 readable task names                    :func:`task_keys` (``kmeans-lloyd-<uuid>-<i>``)
 passes without the scheduler           :class:`~.direct.DirectGroup` (one long-running task
                                        per worker; ``BlockRunner(direct=name)``) (:mod:`.direct`)
+wait, never forever on paused workers  :func:`wait_for`, :func:`gather`, :func:`result`,
+                                       :func:`scatter_data` (our own waits), :func:`watching` (a
+                                       guard around a call we do not own: xgboost.dask,
+                                       dask-ml, a workload), :class:`StallWatch` (a wait
+                                       loop of its own) (:mod:`.paused`)
+the futures a call made                :func:`future_keys`, :func:`cancel_keys`
 =====================================  =====================================================
 
-The rules this package keeps for everyone: only the sample axis is chunked; a model never
+The rules this package keeps for everyone: every wait on the cluster goes through
+:mod:`.paused` (a worker paused for memory must end in an error, never a hang); only the
+sample axis is chunked; a model never
 enters a graph more than once (dask-ml #842); an array never reaches ``client.map`` /
 ``client.submit`` as a keyword (distributed turns it into a graph node keyed by the
 argument's name); every task key says what the task does.
@@ -51,6 +59,16 @@ from .client import (
     scheduler_workers,
     total_threads,
     using_client,
+)
+from .paused import (
+    StallWatch,
+    cancel_keys,
+    future_keys,
+    gather,
+    result,
+    scatter_data,
+    wait_for,
+    watching,
 )
 from .rows import (
     align_rows,
@@ -90,6 +108,14 @@ __all__ = [
     "balanced_persist",
     "gather_rows",
     "map_scattered",
+    "wait_for",
+    "gather",
+    "result",
+    "scatter_data",
+    "watching",
+    "StallWatch",
+    "future_keys",
+    "cancel_keys",
     "BlockRunner",
     "map_row_blocks",
     "blockwise_apply",

@@ -32,6 +32,7 @@ import threading
 import time
 
 from .client import connect_timeout, live_workers
+from .paused import StallWatch
 
 logger = logging.getLogger(__name__)
 
@@ -193,6 +194,9 @@ class DirectGroup:
             logger.info("direct passes unavailable (%s); passes go through the scheduler", exc)
             self.close()
             return False
+        except BaseException:
+            self.close()
+            raise
         finally:
             self._listener.close()
         return True
@@ -241,11 +245,15 @@ class DirectGroup:
 
         threading.Thread(target=accept_all, daemon=True, name="direct-accept").start()
         pending = list(owners)
+        # The tasks start on paused workers as late as on any: not the connect timeout, then
+        # the task passes' own wait, but an error once they are stuck (WorkersPausedError).
+        stall = StallWatch(self.client, f"the direct passes of {self.name}")
         while pending:
             try:
                 item = got.get(timeout=max(0.0, min(_CHECK_S, deadline - time.monotonic())))
             except queue.Empty:
                 self._check_futures()
+                stall.check([f.key for f in self.futures])
                 if time.monotonic() >= deadline:
                     raise GroupLost(f"{len(pending)} worker(s) did not connect in time") from None
                 continue

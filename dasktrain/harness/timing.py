@@ -21,7 +21,7 @@ import traceback
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from .._dask import WorkerWatch
+from .._dask import WorkerWatch, cancel_keys, future_keys, watching
 from ..exceptions import OptionalDependencyError, Unavailable, WorkloadError
 from .breakdown import observe, observe_local, split_local, split_time
 from .monitor import ResourceMonitor
@@ -73,32 +73,6 @@ class _RunTimeout(Exception):
     """A run did not finish within its time limit (reported in its row, never raised out)."""
 
 
-def _future_keys(client):
-    """The keys of the futures ``client`` holds (its event loop thread may change the dict)."""
-    for _ in range(10):
-        try:
-            return set(client.futures)
-        except RuntimeError:  # "dictionary changed size during iteration"
-            time.sleep(0.01)
-    return set(client.futures)
-
-
-def _cancel_new_futures(client, before):
-    """Cancel the futures ``client`` holds that were not there in ``before``: a hung dask run's
-    tasks. Returns how many were cancelled."""
-    from distributed import Future
-
-    keys = [k for k in _future_keys(client) if k not in before]
-    if keys:
-        futures = [Future(k, client) for k in keys]
-        try:
-            client.cancel(futures, force=True, reason="dasktrain.compare: the run timed out")
-        except Exception:  # noqa: BLE001 - best effort: the row says the run timed out anyway
-            logger.warning("could not cancel the tasks of a timed-out run", exc_info=True)
-        del futures
-    return len(keys)
-
-
 def _timeout_message(timeout, cancelled, still_running):
     msg = f"did not finish within the time limit of {timeout:g} s"
     if cancelled:
@@ -127,7 +101,7 @@ def _call(fn, args, timeout, client):
         elapsed = time.perf_counter() - t0
         return value, elapsed, (w0, w0 + elapsed)
     box = {}
-    before = _future_keys(client) if client is not None else set()
+    before = future_keys(client) if client is not None else set()
 
     def target():
         box["w0"], t0 = time.time(), time.perf_counter()
@@ -146,7 +120,10 @@ def _call(fn, args, timeout, client):
     thread.start()
     thread.join(timeout)
     if thread.is_alive():
-        cancelled = _cancel_new_futures(client, before) if client is not None else 0
+        cancelled = 0
+        if client is not None:
+            new = future_keys(client) - before
+            cancelled = cancel_keys(client, new, reason="dasktrain.compare: the run timed out")
         thread.join(min(5.0, timeout))  # a dask run blocked on its cancelled tasks ends now
         raise _RunTimeout(_timeout_message(timeout, cancelled, thread.is_alive()))
     if "exc" in box:
@@ -206,6 +183,19 @@ _DASK_ROLES = ("worker", "nanny", "scheduler", "rank")
 _NOT_MINE = {"local": (*_DASK_ROLES, "spark"), "dask": ("spark",), "spark": _DASK_ROLES}
 
 
+def _guarded(fn, client, what):
+    """``fn`` behind the paused-worker guard of ``client`` (a dask run: a workload's waits are
+    its own, so the futures it makes are watched; see :mod:`dasktrain._dask.paused`)."""
+    if client is None:
+        return fn
+
+    def call(*args):
+        with watching(client, what):
+            return fn(*args)
+
+    return call
+
+
 def _workload_fn(spec, engine):
     """The function ``spec`` runs on ``engine``: a built-in's Spark twin on Spark."""
     if engine != "spark" or not spec.builtin:
@@ -227,9 +217,9 @@ def _timed_call(spec, inputs, rec, client, mon, timeout):
     try:
         with observed as obs:
             args = (inputs, rec.engine, client)
-            metrics, rec.time, window = _call(
-                _workload_fn(spec, rec.engine), args, timeout, dask_client
-            )
+            what = f"workload {spec.name!r} on setup {rec.setup!r}"
+            fn = _guarded(_workload_fn(spec, rec.engine), dask_client, what)
+            metrics, rec.time, window = _call(fn, args, timeout, dask_client)
     finally:
         if mon is not None:
             mon.stop()
