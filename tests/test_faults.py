@@ -248,6 +248,31 @@ def test_eager_feature_extraction_survives_a_killed_worker(fault_client, images,
     _assert_recovered(client)
 
 
+def test_eager_feature_extraction_without_workers_fails_clearly():
+    # Regression: TypeError "float + str": the connect timeout "30s" reached client.scatter as
+    # a string, so the intended WorkerLostError never fired.
+    import dask
+    from distributed import Client, LocalCluster
+
+    from dasktrain.features import CNNFeatures
+
+    pytest.importorskip("torch")
+    images = np.random.default_rng(0).random((8, 32, 32, 1), dtype=np.float32)
+    with dask.config.set({"distributed.comm.timeouts.connect": "3s"}):
+        with (
+            LocalCluster(
+                n_workers=0, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0"
+            ) as cluster,
+            Client(cluster, set_as_default=False) as client,
+        ):
+            t0 = time.monotonic()
+            with pytest.raises(WorkerLostError) as info:
+                CNNFeatures("smallcnn", engine="dask").transform(images, client=client)
+            took = time.monotonic() - t0
+    assert "within 3 s" in str(info.value) and "does it still have workers" in str(info.value)
+    assert took < 3 + 10, took
+
+
 # --------------------------------------------------------------------------- models
 
 

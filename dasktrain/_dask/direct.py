@@ -256,7 +256,7 @@ class DirectGroup:
         owners = _owners(self.client, self.blocks) if host else None
         if not owners:
             return False
-        timeout = _seconds(connect_timeout()) if timeout is None else timeout
+        timeout = connect_timeout() if timeout is None else timeout
         authkey = secrets.token_bytes(32)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:
@@ -401,9 +401,3 @@ class DirectGroup:
             except Exception:  # noqa: BLE001 - a client closing at the same time
                 logger.debug("could not cancel the direct tasks", exc_info=True)
         self.futures = []
-
-
-def _seconds(value):
-    from dask.utils import parse_timedelta
-
-    return float(parse_timedelta(value, default="seconds"))

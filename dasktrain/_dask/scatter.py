@@ -33,7 +33,7 @@ class _Pieces:
         except (TimeoutError, OSError) as exc:
             raise WorkerLostError(
                 f"could not send {len(items)} piece(s) of images to the cluster within "
-                f"{self.timeout} ({type(exc).__name__}: {exc}); does it still have workers? "
+                f"{self.timeout:g} s ({type(exc).__name__}: {exc}); does it still have workers? "
                 f"Workers now: {sorted(scheduler_workers(self.client))!r}."
             ) from exc
 
