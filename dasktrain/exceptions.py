@@ -17,6 +17,7 @@ __all__ = [
     "WorkersPausedError",
     "WorkloadError",
     "Unavailable",
+    "UnguardedScriptError",
     "InsufficientMemoryError",
     "DasktrainWarning",
     "SkippedFilesWarning",
@@ -94,6 +95,10 @@ class WorkloadError(ValidationError):
 
 class Unavailable(DasktrainError):
     """Raised by a workload whose part of dasktrain (or an optional package) is not available."""
+
+
+class UnguardedScriptError(DasktrainError, RuntimeError):
+    """Raised when a spawned process re-runs a script that has no ``if __name__ == "__main__":``."""
 
 
 class InsufficientMemoryError(DasktrainError, MemoryError):
