@@ -20,8 +20,8 @@ import uuid
 import numpy as np
 
 from .direct import DirectGroup, GroupLost, direct_enabled
-from .paused import gather, scatter_data, wait_for
 from .rows import block_futures, row_blocks, row_chunked
+from .waits import gather, scatter_data, wait_for
 
 logger = logging.getLogger(__name__)
 

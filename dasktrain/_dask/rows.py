@@ -25,7 +25,7 @@ import numpy as np
 from .._validation import check_known_chunks, is_dask_collection, n_samples
 from ..exceptions import ValidationError
 from .client import maybe_client, scheduler_workers
-from .paused import gather, wait_for
+from .waits import gather, wait_for
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def compute_all(values, *, client=None, scheduler=None):
     Raises
     ------
     WorkersPausedError
-        The computation waited on workers paused for memory (:mod:`.paused`).
+        The computation waited on workers paused for memory (:mod:`.waits`).
     """
     import dask
 

@@ -7,7 +7,7 @@ from concurrent.futures import CancelledError
 
 from .blocks import task_keys
 from .client import connect_timeout, scheduler_workers
-from .paused import scatter_data, wait_for
+from .waits import scatter_data, wait_for
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def map_scattered(client, func, pieces, *, name, progress=None, max_resubmits=No
         A piece was lost more than ``max_resubmits`` times, or no worker took it back in
         ``distributed.comm.timeouts.connect``.
     WorkersPausedError
-        The pieces waited on workers paused for memory (:mod:`.paused`).
+        The pieces waited on workers paused for memory (:mod:`.waits`).
     """
     import dask.config
 

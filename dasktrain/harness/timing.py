@@ -21,11 +21,12 @@ import traceback
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from .._dask import WorkerWatch, cancel_keys, future_keys, watching
+from .._dask import WorkerWatch, busy_with_cancelled, cancel_keys, future_keys, watching
 from ..exceptions import OptionalDependencyError, Unavailable, WorkloadError
 from .breakdown import observe, observe_local, split_local, split_time
 from .monitor import ResourceMonitor
 from .results import RunRecord
+from .setups import free_stuck_workers
 from .workloads import using
 
 if TYPE_CHECKING:  # pandas comes with the monitor's samples
@@ -70,7 +71,14 @@ def limited(engine, n_threads) -> Iterator[None]:
 # The time limit
 # --------------------------------------------------------------------------------------------
 class _RunTimeout(Exception):
-    """A run did not finish within its time limit (reported in its row, never raised out)."""
+    """A run did not finish within its time limit (reported in its row, never raised out).
+
+    ``busy``: ``{worker: [key]}`` of its cancelled tasks that still hold a worker thread.
+    """
+
+    def __init__(self, message, busy=None):
+        super().__init__(message)
+        self.busy = busy or {}
 
 
 def _timeout_message(timeout, cancelled, still_running):
@@ -125,7 +133,9 @@ def _call(fn, args, timeout, client):
             new = future_keys(client) - before
             cancelled = cancel_keys(client, new, reason="dasktrain.compare: the run timed out")
         thread.join(min(5.0, timeout))  # a dask run blocked on its cancelled tasks ends now
-        raise _RunTimeout(_timeout_message(timeout, cancelled, thread.is_alive()))
+        # A cancelled task that was running still runs, on the worker's thread.
+        busy = busy_with_cancelled(client) if cancelled else {}
+        raise _RunTimeout(_timeout_message(timeout, cancelled, thread.is_alive()), busy)
     if "exc" in box:
         raise box["exc"]
     return box["value"], box["elapsed"], (box["w0"], box["w0"] + box["elapsed"])
@@ -185,7 +195,7 @@ _NOT_MINE = {"local": (*_DASK_ROLES, "spark"), "dask": ("spark",), "spark": _DAS
 
 def _guarded(fn, client, what):
     """``fn`` behind the paused-worker guard of ``client`` (a dask run: a workload's waits are
-    its own, so the futures it makes are watched; see :mod:`dasktrain._dask.paused`)."""
+    its own, so the futures it makes are watched; see :mod:`dasktrain._dask.waits`)."""
     if client is None:
         return fn
 
@@ -276,6 +286,8 @@ def run_once(
         rec.status, rec.error = "unavailable", str(exc)
     except _RunTimeout as exc:
         rec.status, rec.error = "timeout", str(exc)
+        if exc.busy:  # the cluster must stay usable for the later runs, or say it is not
+            rec.error += "; " + free_stuck_workers(setup, exc.busy)
     except Exception as exc:
         logger.info("workload %s on %s failed:\n%s", spec.name, engine, traceback.format_exc())
         rec.status, rec.error = "error", f"{type(exc).__name__}: {exc}"
