@@ -241,6 +241,20 @@ def test_xgboost_predict_on_paused_workers(pc, xy):
         _assert_clear(info, pc, t0)
 
 
+def test_classic_fit_on_paused_workers(pc, xy):
+    # The checks of a dask y (its classes) are dask's own compute: behind the fit's guard.
+    from dasktrain.models import LogisticRegression
+
+    X, y = xy
+    Xd, yd = pc.persist([da.from_array(X, chunks=200), da.from_array(y, chunks=200)])
+    pc.gather(pc.compute([Xd.sum(), yd.sum()]))
+    with held(pc):
+        t0 = time.monotonic()
+        with pytest.raises(WorkersPausedError) as info:
+            LogisticRegression(engine="dask", client=pc).fit(Xd, yd)
+        _assert_clear(info, pc, t0)
+
+
 def test_eager_features_on_paused_workers(pc):
     pytest.importorskip("torch")
     from dasktrain.features import CNNFeatures
