@@ -273,18 +273,13 @@ def _worker_malloc_env():
     import dask
 
     env = _malloc.process_environ() if _config.get("malloc.workers") else {}
-    before = {k: os.environ.pop(k, None) for k in env}
-    try:
+    with _malloc.environ_kept(env):
+        for k in env:  # distributed prefers os.environ to its pre-spawn configuration
+            os.environ.pop(k, None)
         with dask.config.set(
             {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in env.items()}
         ):
             yield bool(env)
-    finally:
-        for k, v in before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _release_memory(client):

@@ -516,9 +516,13 @@ def _stuck_comparison(tmp_path, **kw):
 def test_a_timed_out_run_on_the_comparisons_own_cluster_restarts_the_stuck_workers(tmp_path):
     # Regression: the cancelled tasks kept the workers' only threads, so every later dask
     # run of the comparison timed out too (with a misleading reason).
+    from dasktrain import _malloc
+
+    environ = {k: os.environ.get(k) for k in _malloc.ENV_NAMES}
     t0 = time.monotonic()
     res = _stuck_comparison(tmp_path, clusters={"own": 2})
     took = time.monotonic() - t0
+    assert {k: os.environ.get(k) for k in _malloc.ENV_NAMES} == environ  # the restart's too
     runs = res.runs.set_index(["workload", "repeat"]).sort_index()
     stuck = runs.loc[("stuck_on_the_cluster", 1)]
     assert stuck.status == "timeout" and "were restarted" in stuck.error

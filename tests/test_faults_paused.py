@@ -14,9 +14,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import operator
+import os
 import time
 
 import dask
+import distributed  # noqa: F401 - its settings must exist before dask.config.set changes them
 import numpy as np
 import pytest
 
@@ -75,7 +77,7 @@ def held(client, mib=240):
 
     Afterwards the memory is released, the worker resumes and the client computes again.
     """
-    kept = client.submit(np.ones, mib * _MB, np.uint8, pure=False, key="held-memory")
+    kept = client.submit(np.ones, mib * _MB, np.uint8, pure=False)
     kept.result(timeout=30)  # one task: it runs to the end, the pause comes after it
     _wait_status(client, "paused")
     try:
@@ -135,9 +137,16 @@ def _leak(mib, dask_worker):
     dask_worker.test_leak = np.ones(mib * _MB, np.uint8)
 
 
+def _malloc_environ():
+    from dasktrain import _malloc
+
+    return {k: os.environ.get(k) for k in _malloc.ENV_NAMES}
+
+
 def test_restart_when_asked_lets_the_work_finish(pc, caplog):
     from dasktrain._dask import gather
 
+    before = _malloc_environ()
     with dask.config.set({"dasktrain.paused-workers.restart": True}):
         pc.run(_leak, 240)
         _wait_status(pc, "paused")
@@ -149,6 +158,9 @@ def test_restart_when_asked_lets_the_work_finish(pc, caplog):
         assert "restarting them" in caplog.text
         del fut
     _wait_status(pc, "running")
+    # The nanny copied the workers' allocator variables into this process's environment to
+    # restart them: put back (later clusters and subprocesses would inherit them).
+    assert _malloc_environ() == before
 
 
 # ------------------------------------------------------------------------------- the library
