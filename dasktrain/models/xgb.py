@@ -33,6 +33,7 @@ from .._dask import (
     row_chunked,
     total_threads,
     using_client,
+    watching,
 )
 from .._validation import (
     check_positive_int,
@@ -53,7 +54,7 @@ from ._base import (
     validate_y,
 )
 from ._output import apply_blockwise
-from ._xgb_dask import fit_dask
+from ._xgb_dask import fit_dask, predict_dask
 from ._xgb_predict import (
     BoosterPredictor,
     argmax_labels,
@@ -195,6 +196,9 @@ class _XGBBase(BaseEstimator):
         WorkerLostError
             A worker died during a dask fit and no restart is left (``max_restarts``); the
             message names the worker and the last checkpoint to resume from.
+        WorkersPausedError
+            The dask fit waited on workers paused for memory for
+            ``dasktrain.paused-workers.grace``.
 
         Notes
         -----
@@ -205,7 +209,9 @@ class _XGBBase(BaseEstimator):
         when there is one (its remaining rounds only), else from the start. A restart's
         early-stopping count and ``evals_result_`` begin at the checkpoint.
         """
-        with using_client(self.client):
+        # Behind the paused-worker guard: xgboost.dask's waits are its own.
+        what = f"{type(self).__name__}.fit"
+        with using_client(self.client), watching(maybe_client(self.client), what):
             return self._fit(X, y, eval_set, sample_weight, xgb_model)
 
     def _fit(self, X, y, eval_set, sample_weight, xgb_model=None):
@@ -344,13 +350,7 @@ class _XGBBase(BaseEstimator):
         multi = self._kind == "classifier" and self.n_classes_ > 2
         client = maybe_client(self.client)
         if client is not None and not is_dask_frame(X_in):
-            X = row_chunked(X)
-            import xgboost.dask as dxgb
-
-            # as_current: xgboost's _get_client calls distributed.get_client() even when
-            # given a client, which fails for an explicit client that is not the default.
-            with client.as_current():
-                return dxgb.inplace_predict(client, self.booster_, X, iteration_range=rng)
+            return predict_dask(self, client, row_chunked(X), rng)
         # A dask DataFrame (rows unknown) or no distributed client: one booster key in the
         # graph, applied blockwise.
         return apply_blockwise(
