@@ -51,6 +51,8 @@ __all__ = [
     "large_buffers",
     "release",
     "free_bytes",
+    "put_back",
+    "remember_own",
 ]
 
 #: the variables :func:`process_environ` sets (glibc reads them once, at process start)
@@ -111,27 +113,34 @@ def process_environ():
     }
 
 
-@contextlib.contextmanager
-def environ_kept(names=ENV_NAMES):
-    """This process's ``names`` variables as they were, whatever a nanny copies in meanwhile.
+#: this process's own allocator variables, as they were when dasktrain last started a
+#: cluster (put back after every spawn: see :func:`put_back`)
+_ORIGINAL = {k: os.environ.get(k) for k in ENV_NAMES}
 
-    distributed's nanny copies its pre-spawn variables (``MALLOC_*``) into ``os.environ``
-    before it spawns a worker: at the cluster's start and again at every restart of a worker
-    (``client.restart_workers``). Later clusters, process pools and subprocesses of this
-    process would inherit them (a plain ``LocalCluster`` would start workers with
-    :func:`process_environ`'s thresholds, since distributed prefers ``os.environ`` to its
-    configuration).
+
+def remember_own(values):
+    """Note this process's own ``values`` of :data:`ENV_NAMES` as a cluster starts."""
+    _ORIGINAL.update({k: v for k, v in values.items() if k in ENV_NAMES})
+
+
+def put_back(written):
+    """Undo what a nanny wrote into ``os.environ``: ``written`` are its pre-spawn variables.
+
+    distributed's nanny copies its pre-spawn variables (``MALLOC_*``) into ``os.environ`` of
+    the process that runs it before it spawns a worker: at a cluster's start and again at every
+    restart, its own after a crash included. Later clusters, process pools and subprocesses
+    of this process would inherit them (a plain ``LocalCluster`` would start workers with
+    :func:`process_environ`'s thresholds and no :class:`~dasktrain._dask.memory.ReleaseMemory`,
+    since distributed prefers ``os.environ`` to its configuration). A variable still holding
+    the value the nanny wrote gets back the one this process had before dasktrain's first
+    cluster; anything else was changed since by someone else and is left alone.
     """
-    names = tuple(names)
-    before = {k: os.environ.get(k) for k in names}
-    try:
-        yield
-    finally:
-        for k, v in before.items():
-            if v is None:
+    for k in ENV_NAMES:
+        if k in written and os.environ.get(k) == written[k]:
+            if _ORIGINAL[k] is None:
                 os.environ.pop(k, None)
             else:
-                os.environ[k] = v
+                os.environ[k] = _ORIGINAL[k]
 
 
 @functools.lru_cache(maxsize=1)

@@ -6,7 +6,7 @@ import contextlib
 import logging
 import os
 
-from distributed import Client
+from distributed import Client, Nanny
 
 from . import _config, _malloc
 from ._compat import check_not_bootstrapping, cpu_count, gpu_count, import_optional
@@ -246,8 +246,9 @@ def _start_local(
     n_workers = n_workers or (cpu_count() if threads_per_worker in (None, 1) else None)
     if n_workers is None:
         n_workers = max(1, cpu_count() // threads_per_worker)
-    with _worker_malloc_env():
+    with _worker_malloc_env() as tuned:
         return LocalCluster(
+            worker_class=_Nanny if tuned else None,
             n_workers=n_workers,
             threads_per_worker=threads_per_worker or 1,
             processes=True,
@@ -273,13 +274,33 @@ def _worker_malloc_env():
     import dask
 
     env = _malloc.process_environ() if _config.get("malloc.workers") else {}
-    with _malloc.environ_kept(env):
-        for k in env:  # distributed prefers os.environ to its pre-spawn configuration
-            os.environ.pop(k, None)
+    before = {k: os.environ.pop(k, None) for k in env}  # distributed prefers os.environ
+    _malloc.remember_own(before)
+    try:
         with dask.config.set(
             {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in env.items()}
         ):
             yield bool(env)
+    finally:
+        for k, v in before.items():
+            if v is not None:
+                os.environ[k] = v
+
+
+class _Nanny(Nanny):
+    """distributed's Nanny, putting this process's ``MALLOC_*`` back after each spawn.
+
+    The nanny writes its pre-spawn variables into this process's environment whenever it
+    starts its worker, its own restarts after a crash included; :func:`dasktrain._malloc.
+    put_back` undoes that (later clusters and subprocesses of this process must not inherit
+    the thresholds without the release plugin).
+    """
+
+    async def instantiate(self):
+        try:
+            return await super().instantiate()
+        finally:
+            _malloc.put_back(self.pre_spawn_env)
 
 
 def _release_memory(client):

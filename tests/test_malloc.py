@@ -65,6 +65,21 @@ def test_connect_starts_workers_with_one_arena_and_large_thresholds(monkeypatch)
     assert "MALLOC_ARENA_MAX" not in os.environ
 
 
+def test_a_worker_restarted_by_its_nanny_leaves_this_process_environment_alone():
+    # distributed's nanny copies its pre-spawn variables into this process's os.environ at
+    # every spawn, its own restart of a crashed worker included: later clusters of this
+    # process would then start with the thresholds and no release plugin.
+    assert "MALLOC_ARENA_MAX" not in os.environ
+    with dasktrain.connect(n_workers=1, dashboard_address="127.0.0.1:0") as c:
+        (before,) = c.scheduler_info()["workers"]
+        c.run(os._exit, 1, on_error="ignore")  # the worker dies; its nanny starts another
+        assert _wait_for(lambda: set(c.scheduler_info()["workers"]) - {before}, timeout=60)
+        (seen,) = c.run(_malloc_env).values()
+        assert seen["MALLOC_ARENA_MAX"] == "1"  # the new worker is still tuned ...
+        assert "MALLOC_ARENA_MAX" not in os.environ  # ... and this process untouched
+        assert os.environ.get("MALLOC_MMAP_THRESHOLD_") is None
+
+
 def test_workers_false_leaves_dasks_own_setting():
     with dask.config.set({"dasktrain.malloc.workers": False}):
         with dasktrain.connect(n_workers=1, dashboard_address="127.0.0.1:0") as c:

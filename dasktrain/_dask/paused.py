@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import time
 
-from .. import _config, _malloc
+from .. import _config
 from ..exceptions import WorkersPausedError
 
 logger = logging.getLogger(__name__)
@@ -222,9 +222,7 @@ class StallWatch:
             self.grace,
         )
         try:
-            # The nannies copy their allocator variables into this process's environment.
-            with _malloc.environ_kept():
-                self.client.restart_workers(addresses, raise_for_error=False)
+            self.client.restart_workers(addresses, raise_for_error=False)
         except Exception:  # noqa: BLE001 - said in the error, should they pause again
             logger.warning("could not restart %s", addresses, exc_info=True)
         self._restarted = addresses

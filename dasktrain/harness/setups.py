@@ -16,7 +16,6 @@ import os
 import socket
 from collections.abc import Mapping
 
-from .. import _malloc
 from .._compat import cpu_count, gpu_count
 from ..exceptions import ClusterConnectionError, ValidationError
 from .spark_setup import close_spark, describe_spark, open_spark
@@ -306,9 +305,7 @@ def free_stuck_workers(setup, busy) -> str:
     names = ", ".join(workers)
     if setup.started:
         try:
-            # The nannies copy their allocator variables into this process's environment.
-            with _malloc.environ_kept():
-                setup.client.restart_workers(workers)
+            setup.client.restart_workers(workers)
         except Exception as exc:  # noqa: BLE001 - then it is left busy, and said so
             why = f"restarting them failed ({type(exc).__name__}: {exc})"
         else:
