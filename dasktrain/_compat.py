@@ -23,6 +23,7 @@ from .exceptions import OptionalDependencyError
 
 # Which extra provides which importable module.
 _EXTRAS = {
+    "xgboost": "xgboost",
     "torch": "torch",
     "tensorflow": "tensorflow",
     "keras": "tensorflow",
@@ -32,6 +33,14 @@ _EXTRAS = {
 }
 
 logger = logging.getLogger(__name__)
+
+# What the message of a missing package adds after "pip install 'dasktrain[extra]'".
+_HINTS = {
+    "xgboost": (
+        ", or on a machine without an NVIDIA GPU pip install 'dasktrain[xgboost-cpu]' (the same "
+        "XGBoost without CUDA: no nvidia-nccl-cu12, about 470 MB less). Never both"
+    ),
+}
 
 # What TensorFlow's C++ code writes to stderr while it is imported, in every process (each Dask
 # worker too): information about the build, not warnings about the user's work.
@@ -105,7 +114,7 @@ def import_optional(name, extra=None):
         extra = extra or _EXTRAS.get(name.split(".")[0], "all")
         raise OptionalDependencyError(
             f"{name!r} is required for this feature but could not be imported ({exc}). "
-            f"Install it with: pip install 'dasktrain[{extra}]'"
+            f"Install it with: pip install 'dasktrain[{extra}]'{_HINTS.get(extra, '')}."
         ) from exc
 
 
