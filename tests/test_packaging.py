@@ -115,7 +115,7 @@ def test_core_install_pulls_no_cuda_and_xgboost_has_a_cpu_path(project):
     assert '".[test,xgboost-cpu]"' in (ROOT / ".ci" / "minimums.sh").read_text()
 
 
-BLOCK_XGBOOST = '''
+BLOCK_XGBOOST = """
 import sys
 
 class _NotInstalled:
@@ -125,7 +125,7 @@ class _NotInstalled:
         return None
 
 sys.meta_path.insert(0, _NotInstalled())
-'''
+"""
 
 WITHOUT_XGBOOST = """
 import json

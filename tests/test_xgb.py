@@ -17,25 +17,36 @@ from dasktrain.models import XGBClassifier, XGBRegressor
 _XGB_FAILS = {
     "check_no_attributes_set_in_init": "extra xgboost parameters are kept in `xgb_params` "
     "(as xgboost's own wrapper keeps `kwargs`) so that clone/get_params round-trip them",
-    "check_all_zero_sample_weights_error": "xgboost's own error message does not say 'weight'",
 }
 
 
+def _xgb_fails(est):
+    fails = dict(_XGB_FAILS)
+    if isinstance(est, XGBRegressor):
+        fails["check_dtype_object"] = "object y is refused as non-numeric, not as a label type"
+    elif est.engine == "dask":
+        # Plain xgboost.dask does the same (3.2; 15 rows, 30 features, weights 0-4 over row
+        # blocks): the weighted fit differs from xgboost's one-process fit, the repeated-rows
+        # fit does not. A matter for xgboost, not for this wrapper.
+        fails["check_sample_weight_equivalence_on_dense_data"] = (
+            "xgboost.dask's weighted fit differs from repeated rows (upstream)"
+        )
+    return fails
+
+
+# Both engines (issue 26, item 4): on the dask engine all-zero weights raised nothing for the
+# regressor's dask fit before xgboost's C++ "quantile.cc:363: Check failed".
 @parametrize_with_checks(
     [
-        XGBClassifier(n_estimators=3, engine="local", n_jobs=1),
-        XGBRegressor(n_estimators=3, engine="local", n_jobs=1),
+        make(n_estimators=3, engine=engine, n_jobs=1)
+        for make in (XGBClassifier, XGBRegressor)
+        for engine in ("local", "dask")
     ],
-    expected_failed_checks=lambda est: {
-        **_XGB_FAILS,
-        **(
-            {"check_dtype_object": "object y is refused as non-numeric, not as a label type"}
-            if isinstance(est, XGBRegressor)
-            else {}
-        ),
-    },
+    expected_failed_checks=_xgb_fails,
 )
-def test_sklearn_estimator_checks(estimator, check):
+def test_sklearn_estimator_checks(estimator, check, request):
+    if estimator.engine == "dask":
+        request.getfixturevalue("as_default")
     check(estimator)
 
 

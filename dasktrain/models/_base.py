@@ -256,13 +256,15 @@ def validate_y(y, X, *, estimator, classifier=True):
 
 
 def validate_sample_weight(sample_weight, X):
-    """``sample_weight`` as a checked 1-d array of X's length (None stays None)."""
+    """``sample_weight`` as a checked 1-d array of X's length (None stays None): no negative
+    weight, not all of them 0 (one pass over a dask array's weights)."""
     if sample_weight is None:
         return None
-    from .._validation import check_array, check_consistent_length
+    from .._validation import check_array, check_consistent_length, check_weights
 
     w = check_array(_as_vector(sample_weight, "sample_weight"), name="sample_weight", ndim=1)
     check_consistent_length(X, w, y_name="sample_weight")
+    check_weights(w)
     return w
 
 
