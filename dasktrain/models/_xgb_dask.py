@@ -47,7 +47,7 @@ def fit_dask(est, X, y, evals, w, params, xgb_model=None):
         model = _dask_model(est, client, {**params, "n_estimators": total - done})
         watch = WorkerWatch(client)
         try:
-            _fit_once(model, data, start)
+            _fit_once(model, data, start, getattr(est, "_verbose", False))
             break
         except Exception as exc:
             lost = watch.lost(wait=2.0)
@@ -107,9 +107,9 @@ def _dask_classes():
     }
 
 
-def _fit_once(model, data, start):
+def _fit_once(model, data, start, verbose=False):
     Xd, yd, wd, evals_d = data
-    model.fit(Xd, yd, sample_weight=wd, eval_set=evals_d or None, verbose=False, xgb_model=start)
+    model.fit(Xd, yd, sample_weight=wd, eval_set=evals_d or None, verbose=verbose, xgb_model=start)
 
 
 def _after_loss(est, lost, exc, total):
