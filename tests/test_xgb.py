@@ -14,6 +14,7 @@ from dasktrain._dask import balanced_persist
 from dasktrain.exceptions import ValidationError
 from dasktrain.models import XGBClassifier, XGBRegressor
 
+
 def _xgb_fails(est):
     fails = {}
     if isinstance(est, XGBRegressor):
