@@ -100,6 +100,9 @@ def extra_names(estimator):
 
 
 _UNUSED = re.compile(r"Parameters: \{([^}]*)\} (?:are|is) not used")
+#: the settings already found used, so that a fit pays the probe (about 10 ms) once per
+#: setting: a comparison's repeats must time the fit, not the check
+_PASSED = set()
 
 
 def check_used(model_params, kind, n_classes=None):
@@ -118,6 +121,9 @@ def check_used(model_params, kind, n_classes=None):
     import numpy as np
     import xgboost
 
+    key = (kind, n_classes, repr(sorted(model_params.items())))
+    if key in _PASSED:
+        return
     klass = xgboost.XGBClassifier if kind == "classifier" else xgboost.XGBRegressor
     params = klass(**model_params).get_xgb_params()
     params = {k: v for k, v in params.items() if v is not None}
@@ -148,3 +154,6 @@ def check_used(model_params, kind, n_classes=None):
             f"(booster={params.get('booster', 'gbtree')!r}, objective="
             f"{params.get('objective')!r}); fix or remove them."
         )
+    if len(_PASSED) > 1000:  # a long-lived process trying many settings (a grid search)
+        _PASSED.clear()
+    _PASSED.add(key)
