@@ -119,8 +119,10 @@ def check_used(model_params, kind, n_classes=None):
         Naming each unused parameter and its close matches.
     """
     import numpy as np
-    import xgboost
 
+    from .._compat import import_optional
+
+    xgboost = import_optional("xgboost")  # a missing one names its extras, before any work
     key = (kind, n_classes, repr(sorted(model_params.items())))
     if key in _PASSED:
         return
