@@ -19,7 +19,7 @@ import sys
 import tempfile
 import threading
 
-from .exceptions import OptionalDependencyError
+from .exceptions import OptionalDependencyError, UnguardedScriptError
 
 # Which extra provides which importable module.
 _EXTRAS = {
@@ -180,3 +180,32 @@ def cpu_count():
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not on Linux
         return os.cpu_count() or 1
+
+
+def check_not_bootstrapping(what):
+    """Raise at once when called while multiprocessing is still starting this process.
+
+    A process started with spawn or forkserver (Dask's nannies, process pools) runs the
+    parent's main script again, as the module ``__mp_main__``, before it does its own work;
+    ``current_process()._inheriting`` is True meanwhile. A script that calls ``what`` at its
+    top level, without ``if __name__ == "__main__":``, would start a cluster or a pool of its
+    own in every such process, and wait on them forever.
+
+    Raises
+    ------
+    UnguardedScriptError
+        Naming the script and the fix.
+    """
+    import multiprocessing.process
+
+    if not getattr(multiprocessing.process.current_process(), "_inheriting", False):
+        return
+    main = sys.modules.get("__mp_main__") or sys.modules.get("__main__")
+    script = getattr(main, "__file__", None) or "the main script"
+    raise UnguardedScriptError(
+        f"{what} was called while multiprocessing was starting a new process (pid "
+        f"{os.getpid()}), which runs {script!r} again: that script calls {what} outside an "
+        '`if __name__ == "__main__":` block, so every worker process would start its own and '
+        "the script would hang. Put the script's code under "
+        '`if __name__ == "__main__":` (functions and imports may stay above it).'
+    )

@@ -30,6 +30,10 @@ DEFAULTS = {
         # port-range None: let the OS pick a free port (bind to port 0); or a [low, high] range.
         # timeout: seconds of dasktrain.ddp.run(timeout=None), restarts included.
         "ddp": {"port-range": None, "timeout": 600},
+        # A blocking call whose tasks wait on workers paused for memory raises
+        # WorkersPausedError after this long (dasktrain._dask.paused); restart: restart the
+        # paused workers once instead (their data is lost and recomputed where it can be).
+        "paused-workers": {"grace": "30s", "restart": False},
         # Iterative passes (KMeans) over direct client-worker connections instead of one
         # scheduler round trip each (dasktrain._dask.direct); False: always through tasks.
         "direct-passes": True,

@@ -111,6 +111,29 @@ def process_environ():
     }
 
 
+@contextlib.contextmanager
+def environ_kept(names=ENV_NAMES):
+    """This process's ``names`` variables as they were, whatever a nanny copies in meanwhile.
+
+    distributed's nanny copies its pre-spawn variables (``MALLOC_*``) into ``os.environ``
+    before it spawns a worker: at the cluster's start and again at every restart of a worker
+    (``client.restart_workers``). Later clusters, process pools and subprocesses of this
+    process would inherit them (a plain ``LocalCluster`` would start workers with
+    :func:`process_environ`'s thresholds, since distributed prefers ``os.environ`` to its
+    configuration).
+    """
+    names = tuple(names)
+    before = {k: os.environ.get(k) for k in names}
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 @functools.lru_cache(maxsize=1)
 def own_settings():
     """The allocator settings this process was started with (``{}``: glibc's defaults).

@@ -9,7 +9,7 @@ import os
 from distributed import Client
 
 from . import _config, _malloc
-from ._compat import cpu_count, gpu_count, import_optional
+from ._compat import check_not_bootstrapping, cpu_count, gpu_count, import_optional
 from ._validation import check_positive_int
 from .exceptions import ClusterConnectionError, ValidationError
 
@@ -132,23 +132,34 @@ def connect(
         When the scheduler cannot be reached within ``timeout`` (the message names the address).
     ValidationError
         For a bad ``gpu`` value or address type.
+    UnguardedScriptError
+        When a process being started by multiprocessing runs it: a script without
+        ``if __name__ == "__main__":`` (each worker would start a cluster of its own).
     """
     if isinstance(address, Client):
         return address
+    check_not_bootstrapping("dasktrain.connect()")
     if address is not None:
         timeout = timeout if timeout is not None else _config.get("connect-timeout")
         return _connect_remote(address, security, timeout)
     for value, name in ((n_workers, "n_workers"), (threads_per_worker, "threads_per_worker")):
         if value is not None:
             check_positive_int(value, name)
-    cluster = _start_local(
-        n_workers=n_workers,
-        threads_per_worker=threads_per_worker,
-        memory_limit=memory_limit,
-        n_gpus=_usable_gpus(gpu),
-        dashboard_address=dashboard_address or _config.get("dashboard-address"),
-        security=security,
-    )
+    try:
+        cluster = _start_local(
+            n_workers=n_workers,
+            threads_per_worker=threads_per_worker,
+            memory_limit=memory_limit,
+            n_gpus=_usable_gpus(gpu),
+            dashboard_address=dashboard_address or _config.get("dashboard-address"),
+            security=security,
+        )
+    except RuntimeError as exc:  # distributed's "Nanny failed to start.": the cause is above
+        raise ClusterConnectionError(
+            f"could not start the local cluster's workers ({exc}); each worker process "
+            "prints its own error above. If that error is UnguardedScriptError, the script "
+            'needs `if __name__ == "__main__":` around its code.'
+        ) from exc
     try:
         client = DasktrainClient(cluster, security=security, set_as_default=True)
     except BaseException:
@@ -262,18 +273,13 @@ def _worker_malloc_env():
     import dask
 
     env = _malloc.process_environ() if _config.get("malloc.workers") else {}
-    before = {k: os.environ.pop(k, None) for k in env}
-    try:
+    with _malloc.environ_kept(env):
+        for k in env:  # distributed prefers os.environ to its pre-spawn configuration
+            os.environ.pop(k, None)
         with dask.config.set(
             {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in env.items()}
         ):
             yield bool(env)
-    finally:
-        for k, v in before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _release_memory(client):

@@ -16,6 +16,7 @@ import pathlib
 
 import numpy as np
 
+from ._compat import check_not_bootstrapping
 from ._validation import check_folder_path, check_positive_int
 from .exceptions import ValidationError
 
@@ -248,8 +249,9 @@ def make_xray_like(
         Processes that write images. By default one per CPU for 2,000 images or more, and
         this process alone for fewer (a pool costs about a second to start). The pool's
         processes are spawned, so a script needs the usual ``if __name__ == "__main__":``
-        guard; without it (or inside a daemonic process such as a Dask worker) the images
-        are written in this process, with a warning in the log.
+        guard; without it each pool process stops at once (``UnguardedScriptError`` on its
+        stderr: it ran the script again) and, as inside a daemonic process such as a Dask
+        worker, the images are written in this process, with a warning in the log.
 
     Returns
     -------
@@ -263,6 +265,9 @@ def make_xray_like(
         A count below 2, a mapping without both classes, ``size`` below 16, a fraction
         out of range, or a ``path`` that is (or lies under) a file, or goes up (``..``) out
         of a folder that does not exist.
+    UnguardedScriptError
+        When a process being started by multiprocessing runs it: a script without
+        ``if __name__ == "__main__":`` (each pool process would start a pool of its own).
 
     Examples
     --------
@@ -270,6 +275,7 @@ def make_xray_like(
     >>> sorted(p.name for p in (root / "train").iterdir())  # doctest: +SKIP
     ['NORMAL', 'PNEUMONIA']
     """
+    check_not_bootstrapping("dasktrain.datasets.make_xray_like()")
     counts = _check_counts(n_per_class)
     size = check_positive_int(size, "size", minimum=16)
     if not 0.0 < float(test_size) < 1.0:

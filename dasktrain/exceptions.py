@@ -16,8 +16,10 @@ __all__ = [
     "DDPError",
     "WorkerLostError",
     "SparkDiedError",
+    "WorkersPausedError",
     "WorkloadError",
     "Unavailable",
+    "UnguardedScriptError",
     "InsufficientMemoryError",
     "DasktrainWarning",
     "SkippedFilesWarning",
@@ -95,12 +97,20 @@ class SparkDiedError(DasktrainError, RuntimeError):
     step; names its pid and exit signal or code."""
 
 
+class WorkersPausedError(DasktrainError, RuntimeError):
+    """Raised when a step waited too long on Dask workers paused for memory; names them."""
+
+
 class WorkloadError(ValidationError):
     """Raised when a comparison is given an unknown workload, an empty data set or bad prices."""
 
 
 class Unavailable(DasktrainError):
     """Raised by a workload whose part of dasktrain (or an optional package) is not available."""
+
+
+class UnguardedScriptError(DasktrainError, RuntimeError):
+    """Raised when a spawned process re-runs a script that has no ``if __name__ == "__main__":``."""
 
 
 class InsufficientMemoryError(DasktrainError, MemoryError):

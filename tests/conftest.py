@@ -59,6 +59,50 @@ def as_default(client):
         yield client
 
 
+def _run_script(path, timeout):
+    """Run a script file with this interpreter and this checkout on its path, in a process
+    group of its own: ``(returncode, output, seconds)``; returncode None when it ran past
+    ``timeout`` (the whole group is killed then, so a hang fails the test, never the run)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    pythonpath = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, PYTHONPATH=pythonpath)
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, str(path)],
+        cwd=str(Path(path).parent),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        rc = proc.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        rc = None
+    else:
+        try:  # what the script left behind (worker processes of a hung start)
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return rc, out, time.monotonic() - t0
+
+
+@pytest.fixture
+def run_script():
+    """``run_script(path, timeout) -> (returncode, output, seconds)`` (see ``_run_script``)."""
+    return _run_script
+
+
 @pytest.fixture(scope="session")
 def has_gpu():
     from dasktrain._compat import has_gpu

@@ -224,3 +224,33 @@ def test_gpu_auto_starts_cuda_cluster():
     with dasktrain.connect(gpu="auto", dashboard_address="127.0.0.1:0") as c:
         assert type(c._dasktrain_cluster).__name__ == "LocalCUDACluster"
         assert len(c.scheduler_info()["workers"]) == dasktrain._compat.gpu_count()
+
+
+UNGUARDED_CONNECT = """
+import dasktrain
+
+client = dasktrain.connect(n_workers=1, gpu=False, dashboard_address="127.0.0.1:0")
+print("connected")
+client.close()
+"""
+
+
+def test_a_script_without_a_main_guard_fails_at_once_naming_the_fix(tmp_path, run_script):
+    # Regression: each spawned worker ran the script again and started a cluster of its own;
+    # the script hung with no message (10 minutes seen).
+    script = tmp_path / "unguarded.py"
+    script.write_text(UNGUARDED_CONNECT)
+    rc, out, took = run_script(script, timeout=120)
+    assert rc is not None, f"the script hung:\n{out[-2000:]}"
+    assert rc != 0 and "connected" not in out
+    assert "UnguardedScriptError" in out and str(script) in out
+    assert 'if __name__ == "__main__":' in out and "ClusterConnectionError" in out
+    assert took < 60, took
+
+
+def test_the_same_script_with_a_main_guard_runs(tmp_path, run_script):
+    script = tmp_path / "guarded.py"
+    body = "\n".join("    " + line for line in UNGUARDED_CONNECT.strip().splitlines())
+    script.write_text(f'if __name__ == "__main__":\n{body}\n')
+    rc, out, _ = run_script(script, timeout=120)
+    assert rc == 0 and "connected" in out and "UnguardedScriptError" not in out, out[-2000:]

@@ -143,9 +143,98 @@ def test_direct_pass_raises_the_workers_exception_and_keeps_working(client):
             assert all(r[2].tolist() == [20000.0] * 4 for r in out)
 
 
+def _direct_sockets(port=None):
+    """This process's TCP sockets on ``port`` (None: its listening sockets)."""
+    import psutil
+
+    conns = psutil.Process().net_connections("tcp")
+    if port is None:
+        return sorted(str(c.laddr) for c in conns if c.status == psutil.CONN_LISTEN)
+    return sorted(
+        (str(c.laddr), str(c.raddr), c.status)
+        for c in conns
+        if c.laddr.port == port or (c.raddr and c.raddr.port == port)
+    )
+
+
+def _accept_threads():
+    import threading
+
+    return [t for t in threading.enumerate() if t.name == "direct-accept"]
+
+
+def _settled(check, seconds=10.0):
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return check()
+
+
+def test_a_silent_connection_costs_the_direct_group_a_handshake_deadline_only(client):
+    # Regression: a local process that connected to the listener and said nothing blocked
+    # the accepting thread in the handshake; every fit waited the 30 s connect timeout and
+    # then gave up the direct passes.
+    import socket
+    import threading
+    import time
+    from multiprocessing.connection import Client as Connect
+
+    from dasktrain._dask.direct import HANDSHAKE_S, DirectGroup
+
+    group = DirectGroup(client, [[None]], [0], "test")
+    group._listener = socket.create_server(("127.0.0.1", 0))
+    address = group._listener.getsockname()
+    port = address[1]
+    silent = socket.create_connection(address)  # connects first, then says nothing
+    answered = []
+
+    def worker():
+        conn = Connect(address, authkey=b"k" * 32)
+        conn.send(("ready", "tcp://w:1"))
+        answered.append(conn)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    t0 = time.monotonic()
+    try:
+        group._accept({"tcp://w:1": [0]}, b"k" * 32, deadline=time.monotonic() + 30)
+        took = time.monotonic() - t0
+        assert list(group.conns) == ["tcp://w:1"]
+        assert HANDSHAKE_S <= 5 and took < HANDSHAKE_S + 3, took
+    finally:
+        thread.join(10)
+        silent.close()
+        group.close()
+        for conn in answered:
+            conn.close()
+        group._listener.close()
+    # Nothing left: no socket on the group's port, no accepting thread.
+    assert _settled(lambda: not _direct_sockets(port) and not _accept_threads())
+
+
+def test_a_direct_group_that_cannot_start_leaves_no_socket_or_thread(client):
+    # Regression: a failed start left the listener listening and its thread blocked in
+    # accept() (closing a socket does not wake a thread in accept on Linux), once per fit.
+    from dasktrain._dask import BlockRunner
+    from dasktrain._dask.direct import DirectGroup
+
+    X = da.ones((400, 4), chunks=(100, 4))
+    with BlockRunner([X], client) as runner:  # persisted blocks, no group of its own
+        listening, threads = _direct_sockets(), len(_accept_threads())
+        for _ in range(3):
+            group = DirectGroup(client, runner.blocks, runner.offsets[:-1].tolist(), "test")
+            assert group.start(timeout=0) is False  # its workers cannot connect in no time
+            assert not group.futures and not group.conns
+        assert _settled(lambda: _direct_sockets() == listening)
+        assert _settled(lambda: len(_accept_threads()) == threads)
+
+
 def test_direct_group_listens_on_the_clients_address_and_refuses_a_wrong_key(client):
     import socket
     import threading
+    import time
     from multiprocessing.connection import AuthenticationError
     from multiprocessing.connection import Client as Connect
 
@@ -166,8 +255,9 @@ def test_direct_group_listens_on_the_clients_address_and_refuses_a_wrong_key(cli
 
     thread = threading.Thread(target=impostor)
     thread.start()
-    with pytest.raises(GroupLost, match="a connection failed"):
-        group._accept({"tcp://w:1": [0]}, b"k" * 32, deadline=float("inf"))
+    # Refused, and the group goes on waiting for its own workers (none come here).
+    with pytest.raises(GroupLost, match="did not connect in time"):
+        group._accept({"tcp://w:1": [0]}, b"k" * 32, deadline=time.monotonic() + 3)
     thread.join(10)
     group._listener.close()
     assert refused and not group.conns

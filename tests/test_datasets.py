@@ -188,3 +188,19 @@ def test_xray_into_a_file_is_a_clear_error(tmp_path):
     with pytest.raises(ValidationError, match=r"afile.*not a folder"):
         digits_folder(f, n_per_class=1)
     assert f.read_text() == "keep"
+
+
+def test_make_xray_like_in_a_script_without_a_main_guard(tmp_path, run_script):
+    # The pool's processes run the script again: each stops at once saying why, and the
+    # images are written here (same files), not by pools started in the pool's processes.
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from dasktrain.datasets import make_xray_like\n"
+        f"make_xray_like({str(tmp_path / 'xr')!r}, n_per_class=1000, size=16)\n"
+        "print('written')\n"
+    )
+    rc, out, took = run_script(script, timeout=180)
+    assert rc == 0 and "written" in out, out[-2000:]
+    assert "UnguardedScriptError" in out and 'if __name__ == "__main__":' in out
+    assert len(list((tmp_path / "xr").rglob("*.png"))) == 2000
+    assert took < 120, took

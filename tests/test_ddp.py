@@ -376,6 +376,23 @@ def test_bad_arguments_are_rejected(client):
         ddp.run(_sleep_fn, 0, client=client, port_range=(10, 5))
 
 
+def test_a_checkpoint_dir_that_is_a_file_is_refused_naming_it(client, tmp_path):
+    # Regression: a bare FileExistsError from os.makedirs.
+    taken = tmp_path / "ckpt"
+    taken.write_text("not a folder")
+    for call in (
+        lambda: ddp.run(_sleep_fn, 0, client=client, checkpoint_dir=taken),
+        lambda: ddp.run_local(_sleep_fn, 0, checkpoint_dir=taken),
+    ):
+        with pytest.raises(ValidationError) as info:
+            call()
+        msg = str(info.value)
+        assert repr(str(taken)) in msg and "is a file" in msg and "checkpoint_dir=" in msg
+    under = taken / "sub"  # a file in the way higher up
+    with pytest.raises(ValidationError, match="is a file"):
+        ddp.run(_sleep_fn, 0, client=client, checkpoint_dir=under)
+
+
 @pytest.mark.gpu
 def test_nccl_on_gpu(client):
     res = ddp.run(_gpu_fn, client=client, workers=1, backend="auto", timeout=120)

@@ -248,6 +248,31 @@ def test_eager_feature_extraction_survives_a_killed_worker(fault_client, images,
     _assert_recovered(client)
 
 
+def test_eager_feature_extraction_without_workers_fails_clearly():
+    # Regression: TypeError "float + str": the connect timeout "30s" reached client.scatter as
+    # a string, so the intended WorkerLostError never fired.
+    import dask
+    from distributed import Client, LocalCluster
+
+    from dasktrain.features import CNNFeatures
+
+    pytest.importorskip("torch")
+    images = np.random.default_rng(0).random((8, 32, 32, 1), dtype=np.float32)
+    with dask.config.set({"distributed.comm.timeouts.connect": "3s"}):
+        with (
+            LocalCluster(
+                n_workers=0, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0"
+            ) as cluster,
+            Client(cluster, set_as_default=False) as client,
+        ):
+            t0 = time.monotonic()
+            with pytest.raises(WorkerLostError) as info:
+                CNNFeatures("smallcnn", engine="dask").transform(images, client=client)
+            took = time.monotonic() - t0
+    assert "within 3 s" in str(info.value) and "does it still have workers" in str(info.value)
+    assert took < 3 + 10, took
+
+
 # --------------------------------------------------------------------------- models
 
 
@@ -529,3 +554,78 @@ def test_compare_survives_a_killed_spark_jvm(tmp_path):
     assert len(_jvms()) <= 1 and killed["pid"] not in {p.pid for p in _jvms()}
     zombies = [p.pid for p in _children().values() if p.status() == psutil.STATUS_ZOMBIE]
     assert not zombies, f"zombie processes: {zombies}"
+
+
+def _hold_the_thread(seconds):
+    time.sleep(seconds)  # no secede(): the worker's only thread stays taken
+    return seconds
+
+
+def stuck_on_the_cluster(data, engine, client):
+    """A dask run whose tasks hold every worker thread far past the comparison's time limit
+    (cancelling them cannot stop a running Python task)."""
+    if engine == "dask":
+        n = sum(client.nthreads().values())
+        client.gather(client.map(_hold_the_thread, [120] * n, pure=False))
+    return {"accuracy": 1.0}
+
+
+def quick_on_the_cluster(data, engine, client):
+    if engine == "dask":
+        assert client.submit(operator.add, 1, 2, pure=False).result() == 3
+    return {"accuracy": 1.0}
+
+
+def _stuck_comparison(tmp_path, **kw):
+    return dasktrain.compare(
+        [stuck_on_the_cluster, quick_on_the_cluster],
+        data=(np.zeros((20, 3)), np.arange(20) % 2),
+        engines=("dask",),
+        baseline=next(iter(kw.get("clusters", {"dask": 0}))),
+        repeat=2,
+        warmup=False,
+        monitor=False,
+        performance_report=False,
+        progress=False,
+        timeout=3,
+        out=tmp_path / "out",
+        **kw,
+    )
+
+
+def test_a_timed_out_run_on_the_comparisons_own_cluster_restarts_the_stuck_workers(tmp_path):
+    # Regression: the cancelled tasks kept the workers' only threads, so every later dask
+    # run of the comparison timed out too (with a misleading reason).
+    from dasktrain import _malloc
+
+    environ = {k: os.environ.get(k) for k in _malloc.ENV_NAMES}
+    t0 = time.monotonic()
+    res = _stuck_comparison(tmp_path, clusters={"own": 2})
+    took = time.monotonic() - t0
+    assert {k: os.environ.get(k) for k in _malloc.ENV_NAMES} == environ  # the restart's too
+    runs = res.runs.set_index(["workload", "repeat"]).sort_index()
+    stuck = runs.loc[("stuck_on_the_cluster", 1)]
+    assert stuck.status == "timeout" and "were restarted" in stuck.error
+    assert "tcp://127.0.0.1:" in stuck.error  # names the workers
+    quick = runs.loc["quick_on_the_cluster"]
+    assert (quick.status == "ok").all(), quick.error.tolist()
+    # The stuck workload's later repeat is skipped as before (it would time out again).
+    assert len(runs.loc["stuck_on_the_cluster"]) == 1
+    assert took < 90, took
+
+
+def test_a_timed_out_run_on_the_users_cluster_marks_the_later_runs_not_run(fault_client, tmp_path):
+    # The user's cluster is never restarted: the later rows on it say why they did not run.
+    client = fault_client
+    res = _stuck_comparison(tmp_path, client=client)
+    runs = res.runs.set_index(["workload", "repeat"]).sort_index()
+    stuck = runs.loc[("stuck_on_the_cluster", 1)]
+    assert stuck.status == "timeout" and "left busy" in stuck.error
+    assert "not restarted" in stuck.error
+    # One row per later workload on that setup (its repeats are skipped, as for any setup
+    # that cannot run), saying why it did not run.
+    quick = runs.loc["quick_on_the_cluster"]
+    assert len(quick) == 1 and (quick.status == "unavailable").all()
+    assert quick.error.str.contains("not run: the cluster was left busy by a timed-out run").all()
+    client.restart()  # what the row tells the user to do; the fixture's checks follow
+    _assert_recovered(client)

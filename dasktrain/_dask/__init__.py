@@ -31,9 +31,18 @@ run per row block                      :class:`BlockRunner` (persisted, many pas
 readable task names                    :func:`task_keys` (``kmeans-lloyd-<uuid>-<i>``)
 passes without the scheduler           :class:`~.direct.DirectGroup` (one long-running task
                                        per worker; ``BlockRunner(direct=name)``) (:mod:`.direct`)
+wait, never forever on paused workers  :func:`wait_for`, :func:`gather`, :func:`result`,
+                                       :func:`scatter_data` (our own waits), :func:`watching` (a
+                                       guard around a call we do not own: xgboost.dask,
+                                       dask-ml, a workload), :class:`StallWatch` (a wait
+                                       loop of its own) (:mod:`.waits`, :mod:`.paused`)
+the futures a call made                :func:`future_keys`, :func:`cancel_keys`,
+                                       :func:`busy_with_cancelled` (still holding a thread)
 =====================================  =====================================================
 
-The rules this package keeps for everyone: only the sample axis is chunked; a model never
+The rules this package keeps for everyone: every wait on the cluster goes through
+:mod:`.waits` (a worker paused for memory must end in an error, never a hang); only the
+sample axis is chunked; a model never
 enters a graph more than once (dask-ml #842); an array never reaches ``client.map`` /
 ``client.submit`` as a keyword (distributed turns it into a graph node keyed by the
 argument's name); every task key says what the task does.
@@ -52,6 +61,7 @@ from .client import (
     total_threads,
     using_client,
 )
+from .paused import StallWatch
 from .rows import (
     align_rows,
     balanced_persist,
@@ -66,6 +76,16 @@ from .rows import (
     to_cluster,
 )
 from .scatter import map_scattered
+from .waits import (
+    busy_with_cancelled,
+    cancel_keys,
+    future_keys,
+    gather,
+    result,
+    scatter_data,
+    wait_for,
+    watching,
+)
 
 __all__ = [
     "maybe_client",
@@ -90,6 +110,15 @@ __all__ = [
     "balanced_persist",
     "gather_rows",
     "map_scattered",
+    "wait_for",
+    "gather",
+    "result",
+    "scatter_data",
+    "watching",
+    "StallWatch",
+    "future_keys",
+    "cancel_keys",
+    "busy_with_cancelled",
     "BlockRunner",
     "map_row_blocks",
     "blockwise_apply",

@@ -21,6 +21,7 @@ import numpy as np
 
 from .direct import DirectGroup, GroupLost, direct_enabled
 from .rows import block_futures, row_blocks, row_chunked
+from .waits import gather, scatter_data, wait_for
 
 logger = logging.getLogger(__name__)
 
@@ -106,14 +107,13 @@ class BlockRunner:
         return [None if a is None else self._persist_on_client(a) for a in arrays]
 
     def _persist_on_client(self, a):
-        from distributed import futures_of, wait
+        from distributed import futures_of
 
         have = {f.key for f in futures_of(a)}
         if not all(k in have for k in _flat_keys(a)):
             # Not persisted with this client yet: persist once, keep it for every pass.
             a = self.client.persist(a)
-        with self.client.as_current():  # wait() looks up the default client
-            wait(futures_of(a))
+        wait_for(self.client, futures_of(a))
         return a
 
     def map(self, func, *, name=None, **kwargs):
@@ -189,7 +189,7 @@ class BlockRunner:
         small = {k: v for k, v in kwargs.items() if k not in large}
         # hash=False: a fresh key, so an equal value of an earlier pass being released cannot
         # take this one with it.
-        shared = [self.client.scatter(kwargs[k], hash=False) for k in large]
+        shared = [scatter_data(self.client, kwargs[k], hash=False) for k in large]
         bound = functools.partial(_call_block, func, tuple(large), **small)
         futs = self.client.map(
             bound,
@@ -200,7 +200,7 @@ class BlockRunner:
             key=keys,
             pure=False,
         )
-        return self.client.gather(futs)
+        return gather(self.client, futs)
 
 
 def _with_row_chunks(a, row_chunks):

@@ -84,10 +84,16 @@ def using_client(client):
 
 
 def connect_timeout():
-    """How long to wait for the cluster to answer: ``distributed.comm.timeouts.connect``."""
-    import dask.config
+    """Seconds to wait for the cluster to answer: ``distributed.comm.timeouts.connect``.
 
-    return dask.config.get("distributed.comm.timeouts.connect", "30s")
+    A number, never the setting's string (``"30s"``): ``client.scatter(timeout="30s")`` failed
+    with ``TypeError: float + str`` instead of timing out.
+    """
+    import dask.config
+    from dask.utils import parse_timedelta
+
+    value = dask.config.get("distributed.comm.timeouts.connect", "30s")
+    return float(parse_timedelta(value, default="seconds"))
 
 
 def scheduler_workers(client):

@@ -32,6 +32,7 @@ import threading
 import time
 
 from .client import connect_timeout, live_workers
+from .paused import StallWatch
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,11 @@ __all__ = ["DirectGroup", "GroupLost", "passes_served", "direct_enabled"]
 IDLE_S = 300.0
 #: How often (s) the client, waiting for an answer, checks that the group's workers are alive.
 _CHECK_S = 0.5
+#: Seconds an accepted connection has to prove it holds the key and say who it is: a local
+#: process that connects and stays silent costs the group this much, not its direct passes.
+HANDSHAKE_S = 2.0
+#: How often (s) the accepting thread looks whether the group stopped waiting.
+_POLL_S = 0.1
 
 # Passes served by the direct tasks of this process (a worker): what tests and the dashboard
 # watch, since a direct pass leaves no task behind.
@@ -138,6 +144,71 @@ def serve(address, authkey, indices, offsets, n_arrays, *flat):
 
 
 # -------------------------------------------------------------------------------- client side
+def _timeouts(sock, seconds):
+    """Kernel send/receive timeouts on a blocking socket (0: none).
+
+    A :class:`multiprocessing.connection.Connection` reads its socket with ``os.read``, so
+    Python's own ``settimeout`` (a non-blocking socket) cannot bound its handshake; these
+    make a silent peer's read fail with ``OSError`` after ``seconds``.
+    """
+    import struct
+
+    whole = int(seconds)
+    value = struct.pack("ll", whole, int((seconds - whole) * 1e6))
+    for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
+        sock.setsockopt(socket.SOL_SOCKET, option, value)
+
+
+def _handshake(sock, authkey):
+    """The mutual HMAC challenge and the worker's greeting on an accepted socket, each read
+    within :data:`HANDSHAKE_S`."""
+    from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
+
+    sock.setblocking(True)
+    _timeouts(sock, HANDSHAKE_S)
+    conn = Connection(sock.detach())
+    try:
+        deliver_challenge(conn, authkey)
+        answer_challenge(conn, authkey)
+        _ready = conn.poll(HANDSHAKE_S)  # the worker says who it is at once
+    except BaseException:
+        conn.close()
+        raise
+    if not _ready:
+        conn.close()
+        raise TimeoutError(f"no greeting within {HANDSHAKE_S:g} s")
+    # The group's own passes may take long: no kernel timeout after the handshake.
+    with socket.socket(fileno=conn.fileno()) as view:
+        _timeouts(view, 0)
+        view.detach()
+    return conn
+
+
+def _accept_all(listener, count, authkey, got, stop):
+    """Put ``count`` authenticated connections on ``got``; refuse the others; end on ``stop``.
+
+    The listener is polled (:data:`_POLL_S`), so the thread ends soon after ``stop`` is set:
+    a blocking ``accept()`` is not woken by closing the socket, and would keep it listening.
+    """
+    listener.settimeout(_POLL_S)
+    while count and not stop.is_set():
+        try:
+            sock, peer = listener.accept()
+        except TimeoutError:
+            continue
+        except OSError as exc:  # the listener closed under it
+            got.put(exc)
+            return
+        try:
+            conn = _handshake(sock, authkey)
+        except Exception as exc:  # noqa: BLE001 - a stranger or a silent peer: the next one
+            sock.close()
+            logger.info("direct group: refused a connection from %s (%r)", peer, exc)
+            continue
+        got.put(conn)
+        count -= 1
+
+
 def _owners(client, blocks):
     """``{worker: [block index, ...]}``: every block on one worker holding it, or None."""
     first = next(b for b in blocks if b is not None and b[0] is not None)
@@ -176,25 +247,33 @@ class DirectGroup:
 
     # -- start -----------------------------------------------------------------------------------
     def start(self, timeout=None):
-        """Submit the tasks and wait for their connections; False (and closed) when it cannot."""
+        """Submit the tasks and wait for their connections; False (and closed) when it cannot.
+
+        The listener, the accepting thread and every connection not handed to the group are
+        closed on every way out (a failed start, an error, an interrupt).
+        """
         host = _usable(self.client)
         owners = _owners(self.client, self.blocks) if host else None
         if not owners:
             return False
-        timeout = _seconds(connect_timeout()) if timeout is None else timeout
+        timeout = connect_timeout() if timeout is None else timeout
         authkey = secrets.token_bytes(32)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._listener = socket.create_server((host, 0), family=family)
-        address = self._listener.getsockname()[:2]
-        self._submit(owners, address, authkey)
         try:
+            self._listener = socket.create_server((host, 0), family=family)
+            self._submit(owners, self._listener.getsockname()[:2], authkey)
             self._accept(owners, authkey, time.monotonic() + timeout)
         except (OSError, EOFError, GroupLost) as exc:
             logger.info("direct passes unavailable (%s); passes go through the scheduler", exc)
             self.close()
             return False
+        except BaseException:
+            self.close()
+            raise
         finally:
-            self._listener.close()
+            listener, self._listener = self._listener, None
+            if listener is not None:
+                listener.close()
         return True
 
     def _submit(self, owners, address, authkey):
@@ -222,35 +301,47 @@ class DirectGroup:
             self.owned[worker] = idx
 
     def _accept(self, owners, authkey, deadline):
-        """Accept one authenticated connection per worker (in a thread: accept has no timeout)."""
-        from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
+        """Accept one authenticated connection per worker, from a thread of its own.
 
-        got = queue.Queue()
+        A connection that does not complete the handshake within :data:`HANDSHAKE_S` (a
+        process on this machine that connects and stays silent, a wrong key) is closed and
+        the next one accepted: it costs the group seconds, never its direct passes.
+        """
+        got, stop = queue.Queue(), threading.Event()
+        thread = threading.Thread(
+            target=_accept_all,
+            args=(self._listener, len(owners), authkey, got, stop),
+            daemon=True,
+            name="direct-accept",
+        )
+        thread.start()
+        try:
+            self._collect(owners, got, deadline)
+        finally:
+            stop.set()
+            thread.join()  # it looks at ``stop`` at least every _POLL_S + HANDSHAKE_S
+            while not got.empty():  # accepted after the group gave up: not handed over
+                item = got.get()
+                if not isinstance(item, Exception):
+                    item.close()
 
-        def accept_all():
-            for _ in owners:
-                try:
-                    sock, _ = self._listener.accept()
-                    conn = Connection(sock.detach())
-                    deliver_challenge(conn, authkey)
-                    answer_challenge(conn, authkey)
-                    got.put(conn)
-                except Exception as exc:  # noqa: BLE001 - reported by the waiting side
-                    got.put(exc)
-                    return
-
-        threading.Thread(target=accept_all, daemon=True, name="direct-accept").start()
+    def _collect(self, owners, got, deadline):
+        """Take the accepted connections from ``got`` until every worker of ``owners`` is in."""
         pending = list(owners)
+        # The tasks start on paused workers as late as on any: not the connect timeout, then
+        # the task passes' own wait, but an error once they are stuck (WorkersPausedError).
+        stall = StallWatch(self.client, f"the direct passes of {self.name}")
         while pending:
             try:
                 item = got.get(timeout=max(0.0, min(_CHECK_S, deadline - time.monotonic())))
             except queue.Empty:
                 self._check_futures()
+                stall.check([f.key for f in self.futures])
                 if time.monotonic() >= deadline:
                     raise GroupLost(f"{len(pending)} worker(s) did not connect in time") from None
                 continue
             if isinstance(item, Exception):
-                raise GroupLost(f"a connection failed: {item!r}")
+                raise GroupLost(f"the listener failed: {item!r}")
             _, worker = item.recv()
             if worker not in pending:
                 item.close()
@@ -310,9 +401,3 @@ class DirectGroup:
             except Exception:  # noqa: BLE001 - a client closing at the same time
                 logger.debug("could not cancel the direct tasks", exc_info=True)
         self.futures = []
-
-
-def _seconds(value):
-    from dask.utils import parse_timedelta
-
-    return float(parse_timedelta(value, default="seconds"))

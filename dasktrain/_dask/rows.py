@@ -24,7 +24,8 @@ import numpy as np
 
 from .._validation import check_known_chunks, is_dask_collection, n_samples
 from ..exceptions import ValidationError
-from .client import scheduler_workers
+from .client import maybe_client, scheduler_workers
+from .waits import gather, wait_for
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,11 @@ def compute_all(values, *, client=None, scheduler=None):
     Returns
     -------
     list, in the order of ``values``.
+
+    Raises
+    ------
+    WorkersPausedError
+        The computation waited on workers paused for memory (:mod:`.waits`).
     """
     import dask
 
@@ -67,13 +73,35 @@ def compute_all(values, *, client=None, scheduler=None):
     if not lazy:
         return values
     todo = [values[i] for i in lazy]
+    if client is None and scheduler is None:
+        client = _default_distributed_client()
     if client is not None:
-        done = client.gather(client.compute(todo))
+        done = gather(client, client.compute(todo))
     else:
         done = dask.compute(*todo, scheduler=scheduler)
     for i, value in zip(lazy, done):
         values[i] = value
     return values
+
+
+def _default_distributed_client():
+    """The client ``dask.compute`` would use here, or None: so that its wait is watched.
+
+    None inside a task (a worker's own computations are the worker's business) and where the
+    dask configuration names another scheduler.
+    """
+    import dask
+
+    if dask.config.get("scheduler", None) is not None:
+        return None
+    try:
+        from distributed import get_worker
+
+        get_worker()
+        return None
+    except (ImportError, ValueError):
+        pass
+    return maybe_client()
 
 
 def compute_if_dask(value, *, client=None, scheduler=None):
@@ -170,11 +198,8 @@ def to_cluster(client, *arrays, n_blocks):
     -------
     list of dask arrays backed by futures, in the order of ``arrays``.
     """
-    from distributed import wait
-
     out = client.persist([row_chunked(a, n_blocks=n_blocks) for a in arrays])
-    with client.as_current():  # wait() looks up the default client
-        wait(out)
+    wait_for(client, out)
     return out
 
 
@@ -271,8 +296,6 @@ def balanced_persist(client, arrays):
     -------
     list of dask arrays backed by futures (None entries stay None)
     """
-    from distributed import wait
-
     workers = sorted(scheduler_workers(client))
     row_chunks = _even_row_chunks(next(a for a in arrays if a is not None), len(workers))
     arrays = [
@@ -282,14 +305,12 @@ def balanced_persist(client, arrays):
     live = iter(client.persist([a for a in arrays if a is not None]))
     arrays = [None if a is None else next(live) for a in arrays]
     blocks = [None if a is None else block_futures(a) for a in arrays]
-    with client.as_current():  # wait() looks up the default client
-        wait([f for b in blocks if b for f in b])
+    wait_for(client, [f for b in blocks if b for f in b])
     move, load = _blocks_to_move(client, next(b for b in blocks if b is not None), workers)
     if not move:
         return arrays
     _move_blocks(client, blocks, move, load)
-    with client.as_current():
-        wait([f for b in blocks if b for f in b])
+    wait_for(client, [f for b in blocks if b for f in b])
     logger.debug("moved %d blocks to balance %d workers", len(move), len(workers))
     return [None if a is None else _from_futures(a, b) for a, b in zip(arrays, blocks)]
 
@@ -323,13 +344,13 @@ def gather_rows(arrays, client=None):
 
 
 def _as_they_finish(tasks, client):
-    """Compute ``tasks`` on ``client``, gathering each result as soon as it is ready."""
-    from distributed import as_completed
-
+    """Compute ``tasks`` on ``client``, gathering the results as soon as they are ready."""
     futures = client.compute(tasks)
     index = {f.key: i for i, f in enumerate(futures)}
     results = [None] * len(futures)
-    with client.as_current():  # as_completed looks the client up; it may not be the default
-        for future, value in as_completed(futures, with_results=True):
+    pending = futures
+    while pending:
+        done, pending = wait_for(client, pending, return_when="FIRST_COMPLETED")
+        for future, value in zip(done, client.gather(done)):
             results[index[future.key]] = value
     return results

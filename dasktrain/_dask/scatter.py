@@ -7,6 +7,7 @@ from concurrent.futures import CancelledError
 
 from .blocks import task_keys
 from .client import connect_timeout, scheduler_workers
+from .waits import scatter_data, wait_for
 
 logger = logging.getLogger(__name__)
 
@@ -28,11 +29,11 @@ class _Pieces:
 
         try:
             # hash=False: equal inputs of an earlier call must not share (and lose) its keys.
-            return self.client.scatter(items, hash=False, timeout=self.timeout)
+            return scatter_data(self.client, items, hash=False, timeout=self.timeout)
         except (TimeoutError, OSError) as exc:
             raise WorkerLostError(
                 f"could not send {len(items)} piece(s) of images to the cluster within "
-                f"{self.timeout} ({type(exc).__name__}: {exc}); does it still have workers? "
+                f"{self.timeout:g} s ({type(exc).__name__}: {exc}); does it still have workers? "
                 f"Workers now: {sorted(scheduler_workers(self.client))!r}."
             ) from exc
 
@@ -98,19 +99,18 @@ def map_scattered(client, func, pieces, *, name, progress=None, max_resubmits=No
     WorkerLostError
         A piece was lost more than ``max_resubmits`` times, or no worker took it back in
         ``distributed.comm.timeouts.connect``.
+    WorkersPausedError
+        The pieces waited on workers paused for memory (:mod:`.waits`).
     """
     import dask.config
-    from distributed import as_completed
 
     if not pieces:
         return []
     if max_resubmits is None:
         max_resubmits = int(dask.config.get("distributed.scheduler.allowed-failures", 3))
     work = _Pieces(client, func, pieces, name, max_resubmits, args)
-    futures, index = work.submit_all()
-    with client.as_current():  # as_completed looks the client up; it may not be the default
-        pending = as_completed(futures)
-    del futures  # as_completed holds them; each is dropped once its result is here
+    pending, index = work.submit_all()
+    # Only _collect holds the futures: each is dropped once its result is here.
     return _collect(pending, index, work, _progress_bar(progress, len(pieces)))
 
 
@@ -128,19 +128,21 @@ def _collect(pending, index, work, bar):
 
     results = [None] * len(work.pieces)
     try:
-        for fut in pending:
-            i = index.pop(fut.key)
-            try:
-                results[i] = fut.result()
-            except (FutureCancelledError, CancelledError) as exc:
-                new = work.resubmit(i, exc)
-                index[new.key] = i
-                pending.add(new)
-                continue
-            if bar is not None:
-                bar.update(1)
+        while pending:
+            done, pending = wait_for(work.client, pending, return_when="FIRST_COMPLETED")
+            for fut in done:
+                i = index.pop(fut.key)
+                try:
+                    results[i] = fut.result()
+                except (FutureCancelledError, CancelledError) as exc:
+                    new = work.resubmit(i, exc)
+                    index[new.key] = i
+                    pending.append(new)
+                    continue
+                if bar is not None:
+                    bar.update(1)
+            del done
     finally:
         if bar is not None:
             bar.close()
-        pending.clear()
     return results

@@ -20,8 +20,8 @@ from __future__ import annotations
 import logging
 import time
 
-from .._dask import live_workers
-from ..exceptions import DDPError, ValidationError
+from .._dask import StallWatch, live_workers, result, scatter_data
+from ..exceptions import DDPError, ValidationError, WorkersPausedError
 from ._pool_worker import pool_rank_task
 from ._records import AttemptFailed, Failure, RankSpec, RankStatus
 from ._worker import probe_port, rank_task
@@ -34,6 +34,8 @@ __all__ = ["select_workers", "Attempt", "describe"]
 _TEARDOWN_WAIT_S = 10.0
 # Last lines of a rank's stderr shown in an error message.
 _TAIL_LINES = 20
+# What waits, in a WorkersPausedError.
+_WHAT = "dasktrain.ddp.run"
 
 
 def _host(address):
@@ -215,8 +217,13 @@ class Attempt:
             port, backend, warm = pool._group_for(self.addresses, self._probe)
             env = pool.env
         self.backend, self.port = backend, port
-        self.payload_future = self.client.scatter(
-            self.payload, workers=self.addresses, broadcast=True, hash=False
+        self.payload_future = scatter_data(
+            self.client,
+            self.payload,
+            what=_WHAT,
+            workers=self.addresses,
+            broadcast=True,
+            hash=False,
         )
         specs = rank_specs(
             self.addresses,
@@ -265,18 +272,22 @@ class Attempt:
             key=f"dasktrain-ddp-port-{self.job}-{self.attempt}",
         )
         try:
-            return future.result(timeout=max(1.0, self.options["timeout"]))
-        except DDPError:
-            raise
+            return result(future, what=_WHAT, timeout=max(1.0, self.options["timeout"]))
+        except (DDPError, WorkersPausedError):
+            raise  # a paused worker: a restart cannot help, and the port is not the cause
         except Exception as exc:
             message = f"could not probe a free port ({exc!r})"
             raise AttemptFailed(Failure(0, self.addresses[0], message, cause=exc)) from exc
 
     # -- watch ---------------------------------------------------------------------------------
     def watch(self, deadline):
-        """Wait for all ranks; raise AttemptFailed on the first failed rank or lost worker."""
+        """Wait for all ranks; raise AttemptFailed on the first failed rank or lost worker.
+
+        Raises WorkersPausedError when the rank tasks wait on workers paused for memory.
+        """
         last_live_check = 0.0
         pending = dict(self.futures)
+        stall = StallWatch(self.client, _WHAT)
         while pending:
             for rank in [r for r, f in pending.items() if f.done()]:
                 self._take(rank, pending.pop(rank))
@@ -291,6 +302,7 @@ class Attempt:
                 for rank in pending:
                     if self.addresses[rank] not in live:
                         raise AttemptFailed(_lost(rank, self.addresses[rank]))
+                stall.check([f.key for f in pending.values()])
             time.sleep(0.05)
 
     def _take(self, rank, future):
@@ -309,12 +321,16 @@ class Attempt:
             raise AttemptFailed(res.failure())
 
     # -- tear down -----------------------------------------------------------------------------
-    def teardown(self):
-        """Abort the ranks still running and collect what they hand back (logs)."""
+    def teardown(self, wait=True):
+        """Abort the ranks still running and collect what they hand back (logs).
+
+        ``wait=False``: do not wait for them (rank tasks stuck on paused workers never ran).
+        """
         running = [f for f in self.futures.values() if not f.done()]
         if running:
             self.abort.set()
-            self._wait_for_live(running)
+            if wait:
+                self._wait_for_live(running)
         for rank, future in self.futures.items():
             if rank not in self.results and future.status == "finished":
                 self.results[rank] = future.result()

@@ -377,12 +377,42 @@ def prepare_loader(
 
 
 def make_checkpoint_dir(checkpoint_dir) -> str | None:
-    """``checkpoint_dir`` as an absolute folder, created; None stays None (checkpoints off)."""
+    """``checkpoint_dir`` as an absolute folder, created; None stays None (checkpoints off).
+
+    Raises
+    ------
+    ValidationError
+        When the folder cannot be made: a file is in the way (named), or no permission.
+    """
     if checkpoint_dir is None:
         return None
     checkpoint_dir = os.path.abspath(os.fspath(checkpoint_dir))
-    os.makedirs(checkpoint_dir, exist_ok=True)
+    try:
+        os.makedirs(checkpoint_dir, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        blocker = _file_in_the_way(checkpoint_dir)
+        raise ValidationError(
+            f"checkpoint_dir={checkpoint_dir!r} cannot be a folder: {blocker!r} is a file. "
+            "Pass checkpoint_dir= a folder (created when missing), or move the file away."
+        ) from exc
+    except OSError as exc:
+        raise ValidationError(
+            f"checkpoint_dir={checkpoint_dir!r} cannot be created ({type(exc).__name__}: "
+            f"{exc}). Pass checkpoint_dir= a folder this process may write to."
+        ) from exc
     return checkpoint_dir
+
+
+def _file_in_the_way(path):
+    """The first part of ``path``, from its root, that exists and is not a folder."""
+    parts = []
+    while True:
+        parts.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return next((p for p in reversed(parts) if os.path.exists(p) and not os.path.isdir(p)), path)
 
 
 def checkpoint_path() -> str | None:

@@ -21,7 +21,7 @@ import uuid
 
 from .. import _config
 from .._dask import get_client
-from ..exceptions import DDPError, ValidationError
+from ..exceptions import DDPError, ValidationError, WorkersPausedError
 from . import helpers as _helpers
 from ._group import Attempt, describe, select_workers
 from ._pool import RankPool
@@ -173,6 +173,9 @@ def run(
         pickled back.
     ValidationError
         For a bad argument (unknown backend, more workers than the cluster has...).
+    WorkersPausedError
+        When the job's tasks (its port probe, its ranks) waited on workers paused for memory
+        for ``dasktrain.paused-workers.grace``: a restart cannot help, so none is made.
 
     See Also
     --------
@@ -313,10 +316,11 @@ class _Job:
             current.teardown()
             self._after_failure(current, exc.failure)
             return None
-        except BaseException:
-            # KeyboardInterrupt, a scheduler error...: never leave ranks running.
+        except BaseException as exc:
+            # KeyboardInterrupt, a scheduler error...: never leave ranks running. Ranks stuck
+            # on paused workers never started: nothing to wait for.
             if current is not None:
-                current.teardown()
+                current.teardown(wait=not isinstance(exc, WorkersPausedError))
             raise
         finally:
             selection.release()

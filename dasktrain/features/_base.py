@@ -40,8 +40,10 @@ from .._dask import (
     compute_if_dask,
     get_client,
     map_scattered,
+    scatter_data,
     scheduler_workers,
     split_rows,
+    watching,
 )
 from .._validation import check_array, check_engine, is_dask_collection
 from ..exceptions import ValidationError
@@ -307,8 +309,10 @@ class BaseImageFeatures(TransformerMixin, BaseEstimator):
             from distributed import progress
 
             client = get_client(client)
-            out = client.persist(out)
-            progress(out)
+            # The guard watches the futures made inside it: the persist too.
+            with watching(client, f"{type(self).__name__}.transform"):
+                out = client.persist(out)
+                progress(out)
         return out
 
     def _transform_dask_eager(self, fn, X, kwargs, n_out, client, model=None):
@@ -316,7 +320,9 @@ class BaseImageFeatures(TransformerMixin, BaseEstimator):
         # broadcast: a copy on every worker, so losing one worker does not lose the model.
         shared = ()
         if model is not None:
-            shared = (client.scatter(Shipped(model), broadcast=True, hash=False),)
+            what = f"{type(self).__name__}.transform"
+            shipped = scatter_data(client, Shipped(model), what=what, broadcast=True, hash=False)
+            shared = (shipped,)
         n_workers = max(1, len(scheduler_workers(client)))
         chunk = int(_config.get("images.chunk-size", 256))
         # At least two chunks per worker when there are enough images, so no worker idles.

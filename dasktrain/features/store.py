@@ -20,6 +20,7 @@ import os
 import numpy as np
 
 from .. import _config
+from .._dask import maybe_client, watching
 from .._validation import (
     check_array,
     check_consistent_length,
@@ -44,7 +45,9 @@ def _write(root, path, name, arr):
         # zarr needs regular chunks: keep the sample chunking, whole rows, last chunk smaller.
         step = max(1, max(arr.chunks[0]) if arr.chunks[0] else 1)
         arr = arr.rechunk((step,) + tuple(-1 for _ in range(arr.ndim - 1)))
-        da.to_zarr(arr, path, component=name, mode="a")
+        # Behind the paused-worker guard: dask's own compute waits on the cluster.
+        with watching(maybe_client(), "save_features"):
+            da.to_zarr(arr, path, component=name, mode="a")
     else:
         step = max(1, min(len(arr), int(_config.get("images.chunk-size", 256))))
         # shape + dtype, then a write: create_array(data=...) only exists from zarr 3.1, and

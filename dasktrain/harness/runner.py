@@ -85,9 +85,6 @@ class _Comparison:
             )
             for s in setups
         }
-        # Every cluster's workers by pid, so that each run names them alike and leaves the
-        # other clusters' workers out of its figures.
-        self.known = {p: a for s in setups for a, p in s.worker_pids.items() if p > 0}
         self.log = RunLog(plan.out, comparison) if plan.out is not None else None
         self.records, self.sample_frames = [], []
         self.dead = {}  # (workload, setup) -> the record of a run that cannot succeed later
@@ -103,6 +100,11 @@ class _Comparison:
         self.progress.close()
         if self.log is not None:
             self.log.close()
+
+    @property
+    def known(self):
+        """Every cluster's workers by pid (afresh: a worker restarted after a timeout is new)."""
+        return {p: a for s in self.setups for a, p in s.worker_pids.items() if p > 0}
 
     @property
     def local_threads(self):
@@ -409,7 +411,10 @@ def compare(
         ``status="timeout"`` and the comparison goes on (its later repeats are skipped). The
         tasks a timed-out dask run submitted are cancelled; a run busy in this process (a local
         run) cannot be stopped and is left running in the background, which its row says.
-        Without a limit the workload runs in this thread, as before.
+        A cancelled task that was running keeps its thread: those workers are restarted on a
+        cluster the comparison started; on yours the later runs on that setup are "not run:
+        the cluster was left busy by a timed-out run" (``unavailable``); the row says which.
+        Without a limit the workload runs in this thread.
     log : str or Path, optional
         Send what the libraries warn, log and print during the comparison (in this process
         and in the workers of the clusters started here) to this file instead of the

@@ -16,11 +16,12 @@ import os
 import socket
 from collections.abc import Mapping
 
+from .. import _malloc
 from .._compat import cpu_count, gpu_count
 from ..exceptions import ClusterConnectionError, ValidationError
 from .spark_setup import close_spark, describe_spark, open_spark
 
-__all__ = ["Setup", "check_clusters", "open_setups", "close_setups", "LOCAL"]
+__all__ = ["Setup", "check_clusters", "open_setups", "close_setups", "free_stuck_workers", "LOCAL"]
 
 LOCAL = "local"
 
@@ -281,6 +282,52 @@ def _cluster_threads(client):
     if isinstance(client, Client):
         return total_threads(client)
     return cpu_count()
+
+
+def free_stuck_workers(setup, busy) -> str:
+    """Leave a cluster usable after a timed-out run whose cancelled tasks still hold threads.
+
+    A running Python task cannot be stopped, so every later run on those workers would wait
+    for it (and time out in its turn). The comparison restarts the workers of a cluster it
+    started itself; a cluster of the user's is never restarted: its setup is marked so that
+    every later run on it is not run (``setup.unavailable``), saying why.
+
+    Parameters
+    ----------
+    setup : Setup
+    busy : dict
+        ``{worker address: [task key, ...]}`` still running.
+
+    Returns
+    -------
+    str, the sentence for the timed-out row: what was done.
+    """
+    workers = sorted(busy)
+    names = ", ".join(workers)
+    if setup.started:
+        try:
+            # The nannies copy their allocator variables into this process's environment.
+            with _malloc.environ_kept():
+                setup.client.restart_workers(workers)
+        except Exception as exc:  # noqa: BLE001 - then it is left busy, and said so
+            why = f"restarting them failed ({type(exc).__name__}: {exc})"
+        else:
+            setup.worker_pids = _worker_info(setup.client)[0]
+            return (
+                f"its cancelled task(s) still held worker(s) {names}, which were restarted "
+                "(this comparison started the cluster), so the later runs start clean"
+            )
+    else:
+        why = "it is your cluster: not restarted"
+    setup.unavailable = (
+        "not run: the cluster was left busy by a timed-out run (its cancelled task(s) still "
+        f"hold worker(s) {names})"
+    )
+    return (
+        f"its cancelled task(s) still hold worker(s) {names} ({why}), so the cluster is left "
+        f"busy and the later runs on setup {setup.name!r} are not run. Restart those workers "
+        "(client.restart()) or raise timeout="
+    )
 
 
 def close_setups(setups) -> None:

@@ -21,11 +21,12 @@ import traceback
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from .._dask import WorkerWatch
+from .._dask import WorkerWatch, busy_with_cancelled, cancel_keys, future_keys, watching
 from ..exceptions import OptionalDependencyError, Unavailable, WorkloadError
 from .breakdown import observe, observe_local, split_local, split_time
 from .monitor import ResourceMonitor
 from .results import RunRecord
+from .setups import free_stuck_workers
 from .workloads import using
 
 if TYPE_CHECKING:  # pandas comes with the monitor's samples
@@ -70,33 +71,14 @@ def limited(engine, n_threads) -> Iterator[None]:
 # The time limit
 # --------------------------------------------------------------------------------------------
 class _RunTimeout(Exception):
-    """A run did not finish within its time limit (reported in its row, never raised out)."""
+    """A run did not finish within its time limit (reported in its row, never raised out).
 
+    ``busy``: ``{worker: [key]}`` of its cancelled tasks that still hold a worker thread.
+    """
 
-def _future_keys(client):
-    """The keys of the futures ``client`` holds (its event loop thread may change the dict)."""
-    for _ in range(10):
-        try:
-            return set(client.futures)
-        except RuntimeError:  # "dictionary changed size during iteration"
-            time.sleep(0.01)
-    return set(client.futures)
-
-
-def _cancel_new_futures(client, before):
-    """Cancel the futures ``client`` holds that were not there in ``before``: a hung dask run's
-    tasks. Returns how many were cancelled."""
-    from distributed import Future
-
-    keys = [k for k in _future_keys(client) if k not in before]
-    if keys:
-        futures = [Future(k, client) for k in keys]
-        try:
-            client.cancel(futures, force=True, reason="dasktrain.compare: the run timed out")
-        except Exception:  # noqa: BLE001 - best effort: the row says the run timed out anyway
-            logger.warning("could not cancel the tasks of a timed-out run", exc_info=True)
-        del futures
-    return len(keys)
+    def __init__(self, message, busy=None):
+        super().__init__(message)
+        self.busy = busy or {}
 
 
 def _timeout_message(timeout, cancelled, still_running):
@@ -127,7 +109,7 @@ def _call(fn, args, timeout, client):
         elapsed = time.perf_counter() - t0
         return value, elapsed, (w0, w0 + elapsed)
     box = {}
-    before = _future_keys(client) if client is not None else set()
+    before = future_keys(client) if client is not None else set()
 
     def target():
         box["w0"], t0 = time.time(), time.perf_counter()
@@ -146,9 +128,14 @@ def _call(fn, args, timeout, client):
     thread.start()
     thread.join(timeout)
     if thread.is_alive():
-        cancelled = _cancel_new_futures(client, before) if client is not None else 0
+        cancelled = 0
+        if client is not None:
+            new = future_keys(client) - before
+            cancelled = cancel_keys(client, new, reason="dasktrain.compare: the run timed out")
         thread.join(min(5.0, timeout))  # a dask run blocked on its cancelled tasks ends now
-        raise _RunTimeout(_timeout_message(timeout, cancelled, thread.is_alive()))
+        # A cancelled task that was running still runs, on the worker's thread.
+        busy = busy_with_cancelled(client) if cancelled else {}
+        raise _RunTimeout(_timeout_message(timeout, cancelled, thread.is_alive()), busy)
     if "exc" in box:
         raise box["exc"]
     return box["value"], box["elapsed"], (box["w0"], box["w0"] + box["elapsed"])
@@ -206,6 +193,19 @@ _DASK_ROLES = ("worker", "nanny", "scheduler", "rank")
 _NOT_MINE = {"local": (*_DASK_ROLES, "spark"), "dask": ("spark",), "spark": _DASK_ROLES}
 
 
+def _guarded(fn, client, what):
+    """``fn`` behind the paused-worker guard of ``client`` (a dask run: a workload's waits are
+    its own, so the futures it makes are watched; see :mod:`dasktrain._dask.waits`)."""
+    if client is None:
+        return fn
+
+    def call(*args):
+        with watching(client, what):
+            return fn(*args)
+
+    return call
+
+
 def _workload_fn(spec, engine):
     """The function ``spec`` runs on ``engine``: on Spark, a built-in's Spark twin, and a JVM
     that died reads "Spark died" (:func:`~.spark_workloads.spark_fn`)."""
@@ -226,9 +226,9 @@ def _timed_call(spec, inputs, rec, client, mon, timeout):
     try:
         with observed as obs:
             args = (inputs, rec.engine, client)
-            metrics, rec.time, window = _call(
-                _workload_fn(spec, rec.engine), args, timeout, dask_client
-            )
+            what = f"workload {spec.name!r} on setup {rec.setup!r}"
+            fn = _guarded(_workload_fn(spec, rec.engine), dask_client, what)
+            metrics, rec.time, window = _call(fn, args, timeout, dask_client)
     finally:
         if mon is not None:
             mon.stop()
@@ -285,6 +285,8 @@ def run_once(
         rec.status, rec.error = "unavailable", str(exc)
     except _RunTimeout as exc:
         rec.status, rec.error = "timeout", str(exc)
+        if exc.busy:  # the cluster must stay usable for the later runs, or say it is not
+            rec.error += "; " + free_stuck_workers(setup, exc.busy)
     except Exception as exc:
         logger.info("workload %s on %s failed:\n%s", spec.name, engine, traceback.format_exc())
         rec.status, rec.error = "error", f"{type(exc).__name__}: {exc}"

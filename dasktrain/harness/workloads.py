@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from .._dask import compute_if_dask, to_cluster
+from .._dask import compute_if_dask, to_cluster, wait_for
 from ..exceptions import Unavailable, WorkloadError
 from .breakdown import phase
 
@@ -99,10 +99,8 @@ def _result(client, x):
 
     if client is None or not dask.is_dask_collection(x):
         return np.asarray(compute_if_dask(x, client=client))
-    from distributed import wait
-
     future = client.compute(x)
-    wait(future)
+    wait_for(client, [future])
     with phase("transfer"):
         return np.asarray(future.result())
 
@@ -118,9 +116,7 @@ def w_read(inputs, engine, client) -> dict:
     t0 = time.perf_counter()
     iset = read_images(path, size=_opt("image_size", 64), color="gray", engine=engine)
     if engine == "dask":
-        from distributed import wait
-
-        wait(client.persist(iset.X))
+        wait_for(client, client.persist(iset.X))
     else:
         np.asarray(iset.X)
     return {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .._dask import get_client, split_rows, task_keys
+from .._dask import gather, get_client, result, split_rows, task_keys
 from ..exceptions import DatasetLayoutError, ValidationError
 from ._decode import mtime, probe_all
 from ._errors import MAX_NAMED
@@ -21,6 +21,7 @@ __all__ = [
 ]
 
 FILES_ON = ("client", "workers")
+_WHAT = "read_images(engine='dask')"
 
 
 def check_files_on(files_on, engine):
@@ -70,7 +71,10 @@ def _list_on_a_worker(client, root, storage_options=None):
     """``(paths, labels)`` of folder ``root`` as one worker lists it; every worker must see it."""
     if is_remote(root):  # every worker reads the same store: one lists it
         key = task_keys("list-images", 1)[0]
-        return client.submit(list_images, root, storage_options, key=key, pure=False).result()
+        return result(
+            client.submit(list_images, root, storage_options, key=key, pure=False),
+            what=_WHAT,
+        )
     if not os.path.isabs(root):
         raise ValidationError(
             f"path={root!r}: files_on='workers' needs an absolute path (a relative one "
@@ -86,7 +90,7 @@ def _list_on_a_worker(client, root, storage_options=None):
             "system)."
         )
     key = task_keys("list-images", 1)[0]
-    return client.submit(list_images, root, key=key, pure=False).result()
+    return result(client.submit(list_images, root, key=key, pure=False), what=_WHAT)
 
 
 def probe_on_workers(client, paths, chunk_size, storage_options=None):
@@ -98,7 +102,7 @@ def probe_on_workers(client, paths, chunk_size, storage_options=None):
         _probe_on_worker, blocks, [storage_options] * len(blocks), key=keys, pure=False
     )
     info, bad, mtimes = [], [], []
-    for block_info, block_bad, block_mtimes in client.gather(futures):
+    for block_info, block_bad, block_mtimes in gather(client, futures, what=_WHAT):
         info += block_info
         bad += block_bad
         mtimes += block_mtimes

@@ -195,7 +195,7 @@ def check_no_inf(X, *, name="X"):
     if is_dask_collection(X):
         import dask.array as da
 
-        bad = bool(da.isinf(X).any().compute())
+        bad = bool(compute_if_dask(da.isinf(X).any()))
     else:
         bad = bool(np.isinf(X).any())
     if bad:

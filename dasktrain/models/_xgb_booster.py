@@ -21,6 +21,7 @@ from .._validation import is_dask_collection
 from ..exceptions import ValidationError
 from ._base import is_dask_frame, validate_fitted_X
 from ._output import apply_blockwise
+from ._xgb_dask import predict_dask
 from ._xgb_predict import BoosterPredictor, feature_importances
 
 __all__ = ["BoosterMethods"]
@@ -209,13 +210,7 @@ class BoosterMethods:
         multi = self._kind == "classifier" and self.n_classes_ > 2
         client = maybe_client(self.client)
         if client is not None and not is_dask_frame(X_in):
-            X = row_chunked(X)
-            import xgboost.dask as dxgb
-
-            # as_current: xgboost's _get_client calls distributed.get_client() even when
-            # given a client, which fails for an explicit client that is not the default.
-            with client.as_current():
-                return dxgb.inplace_predict(client, self.booster_, X, iteration_range=rng)
+            return predict_dask(self, client, row_chunked(X), rng)
         # A dask DataFrame (rows unknown) or no distributed client: one booster key in the
         # graph, applied blockwise.
         return apply_blockwise(

@@ -18,7 +18,9 @@ from .._dask import (
     connect_timeout,
     get_client,
     row_chunked,
+    scatter_data,
     scheduler_host,
+    watching,
 )
 from .._validation import is_dask_collection
 from ..exceptions import WorkerLostError
@@ -26,7 +28,7 @@ from ._base import check_no_inf
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["fit_dask"]
+__all__ = ["fit_dask", "predict_dask"]
 
 
 def fit_dask(est, X, y, evals, w, params, xgb_model=None):
@@ -63,6 +65,20 @@ def fit_dask(est, X, y, evals, w, params, xgb_model=None):
     if est.checkpoint_dir is not None:
         est.last_checkpoint_ = est._latest_checkpoint()[0]
     return model
+
+
+def predict_dask(est, client, X, iteration_range):
+    """``xgboost.dask.inplace_predict`` of ``est``'s booster on dask array ``X`` (lazy)."""
+    import xgboost.dask as dxgb
+
+    what = f"{type(est).__name__}.predict"
+    # Scattered here, not by xgboost: distributed waits for a running worker to take it, up
+    # to its timeout, where only paused workers are left (dasktrain._dask.paused).
+    booster = scatter_data(client, est.booster_, what=what, hash=False)
+    # as_current: xgboost's _get_client calls distributed.get_client() even when given a
+    # client, which fails for an explicit client that is not the default.
+    with client.as_current(), watching(client, what):
+        return dxgb.inplace_predict(client, booster, X, iteration_range=iteration_range)
 
 
 def _persist_inputs(client, X, y, w, evals):

@@ -31,7 +31,9 @@ from sklearn.base import clone, is_classifier
 from .._dask import (
     compute_all,
     compute_if_dask,
+    gather,
     get_client,
+    scatter_data,
     task_keys,
     using_client,
 )
@@ -40,6 +42,8 @@ from ._base import validate_X, validate_y
 from .on_worker import OnWorker
 
 logger = logging.getLogger(__name__)
+
+_CV = "cross_validate(engine='dask')"
 
 __all__ = ["LogisticRegression", "GaussianNB", "MLPClassifier", "cross_validate"]
 
@@ -277,9 +281,9 @@ def _folds_on_cluster(client, estimator, X, y, cv, scoring, groups, return_train
     X_f = (
         client.compute(X)
         if is_dask_collection(X)
-        else client.scatter(X, broadcast=False, hash=False)
+        else scatter_data(client, X, what=_CV, broadcast=False, hash=False)
     )
-    y_f = client.scatter(y_local, broadcast=False, hash=False)
+    y_f = scatter_data(client, y_local, what=_CV, broadcast=False, hash=False)
     # Everything positional (a keyword array would become a graph node keyed by its name).
     futures = [
         client.submit(
@@ -287,7 +291,7 @@ def _folds_on_cluster(client, estimator, X, y, cv, scoring, groups, return_train
         )
         for (tr, te), key in zip(splits, task_keys("cv-fold", len(splits)))
     ]
-    return client.gather(futures)
+    return gather(client, futures, what=_CV)
 
 
 def _cv_results(results, return_train_score):

@@ -37,6 +37,7 @@ from .._dask import (
     row_chunked,
     scheduler_workers,
     using_client,
+    watching,
 )
 from .._validation import (
     check_array,
@@ -247,8 +248,13 @@ class KMeans(
         ValidationError
             NaN/inf in X, unknown chunk sizes, n_clusters > n_samples, a bad engine, init or
             algorithm name, ``init="k-means++"`` with ``algorithm="dask-ml"``.
+        WorkersPausedError
+            The dask engine waited on workers paused for memory for
+            ``dasktrain.paused-workers.grace``.
         """
-        with using_client(self.client):
+        client = maybe_client(self.client)
+        # Behind the paused-worker guard: the input checks and dask-ml wait on the cluster too.
+        with using_client(self.client), watching(client, f"{type(self).__name__}.fit"):
             return self._fit(X, sample_weight)
 
     def _fit(self, X, sample_weight):

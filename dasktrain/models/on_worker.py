@@ -32,7 +32,14 @@ from sklearn.utils import get_tags
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
-from .._dask import compute_all, compute_if_dask, maybe_client, row_chunked, using_client
+from .._dask import (
+    compute_all,
+    compute_if_dask,
+    maybe_client,
+    row_chunked,
+    using_client,
+    watching,
+)
 from .._validation import check_array, check_consistent_length, is_dask_collection, resolve_engine
 from ..exceptions import ValidationError
 from ._base import (
@@ -194,8 +201,13 @@ class OnWorker(LazySetOutputMixin, MetaEstimatorMixin, BaseEstimator):
         ValidationError
             NaN/inf (unless the estimator allows NaN), wrong lengths, one class only, unknown
             chunk sizes or engine.
+        WorkersPausedError
+            The input checks or the fit task waited on workers paused for memory for
+            ``dasktrain.paused-workers.grace``.
         """
-        with using_client(self.client):
+        # Behind the paused-worker guard: the input checks of a dask X wait on the cluster.
+        what = f"{type(self).__name__}.fit"
+        with using_client(self.client), watching(maybe_client(self.client), what):
             return self._fit(X, y, fit_params)
 
     def _fit(self, X, y, fit_params):

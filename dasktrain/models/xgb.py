@@ -31,6 +31,7 @@ from .._dask import (
     maybe_client,
     total_threads,
     using_client,
+    watching,
 )
 from .._validation import (
     check_positive_int,
@@ -193,6 +194,9 @@ class _XGBBase(BoosterMethods, BaseEstimator):
         WorkerLostError
             A worker died during a dask fit and no restart is left (``max_restarts``); the
             message names the worker and the last checkpoint to resume from.
+        WorkersPausedError
+            The dask fit waited on workers paused for memory for
+            ``dasktrain.paused-workers.grace``.
 
         Notes
         -----
@@ -204,7 +208,9 @@ class _XGBBase(BoosterMethods, BaseEstimator):
         early-stopping count and ``evals_result_`` begin at the checkpoint.
         """
         self._verbose = verbose
-        with using_client(self.client):
+        # Behind the paused-worker guard: xgboost.dask's waits are its own.
+        what = f"{type(self).__name__}.fit"
+        with using_client(self.client), watching(maybe_client(self.client), what):
             return self._fit(X, y, eval_set, sample_weight, xgb_model)
 
     def _fit(self, X, y, eval_set, sample_weight, xgb_model=None):
