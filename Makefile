@@ -5,7 +5,10 @@ VENV ?= .venv
 # e.g. `make install TORCH_SPEC='torch>=2.2'` or TF_SPEC='tensorflow[and-cuda]'.
 TORCH_SPEC ?= torch==2.13.0
 TF_SPEC ?= tensorflow-cpu==2.21.0
-EXTRAS ?= test,bench,docs,spark
+# xgboost: the CUDA-capable wheel (the GPU tests need it); `make install XGBOOST=xgboost-cpu`
+# builds a CPU-only environment without nvidia-nccl-cu12 (about 470 MB less).
+XGBOOST ?= xgboost
+EXTRAS ?= test,bench,docs,spark,$(XGBOOST)
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 

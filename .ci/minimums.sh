@@ -16,7 +16,8 @@ PY="$MIN_VENV/bin/python"
 SECONDS=0
 
 python3 -m venv "$MIN_VENV"
-"$PY" .ci/minimums.py > "$MIN_VENV/constraints.txt"
+# XGBoost is an extra: its CPU-only wheel (the same API, without nvidia-nccl-cu12's 469 MB).
+"$PY" .ci/minimums.py xgboost-cpu > "$MIN_VENV/constraints.txt"
 # uv (installed into this venv only) resolves and installs the same pins as pip in about 40 s
 # where pip takes about 3 minutes (measured on the 2-core dev machine); pip if uv is unavailable.
 if "$PY" -m pip install -q --only-binary=:all: uv; then
@@ -24,9 +25,9 @@ if "$PY" -m pip install -q --only-binary=:all: uv; then
 else
     INSTALL=("$PY" -m pip install -q)
 fi
-"${INSTALL[@]}" --only-binary=:all: -c "$MIN_VENV/constraints.txt" -e ".[test]"
+"${INSTALL[@]}" --only-binary=:all: -c "$MIN_VENV/constraints.txt" -e ".[test,xgboost-cpu]"
 "$PY" -m pip list --format=freeze | grep -i -E \
-    '^(numpy|pandas|dask|distributed|dask-ml|scikit-learn|scikit-image|xgboost|pillow|zarr|pyarrow|fsspec|s3fs|bokeh|psutil|tqdm)=='
+    '^(numpy|pandas|dask|distributed|dask-ml|scikit-learn|scikit-image|xgboost|xgboost-cpu|pillow|zarr|pyarrow|fsspec|s3fs|bokeh|psutil|tqdm)=='
 # The step checks what it claims: its own interpreter, and neither torch nor TensorFlow there.
 "$PY" - "$MIN_VENV" <<'PY'
 import importlib.util, os, sys

@@ -7,17 +7,23 @@ and a missing package says which extra to install.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
+import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 
 from .exceptions import OptionalDependencyError, UnguardedScriptError
 
 # Which extra provides which importable module.
 _EXTRAS = {
+    "xgboost": "xgboost",
     "torch": "torch",
     "tensorflow": "tensorflow",
     "keras": "tensorflow",
@@ -25,6 +31,62 @@ _EXTRAS = {
     "pynvml": "gpu",
     "asv": "bench",
 }
+
+logger = logging.getLogger(__name__)
+
+# What the message of a missing package adds after "pip install 'dasktrain[extra]'".
+_HINTS = {
+    "xgboost": (
+        ", or on a machine without an NVIDIA GPU pip install 'dasktrain[xgboost-cpu]' (the same "
+        "XGBoost without CUDA: no nvidia-nccl-cu12, about 470 MB less). Never both"
+    ),
+}
+
+# What TensorFlow's C++ code writes to stderr while it is imported, in every process (each Dask
+# worker too): information about the build, not warnings about the user's work.
+_IMPORT_BANNERS = {
+    "tensorflow": re.compile(
+        r"absl::InitializeLog\(\) is called|oneDNN custom operations are on|cpu_feature_guard"
+        r"|^To enable the following instructions|Unable to register cu(DNN|FFT|BLAS) factory"
+        r"|computation placer already registered|could not find cuda drivers"
+    ),
+}
+_IMPORT_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _stderr_without(banners):
+    """File descriptor 2 into a temporary file for the block (C++ code writes there directly);
+    then every line of it is written back to stderr except those ``banners`` matches, which
+    are logged at DEBUG. The other threads' output of those seconds is delayed, never lost."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            lines = tmp.read().decode("utf-8", "replace").splitlines(keepends=True)
+            kept = [line for line in lines if not banners.search(line)]
+            if len(kept) < len(lines):
+                logger.debug("import banners: %s", "".join(set(lines) - set(kept)).strip())
+            if kept:
+                os.write(2, "".join(kept).encode())
+
+
+def _import(name):
+    banners = _IMPORT_BANNERS.get(_EXTRAS.get(name.split(".")[0]) or name.split(".")[0])
+    if banners is None or name in sys.modules:
+        return importlib.import_module(name)
+    with _IMPORT_LOCK, _stderr_without(banners):
+        return importlib.import_module(name)
 
 
 def import_optional(name, extra=None):
@@ -47,12 +109,12 @@ def import_optional(name, extra=None):
         A subclass of ImportError whose message names ``pip install 'dasktrain[extra]'``.
     """
     try:
-        return importlib.import_module(name)
+        return _import(name)
     except ImportError as exc:
         extra = extra or _EXTRAS.get(name.split(".")[0], "all")
         raise OptionalDependencyError(
             f"{name!r} is required for this feature but could not be imported ({exc}). "
-            f"Install it with: pip install 'dasktrain[{extra}]'"
+            f"Install it with: pip install 'dasktrain[{extra}]'{_HINTS.get(extra, '')}."
         ) from exc
 
 

@@ -182,6 +182,29 @@ def check_classification_targets(y, *, name="y", min_classes=2):
     return classes
 
 
+def check_weights(sample_weight, *, name="sample_weight"):
+    """Raise for negative weights, or weights that are all 0 (there is nothing to fit).
+
+    All-zero weights were refused by scikit-learn's KMeans but not on the dask engine, and
+    ended inside xgboost's C++ code on a dask fit ("quantile.cc:363: Check failed"). For dask
+    input this is one pass over the weights (both questions in one ``compute``), never over X.
+    """
+    if is_dask_collection(sample_weight):
+        import dask
+
+        negative, positive = dask.compute((sample_weight < 0).any(), (sample_weight > 0).any())
+    else:
+        w = np.asarray(sample_weight)
+        negative, positive = (w < 0).any(), (w > 0).any()
+    if negative:
+        raise ValidationError(f"{name} has negative values; weights must be >= 0.")
+    if not positive:
+        raise ValidationError(
+            f"{name} is zero for every sample: there is nothing to fit. Give the samples that "
+            "count a positive weight."
+        )
+
+
 def check_weighted_classes(y, sample_weight, *, min_classes=2):
     """Raise when fewer than ``min_classes`` labels of ``y`` have a positive ``sample_weight``.
 

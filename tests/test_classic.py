@@ -28,19 +28,27 @@ from dasktrain.models import (
 
 @parametrize_with_checks(
     [
-        LogisticRegression(engine="local"),
-        GaussianNB(engine="local"),
-        MLPClassifier(hidden_layer_sizes=(20,), max_iter=300, random_state=0, engine="local"),
-        # Any estimator: a regressor, a transformer, a pipeline, one that allows NaN.
-        OnWorker(Ridge(), engine="local"),
-        OnWorker(PCA(), engine="local"),
-        OnWorker(make_pipeline(StandardScaler(), SKLogisticRegression()), engine="local"),
-        OnWorker(HistGradientBoostingClassifier(max_iter=10), engine="local"),
+        make(engine)
+        for engine in ("local", "dask")  # both engines (issue 26, item 4)
+        for make in (
+            lambda e: LogisticRegression(engine=e),
+            lambda e: GaussianNB(engine=e),
+            lambda e: MLPClassifier(
+                hidden_layer_sizes=(20,), max_iter=300, random_state=0, engine=e
+            ),
+            # Any estimator: a regressor, a transformer, a pipeline, one that allows NaN.
+            lambda e: OnWorker(Ridge(), engine=e),
+            lambda e: OnWorker(PCA(), engine=e),
+            lambda e: OnWorker(make_pipeline(StandardScaler(), SKLogisticRegression()), engine=e),
+            lambda e: OnWorker(HistGradientBoostingClassifier(max_iter=10), engine=e),
+        )
     ]
 )
-def test_sklearn_estimator_checks(estimator, check):
+def test_sklearn_estimator_checks(estimator, check, request):
     import warnings
 
+    if estimator.engine == "dask":
+        request.getfixturevalue("as_default")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ConvergenceWarning of the tiny MLP
         check(estimator)

@@ -194,3 +194,27 @@ def test_compare_writes_runs_as_they_finish(capsys, folder, tmp_path):
     rows = [json.loads(x) for x in (out / "runs.jsonl").read_text().splitlines()]
     assert [r["workload"] for r in rows] == ["read"] and rows[0]["status"] == "ok"
     assert "runs.jsonl" in capsys.readouterr().out
+
+
+def test_images_and_compare_say_which_folders_they_read(capsys, folder, tmp_path):
+    # Issue 26, item 9: `images ROOT` counted train/ and test/ together while `compare ROOT`
+    # read ROOT/train, and neither said so.
+    import shutil
+
+    root = tmp_path / "xray"
+    shutil.copytree(folder, root / "train")
+    shutil.copytree(folder, root / "test")
+    for split in ("train", "test"):
+        (root / split / "PNEUMONIA" / "broken.jpg").unlink()
+    assert cli.main(["images", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "train/, test/ together" in out and f"reads {root / 'train'} only" in out
+    assert cli.main(["images", str(root / "train")]) == 0
+    assert "together" not in capsys.readouterr().out  # nothing to say for a plain folder
+    args = ["compare", str(root), "--out", str(tmp_path / "r"), "--small"]
+    code = cli.main([*args, "--engines", "local", "--workloads", "read"])
+    assert code == 0
+    assert f"images: {root / 'train'} (the other folders" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["compare", "--help"])
+    assert "PATH/train only" in " ".join(capsys.readouterr().out.split())  # wrapped

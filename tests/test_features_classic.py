@@ -100,3 +100,19 @@ def test_local_threads_give_the_one_thread_features(make):
     one = make(engine="local", n_threads=1).fit_transform(X)
     two = make(engine="local", n_threads=2).fit_transform(X)
     np.testing.assert_array_equal(two, one)
+
+
+@pytest.mark.parametrize("make", [HOGFeatures, HistogramFeatures, "CNNFeatures"])
+def test_tags_say_the_dtype_the_features_have(make):
+    # Issue 26, item 9: the tags claimed preserves_dtype=['float64'] (scikit-learn's default
+    # for a transformer) while every extractor returns float32.
+    if make == "CNNFeatures":
+        pytest.importorskip("torch")
+        from dasktrain.features import CNNFeatures
+
+        make = lambda: CNNFeatures("smallcnn")  # noqa: E731
+    est = make()
+    assert est.__sklearn_tags__().transformer_tags.preserves_dtype == ["float32"]
+    X = np.random.default_rng(0).random((3, 32, 32, 1))  # float64 in
+    for dtype in (np.float64, np.float32):
+        assert est.fit_transform(X.astype(dtype)).dtype == np.float32

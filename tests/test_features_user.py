@@ -198,3 +198,51 @@ def test_keras_model_and_builder(tmp_path, images, as_default):
         KerasFeatures(model, weights=path).fit(X)
     with pytest.raises(ValidationError, match="not a Keras backbone name"):
         KerasFeatures(3.5).fit(X)
+
+
+# ----------------------------------------------------- a gray network (issue 26, item 3)
+
+
+def _gray_net(channels=1):
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(channels, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+
+
+def _gray_builder():
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU())
+
+
+def test_gray_network_gets_gray_images_on_every_engine(images, as_default):
+    # Before: every image was repeated to 3 channels, and torch failed inside the forward pass
+    # ("expected input[1, 3, 32, 32] to have 1 channels").
+    gray = images[..., :1]
+    net = _gray_net()
+    est = CNNFeatures(net, batch_size=7)
+    local = est.fit(gray).transform(gray)
+    np.testing.assert_allclose(local, _by_hand(net, gray), rtol=1e-5, atol=1e-6)
+    assert local.shape == (20, 4) and est.n_features_out_ == 4
+    lazy = est.transform(da.from_array(gray, chunks=(6, 32, 32, 1)))
+    assert_engines_equal(local, lazy, atol=1e-5)
+    assert_engines_equal(local, CNNFeatures(net, engine="dask").transform(gray[..., 0]), atol=1e-5)
+    # A builder's channels are read from the model it builds; in_channels= says it outright.
+    built = CNNFeatures(_gray_builder).fit_transform(gray)
+    stated = CNNFeatures(_gray_builder, in_channels=1).fit_transform(gray)
+    np.testing.assert_array_equal(built, stated)
+
+
+def test_channel_mismatch_is_refused_before_any_work(images):
+    gray_net = CNNFeatures(_gray_net())
+    with pytest.raises(ValidationError, match=r"X has 3 channels, but your model .* takes 1 "):
+        gray_net.fit(images)
+    with pytest.raises(ValidationError, match="color='gray'"):
+        gray_net.transform(da.from_array(images, chunks=(5, 32, 32, 3)))  # nothing computed
+    with pytest.raises(ValidationError, match="in_channels=2"):
+        CNNFeatures(_gray_net(2), in_channels=2).fit(images)
+    with pytest.raises(ValidationError, match="statistics of 3 channels"):
+        CNNFeatures(_gray_net(), normalize="imagenet").fit(images[..., :1])
+    # The built-in backbones keep RGB: gray images are repeated, in_channels is refused.
+    assert CNNFeatures("smallcnn").fit_transform(images[..., :1]).shape == (20, 64)
+    with pytest.raises(ValidationError, match="takes RGB"):
+        CNNFeatures("smallcnn", in_channels=1).fit(images[..., :1])
+    # An RGB model of the user's still gets gray images repeated to 3 channels.
+    assert CNNFeatures(TinyNet()).fit_transform(images[..., :1]).shape == (20, 16)

@@ -131,6 +131,20 @@ def test_memory_filesystem(tmp_path):
         fs.rm("/dt-test", recursive=True)
 
 
+@pytest.mark.parametrize("files_on", ["client", "workers"])
+def test_memory_filesystem_on_workers_of_other_processes_says_why(tmp_path, files_on, as_default):
+    # Issue 26, item 7: 12 FileNotFoundErrors from the workers, none saying that memory://
+    # lives in the process that wrote it.
+    root = make_xray_like(tmp_path / "x", n_per_class=4, size=24, seed=2)
+    fs = fsspec.filesystem("memory")
+    fs.put(str(root / "train"), "/dt-proc/train", recursive=True)
+    try:
+        with pytest.raises(ValidationError, match="memory filesystem, which lives in this process"):
+            read_images("memory://dt-proc/train", size=16, engine="dask", files_on=files_on)
+    finally:
+        fs.rm("/dt-proc", recursive=True)
+
+
 # --------------------------------------------------------------------------- over http
 # Regressions (issue 27, item 7): the header check read whole files (a 300 MB non-image in
 # memory:// added 305 MB); every file was fetched twice (60 images over http: 120 GETs and 180

@@ -148,3 +148,23 @@ print(json.dumps(res.runs[["workload", "status"]].values.tolist()))
 def test_compare_without_torch(tmp_path):
     rows = _run_without_torch(tmp_path, HARNESS)
     assert rows and all(status == "ok" for _, status in rows), rows
+
+
+DDP = """
+import json, warnings
+warnings.simplefilter("ignore")
+from dasktrain.harness import compare
+res = compare(["ddp_cnn"], engines=["local", "dask"], repeat=1, warmup=False, monitor=False,
+              progress=False, performance_report=False, n_per_class=10)
+print(json.dumps(res.runs[["engine", "status", "error"]].astype(str).values.tolist()))
+"""
+
+
+def test_ddp_row_without_torch_is_unavailable_on_both_engines(tmp_path):
+    # Issue 26, item 5: on the dask engine the row was status=error with a DDPError traceback
+    # from the ranks, where the other torch rows say "unavailable" and name the extra.
+    rows = _run_without_torch(tmp_path, DDP)
+    assert {engine for engine, _, _ in rows} == {"local", "dask"}
+    for engine, status, error in rows:
+        assert status == "unavailable", (engine, status, error[-500:])
+        assert "pip install 'dasktrain[torch]'" in error, (engine, error)

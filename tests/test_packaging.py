@@ -88,3 +88,87 @@ def test_classifiers(project):
         assert c in classifiers
     assert len(classifiers) >= 10
     assert (ROOT / "dasktrain" / "py.typed").exists()
+
+
+def _requirement_names(reqs):
+    return {Requirement(r).name for r in reqs}
+
+
+def test_core_install_pulls_no_cuda_and_xgboost_has_a_cpu_path(project):
+    # Issue 26, item 8: `pip install dasktrain` pulled xgboost's CUDA-capable wheel and with it
+    # nvidia-nccl-cu12 (469 MB of a 1.7 GB venv) on every machine. XGBoost is now an extra of
+    # two kinds: the CPU-only wheel (the same module `xgboost`, no NCCL) or the usual one.
+    core = _requirement_names(project["dependencies"])
+    assert not {"xgboost", "xgboost-cpu"} & core
+    extras = project["optional-dependencies"]
+    assert _requirement_names(extras["xgboost-cpu"]) == {"xgboost-cpu"}
+    assert _requirement_names(extras["xgboost"]) == {"xgboost"}
+    # GPU users keep the CUDA-capable wheel, and never get both (they would overwrite each
+    # other's files): only the CPU extra names xgboost-cpu.
+    assert "xgboost" in _requirement_names(extras["gpu"])
+    assert "xgboost" in extras["all"][0] and "xgboost-cpu" not in extras["all"][0]
+    with_cpu = [name for name, reqs in extras.items() if "xgboost-cpu" in _requirement_names(reqs)]
+    assert with_cpu == ["xgboost-cpu"]
+    # The environments this project builds: `make install` takes either (XGBOOST=...), the
+    # minimum-versions step the CPU-only one.
+    assert "XGBOOST ?= xgboost" in (ROOT / "Makefile").read_text()
+    assert '".[test,xgboost-cpu]"' in (ROOT / ".ci" / "minimums.sh").read_text()
+
+
+BLOCK_XGBOOST = """
+import sys
+
+class _NotInstalled:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == "xgboost":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, _NotInstalled())
+"""
+
+WITHOUT_XGBOOST = """
+import json
+import numpy as np
+from dasktrain.exceptions import OptionalDependencyError
+from dasktrain.harness import compare
+from dasktrain.models import XGBClassifier
+
+X = np.random.default_rng(0).random((40, 3))
+y = np.arange(40) % 2
+try:
+    XGBClassifier(engine="local").fit(X, y)
+    message = "no error"
+except OptionalDependencyError as exc:
+    message = str(exc)
+res = compare(["xgboost", "logreg"], data=(X, y), engines=["local"], repeat=1, warmup=False,
+              monitor=False, progress=False)
+print(json.dumps({"message": message, "rows": res.runs[["workload", "status", "error"]]
+                  .astype(str).values.tolist()}))
+"""
+
+
+def test_without_xgboost_the_error_names_both_extras(tmp_path):
+    import json
+    import os
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(BLOCK_XGBOOST)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join([str(site), str(ROOT), env.get("PYTHONPATH", "")])
+    proc = subprocess.run(
+        [sys.executable, "-c", WITHOUT_XGBOOST],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "pip install 'dasktrain[xgboost]'" in out["message"], out
+    assert "'dasktrain[xgboost-cpu]'" in out["message"], out
+    rows = {w: (status, error) for w, status, error in out["rows"]}
+    assert rows["logreg"][0] == "ok"
+    assert rows["xgboost"][0] == "unavailable" and "dasktrain[xgboost-cpu]" in rows["xgboost"][1]

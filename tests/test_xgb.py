@@ -14,28 +14,34 @@ from dasktrain._dask import balanced_persist
 from dasktrain.exceptions import ValidationError
 from dasktrain.models import XGBClassifier, XGBRegressor
 
-_XGB_FAILS = {
-    "check_no_attributes_set_in_init": "extra xgboost parameters are kept in `xgb_params` "
-    "(as xgboost's own wrapper keeps `kwargs`) so that clone/get_params round-trip them",
-    "check_all_zero_sample_weights_error": "xgboost's own error message does not say 'weight'",
-}
+
+def _xgb_fails(est):
+    fails = {}
+    if isinstance(est, XGBRegressor):
+        fails["check_dtype_object"] = "object y is refused as non-numeric, not as a label type"
+    elif est.engine == "dask":
+        # Plain xgboost.dask does the same (3.2; 15 rows, 30 features, weights 0-4 over row
+        # blocks): the weighted fit differs from xgboost's one-process fit, the repeated-rows
+        # fit does not. A matter for xgboost, not for this wrapper.
+        fails["check_sample_weight_equivalence_on_dense_data"] = (
+            "xgboost.dask's weighted fit differs from repeated rows (upstream)"
+        )
+    return fails
 
 
+# Both engines (issue 26, item 4): on the dask engine all-zero weights raised nothing for the
+# regressor's dask fit before xgboost's C++ "quantile.cc:363: Check failed".
 @parametrize_with_checks(
     [
-        XGBClassifier(n_estimators=3, engine="local", n_jobs=1),
-        XGBRegressor(n_estimators=3, engine="local", n_jobs=1),
+        make(n_estimators=3, engine=engine, n_jobs=1)
+        for make in (XGBClassifier, XGBRegressor)
+        for engine in ("local", "dask")
     ],
-    expected_failed_checks=lambda est: {
-        **_XGB_FAILS,
-        **(
-            {"check_dtype_object": "object y is refused as non-numeric, not as a label type"}
-            if isinstance(est, XGBRegressor)
-            else {}
-        ),
-    },
+    expected_failed_checks=_xgb_fails,
 )
-def test_sklearn_estimator_checks(estimator, check):
+def test_sklearn_estimator_checks(estimator, check, request):
+    if estimator.engine == "dask":
+        request.getfixturevalue("as_default")
     check(estimator)
 
 
@@ -128,8 +134,9 @@ def test_extra_params_round_trip():
     m = XGBClassifier(n_estimators=3, subsample=0.5)
     assert m.get_params()["subsample"] == 0.5
     assert clone(m).get_params()["subsample"] == 0.5
-    m.set_params(colsample_bytree=0.7)
-    assert m.xgb_params == {"subsample": 0.5, "colsample_bytree": 0.7}
+    m.set_params(colsample_bytree=0.7, min_split_loss=0.1)  # a named one, a native one
+    assert m.colsample_bytree == 0.7 and m.get_params()["min_split_loss"] == 0.1
+    assert clone(m).get_params()["min_split_loss"] == 0.1
 
 
 # ---------------------------------------------------------------------------- bad input
@@ -349,3 +356,142 @@ def test_fit_binds_what_dasktrain_controls_to_the_scheduler_address(
 def test_fit_listens_on_loopback_only(data, client, as_default, listening_sockets):
     _, during, _ = _sockets_during_fit(client, data, listening_sockets)
     assert {ip for _, ip, _ in during} <= LOOPBACK, sorted(during)
+
+
+# ---------------------------------------------------------------- xgboost's API (issue 26, item 2)
+
+
+def test_every_xgboost_parameter_is_named():
+    import inspect
+
+    import xgboost
+
+    theirs = set(inspect.signature(xgboost.XGBModel.__init__).parameters) - {"self", "kwargs"}
+    for klass in (XGBClassifier, XGBRegressor):
+        params = klass().get_params()
+        assert theirs <= set(params), sorted(theirs - set(params))
+        assert params["gamma"] is None and params["engine"] == "auto"
+
+
+def test_parameters_xgboost_does_not_use_are_refused_before_any_work(data):
+    from sklearn.model_selection import GridSearchCV
+
+    X, y = data
+    with pytest.raises(ValidationError, match=r"'gama' \(did you mean 'gamma'\?\)"):
+        XGBClassifier(n_estimators=2, engine="local", gama=1).fit(X, y)
+    # Before: accepted silently by a grid search (xgboost only warned, on every worker).
+    search = GridSearchCV(XGBClassifier(n_estimators=2), {"gama": [0, 1]}, error_score="raise")
+    with pytest.raises(ValidationError, match="gama"):
+        search.fit(X[:200], y[:200])
+    # Native names, aliases and a booster's own parameters are xgboost's to judge: all used.
+    native = {"lambda": 2.0, "min_split_loss": 0.1, "booster": "dart", "rate_drop": 0.1}
+    XGBClassifier(n_estimators=2, engine="local", **native).fit(X, y)
+    with pytest.raises(ValidationError, match="rate_drop"):  # used by dart only
+        XGBClassifier(n_estimators=2, engine="local", rate_drop=0.1).fit(X, y)
+
+
+def _split(data):
+    X, y = data
+    return X[:1000], y[:1000], X[1000:], y[1000:]
+
+
+def _as_xgboost_users_do(model, Xv):
+    """What code written for xgboost's wrapper calls after a fit with early stopping."""
+    return {
+        "best_iteration": model.best_iteration,
+        "best_score": model.best_score,
+        "evals": model.evals_result(),
+        "proba": np.asarray(model.predict_proba(Xv, iteration_range=(0, 3))),
+        "leaves": np.asarray(model.apply(Xv)),
+        "importances": model.feature_importances_,
+    }
+
+
+def test_local_engine_answers_as_xgboost_does(data):
+    import xgboost
+
+    X, y, Xv, yv = _split(data)
+    kw = {"n_estimators": 50, "max_depth": 3, "early_stopping_rounds": 3, "random_state": 0}
+    kw.update(eval_metric="logloss", gamma=0.1, n_jobs=1, tree_method="hist")
+    theirs = xgboost.XGBClassifier(**kw).fit(X, y, eval_set=[(Xv, yv)], verbose=False)
+    ours = XGBClassifier(engine="local", **kw).fit(X, y, eval_set=[(Xv, yv)], verbose=False)
+    a, b = _as_xgboost_users_do(ours, Xv), _as_xgboost_users_do(theirs, Xv)
+    assert a["best_iteration"] == b["best_iteration"] < 49
+    assert a["best_score"] == b["best_score"] and a["evals"] == b["evals"]
+    for key in ("proba", "leaves", "importances"):
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    np.testing.assert_array_equal(ours.predict(Xv), theirs.predict(Xv))
+
+
+def test_dask_code_changes_one_import(data, as_default):
+    """A DaskXGBClassifier script, with dasktrain's class put in its place."""
+    import xgboost.dask as dxgb
+
+    X, y, Xv, yv = _split(data)
+    Xd, yd = da.from_array(X, chunks=(250, -1)), da.from_array(y, chunks=250)
+    Xvd, yvd = da.from_array(Xv, chunks=(250, -1)), da.from_array(yv, chunks=250)
+
+    def script(Klass):
+        clf = Klass(n_estimators=50, max_depth=3, early_stopping_rounds=3, eval_metric="logloss")
+        clf.client = as_default
+        clf.fit(Xd, yd, eval_set=[(Xvd, yvd)], verbose=False)
+        return {
+            "best": (clf.best_iteration, clf.best_score),
+            "evals": clf.evals_result(),
+            "proba": clf.predict_proba(Xvd, iteration_range=(0, 2)).compute(),
+            "leaves": clf.apply(Xvd).compute(),
+        }
+
+    ours, theirs = script(XGBClassifier), script(dxgb.DaskXGBClassifier)
+    assert sorted(ours["evals"]) == sorted(theirs["evals"]) == ["validation_0"]
+    assert ours["leaves"].shape == theirs["leaves"].shape
+    assert ours["proba"].shape == theirs["proba"].shape == (len(Xv), 2)
+    assert 0 <= ours["best"][0] < 49 and ours["best"][1] > 0
+
+
+def test_save_and_load_the_same_files_as_xgboost(data, tmp_path):
+    import xgboost
+
+    X, y = data
+    labels = np.array(["normal", "pneumonia"])[y]
+    ours = XGBClassifier(n_estimators=5, engine="local").fit(X, labels)
+    ours.save_model(tmp_path / "ours.json")
+    back = XGBClassifier().load_model(tmp_path / "ours.json")
+    np.testing.assert_array_equal(back.predict(X), ours.predict(X))  # the labels, not 0/1
+    assert back.classes_.tolist() == ["normal", "pneumonia"] and back.n_features_in_ == 10
+    theirs = xgboost.XGBClassifier()
+    theirs.load_model(tmp_path / "ours.json")  # xgboost reads dasktrain's file...
+    np.testing.assert_allclose(theirs.predict_proba(X), ours.predict_proba(X))
+    theirs.save_model(tmp_path / "theirs.ubj")  # ... and dasktrain reads xgboost's
+    again = XGBClassifier().load_model(tmp_path / "theirs.ubj")
+    np.testing.assert_array_equal(again.classes_, [0, 1])
+    np.testing.assert_allclose(again.predict_proba(X), ours.predict_proba(X))
+    with pytest.raises(ValidationError, match="holds an XGBoost classifier"):
+        XGBRegressor().load_model(tmp_path / "ours.json")
+
+
+def test_best_iteration_only_with_early_stopping(data):
+    X, y = data
+    m = XGBClassifier(n_estimators=3, engine="local").fit(X, y)
+    assert not hasattr(m, "best_iteration") and not hasattr(m, "best_score")
+    assert m.evals_result() == {}
+    with pytest.raises(ValidationError, match="iteration_range"):
+        m.predict(X, iteration_range=(0, -1))
+
+
+# --------------------------------------------------------------- messages (issue 26, item 7)
+
+
+@pytest.mark.parametrize("engine", ["local", "dask"])
+def test_eval_set_named_in_its_messages(data, engine, as_default):
+    X, y = data
+    # One class in an eval set is something xgboost evaluates; it was refused as "y has 1
+    # class(es)" without naming the eval set.
+    one = XGBClassifier(n_estimators=3, engine=engine).fit(X, y, eval_set=[(X[:50], y[:50] * 0)])
+    assert len(one.evals_result()["validation_0"]["logloss"]) == 3
+    with pytest.raises(ValidationError, match=r"eval_set\[1\]\[1\]: labels \[7\] were not seen"):
+        XGBClassifier(n_estimators=3, engine="local").fit(
+            X, y, eval_set=[(X[:50], y[:50]), (X[:50], np.full(50, 7))]
+        )
+    with pytest.raises(ValidationError, match=r"eval_set\[0\]\[1\]"):
+        XGBClassifier(n_estimators=3).fit(X, y, eval_set=[(X[:50], y[:40])])

@@ -385,6 +385,16 @@ _EXAMPLES = """examples:
 
 def run(args) -> int:
     """Handler of ``dasktrain compare PATH``; returns the exit code."""
+    from ..exceptions import WorkloadError
+    from ..harness.inputs import image_root
+
+    try:
+        root = image_root(args.path)
+    except WorkloadError:
+        root = None  # compare() says what is wrong, with the other checks
+    if root is not None and root != Path(args.path):
+        # `dasktrain images PATH` counts every sub-folder: say which one is compared.
+        print(f"images: {root} (the other folders of {args.path}, e.g. test/, are not read)")
     return run_comparison(args, args.path, preset_for(args))
 
 
@@ -399,7 +409,9 @@ def add_parser(subparsers) -> None:
         formatter_class=HelpFormatter,
     )
     p.add_argument(
-        "path", help="image folder with one sub-folder per class (PATH/train used if present)"
+        "path",
+        help="image folder with one sub-folder per class; PATH/train only when there is one "
+        "(where dasktrain images PATH counts every sub-folder)",
     )
     add_comparison_arguments(p)
     p.set_defaults(func=run)

@@ -15,6 +15,25 @@ def _print_unreadable(bad, decoded):
         print("unreadable: none" + hint)
 
 
+def _which_folders(path):
+    """What is counted, when ``dasktrain compare`` would read less: ``PATH/train`` only."""
+    from pathlib import Path
+
+    from ..harness.inputs import image_root
+
+    try:
+        root = image_root(path)
+    except Exception:  # noqa: BLE001 - scan_images said what is wrong with the folder
+        return None
+    if root == Path(path):
+        return None
+    others = sorted(p.name + "/" for p in Path(path).iterdir() if p.is_dir() and p != root)
+    return (
+        f"  (every sub-folder counted: {', '.join(['train/', *others])} together; "
+        f"dasktrain compare {path} reads {root} only)"
+    )
+
+
 def run(args) -> int:
     """Handler of ``dasktrain images``; returns 1 when unreadable files were found."""
     from ..images import scan_images
@@ -23,6 +42,9 @@ def run(args) -> int:
     s = scan_images(args.path, classes=classes, decode=args.decode)
     total = sum(s["counts"].values())
     print(f"{args.path}: {total} readable image(s) in {len(s['classes'])} classes")
+    note = _which_folders(args.path)
+    if note:
+        print(note)
     width = max(len(c) for c in s["classes"])
     for c, k in s["counts"].items():
         print(f"  {c:<{width}} {k:>7}")
@@ -41,7 +63,11 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "images", help="summarise an image folder: counts per class, unreadable files, sizes, modes"
     )
-    p.add_argument("path", help="folder with one sub-folder per class (at any depth)")
+    p.add_argument(
+        "path",
+        help="folder with one sub-folder per class (at any depth: PATH/train and PATH/test are "
+        "counted together, where dasktrain compare PATH reads PATH/train only)",
+    )
     p.add_argument("--classes", help="comma-separated class names to count, in order")
     p.add_argument(
         "--decode", action="store_true", help="decode every file too (slower, finds truncation)"

@@ -29,8 +29,11 @@ The contract, the same for both frameworks:
 * **input**: a batch of RGB images, floats, normalised with ``normalize`` (``"none"``: values
   in [0, 1]; ``"imagenet"``: ImageNet channel mean and std; ``(mean, std)``: your own per-channel
   statistics on [0, 1] values), of ``input_size`` pixels when it is declared (images of another
-  size are refused: resize them with ``read_images(size=...)``). torch gets ``(n, 3, h, w)``,
-  Keras ``(n, h, w, 3)``. Gray images are repeated to three channels.
+  size are refused: resize them with ``read_images(size=...)``). torch gets ``(n, c, h, w)``
+  with ``c`` the channels of your module's first ``Conv2d`` (or ``in_channels=``; 3 when it has
+  none), Keras ``(n, h, w, 3)``. Gray images are repeated to the channels the model takes; a
+  gray network (``nn.Conv2d(1, ...)``) gets them as they are. Other channel counts are refused
+  before any work.
 * **output**: ``(n, d)`` features, used as they are, or feature maps (torch ``(n, c, h', w')``,
   Keras ``(n, h', w', c)``) pooled by ``pool`` (``"flatten"`` is torch only).
 * **mode**: inference only (torch ``eval()`` + ``inference_mode``, Keras ``training=False``).

@@ -185,6 +185,9 @@ class BaseImageFeatures(TransformerMixin, BaseEstimator):
         tags.requires_fit = False
         tags.input_tags.two_d_array = False
         tags.input_tags.three_d_array = True
+        # Features are float32 whatever the images' float dtype (scikit-learn's default for a
+        # transformer says float64 is kept).
+        tags.transformer_tags.preserves_dtype = ["float32"]
         return tags
 
     def fit(self, X=None, y=None) -> Self:

@@ -63,7 +63,7 @@ def file_stamp(path):
     return (st.st_size, st.st_mtime_ns)
 
 
-def network_block(block, *, n_features, batch_size, n_threads, load, forward):
+def network_block(block, *, n_features, batch_size, n_threads, load, forward, channels=3):
     """The steps every network block function takes: ``(n, h, w, c)`` -> ``(n, d)`` float32.
 
     Parameters
@@ -78,13 +78,16 @@ def network_block(block, *, n_features, batch_size, n_threads, load, forward):
     load : callable
         ``load(threads)`` returns the (cached) model, ready for ``forward``.
     forward : callable
-        ``forward(model, x)`` returns the features of one RGB batch ``x`` as numpy.
+        ``forward(model, x)`` returns the features of one batch ``x`` (``channels`` channels)
+        as numpy.
+    channels : int
+        What the model takes: gray images are repeated to it (3 for RGB models).
     """
     if len(block) == 0:
         return np.empty((0, n_features), np.float32)
     check_finite_block(block)
     model = load(n_threads or current_worker_threads() or check_n_threads(None))
-    x = as_channels(block, 3)
+    x = as_channels(block, channels)
     if n_features is None:  # a user's model, probed: its width is what it returns
         parts = [forward(model, x[s : s + batch_size]) for s in range(0, len(x), batch_size)]
         return np.concatenate(parts, axis=0).astype(np.float32, copy=False)
@@ -149,6 +152,10 @@ class NetworkFeatures(BaseImageFeatures):
 
     def _check_params(self):
         """Parameters a subclass adds (the torch device)."""
+
+    def _in_channels(self):
+        """``(channels, where from)``: what the model takes, and the words that say why."""
+        return 3, "RGB"
 
     def _spec_fields(self):
         """``ModelSpec`` fields a subclass fills in (``device`` or ``pool``)."""
@@ -226,10 +233,15 @@ class NetworkFeatures(BaseImageFeatures):
                 f"needs at least {need}x{need}. Resize them (read_images(..., size=...))"
                 f"{self._smaller_hint}."
             )
-        if c not in (1, 3):
+        channels, why = self._in_channels()
+        if c != channels and c != 1:
+            fix = (
+                "convert them to gray (read_images(..., color='gray'))"
+                if channels == 1
+                else f"pass {channels}-channel or gray (1-channel, repeated) images"
+            )
             raise ValidationError(
-                f"X has {c} channels; {self._backbone_name()} takes 3 (RGB) or 1 (gray, repeated "
-                "to 3)."
+                f"X has {c} channels, but {self._backbone_name()} takes {channels} ({why}): {fix}."
             )
 
     def _spec(self):

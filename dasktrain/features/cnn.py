@@ -8,17 +8,18 @@ through ``dasktrain._cache.get_or_build``, then reuses it for every chunk.
 from __future__ import annotations
 
 import logging
-import os
 
 import numpy as np
 
 from .._cache import get_or_build
 from .._compat import import_optional
-from ..exceptions import ValidationError, WeightsError
+from .._validation import check_positive_int
+from ..exceptions import ValidationError
 from . import _backbones
 from ._base import check_n_threads
 from ._network import POOLS, NetworkFeatures, file_stamp, network_block
-from ._user import IMAGENET_MEAN, IMAGENET_STD, unwrap, user_key
+from ._torch_weights import apply_state_dict, imagenet_path, load_state_dict
+from ._user import IMAGENET_MEAN, IMAGENET_STD, check_normalize, is_user_model, unwrap, user_key
 
 logger = logging.getLogger(__name__)
 
@@ -28,108 +29,6 @@ DEVICES = ("auto", "cpu", "cuda")
 
 # (backbone, absolute path, (size, mtime_ns)) of weights files already checked in this process
 _CHECKED_FILES = set()
-
-
-# -- weights -----------------------------------------------------------------------------------
-def imagenet_path(backbone):
-    """Path of torchvision's cached ImageNet checkpoint for ``backbone``; WeightsError if absent.
-
-    Nothing is downloaded: the file must already be in the torch hub cache
-    (``$TORCH_HOME/hub/checkpoints``), where torchvision puts it.
-    """
-    fname = _backbones.get_backbone(backbone).imagenet_file
-    if fname is None:
-        raise WeightsError(
-            f"weights='imagenet' is not available for backbone={backbone!r} (no ImageNet "
-            f"checkpoint exists); use weights=None (seeded random) or a file path."
-        )
-    torch = import_optional("torch", "torch")
-    path = os.path.join(torch.hub.get_dir(), "checkpoints", fname)
-    if not os.path.isfile(path):
-        raise WeightsError(
-            f"weights='imagenet': torchvision's ImageNet checkpoint {fname!r} for {backbone!r} is "
-            f"not in the torch hub cache ({path}) and dasktrain never downloads at run time. "
-            f"Download https://download.pytorch.org/models/{fname} on a machine with internet "
-            f"and pass weights='/path/to/{fname}', normalize='imagenet' (or copy it into "
-            f"{os.path.dirname(path)})."
-        )
-    return path
-
-
-def load_state_dict(path, backbone=None):
-    """Read a torchvision-compatible state dict from ``path`` and keep the trunk's entries.
-
-    Loads with ``torch.load(path, map_location="cpu", weights_only=True)``. A checkpoint
-    wrapped as ``{"state_dict": ...}`` / ``{"model": ...}`` or saved from a
-    DistributedDataParallel model (``module.`` prefix) is unwrapped. For a named backbone the
-    classification-head keys (``classifier.*`` / ``fc.*``) are dropped: the trunk has no head;
-    for a model of the user's (``backbone=None``) every key is kept.
-
-    Raises
-    ------
-    WeightsError
-        Unreadable file, missing or unexpected keys (named), or shape mismatches.
-    """
-    torch = import_optional("torch", "torch")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError as exc:
-        raise WeightsError(f"weights file {path!r} does not exist.") from exc
-    except Exception as exc:
-        raise WeightsError(
-            f"weights file {path!r} could not be read as a torch state dict with "
-            f"weights_only=True ({type(exc).__name__}: {exc}). Save it with "
-            "`torch.save(model.state_dict(), path)`."
-        ) from exc
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise WeightsError(
-            f"weights file {path!r} holds a {type(state).__name__}, not a state dict of tensors; "
-            "save it with `torch.save(model.state_dict(), path)`."
-        )
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module.") :]: v for k, v in state.items()}
-    if backbone is None:
-        return state
-    heads = _backbones.get_backbone(backbone).head_prefixes
-    return {k: v for k, v in state.items() if not k.startswith(heads)}
-
-
-def apply_state_dict(model, state, backbone, path):
-    """Load ``state`` into ``model`` strictly.
-
-    Raises a WeightsError naming the missing, unexpected and mis-shaped keys.
-    """
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in own.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
-    ]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing keys ({len(missing)}): {_short(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys ({len(unexpected)}): {_short(unexpected)}")
-        if shapes:
-            parts.append(f"shape mismatches ({len(shapes)}): {_short(shapes)}")
-        what = "your model" if backbone is None else f"backbone {backbone!r}"
-        raise WeightsError(
-            f"weights file {path!r} does not match {what}: "
-            + "; ".join(parts)
-            + ". Pass a torchvision-compatible state dict saved from the same architecture."
-        )
-    model.load_state_dict(state, strict=True)
-
-
-def _short(items, n=6):
-    shown = ", ".join(map(repr, items[:n]))
-    return shown + (f", ... (+{len(items) - n} more)" if len(items) > n else "")
 
 
 # -- per-process model -------------------------------------------------------------------------
@@ -236,13 +135,15 @@ def cnn_block(
     build=None,
     n_features=None,
     n_threads=None,
+    channels=3,
 ):
     """Features of one numpy chunk of images ``(n, h, w, c)`` -> ``(n, d)`` float32.
 
     Module-level so the task graph references it by name; the model comes from the
     per-process cache keyed by ``spec`` (built by ``build`` for a user's builder), or is the
     user's instance ``model`` (one graph key, see :mod:`._user`). ``n_features``: the output
-    width when it is known ahead (None: what the model returns).
+    width when it is known ahead (None: what the model returns). ``channels``: what the
+    model's first convolution takes; gray images are repeated to it.
     """
     torch = import_optional("torch", "torch")
     block = np.asarray(block, dtype=np.float32)
@@ -272,6 +173,7 @@ def cnn_block(
         n_threads=n_threads,
         load=load,
         forward=forward,
+        channels=channels,
     )
 
 
@@ -318,6 +220,11 @@ default "vgg19"
     input_size : int or (int, int), optional
         The image size the model takes; other sizes are refused (resize them with
         ``read_images(size=...)``). None: any size the model accepts.
+    in_channels : int, optional
+        The channels your model takes. None: those of its first ``torch.nn.Conv2d`` (3 when
+        it has none, or a lazy one); a gray network (``nn.Conv2d(1, ...)``) gets gray images
+        as they are, an RGB one gets gray images repeated to 3 channels. Images with other
+        channels are refused before any work. The built-in backbones take RGB (3).
     engine : {"auto", "local", "dask"}, default "auto"
         ``"auto"`` follows the input (numpy -> local, dask -> dask). ``"local"`` computes a
         dask input in this process; ``"dask"`` sends a numpy input to the cluster.
@@ -360,6 +267,7 @@ default "vgg19"
         device="auto",
         normalize="auto",
         input_size=None,
+        in_channels=None,
         engine="auto",
         seed=0,
         n_threads=None,
@@ -372,6 +280,7 @@ default "vgg19"
         self.device = device
         self.normalize = normalize
         self.input_size = input_size
+        self.in_channels = in_channels
         self.engine = engine
         self.seed = seed
         self.n_threads = n_threads
@@ -405,6 +314,41 @@ default "vgg19"
     def _check_params(self):
         if self.device not in DEVICES:
             raise ValidationError(f"device={self.device!r} must be one of {DEVICES!r}.")
+        c = self.in_channels
+        if c is not None:
+            check_positive_int(c, "in_channels")
+            if not is_user_model(self.backbone) and c != 3:
+                raise ValidationError(
+                    f"in_channels={c!r}, but the built-in backbone {self.backbone!r} takes RGB "
+                    "(3); gray images are repeated to 3. in_channels is for a model of yours."
+                )
+
+    def _check_images(self, shape):
+        super()._check_images(shape)
+        channels, _ = self._in_channels()
+        norm = check_normalize(self.normalize)
+        if channels == 3:
+            return
+        sizes = {len(v) for v in norm} if isinstance(norm, tuple) else set()
+        if norm == "imagenet" or sizes - {1, channels}:
+            raise ValidationError(
+                f"normalize={self.normalize!r} holds statistics of 3 channels, but your model "
+                f"takes {channels}; pass a (mean, std) pair of {channels} or 1 value(s) each."
+            )
+
+    def _in_channels(self):
+        if not is_user_model(self.backbone):
+            return 3, "RGB"
+        if self.in_channels is not None:
+            return int(self.in_channels), f"in_channels={self.in_channels!r}"
+        torch = import_optional("torch", "torch")
+        module = (
+            self.backbone if self._is_instance() else _ready(self._spec(), None, self.backbone)[0]
+        )
+        conv = next((m for m in module.modules() if isinstance(m, torch.nn.Conv2d)), None)
+        if conv is None or not conv.in_channels:  # none, or a LazyConv2d: RGB, the contract
+            return 3, "RGB"
+        return int(conv.in_channels), f"its first convolution, {conv}"
 
     def _min_size(self):
         return _backbones.get_backbone(self.backbone).min_size
@@ -448,11 +392,12 @@ default "vgg19"
             "normalize": False,
             "build": None if self._is_instance() else self.backbone,
             "n_threads": check_n_threads(self.n_threads),
+            "channels": self._in_channels()[0],
         }
         module = self._model_arg()
         training = module is not None and module.training
         try:
-            zeros = np.zeros((1, height, width, 3), np.float32)
+            zeros = np.zeros((1, height, width, kwargs["channels"]), np.float32)
             return int(cnn_block(zeros, module, **kwargs).shape[1])
         finally:
             if training:
@@ -465,4 +410,4 @@ default "vgg19"
         return {"device": self.device}
 
     def _extra_block_kwargs(self):
-        return {"pool": self.pool}
+        return {"pool": self.pool, "channels": self._in_channels()[0]}

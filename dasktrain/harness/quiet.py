@@ -11,8 +11,15 @@ level WARNING or more.
 In this process the streams are redirected at the Python level (``sys.stdout``,
 ``sys.stderr``, the logging handlers, ``warnings.showwarning``); the workers of the clusters
 the comparison starts itself get a worker plugin that points their file descriptors 1 and 2 at
-the file, which also catches what C++ code writes there. A cluster the caller passed in is
-never touched.
+the file, which also catches what C++ code writes there. The workers (and nannies) of a
+cluster the caller passed in that write to this process's own terminal (a ``LocalCluster`` of
+the user's script) are pointed at the file for the comparison only, and back afterwards.
+
+One message is dropped everywhere during a comparison, log or not: distributed's "Sizeof
+calculation for object of type 'dict' failed. Defaulting to -1 B". distributed writes it
+when a message is nested deeper than ``dask.sizeof`` recurses (a worker's profile of a deep
+stack, fetched for the performance report); -1 only means "serialise it off the event loop",
+nothing is lost.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import warnings
 
 from ..exceptions import DasktrainWarning
 
-__all__ = ["QuietOutput", "output_to_file", "children_output_to"]
+__all__ = ["QuietOutput", "output_to_file", "children_output_to", "quiet_clusters"]
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s (pid %(process)d): %(message)s"
 
@@ -183,6 +190,98 @@ class QuietOutput:
 
         warnings.showwarning = showwarning
         self._undo.callback(setattr, warnings, "showwarning", shown)
+
+
+class _BenignSizeof(logging.Filter):
+    """Drops distributed's "... failed. Defaulting to -1 B" (see the module docstring)."""
+
+    def filter(self, record):
+        return "Defaulting to -1 B" not in str(record.msg)
+
+
+#: one instance per process, so that adding it twice adds it once
+_BENIGN_SIZEOF = _BenignSizeof()
+#: in a worker or nanny: its file descriptors 1 and 2 while a comparison borrows them
+_BORROWED = []
+
+
+def _sizeof_filter(on):
+    log = logging.getLogger("distributed.sizeof")
+    (log.addFilter if on else log.removeFilter)(_BENIGN_SIZEOF)
+
+
+def _terminal():
+    """What file descriptor 2 of this process is: ``(st_dev, st_ino)``."""
+    st = os.fstat(2)
+    return (st.st_dev, st.st_ino)
+
+
+def _borrow(path, terminal, caller):
+    """In a worker or nanny: point descriptors 1 and 2 at ``path`` when they write to the
+    caller's ``terminal``, keeping the old ones for :func:`_give_back`. Never in the caller's
+    own process (``caller``: its pid; a worker of ``processes=False`` lives there)."""
+    if os.getpid() == caller:
+        return
+    with contextlib.suppress(OSError):
+        if _terminal() == tuple(terminal):
+            _BORROWED.append((os.dup(1), os.dup(2)))
+            _point_output_at(path)
+
+
+def _give_back():
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    while _BORROWED:
+        saved = _BORROWED.pop()
+        for fd, target in zip(saved, (1, 2)):
+            os.dup2(fd, target)
+            os.close(fd)
+
+
+def _run_everywhere(client, fn, *args, scheduler=True):
+    """``fn(*args)`` in every worker, nanny and (``scheduler``) the scheduler; a failure is no
+    reason to stop a comparison (a worker without a nanny, a scheduler that refuses
+    ``run_on_scheduler``)."""
+    for kwargs in ({}, {"nanny": True}):
+        with contextlib.suppress(Exception):
+            client.run(fn, *args, **kwargs)
+    if scheduler:
+        with contextlib.suppress(Exception):
+            client.run_on_scheduler(fn, *args)
+
+
+@contextlib.contextmanager
+def quiet_clusters(setups, quiet):
+    """Within the block: the benign sizeof message dropped in this process and on every
+    cluster of ``setups``, and with a :class:`QuietOutput` ``quiet``, the output of their
+    workers in its file: through a plugin on the clusters started here, borrowed from the
+    caller's clusters where it goes to this process's terminal (see the module)."""
+    clients = [s.client for s in setups if s.engine == "dask" and s.client is not None]
+    _sizeof_filter(True)
+    for client in clients:
+        _run_everywhere(client, _sizeof_filter, True)
+    lent = []
+    if quiet is not None:
+        terminal = _terminal()
+        for s in setups:
+            if s.engine != "dask":  # a Spark session's output is set at its start
+                continue
+            with contextlib.suppress(Exception):  # noise is no reason to fail
+                if s.started:
+                    s.client.register_plugin(quiet.plugin())
+                else:
+                    args = (quiet.path, terminal, os.getpid())
+                    _run_everywhere(s.client, _borrow, *args, scheduler=False)
+                    lent.append(s.client)
+    try:
+        yield
+    finally:
+        for client in lent:
+            _run_everywhere(client, _give_back, scheduler=False)
+        for client in clients:
+            _run_everywhere(client, _sizeof_filter, False)
+        _sizeof_filter(False)
 
 
 def _restore(logger, handlers, propagate):

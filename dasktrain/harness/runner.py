@@ -34,7 +34,7 @@ from .inputs import Inputs
 from .output import RunLog
 from .plan import DEFAULT_ENGINES, check_data, make_plan
 from .progress import Progress
-from .quiet import QuietOutput
+from .quiet import QuietOutput, quiet_clusters
 from .results import Results, RunRecord
 from .setups import close_setups, open_setups
 from .timing import limited, run_once
@@ -481,20 +481,8 @@ def compare(
         log_path = quiet.path if quiet is not None else None
         setups = open_setups(plan.engines, client, plan.clusters, plan.spark, log_path)
         stack.callback(close_setups, setups)
-        _quiet_workers(setups, quiet)
+        stack.enter_context(quiet_clusters(setups, quiet))
         terminal = quiet.terminal_err if quiet is not None else None
         comparison = _Comparison(specs, setups, plan, uuid.uuid4().hex[:12], terminal=terminal)
         stack.callback(comparison.close)
         return comparison.run(data)
-
-
-def _quiet_workers(setups, quiet):
-    """Point the output of the workers of the clusters started here at the log file."""
-    if quiet is None:
-        return
-    for s in setups:
-        if s.started and s.engine == "dask":  # a Spark session's output is set at its start
-            try:
-                s.client.register_plugin(quiet.plugin())
-            except Exception:  # noqa: BLE001 - noise on the terminal is no reason to fail
-                pass

@@ -243,7 +243,12 @@ def w_mlp_cv(inputs, engine, client) -> dict:
 def w_ddp_cnn(inputs, engine, client) -> dict:
     """A small CNN trained with DistributedDataParallel (one process with the local engine)."""
     from .. import ddp
+    from .._compat import import_optional
     from ..ddp.recipes import train_classifier
+
+    # Here, as the other torch rows check (CNNFeatures.fit): without it the dask engine's ranks
+    # failed one by one and the row read "error" with their traceback, not "unavailable".
+    import_optional("torch", "torch")
 
     Xtr, Xte, ytr, yte = inputs.image_split
     # One recipe for both engines (the local twin takes the same steps as the ranks): a

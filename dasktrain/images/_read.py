@@ -18,6 +18,7 @@ from ._decode import COLORS, check_block, decode_image, decode_many, mtime, prob
 from ._errors import check_any_left, read_error, reason, unlisted_error, warn_skipped
 from ._imageset import ImageSet
 from ._listing import check_classes, select
+from ._remote import check_workers_see
 from ._workers import (
     check_exists_here,
     check_files_on,
@@ -274,6 +275,9 @@ def list_checked(path, classes=None, storage_options=None):
 def _list(path, classes, files_on, opts):
     """The listed images whose headers are fine; unreadable ones raise or are skipped."""
     so = opts.storage_options
+    client = maybe_client() if opts.engine == "dask" else None
+    if client is not None:
+        check_workers_see(path, client)
     if files_on == "workers":
         paths, y, classes, _, bad, mtimes = select_on_workers(
             path, classes, opts.chunk_size, storage_options=so
@@ -286,7 +290,6 @@ def _list(path, classes, files_on, opts):
             raise unlisted_error(unlisted)
         # folders that could not be listed (errors="skip")
         found = _Found(paths, y, classes, list(unlisted))
-        client = maybe_client() if opts.engine == "dask" else None
         if client is not None:
             # The workers read the files anyway: they check the headers (and read versions),
             # in parallel. On this machine the check was a serial pass before any task ran:

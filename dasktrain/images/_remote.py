@@ -19,7 +19,7 @@ import io
 import posixpath
 
 from .. import _config
-from ..exceptions import RemoteTimeoutError
+from ..exceptions import RemoteTimeoutError, ValidationError
 
 __all__ = [
     "HEADER_BYTES",
@@ -30,6 +30,7 @@ __all__ = [
     "remote_head",
     "remote_stamp",
     "walk_remote",
+    "check_workers_see",
 ]
 
 #: Bytes a remote header check reads: every header Pillow parses fits, bar JPEGs with large
@@ -42,6 +43,25 @@ def is_remote(path):
     if not isinstance(path, str) or "://" not in path:
         return False
     return path.split("://", 1)[0].lower() not in ("file", "local")
+
+
+def check_workers_see(path, client):
+    """Raise before any work when ``path`` is in fsspec's memory filesystem and ``client``'s
+    workers are other processes: ``memory://`` lives in the process that wrote it, so they
+    would find no file (one FileNotFoundError per file, and no word of why)."""
+    if not isinstance(path, str) or not path.lower().startswith("memory://"):
+        return
+    import os
+
+    here = os.getpid()
+    if all(pid == here for pid in client.run(os.getpid).values()):
+        return  # a cluster of threads in this process (LocalCluster(processes=False))
+    raise ValidationError(
+        f"{path!r} is in fsspec's memory filesystem, which lives in this process only; the "
+        "Dask workers are other processes and see none of its files. Read it with "
+        "engine='local' (the dask steps then send the images to the workers), or put the "
+        "files where the workers can read them (s3://, gs://, a shared folder)."
+    )
 
 
 def remote_fs(path, storage_options=None):

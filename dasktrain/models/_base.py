@@ -229,8 +229,9 @@ def _as_vector(y, name):
         raise ValidationError(str(exc)) from exc
 
 
-def validate_y(y, X, *, estimator, classifier=True):
-    """Check targets: present, 1-d, same length as X and, for a classifier, >= 2 classes.
+def validate_y(y, X, *, estimator, classifier=True, name="y", x_name="X", min_classes=2):
+    """Check targets: present, 1-d, same length as X and, for a classifier, >= ``min_classes``
+    classes. ``name`` / ``x_name`` are the arguments the messages name (``eval_set[0][1]``).
 
     Accepts numpy, pandas Series, dask arrays and dask Series. Returns ``(y, classes)``
     (``classes`` is None for a regressor).
@@ -238,31 +239,35 @@ def validate_y(y, X, *, estimator, classifier=True):
     from .._validation import check_classification_targets, check_consistent_length
 
     if y is None:
-        raise ValidationError(f"{estimator} requires y to be passed, but the target y is None.")
-    y = _as_vector(y, "y")
-    check_consistent_length(X, y)
+        raise ValidationError(
+            f"{estimator} requires {name} to be passed, but the target {name} is None."
+        )
+    y = _as_vector(y, name)
+    check_consistent_length(X, y, x_name=x_name, y_name=name)
     if not classifier:
         from .._validation import check_array
 
-        return check_array(y, name="y", ndim=1), None
+        return check_array(y, name=name, ndim=1), None
     if not is_dask_collection(y):
         from sklearn.utils.multiclass import check_classification_targets as sk_targets
 
         try:
             sk_targets(y)
         except ValueError as exc:
-            raise ValidationError(str(exc)) from exc
-    return y, check_classification_targets(y)
+            raise ValidationError(f"{name}: {exc}" if name != "y" else str(exc)) from exc
+    return y, check_classification_targets(y, name=name, min_classes=min_classes)
 
 
 def validate_sample_weight(sample_weight, X):
-    """``sample_weight`` as a checked 1-d array of X's length (None stays None)."""
+    """``sample_weight`` as a checked 1-d array of X's length (None stays None): no negative
+    weight, not all of them 0 (one pass over a dask array's weights)."""
     if sample_weight is None:
         return None
-    from .._validation import check_array, check_consistent_length
+    from .._validation import check_array, check_consistent_length, check_weights
 
     w = check_array(_as_vector(sample_weight, "sample_weight"), name="sample_weight", ndim=1)
     check_consistent_length(X, w, y_name="sample_weight")
+    check_weights(w)
     return w
 
 

@@ -76,6 +76,9 @@ class FiniteBlocks:
     def score_samples(self, block):
         return self._call("score_samples", block)
 
+    def apply(self, block):
+        return self._call("apply", block)
+
 
 def _partition(part, model, method, columns):
     """One partition of a dask DataFrame: numpy out, or a frame with the partition's index."""

@@ -8,6 +8,7 @@ last checkpoint when ``checkpoint_dir`` is set (like the DDP launcher's ``max_re
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from .._compat import import_optional
@@ -48,7 +49,7 @@ def fit_dask(est, X, y, evals, w, params, xgb_model=None):
         model = _dask_model(est, client, {**params, "n_estimators": total - done})
         watch = WorkerWatch(client)
         try:
-            _fit_once(model, data, start)
+            _fit_once(model, data, start, getattr(est, "_verbose", False))
             break
         except Exception as exc:
             lost = watch.lost(wait=2.0)
@@ -91,17 +92,40 @@ def _persist_inputs(client, X, y, w, evals):
 
 
 def _dask_model(est, client, params):
-    import xgboost.dask as dxgb
-
-    klass = dxgb.DaskXGBClassifier if est._kind == "classifier" else dxgb.DaskXGBRegressor
+    klass = _dask_classes()[est._kind]
     model = klass(coll_cfg=_tracker_config(client), **est._with_checkpoints(params))
     model.client = client
     return model
 
 
-def _fit_once(model, data, start):
+@functools.cache
+def _dask_classes():
+    """``{"classifier": ..., "regressor": ...}``: xgboost.dask's estimators with ``coll_cfg``
+    kept out of the booster's parameters (built on first use: importing this module imports
+    no xgboost)."""
+    import xgboost.dask as dxgb
+
+    def without_coll_cfg(base):
+        class Model(base):
+            def _wrapper_params(self):
+                # xgboost.dask hands coll_cfg to xgboost.dask.train, where the tracker address
+                # is applied; but XGBModel.get_xgb_params() copies it into the booster's
+                # parameters too, as _wrapper_params() does not list it (xgboost 3.0-3.2), and
+                # every worker prints 'Parameters: { "coll_cfg" } are not used' on every fit.
+                return super()._wrapper_params() | {"coll_cfg"}
+
+        Model.__name__ = Model.__qualname__ = base.__name__
+        return Model
+
+    return {
+        "classifier": without_coll_cfg(dxgb.DaskXGBClassifier),
+        "regressor": without_coll_cfg(dxgb.DaskXGBRegressor),
+    }
+
+
+def _fit_once(model, data, start, verbose=False):
     Xd, yd, wd, evals_d = data
-    model.fit(Xd, yd, sample_weight=wd, eval_set=evals_d or None, verbose=False, xgb_model=start)
+    model.fit(Xd, yd, sample_weight=wd, eval_set=evals_d or None, verbose=verbose, xgb_model=start)
 
 
 def _after_loss(est, lost, exc, total):

@@ -19,27 +19,27 @@ __all__ = [
 ]
 
 
-def _encode_block(y, classes):
+def _encode_block(y, classes, name="y"):
     idx = np.searchsorted(classes, y)
     idx = np.minimum(idx, len(classes) - 1)
     if not (classes[idx] == y).all():
         bad = np.unique(y[classes[idx] != y])[:5]
         raise ValidationError(
-            f"labels {bad.tolist()!r} were not seen in y at fit time "
+            f"{name}: labels {bad.tolist()!r} were not seen in y at fit time "
             f"(classes {classes.tolist()!r})."
         )
     return idx
 
 
-def encode_labels(y, classes):
-    """Map labels to 0..n_classes-1 (lazily for dask)."""
+def encode_labels(y, classes, name="y"):
+    """Map labels to 0..n_classes-1 (lazily for dask); ``name`` is the argument in messages."""
     if is_dask_collection(y):
-        return y.map_blocks(_encode_block, classes, dtype=np.intp)
-    return _encode_block(np.asarray(y), classes)
+        return y.map_blocks(_encode_block, classes, name, dtype=np.intp)
+    return _encode_block(np.asarray(y), classes, name)
 
 
 class BoosterPredictor:
-    """A booster and its iteration range, applied to one block (``predict``)."""
+    """A booster and its iteration range, applied to one block (``predict``, ``apply``)."""
 
     def __init__(self, booster, iteration_range):
         self.booster = booster
@@ -47,6 +47,14 @@ class BoosterPredictor:
 
     def predict(self, X):
         return self.booster.inplace_predict(X, iteration_range=self.iteration_range)
+
+    def apply(self, X):
+        """Leaf indices, ``(n, n_trees)`` float32 (xgboost's ``pred_leaf``)."""
+        import xgboost
+
+        dm = xgboost.DMatrix(X, missing=np.nan, feature_names=self.booster.feature_names)
+        out = self.booster.predict(dm, pred_leaf=True, iteration_range=self.iteration_range)
+        return np.asarray(out, dtype=np.float32).reshape(len(X), -1)
 
 
 def binary_proba(p):

@@ -43,6 +43,7 @@ from .._validation import (
     check_array,
     check_consistent_length,
     check_positive_int,
+    check_weights,
     is_dask_collection,
     resolve_engine,
 )
@@ -225,8 +226,7 @@ class KMeans(
             return None
         w = check_array(sample_weight, name="sample_weight", ndim=1, dtype=np.float64)
         check_consistent_length(X, w, y_name="sample_weight")
-        if not is_dask_collection(w) and (w < 0).any():
-            raise ValidationError("sample_weight has negative values; weights must be >= 0.")
+        check_weights(w)
         return w
 
     # ------------------------------------------------------------------ fit

@@ -24,13 +24,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.utils.validation import check_is_fitted
 
 from .._compat import has_gpu, import_optional
 from .._dask import (
     compute_if_dask,
     maybe_client,
-    row_chunked,
     total_threads,
     using_client,
     watching,
@@ -45,22 +43,19 @@ from ..exceptions import ValidationError
 from ._base import (
     computed_X,
     fit_X,
-    is_dask_frame,
     scoring_inputs,
     strip_client_state,
-    validate_fitted_X,
     validate_sample_weight,
     validate_X,
     validate_y,
 )
-from ._output import apply_blockwise
-from ._xgb_dask import fit_dask, predict_dask
+from ._xgb_booster import BoosterMethods
+from ._xgb_dask import fit_dask
+from ._xgb_params import DEFAULTS, XGBOOST_NAMED, check_used, extra_names, init_signature
 from ._xgb_predict import (
-    BoosterPredictor,
     argmax_labels,
     binary_proba,
     encode_labels,
-    feature_importances,
 )
 
 if TYPE_CHECKING:
@@ -73,56 +68,30 @@ __all__ = ["XGBClassifier", "XGBRegressor"]
 _DEVICES = ("auto", "cpu", "cuda")
 
 
-class _XGBBase(BaseEstimator):
+class _XGBBase(BoosterMethods, BaseEstimator):
     _kind = None  # "classifier" or "regressor"
 
-    def __init__(
-        self,
-        *,
-        n_estimators=100,
-        max_depth=6,
-        learning_rate=0.3,
-        engine="auto",
-        device="auto",
-        n_jobs=None,
-        random_state=0,
-        early_stopping_rounds=None,
-        eval_metric=None,
-        client=None,
-        checkpoint_dir=None,
-        checkpoint_every=10,
-        max_restarts=0,
-        **xgb_params,
-    ):
-        self.n_estimators = n_estimators
-        self.max_depth = max_depth
-        self.learning_rate = learning_rate
-        self.engine = engine
-        self.device = device
-        self.n_jobs = n_jobs
-        self.random_state = random_state
-        self.early_stopping_rounds = early_stopping_rounds
-        self.eval_metric = eval_metric
-        self.client = client
-        self.checkpoint_dir = checkpoint_dir
-        self.checkpoint_every = checkpoint_every
-        self.max_restarts = max_restarts
-        self.xgb_params = xgb_params
+    # Every parameter of xgboost's XGBModel by name, dasktrain's own, and any other native
+    # xgboost parameter as a keyword (kept as an attribute of its own name, as xgboost's wrapper
+    # keeps its **kwargs); the signature (and so get_params) is _xgb_params.init_signature().
+    def __init__(self, **kwargs):
+        for name, default in DEFAULTS.items():
+            setattr(self, name, kwargs.pop(name, default))
+        for name, value in kwargs.items():
+            setattr(self, name, value)
 
-    # Extra xgboost parameters round-trip through get_params/set_params (and so clone), the
-    # way xgboost's own sklearn wrapper keeps its **kwargs.
+    __init__.__signature__ = init_signature()
+
     def get_params(self, deep=True):
         params = super().get_params(deep=deep)
-        params.update(getattr(self, "xgb_params", {}) or {})
+        params.update({name: getattr(self, name) for name in extra_names(self)})
         return params
 
     def set_params(self, **params):
-        names = set(self._get_param_names())
+        # Like xgboost's: a name it does not know is kept, and refused by fit (check_used),
+        # which asks xgboost what it uses.
         for key, value in params.items():
-            if key in names:
-                setattr(self, key, value)
-            else:
-                self.xgb_params = {**self.xgb_params, key: value}
+            setattr(self, key, value)
         return self
 
     def __getstate__(self):
@@ -147,10 +116,13 @@ class _XGBBase(BaseEstimator):
             )
 
     def _xgb_kwargs(self):
+        """The keyword arguments of the xgboost estimator of either engine."""
         check_positive_int(self.n_estimators, "n_estimators")
         check_positive_int(self.max_depth, "max_depth", minimum=0)
         self._check_fault_params()
-        params = dict(self.xgb_params)
+        params = {name: getattr(self, name) for name in XGBOOST_NAMED}
+        params = {k: v for k, v in params.items() if v is not None}  # None: xgboost's default
+        params.update({name: getattr(self, name) for name in extra_names(self)})
         params.setdefault("tree_method", "hist")
         params.update(
             n_estimators=self.n_estimators,
@@ -163,12 +135,35 @@ class _XGBBase(BaseEstimator):
         )
         return params
 
-    def _check_y(self, y, X):
+    def _check_y(self, y, X, **names):
         return validate_y(
-            y, X, estimator=type(self).__name__, classifier=self._kind == "classifier"
+            y, X, estimator=type(self).__name__, classifier=self._kind == "classifier", **names
         )
 
-    def fit(self, X, y, *, eval_set=None, sample_weight=None, xgb_model=None) -> Self:
+    def _check_eval_set(self, eval_set, X):
+        """``[(X_i, y_i)]`` checked, each named ``eval_set[i]`` in the messages. An eval set
+        may hold one class only (xgboost evaluates it); its labels must be among y's."""
+        if eval_set is not None and not isinstance(eval_set, (list, tuple)):
+            raise ValidationError(
+                f"eval_set={type(eval_set).__name__} must be a list of (X, y) pairs."
+            )
+        evals = []
+        for i, pair in enumerate(eval_set or []):
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                raise ValidationError(f"eval_set[{i}] must be an (X, y) pair.")
+            Xe = validate_X(pair[0], name=f"eval_set[{i}][0]", allow_nan=True)
+            names = {"name": f"eval_set[{i}][1]", "x_name": f"eval_set[{i}][0]"}
+            ye, _ = self._check_y(pair[1], Xe, min_classes=1, **names)
+            if Xe.shape[1] != X.shape[1]:
+                raise ValidationError(
+                    f"eval_set[{i}] has {Xe.shape[1]} features but X has {X.shape[1]}."
+                )
+            evals.append((Xe, ye))
+        return evals
+
+    def fit(
+        self, X, y, *, eval_set=None, sample_weight=None, xgb_model=None, verbose=False
+    ) -> Self:
         """Fit the booster.
 
         Parameters
@@ -183,6 +178,9 @@ class _XGBBase(BaseEstimator):
         xgb_model : xgboost.Booster or str, optional
             Continue training this model (or model file, e.g. a checkpoint) with
             ``n_estimators`` more rounds, as in xgboost.
+        verbose : bool or int
+            Print the evaluation of ``eval_set`` every round (every ``verbose`` rounds), as
+            xgboost does; False by default here (xgboost's default is True).
 
         Returns
         -------
@@ -209,6 +207,7 @@ class _XGBBase(BaseEstimator):
         when there is one (its remaining rounds only), else from the start. A restart's
         early-stopping count and ``evals_result_`` begin at the checkpoint.
         """
+        self._verbose = verbose
         # Behind the paused-worker guard: xgboost.dask's waits are its own.
         what = f"{type(self).__name__}.fit"
         with using_client(self.client), watching(maybe_client(self.client), what):
@@ -229,23 +228,19 @@ class _XGBBase(BaseEstimator):
                 f"early_stopping_rounds={self.early_stopping_rounds!r} needs eval_set=[(X_val, "
                 "y_val)]; pass one or set early_stopping_rounds=None."
             )
-        evals = []
-        for i, pair in enumerate(eval_set or []):
-            Xe, ye = pair
-            Xe = validate_X(Xe, name=f"eval_set[{i}][0]", allow_nan=True)
-            ye, _ = self._check_y(ye, Xe)
-            if Xe.shape[1] != X.shape[1]:
-                raise ValidationError(
-                    f"eval_set[{i}] has {Xe.shape[1]} features but X has {X.shape[1]}."
-                )
-            evals.append((Xe, ye))
+        evals = self._check_eval_set(eval_set, X)
         if classes is not None:
             if sample_weight is not None:
                 check_weighted_classes(y, sample_weight)
             self.classes_ = np.asarray(classes)
             self.n_classes_ = len(classes)
             y = encode_labels(y, self.classes_)
-            evals = [(Xe, encode_labels(ye, self.classes_)) for Xe, ye in evals]
+            evals = [
+                (Xe, encode_labels(ye, self.classes_, name=f"eval_set[{i}][1]"))
+                for i, (Xe, ye) in enumerate(evals)
+            ]
+        # xgboost only warns, on every worker, about a parameter it does not use: ask it here.
+        check_used(params, self._kind, len(classes) if classes is not None else None)
         self.engine_ = engine
         self.restarts_, self.failures_, self.last_checkpoint_ = 0, [], None
         self._tag = uuid.uuid4().hex[:10]  # names this fit's checkpoints
@@ -299,69 +294,11 @@ class _XGBBase(BaseEstimator):
             compute_if_dask(y),
             sample_weight=compute_if_dask(w),
             eval_set=evals or None,
-            verbose=False,
+            verbose=self._verbose,
             xgb_model=xgb_model,
         )
         self.last_checkpoint_ = self._latest_checkpoint()[0]
         return model
-
-    # ------------------------------------------------------------------ predict
-    def _iteration_range(self):
-        if self.best_iteration_ is not None:
-            return (0, int(self.best_iteration_) + 1)
-        return (0, 0)
-
-    def get_booster(self):
-        """The fitted :class:`xgboost.Booster` (``booster_``), as xgboost's own wrapper names it.
-
-        Returns
-        -------
-        xgboost.Booster
-        """
-        check_is_fitted(self)
-        return self.booster_
-
-    @property
-    def feature_importances_(self):
-        """Importance of each feature, normalised to sum to 1 (xgboost's definition).
-
-        The ``importance_type`` parameter (an xgboost parameter, default ``"gain"``) picks the
-        measure; features never used in a split get 0.
-
-        Returns
-        -------
-        ndarray of shape (n_features_in_,), float32
-        """
-        check_is_fitted(self)
-        kind = self.xgb_params.get("importance_type") or "gain"
-        return feature_importances(self.booster_, self.n_features_in_, kind)
-
-    def _raw_predict(self, X):
-        """Booster output: probability of class 1, class probabilities, or the regression.
-
-        Lazy for dask input (NaN is a missing value, so nothing needs computing first).
-        """
-        check_is_fitted(self)
-        X_in = X
-        X = validate_fitted_X(self, X, allow_nan=True, lengths=False)
-        rng = self._iteration_range()
-        if not is_dask_collection(X):
-            return self.booster_.inplace_predict(X, iteration_range=rng)
-        multi = self._kind == "classifier" and self.n_classes_ > 2
-        client = maybe_client(self.client)
-        if client is not None and not is_dask_frame(X_in):
-            return predict_dask(self, client, row_chunked(X), rng)
-        # A dask DataFrame (rows unknown) or no distributed client: one booster key in the
-        # graph, applied blockwise.
-        return apply_blockwise(
-            BoosterPredictor(self.booster_, rng),
-            "predict",
-            X_in if is_dask_frame(X_in) else X,
-            dtype=np.float32,
-            n_columns=self.n_classes_ if multi else None,
-            name="predict-xgboost",
-            allow_nan=True,
-        )
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -396,8 +333,20 @@ class XGBClassifier(ClassifierMixin, _XGBBase):
     max_restarts : int
         Dask engine: how many times a fit that lost a worker trains again on the live workers
         (from the last checkpoint when there is one). 0: raise ``WorkerLostError`` at once.
-    **xgb_params
-        Any other xgboost parameter (``tree_method`` defaults to ``"hist"``).
+    max_leaves, max_bin, grow_policy, verbosity, objective, booster, tree_method, gamma, \
+min_child_weight, max_delta_step, subsample, sampling_method, colsample_bytree, \
+colsample_bylevel, colsample_bynode, reg_alpha, reg_lambda, scale_pos_weight, base_score, \
+missing, num_parallel_tree, monotone_constraints, interaction_constraints, importance_type, \
+validate_parameters, enable_categorical, feature_types, feature_weights, max_cat_to_onehot, \
+max_cat_threshold, multi_strategy, callbacks : optional
+        xgboost's parameters, by the names of ``xgboost.XGBClassifier`` (so ``get_params()``
+        and a grid search see them); None is xgboost's default, except ``tree_method``
+        (``"hist"``) and ``importance_type`` (``"gain"``).
+    **kwargs
+        Any other native xgboost parameter (``min_split_loss``, ``lambda``...), kept as an
+        attribute of its name, as xgboost's wrapper does. ``fit`` asks xgboost which
+        parameters it uses and refuses the others, naming close matches (``gama``: did you
+        mean ``gamma``?), where xgboost would only print a warning on every worker.
 
     Attributes
     ----------
@@ -410,7 +359,10 @@ class XGBClassifier(ClassifierMixin, _XGBBase):
     feature_importances_ : ndarray of shape (n_features,)
         Normalised importances (``importance_type``, default ``"gain"``), as xgboost's.
     best_iteration_ : int or None
+        Also ``best_iteration`` (with ``best_score``), which raise AttributeError without
+        early stopping, as xgboost's.
     evals_result_ : dict
+        Also returned by ``evals_result()``.
     engine_ : str
     restarts_ : int
         Restarts after lost workers (dask engine).
@@ -423,18 +375,35 @@ class XGBClassifier(ClassifierMixin, _XGBBase):
     --------
     xgboost.XGBClassifier : the local engine.
     xgboost.dask.DaskXGBClassifier : the dask engine.
+
+    Notes
+    -----
+    Code written for ``xgboost.dask.DaskXGBClassifier`` (or ``xgboost.XGBClassifier``) runs
+    with this class instead: the same parameters, ``fit(X, y, eval_set=..., sample_weight=...,
+    xgb_model=...)``, ``predict`` / ``predict_proba`` with ``iteration_range``, ``apply``,
+    ``best_iteration``, ``best_score``, ``evals_result()``, ``get_booster()``,
+    ``save_model`` / ``load_model`` (the same files), ``feature_importances_``. Setting
+    ``.client`` works as there. Unlike xgboost, ``random_state`` defaults to 0 and labels may
+    be any values (strings too), not only 0..n-1.
     """
 
     _kind = "classifier"
 
-    def predict_proba(self, X) -> Array:
+    def predict_proba(self, X, iteration_range=None) -> Array:
         """Class probabilities (lazy dask array for dask input).
+
+        Parameters
+        ----------
+        X : array-like, dask array or DataFrame of shape (n_samples, n_features)
+        iteration_range : (int, int), optional
+            Rounds to use, as in xgboost; default: up to the best round after early
+            stopping, else all.
 
         Returns
         -------
         ndarray or dask array of shape (n_samples, n_classes), float32
         """
-        raw = self._raw_predict(X)
+        raw = self._raw_predict(X, iteration_range)
         if self.n_classes_ > 2:
             return raw
         if is_dask_collection(raw):
@@ -446,9 +415,10 @@ class XGBClassifier(ClassifierMixin, _XGBBase):
             )
         return binary_proba(raw)
 
-    def predict(self, X) -> Array:
-        """Predicted class labels (lazy dask array for dask input)."""
-        proba = self.predict_proba(X)
+    def predict(self, X, iteration_range=None) -> Array:
+        """Predicted class labels (lazy dask array for dask input); ``iteration_range`` as in
+        :meth:`predict_proba`."""
+        proba = self.predict_proba(X, iteration_range)
         if is_dask_collection(proba):
             return proba.map_blocks(
                 argmax_labels,
@@ -478,9 +448,10 @@ class XGBRegressor(RegressorMixin, _XGBBase):
 
     _kind = "regressor"
 
-    def predict(self, X) -> Array:
-        """Predicted values (lazy dask array for dask input)."""
-        return self._raw_predict(X)
+    def predict(self, X, iteration_range=None) -> Array:
+        """Predicted values (lazy dask array for dask input); ``iteration_range`` as in
+        :meth:`XGBClassifier.predict_proba`."""
+        return self._raw_predict(X, iteration_range)
 
     def score(self, X, y, sample_weight=None) -> float:
         """R^2 (dask inputs reduced blockwise by :mod:`dasktrain.metrics`)."""
