@@ -143,6 +143,7 @@ def _assert_recovered(client, n_workers=2):
     _WORKER_PIDS.update(workers)
     zombies = _zombies()
     assert not zombies, f"zombie processes: {zombies}"
+    children = _children()
     # A worker's children (a DDP rank, a stray subprocess) must be gone once its step is over.
     strays = [c for pid in workers if pid in children for c in children[pid].children()]
     assert not _wait_gone(strays, 20), f"worker children left: {strays}"
