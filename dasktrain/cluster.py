@@ -326,7 +326,7 @@ def release_memory(client):
 
     Workers started with :func:`worker_environ`'s variables keep freed memory in their heap,
     and Dask's memory limits would count it; this registers
-    :class:`~dasktrain._dask.memory.ReleaseMemory` (``malloc_trim``, see
+    ``ReleaseMemory`` (a worker plugin calling ``malloc_trim``, see
     ``dasktrain.malloc.release-at`` and ``release-idle``) on every worker, present and
     future. :func:`connect` does it for the clusters it starts; call it once for a cluster
     you started yourself. Harmless on workers started without the variables.
