@@ -70,6 +70,17 @@ def _check_chunk_size(chunk_size):
     return check_positive_int(chunk_size, "chunk_size")
 
 
+def _check_shuffle(shuffle):
+    """The seed of ``shuffle`` (None: keep the listing's order)."""
+    if shuffle is False or shuffle is None:
+        return None
+    if shuffle is True:
+        return 0
+    if isinstance(shuffle, numbers.Integral) and shuffle >= 0:
+        return int(shuffle)
+    raise ValidationError(f"shuffle={shuffle!r} must be False, True or a seed (an integer >= 0).")
+
+
 def _check_storage_options(storage_options):
     """``storage_options`` if it is None or a dict (of fsspec filesystem arguments)."""
     if storage_options is not None and not isinstance(storage_options, dict):
@@ -101,6 +112,7 @@ def read_images(
     classes=None,
     files_on="client",
     storage_options=None,
+    shuffle=False,
 ) -> ImageSet:
     """Read an image folder (or a list of files) into an :class:`ImageSet`.
 
@@ -156,6 +168,13 @@ def read_images(
         ``{"endpoint_url": ...}`` for S3-compatible stores), used on the client and sent with
         the tasks to the workers (so keep secrets in the workers' environment where you can).
 
+    shuffle : bool or int
+        Put the files in a seeded random order (``True``: seed 0; an int: that seed) instead
+        of class by class, on both engines alike. A chunk of a dask set then holds every
+        class, which training that streams chunks needs (:func:`dasktrain.ddp.shard`: a
+        batch mixes the rows of a few chunks only, and chunks of one class each would give
+        batches of one class). ``paths`` and ``y`` follow the order.
+
     Returns
     -------
     ImageSet
@@ -168,8 +187,8 @@ def read_images(
         Not a folder, no images, images without a class folder, one class only, a name in
         ``classes`` that is not present, or a folder reached twice through a symbolic link.
     ValidationError
-        A bad ``size``, ``color``, ``engine``, ``chunk_size``, ``errors``, ``classes`` or
-        ``files_on``.
+        A bad ``size``, ``color``, ``engine``, ``chunk_size``, ``errors``, ``classes``,
+        ``files_on`` or ``shuffle``.
     ImageReadError
         With ``errors="raise"``, for files or folders that cannot be read (all of them are
         named). For the dask engine, files whose header is fine but whose pixels are not raise
@@ -200,7 +219,10 @@ def read_images(
         storage_options=_check_storage_options(storage_options),
     )
     files_on = check_files_on(files_on, engine)
+    seed = _check_shuffle(shuffle)
     found = _list(path, check_classes(classes), files_on, opts)
+    if seed is not None:
+        found.permute(seed)
     if opts.engine == "local":
         X, y = _decode_here(found, opts)
     else:
@@ -242,6 +264,14 @@ class _Found:
     classes: list
     skipped: list
     mtimes: list | None = None  # read on the workers when they checked the headers
+
+    def permute(self, seed):
+        """Put the files in a seeded random order (instead of class by class)."""
+        order = np.random.default_rng(seed).permutation(len(self.paths))
+        self.paths = [self.paths[i] for i in order]
+        self.y = self.y[order]
+        if self.mtimes is not None:
+            self.mtimes = [self.mtimes[i] for i in order]
 
     def drop(self, bad):
         """Leave out the files ``bad`` (``[(path, reason)]``) and record them as skipped."""
