@@ -47,13 +47,15 @@ def _external(feed, i, client, local=None, futures=None):
     if not keys:
         return found
     futures = feed.futures if futures is None else futures
-    if client is None or any(k not in futures for k in keys):
+    if any(k not in futures for k in keys):
         raise DDPError(
-            f"{feed.label} reads data persisted on a Dask cluster, and no client that holds "
-            "it is connected here; run_local needs the client that persisted it as the "
-            "default client (dasktrain.connect(...) or client.as_current())."
+            f"{feed.label} reads data persisted on a Dask cluster that this process holds no "
+            "future of; pass the collection that client.persist returned."
         )
-    found.update(zip(keys, gather(client, [futures[k] for k in keys], what=_WHAT)))
+    held = [futures[k] for k in keys]
+    # run_local: the client that persisted the data (its futures know it), default or not
+    client = held[0].client if client is None else client
+    found.update(zip(keys, gather(client, held, what=_WHAT)))
     return found
 
 

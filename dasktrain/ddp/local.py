@@ -41,7 +41,7 @@ def run_local(train_fn, *args, checkpoint_dir=None, datasets=None, **kwargs) -> 
     datasets : dict of str -> dataset, optional
         As in :func:`run`. A lazy dataset is computed chunk by chunk here (with dask's
         synchronous scheduler, a chunk ahead in a thread); a persisted one is fetched from
-        its cluster through the default client.
+        its cluster through the client that persisted it.
 
     Returns
     -------
