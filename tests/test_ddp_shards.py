@@ -383,17 +383,17 @@ def test_resume_mid_epoch_after_a_killed_worker(own_client, tmp_path):
     # though the chunks now live elsewhere (the epoch keeps the deal it began with).
     first, second = _steps(res.history, 0), _steps(res.history, 1)
     done = {k: v for k, v in first.items() if (k[1], k[2]) <= (epoch, step)}
-    assert not set(done) & set(second)
-    merged = {**done, **second}
-    assert {k: v for k, v in merged.items() if k[1] <= 1} == {
-        k: v for k, v in reference.items() if k[1] <= 1
+    # (the last reports of the killed worker's rank may be lost with it: those that came match)
+    assert all(reference[k] == v for k, v in done.items())
+    assert set(second) == {k for k in reference if (k[1], k[2]) > (epoch, step)}
+    assert {k: v for k, v in second.items() if k[1] == 1} == {
+        k: v for k, v in reference.items() if k[1] == 1 and k[2] > step
     }
     # Later epochs are dealt by where the chunks live now (locality after the restart): the
     # same steps, every row once, each rank exactly its rows of the new deal.
     owners = res[0]["owners"]
-    assert set(merged) == set(reference)
     for r in (0, 1):
-        ids = [int(i) for k, v in merged.items() if k[0] == r and k[1] == 2 for i in v.split()]
+        ids = [int(i) for k, v in second.items() if k[0] == r and k[1] == 2 for i in v.split()]
         assert len(ids) == len(set(ids))
         assert set(ids) == _expected_ids(CHUNKS, owners, 2, r, seed=1, epoch=2)
 
