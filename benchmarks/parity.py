@@ -15,6 +15,7 @@ run it under ``nice -n -10`` (Dask workers and DDP ranks inherit it)::
     nice -n -10 .venv/bin/python benchmarks/parity.py xgb --n 200000 --rounds 50
     nice -n -10 .venv/bin/python benchmarks/parity.py images
     nice -n -10 .venv/bin/python benchmarks/parity.py ddp-launch --repeat 5
+    nice -n -10 .venv/bin/python benchmarks/parity.py ddp-shards
     nice -n -10 .venv/bin/python benchmarks/parity.py efficiency features --n 8192 --before
     nice -n -10 .venv/bin/python benchmarks/parity.py efficiency fused --n 8192
 
@@ -344,6 +345,13 @@ def ddp_launch_row(argv):
         stop_cluster(cluster, client)
 
 
+def ddp_shards_row(argv):
+    """DDP fed by Dask shards vs the in-memory path: issue 23's table (_ddp_shards.py)."""
+    from benchmarks import _ddp_shards
+
+    _ddp_shards.main(argv)
+
+
 def efficiency_row(argv):
     """Each engine against one core and the two-process ceiling (benchmarks/_efficiency.py)."""
     from benchmarks import _efficiency
@@ -361,6 +369,7 @@ def main(argv=None):
         "xgb": xgb_row,
         "images": images_row,
         "ddp-launch": ddp_launch_row,
+        "ddp-shards": ddp_shards_row,
         "efficiency": efficiency_row,
     }
     if not argv or argv[0] not in rows:

@@ -62,10 +62,54 @@ def test_bad_recipe_options_name_the_choices(kw):
 
 
 def test_image_standardisation_ignores_exposure():
-    from dasktrain.ddp.recipes import _standardize
+    from dasktrain.ddp._recipe_data import _standardize_tensor, standardize
 
     rng = np.random.default_rng(0)
     X = rng.random((4, 8, 8, 1), dtype=np.float32)
-    Z = _standardize(X)
-    np.testing.assert_allclose(_standardize(0.5 * X + 0.2), Z, atol=1e-4)
+    Z = standardize(X)
+    np.testing.assert_allclose(standardize(0.5 * X + 0.2), Z, atol=1e-4)
     np.testing.assert_allclose(Z.mean(axis=(1, 2, 3)), 0, atol=1e-5)
+    # a shard's batches are standardised as they arrive: the same numbers as the arrays
+    np.testing.assert_allclose(_standardize_tensor(torch.from_numpy(X)).numpy(), Z, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def xray_on_cluster(xray, client):
+    """The same split persisted on the session cluster in 8 chunks, as ddp_cnn's dask engine."""
+    from dasktrain._dask import to_cluster
+
+    Xtr, Xte, ytr, yte = xray
+    Xtr, ytr, Xte, yte = to_cluster(client, Xtr, ytr, Xte, yte, n_blocks=8)
+    return {"train": (Xtr, ytr), "val": (Xte, yte)}
+
+
+def test_smallcnn_learns_from_shards_on_two_ranks_and_in_the_twin(xray_on_cluster, client):
+    res = ddp.run(
+        train_classifier,
+        client=client,
+        datasets=xray_on_cluster,
+        num_classes=2,
+        timeout=300,
+        **RECIPE,
+    )
+    acc = [h["accuracy"] for h in res[0]["history"]]
+    assert acc[-1] >= 0.85, acc
+    for key in ("accuracy", "loss", "val_loss"):  # reduced over all ranks: the same on each
+        assert [h[key] for h in res[0]["history"]] == [h[key] for h in res[1]["history"]]
+    assert res[0]["global_batch_size"] == RECIPE["batch_size"]
+    torch.set_num_threads(1)
+    twin = ddp.run_local(train_classifier, datasets=xray_on_cluster, num_classes=2, **RECIPE)[0]
+    assert [h["accuracy"] for h in twin["history"]][-1] >= 0.85
+
+
+def test_shards_need_num_classes_unless_an_imageset():
+    import dask.array as da
+
+    X = da.zeros((8, 4), chunks=4)
+    y = da.zeros(8, chunks=4, dtype=int)
+    with pytest.raises(ValidationError, match="needs num_classes="):
+        ddp.run_local(train_classifier, datasets={"train": (X, y)}, model="mlp", epochs=1)
+    with pytest.raises(ValidationError, match="needs images"):
+        ddp.run_local(train_classifier, datasets={"train": (X, y)}, num_classes=2, epochs=1)
+    with pytest.raises(ValidationError, match="dataset 'train'"):
+        ddp.run_local(train_classifier, datasets={"val": (X, y)}, model="mlp", epochs=1)

@@ -218,6 +218,22 @@ def test_persist_and_to_numpy(tmp_path, client):
     assert copy.X is not plain.X and np.array_equal(copy.X, plain.X)
 
 
+def test_shuffle_mixes_the_classes_into_every_chunk_on_both_engines(tmp_path, client):
+    # Listed class by class, every chunk held one class: a shard's batches then did too.
+    root = _write_two_classes(tmp_path / "d", n=6)
+    plain = read_images(root, size=8, engine="dask", chunk_size=4)
+    assert [len(set(plain.y[i : i + 4].compute())) for i in (0, 4, 8)] == [1, 2, 1]
+    lazy = read_images(root, size=8, engine="dask", chunk_size=4, shuffle=3)
+    local = read_images(root, size=8, shuffle=3)
+    assert lazy.paths == local.paths != plain.paths and sorted(lazy.paths) == sorted(plain.paths)
+    assert_engines_equal(local.X, lazy.to_numpy(client=client).X)
+    by_path = dict(zip(plain.paths, plain.to_numpy(client=client).X))
+    for path, x, label in zip(local.paths, local.X, local.y):
+        assert np.array_equal(by_path[path], x) and local.classes[label] in path
+    same = read_images(root, size=8, shuffle=0)
+    assert read_images(root, size=8, shuffle=True).paths == same.paths
+
+
 def test_chunk_size_default_is_the_setting(tmp_path):
     # Regression: the dasktrain.images.chunk-size setting was ignored by read_images.
     import dask.config
@@ -331,6 +347,8 @@ def test_layout_errors(tmp_path):
         ({"errors": "ignore"}, "errors='ignore'"),
         ({"engine": "spark"}, "engine='spark'"),
         ({"chunk_size": 0}, "chunk_size=0"),
+        ({"shuffle": -1}, "shuffle=-1"),
+        ({"shuffle": "yes"}, "shuffle='yes'"),
     ],
 )
 def test_bad_arguments(tmp_path, kwargs, match):

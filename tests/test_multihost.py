@@ -404,6 +404,36 @@ def test_ddp(client, rig, rig_client, images):
     assert (rank0_ip, port) in across[0]["listening"]
 
 
+def test_ddp_shards_are_read_on_each_host(client, rig, rig_client, image_root):
+    # datasets=: each rank decodes its own chunks of a lazy ImageSet on its own host (the
+    # feeder beside it); nothing of the images comes to the client. Lazy chunks are dealt by
+    # the seed alone, so both clusters train on the same rows in the same steps.
+    import dasktrain.ddp as ddp
+    from dasktrain.ddp.recipes import train_classifier
+    from dasktrain.images import read_images
+
+    kw = dict(model="smallcnn", epochs=2, batch_size=16, lr=0.01, seed=3, window=2)
+    out = {}
+    for where, c in _both(client, rig_client):
+        with c.as_current():
+            imgs = read_images(image_root, size=SIZE, engine="dask", chunk_size=CHUNK, shuffle=1)
+        with timed("ddp.run(datasets=) (smallcnn, 2 epochs, gloo)", where):
+            out[where] = ddp.run(
+                train_classifier,
+                client=c,
+                datasets={"train": imgs, "val": imgs},
+                timeout=180,
+                port_range=(29500, 29599),
+                **kw,
+            )
+    one, across = out["one host"], out["across hosts"]
+    assert len(one[0]["history"]) == 2
+    for key in ("loss", "train_accuracy", "accuracy"):
+        assert [h[key] for h in one[0]["history"]] == [h[key] for h in across[0]["history"]]
+    hosts = {across.workers[r].split("//")[1].rsplit(":", 1)[0] for r in across}
+    assert hosts == {h.ip for h in rig.hosts[1:]}  # one rank on each worker host
+
+
 def test_compare_says_the_remote_workers_are_measured_by_dask(rig, rig_client, features, tmp_path):
     import dasktrain
     from dasktrain.harness.report import write_report

@@ -4,18 +4,17 @@
 ``{rank: value}`` (a :class:`DDPResult` that also carries per-rank logs and the metric
 history); ``run_local(train_fn, ...)`` runs the same function in this process with world size 1.
 Inside ``train_fn`` use :func:`prepare_model`, :func:`prepare_loader`, :func:`micro_batches`,
-:func:`report`, :func:`save_checkpoint` / :func:`load_checkpoint` and :func:`rank_info`; they
-work on both engines. Importing this package does not import torch.
+:func:`report`, :func:`save_checkpoint` / :func:`load_checkpoint`, :func:`rank_info`, and
+:func:`shard` for this rank's part of a dataset passed as ``datasets=``; they work on both
+engines. Importing this package does not import torch.
 """
 
 from ..exceptions import DDPError
 from ._pool import RankPool
 from ._records import DDPResult
 from .helpers import (
-    batch_sizes,
     load_checkpoint,
     micro_batches,
-    prepare_loader,
     prepare_model,
     rank_info,
     report,
@@ -23,7 +22,9 @@ from .helpers import (
     unwrap_model,
 )
 from .launcher import run
+from .loaders import batch_sizes, prepare_loader
 from .local import run_local
+from .shards import dataset_names, shard
 
 __all__ = [
     "run",
@@ -40,4 +41,6 @@ __all__ = [
     "load_checkpoint",
     "rank_info",
     "unwrap_model",
+    "shard",
+    "dataset_names",
 ]

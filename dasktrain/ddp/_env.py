@@ -22,6 +22,7 @@ variable                       meaning
 ``DASKTRAIN_DDP_METRICS_FILE`` where :func:`~dasktrain.ddp.report` appends JSON lines
 ``DASKTRAIN_DDP_CHECKPOINT_DIR``  the job's checkpoint folder ("" when off)
 ``DASKTRAIN_DDP_WORKDIR``      the worker's folder, entered before ``train_fn`` runs
+``DASKTRAIN_DDP_SHARDS``       the spool folder of the job's datasets (:mod:`._feeder`)
 ``GLOO_SOCKET_IFNAME``         the interface of the worker's address (unless already set)
 =============================  ==============================================================
 """
@@ -52,6 +53,8 @@ ENV_METRICS_FILE = "DASKTRAIN_DDP_METRICS_FILE"
 ENV_CHECKPOINT_DIR = "DASKTRAIN_DDP_CHECKPOINT_DIR"
 # The worker's current directory: the rank starts elsewhere (see _worker.rank_command).
 ENV_WORKDIR = "DASKTRAIN_DDP_WORKDIR"
+# Where the rank reads its chunks (only for a job with datasets=; see _feeder).
+ENV_SHARDS = "DASKTRAIN_DDP_SHARDS"
 
 # Exit codes of a rank process besides 0 (success) and 1 (train_fn or the setup raised).
 EXIT_PORT_IN_USE = 75  # rank 0 could not bind MASTER_PORT: the launcher retries a new port

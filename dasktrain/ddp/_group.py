@@ -22,6 +22,7 @@ import time
 
 from .._dask import StallWatch, live_workers, result, scatter_data
 from ..exceptions import DDPError, ValidationError, WorkersPausedError
+from ._datasets import held_futures
 from ._pool_worker import pool_rank_task
 from ._records import AttemptFailed, Failure, RankSpec, RankStatus
 from ._worker import probe_port, rank_task
@@ -137,7 +138,17 @@ def select_workers(client, workers, deadline, first, world_size=None):
 
 
 def rank_specs(
-    addresses, *, master_port, backend, timeout, env, checkpoint_dir, abort, attempt, topic
+    addresses,
+    *,
+    master_port,
+    backend,
+    timeout,
+    env,
+    checkpoint_dir,
+    abort,
+    attempt,
+    topic,
+    datasets=None,
 ):
     """One :class:`RankSpec` per worker address, in rank order."""
     hosts = [_host(a) for a in addresses]
@@ -159,6 +170,7 @@ def rank_specs(
                 abort=abort,
                 attempt=attempt,
                 topic=topic,
+                datasets=datasets,
             )
         )
     return specs
@@ -184,7 +196,8 @@ class Attempt:
     job : str
         The job's id (names the abort event, the topic and the task keys).
     options : dict
-        ``backend``, ``timeout``, ``env``, ``checkpoint_dir``, ``port_range``.
+        ``backend``, ``timeout``, ``env``, ``checkpoint_dir``, ``port_range``, ``pool`` and
+        ``datasets`` (``(feeds, pickled feeds)`` of ``datasets=``, or None).
     """
 
     def __init__(self, client, addresses, payload, *, attempt, job, options):
@@ -200,6 +213,8 @@ class Attempt:
         self.futures = {}
         self.results = {}
         self.payload_future = None
+        self.feeds_future = None
+        self.held = None  # the published futures of the datasets' persisted data
         self.port = None
         self.backend = None
 
@@ -235,7 +250,9 @@ class Attempt:
             abort=self.abort.name,
             attempt=self.attempt,
             topic=f"dasktrain-ddp-{self.job}",
+            datasets=self._datasets(),
         )
+        feeds = () if self.feeds_future is None else (self.feeds_future, self.held)
         for spec in specs:
             address = self.addresses[spec.rank]
             extra = () if pool is None else pool._task_args(address, warm, self.options["env"])
@@ -244,6 +261,7 @@ class Attempt:
                 self.payload_future,
                 spec,
                 *extra,
+                *feeds,
                 workers=[address],
                 allow_other_workers=False,
                 pure=False,
@@ -260,6 +278,36 @@ class Attempt:
             port,
             "" if pool is None else f" (pool {pool.id}, {'warm' if warm else 'starting'})",
         )
+
+    def _datasets(self):
+        """The ranks' ``{name: meta}`` of ``datasets=`` (the feeds sent to the workers), or None.
+
+        Which rank holds which persisted chunk is asked now, for this attempt's workers: after
+        a restart the chunks may live elsewhere.
+        """
+        datasets = self.options.get("datasets")
+        if not datasets:
+            return None
+        feeds, blob = datasets
+        self.feeds_future = scatter_data(
+            self.client, blob, what=_WHAT, workers=self.addresses, broadcast=True, hash=False
+        )
+        held = held_futures(feeds)
+        if held:
+            self.held = f"dasktrain-ddp-held-{self.job}-{self.attempt}"
+            self.client.publish_dataset(held, name=self.held)
+        return {n: f.meta(f.owners(self.client, self.addresses)) for n, f in feeds.items()}
+
+    def release_inputs(self):
+        """Forget the payload and the datasets sent for this attempt (success or failure)."""
+        extra = [f for f in (self.payload_future, self.feeds_future) if f is not None]
+        self.client.cancel(extra, force=True)
+        if self.held is not None:
+            try:
+                self.client.unpublish_dataset(self.held)
+            except Exception:  # already gone with a lost scheduler: nothing is kept
+                logger.debug("could not unpublish %s", self.held, exc_info=True)
+            self.held = None
 
     def _probe(self):
         """``(port, n_gpus)`` from the rank-0 worker; a dead worker is a restartable failure."""
@@ -337,8 +385,8 @@ class Attempt:
         # Clear the abort flag only when no task can still be polling it: a task on a lost
         # worker (or one that did not return in time) must still see it if it ever runs on.
         all_returned = all(f.status == "finished" for f in running)
-        extra = [self.payload_future] if self.payload_future is not None else []
-        self.client.cancel(list(self.futures.values()) + extra, force=True)
+        self.client.cancel(list(self.futures.values()), force=True)
+        self.release_inputs()
         if running and all_returned:
             try:
                 self.abort.clear()

@@ -28,6 +28,7 @@ import threading
 import time
 
 from . import _env
+from ._feeder import start_feeder
 from ._records import RankError, RankResult, RankStatus
 from ._worker import _host, _MetricsRelay, _RankFiles, _result, _tail, _watch, rank_command
 
@@ -202,12 +203,14 @@ def _job(files, spec, run_env):
     }
 
 
-def pool_rank_task(payload, spec, token, pool):
+def pool_rank_task(payload, spec, token, pool, feeds=None, held=None):
     """On a worker: run one job of a pool in its resident rank process (started if needed).
 
     ``token`` is the pool's token on this worker (an argument so that it is here);
     ``pool`` holds ``id``, ``token_key``, ``timeout`` (the process group's), ``warm`` and
-    ``env`` (this job's ``env=``, set in the process for the job only).
+    ``env`` (this job's ``env=``, set in the process for the job only). ``feeds``: the job's
+    datasets and ``held``, as for :func:`~._worker.rank_task` (a spool of this job's
+    own).
 
     Returns
     -------
@@ -220,11 +223,13 @@ def pool_rank_task(payload, spec, token, pool):
     if resident is None:
         return _gone(spec, worker.address, why)
     files = _RankFiles.create(resident.folder, spec.rank, payload)
+    feeder = None
     try:
         start = resident.offsets()
         relay = _MetricsRelay(worker, spec, files.metrics)
         stopped = None
-        if resident.send(_job(files, spec, pool["env"])):
+        feeder, spool_env = start_feeder(files.folder, spec, feeds, held, worker)
+        if resident.send(_job(files, spec, {**pool["env"], **spool_env})):
             stopped = _watch(resident.proc, files, spec, relay, persistent=True)
         relay.forward()
         if stopped is not None:
@@ -239,6 +244,8 @@ def pool_rank_task(payload, spec, token, pool):
             res = dataclasses.replace(res, returncode=resident.proc.returncode)
         return res
     finally:
+        if feeder is not None:
+            feeder.stop()
         files.remove()
 
 

@@ -71,6 +71,9 @@ class RankSpec:
         0 for the first group, 1 after the first restart...
     topic : str
         The event topic the rank's :func:`~dasktrain.ddp.report` records go to.
+    datasets : dict or None
+        ``{name: meta}`` of the job's ``datasets=`` (rows and holder of each chunk...: what
+        the rank plans its epochs with, see ``_datasets.Feed.meta``); None without datasets.
     """
 
     rank: int
@@ -86,6 +89,7 @@ class RankSpec:
     abort: str
     attempt: int
     topic: str
+    datasets: dict | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 from ..exceptions import DDPError
 from . import _env
+from ._feeder import start_feeder
 from ._network import bind_listener
 from ._records import RankResult, RankStatus
 
@@ -146,8 +147,12 @@ def rank_command(workdir):
     return [sys.executable, *flags, "-m", "dasktrain.ddp._rank"], workdir
 
 
-def rank_task(payload, spec):
+def rank_task(payload, spec, feeds=None, held=None):
     """On a worker: start the rank of ``spec``, relay its metrics, stop it on abort or timeout.
+
+    ``feeds`` (the job's ``datasets=``, pickled once on the client) starts the feeder that
+    makes the chunks this rank reads (:mod:`._feeder`), for as long as the rank runs;
+    ``held`` names the published futures of the persisted data they read.
 
     Returns
     -------
@@ -157,6 +162,7 @@ def rank_task(payload, spec):
 
     worker = get_worker()
     files = _RankFiles.create(worker.local_directory, spec.rank, payload)
+    feeder = None
     try:
         env = _env.rank_environ(
             spec,
@@ -165,6 +171,8 @@ def rank_task(payload, spec):
             metrics_file=files.metrics,
             host=_host(worker.address),
         )
+        feeder, spool_env = start_feeder(files.folder, spec, feeds, held, worker)
+        env.update(spool_env)
         relay = _MetricsRelay(worker, spec, files.metrics)
         returncode, status, end_time = _supervise(files, env, spec, relay)
         relay.forward()
@@ -173,6 +181,8 @@ def rank_task(payload, spec):
             spec, worker.address, files, returncode, status, end_time, relay.records, logs
         )
     finally:
+        if feeder is not None:
+            feeder.stop()
         files.remove()
 
 

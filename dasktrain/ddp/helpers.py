@@ -1,4 +1,4 @@
-"""Helpers called inside ``train_fn``: rank info, metrics, model/loader preparation, checkpoints.
+"""Helpers called inside ``train_fn``: rank info, metrics, model preparation, checkpoints.
 
 The same helpers work in the two places a training function runs:
 
@@ -7,7 +7,8 @@ The same helpers work in the two places a training function runs:
   environment), and
 * in the calling process under :func:`dasktrain.ddp.run_local` (world size 1, no process group).
 
-So one ``train_fn`` runs unchanged on both engines.
+So one ``train_fn`` runs unchanged on both engines. The loaders are in :mod:`.loaders`, the
+datasets of a job in :mod:`.shards`.
 """
 
 from __future__ import annotations
@@ -34,8 +35,6 @@ __all__ = [
     "report",
     "prepare_model",
     "micro_batches",
-    "prepare_loader",
-    "batch_sizes",
     "save_checkpoint",
     "load_checkpoint",
     "checkpoint_path",
@@ -43,7 +42,6 @@ __all__ = [
 ]
 
 CHECKPOINT_NAME = "checkpoint.pt"
-BATCH_SCALINGS = ("global", "per-rank")
 
 
 class RankInfo(dict):
@@ -76,6 +74,8 @@ class _LocalContext:
         self.checkpoint_dir = None if checkpoint_dir is None else os.fspath(checkpoint_dir)
         self.device = device
         self.history = []
+        self.datasets = {}  # name -> Feed of datasets=, read by shard() through source
+        self.source = None
 
 
 def _default_device():
@@ -248,132 +248,6 @@ def prepare_model(model, *, comm_hook=None, **ddp_kwargs) -> torch.nn.Module:
         ddp_kwargs.setdefault("device_ids", [info.device.index])
     ddp = torch.nn.parallel.DistributedDataParallel(model, **ddp_kwargs)
     return register_comm_hook(ddp, comm_hook, device_type=info.device.type)
-
-
-def batch_sizes(batch_size, world_size, batch_scaling="global") -> tuple[int, int, float]:
-    """Per-rank batch, global batch and learning-rate factor for a batch-scaling policy.
-
-    ``"global"`` divides ``batch_size`` across the ranks so that one optimiser step sees the
-    same number of samples as the single-process run (same convergence, same learning rate).
-    ``"per-rank"`` keeps ``batch_size`` on every rank: the global batch grows with the world
-    size, and ``lr_scale = world_size`` is the linear learning-rate rule (Goyal et al., 2017),
-    which the caller applies explicitly (``lr * loader.lr_scale``).
-
-    Returns
-    -------
-    per_rank : int
-    global_batch : int
-    lr_scale : float
-
-    Raises
-    ------
-    ValidationError
-        Unknown ``batch_scaling``, or a global batch smaller than the number of ranks.
-    """
-    if batch_scaling not in BATCH_SCALINGS:
-        raise ValidationError(f"batch_scaling={batch_scaling!r} must be one of {BATCH_SCALINGS}.")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValidationError(f"batch_size={batch_size!r} must be a positive integer.")
-    if batch_scaling == "per-rank":
-        return batch_size, batch_size * world_size, float(world_size)
-    if batch_size < world_size:
-        raise ValidationError(
-            f"batch_size={batch_size} is the global batch with batch_scaling='global' and must "
-            f"be >= the world size {world_size}; raise batch_size or use batch_scaling='per-rank'."
-        )
-    per_rank = batch_size // world_size
-    if per_rank * world_size != batch_size:
-        logger.warning(
-            "batch_size=%d is not divisible by world size %d: the global batch is %d",
-            batch_size,
-            world_size,
-            per_rank * world_size,
-        )
-    return per_rank, per_rank * world_size, 1.0
-
-
-def _epoch_loader_class():
-    from torch.utils.data import DataLoader
-
-    class EpochDataLoader(DataLoader):
-        """A DataLoader whose DistributedSampler moves to the next epoch on every ``iter()``.
-
-        Attributes ``per_rank_batch_size``, ``global_batch_size``, ``lr_scale`` and
-        ``batch_scaling`` describe the batch policy; ``epoch`` is the epoch the next
-        iteration uses (set it with :meth:`set_epoch` when resuming from a checkpoint).
-        """
-
-        def set_epoch(self, epoch):
-            self.epoch = int(epoch)
-
-        def __iter__(self):
-            # DistributedSampler reshuffles only when told the epoch; forgetting it makes every
-            # epoch use the same order, so the loader does it.
-            self.sampler.set_epoch(self.epoch)
-            self.epoch += 1
-            return super().__iter__()
-
-    return EpochDataLoader
-
-
-_EPOCH_LOADER = None
-
-
-def prepare_loader(
-    dataset, batch_size, *, batch_scaling="global", shuffle=True, seed=0, **loader_kwargs
-) -> torch.utils.data.DataLoader:
-    """A DataLoader that gives this rank its share of ``dataset``.
-
-    Uses :class:`torch.utils.data.DistributedSampler` on every engine (with one replica under
-    the local twin), so the local twin and ``n`` ranks see the same shuffled order: with
-    ``batch_scaling="global"``, step ``k`` of the ranks together covers exactly the samples of
-    step ``k`` of the local twin. The epoch is advanced automatically on every ``iter()``.
-
-    Parameters
-    ----------
-    dataset : torch.utils.data.Dataset or tuple of arrays/tensors
-        A tuple ``(X, y)`` is wrapped in a :class:`~torch.utils.data.TensorDataset`.
-    batch_size : int
-        The global batch (``"global"``) or the per-rank batch (``"per-rank"``).
-    batch_scaling : {"global", "per-rank"}
-        See :func:`batch_sizes`.
-    shuffle : bool
-    seed : int
-        Shuffle seed; must be the same on all ranks (it is, when passed as an argument).
-    **loader_kwargs
-        Passed to :class:`torch.utils.data.DataLoader` (``num_workers``, ``pin_memory``...).
-
-    Returns
-    -------
-    DataLoader
-        With ``per_rank_batch_size``, ``global_batch_size``, ``lr_scale``, ``set_epoch``.
-    """
-    global _EPOCH_LOADER
-    import torch
-    from torch.utils.data import DistributedSampler, TensorDataset
-
-    if isinstance(dataset, (tuple, list)):
-        dataset = TensorDataset(*(torch.as_tensor(a) for a in dataset))
-    for key in ("sampler", "batch_sampler", "shuffle"):
-        if key in loader_kwargs:
-            raise ValidationError(
-                f"prepare_loader(..., {key}=...) is not allowed: the loader sets its own "
-                "DistributedSampler; use shuffle= and seed= instead."
-            )
-    info = rank_info()
-    per_rank, global_batch, lr_scale = batch_sizes(batch_size, info.world_size, batch_scaling)
-    sampler = DistributedSampler(
-        dataset, num_replicas=info.world_size, rank=info.rank, shuffle=shuffle, seed=seed
-    )
-    if _EPOCH_LOADER is None:
-        _EPOCH_LOADER = _epoch_loader_class()
-    loader = _EPOCH_LOADER(dataset, batch_size=per_rank, sampler=sampler, **loader_kwargs)
-    loader.epoch = 0
-    loader.per_rank_batch_size = per_rank
-    loader.global_batch_size = global_batch
-    loader.lr_scale = lr_scale
-    loader.batch_scaling = batch_scaling
-    return loader
 
 
 def make_checkpoint_dir(checkpoint_dir) -> str | None:

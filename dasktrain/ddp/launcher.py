@@ -22,6 +22,7 @@ import uuid
 from .. import _config
 from .._dask import get_client
 from ..exceptions import DDPError, ValidationError, WorkersPausedError
+from . import _datasets
 from . import helpers as _helpers
 from ._group import Attempt, describe, select_workers
 from ._pool import RankPool
@@ -111,6 +112,7 @@ def run(
     env=None,
     port_range=None,
     pool=None,
+    datasets=None,
     **kwargs,
 ) -> DDPResult:
     """Run ``train_fn(*args, **kwargs)`` as a DistributedDataParallel job on Dask workers.
@@ -125,7 +127,8 @@ def run(
     train_fn : callable
         Pickled with cloudpickle and sent to every rank; its return value must pickle too.
     *args, **kwargs
-        Passed to ``train_fn`` on every rank (sent once per worker with ``client.scatter``).
+        Passed to ``train_fn`` on every rank (sent once per worker with ``client.scatter``):
+        small things. Data belongs in ``datasets=``.
     client : distributed.Client, optional
         Defaults to :func:`distributed.get_client`.
     workers : None, int or list of str
@@ -156,6 +159,14 @@ def run(
         ``backend`` and ``port_range`` at their defaults); ``env`` is set for this job
         inside the running processes. Failures, restarts and timeouts behave as without a
         pool; a failed job ends the pool's processes and the next job starts fresh ones.
+    datasets : dict of str -> dataset, optional
+        Data the ranks read without it ever coming to this process: ``{"train": ...,
+        "val": ...}``, each an ``ImageSet`` of ``read_images(engine="dask")`` (lazy or
+        persisted), a dask array, a dask DataFrame, or a tuple of them with aligned row
+        chunks (``(X, y)``). Inside ``train_fn``, :func:`shard` gives each rank its own part,
+        read chunk by chunk from its own worker: a persisted chunk from the worker that
+        holds it, a lazy one decoded there. Only the graph is read here (and a DataFrame's
+        partition lengths counted on the cluster).
 
     Returns
     -------
@@ -172,7 +183,8 @@ def run(
         ``.attempts``, and the rank's original exception as ``__cause__`` when it could be
         pickled back.
     ValidationError
-        For a bad argument (unknown backend, more workers than the cluster has...).
+        For a bad argument (unknown backend, more workers than the cluster has, a dataset
+        that is not a dask collection or whose parts are not aligned...).
     WorkersPausedError
         When the job's tasks (its port probe, its ranks) waited on workers paused for memory
         for ``dasktrain.paused-workers.grace``: a restart cannot help, so none is made.
@@ -180,6 +192,7 @@ def run(
     See Also
     --------
     run_local : the same ``train_fn`` in this process, world size 1 (the local engine).
+    shard : a rank's part of a dataset of ``datasets=``.
     """
     timeout = _config.get("ddp.timeout") if timeout is None else timeout
     if pool is not None:
@@ -190,6 +203,7 @@ def run(
     if not callable(train_fn):
         raise ValidationError(f"train_fn={train_fn!r} must be callable.")
     client = get_client(client, what="dasktrain.ddp.run")
+    feeds = _datasets.prepare(datasets, client)
     job = _Job(
         client,
         _payload(train_fn, args, kwargs),
@@ -202,6 +216,7 @@ def run(
             "checkpoint_dir": _helpers.make_checkpoint_dir(checkpoint_dir),
             "port_range": port_range,
             "pool": pool,
+            "datasets": (feeds, _datasets.pack(feeds)) if feeds else None,
         },
     )
     with job.history.subscribed(client):
@@ -368,6 +383,6 @@ class _Job:
             failures=self.failures,
             workers=dict(enumerate(attempt.addresses)),
         )
-        self.client.cancel([attempt.payload_future], force=True)
+        attempt.release_inputs()
         logger.info("ddp job %s finished in %.2f s", self.id, time.monotonic() - self.start)
         return result

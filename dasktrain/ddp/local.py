@@ -4,21 +4,25 @@ from __future__ import annotations
 
 from .. import _malloc
 from .._compat import import_optional
+from .._dask import maybe_client
 from ..exceptions import DDPError, ValidationError
+from . import _datasets
 from . import helpers as _helpers
+from ._chunks import LocalSource
 from ._records import DDPResult, RankStatus
 
 __all__ = ["run_local"]
 
 
-def run_local(train_fn, *args, checkpoint_dir=None, **kwargs) -> DDPResult:
+def run_local(train_fn, *args, checkpoint_dir=None, datasets=None, **kwargs) -> DDPResult:
     """Run ``train_fn(*args, **kwargs)`` in this process with world size 1: the local twin.
 
     The same function :func:`run` distributes runs here unchanged, with no Dask and no process
     group: :func:`rank_info` says rank 0 of 1, :func:`prepare_model` only moves the model to the
     device (CUDA when available, else CPU), :func:`prepare_loader` uses one replica with the
     same shuffle, :func:`report` keeps records in memory and logs them, and the checkpoint
-    helpers use ``checkpoint_dir``.
+    helpers use ``checkpoint_dir``, and :func:`shard` reads every chunk of ``datasets=`` in
+    this process, in the order the ranks of :func:`run` read them (with one rank).
 
     It runs in the calling process on purpose: that is what a user's plain training script
     does, so the comparison is against the real baseline. Torch uses this process's thread
@@ -26,6 +30,18 @@ def run_local(train_fn, *args, checkpoint_dir=None, **kwargs) -> DDPResult:
     threads call ``torch.set_num_threads(n)`` first (the benchmarks do). Launch cost is not
     part of the local twin, and it is part of :func:`run`, as it is in real life; throughput
     measured inside ``train_fn`` excludes it on both sides.
+
+    Parameters
+    ----------
+    train_fn : callable
+    *args, **kwargs
+        Passed to ``train_fn``.
+    checkpoint_dir : str or path, optional
+        As in :func:`run`.
+    datasets : dict of str -> dataset, optional
+        As in :func:`run`. A lazy dataset is computed chunk by chunk here (with dask's
+        synchronous scheduler, a chunk ahead in a thread); a persisted one is fetched from
+        its cluster through the client that persisted it.
 
     Returns
     -------
@@ -36,6 +52,7 @@ def run_local(train_fn, *args, checkpoint_dir=None, **kwargs) -> DDPResult:
     See Also
     --------
     run : the distributed engine.
+    shard : a part of a dataset of ``datasets=`` (here: all of it).
     """
     if not callable(train_fn):
         raise ValidationError(f"train_fn={train_fn!r} must be callable.")
@@ -43,9 +60,12 @@ def run_local(train_fn, *args, checkpoint_dir=None, **kwargs) -> DDPResult:
         raise DDPError("run_local() cannot be nested inside another run_local() call.")
     torch = import_optional("torch", "torch")  # names the extra when torch is missing
     checkpoint_dir = _helpers.make_checkpoint_dir(checkpoint_dir)
+    client = maybe_client() if datasets is not None else None
+    feeds = _datasets.prepare(datasets, client)
 
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     ctx = _helpers._LocalContext(checkpoint_dir, device)
+    ctx.datasets, ctx.source = feeds, LocalSource(feeds, client)
     _helpers._local.ctx = ctx
     try:
         # Activations stay in the heap from step to step, as in a rank (dasktrain._malloc).
@@ -53,6 +73,7 @@ def run_local(train_fn, *args, checkpoint_dir=None, **kwargs) -> DDPResult:
             value = train_fn(*args, **kwargs)
     finally:
         _helpers._local.ctx = None
+        ctx.source.close()  # a shard's next epoch, asked for early, is never read now
     history = [dict(r, attempt=0) for r in ctx.history]
     logs = {
         0: {

@@ -12,14 +12,12 @@ import logging
 import time
 from typing import NamedTuple
 
-import numpy as np
-
 from ..exceptions import ValidationError
+from . import _recipe_data
 from ._comm import check_ddp_options
 from .helpers import (
     load_checkpoint,
     micro_batches,
-    prepare_loader,
     prepare_model,
     rank_info,
     report,
@@ -74,41 +72,6 @@ def _build_model(model, *, n_features, in_channels, num_classes, seed, hidden, p
         return nn.Sequential(trunk, head)
 
 
-def _standardize(X):
-    """Each image to mean 0 and standard deviation 1 (its own statistics, so every rank and
-    the local twin see the same numbers, and the brightness of an exposure does not count)."""
-    axes = tuple(range(1, X.ndim))
-    mean = X.mean(axis=axes, keepdims=True, dtype=np.float64)
-    std = X.std(axis=axes, keepdims=True, dtype=np.float64)
-    return ((X - mean) / (std + 1e-6)).astype(np.float32)
-
-
-def _as_inputs(X, y, model, name):
-    X = np.asarray(X, dtype=np.float32)
-    y = np.asarray(y)
-    if model == "mlp":
-        if X.ndim != 2:
-            raise ValidationError(
-                f"{name} has shape {X.shape}; model='mlp' needs (n_samples, n_features). "
-                "Flatten images first, or use a CNN model."
-            )
-    elif X.ndim != 4:
-        raise ValidationError(
-            f"{name} has shape {X.shape}; model={model!r} needs images (n, height, width, "
-            "channels), e.g. ImageSet.X."
-        )
-    if len(X) != len(y):
-        raise ValidationError(f"{name} has {len(X)} samples but its labels have {len(y)}.")
-    if not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
-        raise ValidationError(
-            f"labels for {name} must be integers >= 0 (class indices), got dtype {y.dtype}."
-        )
-    if X.ndim == 4:
-        # (n, h, w, c) as read_images returns -> (n, c, h, w) as torch convolutions want.
-        X = np.ascontiguousarray(X.transpose(0, 3, 1, 2))
-    return X, y.astype(np.int64)
-
-
 def _allreduce(values, info):
     import torch
     import torch.distributed as dist
@@ -121,34 +84,31 @@ def _allreduce(values, info):
     return t.cpu().tolist()
 
 
-def _evaluate(net, X, y, info, batch=256):
+def _evaluate(net, batches, info):
+    """``(loss, accuracy)`` over every rank's validation batches (sums all-reduced once)."""
     import torch
     import torch.nn.functional as F
 
-    # Each rank scores every world_size-th sample (no padding) and the sums are all-reduced,
-    # so the score is exact and the work is split.
-    idx = np.arange(info.rank, len(X), info.world_size)
     # Score with the bare module: a DDP wrapper's forward may broadcast buffers (a collective),
     # and ranks score different numbers of batches, so collectives here could deadlock.
     net = unwrap_model(net)
     net.eval()
-    loss_sum = correct = 0.0
+    loss_sum = correct = count = 0.0
     with torch.no_grad():
-        for start in range(0, len(idx), batch):
-            part = idx[start : start + batch]
-            xb = torch.from_numpy(X[part]).to(info.device)
-            yb = torch.from_numpy(y[part]).to(info.device)
+        for xb, yb in batches:
+            xb, yb = xb.to(info.device), yb.to(info.device).long()
             out = net(xb)
             loss_sum += float(F.cross_entropy(out, yb, reduction="sum"))
             correct += float((out.argmax(1) == yb).sum())
+            count += len(yb)
     net.train()
-    loss_sum, correct, count = _allreduce([loss_sum, correct, float(len(idx))], info)
+    loss_sum, correct, count = _allreduce([loss_sum, correct, count], info)
     return loss_sum / max(count, 1), correct / max(count, 1)
 
 
 def train_classifier(
-    X,
-    y,
+    X=None,
+    y=None,
     *,
     X_val=None,
     y_val=None,
@@ -167,17 +127,27 @@ def train_classifier(
     gradient_as_bucket_view=False,
     static_graph=False,
     accumulation_steps=1,
+    num_classes=None,
+    checkpoint_steps=None,
+    window=2,
 ) -> dict:
     """Train a classifier with Adam and cross-entropy; works under ``run`` and ``run_local``.
 
+    The data comes either from the job's datasets (``X=None``: ``ddp.run(train_classifier,
+    datasets={"train": ..., "val": ...})``, each rank reading its own shard from its own
+    worker, see :func:`~dasktrain.ddp.shard`) or from arrays passed to every rank.
+
     Parameters
     ----------
-    X : ndarray of shape (n, height, width, channels) or (n, n_features)
-        Images (``ImageSet.X``) for a CNN, feature vectors for ``model="mlp"``.
-    y : ndarray of shape (n,)
-        Integer class labels ``0..k-1``.
+    X : ndarray of shape (n, height, width, channels) or (n, n_features), optional
+        Images (``ImageSet.X``) for a CNN, feature vectors for ``model="mlp"``. None (the
+        default): train on ``shard("train")`` of the job's ``datasets=`` and score on
+        ``shard("val")`` when the job has a dataset ``"val"``; each batch is standardised and
+        transposed as it arrives.
+    y : ndarray of shape (n,), optional
+        Integer class labels ``0..k-1`` (with ``X``).
     X_val, y_val : ndarray, optional
-        Held-out data scored after every epoch (split across the ranks).
+        Held-out data scored after every epoch (split across the ranks), with ``X``.
     model : {"smallcnn", "resnet18", "resnet34", "vgg19", "mlp"}
         CNNs come from ``dasktrain.features._backbones.build`` with random weights.
     epochs : int
@@ -218,6 +188,16 @@ def train_classifier(
         ``no_sync``. The global batch per optimiser step stays ``batch_size``, so the updates
         are those of ``accumulation_steps=1`` up to float rounding: it lowers the memory of a
         step, not the traffic per step.
+    num_classes : int, optional
+        Classes of the head. Default: from the labels (arrays) or the ImageSet's classes
+        (datasets); required for other datasets, whose labels are not read up front.
+    checkpoint_steps : int, optional
+        With a ``checkpoint_dir``, also checkpoint every this many steps within an epoch
+        (model, optimiser, schedule, the loss so far and, for datasets, where each shard is):
+        a restarted job then resumes within the epoch instead of at its start.
+    window : int
+        Chunks of ``datasets["train"]`` whose rows are shuffled together (see
+        :func:`~dasktrain.ddp.shard`).
 
     Returns
     -------
@@ -227,12 +207,14 @@ def train_classifier(
         and ``val_loss``; ``samples_per_s`` (training samples of all ranks per second of
         training, evaluation excluded), ``train_time`` (s), ``train_start`` (UNIX time the
         first epoch began: what came before is start-up), ``world_size``, ``rank``,
-        ``global_batch_size``, ``lr``, ``resumed_from`` (epoch, or None).
+        ``global_batch_size``, ``lr``, ``resumed_from`` and ``resumed_step`` (the epoch
+        and step a restarted run began at, or None).
 
     Notes
     -----
     With a ``checkpoint_dir`` the model, optimiser and history are checkpointed after every
-    epoch, and a restarted job resumes from the last complete epoch.
+    epoch (and every ``checkpoint_steps`` steps), and a restarted job resumes from the last
+    checkpoint: at the next epoch, or at the step it was taken.
     """
     _check_choices(normalize, pool, schedule)
     ddp_options = dict(
@@ -242,36 +224,54 @@ def train_classifier(
         static_graph=static_graph,
     )
     accumulation_steps = check_ddp_options(comm_hook, ddp_options, accumulation_steps)
-    X, y, val = _check_inputs(X, y, X_val, y_val, model, epochs)
-    if normalize == "image" or (normalize == "auto" and model != "mlp"):
-        X = _standardize(X)
-        val = (_standardize(val[0]), val[1]) if val is not None else None
+    _check_optional_int(num_classes, "num_classes", 2)
+    _check_optional_int(checkpoint_steps, "checkpoint_steps", 1)
     info = rank_info()
+    opts = {
+        "model": model,
+        "epochs": epochs,
+        "models": MODELS,
+        "batch_size": batch_size,
+        "batch_scaling": batch_scaling,
+        "seed": seed,
+        "num_classes": num_classes,
+        "window": window,
+        "standardize": normalize == "image" or (normalize == "auto" and model != "mlp"),
+    }
+    if X is None:
+        if y is not None or X_val is not None:
+            raise ValidationError("y or X_val were given without X; pass X too, or neither.")
+        data = _recipe_data.sharded(info, opts=opts)
+    else:
+        data = _recipe_data.in_memory(X, y, X_val, y_val, info, opts=opts)
     setup = _setup(
-        X,
-        y,
-        val,
+        data,
         model,
         epochs,
-        batch_size=batch_size,
         lr=lr,
         seed=seed,
-        batch_scaling=batch_scaling,
         hidden=hidden,
         pool=pool,
         schedule=schedule,
         ddp_options=ddp_options,
         accumulation_steps=accumulation_steps,
+        checkpoint_steps=checkpoint_steps,
     )
-    history, start_epoch, resumed_from = _resume(setup, info)
+    return _train(setup, info, epochs)
+
+
+def _train(setup, info, epochs):
+    """The epochs (from the checkpoint, if any) and the result dict."""
+    history, start = _resume(setup, info)
     train_time, samples = 0.0, 0.0
     train_start = time.time()
-    for epoch in range(start_epoch, epochs):
-        record, count = _epoch(setup, info, epoch)
-        train_time += record["epoch_time"]
+    for epoch in range(start.epoch, epochs):
+        record, count, seconds = _epoch(setup, info, epoch, history, start)
+        start = _Start(epoch + 1)
+        train_time += seconds
         samples += count
-        if val is not None:
-            record["val_loss"], record["accuracy"] = _evaluate(setup.net, *val, info)
+        if setup.data.val is not None:
+            record["val_loss"], record["accuracy"] = _evaluate(setup.net, setup.data.val(), info)
         else:
             record["accuracy"] = record["train_accuracy"]
         history.append(record)
@@ -286,8 +286,16 @@ def train_classifier(
         "rank": info.rank,
         "global_batch_size": setup.loader.global_batch_size,
         "lr": setup.lr,
-        "resumed_from": resumed_from,
+        "resumed_from": setup.resumed[0],
+        "resumed_step": setup.resumed[1],
     }
+
+
+def _check_optional_int(value, name, minimum):
+    if value is not None and (
+        not isinstance(value, int) or isinstance(value, bool) or value < minimum
+    ):
+        raise ValidationError(f"{name}={value!r} must be None or an integer >= {minimum}.")
 
 
 def _check_choices(normalize, pool, schedule):
@@ -300,20 +308,6 @@ def _check_choices(normalize, pool, schedule):
             raise ValidationError(f"{name}={value!r} must be one of {allowed}.")
 
 
-def _check_inputs(X, y, X_val, y_val, model, epochs):
-    """``(X, y, val)`` ready for torch; ``val`` is ``(X_val, y_val)`` or None."""
-    if model not in MODELS:
-        raise ValidationError(f"model={model!r} must be one of {MODELS}.")
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValidationError(f"epochs={epochs!r} must be a positive integer.")
-    X, y = _as_inputs(X, y, model, "X")
-    if X_val is None:
-        return X, y, None
-    if y_val is None:
-        raise ValidationError("X_val was given without y_val.")
-    return X, y, _as_inputs(X_val, y_val, model, "X_val")
-
-
 class _Setup(NamedTuple):
     net: object  # the prepared (DDP-wrapped when the group is active) model
     loader: object
@@ -321,119 +315,173 @@ class _Setup(NamedTuple):
     lr: float  # the learning rate of one step (scaled for batch_scaling="per-rank")
     sched: object  # the learning-rate schedule (None: constant), stepped once per batch
     accumulation_steps: int  # micro-batches per batch (gradients all-reduced once per batch)
+    data: object  # _recipe_data.Data: the loader, the batch preparation, the validation
+    checkpoint_steps: int | None  # also checkpoint every this many steps within an epoch
+    resumed: list  # [epoch, step] the run resumed from ([None, None]: from the start)
+
+
+class _Start(NamedTuple):
+    """Where an epoch begins: at its start, or where a mid-epoch checkpoint left it."""
+
+    epoch: int
+    step: int = 0
+    sums: tuple = (0.0, 0.0, 0.0)  # loss sum, correct, count of all ranks before the restart
+    elapsed: float = 0.0  # seconds of the epoch before the restart
+    skip: int = 0  # batches to pass over (an in-memory loader; a shard skips by itself)
 
 
 def _setup(
-    X,
-    y,
-    val,
+    data,
     model,
     epochs,
     *,
-    batch_size,
     lr,
     seed,
-    batch_scaling,
     hidden,
     pool,
     schedule,
     ddp_options,
     accumulation_steps,
+    checkpoint_steps,
 ):
-    """The model (same weights on every rank), this rank's loader, optimiser and schedule."""
+    """The model (same weights on every rank), its optimiser and schedule, around ``data``."""
     import torch
 
-    num_classes = int(max(y.max(), val[1].max() if val is not None else 0)) + 1
     net = _build_model(
         model,
-        n_features=X.shape[1],
-        in_channels=X.shape[1],
-        num_classes=num_classes,
+        n_features=data.n_inputs,
+        in_channels=data.n_inputs,
+        num_classes=data.num_classes,
         seed=seed,
         hidden=hidden,
         pool=pool,
     )
     net = prepare_model(net, **ddp_options)
-    loader = prepare_loader(
-        (torch.from_numpy(X), torch.from_numpy(y)),
-        batch_size,
-        batch_scaling=batch_scaling,
-        seed=seed,
-    )
+    loader = data.loader
     step_lr = lr * loader.lr_scale
     opt = torch.optim.Adam(net.parameters(), lr=step_lr)
     sched = None
     if schedule == "onecycle":
-        # Every rank takes len(loader) steps per epoch (the sampler pads), as the local twin
-        # does with the global batch: the same schedule everywhere.
+        # Every rank takes len(loader) steps per epoch (the sampler pads, a shard deals equal
+        # rows), as the local twin does with the global batch: the same schedule everywhere.
         steps = max(1, epochs * len(loader))
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=step_lr, total_steps=steps)
-    return _Setup(net, loader, opt, step_lr, sched, accumulation_steps)
+    return _Setup(
+        net, loader, opt, step_lr, sched, accumulation_steps, data, checkpoint_steps,
+        [None, None],
+    )  # fmt: skip
 
 
 def _resume(setup, info):
-    """``(history, start_epoch, resumed_from)`` from the job's checkpoint, if there is one."""
+    """``(history, start)`` from the job's checkpoint, the model, optimiser, schedule and
+    loader restored; ``([], _Start(0))`` without one."""
     state = load_checkpoint() if info.checkpoint_dir else None
     if state is None:
-        return [], 0, None
+        return [], _Start(0)
     unwrap_model(setup.net).load_state_dict(state["model"])
     setup.opt.load_state_dict(state["optimizer"])
     if setup.sched is not None and state.get("scheduler") is not None:
         setup.sched.load_state_dict(state["scheduler"])
-    start_epoch = int(state["epoch"]) + 1
-    setup.loader.set_epoch(start_epoch)
-    logger.info("rank %d resumes at epoch %d", info.rank, start_epoch)
-    return list(state["history"]), start_epoch, start_epoch
+    position = state.get("position")
+    if position is None:
+        start = _Start(int(state["epoch"]) + 1)
+        setup.loader.set_epoch(start.epoch)
+    else:
+        epoch, step = int(position["epoch"]), int(position["step"])
+        sums, elapsed = tuple(position["sums"]), float(position["elapsed"])
+        if setup.data.shard is not None and position.get("data") is not None:
+            setup.loader.load_state_dict(position["data"])  # the shard reads the rest
+            start = _Start(epoch, step, sums, elapsed)
+        else:
+            setup.loader.set_epoch(epoch)
+            start = _Start(epoch, step, sums, elapsed, skip=step)
+    setup.resumed[:] = [start.epoch, start.step]
+    logger.info("rank %d resumes at epoch %d, step %d", info.rank, start.epoch, start.step)
+    return list(state["history"]), start
 
 
-def _epoch(setup, info, epoch):
-    """One training pass: its record (loss, train accuracy, time) and all ranks' samples."""
-    import torch
+def _step(setup, xb, yb, sums):
+    """One optimiser step on a batch; adds its loss sum, correct and count to ``sums``."""
     import torch.nn.functional as F
 
-    net, opt = setup.net, setup.opt
-    net.train()
+    net = setup.net
+    setup.opt.zero_grad(set_to_none=True)
+    # One micro-batch (the whole batch) unless accumulation_steps > 1; the gradients are
+    # all-reduced once, after the last micro-batch.
+    for weight, xm, ym in micro_batches(net, xb, yb, steps=setup.accumulation_steps):
+        out = net(xm)
+        loss = F.cross_entropy(out, ym)
+        (loss * weight).backward()
+        sums[0] += loss.detach().double().cpu() * len(ym)
+        sums[1] += (out.detach().argmax(1) == ym).sum().cpu()
+        sums[2] += len(ym)
+    setup.opt.step()
+    if setup.sched is not None:
+        setup.sched.step()
+
+
+def _epoch(setup, info, epoch, history, start):
+    """One training pass from ``start``: its record, the samples all ranks trained on in this
+    run, and this run's seconds of it."""
+    import torch
+
+    prep = setup.data.prep
+    setup.net.train()
     t0 = time.perf_counter()
-    loss_sum = torch.zeros((), dtype=torch.float64)
-    correct = torch.zeros((), dtype=torch.int64)
-    count = 0
-    for xb, yb in setup.loader:
-        xb, yb = xb.to(info.device), yb.to(info.device)
-        opt.zero_grad(set_to_none=True)
-        # One micro-batch (the whole batch) unless accumulation_steps > 1; the gradients are
-        # all-reduced once, after the last micro-batch.
-        for weight, xm, ym in micro_batches(net, xb, yb, steps=setup.accumulation_steps):
-            out = net(xm)
-            loss = F.cross_entropy(out, ym)
-            (loss * weight).backward()
-            loss_sum += loss.detach().double().cpu() * len(ym)
-            correct += (out.detach().argmax(1) == ym).sum().cpu()
-            count += len(ym)
-        opt.step()
-        if setup.sched is not None:
-            setup.sched.step()
-    epoch_time = time.perf_counter() - t0
-    loss_all, correct_all, count_all = _allreduce(
-        [float(loss_sum), float(correct), float(count)], info
+    # The loss of the steps before a restart counts once: on rank 0.
+    sums = torch.tensor(start.sums if info.rank == 0 else (0.0, 0.0, 0.0), dtype=torch.float64)
+    batches = iter(setup.loader)
+    for _ in range(start.skip):
+        next(batches, None)
+    step, trained = start.step, 0
+    for xb, yb in batches:
+        xb = (xb if prep is None else prep(xb)).to(info.device)
+        _step(setup, xb, yb.to(info.device).long(), sums)
+        step += 1
+        trained += len(yb)
+        every = setup.checkpoint_steps
+        if info.checkpoint_dir and every and step % every == 0 and step < len(setup.loader):
+            elapsed = start.elapsed + time.perf_counter() - t0
+            _save_position(setup, info, epoch, step, sums, elapsed, history)
+    seconds = time.perf_counter() - t0
+    loss_all, correct_all, count_all, trained_all = _allreduce(
+        [*sums.tolist(), float(trained)], info
     )
     record = {
         "epoch": epoch,
         "loss": loss_all / count_all,
         "train_accuracy": correct_all / count_all,
-        "epoch_time": epoch_time,
+        "epoch_time": start.elapsed + seconds,
     }
-    return record, count_all
+    return record, trained_all, seconds
+
+
+def _state(setup, epoch, history):
+    return {
+        "model": unwrap_model(setup.net).state_dict(),
+        "optimizer": setup.opt.state_dict(),
+        "scheduler": setup.sched.state_dict() if setup.sched is not None else None,
+        "epoch": epoch,  # the last complete epoch
+        "history": history,
+    }
 
 
 def _save(setup, info, epoch, history):
     """Checkpoint model, optimiser and history after ``epoch`` (when checkpoints are on)."""
     if info.checkpoint_dir:
-        save_checkpoint(
-            {
-                "model": unwrap_model(setup.net).state_dict(),
-                "optimizer": setup.opt.state_dict(),
-                "scheduler": setup.sched.state_dict() if setup.sched is not None else None,
-                "epoch": epoch,
-                "history": history,
-            }
-        )
+        save_checkpoint(_state(setup, epoch, history))
+
+
+def _save_position(setup, info, epoch, step, sums, elapsed, history):
+    """Checkpoint within ``epoch`` after ``step`` steps: also the loss so far (of all ranks:
+    every rank calls this at the same step) and, for a shard, where it is."""
+    totals = _allreduce(sums.tolist(), info)
+    state = _state(setup, epoch - 1, history)
+    state["position"] = {
+        "epoch": epoch,
+        "step": step,
+        "sums": totals,
+        "elapsed": elapsed,
+        "data": setup.loader.state_dict() if setup.data.shard is not None else None,
+    }
+    save_checkpoint(state)

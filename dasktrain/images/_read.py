@@ -71,6 +71,17 @@ def _check_chunk_size(chunk_size):
     return check_positive_int(chunk_size, "chunk_size")
 
 
+def _check_shuffle(shuffle):
+    """The seed of ``shuffle`` (None: keep the listing's order)."""
+    if shuffle is False or shuffle is None:
+        return None
+    if shuffle is True:
+        return 0
+    if isinstance(shuffle, numbers.Integral) and shuffle >= 0:
+        return int(shuffle)
+    raise ValidationError(f"shuffle={shuffle!r} must be False, True or a seed (an integer >= 0).")
+
+
 def _check_storage_options(storage_options):
     """``storage_options`` if it is None or a dict (of fsspec filesystem arguments)."""
     if storage_options is not None and not isinstance(storage_options, dict):
@@ -103,6 +114,7 @@ def read_images(
     files_on="client",
     storage_options=None,
     n_threads=None,
+    shuffle=False,
 ) -> ImageSet:
     """Read an image folder (or a list of files) into an :class:`ImageSet`.
 
@@ -162,6 +174,12 @@ def read_images(
         the GIL while it decodes). Default: this machine's CPU count; 1 decodes one file after
         the other. Checked but unused by ``engine="dask"`` (a worker decodes with its own
         threads).
+    shuffle : bool or int
+        Put the files in a seeded random order (``True``: seed 0; an int: that seed) instead
+        of class by class, on both engines alike. A chunk of a dask set then holds every
+        class, which training that streams chunks needs (:func:`dasktrain.ddp.shard`: a
+        batch mixes the rows of a few chunks only, and chunks of one class each would give
+        batches of one class). ``paths`` and ``y`` follow the order.
 
     Returns
     -------
@@ -176,7 +194,7 @@ def read_images(
         ``classes`` that is not present, or a folder reached twice through a symbolic link.
     ValidationError
         A bad ``size``, ``color``, ``engine``, ``chunk_size``, ``errors``, ``classes``,
-        ``files_on`` or ``n_threads``.
+        ``files_on``, ``n_threads`` or ``shuffle``.
     ImageReadError
         With ``errors="raise"``, for files or folders that cannot be read (all of them are
         named). For the dask engine, files whose header is fine but whose pixels are not raise
@@ -208,7 +226,10 @@ def read_images(
         n_threads=check_n_threads(n_threads),
     )
     files_on = check_files_on(files_on, engine)
+    seed = _check_shuffle(shuffle)
     found = _list(path, check_classes(classes), files_on, opts)
+    if seed is not None:
+        found.permute(seed)
     if opts.engine == "local":
         X, y = _decode_here(found, opts)
     else:
@@ -251,6 +272,14 @@ class _Found:
     classes: list
     skipped: list
     mtimes: list | None = None  # read on the workers when they checked the headers
+
+    def permute(self, seed):
+        """Put the files in a seeded random order (instead of class by class)."""
+        order = np.random.default_rng(seed).permutation(len(self.paths))
+        self.paths = [self.paths[i] for i in order]
+        self.y = self.y[order]
+        if self.mtimes is not None:
+            self.mtimes = [self.mtimes[i] for i in order]
 
     def drop(self, bad):
         """Leave out the files ``bad`` (``[(path, reason)]``) and record them as skipped."""
