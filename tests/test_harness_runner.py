@@ -517,3 +517,20 @@ def test_worker_watch_sees_a_death_after_a_broadcast_scatter(own_client):
     os.kill(pids[victim], signal.SIGKILL)
     lost = watch.lost(wait=10)
     assert [a for a, expected in lost if not expected] == [victim]
+
+
+def test_kmeans_direct_passes_are_compute_not_idle(client):
+    # Regression: "compute 0.00025 s" for a KMeans run whose passes went over direct
+    # connections: its work ran outside any task the task stream shows, and was idle.
+    from dasktrain._dask.direct import passes_served
+
+    before = sum(client.run(passes_served).values())
+    res = dasktrain.compare(
+        ["kmeans"], data=make_blobs(4000, 16, 4), client=client, repeat=1, monitor=False,
+        performance_report=False,
+    )  # fmt: skip
+    assert sum(client.run(passes_served).values()) > before  # the direct path ran
+    r = res.runs.set_index("engine").loc["dask"]
+    parts = r[["startup_s", "transfer_s", "idle_s", "compute_s"]]
+    assert parts.sum() == pytest.approx(r.time, abs=1e-5)
+    assert r.compute_s >= 0.3 * r.train_time, parts.to_dict()
