@@ -11,7 +11,9 @@ Issue "Every core at full work". For each step the same work is timed, interleav
   False``, to show what the allocator settings changed in the same run.
 
 and printed with its per-core efficiency (throughput / (cores x one core)) and, for 2-core
-contenders, its fraction of the ceiling::
+contenders, its fraction of the ceiling. Each cluster lives for its own timed run only (started,
+data persisted, one untimed pass, the timed pass, closed): idle Dask processes take CPU that two
+busy cores do not have to spare (:func:`cluster`)::
 
     nice -n -10 .venv/bin/python benchmarks/parity.py efficiency features --n 8192 --before
     nice -n -10 .venv/bin/python benchmarks/parity.py efficiency features \
@@ -32,14 +34,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import statistics
 import tempfile
+import time
 
 import numpy as np
 
 from benchmarks._calibrate import Calibration, of_ceiling, per_core
-from benchmarks._common import interleaved
 
 SIDE = 128
 CHUNK = 256
@@ -95,29 +98,60 @@ def fused_work(backbone, root, n):
 
 
 # --------------------------------------------------------------------------------- clusters
+#: (label suffix, dasktrain.malloc.workers) of the clusters a row times
+KINDS = (("", True), (", Dask's malloc", False))
+
+
+def cluster_names(before):
+    """``{name: (workers, tuned)}`` of the clusters a row times (Dask's own with ``before``)."""
+    kinds = KINDS if before else KINDS[:1]
+    return {f"dask {w}x1{label}": (w, tuned) for label, tuned in kinds for w in (1, 2)}
+
+
 @contextlib.contextmanager
-def clusters(before):
-    """``{name: client}``: tuned 1x1 and 2x1 (and Dask's allocator with ``before``)."""
+def cluster(workers, tuned):
+    """A ``dasktrain.connect`` cluster alive for one timed run only.
+
+    Idle Dask processes are not free: an idle worker takes about 4% of a core (heartbeats,
+    its system monitor, the 10 ms stack profiler), and four idle clusters took 36% of one,
+    which on two cores brought the two-process ceiling of smallcnn from 1.8x to 1.5x. So no
+    cluster is alive while another contender is timed.
+    """
     import dask
 
     import dasktrain
 
-    made = {}
-    kinds = [("", True)] + ([(", Dask's malloc", False)] if before else [])
+    with dask.config.set({"dasktrain.malloc.workers": tuned}):
+        c = dasktrain.connect(
+            n_workers=workers, threads_per_worker=1, memory_limit="4GiB",
+            dashboard_address="127.0.0.1:0", gpu=False,
+        )  # fmt: skip
     try:
-        for label, tuned in kinds:
-            for workers in (1, 2):
-                with dask.config.set({"dasktrain.malloc.workers": tuned}):
-                    c = dasktrain.connect(
-                        n_workers=workers, threads_per_worker=1, memory_limit="4GiB",
-                        dashboard_address="127.0.0.1:0", gpu=False,
-                    )  # fmt: skip
-                c.wait_for_workers(workers)
-                made[f"dask {workers}x1{label}"] = c
-        yield made
+        c.wait_for_workers(workers)
+        yield c
     finally:
-        for c in made.values():
-            c.close()
+        c.close()
+
+
+def timed(fn, warmup=None):
+    """Seconds of ``fn()``, after ``warmup()`` (untimed) when given."""
+    if warmup is not None:
+        warmup()
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def rounds(contenders, repeat):
+    """``{name: [seconds, ...]}``: each contender returns its own timed seconds; every round
+    runs them all in turn (A B C ... A B C ...) after one untimed round."""
+    for fn in contenders.values():
+        fn()
+    out = {name: [] for name in contenders}
+    for _ in range(repeat):
+        for name, fn in contenders.items():
+            out[name].append(fn())
+    return out
 
 
 def _local(backbone, threads, tuned=True):
@@ -160,26 +194,53 @@ def report(title, times, n):
 
 def features_row(backbone="smallcnn", n=4096, repeat=3, before=False):
     """Extraction of persisted images: every engine against one core and the ceiling."""
-    import dask.array as da
+    X = images(n)
+    with Calibration("benchmarks._efficiency:features_work", backbone=backbone, n=n) as cal:
+        fns = {"one core (plain process)": cal.one, "two plain processes": cal.two}
+        for threads in (1, 2):
+            fns[f"local, {threads} thread{'s' * (threads > 1)}"] = _local_run(backbone, threads, X)
+        if before:
+            fns["local, 2 threads, glibc's malloc"] = _local_run(backbone, 2, X, tuned=False)
+        for name, (workers, tuned) in cluster_names(before).items():
+            fns[name] = functools.partial(_persisted_dask, backbone, X, workers, tuned)
+        times = rounds(fns, repeat)
+    title = f"{backbone} features of {n:,} persisted {SIDE}x{SIDE} images, {CHUNK}-image chunks"
+    return report(title, times, n)
+
+
+def _local_run(backbone, threads, X, tuned=True):
+    import dask
 
     from dasktrain.features import CNNFeatures
 
-    X = images(n)
-    with Calibration("benchmarks._efficiency:features_work", backbone=backbone, n=n) as cal:
-        with clusters(before) as cls:
-            fns = {"one core (plain process)": cal.one, "two plain processes": cal.two}
-            fns["local, 1 thread"] = lambda: _local(backbone, 1)(X)
-            fns["local, 2 threads"] = lambda: _local(backbone, 2)(X)
-            if before:
-                fns["local, 2 threads, glibc's malloc"] = lambda: _local(backbone, 2, False)(X)
-            ext = CNNFeatures(backbone, engine="dask")
-            for name, c in cls.items():
-                Xd = c.persist(da.from_array(X, chunks=(CHUNK, SIDE, SIDE, 1)))
-                c.gather(c.futures_of(Xd))
-                fns[name] = lambda c=c, Xd=Xd: c.compute(ext.transform(Xd, client=c)).result()
-            times = interleaved(fns, repeat=repeat, warmup=1)
-    title = f"{backbone} features of {n:,} persisted {SIDE}x{SIDE} images, {CHUNK}-image chunks"
-    return report(title, times, n)
+    fe = CNNFeatures(backbone, engine="local", n_threads=threads)
+
+    def run():
+        with dask.config.set({"dasktrain.malloc.local": tuned}):
+            return timed(lambda: fe.transform(X))
+
+    return run
+
+
+def _persisted_dask(backbone, X, workers, tuned):
+    """Seconds of one extraction on a fresh cluster, the images persisted and the models
+    built first (one untimed pass)."""
+    import dask.array as da
+
+    from dasktrain._dask import balanced_persist
+    from dasktrain.features import CNNFeatures
+
+    ext = CNNFeatures(backbone, engine="dask")
+    with cluster(workers, tuned) as c:
+        # Spread evenly, as a persisted read leaves them: persisting from_array chunks put 19
+        # of 32 on one worker and 13 on the other (they compute instantly, whoever is free
+        # takes them), which alone caps 2 workers at 0.84 of their ceiling.
+        (Xd,) = balanced_persist(c, [da.from_array(X, chunks=(CHUNK, SIDE, SIDE, 1))])
+
+        def run():
+            c.compute(ext.transform(Xd, client=c)).result()
+
+        return timed(run, warmup=run)
 
 
 def fused_row(backbone="smallcnn", n=8192, repeat=3, data=None):
@@ -194,25 +255,34 @@ def fused_row(backbone="smallcnn", n=8192, repeat=3, data=None):
         pairs = bench_scale.select(root, n)
         work = "benchmarks._efficiency:fused_work"
         with Calibration(work, backbone=backbone, root=root, n=n) as cal:
-            with clusters(False) as cls:
-                fns = {"one core (plain process)": cal.one, "two plain processes": cal.two}
-                local = _local(backbone, 2)
-                fns["local, 2 threads"] = lambda: local(
-                    read_images(pairs, size=SIDE, engine="local").X
-                )
-                for name, c in cls.items():
-                    fns[name] = lambda c=c: _fused_dask(c, backbone, pairs)
-                times = interleaved(fns, repeat=repeat, warmup=1)
+            fns = {"one core (plain process)": cal.one, "two plain processes": cal.two}
+
+            def local_fused():
+                from dasktrain.features import CNNFeatures
+
+                fe = CNNFeatures(backbone, engine="local", n_threads=2)
+                return timed(lambda: fe.transform(read_images(pairs, size=SIDE).X))
+
+            fns["local, 2 threads"] = local_fused
+            for name, (workers, tuned) in cluster_names(False).items():
+                fns[name] = functools.partial(_fused_dask, backbone, pairs, workers, tuned)
+            times = rounds(fns, repeat)
     return report(f"read -> {backbone} (fused), {n:,} image files {SIDE}x{SIDE}", times, n)
 
 
-def _fused_dask(client, backbone, pairs):
+def _fused_dask(backbone, pairs, workers, tuned):
+    """Seconds of one lazy read + extraction on a fresh cluster (models built first)."""
     from dasktrain.features import CNNFeatures
     from dasktrain.images import read_images
 
-    with client.as_current():
-        ds = read_images(pairs, size=SIDE, engine="dask", chunk_size=CHUNK)
-        return client.compute(CNNFeatures(backbone, engine="dask").transform(ds.X)).result()
+    with cluster(workers, tuned) as c:
+
+        def run(part=pairs):
+            with c.as_current():
+                ds = read_images(part, size=SIDE, engine="dask", chunk_size=CHUNK)
+                c.compute(CNNFeatures(backbone, engine="dask").transform(ds.X)).result()
+
+        return timed(run, warmup=lambda: run(pairs[: 2 * workers * CHUNK]))
 
 
 # ------------------------------------------------------------------------------------- DDP
@@ -253,26 +323,27 @@ def ddp_row(model="resnet18", n=512, batch_size=64, epochs=2, repeat=3, before=F
     kw = dict(model=model, epochs=epochs, batch_size=batch_size, seed=0, timeout=600)
     work = "benchmarks._efficiency:step_work"
     sps = {}
-    with (
-        Calibration(
-            work, model=model, per_rank=batch_size // 2, steps=steps, alone={"per_rank": batch_size}
-        ) as cal,
-        clusters(before) as cls,
-    ):
+    with Calibration(
+        work, model=model, per_rank=batch_size // 2, steps=steps, alone={"per_rank": batch_size}
+    ) as cal:
         fns = {"one core (plain process)": cal.one, "two plain processes": cal.two}
-        for name, c in cls.items():
-            if "2x1" not in name:
-                continue  # the 2-worker clusters run 1 and 2 ranks: same workers
+        for name, (workers, tuned) in cluster_names(before).items():
+            if workers != 2:
+                continue  # 1 and 2 ranks run on a 2-worker cluster
             for ranks in (1, 2):
-                label = f"{ranks} rank{'s' if ranks > 1 else ''}{name[len('dask 2x1') :]}"
+                label = f"{ranks} rank{'s' * (ranks > 1)}{name[len('dask 2x1') :]}"
                 sps[label] = []
 
-                def fn(c=c, ranks=ranks, label=label):
-                    res = ddp.run(train_classifier, X, y, client=c, workers=ranks, **kw)
+                def fn(ranks=ranks, label=label, tuned=tuned):
+                    with cluster(2, tuned) as c:
+                        res = ddp.run(train_classifier, X, y, client=c, workers=ranks, **kw)
                     sps[label].append(res[0]["samples_per_s"])
+                    return 0.0
 
                 fns[label] = fn
-        times = interleaved(fns, repeat=repeat, warmup=1)
+        times = rounds(fns, repeat)
+        for v in sps.values():
+            del v[0]  # the untimed round
     t1, t2 = (
         statistics.median(times[k]) for k in ("one core (plain process)", "two plain processes")
     )

@@ -92,7 +92,7 @@ def threshold():
     from dask.utils import parse_bytes
 
     value = parse_bytes(_config.get("malloc.threshold"))
-    # mallopt takes an int; glibc refuses more than half the address space anyway.
+    # mallopt takes a C int; below 1 MiB it would be no better than Dask's own setting.
     return int(min(max(value, 2**20), 2**31 - 1))
 
 
@@ -132,8 +132,9 @@ def put_back(written):
     of this process would inherit them (a plain ``LocalCluster`` would start workers with
     :func:`process_environ`'s thresholds and no :class:`~dasktrain._dask.memory.ReleaseMemory`,
     since distributed prefers ``os.environ`` to its configuration). A variable still holding
-    the value the nanny wrote gets back the one this process had before dasktrain's first
-    cluster; anything else was changed since by someone else and is left alone.
+    the value the nanny wrote gets back the one this process had when dasktrain last started a
+    cluster (:func:`remember_own`); anything else was changed since by someone else and is
+    left alone.
     """
     for k in ENV_NAMES:
         if k in written and os.environ.get(k) == written[k]:

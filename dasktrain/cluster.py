@@ -15,7 +15,7 @@ from .exceptions import ClusterConnectionError, ValidationError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["connect", "DasktrainClient"]
+__all__ = ["connect", "DasktrainClient", "worker_environ", "release_memory"]
 
 
 class DasktrainClient(Client):
@@ -167,7 +167,7 @@ def connect(
         raise
     client._dasktrain_cluster = cluster
     if _config.get("malloc.workers"):
-        _release_memory(client)
+        release_memory(client)
     logger.info(
         "started %s with %d workers; dashboard: %s",
         type(cluster).__name__,
@@ -266,14 +266,14 @@ def _worker_malloc_env():
     With ``dasktrain.malloc.workers`` (the default) each worker starts with
     :func:`dasktrain._malloc.process_environ` instead of Dask's ``MALLOC_TRIM_THRESHOLD_=65536``,
     which made every buffer above 128 kB an mmap and cost a CNN chunk half its speed in page
-    faults; :func:`_release_memory` then keeps Dask's memory limits honest. Set to False, the
+    faults; :func:`release_memory` then keeps Dask's memory limits honest. Set to False, the
     Dask configuration decides as usual. The nanny copies its variables into this process's
     ``os.environ`` before it spawns a worker, where later workers and subprocesses would
     inherit them: they are put back as they were afterwards.
     """
     import dask
 
-    env = _malloc.process_environ() if _config.get("malloc.workers") else {}
+    env = worker_environ()
     before = {k: os.environ.pop(k, None) for k in env}  # distributed prefers os.environ
     _malloc.remember_own(before)
     try:
@@ -303,8 +303,38 @@ class _Nanny(Nanny):
             _malloc.put_back(self.pre_spawn_env)
 
 
-def _release_memory(client):
-    """Register :class:`~dasktrain._dask.memory.ReleaseMemory` on the workers of ``client``."""
+def worker_environ():
+    """The environment variables the workers of :func:`connect` start with.
+
+    ``{"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": "1073741824",
+    "MALLOC_TRIM_THRESHOLD_": "1073741824"}`` on glibc (the threshold is
+    ``dasktrain.malloc.threshold``), ``{}`` elsewhere or with ``dasktrain.malloc.workers``
+    False. glibc reads them only when a process starts, so a cluster you start yourself
+    needs them in its nannies' ``distributed.nanny.pre-spawn-environ`` (the deploying guide
+    shows how), together with :func:`release_memory`: without them a CNN chunk spends about
+    half its time in page faults on the worker.
+
+    Returns
+    -------
+    dict of str to str
+    """
+    return _malloc.process_environ() if _config.get("malloc.workers") else {}
+
+
+def release_memory(client):
+    """Have ``client``'s workers hand freed memory back to the system past a mark or when idle.
+
+    Workers started with :func:`worker_environ`'s variables keep freed memory in their heap,
+    and Dask's memory limits would count it; this registers
+    ``ReleaseMemory`` (a worker plugin calling ``malloc_trim``, see
+    ``dasktrain.malloc.release-at`` and ``release-idle``) on every worker, present and
+    future. :func:`connect` does it for the clusters it starts; call it once for a cluster
+    you started yourself. Harmless on workers started without the variables.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    """
     from ._dask.memory import ReleaseMemory
 
     client.register_plugin(ReleaseMemory(), name=ReleaseMemory.name)

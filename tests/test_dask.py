@@ -261,3 +261,18 @@ def test_direct_group_listens_on_the_clients_address_and_refuses_a_wrong_key(cli
     thread.join(10)
     group._listener.close()
     assert refused and not group.conns
+
+
+def test_scheduler_workers_lists_every_worker_while_the_client_refreshes(cluster):
+    # Regression (CI, stop 31): client.scheduler_info() fetches into an attribute that the
+    # client's periodic refresh overwrites with a worker-less identity; read after a refresh it
+    # gave no workers on a full cluster, and balanced_persist divided by zero in an XGBoost fit.
+    import dask.config
+    from distributed import Client
+
+    from dasktrain._dask.client import scheduler_workers
+
+    with dask.config.set({"distributed.client.scheduler-info-interval": "1ms"}):
+        with Client(cluster, set_as_default=False) as fresh:
+            counts = {len(scheduler_workers(fresh)) for _ in range(300)}
+    assert counts == {2}

@@ -180,6 +180,31 @@ def test_a_worker_paused_for_freed_memory_resumes():
             assert time.monotonic() - t0 < 20
 
 
+def test_a_cluster_of_your_own_gets_the_same_workers_as_the_deploying_guide_says():
+    # The guide's recipe for a cluster dasktrain did not start: the nannies' pre-spawn
+    # environment from worker_environ(), then release_memory(client).
+    from distributed import Client, LocalCluster
+
+    from dasktrain.cluster import release_memory, worker_environ
+
+    env = worker_environ()
+    assert env == _malloc.process_environ() and env["MALLOC_ARENA_MAX"] == "1"
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
+        with (
+            LocalCluster(
+                n_workers=1, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0"
+            ) as cluster,
+            Client(cluster) as c,
+        ):
+            release_memory(c)
+            (seen,) = c.run(_malloc_env).values()
+            plugins = list(c.run(lambda dask_worker: sorted(dask_worker.plugins)).values())
+    assert seen == env
+    assert "dasktrain-release-memory" in plugins[0]
+    with dask.config.set({"dasktrain.malloc.workers": False}):
+        assert worker_environ() == {}
+
+
 def test_a_worker_near_its_limit_with_memory_in_use_does_not_trim_in_a_loop():
     # Memory really in use (a kept 600 MiB array): nothing to give back, so no releases
     # beyond the first look, however long the worker sits above the mark.

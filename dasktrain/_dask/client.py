@@ -97,15 +97,22 @@ def connect_timeout():
 
 
 def scheduler_workers(client):
-    """``{address: info}`` of every worker (recent distributed lists only 5 unless asked)."""
+    """``{address: info}`` of every worker, asked of the scheduler now.
+
+    Not ``client.scheduler_info()``: it fetches into an attribute of the client that the
+    client's periodic refresh overwrites with an identity holding no per-worker entries (recent
+    distributed asks for none), so read after a refresh it listed no workers on a full
+    cluster (an XGBoost fit divided by zero in CI). Recent distributed also lists only 5
+    workers unless asked for all.
+    """
     import inspect
 
     try:
         all_kw = "n_workers" in inspect.signature(client.scheduler_info).parameters
     except (TypeError, ValueError):  # pragma: no cover - a client without a signature
         all_kw = False
-    info = client.scheduler_info(n_workers=-1) if all_kw else client.scheduler_info()
-    return info["workers"]
+    kwargs = {"n_workers": -1} if all_kw else {}
+    return client.sync(client.scheduler.identity, **kwargs)["workers"]
 
 
 def live_workers(client):

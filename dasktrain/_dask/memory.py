@@ -32,8 +32,8 @@ class ReleaseMemory(WorkerPlugin):
     """Worker plugin: hand freed heap memory back (``malloc_trim``) past a mark or when idle.
 
     :func:`dasktrain.connect` registers it on the clusters it starts. On a cluster of your
-    own, start the workers with :func:`dasktrain._malloc.process_environ`'s variables (see
-    the deploying guide) and ``client.register_plugin(ReleaseMemory())``.
+    own, start the workers with :func:`dasktrain.cluster.worker_environ`'s variables and call
+    :func:`dasktrain.cluster.release_memory` (the deploying guide shows both).
 
     Parameters
     ----------
