@@ -405,3 +405,20 @@ def test_rule_work_outside_tasks_is_compute():
     out = split_time(0.0, 10.0, obs)
     assert out["compute_s"] == pytest.approx(0.1 + 4.0 + 1.5)
     assert out["startup_s"] == pytest.approx(0.5) and out["idle_s"] == pytest.approx(2.4 + 0.5)
+
+
+def test_rule_strong_scaling_is_quoted_only_when_clear():
+    # 1 -> 2 workers: a median ratio of 1.05x from runs that overlap is no scaling to quote.
+    times = {"local": {600: [2.0, 2.1, 2.2]}, "d1": {600: [1.0, 1.1, 1.2]}}
+    overlap = _crafted({**times, "d2": {600: [0.95, 1.05, 1.15]}})
+    clear = _crafted({**times, "d2": {600: [0.5, 0.55, 0.6]}})
+    for runs in (overlap, clear):
+        for r in runs:
+            r["workers"] = {"local": 0, "d1": 1, "d2": 2}[r["setup"]]
+    res = Results(overlap)
+    assert res.strong_scaling.set_index("setup").clear.to_dict() == {"d1": 0, "d2": 0}
+    (v,) = res.verdicts.verdict
+    assert "1 -> 2 workers: 1.05x, no clear difference (their times overlap)" in v, v
+    assert "efficiency" not in v
+    (v,) = Results(clear).verdicts.verdict
+    assert "1 -> 2 workers: 2.00x (efficiency 1.00)" in v, v

@@ -27,6 +27,7 @@ __all__ = [
     "price_of",
     "is_busy",
     "faster",
+    "time_range",
     "summary_table",
     "sizes_table",
     "scaling_table",
@@ -269,15 +270,16 @@ def _crossover_row(w, e, g, base):
     return {"workload": w, "setup": e, "crossover_size": cross, "note": note}
 
 
+def time_range(row) -> tuple[float, float]:
+    """``(time_min, time_max)`` of a table row (a Series or a dict), or the median twice
+    where the row has no range."""
+    lo, hi, mid = row.get("time_min"), row.get("time_max"), row["time_median"]
+    return (mid, mid) if lo is None or hi is None or lo != lo or hi != hi else (lo, hi)
+
+
 def _outcome(row, base):
-    """:func:`faster` of two rows with ``time_min`` / ``time_max`` (the medians where a table
-    has no ranges)."""
-
-    def bounds(r):
-        lo, hi, mid = r.get("time_min"), r.get("time_max"), r["time_median"]
-        return (mid, mid) if lo is None or hi is None or lo != lo or hi != hi else (lo, hi)
-
-    return faster(*bounds(row), *bounds(base))
+    """:func:`faster` of two table rows."""
+    return faster(*time_range(row), *time_range(base))
 
 
 def _with_engine(row, g):

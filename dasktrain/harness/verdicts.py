@@ -23,7 +23,9 @@ A sentence says only what was measured:
 * qualities are "on every setup" only when equal as printed; otherwise each is given, and
   whether they agree within their spread over the runs or within ``QUALITY_TOLERANCE`` (0.02);
 * a workload with *busy* runs (other programs used more than half a core meanwhile) gets no
-  verdict unless the results allow busy runs (``allow_busy``).
+  verdict unless the results allow busy runs (``allow_busy``);
+* a strong-scaling ratio (1 -> 2 workers) comes with its efficiency only when the larger
+  cluster's runs are clear of the smaller one's; otherwise "no clear difference".
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .tables import faster
+from .tables import faster, time_range
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -191,10 +193,8 @@ def _points(results, w, setup, best, base_row):
     for size, r, rb in rows:
         p = {"size": size}
         for prefix, x in (("", r), ("base_", rb)):
-            t = x["time_median"]
-            lo, hi = x.get("time_min", t), x.get("time_max", t)
-            lo, hi = (t, t) if lo != lo or hi != hi else (lo, hi)
-            p |= {f"{prefix}time": t, f"{prefix}lo": lo, f"{prefix}hi": hi}
+            lo, hi = time_range(x)
+            p |= {f"{prefix}time": x["time_median"], f"{prefix}lo": lo, f"{prefix}hi": hi}
             p[f"{prefix}n"] = int(x.get("repeats", 0) or 0)
         p["outcome"] = faster(p["lo"], p["hi"], p["base_lo"], p["base_hi"])
         out.append(p)
@@ -316,10 +316,10 @@ def _scaling(strong, w):
     if len(g) < 2:
         return None
     lo, hi = g.iloc[0], g.iloc[-1]
-    return (
-        f"{lo.workers:g} -> {hi.workers:g} workers: {hi.speedup:.2f}x "
-        f"(efficiency {hi.efficiency:.2f})"
-    )
+    text = f"{lo.workers:g} -> {hi.workers:g} workers: {hi.speedup:.2f}x"
+    if hi.get("clear", 1) == 0:  # a ratio read off overlapping runs is no scaling to quote
+        return f"{text}, no clear difference (their times overlap)"
+    return f"{text} (efficiency {hi.efficiency:.2f})"
 
 
 def _other_engines(ok, best, base_row):
