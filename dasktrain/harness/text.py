@@ -139,8 +139,8 @@ def _notes(results):
 
 
 def results_text(results, *, verdicts=True) -> str:
-    """The answer and the machine's state, the verdicts, the table at every size, then the
-    errors and notes."""
+    """The answer and the machine's state, the verdicts, the table at the largest size (every
+    size: ``results.by_size``), then the errors and notes."""
     from .answer import answer_lines
 
     lines = []
