@@ -13,10 +13,27 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 # compare() refuses a busy machine by default (after waiting up to a minute): the suite runs
 # beside other programs (another suite, a benchmark) and tests the refusal on purpose only
-# (tests/test_harness_machine.py passes allow_busy=False). Set before dask is imported, so
-# that this process and the scripts the tests start read them.
+# (tests/test_harness_machine.py passes allow_busy=False). The scripts the tests start read them
+# from the environment.
 os.environ.setdefault("DASK_DASKTRAIN__COMPARE__ALLOW_BUSY", "True")
 os.environ.setdefault("DASK_DASKTRAIN__COMPARE__QUIET_WAIT", "0")
+
+
+def _compare_settings_from_environ():
+    """A pytest plugin may have imported dask before this file: this process reads the two
+    settings now (dask reads the environment once, at import)."""
+    import dask.config
+
+    env = os.environ
+    dask.config.set(
+        {
+            "dasktrain.compare.allow-busy": env["DASK_DASKTRAIN__COMPARE__ALLOW_BUSY"] == "True",
+            "dasktrain.compare.quiet-wait": env["DASK_DASKTRAIN__COMPARE__QUIET_WAIT"],
+        }
+    )
+
+
+_compare_settings_from_environ()
 
 
 def _local_cluster():
