@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import itertools
 import os
 import statistics
 import tempfile
@@ -77,6 +78,16 @@ def features_work(backbone, n, side=SIDE):
     return work
 
 
+def mixed(pairs):
+    """``(path, label)`` pairs with the classes taking turns: a chunk of them (one task's
+    files, the warm-up's first chunks) holds every class, as ``read_images`` requires."""
+    by_class = {}
+    for pair in pairs:
+        by_class.setdefault(pair[1], []).append(pair)
+    turns = itertools.zip_longest(*by_class.values())
+    return [pair for turn in turns for pair in turn if pair is not None]
+
+
 def fused_work(backbone, root, n):
     """One core's version of a fused task: read and decode 256 files, then extract."""
     import torch
@@ -86,7 +97,7 @@ def fused_work(backbone, root, n):
     from dasktrain.images import read_images
 
     torch.set_num_threads(1)
-    pairs = bench_scale.select(root, n)
+    pairs = mixed(bench_scale.select(root, n))
     fe = CNNFeatures(backbone, engine="local", n_threads=1)
 
     def work():
@@ -252,7 +263,7 @@ def fused_row(backbone="smallcnn", n=8192, repeat=3, data=None):
         root = data or os.path.join(tmp, "images")
         if not os.path.isdir(root):
             bench_scale.write_images(root, n)
-        pairs = bench_scale.select(root, n)
+        pairs = mixed(bench_scale.select(root, n))
         work = "benchmarks._efficiency:fused_work"
         with Calibration(work, backbone=backbone, root=root, n=n) as cal:
             fns = {"one core (plain process)": cal.one, "two plain processes": cal.two}

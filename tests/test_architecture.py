@@ -10,7 +10,9 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "dasktrain"
 
 # room -> the dasktrain rooms it may import (itself always allowed)
-PLUMBING = {"_validation", "_config", "_compat", "_cache", "exceptions", "_typing", "_malloc"}
+PLUMBING = {
+    "_validation", "_config", "_compat", "_cache", "exceptions", "_typing", "_malloc", "_threads"
+}  # fmt: skip
 ALLOWED = {
     "exceptions": set(),
     "_config": {"exceptions"},
@@ -19,6 +21,7 @@ ALLOWED = {
     "_cache": {"exceptions", "_config", "_compat", "_validation"},
     "_typing": set(),
     "_malloc": {"exceptions", "_config"},
+    "_threads": {"exceptions", "_compat"},
     "_dask": {"_validation", "exceptions", "_config", "_compat", "_typing", "_malloc"},
     "cluster": PLUMBING | {"_dask"},
     "datasets": PLUMBING | {"_dask"},

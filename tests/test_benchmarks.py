@@ -257,6 +257,23 @@ def test_efficiency_script_runs_at_a_tiny_size():
         assert any(line.strip().startswith(name) for line in out.splitlines()), (name, out)
 
 
+@pytest.mark.timeout(600)
+def test_efficiency_fused_row_runs_at_a_tiny_size():
+    # Regression: the one-core work read 256 files at a time from a class-sorted list, and
+    # read_images refused a chunk of one class (the row failed before its first timing).
+    out = _script("parity", "efficiency", "fused", "--n", "512", "--repeat", "1")
+    assert "two-process ceiling" in out
+    for name in ("one core (plain process)", "local, 2 threads", "dask 2x1"):
+        assert any(line.strip().startswith(name) for line in out.splitlines()), (name, out)
+
+
+def test_mixed_pairs_take_turns_by_class():
+    from benchmarks._efficiency import mixed
+
+    pairs = [("a0", "A"), ("a1", "A"), ("a2", "A"), ("b0", "B")]
+    assert mixed(pairs) == [("a0", "A"), ("b0", "B"), ("a1", "A"), ("a2", "A")]
+
+
 def test_calibration_fractions():
     from benchmarks._calibrate import of_ceiling, per_core
 

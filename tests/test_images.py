@@ -377,6 +377,31 @@ def test_errors_skip_keeps_every_valid_image(tmp_path, as_default):
     assert_engines_equal(local.X, lazy.X)
 
 
+def test_local_threads_decode_the_same_rows_in_the_same_order(tmp_path):
+    # Thousands of files, bad ones among them: threads side by side must give the serial
+    # read's array bit for bit, the same labels and paths, and the same skipped files.
+    from dasktrain import _threads
+
+    root = _write_two_classes(tmp_path / "d", n=600, side=16)
+    good = (root / "dogs" / "0.png").read_bytes()
+    for name in ("cats/0100_trunc.png", "dogs/0450_trunc.png", "dogs/0599_trunc.png"):
+        (root / name).write_bytes(good[: len(good) // 2])  # header fine, pixels not
+    with pytest.warns(SkippedFilesWarning, match="3 unreadable"):
+        one = read_images(root, size=12, errors="skip", n_threads=1)
+    with pytest.warns(SkippedFilesWarning, match="3 unreadable"):
+        three = read_images(root, size=12, errors="skip", n_threads=3)
+    assert 3 in _threads._POOLS  # the threaded path ran
+    assert len(one) == 1200
+    np.testing.assert_array_equal(one.X, three.X)
+    np.testing.assert_array_equal(one.y, three.y)
+    assert one.paths == three.paths and one.skipped == three.skipped
+    with pytest.raises(ImageReadError, match="0100_trunc.png") as info:
+        read_images(root, size=12, n_threads=3)
+    assert "0450_trunc.png" in str(info.value) and "0599_trunc.png" in str(info.value)
+    with pytest.raises(ValidationError, match="n_threads=0"):
+        read_images(root, size=12, n_threads=0)
+
+
 def test_all_files_unreadable(tmp_path):
     for c in ("a", "b"):
         (tmp_path / c).mkdir()

@@ -208,3 +208,33 @@ def test_refit_on_dask_replaces_the_local_model(blobs, as_default):
         engine="dask", init=np.array([[0.0] * X.shape[1], [1.0] * X.shape[1]]), n_init=1
     ).fit(X)
     np.testing.assert_array_equal(km.predict(X), km.labels_)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_a_pass_in_sklearns_kernel_gives_the_sums_of_the_slow_way(dtype, weighted):
+    # One Lloyd pass over a block: scikit-learn's kernel (labels and sums together) against
+    # the labels and one-hot sums it replaced; a block where a cluster has no member takes
+    # the slow way (the kernel would move that center to a far point).
+    from dasktrain.models import _kmeans_dask as kd
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(25_000, 20)).astype(dtype)
+    w = rng.uniform(0.5, 2.0, len(X)) if weighted else None
+    C = X[rng.choice(len(X), 8, replace=False)].astype(np.float64)
+    fused = kd._lloyd_sklearn(X, w, C)
+    assert fused is not None
+    labels = kd._nearest(X, w, C)
+    slow_counts = np.bincount(labels, weights=w, minlength=8)
+    slow_sums = kd._member_sums(X, w, labels, 8)
+    rtol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(fused[1], slow_counts, rtol=rtol)
+    np.testing.assert_allclose(fused[0], slow_sums, rtol=rtol, atol=rtol * np.abs(slow_sums).max())
+    far = np.vstack([C[:7], np.full((1, 20), 1e6)])  # nothing is nearest to it
+    assert kd._lloyd_sklearn(X, w, far) is None
+    sums, counts, _ = kd._assign_block(X, w, block_index=0, row_offset=0, C=far)
+    assert (
+        counts[7] == 0
+        and np.all(sums[7] == 0)
+        and counts.sum() == pytest.approx(len(X) if w is None else w.sum())
+    )

@@ -27,9 +27,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import numbers
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -45,6 +42,7 @@ from .._dask import (
     split_rows,
     watching,
 )
+from .._threads import check_n_threads, local_pool
 from .._validation import check_array, check_engine, is_dask_collection
 from ..exceptions import ValidationError
 from ._user import Shipped
@@ -116,30 +114,6 @@ def as_channels(block, channels):
         f"X has {c} channels; this extractor takes {channels} (or 1, repeated). Pass gray "
         "(n, h, w) / (n, h, w, 1) or RGB (n, h, w, 3) images."
     )
-
-
-def check_n_threads(value):
-    """``None`` -> this machine's CPU count, otherwise a positive integer."""
-    if value is None:
-        from .._compat import cpu_count
-
-        return cpu_count()
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValidationError(f"n_threads={value!r} must be None or an integer >= 1.")
-    return int(value)
-
-
-_POOLS = {}
-_POOLS_LOCK = threading.Lock()
-
-
-def _local_pool(n_threads):
-    """A thread pool of ``n_threads`` kept for the process: its threads, and the heaps glibc
-    gave them, are reused from one ``transform`` to the next."""
-    with _POOLS_LOCK:
-        if n_threads not in _POOLS:
-            _POOLS[n_threads] = ThreadPoolExecutor(n_threads, thread_name_prefix="dasktrain-local")
-        return _POOLS[n_threads]
 
 
 class BaseImageFeatures(TransformerMixin, BaseEstimator):
@@ -285,7 +259,7 @@ class BaseImageFeatures(TransformerMixin, BaseEstimator):
         # The network's temporaries stay in the heap from batch to batch (no page faults);
         # the pool starts every piece at once, so it starts inside.
         with _malloc.large_buffers():
-            parts = _local_pool(threads).map(piece, starts) if threads > 1 else map(piece, starts)
+            parts = local_pool(threads).map(piece, starts) if threads > 1 else map(piece, starts)
             if self.progress:
                 from tqdm.auto import tqdm
 

@@ -14,14 +14,10 @@ from typing import NamedTuple
 import numpy as np
 
 from .._dask import current_worker_threads
+from .._threads import check_n_threads
 from .._validation import check_bool
 from ..exceptions import ValidationError, WeightsError
-from ._base import (
-    BaseImageFeatures,
-    as_channels,
-    check_finite_block,
-    check_n_threads,
-)
+from ._base import BaseImageFeatures, as_channels, check_finite_block
 from ._user import (
     NORMALIZE,
     check_input_size,

@@ -11,9 +11,10 @@ import numbers
 
 import numpy as np
 
+from .._threads import check_n_threads
 from .._validation import check_bool, check_engine, check_positive_int
 from ..exceptions import ValidationError
-from ._base import BaseImageFeatures, check_finite_block, check_n_threads
+from ._base import BaseImageFeatures, check_finite_block
 
 logger = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ import numpy as np
 
 from .._cache import get_or_build
 from .._compat import import_optional
+from .._threads import check_n_threads
 from .._validation import check_positive_int
 from ..exceptions import ValidationError
 from . import _backbones
-from ._base import check_n_threads
 from ._network import POOLS, NetworkFeatures, file_stamp, network_block
 from ._torch_weights import apply_state_dict, imagenet_path, load_state_dict
 from ._user import IMAGENET_MEAN, IMAGENET_STD, check_normalize, is_user_model, unwrap, user_key

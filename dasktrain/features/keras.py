@@ -18,8 +18,8 @@ import numpy as np
 
 from .._cache import get_or_build
 from .._compat import import_optional
+from .._threads import check_n_threads
 from ..exceptions import ValidationError, WeightsError
-from ._base import check_n_threads
 from ._network import NetworkFeatures, network_block
 from ._user import IMAGENET_MEAN, IMAGENET_STD, unwrap
 

@@ -114,7 +114,9 @@ def w_read(inputs, engine, client) -> dict:
 
     path = inputs.path
     t0 = time.perf_counter()
-    iset = read_images(path, size=_opt("image_size", 64), color="gray", engine=engine)
+    threads = current().n_threads if engine == "local" else None
+    size = _opt("image_size", 64)
+    iset = read_images(path, size=size, color="gray", engine=engine, n_threads=threads)
     if engine == "dask":
         wait_for(client, client.persist(iset.X))
     else:
