@@ -422,3 +422,18 @@ def test_rule_strong_scaling_is_quoted_only_when_clear():
     assert "efficiency" not in v
     (v,) = Results(clear).verdicts.verdict
     assert "1 -> 2 workers: 2.00x (efficiency 1.00)" in v, v
+
+
+def test_rule_every_size_a_setup_wins_is_named():
+    # Regression (the demo): "local is faster at 600 samples; no clear difference at 300" left
+    # out 150, where local was faster too.
+    runs = _crafted(
+        {
+            "local": {150: [0.1, 0.1], 300: [0.2, 0.3], 600: [0.4, 0.4]},
+            "dask": {150: [0.2, 0.2], 300: [0.25, 0.35], 600: [0.6, 0.6]},
+        }
+    )
+    (v,) = Results(runs).verdicts.verdict
+    assert v.startswith(
+        "fit: local is faster at 150, 600 samples (1.5x at 600); no clear difference at 300"
+    ), v

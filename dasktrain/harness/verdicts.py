@@ -264,8 +264,10 @@ def _sizes(pts, setup, bl):
                 f"{setup} is faster only up to {won[-1]['size']:g} samples; {bl} at {hi:g} "
                 f"({1 / x:.1f}x)"
             ), "baseline"
-        return f"{bl} is faster at {hi:g} samples ({1 / x:.1f}x); no clear difference at " + (
-            _listed(tied)
+        lost = [p for p in pts if p["outcome"] == -1]
+        return (
+            f"{bl} is faster at {_listed(lost)} samples ({1 / x:.1f}x at {hi:g}); no clear "
+            f"difference at {_listed(tied)}"
         ), "baseline"
     lost = [p for p in pts if p["outcome"] == -1]
     head = f"no clear difference between {setup} and {bl} at {hi:g} samples"
