@@ -303,6 +303,25 @@ def run_comparison(args, data, preset) -> int:
 # --------------------------------------------------------------------------------------------
 # The parser
 # --------------------------------------------------------------------------------------------
+def _add_machine_arguments(p) -> None:
+    """The options for a busy machine (see :mod:`dasktrain.harness.machine`)."""
+    machine = p.add_argument_group("a busy machine (other programs using over half a core)")
+    machine.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="wait this long for a busy machine to calm down before the first run, then "
+        "refuse it (default: 60; the dasktrain.compare.quiet-wait setting)",
+    )
+    machine.add_argument(
+        "--allow-busy",
+        action="store_true",
+        help="measure on a busy machine anyway, and give verdicts from busy runs (the "
+        "warning heads the answer)",
+    )
+
+
 def add_comparison_arguments(p, *, demo=False) -> None:
     """The options ``dasktrain demo`` and ``dasktrain compare`` share."""
     p.add_argument("--out", default="report/", help="output folder of the report")
@@ -381,21 +400,7 @@ def add_comparison_arguments(p, *, demo=False) -> None:
         help="time limit of each run; a run over it is reported as 'timeout' (default: none)",
     )
     what.add_argument("--small", action="store_true", help="tiny sizes, one run: seconds")
-    machine = p.add_argument_group("a busy machine (other programs using over half a core)")
-    machine.add_argument(
-        "--quiet-wait",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="wait this long for a busy machine to calm down before the first run, then "
-        "refuse it (default: 60; the dasktrain.compare.quiet-wait setting)",
-    )
-    machine.add_argument(
-        "--allow-busy",
-        action="store_true",
-        help="measure on a busy machine anyway, and give verdicts from busy runs (the "
-        "warning heads the answer)",
-    )
+    _add_machine_arguments(p)
     cost = p.add_argument_group("cost")
     cost.add_argument("--prices", metavar="JSON", help="USD/hour per setup: a JSON file or text")
     cost.add_argument("--spot-discount", type=float, default=0.0, help="fraction off the prices")
