@@ -16,7 +16,7 @@ time, each instant counted once, in this order of precedence:
   until the cluster first computed;
 * **compute**: at least one task computing on the cluster, or the cluster computing outside
   tasks, as the step reported it (a KMeans pass over direct connections, a workload's own
-  block marked ``phase("compute")``: see :mod:`dasktrain._dask.activity`);
+  block marked ``phase("compute")``: see ``dasktrain._dask.activity``);
 * **scheduler/idle**: the rest, in which the cluster waited for the scheduler or the client
   (round trips, graph submission, result collection).
 
