@@ -37,6 +37,10 @@ DEFAULTS = {
         # Iterative passes (KMeans) over direct client-worker connections instead of one
         # scheduler round trip each (dasktrain._dask.direct); False: always through tasks.
         "direct-passes": True,
+        # compare(): wait this long before the first run for a busy machine (other programs
+        # using more than half a core) to calm down; then refuse it unless allow-busy, which
+        # measures anyway and gives verdicts from busy runs (dasktrain.harness.machine).
+        "compare": {"quiet-wait": "60s", "allow-busy": False},
         # glibc's allocator (dasktrain/_malloc.py says why; nothing changes on other libcs).
         "malloc": {
             # The workers connect() starts and every DDP rank: one arena and large

@@ -21,6 +21,7 @@ __all__ = [
     "Unavailable",
     "UnguardedScriptError",
     "InsufficientMemoryError",
+    "BusyMachineError",
     "DasktrainWarning",
     "SkippedFilesWarning",
 ]
@@ -115,6 +116,11 @@ class UnguardedScriptError(DasktrainError, RuntimeError):
 
 class InsufficientMemoryError(DasktrainError, MemoryError):
     """Raised before a local-engine step whose estimated memory exceeds what is available."""
+
+
+class BusyMachineError(DasktrainError, RuntimeError):
+    """Raised before a comparison's first run when other programs kept using more than half a
+    core of this machine; names them (``allow_busy=True`` measures anyway)."""
 
 
 class DasktrainWarning(UserWarning):

@@ -11,6 +11,29 @@ import pytest
 
 # Keep BLAS/torch from oversubscribing the 2 cores the tests share with the cluster.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# compare() refuses a busy machine by default (after waiting up to a minute): the suite runs
+# beside other programs (another suite, a benchmark) and tests the refusal on purpose only
+# (tests/test_harness_machine.py passes allow_busy=False). The scripts the tests start read them
+# from the environment.
+os.environ.setdefault("DASK_DASKTRAIN__COMPARE__ALLOW_BUSY", "True")
+os.environ.setdefault("DASK_DASKTRAIN__COMPARE__QUIET_WAIT", "0")
+
+
+def _compare_settings_from_environ():
+    """A pytest plugin may have imported dask before this file: this process reads the two
+    settings now (dask reads the environment once, at import)."""
+    import dask.config
+
+    env = os.environ
+    dask.config.set(
+        {
+            "dasktrain.compare.allow-busy": env["DASK_DASKTRAIN__COMPARE__ALLOW_BUSY"] == "True",
+            "dasktrain.compare.quiet-wait": env["DASK_DASKTRAIN__COMPARE__QUIET_WAIT"],
+        }
+    )
+
+
+_compare_settings_from_environ()
 
 
 def _local_cluster():
@@ -160,3 +183,28 @@ def listening_sockets():
     """``(listening, sampling)``: the TCP sockets listening in some processes now
     (``listening(pids)``), or at any moment of a block (``with sampling(pids) as seen:``)."""
     return _listening, _sampling
+
+
+@pytest.fixture
+def cpu_burner(tmp_path):
+    """Start a program outside this process tree (reparented to init, as another user's job
+    would be) that spins one core for at most 120 s; yields its pid, killed afterwards."""
+    import signal
+    import subprocess
+    import sys
+
+    pidfile = tmp_path / "burner.pid"
+    spin = "import time\nt=time.time()\nwhile time.time()-t<120: pass"
+    subprocess.run(
+        ["sh", "-c", f'{sys.executable} -c "{spin}" >/dev/null 2>&1 & echo $! > {pidfile}'],
+        check=True,
+    )
+    pid = int(pidfile.read_text())
+    time.sleep(0.3)  # spinning before the test looks
+    try:
+        yield pid
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

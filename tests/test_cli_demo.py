@@ -35,6 +35,9 @@ def test_demo_end_to_end_small(tmp_path, cluster, capsys):
     text = capsys.readouterr().out
     assert "setup dask: 2 workers, 2 threads; dashboard http://127.0.0.1:" in text
     assert "[  1/16]" in text and "finished in" in text  # progress while it runs
+    # The printed answer starts with the overall answer and the machine's state.
+    answer = text.split("finished in", 1)[1].splitlines()[2:4]
+    assert answer[0].startswith("Answer: ") and answer[1].startswith("Machine: "), answer
     # The verdicts come first, one per workload, computed from the measurements.
     verdicts = text.split("Verdicts\n", 1)[1].split("\n\n", 1)[0].splitlines()
     assert [v.strip().split(":")[0] for v in verdicts] == list(DEFAULT_WORKLOADS)
@@ -201,4 +204,37 @@ def test_bad_options_fail_before_a_cluster_starts(tmp_path, argv, match):
 
     args = _parse(["compare", str(tmp_path), "--out", str(tmp_path / "o"), *argv])
     with pytest.raises(ValidationError, match=match):
+        check_arguments(args, DEFAULT)
+
+
+def test_three_timed_runs_by_default(tmp_path, capsys):
+    from dasktrain.cli.compare import DEFAULT, SMALL, check_arguments
+
+    for argv, preset, repeat in (
+        (["demo"], DEFAULT, 3),
+        (["compare", str(tmp_path)], DEFAULT, 3),
+        (["demo", "--small"], SMALL, 1),
+        (["compare", str(tmp_path), "--repeat", "5"], DEFAULT, 5),
+    ):
+        args = _parse([*argv, "--out", str(tmp_path / "o")])
+        assert check_arguments(args, preset)["repeat"] == repeat, argv
+    with pytest.raises(SystemExit):
+        _parse(["compare", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())  # argparse wraps the lines
+    assert "timed runs per workload, setup and size (default: 3; 1 with --small)" in help_text
+
+
+def test_busy_machine_options(tmp_path):
+    from dasktrain.cli.compare import DEFAULT, check_arguments
+
+    args = _parse(["compare", str(tmp_path), "--out", str(tmp_path / "o")])
+    kw = check_arguments(args, DEFAULT)
+    assert kw["allow_busy"] is None and kw["quiet_wait"] is None  # the settings decide
+    args = _parse(
+        ["compare", str(tmp_path), "--allow-busy", "--quiet-wait", "5", "--out", str(tmp_path)]
+    )
+    kw = check_arguments(args, DEFAULT)
+    assert kw["allow_busy"] is True and kw["quiet_wait"] == 5
+    args = _parse(["compare", str(tmp_path), "--quiet-wait", "-1", "--out", str(tmp_path / "o")])
+    with pytest.raises(ValidationError, match="--quiet-wait=-1 must be >= 0"):
         check_arguments(args, DEFAULT)

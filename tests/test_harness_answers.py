@@ -77,10 +77,13 @@ def test_verdicts_say_who_wins_where_and_why(answered):
     # (least-squares lines: local 0.001 s/sample from 0 s, dask 0.00034 s/sample from 0.97 s:
     # they cross at ~1,437 samples, said with two significant figures).
     assert v["logreg"].startswith("logreg: local is faster at every measured size (100-400")
+    # The overhead's parts are the median run's: they add up to its time, and the dask run's
+    # compute, faster than local's whole run, is said to offset the rest.
     assert (
-        "dask overhead 0.7 s per run: mostly scheduler/idle 0.8 s over 20 round trips"
-        in (v["logreg"])
-    )
+        "dask overhead 0.7 s per run: scheduler/idle 0.8 s over 20 round trips of 40 tasks, "
+        "data transfer 0.1 s, start-up 0.05 s, offset by compute 0.25 s faster than local's "
+        "whole run" in v["logreg"]
+    ), v["logreg"]
     assert "dask would pay from ~1,400 samples (extrapolated)" in v["logreg"]
     assert "no crossover in sight" in v["xgboost"]
     assert v["ddp_cnn"].startswith("ddp_cnn: not measured (local: unavailable: no torch")
@@ -107,9 +110,12 @@ def test_crossovers_table_fits_lines(answered):
     assert fit_line([100], [1.0]) is None
 
 
-def test_printing_results_shows_every_row_and_the_verdicts_first(answered):
-    text = repr(answered)
-    assert text.splitlines()[1] == "Verdicts"
+def test_printing_results_shows_every_row_and_the_answer_first(answered):
+    lines = repr(answered).splitlines()
+    text = "\n".join(lines)
+    # The overall answer and the machine's state, then the verdicts.
+    assert lines[1].startswith("Answer at the largest size measured: distributing pays for ")
+    assert lines[2].startswith("Machine: ") and lines[4] == "Verdicts"
     assert "rows x" not in text and "..." not in text
     table = repr(answered.table)
     assert "rows x" not in table and "core_seconds" in table and "compute_s" in table
@@ -286,3 +292,148 @@ def test_saving_computes_the_scaling_table_once(answered, tmp_path, monkeypatch)
     sc = answered.scaling
     sc.loc[:, "time_median"] = 0.0  # a caller's change never reaches the cache
     assert (answered.scaling.time_median.dropna() > 0).all()
+
+
+# --------------------------------------------------------------------------------------------
+# Wording rules: a verdict says only what was measured (one crafted Results per rule)
+# --------------------------------------------------------------------------------------------
+def _crafted(points, *, workload="fit", quality=None, parts=None, others=None):
+    """Runs of ``{setup: {size: [seconds of each run]}}``; ``quality``: ``{setup: [values]}``
+    per run; ``parts``: ``{setup: [(startup, transfer, idle, compute) per run]}``; ``others``:
+    ``{setup: [others_cpu_percent_mean per run]}`` (at every size)."""
+    out = []
+    for setup, per_size in points.items():
+        engine = "local" if setup == "local" else "dask"
+        for size, times in per_size.items():
+            for i, t in enumerate(times):
+                row = {"workload": workload, "engine": engine, "setup": setup, "size": size}
+                row |= {"repeat": i + 1, "time": t, "quality_metric": "silhouette"}
+                row["quality"] = (quality or {}).get(setup, [0.5] * len(times))[i]
+                if parts and setup in parts:
+                    keys = ("startup_s", "transfer_s", "idle_s", "compute_s")
+                    row |= dict(zip(keys, parts[setup][i]))
+                if others and setup in others:
+                    row["others_cpu_percent_mean"] = others[setup][i]
+                out.append(row)
+    return out
+
+
+def test_rule_overlapping_ranges_are_no_clear_difference():
+    # dask's median is faster, but its slowest run is slower than local's fastest: no winner.
+    runs = _crafted({"local": {600: [1.0, 1.1, 1.3]}, "dask": {600: [0.9, 1.0, 1.2]}})
+    (v,) = Results(runs).verdicts.verdict
+    assert v.startswith("fit: no clear difference between dask and local at 600 samples"), v
+    assert "is faster" not in v and "pays" not in v
+    # Over several sizes: dask "pays" only from the size where every run of it is faster.
+    runs = _crafted(
+        {
+            "local": {100: [1.0, 1.0], 200: [2.0, 2.2], 400: [4.0, 4.1]},
+            "dask": {100: [1.5, 1.6], 200: [1.9, 2.1], 400: [3.0, 3.2]},
+        }
+    )
+    res = Results(runs)
+    (v,) = res.verdicts.verdict
+    assert v.startswith(
+        "fit: dask pays from ~400 samples (1.3x at 400; no clear difference at 200)"
+    )
+    assert res.crossover.crossover_size.iloc[0] == 400
+    assert res.verdicts.outcome.iloc[0] == "pays"
+
+
+def test_rule_every_verdict_states_its_spread():
+    runs = _crafted({"local": {600: [0.9, 1.0, 1.1]}, "dask": {600: [0.5, 0.52, 0.55]}})
+    (v,) = Results(runs).verdicts.verdict
+    assert "dask is faster at 600 samples (1.9x)" in v
+    assert "at 600 samples, 3 runs each: local 0.9-1.1 s, dask 0.5-0.55 s" in v, v
+    # One run each: no spread to state, and the verdict says so.
+    (v,) = Results(_crafted({"local": {600: [1.0]}, "dask": {600: [0.5]}})).verdicts.verdict
+    assert "at 600 samples, 1 run each: no spread measured" in v, v
+
+
+def test_rule_quality_is_equal_only_within_the_spread_or_a_stated_tolerance():
+    # Regression: "silhouette 0.156 on every setup" where dask gave 0.151.
+    times = {"local": {600: [1.0, 1.0]}, "dask": {600: [2.0, 2.0]}}
+    close = {"local": [0.156, 0.156], "dask": [0.151, 0.151]}
+    (v,) = Results(_crafted(times, quality=close)).verdicts.verdict
+    assert "on every setup" not in v
+    assert "silhouette local 0.156, dask 0.151: equal within the tolerance of 0.02" in v, v
+    spread = {"local": [0.150, 0.170], "dask": [0.152, 0.158]}
+    (v,) = Results(_crafted(times, quality=spread)).verdicts.verdict
+    assert "equal within their spread over the runs" in v, v
+    apart = {"local": [0.30, 0.30], "dask": [0.20, 0.20]}
+    (v,) = Results(_crafted(times, quality=apart)).verdicts.verdict
+    assert "they differ by 0.100, more than the tolerance 0.02" in v, v
+    same = {"local": [0.1561, 0.1561], "dask": [0.1559, 0.1559]}
+    (v,) = Results(_crafted(times, quality=same)).verdicts.verdict
+    assert "silhouette 0.156 on every setup" in v, v
+
+
+def test_rule_parts_are_never_larger_than_the_whole():
+    # Regression: "overhead 0.15 s: mostly scheduler/idle 0.19 s". The dask run computes in
+    # 0.06 s less than local's whole run, and its scheduler/idle is more than the overhead.
+    times = {"local": {600: [0.25, 0.25, 0.25]}, "dask": {600: [0.38, 0.40, 0.45]}}
+    parts = {"dask": [(0.0, 0.02, 0.17, 0.19), (0.0, 0.02, 0.19, 0.19), (0.0, 0.05, 0.2, 0.2)]}
+    res = Results(_crafted(times, parts=parts))
+    (v,) = res.verdicts.verdict
+    assert "mostly scheduler/idle" not in v
+    assert "dask overhead 0.15 s per run: scheduler/idle 0.19 s, data transfer 0.02 s, " in v, v
+    assert "offset by compute 0.06 s faster than local's whole run" in v
+    # The table's parts are the median run's: they add up to the median time.
+    row = res.table.set_index("setup").loc["dask"]
+    total = row[["startup_s", "transfer_s", "idle_s", "compute_s"]].sum()
+    assert total == pytest.approx(row.time_median) and row.idle_s == pytest.approx(0.19)
+    # Slower compute is part of the overhead; "mostly" only for more than half of it.
+    slower = {"dask": [(0.02, 0.0, 0.03, 0.5)] * 3}
+    (v,) = Results(_crafted({**times, "dask": {600: [0.55] * 3}}, parts=slower)).verdicts.verdict
+    assert "dask overhead 0.3 s per run: mostly slower compute 0.25 s; scheduler/idle 0.03 s" in v
+
+
+def test_rule_work_outside_tasks_is_compute():
+    # Regression: "compute 0.00025 s" for a KMeans run whose passes ran over direct
+    # connections, outside any task the stream shows. The step reports them (phase).
+    from dasktrain.harness import phase
+    from dasktrain.harness.breakdown import observe_local
+
+    with observe_local() as obs:
+        with phase("compute"):
+            pass
+    assert [k for k, _, _ in obs.phases] == ["compute"]
+    obs = Observation(
+        phases=[("transfer", 0.0, 1.0), ("compute", 2.0, 6.0), ("compute", 6.5, 8.0)],
+        tasks=[_task(1.5, 1.6)],
+    )
+    out = split_time(0.0, 10.0, obs)
+    assert out["compute_s"] == pytest.approx(0.1 + 4.0 + 1.5)
+    assert out["startup_s"] == pytest.approx(0.5) and out["idle_s"] == pytest.approx(2.4 + 0.5)
+
+
+def test_rule_strong_scaling_is_quoted_only_when_clear():
+    # 1 -> 2 workers: a median ratio of 1.05x from runs that overlap is no scaling to quote.
+    times = {"local": {600: [2.0, 2.1, 2.2]}, "d1": {600: [1.0, 1.1, 1.2]}}
+    overlap = _crafted({**times, "d2": {600: [0.95, 1.05, 1.15]}})
+    clear = _crafted({**times, "d2": {600: [0.5, 0.55, 0.6]}})
+    for runs in (overlap, clear):
+        for r in runs:
+            r["workers"] = {"local": 0, "d1": 1, "d2": 2}[r["setup"]]
+    res = Results(overlap)
+    assert res.strong_scaling.set_index("setup").clear.to_dict() == {"d1": 0, "d2": 0}
+    (v,) = res.verdicts.verdict
+    assert "1 -> 2 workers: 1.05x, no clear difference (their times overlap)" in v, v
+    assert "efficiency" not in v
+    (v,) = Results(clear).verdicts.verdict
+    assert "1 -> 2 workers: 2.00x (efficiency 1.00)" in v, v
+
+
+def test_rule_every_size_a_setup_wins_is_named():
+    # Regression (the demo): "local is faster at 600 samples; no clear difference at 300" left
+    # out 150, where local was faster too.
+    runs = _crafted(
+        {
+            "local": {150: [0.1, 0.1], 300: [0.2, 0.3], 600: [0.4, 0.4]},
+            "dask": {150: [0.2, 0.2], 300: [0.25, 0.35], 600: [0.6, 0.6]},
+        }
+    )
+    (v,) = Results(runs).verdicts.verdict
+    assert v.startswith(
+        "fit: local is faster at 150, 600 samples (1.5x at 600); no clear difference at 300"
+    ), v

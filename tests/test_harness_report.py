@@ -105,10 +105,22 @@ def test_save_writes_every_file(tmp_path):
     out = res.save(tmp_path / "report")
     for name in ("report.html", "results.csv", "results.json", "samples.csv", "runs.csv"):
         assert (out / name).stat().st_size > 0, name
+    # Every size, one row per workload x setup x size (the terminal's table: the largest).
     table = pd.read_csv(out / "results.csv")
-    assert len(table) == len(res.table) == 3
+    assert len(res.table) == 3 and len(table) == 5
+    assert table[["workload", "setup"]].values.tolist() == [
+        ["kmeans", "local"], ["kmeans", "dask"], ["kmeans", "local"], ["kmeans", "dask"],
+        ["ddp_cnn", "local"],
+    ]  # fmt: skip
+    assert table["size"].fillna(0).tolist() == [100, 100, 400, 400, 0]
+    assert table.repeats.tolist() == [2, 2, 2, 2, 0]
     data = json.loads((out / "results.json").read_text())
-    assert {"setup", "table", "runs", "scaling", "crossover"} <= set(data)
+    assert {"setup", "table", "runs", "scaling", "crossover", "answer", "machine"} <= set(data)
+    assert [r["size"] for r in data["table"]] == [100, 100, 400, 400, None]
+    # The report's table too.
+    html = (out / "report.html").read_text(encoding="utf-8")
+    details = html[html.index("<section id='details'>") :]
+    assert details.count("<td>kmeans</td>") == 4
     assert data["crossover"][0]["crossover_size"] == 400
     assert len(pd.read_csv(out / "samples.csv")) == len(res.samples)
     assert not (out / "dask-performance-report.html").exists()  # no dask runs here

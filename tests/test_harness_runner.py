@@ -517,3 +517,29 @@ def test_worker_watch_sees_a_death_after_a_broadcast_scatter(own_client):
     os.kill(pids[victim], signal.SIGKILL)
     lost = watch.lost(wait=10)
     assert [a for a, expected in lost if not expected] == [victim]
+
+
+def _slow_block(*blocks, block_index, row_offset, seconds):
+    time.sleep(seconds)
+    return block_index
+
+
+def test_direct_passes_are_compute_not_idle(client):
+    # Regression: "compute 0.00025 s" for a KMeans run whose passes went over direct
+    # connections: its work ran outside any task the task stream shows, and was counted idle.
+    import dask.array as da
+
+    from dasktrain._dask import BlockRunner
+    from dasktrain.harness.breakdown import observe, split_time
+
+    X = da.from_array(np.zeros((400, 2)), chunks=(100, 2))
+    with BlockRunner([X], client, direct="test-compute") as runner:
+        runner.map(_slow_block, seconds=0.0)  # the group starts outside the observed window
+        assert runner._group, "the direct group did not start"
+        with observe(client, "direct-compute-test") as obs:
+            t0 = time.time()
+            assert runner.map(_slow_block, seconds=0.3) == [0, 1, 2, 3]  # 2 blocks a worker
+            t1 = time.time()
+    parts = split_time(t0, t1, obs)
+    assert parts["tasks"] == 0  # no task ran: the stream alone saw nothing to call compute
+    assert parts["compute_s"] >= 0.55 and parts["idle_s"] < 0.1, parts

@@ -61,7 +61,9 @@ def test_two_clusters_of_different_sizes_give_the_scaling_curve(client, tmp_path
     # Every dask run ran in a span named after it, and its time is split into parts that add
     # up to its whole-step time.
     d = res.runs[res.runs.engine == "dask"]
-    assert sorted(set(d.span)) == ["summed/mine", "summed/one"]
+    assert sorted(set(d.span)) == [
+        f"summed/{s}/all/run-{i}" for s in ("mine", "one") for i in (1, 2)
+    ]
     parts = d[["startup_s", "transfer_s", "idle_s", "compute_s"]].sum(axis=1)
     # (to a microsecond: the parts come from UNIX timestamps, the time from perf_counter)
     np.testing.assert_allclose(parts, d.time, rtol=1e-6, atol=1e-6)
@@ -87,8 +89,43 @@ def test_spans_reach_the_callers_scheduler(client, blobs):
 
     (span_id,) = res.runs[res.runs.engine == "dask"].span_id
     names = client.run_on_scheduler(span_names)
-    assert any("summed/mine" in n for n in names), names
+    assert ("summed/mine/all/run-1",) in names, names  # a span's name is a tuple of tags
     assert span_id
+
+
+def _spans_with_tasks(dask_scheduler):
+    """``{span name: [task group names]}`` of every span on the scheduler that holds tasks
+    that computed (scattered data, which no task computes, is left out)."""
+    ext = dask_scheduler.extensions["spans"]
+    out = {}
+    for s in ext.spans.values():
+        computed = sorted(g.name for g in s.groups if g.duration > 0)
+        if computed:
+            out.setdefault("/".join(s.name), []).extend(computed)
+    return out
+
+
+@pytest.mark.timeout(240)
+def test_every_task_runs_in_the_span_of_its_run(own_client):
+    # Regression: the warm-up and the timed runs shared one span name, and xgboost's predict
+    # tasks landed in the "default" span. (The booster its predictions scatter is data, not a
+    # task: the scheduler files scattered data under "default", and it computes nothing there.)
+    res = dasktrain.compare(
+        ["kmeans", "xgboost", "logreg"],
+        data=make_blobs(600, 8, 2),
+        clusters={"mine": own_client},
+        sizes=[300, 600],
+        repeat=2,
+        monitor=False,
+        performance_report=False,
+    )
+    assert (res.runs.status == "ok").all(), res.runs.error.dropna().tolist()
+    found = own_client.run_on_scheduler(_spans_with_tasks)
+    runs = {f"{w}/mine/{s}/run-{i}" for w in ("kmeans", "xgboost", "logreg") for s in (300, 600)
+            for i in (1, 2)}  # fmt: skip
+    warmups = {f"{w}/mine/300/warm-up" for w in ("kmeans", "xgboost", "logreg")}
+    assert set(found) == runs | warmups, {k: v for k, v in found.items() if k not in runs}
+    assert set(res.runs[res.runs.engine == "dask"].span) == runs
 
 
 @pytest.fixture

@@ -38,6 +38,9 @@ wait, never forever on paused workers  :func:`wait_for`, :func:`gather`, :func:`
                                        loop of its own) (:mod:`.waits`, :mod:`.paused`)
 the futures a call made                :func:`future_keys`, :func:`cancel_keys`,
                                        :func:`busy_with_cancelled` (still holding a thread)
+what a step did outside tasks          :func:`reporting`, :func:`report` (a step says what
+                                       it did outside tasks), :func:`tracing` (a measurer
+                                       collects it) (:mod:`.activity`)
 =====================================  =====================================================
 
 The rules this package keeps for everyone: every wait on the cluster goes through
@@ -48,6 +51,7 @@ enters a graph more than once (dask-ml #842); an array never reaches ``client.ma
 argument's name); every task key says what the task does.
 """
 
+from .activity import report, reporting, tracing
 from .blocks import SCATTER_BYTES, BlockRunner, blockwise_apply, map_row_blocks, task_keys
 from .client import (
     WorkerWatch,
@@ -124,4 +128,7 @@ __all__ = [
     "blockwise_apply",
     "task_keys",
     "SCATTER_BYTES",
+    "tracing",
+    "reporting",
+    "report",
 ]

@@ -31,6 +31,7 @@ import socket
 import threading
 import time
 
+from .activity import reporting
 from .client import connect_timeout, live_workers
 from .paused import StallWatch
 
@@ -356,7 +357,15 @@ class DirectGroup:
 
     # -- passes ----------------------------------------------------------------------------------
     def map(self, func, n_blocks, kwargs):
-        """``func``'s results for every block, in block order; raise GroupLost when broken."""
+        """``func``'s results for every block, in block order; raise GroupLost when broken.
+
+        The pass is reported as compute (:mod:`.activity`): the workers compute it inside a
+        task that the task stream never shows.
+        """
+        with reporting("compute"):
+            return self._map(func, n_blocks, kwargs)
+
+    def _map(self, func, n_blocks, kwargs):
         message = ("map", func, kwargs)
         try:
             for conn in self.conns.values():

@@ -64,7 +64,8 @@ def _configure_logging(verbose):
 
 
 def main(argv=None) -> int:
-    """Run the command line; return the exit code (0 ok, 1 problems found, 2 usage error).
+    """Run the command line; return the exit code (0 ok, 1 problems found, 2 usage error, 3
+    the machine stayed busy: no answer).
 
     Parameters
     ----------

@@ -38,9 +38,10 @@ DEFAULT_WORKLOADS = (
 )
 
 #: The default demo: every workload at three sizes on the local engine and on local clusters
-#: of 1 and 2 workers, one timed run each after a warm-up: under 5 minutes on 2 cores.
-DEFAULT = {"n_per_class": 400, "image_size": 64, "repeat": 1, "warmup": True}
-#: ``--small``: seconds, for the test suite and a quick look (one size, one cluster).
+#: of 1 and 2 workers, three timed runs each after a warm-up: under 5 minutes on 2 cores.
+DEFAULT = {"n_per_class": 400, "image_size": 64, "repeat": 3, "warmup": True}
+#: ``--small``: seconds, for the test suite and a quick look (one size, one cluster, one run:
+#: its verdicts say that no spread was measured).
 SMALL = {"n_per_class": 12, "image_size": 32, "repeat": 1, "warmup": False}
 SMALL_OPTIONS = {"epochs": 1, "n_estimators": 10, "mlp_max_iter": 50, "cv": 2, "batch_size": 32}
 DEFAULT_OPTIONS = {}
@@ -145,6 +146,8 @@ def check_arguments(args, preset) -> dict:
     check_timeout(args.timeout)
     if args.repeat is not None and args.repeat < 1:
         raise ValidationError(f"--repeat={args.repeat} must be >= 1.")
+    if args.quiet_wait is not None and not args.quiet_wait >= 0:
+        raise ValidationError(f"--quiet-wait={args.quiet_wait:g} must be >= 0 seconds.")
     if args.sizes is not None and min(args.sizes) < 1:
         raise ValidationError(f"--sizes={args.sizes} must all be >= 1.")
     clusters = _clusters(args)
@@ -162,6 +165,9 @@ def check_arguments(args, preset) -> dict:
         "n_per_class": preset["n_per_class"],
         "out": args.out,
         "timeout": args.timeout,
+        # None: the dasktrain.compare.* settings decide.
+        "allow_busy": True if args.allow_busy else None,
+        "quiet_wait": args.quiet_wait,
     }
 
 
@@ -272,8 +278,10 @@ def run_comparison(args, data, preset) -> int:
     Returns
     -------
     int
-        The exit code: 1 when a workload errored, else 0.
+        The exit code: 1 when a workload errored, 3 when the machine stayed busy before the
+        first run (nothing measured; ``--allow-busy`` measures anyway), else 0.
     """
+    from ..exceptions import BusyMachineError
     from ..harness import compare
 
     kw = check_arguments(args, preset)
@@ -282,6 +290,9 @@ def run_comparison(args, data, preset) -> int:
     t0 = time.perf_counter()
     try:
         results = compare(data=data, progress=printer, log=log, **kw)
+    except BusyMachineError as exc:
+        print(f"dasktrain {args.command}: no answer: {exc}", file=sys.stderr)
+        return 3
     finally:
         printer.close()
     print(f"\nfinished in {time.perf_counter() - t0:.1f} s", flush=True)
@@ -292,6 +303,25 @@ def run_comparison(args, data, preset) -> int:
 # --------------------------------------------------------------------------------------------
 # The parser
 # --------------------------------------------------------------------------------------------
+def _add_machine_arguments(p) -> None:
+    """The options for a busy machine (see :mod:`dasktrain.harness.machine`)."""
+    machine = p.add_argument_group("a busy machine (other programs using over half a core)")
+    machine.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="wait this long for a busy machine to calm down before the first run, then "
+        "refuse it (default: 60; the dasktrain.compare.quiet-wait setting)",
+    )
+    machine.add_argument(
+        "--allow-busy",
+        action="store_true",
+        help="measure on a busy machine anyway, and give verdicts from busy runs (the "
+        "warning heads the answer)",
+    )
+
+
 def add_comparison_arguments(p, *, demo=False) -> None:
     """The options ``dasktrain demo`` and ``dasktrain compare`` share."""
     p.add_argument("--out", default="report/", help="output folder of the report")
@@ -339,7 +369,7 @@ def add_comparison_arguments(p, *, demo=False) -> None:
         "--repeat",
         type=int,
         default=None,
-        help="timed runs per workload, setup and size (default: 1)",
+        help="timed runs per workload, setup and size (default: 3; 1 with --small)",
     )
     what.add_argument(
         "--sizes",
@@ -370,6 +400,7 @@ def add_comparison_arguments(p, *, demo=False) -> None:
         help="time limit of each run; a run over it is reported as 'timeout' (default: none)",
     )
     what.add_argument("--small", action="store_true", help="tiny sizes, one run: seconds")
+    _add_machine_arguments(p)
     cost = p.add_argument_group("cost")
     cost.add_argument("--prices", metavar="JSON", help="USD/hour per setup: a JSON file or text")
     cost.add_argument("--spot-discount", type=float, default=0.0, help="fraction off the prices")

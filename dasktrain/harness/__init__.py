@@ -14,14 +14,18 @@ other way round; inside, each module imports only those listed after it:
 ``runner``
     :func:`compare`: prepares the inputs of each size, warms up, runs the timed repeats
     interleaved (A B A B) and keeps each record as it finishes.
+``machine``
+    This machine's quiet: looked at before the first run (a busy one is waited for, then
+    refused unless ``allow_busy``), watched during every run (busy runs are marked).
 ``plan``, ``setups``
     Every option of :func:`compare`, checked before anything is measured; the setups (the
     local engine, the clusters connected or started) opened and closed.
 ``timing``, ``breakdown``
     One timed run: thread limits for the local engine, the time limit, the record; an
     ``OptionalDependencyError`` or ``Unavailable`` becomes an ``unavailable`` row. Each dask
-    run in its ``distributed.span``, its time split from the task stream (:func:`phase`
-    marks a workload's own data transfer).
+    run in its ``distributed.span`` (``<workload>/<setup>/<size>/run-<i>``, or ``/warm-up``),
+    its time split from the task stream and what the step reported it did outside tasks
+    (:func:`phase` marks a workload's own data transfer or compute).
 ``progress``, ``quiet``
     The progress bar or callback; library noise to a log file instead of the terminal.
 ``inputs``
@@ -30,9 +34,11 @@ other way round; inside, each module imports only those listed after it:
     The built-in workloads, :class:`Workload`, :class:`RunContext` / :func:`current`.
 ``monitor`` (with ``_sources``, its readers)
     :class:`ResourceMonitor`: psutil process tree, Dask worker monitors, RAPL/NVML energy.
-``results``, ``tables``, ``analysis``, ``verdicts``, ``text``
-    :class:`RunRecord` and :class:`Results`; the medians, speedup, efficiency and cost;
-    strong scaling and the setups side by side; the verdicts; the text a terminal shows.
+``results``, ``tables``, ``analysis``, ``verdicts``, ``answer``, ``text``
+    :class:`RunRecord` and :class:`Results`; the medians, ranges, speedup, efficiency and
+    cost at every size; strong scaling and the setups side by side; the verdicts (only what
+    was measured); the answer's first lines (overall, and the machine's state); the text a
+    terminal shows.
 ``report`` (with ``figures`` and ``curves``), ``output``
     Results -> HTML (bokeh, inline) in reading order; the output folder, written atomically.
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from .tables import faster, time_range
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -29,7 +31,9 @@ def strong_scaling(table) -> pd.DataFrame | None:
 
     Columns: ``workload``, ``setup``, ``workers``, ``time_median``, ``speedup`` (time of the
     smallest cluster / time), ``ideal`` (workers / workers of the smallest cluster),
-    ``efficiency`` (speedup / ideal).
+    ``efficiency`` (speedup / ideal) and ``clear`` (1: every run faster than every run of the
+    smallest cluster, -1: every run slower, 0: their min-max ranges overlap; see
+    ``dasktrain.harness.tables.faster``).
     """
     import pandas as pd
 
@@ -52,6 +56,7 @@ def strong_scaling(table) -> pd.DataFrame | None:
                     "speedup": speedup,
                     "ideal": ideal,
                     "efficiency": speedup / ideal if ideal else math.nan,
+                    "clear": faster(*time_range(r._asdict()), *time_range(ref)),
                 }
             )
     out = pd.DataFrame(rows)

@@ -13,8 +13,10 @@ time, each instant counted once, in this order of precedence:
 * **data transfer**: the client sends inputs or fetches results (:func:`phase`), or, between
   tasks, a worker fetches a dependency from another worker;
 * **start-up**: from the start of the step until the training began (``train_start``), or
-  until the first task started computing;
-* **compute**: at least one task computing on the cluster;
+  until the cluster first computed;
+* **compute**: at least one task computing on the cluster, or the cluster computing outside
+  tasks, as the step reported it (a KMeans pass over direct connections, a workload's own
+  block marked ``phase("compute")``: see ``dasktrain._dask.activity``);
 * **scheduler/idle**: the rest, in which the cluster waited for the scheduler or the client
   (round trips, graph submission, result collection).
 
@@ -26,11 +28,14 @@ scheduler with the workers' heartbeats, so :func:`span_metrics` reads them once,
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import dataclasses
 import logging
 import math
+import re
 import time
+from pathlib import Path
+
+from .._dask import reporting, tracing
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +47,7 @@ __all__ = [
     "Observation",
     "split_time",
     "span_metrics",
+    "performance_report",
 ]
 
 #: The categories of a run's time, in the order they are drawn, with their columns.
@@ -56,8 +62,6 @@ BREAKDOWN_COLUMNS = [*CATEGORIES, "tasks", "idle_gaps"]
 #: A pause of the whole cluster shorter than this is a task hand-over, not a wait.
 _GAP_S = 0.002
 
-_TRACE = contextvars.ContextVar("dasktrain_run_trace", default=None)
-
 
 @dataclasses.dataclass
 class Observation:
@@ -70,10 +74,12 @@ class Observation:
 
 @contextlib.contextmanager
 def phase(kind="transfer"):
-    """Mark a block of a workload as data transfer between the client and the cluster.
+    """Mark a block of a workload in the run's time breakdown.
 
-    Inside :func:`~dasktrain.compare`, the block's wall time counts as ``data transfer`` in
-    the run's time breakdown; elsewhere it does nothing.
+    Inside :func:`~dasktrain.compare`, the block's wall time counts as ``data transfer``
+    (``kind="transfer"``: the client sends inputs or fetches results) or as ``compute``
+    (``kind="compute"``: the cluster computes outside Dask tasks, e.g. processes of your own
+    that the workers started, which the task stream cannot see); elsewhere it does nothing.
 
     Examples
     --------
@@ -81,13 +87,8 @@ def phase(kind="transfer"):
     ...     with dasktrain.harness.phase("transfer"):
     ...         X = client.scatter(data[0])
     """
-    obs = _TRACE.get()
-    t0 = time.time()
-    try:
+    with reporting(kind):
         yield
-    finally:
-        if obs is not None:
-            obs.phases.append((kind, t0, time.time()))
 
 
 @contextlib.contextmanager
@@ -100,7 +101,6 @@ def observe(client, name):
     import distributed
 
     obs = Observation()
-    token = _TRACE.set(obs)
     stream = distributed.get_task_stream(client)
     try:
         stream.__enter__()
@@ -108,11 +108,10 @@ def observe(client, name):
         logger.debug("could not start the task stream", exc_info=True)
         stream = None
     try:
-        with distributed.span(name) as span_id:
+        with tracing() as obs.phases, distributed.span(name) as span_id:
             obs.span_id = span_id
             yield obs
     finally:
-        _TRACE.reset(token)
         if stream is not None:
             try:
                 stream.__exit__(None, None, None)
@@ -125,11 +124,8 @@ def observe(client, name):
 def observe_local():
     """The local engine's counterpart of :func:`observe`: only the workload's phases."""
     obs = Observation()
-    token = _TRACE.set(obs)
-    try:
+    with tracing() as obs.phases:
         yield obs
-    finally:
-        _TRACE.reset(token)
 
 
 # --------------------------------------------------------------------------------------------
@@ -206,7 +202,9 @@ def split_time(t0, t1, obs, *, train_start=None) -> dict:
         ``tasks`` (tasks run) and ``idle_gaps`` (times the cluster stopped computing between
         its first and last task).
     """
+    # Work the step reported outside tasks (direct passes) is compute like a task's.
     compute = _intervals(obs.tasks, "compute")
+    compute += [(a, b) for kind, a, b in obs.phases if kind == "compute"]
     kinds = {
         "client-transfer": [(a, b) for kind, a, b in obs.phases if kind == "transfer"],
         "compute": compute,
@@ -277,3 +275,24 @@ def span_metrics(client, span_ids, *, settle=1.5) -> dict:
     except Exception:  # noqa: BLE001 - the breakdown keeps its task-stream figures
         logger.info("could not read the span metrics from the scheduler", exc_info=True)
         return {}
+
+
+@contextlib.contextmanager
+def performance_report(client, folder):
+    """Dask's performance report of ``client``'s cluster over the block: yields a dict whose
+    ``"html"`` holds it afterwards (None when ``client`` is None or no report was written).
+
+    The report is written to ``folder`` first; Dask's template links its favicon on
+    docs.dask.org, which is dropped so that the page makes no network request offline.
+    """
+    box = {"html": None}
+    if client is None:
+        yield box
+        return
+    from distributed import performance_report as dask_report
+
+    path = Path(folder) / "dask-performance-report.html"
+    with client.as_current(), dask_report(filename=str(path), mode="inline"):
+        yield box
+    if path.exists():
+        box["html"] = re.sub(r'<link[^>]*rel="shortcut icon"[^>]*>', "", path.read_text())

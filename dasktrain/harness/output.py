@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
 
 from ..exceptions import ValidationError
 
-__all__ = ["OUTPUT_FILES", "check_output_dir", "write_atomic", "write_text", "RunLog"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["OUTPUT_FILES", "check_output_dir", "write_atomic", "write_text", "RunLog", "read_runs"]
 
 #: The files a comparison writes into its output folder (``compare(out=...)``, ``Results.save``).
 OUTPUT_FILES = (
@@ -175,3 +178,62 @@ class RunLog:
     def close(self) -> None:
         """Close the file (the lines written stay)."""
         self._f.close()
+
+
+def read_runs(path, comparison=None) -> tuple[list, dict]:
+    """The runs of one comparison from a ``runs.jsonl`` that :class:`RunLog` wrote, and its
+    setup from ``comparisons.jsonl`` beside it: ``(rows, setup)``.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``runs.jsonl``, or the output folder holding it.
+    comparison : str, optional
+        Which comparison; the last one in the file by default.
+
+    Raises
+    ------
+    ValidationError
+        No such file, or no rows of that comparison.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "runs.jsonl"
+    rows = _read_jsonl(path)
+    ids = list(dict.fromkeys(r.get("comparison") for r in rows))
+    chosen = comparison if comparison is not None else (ids[-1] if ids else None)
+    runs = [
+        {k: v for k, v in r.items() if k != "comparison"}
+        for r in rows
+        if r.get("comparison") == chosen
+    ]
+    if not runs:
+        raise ValidationError(
+            f"{str(path)!r} holds no runs of comparison {chosen!r} (comparisons: {ids!r})."
+        )
+    saved = _saved_setup(path.with_name("comparisons.jsonl"), chosen)
+    return runs, {**saved, "comparison": chosen, "runs_log": str(path)}
+
+
+def _saved_setup(path, comparison):
+    """The setup ``compare`` logged for ``comparison`` (``{}`` for logs written before it)."""
+    if not path.is_file():
+        return {}
+    found = [r for r in _read_jsonl(path) if r.get("comparison") == comparison]
+    return dict(found[-1].get("setup") or {}) if found else {}
+
+
+def _read_jsonl(path):
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ValidationError(
+            f"cannot read the runs of a comparison from {str(path)!r}: {exc}"
+        ) from exc
+    rows = []
+    for line in lines:
+        try:
+            rows.append(json.loads(line))
+        except ValueError:  # a line cut short by an interruption
+            logger.warning("skipped an incomplete line of %s", path)
+    return rows

@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from .. import _config
 from .._validation import check_engine, check_positive_int
 from ..exceptions import ValidationError, WorkloadError
 from .inputs import image_root
@@ -64,10 +65,41 @@ class Plan:
     out: Path | None
     #: Keyword arguments of :class:`Results` (baseline, prices, machines, ...).
     result_kw: dict
+    #: Measure and judge on a busy machine (:mod:`.machine`).
+    allow_busy: bool
+    #: Seconds to wait for a busy machine to calm down before the first run.
+    quiet_wait: float
 
     @property
     def size_list(self) -> list:
         return self.sizes or [None]
+
+
+def _check_allow_busy(allow_busy):
+    if allow_busy is None:
+        allow_busy = _config.get("compare.allow-busy", False)
+    if not isinstance(allow_busy, bool):
+        raise ValidationError(f"allow_busy={allow_busy!r} must be True, False or None.")
+    return allow_busy
+
+
+def _check_quiet_wait(quiet_wait):
+    """Seconds (>= 0) to wait for a busy machine; None: ``dasktrain.compare.quiet-wait``."""
+    from dask.utils import parse_timedelta
+
+    shown = quiet_wait
+    if quiet_wait is None:
+        quiet_wait = _config.get("compare.quiet-wait", "60s")
+    try:
+        seconds = None if isinstance(quiet_wait, bool) else parse_timedelta(quiet_wait)
+    except (TypeError, ValueError, KeyError):
+        seconds = None
+    if seconds is None or not seconds >= 0:
+        raise ValidationError(
+            f"quiet_wait={shown!r} must be None or seconds >= 0 (how long to wait for a busy "
+            "machine to calm down before the first run), e.g. 60 or '2min'."
+        )
+    return float(seconds)
 
 
 def _check_engines(engines):
@@ -155,6 +187,8 @@ def make_plan(
     timeout,
     progress,
     out,
+    allow_busy=None,
+    quiet_wait=None,
     **rest,
 ) -> Plan:
     """Check every option of :func:`compare`; everything that could fail at the end is
@@ -183,5 +217,7 @@ def make_plan(
         progress=_check_progress(progress),
         out=check_output_dir(out) if out is not None else None,
         result_kw=result_kw,
+        allow_busy=_check_allow_busy(allow_busy),
+        quiet_wait=_check_quiet_wait(quiet_wait),
         **rest,
     )

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import curves, figures
-from .text import busy_note
+from .answer import answer_line, machine_line, machine_state
 
 if TYPE_CHECKING:  # bokeh is imported when a report is built
     from bokeh.models import LayoutDOM
@@ -89,6 +89,9 @@ _TABLE_COLUMNS = [
     ("compute_s", "compute (s)"),
     ("quality_metric", "metric"),
     ("quality", "quality"),
+    ("quality_min", "quality min"),
+    ("quality_max", "quality max"),
+    ("busy_runs", "busy runs"),
     ("cpu_percent_mean", "CPU % (mean)"),
     ("peak_rss_mb", "peak RSS (MiB)"),
     ("energy_j", "energy (J)"),
@@ -101,13 +104,27 @@ _TABLE_COLUMNS = [
 
 
 def _table_html(results):
-    t = results.table.copy()
+    """Every workload x setup x size; a row with busy runs has the class ``busy``."""
+    t = results.by_size.copy()
     t["peak_rss_mb"] = t["peak_rss_bytes"] / 2**20
     rows = [[_fmt(r[c]) for c, _ in _TABLE_COLUMNS] for _, r in t.iterrows()]
-    table = _html_table(
-        [label for _, label in _TABLE_COLUMNS], rows, row_classes=[str(s) for s in t.status]
+    classes = [f"{s} busy" if b else str(s) for s, b in zip(t.status, t.busy_runs.fillna(0))]
+    table = _html_table([label for _, label in _TABLE_COLUMNS], rows, row_classes=classes)
+    return (
+        "<p>Every workload, setup and size (as <code>results.csv</code>): medians of the timed "
+        "runs with their min and max; <i>busy runs</i>: runs during which other programs used "
+        "more than half a core of this machine.</p>"
+        f"<div class='wide'>{table}</div>"
     )
-    return f"<div class='wide'>{table}</div>"
+
+
+def _answer_html(results):
+    """The overall answer and the machine's state: the first thing the report says."""
+    busy = " busy" if machine_state(results)["busy"] else ""
+    return (
+        f"<p class='answer'><b>{html.escape(answer_line(results))}</b></p>"
+        f"<p class='machine{busy}'>{html.escape(machine_line(results))}</p>"
+    )
 
 
 def _verdicts_html(results):
@@ -119,9 +136,10 @@ def _verdicts_html(results):
         else "Measured at one data size"
     )
     return (
-        f"<ul class='verdicts'>{items}</ul><p class='note'>{html.escape(basis)}, "
-        f"{results.setup.get('repeat', '?')} timed run(s) each after a warm-up; computed from "
-        "the measurements below.</p>"
+        f"{_answer_html(results)}<ul class='verdicts'>{items}</ul><p class='note'>"
+        f"{html.escape(basis)}, {results.setup.get('repeat', '?')} timed run(s) each after a "
+        "warm-up; a setup wins at a size only when all its runs there beat all of the other's; "
+        "computed from the measurements below.</p>"
     )
 
 
@@ -133,8 +151,11 @@ def _setups_html(results):
         cells = [html.escape(str(w))]
         for s in t.columns:
             v = r[s]
-            sp = table.speedup.get((w, s), math.nan) if (w, s) in table.index else math.nan
-            cells.append("-" if v != v else f"{v:.3g} s" + (f" ({sp:.2f}x)" if sp == sp else ""))
+            known = (w, s) in table.index
+            sp = table.speedup.get((w, s), math.nan) if known else math.nan
+            busy = table.busy_runs.get((w, s), 0) if known else 0
+            cell = "-" if v != v else f"{v:.3g} s" + (f" ({sp:.2f}x)" if sp == sp else "")
+            cells.append(cell + (f" [{busy:g} busy]" if busy else ""))
         rows.append(cells)
     setups = results.setup.get("setups") or {}
     head = ["workload"] + [
@@ -175,9 +196,7 @@ def _setup_html(results):
     li = "".join(
         f"<li><b>{html.escape(str(k))}</b>: {_fmt(v)}</li>" for k, v in items if v is not None
     )
-    busy = busy_note(results.table)
-    busy = f"<p class='busy'><b>{html.escape(busy)}</b></p>" if busy else ""
-    return f"<ul class='setup'>{li}</ul><p>{html.escape(note)}</p>{busy}" + _remote_note(results)
+    return f"<ul class='setup'>{li}</ul><p>{html.escape(note)}</p>" + _remote_note(results)
 
 
 def _remote_note(results):
@@ -230,6 +249,9 @@ table.results th, table.results td, table.setups th, table.setups td
   { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
 table.results tr.error td, table.results tr.unavailable td,
 table.results tr.timeout td { color: #a00; }
+table.results tr.busy td { background: #fff3cd; }
+p.answer { font-size: 16px; }
+p.machine.busy { background: #fff3cd; border: 1px solid #d39e00; padding: 0.5em; }
 ul.setup { font: 12px sans-serif; columns: 3; }
 div.chart { margin: 0.5em 0; }
 div.wide { overflow-x: auto; }

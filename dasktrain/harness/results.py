@@ -18,15 +18,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import __version__
-from ..exceptions import ValidationError, WorkloadError
-from .output import check_output_dir, write_atomic, write_text
+from ..exceptions import WorkloadError
+from .output import check_output_dir, read_runs, write_atomic, write_text
 from .tables import (
     BREAKDOWN_MEDIANS,
     check_fraction,
     check_time_basis,
     crossover_table,
+    is_busy,
     price_of,
     scaling_table,
+    sizes_table,
     summary_table,
 )
 
@@ -164,23 +166,34 @@ class Results:
         Engine, workers, threads, devices, versions.
     performance_report : str, optional
         HTML of Dask's performance report over the dask runs.
+    allow_busy : bool, optional
+        Give verdicts on workloads with *busy* runs (other programs used more than half a core
+        of this machine meanwhile); by default they get "no verdict" (see
+        :mod:`dasktrain.harness.verdicts`). None: as the comparison was run (``setup``), else
+        False.
 
     Attributes
     ----------
     runs : pandas.DataFrame
+        One row per timed run; ``busy`` is True for a run during which other programs used more
+        than half a core (``others_cpu_percent_mean`` > 50).
     table : pandas.DataFrame
-        One row per workload x setup (at the largest size): ``time_median``, ``time_min``,
-        ``time_max``, ``train_time_*``, ``speedup`` (t_baseline / t), ``improvement_pct``
-        ((t_baseline / t - 1) x 100), ``devices``, ``efficiency`` (speedup divided by the
-        device ratio against the baseline), ``quality``, ``energy_j``, ``edp`` (energy x time,
-        J s, NaN where energy is not measured), ``cost_usd`` (per run), ``core_seconds`` (cores
-        held x seconds), the time breakdown and ``status``/``error``.
+        One row per workload x setup (at the largest size): ``repeats``, ``time_median``,
+        ``time_min``, ``time_max``, ``train_time_*``, ``speedup`` (t_baseline / t),
+        ``improvement_pct`` ((t_baseline / t - 1) x 100), ``devices``, ``efficiency`` (speedup
+        divided by the device ratio against the baseline), ``quality`` (median, with
+        ``quality_min`` / ``quality_max``), ``busy_runs``, ``energy_j``, ``edp`` (energy x
+        time, J s, NaN where energy is not measured), ``cost_usd`` (per run), ``core_seconds``
+        (cores held x seconds), the time breakdown of the median run and ``status``/``error``.
+    by_size : pandas.DataFrame
+        The columns of ``table`` at every size: one row per workload x setup x size (what
+        ``results.csv`` holds).
     scaling : pandas.DataFrame or None
         Median times per workload x setup x size when several sizes ran.
     crossover : pandas.DataFrame or None
         Per workload and non-baseline setup: the size from which that setup wins, or a note
         that it does not in the range.
-    verdicts, crossovers, breakdown, strong_scaling, by_setup, cost
+    verdicts, crossovers, breakdown, strong_scaling, by_setup, cost, machine
         The answers built on these (see each property).
     """
 
@@ -196,6 +209,7 @@ class Results:
         samples=None,
         setup=None,
         performance_report=None,
+        allow_busy=None,
     ) -> None:
         import pandas as pd
 
@@ -208,6 +222,9 @@ class Results:
         self.samples = samples if samples is not None else pd.DataFrame()
         self.setup = dict(setup or {})
         self.performance_report = performance_report
+        if allow_busy is None:
+            allow_busy = (self.setup.get("machine") or {}).get("allow_busy", False)
+        self.allow_busy = bool(allow_busy)
         if prices is not None:
             for setup in self.runs["setup"].unique():
                 price_of(prices, machines, setup, self.spot_discount)
@@ -236,6 +253,11 @@ class Results:
 
             self._table = ResultsTable(summary_table(self.runs, **self._settings()))
         return self._table
+
+    @property
+    def by_size(self) -> pd.DataFrame:
+        """The columns of :attr:`table` at every size: one row per workload x setup x size."""
+        return self._once("by_size", lambda: sizes_table(self.runs, **self._settings()))
 
     def _once(self, name, build):
         """``build()`` as a printable table, computed on first use (a copy each time, so a
@@ -302,6 +324,14 @@ class Results:
         return _printable(setups_table(self.table, self.baseline))
 
     @property
+    def machine(self) -> dict:
+        """This machine's quiet before the first run and during the runs (see
+        :func:`~dasktrain.harness.answer.machine_state`)."""
+        from .answer import machine_state
+
+        return machine_state(self)
+
+    @property
     def cost(self) -> dict:
         """What the whole comparison cost (see :func:`~dasktrain.harness.analysis.cost_summary`)."""
         from .analysis import cost_summary
@@ -326,8 +356,9 @@ class Results:
         return f"<Results {len(self.table)} rows, baseline={self.baseline!r}>\n{self.to_string()}"
 
     def to_dict(self) -> dict:
-        """JSON-ready dict: setup, verdicts, table, runs, scaling, crossover, strong scaling and
-        cost."""
+        """JSON-ready dict: setup, the answer's first lines, verdicts, table (every size, as
+        :attr:`by_size`), runs, scaling, crossover, strong scaling, machine and cost."""
+        from .answer import answer_lines
 
         def records(df):
             if df is None:
@@ -344,13 +375,15 @@ class Results:
             },
             "spot_discount": self.spot_discount,
             "setup": self.setup,
+            "answer": answer_lines(self),
             "verdicts": list(self.verdicts.verdict),
-            "table": records(self.table),
+            "table": records(self.by_size),
             "runs": records(self.runs),
             "scaling": records(self.scaling),
             "crossover": records(self.crossover),
             "crossovers": records(self.crossovers),
             "strong_scaling": records(self.strong_scaling),
+            "machine": self.machine,
             "cost": self.cost,
         }
 
@@ -376,7 +409,7 @@ class Results:
         from .report import write_report
 
         d = check_output_dir(directory, name="directory")
-        write_text(d / "results.csv", self.table.to_csv(index=False))
+        write_text(d / "results.csv", self.by_size.to_csv(index=False))
         write_text(d / "runs.csv", self.runs.to_csv(index=False))
         write_text(d / "samples.csv", self.samples.to_csv(index=False))
         write_text(d / "results.json", json.dumps(self.to_dict(), indent=2, default=str))
@@ -412,23 +445,8 @@ class Results:
         ValidationError
             No such file, or no rows of that comparison.
         """
-        path = Path(path)
-        if path.is_dir():
-            path = path / "runs.jsonl"
-        rows = _read_jsonl(path)
-        ids = list(dict.fromkeys(r.get("comparison") for r in rows))
-        chosen = comparison if comparison is not None else (ids[-1] if ids else None)
-        runs = [
-            {k: v for k, v in r.items() if k != "comparison"}
-            for r in rows
-            if r.get("comparison") == chosen
-        ]
-        if not runs:
-            raise ValidationError(
-                f"{str(path)!r} holds no runs of comparison {chosen!r} (comparisons: {ids!r})."
-            )
-        saved = _saved_setup(path.with_name("comparisons.jsonl"), chosen)
-        kwargs.setdefault("setup", {**saved, "comparison": chosen, "runs_log": str(path)})
+        runs, setup = read_runs(path, comparison)
+        kwargs.setdefault("setup", setup)
         return cls(runs, **kwargs)
 
 
@@ -464,28 +482,5 @@ def _runs_frame(runs):
     runs["devices"] = pd.to_numeric(runs["devices"]).fillna(1)
     # Records written before setups existed: each engine was its own setup.
     runs["setup"] = runs["setup"].where(runs["setup"].notna(), runs["engine"]).astype(str)
+    runs["busy"] = is_busy(runs["others_cpu_percent_mean"])
     return runs
-
-
-def _saved_setup(path, comparison):
-    """The setup ``compare`` logged for ``comparison`` (``{}`` for logs written before it)."""
-    if not path.is_file():
-        return {}
-    found = [r for r in _read_jsonl(path) if r.get("comparison") == comparison]
-    return dict(found[-1].get("setup") or {}) if found else {}
-
-
-def _read_jsonl(path):
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ValidationError(
-            f"cannot read the runs of a comparison from {str(path)!r}: {exc}"
-        ) from exc
-    rows = []
-    for line in lines:
-        try:
-            rows.append(json.loads(line))
-        except ValueError:  # a line cut short by an interruption
-            logger.warning("skipped an incomplete line of %s", path)
-    return rows

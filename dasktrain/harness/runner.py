@@ -4,7 +4,9 @@ Each run records the whole step's wall time and the training step's wall time ap
 time went (start-up, data transfer, scheduler/idle, compute), the quality metric, the resource
 monitor's summary and the setup. The local engine is limited to as many cores as the largest
 cluster has worker threads; a warm-up run per workload and setup is excluded; repeats run
-interleaved (A B C A B C) so that drift on the machine hits every setup alike.
+interleaved (A B C A B C) so that drift on the machine hits every setup alike. The machine is
+watched from start to end: a busy one is waited for before the first run (and refused unless
+``allow_busy``), and every run records what other programs used meanwhile (:mod:`.machine`).
 
 The steps: :func:`compare` checks every option before anything runs (:mod:`.plan`), opens the
 setups (:mod:`.setups`: the clusters connected or started), and hands a :class:`_Comparison`
@@ -19,52 +21,26 @@ import contextlib
 import dataclasses
 import math
 import platform
-import re
 import socket
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-from .. import __version__
 from .._compat import cpu_count, gpu_count
-from .breakdown import span_metrics
+from .breakdown import performance_report, span_metrics
 from .inputs import Inputs
+from .machine import MachineWatch, wait_for_quiet
 from .output import RunLog
 from .plan import DEFAULT_ENGINES, check_data, make_plan
 from .progress import Progress
 from .quiet import QuietOutput, quiet_clusters
 from .results import Results, RunRecord
-from .setups import close_setups, open_setups
+from .setups import close_setups, open_setups, versions
 from .timing import limited, run_once
 from .workloads import RunContext, resolve_workloads, using
 
 __all__ = ["compare"]
-
-
-def _versions():
-    out = {"python": platform.python_version(), "dasktrain": __version__}
-    for mod in (
-        "numpy",
-        "pandas",
-        "dask",
-        "distributed",
-        "sklearn",
-        "xgboost",
-        "dask_ml",
-        "torch",
-        "psutil",
-    ):
-        m = sys.modules.get(mod)
-        if m is None and mod != "torch":  # torch is only reported when a workload used it
-            try:
-                m = __import__(mod)
-            except ImportError:
-                continue
-        if m is not None:
-            out[mod] = getattr(m, "__version__", "?")
-    return out
 
 
 def _now():
@@ -77,8 +53,9 @@ def _now():
 class _Comparison:
     """The state of one comparison while it runs: its setups, the records kept."""
 
-    def __init__(self, specs, setups, plan, comparison, *, terminal=None) -> None:
+    def __init__(self, specs, setups, plan, comparison, *, watch, machine, terminal=None):
         self.specs, self.setups, self.plan, self.id = specs, setups, plan, comparison
+        self.watch, self.machine = watch, machine
         self.ctx = {
             s.name: RunContext(
                 n_threads=s.threads, seed=plan.seed, options=dict(plan.options), setup=s.name
@@ -136,6 +113,7 @@ class _Comparison:
             "comparison": self.id,
             "runs_log": str(self.log.path) if self.log is not None else None,
             "started": _now(),
+            "machine": self.machine,
         }
 
     # -- keeping what ran ------------------------------------------------------------------
@@ -148,7 +126,7 @@ class _Comparison:
         if self.log is not None:
             self.log.write(row)  # at once: an interrupted comparison keeps its rows
 
-    def _run(self, spec, inputs, setup, size, *, monitor):
+    def _run(self, spec, inputs, setup, size, *, monitor, label):
         p = self.plan
         return run_once(
             spec,
@@ -160,6 +138,8 @@ class _Comparison:
             timeout=p.timeout,
             size=size,
             known=self.known,
+            label=label,
+            machine=self.watch,
         )
 
     # -- the steps -------------------------------------------------------------------------
@@ -168,13 +148,15 @@ class _Comparison:
         for s in self.setups:
             if (spec.name, s.name) in self.dead:
                 continue
-            rec, _ = self._run(spec, inputs, s, size, monitor=False)
+            rec, _ = self._run(spec, inputs, s, size, monitor=False, label="warm-up")
             self.progress.emit("warmup", rec, 0, size)
             if rec.status != "ok":
                 self.dead[(spec.name, s.name)] = rec
 
     def _timed(self, spec, inputs, setup, size, rep):
-        rec, samples = self._run(spec, inputs, setup, size, monitor=self.plan.monitor)
+        rec, samples = self._run(
+            spec, inputs, setup, size, monitor=self.plan.monitor, label=f"run-{rep}"
+        )
         self.run_id += 1
         rec.run = self.run_id
         self._keep(rec, setup, size, rep)
@@ -238,28 +220,14 @@ class _Comparison:
             seed=self.plan.seed,
         )
 
-    def _reporting_setup(self):
-        """The dask setup whose performance report is kept: the one with the most workers."""
-        dask = [s for s in self.setups if s.engine == "dask"]
-        return max(dask, key=lambda s: s.workers) if dask else None
-
     @contextlib.contextmanager
     def _performance_report(self, tmp):
-        """Dask's performance report over the runs, as HTML in ``box["html"]`` afterwards."""
-        box = {"html": None}
-        s = self._reporting_setup()
-        if not (self.plan.performance_report and s is not None):
+        """Dask's performance report over the runs, as HTML in ``box["html"]`` afterwards; of
+        the dask setup with the most workers."""
+        dask = [s for s in self.setups if s.engine == "dask"]
+        s = max(dask, key=lambda s: s.workers) if dask and self.plan.performance_report else None
+        with performance_report(s.client if s is not None else None, tmp) as box:
             yield box
-            return
-        from distributed import performance_report
-
-        path = tmp / "dask-performance-report.html"
-        with s.client.as_current(), performance_report(filename=str(path), mode="inline"):
-            yield box
-        if path.exists():
-            # Dask's template links its favicon on docs.dask.org: drop it so the file makes no
-            # network request when opened offline.
-            box["html"] = re.sub(r'<link[^>]*rel="shortcut icon"[^>]*>', "", path.read_text())
 
     def _fine_metrics(self):
         """Add the spans' CPU and waiting seconds to the records (read once, at the end)."""
@@ -293,7 +261,7 @@ class _Comparison:
                     for spec in self.specs:
                         self._workload(spec, inputs, size, first=(i == 0))
         self._fine_metrics()
-        self.setup.update(finished=_now(), versions=_versions())
+        self.setup.update(finished=_now(), versions=versions())
         frames = self.sample_frames
         samples = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         return Results(
@@ -331,6 +299,8 @@ def compare(
     out=None,
     timeout=None,
     log=None,
+    allow_busy=None,
+    quiet_wait=None,
 ) -> Results:
     """Run workloads on the local engine, one or more Dask clusters and optionally Spark, with
     repeats and at several data sizes, and return comparable :class:`Results`.
@@ -419,6 +389,16 @@ def compare(
         Send what the libraries warn, log and print during the comparison (in this process
         and in the workers of the clusters started here) to this file instead of the
         terminal; dasktrain's own warnings still show (see :mod:`dasktrain.harness.quiet`).
+    allow_busy : bool, optional
+        Measure on a busy machine and give verdicts from busy runs (the warning then heads the
+        answer). By default (``dasktrain.compare.allow-busy``, False) a machine on which other
+        programs use more than half a core is waited for, up to ``quiet_wait``, then refused
+        (``BusyMachineError``, before anything is measured), and a workload with busy runs
+        gets "no verdict". Busy runs are marked in every table either way
+        (:mod:`dasktrain.harness.machine`).
+    quiet_wait : float, optional
+        Seconds to wait before the first run for a busy machine to calm down
+        (``dasktrain.compare.quiet-wait``, 60 s).
 
     Returns
     -------
@@ -431,8 +411,11 @@ def compare(
     ClusterConnectionError
         When the scheduler at ``client`` cannot be reached (within ``dasktrain.connect-timeout``).
     ValidationError
-        Bad engines, baseline, repeat, sizes, time_basis, timeout, or an ``out`` folder that
-        cannot be written (all checked before the first run).
+        Bad engines, baseline, repeat, sizes, time_basis, timeout, quiet_wait, or an ``out``
+        folder that cannot be written (all checked before the first run).
+    BusyMachineError
+        Other programs kept using more than half a core of this machine for ``quiet_wait``
+        seconds before the first run (and not ``allow_busy``).
 
     Notes
     -----
@@ -474,15 +457,29 @@ def compare(
         monitor=monitor,
         performance_report=performance_report,
         n_per_class=n_per_class,
+        allow_busy=allow_busy,
+        quiet_wait=quiet_wait,
     )
     check_data(data)
     with contextlib.ExitStack() as stack:
         quiet = stack.enter_context(QuietOutput(log)) if log is not None else None
         log_path = quiet.path if quiet is not None else None
+        # Watching from the start: a cluster starting meanwhile is this process tree, not
+        # another program, so the first look at the machine usually costs nothing.
+        watch = stack.enter_context(MachineWatch())
         setups = open_setups(plan.engines, client, plan.clusters, plan.spark, log_path)
         stack.callback(close_setups, setups)
         stack.enter_context(quiet_clusters(setups, quiet))
+        machine = wait_for_quiet(watch, wait=plan.quiet_wait, allow_busy=plan.allow_busy)
         terminal = quiet.terminal_err if quiet is not None else None
-        comparison = _Comparison(specs, setups, plan, uuid.uuid4().hex[:12], terminal=terminal)
+        comparison = _Comparison(
+            specs,
+            setups,
+            plan,
+            uuid.uuid4().hex[:12],
+            watch=watch,
+            machine=machine,
+            terminal=terminal,
+        )
         stack.callback(comparison.close)
         return comparison.run(data)

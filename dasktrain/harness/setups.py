@@ -13,14 +13,25 @@ from __future__ import annotations
 import dataclasses
 import numbers
 import os
+import platform
 import socket
+import sys
 from collections.abc import Mapping
 
+from .. import __version__
 from .._compat import cpu_count, gpu_count
 from ..exceptions import ClusterConnectionError, ValidationError
 from .spark_setup import close_spark, describe_spark, open_spark
 
-__all__ = ["Setup", "check_clusters", "open_setups", "close_setups", "free_stuck_workers", "LOCAL"]
+__all__ = [
+    "Setup",
+    "check_clusters",
+    "open_setups",
+    "close_setups",
+    "free_stuck_workers",
+    "versions",
+    "LOCAL",
+]
 
 LOCAL = "local"
 
@@ -334,3 +345,28 @@ def close_setups(setups) -> None:
             close_spark(s)
         elif s.owned and s.client is not None:
             s.client.close()  # a DasktrainClient also closes the local cluster it started
+
+
+def versions() -> dict:
+    """The versions of Python, dasktrain and the libraries a comparison ran with."""
+    out = {"python": platform.python_version(), "dasktrain": __version__}
+    for mod in (
+        "numpy",
+        "pandas",
+        "dask",
+        "distributed",
+        "sklearn",
+        "xgboost",
+        "dask_ml",
+        "torch",
+        "psutil",
+    ):
+        m = sys.modules.get(mod)
+        if m is None and mod != "torch":  # torch is only reported when a workload used it
+            try:
+                m = __import__(mod)
+            except ImportError:
+                continue
+        if m is not None:
+            out[mod] = getattr(m, "__version__", "?")
+    return out

@@ -1,6 +1,6 @@
 """The arithmetic of a comparison: run records -> summary table, scaling and crossover.
 
-Medians over the repeats per workload x setup x size, then against the baseline setup:
+Medians and ranges over the repeats per workload x setup x size, then against the baseline setup:
 speedup (t_baseline / t), improvement ((t_baseline / t - 1) x 100), parallel efficiency
 (speedup / device ratio), energy-delay product and cost per run from a price table.
 :class:`~dasktrain.harness.Results` calls these; they only read DataFrames.
@@ -21,22 +21,34 @@ if TYPE_CHECKING:  # pandas is imported when a table is built
 __all__ = [
     "TIME_BASES",
     "TABLE_COLUMNS",
+    "BUSY_CPU_PERCENT",
     "check_time_basis",
     "check_fraction",
     "price_of",
+    "is_busy",
+    "faster",
+    "time_range",
     "summary_table",
+    "sizes_table",
     "scaling_table",
     "crossover_table",
 ]
 
 TIME_BASES = ("time", "train_time")
 
-#: Where the time went (see :mod:`dasktrain.harness.breakdown`): medians over the repeats.
+#: CPU % (100 = one core) that other programs used of this machine during a run above which
+#: the run is *busy*: marked in every table, and kept out of the verdicts unless the user
+#: allows it. On 2 cores, programs using more than half a core flipped the ratios (the local
+#: engine's threads lose most when a core is taken, even to programs at the lowest priority).
+BUSY_CPU_PERCENT = 50
+
+#: Where a run's wall time went (see :mod:`dasktrain.harness.breakdown`): seconds that add up
+#: to its time. The table gives those of its median run, so that they add up to the median.
+BREAKDOWN_PARTS = ["startup_s", "transfer_s", "idle_s", "compute_s"]
+
+#: The breakdown's columns of the table: the median run's parts, then medians over the runs.
 BREAKDOWN_MEDIANS = [
-    "startup_s",
-    "transfer_s",
-    "idle_s",
-    "compute_s",
+    *BREAKDOWN_PARTS,
     "tasks",
     "idle_gaps",
     "compute_cpu_s",
@@ -64,8 +76,11 @@ TABLE_COLUMNS = [
     "efficiency",
     "quality_metric",
     "quality",
+    "quality_min",
+    "quality_max",
     "cpu_percent_mean",
     "others_cpu_percent_mean",
+    "busy_runs",
     "peak_rss_bytes",
     "energy_j",
     "edp",
@@ -135,6 +150,28 @@ def price_of(prices, machines, setup, spot_discount) -> tuple[float, str]:
 # ---------------------------------------------------------------------------------------
 # Aggregation: runs -> one row per workload x setup x size
 # ---------------------------------------------------------------------------------------
+def is_busy(others_cpu_percent):
+    """Whether runs were *busy* (see :data:`BUSY_CPU_PERCENT`): a bool, or a boolean Series
+    for a Series; a run that was not measured is not busy."""
+    import pandas as pd
+
+    if isinstance(others_cpu_percent, pd.Series):
+        return pd.to_numeric(others_cpu_percent, errors="coerce").fillna(0) > BUSY_CPU_PERCENT
+    v = others_cpu_percent
+    return v is not None and v == v and v > BUSY_CPU_PERCENT
+
+
+def faster(lo, hi, base_lo, base_hi) -> int:
+    """1 when times in ``[lo, hi]`` are clearly faster than ``[base_lo, base_hi]`` (every run
+    faster than every run of the other), -1 when clearly slower, 0 when the ranges overlap:
+    no clear difference. One run each is a range of one point."""
+    if hi < base_lo:
+        return 1
+    if lo > base_hi:
+        return -1
+    return 0
+
+
 def _median(values):
     return float(values.median()) if values.notna().any() else math.nan
 
@@ -142,6 +179,24 @@ def _median(values):
 def _first(values):
     values = values.dropna()
     return values.iloc[0] if len(values) else None
+
+
+def _median_parts(ok):
+    """The time breakdown of the median run: the middle run's parts, or the mean of the two
+    middle runs' for an even count (as the median time is), so they add up to the median.
+
+    Medians taken part by part do not: their sum can exceed the median time, and a verdict
+    built on them said an overhead was made of a part larger than itself.
+    """
+    import pandas as pd
+
+    t = pd.to_numeric(ok["time"], errors="coerce")
+    have = ok[t.notna()].assign(_t=t[t.notna()]).sort_values("_t", kind="stable")
+    n = len(have)
+    if not n or not all(c in have for c in BREAKDOWN_PARTS):
+        return dict.fromkeys(BREAKDOWN_PARTS, math.nan)
+    middle = have.iloc[sorted({(n - 1) // 2, n // 2})]
+    return {c: _median(pd.to_numeric(middle[c], errors="coerce")) for c in BREAKDOWN_PARTS}
 
 
 def _aggregate_group(g):
@@ -154,10 +209,11 @@ def _aggregate_group(g):
         "error": _first(bad.error),
         "repeats": len(ok),
     }
-    for col in TIME_BASES:
+    for col in (*TIME_BASES, "quality"):
         v = pd.to_numeric(ok[col], errors="coerce")
         any_ = v.notna().any()
-        row[f"{col}_median"] = _median(v)
+        if col != "quality":
+            row[f"{col}_median"] = _median(v)
         row[f"{col}_min"] = float(v.min()) if any_ else math.nan
         row[f"{col}_max"] = float(v.max()) if any_ else math.nan
     row["devices"] = float(g.devices.max())
@@ -166,9 +222,11 @@ def _aggregate_group(g):
         row[col] = float(v.max()) if v is not None and v.notna().any() else math.nan
     row["quality_metric"] = _first(ok.quality_metric)
     medians = ("quality", "cpu_percent_mean", "others_cpu_percent_mean", "peak_rss_bytes")
-    for col in (*medians, "energy_j", *BREAKDOWN_MEDIANS):
+    for col in (*medians, "energy_j", *BREAKDOWN_MEDIANS[len(BREAKDOWN_PARTS) :]):
         v = pd.to_numeric(ok[col], errors="coerce") if col in ok else pd.Series(dtype=float)
         row[col] = _median(v)
+    row.update(_median_parts(ok))
+    row["busy_runs"] = int(is_busy(ok["others_cpu_percent_mean"]).sum())
     lost = pd.to_numeric(g.workers_lost, errors="coerce")
     row["workers_lost"] = float(lost.sum()) if lost.notna().any() else math.nan
     return row
@@ -188,14 +246,14 @@ def _aggregate(runs):
     return pd.DataFrame(rows)
 
 
-def _crossover_row(w, e, g, base, basis="time_median"):
+def _crossover_row(w, e, g, base):
     """Where setup ``e`` starts to win on workload ``w`` (``g``, ``base``: its scaling rows
-    and the baseline's times by size)."""
+    and the baseline's, indexed by size). A win is a clear one (:func:`faster`)."""
     g = g.set_index("size").sort_index()
-    sizes = [s for s in g.index if s in base.index and not math.isnan(g.at[s, basis])]
+    sizes = [s for s in g.index if s in base.index and not math.isnan(g.at[s, "time_median"])]
     if not sizes:
         return {"workload": w, "setup": e, "crossover_size": math.nan, "note": "no timings"}
-    wins = [g.at[s, basis] < base.at[s] for s in sizes]
+    wins = [_outcome(g.loc[s], base.loc[s]) == 1 for s in sizes]
     lo, hi = sizes[0], sizes[-1]
     if not wins[-1]:
         cross, note = math.nan, f"{e} does not win in range [{lo:g}, {hi:g}]"
@@ -210,6 +268,18 @@ def _crossover_row(w, e, g, base, basis="time_median"):
             else f"{e} wins from size {cross:g}"
         )
     return {"workload": w, "setup": e, "crossover_size": cross, "note": note}
+
+
+def time_range(row) -> tuple[float, float]:
+    """``(time_min, time_max)`` of a table row (a Series or a dict), or the median twice
+    where the row has no range."""
+    lo, hi, mid = row.get("time_min"), row.get("time_max"), row["time_median"]
+    return (mid, mid) if lo is None or hi is None or lo != lo or hi != hi else (lo, hi)
+
+
+def _outcome(row, base):
+    """:func:`faster` of two table rows."""
+    return faster(*time_range(row), *time_range(base))
 
 
 def _with_engine(row, g):
@@ -271,15 +341,24 @@ def summary_table(runs, **settings) -> pd.DataFrame:
     return derived[TABLE_COLUMNS].reset_index(drop=True)
 
 
+def sizes_table(runs, **settings) -> pd.DataFrame:
+    """One row per workload x setup x size, columns :data:`TABLE_COLUMNS` (what
+    :func:`summary_table` gives at the largest size, at every size), smallest size first."""
+    derived = _derived(runs, settings)
+    order = {w: i for i, w in enumerate(dict.fromkeys(derived.workload))}
+    keyed = derived.assign(_w=derived.workload.map(order), _s=derived["size"].fillna(-1))
+    keyed = keyed.sort_values(["_w", "_s"], kind="stable")
+    return keyed[TABLE_COLUMNS].reset_index(drop=True)
+
+
 def scaling_table(runs, **settings) -> pd.DataFrame | None:
-    """Median time per workload x setup x size, or None with a single size."""
+    """Median time (and its range) per workload x setup x size, or None with a single size."""
     if runs["size"].dropna().nunique() < 2:
         return None
     agg = _derived(runs[runs["size"].notna()], settings)
-    cols = ["workload", "setup", "engine", "size", "time_median", "time_min", "time_max"]
-    return agg[[*cols, "speedup", "quality", "status"]].sort_values(
-        ["workload", "setup", "size"], ignore_index=True
-    )
+    cols = ["workload", "setup", "engine", "size", "repeats", "time_median", "time_min"]
+    cols += ["time_max", "speedup", "quality", "busy_runs", "status"]
+    return agg[cols].sort_values(["workload", "setup", "size"], ignore_index=True)
 
 
 def crossover_table(scaling, baseline) -> pd.DataFrame | None:
@@ -293,6 +372,6 @@ def crossover_table(scaling, baseline) -> pd.DataFrame | None:
     for (w, e), g in sc.groupby(["workload", "setup"], sort=False):
         if e != baseline:
             base = sc[(sc.workload == w) & (sc.setup == baseline)]
-            row = _crossover_row(w, e, g, base.set_index("size")["time_median"])
+            row = _crossover_row(w, e, g, base.set_index("size"))
             rows.append(_with_engine(row, g))
     return pd.DataFrame(rows, columns=["workload", "setup", "engine", "crossover_size", "note"])

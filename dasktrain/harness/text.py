@@ -1,7 +1,8 @@
-"""Results as text for a terminal: the verdicts, then a table that fits a screen.
+"""Results as text for a terminal: the answer, the verdicts, then a table that fits a screen.
 
 ``print(results)`` and ``results.table`` must read well in a terminal and a notebook: the
-verdicts come first, then one line per workload x setup with the columns a person compares
+overall answer and the machine's state come first (:mod:`.answer`), then the verdicts, then
+one line per workload x setup (at the largest size) with the columns a person compares
 (pandas would cut a wide frame to ``[16 rows x 24 columns]``). :class:`ResultsTable` is the
 DataFrame of ``Results.table``: it prints every row and column, wrapped to the terminal's width.
 """
@@ -63,6 +64,7 @@ SHORT_COLUMNS = [
     ("idle_s", "sched/idle", "{:.2g}"),
     ("compute_s", "compute", "{:.2g}"),
     ("quality_text", "quality", "{}"),
+    ("busy_text", "busy", "{}"),
     ("cpu_percent_mean", "CPU %", "{:.0f}"),
     ("peak_rss_mb", "peak MiB", "{:.0f}"),
     ("core_seconds", "core-s", "{:.3g}"),
@@ -90,6 +92,12 @@ def _short_frame(results):
         f"{m} {q:.3f}" if isinstance(m, str) and q == q else "-"
         for m, q in zip(t.quality_metric, t.quality)
     ]
+    # Busy runs are marked ("2/3": two of its three runs beside other programs); a quiet
+    # comparison has no such column.
+    busy = t["busy_runs"].fillna(0)
+    t["busy_text"] = [f"{b:g}/{n:g}" if b else "" for b, n in zip(busy, t["repeats"])]
+    if not busy.any():
+        t = t.drop(columns="busy_text")
     if t["size"].isna().all():
         t = t.drop(columns="size")
     if results.prices is None:
@@ -115,31 +123,6 @@ def _table_lines(results):
     return lines
 
 
-#: Other programs' mean CPU during a setup's runs (100 = one core) above which the timings are
-#: said to be taken on a busy machine.
-BUSY_CPU_PERCENT = 50
-
-
-def busy_note(table):
-    """A sentence when other programs used the machine during the runs, else None.
-
-    Times taken beside them are pessimistic, and not alike for both engines (a local run with
-    several threads loses most when a core is taken), so the reader should know.
-    """
-    if "others_cpu_percent_mean" not in table:
-        return None
-    others = table.groupby("setup").others_cpu_percent_mean.max().dropna()
-    busy = others[others > BUSY_CPU_PERCENT]
-    if busy.empty:
-        return None
-    each = ", ".join(f"{s} {v / 100:.1f}" for s, v in busy.items())
-    return (
-        f"busy machine: other programs used cores here during the runs (median per "
-        f"workload, at most: {each} cores); these times are pessimistic and may favour the "
-        "engine that needs fewer cores at once. Rerun on a quiet machine for ratios to quote."
-    )
-
-
 def _notes(results):
     t = results.table
     lines = []
@@ -152,24 +135,25 @@ def _notes(results):
         )
     if t["energy_j"].isna().all():
         lines.append("energy: not measured on this machine (no readable RAPL/NVML counter)")
-    busy = busy_note(t)
-    if busy:
-        lines.append(busy)
     return lines
 
 
 def results_text(results, *, verdicts=True) -> str:
-    """The verdicts, the table at the largest size, then the errors and notes."""
+    """The answer and the machine's state, the verdicts, the table at the largest size (every
+    size: ``results.by_size``), then the errors and notes."""
+    from .answer import answer_lines
+
     lines = []
     if verdicts:
-        lines.append("Verdicts")
+        lines += [*answer_lines(results), "", "Verdicts"]
         lines += [f"  {v}" for v in results.verdicts.verdict]
         lines.append("")
     sizes = results.table["size"].dropna()
-    at = f" at {sizes.max():g} samples" if len(sizes) else ""
+    at = f" at {sizes.max():g} samples (every size: results.by_size)" if len(sizes) else ""
     lines.append(
-        f"Median of the repeats{at}; speedup against {results.baseline}; "
-        "start-up / transfer / sched-idle / compute: where a dask run's seconds went"
+        f"Median of the n timed runs{at}; speedup against {results.baseline}; start-up / "
+        "transfer / sched-idle / compute: where the median dask run's seconds went"
+        + ("; busy: runs beside other programs" if results.table.busy_runs.any() else "")
     )
     lines += _table_lines(results)
     return "\n".join(lines + _notes(results))

@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # pandas comes with the monitor's samples
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["run_once", "limited"]
+__all__ = ["run_once", "limited", "span_name"]
 
 #: The monitor's figures a run record keeps.
 _MONITOR_FIELDS = (
@@ -45,6 +45,12 @@ _MONITOR_FIELDS = (
     "energy_j",
     "energy_measured",
 )
+
+
+def span_name(workload, setup, size, label) -> str:
+    """The ``distributed.span`` of one run: ``"<workload>/<setup>/<size>/<label>"``, e.g.
+    ``"kmeans/dask-2w/600/run-2"`` or ``".../warm-up"`` (size ``all``: the whole data)."""
+    return "/".join([workload, setup, f"{size:g}" if size else "all", label])
 
 
 @contextlib.contextmanager
@@ -180,11 +186,14 @@ def _record_lost_workers(rec, watch):
         )
 
 
-def _record_monitor(rec, mon):
+def _record_monitor(rec, mon, machine=None):
     # Each engine is charged for its own processes only, not for the others' idle ones.
     s = mon.summary(exclude_roles=_NOT_MINE[rec.engine])
     for k in _MONITOR_FIELDS:
-        setattr(rec, k, s[k])
+        # The machine watch's figure is kept: read over at least a second, reaped children
+        # included (the monitor's per-process percentages miss short-lived processes).
+        if not (k == "others_cpu_percent_mean" and machine is not None):
+            setattr(rec, k, s[k])
     rec.monitor_overhead_pct = s["overhead_percent_of_core"]
 
 
@@ -247,24 +256,38 @@ def _timed_call(spec, inputs, rec, client, mon, timeout):
 
 
 def run_once(
-    spec, inputs, setup, ctx, *, interval=None, monitor=True, timeout=None, size=None, known=None
+    spec,
+    inputs,
+    setup,
+    ctx,
+    *,
+    interval=None,
+    monitor=True,
+    timeout=None,
+    size=None,
+    known=None,
+    label="run-1",
+    machine=None,
 ) -> tuple[RunRecord, pd.DataFrame | None]:
     """Run workload ``spec`` once on ``setup``; return ``(RunRecord, samples or None)``.
 
     The workload gets the setup's client on the dask engine (its ``SparkSession`` on Spark,
     None on the local engine), and the dask client is the current client meanwhile, so code
     that resolves its client late (``distributed.get_client()``) finds it. A dask run runs
-    inside the ``distributed.span`` ``"<workload>/<setup>[/<size>]"`` and its time is split
+    inside the ``distributed.span`` ``"<workload>/<setup>/<size>/<label>"`` (``label``:
+    ``"warm-up"`` or ``"run-<i>"``; size ``all`` when the whole data ran) and its time is split
     into start-up, data transfer, scheduler/idle and compute
     (:mod:`~dasktrain.harness.breakdown`). ``known`` is the ``{pid: name}`` of every
     cluster's workers: the monitor names them alike in every run and leaves the other
-    clusters' workers out of this run's figures.
+    clusters' workers out of this run's figures. ``machine`` (a
+    :class:`~dasktrain.harness.machine.MachineWatch`) gives the run what other programs used
+    of the machine meanwhile (``others_cpu_percent_mean``), over at least a second.
     """
     engine = setup.engine
     rec = RunRecord(spec.name, engine, setup=setup.name)
     dask_client = setup.client if engine == "dask" else None
     if dask_client is not None:
-        rec.span = "/".join([spec.name, setup.name] + ([f"{size:g}"] if size else []))
+        rec.span = span_name(spec.name, setup.name, size, label)
     mon = None
     if monitor:
         known = dict(known or {})
@@ -298,7 +321,9 @@ def run_once(
     _record_metrics(rec, metrics, spec)
     if watch is not None:
         _record_lost_workers(rec, watch)
+    if machine is not None and rec.status != "unavailable":
+        rec.others_cpu_percent_mean = machine.around(rec.start, rec.end)
     if mon is None or rec.status == "unavailable":
         return rec, None
-    _record_monitor(rec, mon)
+    _record_monitor(rec, mon, machine)
     return rec, mon.samples

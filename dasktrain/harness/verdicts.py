@@ -11,6 +11,21 @@ the time breakdown), never written by hand:
   of one more sample) when the cluster's slope is the smaller, or "no crossover in sight" when
   it is not;
 * quality when the setups differ, and strong scaling when clusters of several sizes ran.
+
+A sentence says only what was measured:
+
+* a setup *wins* at a size only when every one of its runs there was faster than every run
+  of the other (their min-max ranges do not overlap); otherwise it says "no clear
+  difference", and every head states the spread it rests on (runs and min-max seconds);
+* the parts an overhead is made of are never larger than the overhead: the breakdown is that
+  of the median run (its parts add up to the median), and compute faster than the baseline's
+  is said to offset the rest;
+* qualities are "on every setup" only when equal as printed; otherwise each is given, and
+  whether they agree within their spread over the runs or within ``QUALITY_TOLERANCE`` (0.02);
+* a workload with *busy* runs (other programs used more than half a core meanwhile) gets no
+  verdict unless the results allow busy runs (``allow_busy``);
+* a strong-scaling ratio (1 -> 2 workers) comes with its efficiency only when the larger
+  cluster's runs are clear of the smaller one's; otherwise "no clear difference".
 """
 
 from __future__ import annotations
@@ -21,13 +36,18 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .tables import faster, time_range
+
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["fit_line", "crossovers", "verdicts", "EXTRAPOLATE_LIMIT"]
+__all__ = ["fit_line", "crossovers", "verdicts", "EXTRAPOLATE_LIMIT", "QUALITY_TOLERANCE"]
 
 #: An extrapolated crossover beyond this many times the largest measured size is not given.
 EXTRAPOLATE_LIMIT = 1000
+#: Qualities (accuracy, silhouette...) this close are said to be equal, and the tolerance is
+#: printed beside them.
+QUALITY_TOLERANCE = 0.02
 
 
 def fit_line(sizes, times) -> tuple[float, float] | None:
@@ -115,88 +135,180 @@ def _secs(t):
     return f"{t:.2g} s" if t < 10 else f"{t:.0f} s"
 
 
-def _why(row, base_time):
-    """What the cluster's extra time per run is made of, from its breakdown."""
-    extra = row.time_median - base_time
+def _why(row, base):
+    """What the cluster's extra time per run is made of, from its median run's breakdown.
+
+    The local engine has no start-up, transfer or scheduler; the cluster's compute is set
+    against the baseline's whole run: slower compute is part of the overhead, faster compute
+    offsets it (and then the other parts add up to more than the overhead, which is said).
+    """
+    extra = row.time_median - base.time_median
+    text = f"{row.setup} overhead {_secs(extra)} per run"
     parts = {
         "start-up": row.get("startup_s", math.nan),
         "data transfer": row.get("transfer_s", math.nan),
         "scheduler/idle": row.get("idle_s", math.nan),
-        # Computing itself took longer than the baseline's whole step (fewer cores per task,
-        # a slower path): part of the overhead, not hidden behind the others.
-        "slower compute": row.get("compute_s", math.nan) - base_time,
     }
     parts = {k: v for k, v in parts.items() if v == v and v > 0}
-    text = f"{row.setup} overhead {_secs(extra)} per run"
-    if not parts:
+    compute = row.get("compute_s", math.nan) - base.time_median
+    if not parts or compute != compute:
         return text
-    top = max(parts, key=parts.get)
-    detail = f"{top} {_secs(parts[top])}"
-    if top == "scheduler/idle" and row.get("idle_gaps", 0) == row.get("idle_gaps", 0):
-        gaps = int(row.get("idle_gaps", 0) or 0)
-        if gaps:
-            detail += f" over {gaps} round trips of {row.get('tasks', 0):.0f} tasks"
+    if compute > 0:
+        parts["slower compute"] = compute
+    named = sorted(parts, key=parts.get, reverse=True)
+    top = named[0]
+    detail = [f"{k} {_secs(parts[k])}" for k in named if k == top or parts[k] >= 0.05 * extra]
+    detail[0] += _round_trips(row) if top == "scheduler/idle" else ""
     if top == "start-up" and row.engine == "dask":
-        detail += " before its first task or training step"
-    rest = [f"{k} {_secs(v)}" for k, v in parts.items() if k != top and v >= 0.05 * extra]
-    return f"{text}: mostly {detail}" + (f"; {', '.join(rest)}" if rest else "")
+        detail[0] += " before its first task or training step"
+    if compute < 0:
+        offset = f"offset by compute {_secs(-compute)} faster than {base.setup}'s whole run"
+        return f"{text}: {', '.join(detail)}, {offset}"
+    if parts[top] > extra / 2:
+        return f"{text}: mostly {detail[0]}" + (f"; {', '.join(detail[1:])}" if detail[1:] else "")
+    return f"{text}: {', '.join(detail)}"
 
 
-def _wins(sc, w, setup, baseline):
-    """``[(size, setup time, baseline time)]`` at the sizes both measured."""
-    a = sc[(sc.workload == w) & (sc.setup == setup)].set_index("size").time_median
-    b = sc[(sc.workload == w) & (sc.setup == baseline)].set_index("size").time_median
-    return [(s, a[s], b[s]) for s in sorted(set(a.index) & set(b.index)) if a[s] == a[s]]
+def _round_trips(row):
+    gaps, tasks = row.get("idle_gaps", 0), row.get("tasks", 0)
+    gaps = int(gaps) if gaps == gaps and gaps else 0
+    return f" over {gaps} round trips of {tasks:.0f} tasks" if gaps else ""
 
 
-def _who_wins(results, w, best, base_row):
-    """The first half of a verdict: who is faster, where; and the crossover."""
+def _points(results, w, setup, best, base_row):
+    """The sizes both setups measured: ``[{size, time, lo, hi, n, and base_* alike}]``."""
     sc = results.scaling
-    bl = results.baseline
     if sc is None:
-        x = base_row.time_median / best.time_median
-        size = best["size"]
-        where = (
-            f"at {size:g} samples" if isinstance(size, numbers.Real) and size == size else "here"
+        rows = [(best["size"], best, base_row)]
+    else:
+        a = sc[(sc.workload == w) & (sc.setup == setup)].set_index("size")
+        b = sc[(sc.workload == w) & (sc.setup == results.baseline)].set_index("size")
+        both = sorted(
+            s
+            for s in set(a.index) & set(b.index)
+            if a.at[s, "time_median"] == a.at[s, "time_median"]
         )
-        winner = best.setup if x > 1 else bl
-        return f"{winner} is faster {where} ({max(x, 1 / x):.1f}x)", x > 1, None
-    pts = _wins(sc, w, best.setup, bl)
-    if not pts:
-        return f"{best.setup} and {bl} share no measured size", False, None
-    wins = [t < tb for _, t, tb in pts]
-    lo, hi = pts[0][0], pts[-1][0]
-    ratio = pts[-1][2] / pts[-1][1]
-    if all(wins):
-        return f"{best.setup} is faster at every measured size ({ratio:.1f}x at {hi:g})", True, None
-    if not any(wins):
-        span = f"{lo:g}-{hi:g} samples" if lo != hi else f"{hi:g} samples"
-        return f"{bl} is faster at every measured size ({span})", False, "extrapolate"
-    if wins[-1]:
-        first = next(i for i in range(len(wins)) if all(wins[i:]))
-        return (
-            f"{best.setup} pays from ~{pts[first][0]:g} samples ({ratio:.1f}x at {hi:g}; "
-            f"slower at {pts[first - 1][0]:g})",
-            True,
-            None,
-        )
-    last = max(i for i, won in enumerate(wins) if won)
+        rows = [(s, a.loc[s], b.loc[s]) for s in both]
+    out = []
+    for size, r, rb in rows:
+        p = {"size": size}
+        for prefix, x in (("", r), ("base_", rb)):
+            lo, hi = time_range(x)
+            p |= {f"{prefix}time": x["time_median"], f"{prefix}lo": lo, f"{prefix}hi": hi}
+            p[f"{prefix}n"] = int(x.get("repeats", 0) or 0)
+        p["outcome"] = faster(p["lo"], p["hi"], p["base_lo"], p["base_hi"])
+        out.append(p)
+    return out
+
+
+def _where(size):
+    if isinstance(size, numbers.Real) and size == size:
+        return f"at {size:g} samples"
+    return "here"
+
+
+def _range(lo, hi):
+    return f"{lo:.3g}-{hi:.3g} s" if lo != hi else f"{lo:.3g} s"
+
+
+def _spread(p, setup, baseline):
+    """The runs a head rests on: how many at its deciding size, and their min-max seconds."""
+    n, nb = p["n"], p["base_n"]
+    runs = f"{n} run{'s' if n != 1 else ''} each" if n == nb else f"{nb} and {n} runs"
+    where = _where(p["size"])
+    runs = runs if where == "here" else f"{where}, {runs}"  # "here": the head said where
+    if max(n, nb) <= 1:
+        return f"{runs}: no spread measured (repeat=3 measures one)"
     return (
-        f"{best.setup} is faster only up to {pts[last][0]:g} samples; {bl} at {hi:g} "
-        f"({1 / ratio:.1f}x)",
-        False,
-        None,
+        f"{runs}: {baseline} {_range(p['base_lo'], p['base_hi'])}, "
+        f"{setup} {_range(p['lo'], p['hi'])}"
     )
 
 
-def _quality(rows, base_row):
+def _listed(pts):
+    return ", ".join(f"{p['size']:g}" for p in pts)
+
+
+def _one_size(p, setup, bl):
+    where, x = _where(p["size"]), p["base_time"] / p["time"]
+    if p["outcome"] == 1:
+        return f"{setup} is faster {where} ({x:.1f}x)", "pays"
+    if p["outcome"] == -1:
+        return f"{bl} is faster {where} ({1 / x:.1f}x)", "baseline"
+    return f"no clear difference between {setup} and {bl} {where} (their times overlap)", "tie"
+
+
+def _sizes(pts, setup, bl):
+    """``(head, outcome)`` over several sizes: who wins where, from which size."""
+    oc = [p["outcome"] for p in pts]
+    last = pts[-1]
+    hi, x = last["size"], last["base_time"] / last["time"]
+    span = f"{pts[0]['size']:g}-{hi:g} samples" if len(pts) > 1 else f"{hi:g} samples"
+    if all(o == 1 for o in oc):
+        return f"{setup} is faster at every measured size ({x:.1f}x at {hi:g})", "pays"
+    if all(o == -1 for o in oc):
+        return f"{bl} is faster at every measured size ({span})", "baseline"
+    if all(o == 0 for o in oc):
+        return f"no clear difference between {setup} and {bl} at any measured size ({span})", "tie"
+    if oc[-1] == 1:
+        first = next(i for i in range(len(oc)) if all(o == 1 for o in oc[i:]))
+        prev = pts[first - 1]
+        before = "slower" if prev["outcome"] == -1 else "no clear difference"
+        head = f"{setup} pays from ~{pts[first]['size']:g} samples ({x:.1f}x at {hi:g}; "
+        return head + f"{before} at {prev['size']:g})", "pays"
+    won = [p for p in pts if p["outcome"] == 1]
+    tied = [p for p in pts if p["outcome"] == 0]
+    if oc[-1] == -1:
+        if won:
+            return (
+                f"{setup} is faster only up to {won[-1]['size']:g} samples; {bl} at {hi:g} "
+                f"({1 / x:.1f}x)"
+            ), "baseline"
+        lost = [p for p in pts if p["outcome"] == -1]
+        return (
+            f"{bl} is faster at {_listed(lost)} samples ({1 / x:.1f}x at {hi:g}); no clear "
+            f"difference at {_listed(tied)}"
+        ), "baseline"
+    lost = [p for p in pts if p["outcome"] == -1]
+    head = f"no clear difference between {setup} and {bl} at {hi:g} samples"
+    head += f"; {setup} faster at {_listed(won)}" if won else ""
+    return head + (f"; {bl} faster at {_listed(lost)}" if lost else ""), "tie"
+
+
+def _who_wins(results, w, best, base_row):
+    """``(head, outcome)``: who is faster where, with the spread it rests on; ``outcome`` is
+    ``"pays"`` (the cluster wins at the largest size), ``"baseline"`` or ``"tie"``."""
+    bl = results.baseline
+    pts = _points(results, w, best.setup, best, base_row)
+    if not pts:
+        return f"{best.setup} and {bl} share no measured size", "none"
+    if results.scaling is None:
+        head, outcome = _one_size(pts[-1], best.setup, bl)
+    else:
+        head, outcome = _sizes(pts, best.setup, bl)
+    return f"{head}; {_spread(pts[-1], best.setup, bl)}", outcome
+
+
+def _quality(rows):
+    """Quality per setup; "on every setup" only when equal as printed (see the module)."""
     q = rows[rows.quality.notna()]
-    if len(q) < 2 or q.quality.max() - q.quality.min() < 0.02:
-        if len(q) and base_row.quality == base_row.quality:
-            return f"{base_row.quality_metric} {base_row.quality:.3f} on every setup"
+    if not len(q):
         return None
-    each = ", ".join(f"{r.quality:.3f} {r.setup}" for r in q.itertuples())
-    return f"{q.quality_metric.iloc[0]} {each}"
+    metric = q.quality_metric.iloc[0]
+    shown = {f"{v:.3f}" for v in q.quality}
+    if len(shown) == 1:
+        return f"{metric} {shown.pop()} on every setup"
+    each = ", ".join(f"{r.setup} {r.quality:.3f}" for r in q.itertuples())
+    lo = q.get("quality_min", q.quality).fillna(q.quality)
+    hi = q.get("quality_max", q.quality).fillna(q.quality)
+    if lo.max() <= hi.min():
+        return f"{metric} {each}: equal within their spread over the runs"
+    gap = q.quality.max() - q.quality.min()
+    if gap <= QUALITY_TOLERANCE:
+        return f"{metric} {each}: equal within the tolerance of {QUALITY_TOLERANCE:g}"
+    return (
+        f"{metric} {each}: they differ by {gap:.3f}, more than the tolerance {QUALITY_TOLERANCE:g}"
+    )
 
 
 def _scaling(strong, w):
@@ -206,10 +318,10 @@ def _scaling(strong, w):
     if len(g) < 2:
         return None
     lo, hi = g.iloc[0], g.iloc[-1]
-    return (
-        f"{lo.workers:g} -> {hi.workers:g} workers: {hi.speedup:.2f}x "
-        f"(efficiency {hi.efficiency:.2f})"
-    )
+    text = f"{lo.workers:g} -> {hi.workers:g} workers: {hi.speedup:.2f}x"
+    if hi.get("clear", 1) == 0:  # a ratio read off overlapping runs is no scaling to quote
+        return f"{text}, no clear difference (their times overlap)"
+    return f"{text} (efficiency {hi.efficiency:.2f})"
 
 
 def _other_engines(ok, best, base_row):
@@ -229,45 +341,72 @@ def _not_measured(w, rows):
     return f"{w}: not measured{why}"
 
 
+def _withheld(results, w):
+    """The sentence that replaces a verdict resting on busy runs, or None."""
+    if results.allow_busy:
+        return None
+    runs = results.runs[(results.runs.workload == w) & (results.runs.status == "ok")]
+    busy = int(runs.busy.sum())
+    if not busy:
+        return None
+    return (
+        f"{w}: no verdict: other programs used more than half a core during {busy} of its "
+        f"{len(runs)} runs (marked busy in the tables); rerun on a quiet machine, or pass "
+        "allow_busy=True (--allow-busy) to judge them anyway"
+    )
+
+
 def _verdict(results, w, rows, cross, strong):
-    """One workload's sentence."""
+    """One workload's verdict: ``{verdict, outcome, setup, speedup}``."""
+    out = {"outcome": "not measured", "setup": None, "speedup": math.nan}
     ok = rows[rows.time_median.notna()]
     base = ok[ok.setup == results.baseline]
     others = ok[ok.setup != results.baseline]
     if base.empty or others.empty:
         if ok.empty:
-            return _not_measured(w, rows)
+            return out | {"verdict": _not_measured(w, rows)}
         missing = sorted(set(rows.setup) - set(ok.setup))
         head = f"{w}: only {', '.join(ok.setup)} measured"
-        return head + (f" ({_not_measured(w, rows[rows.setup.isin(missing)])[len(w) + 2 :]})")
+        tail = _not_measured(w, rows[rows.setup.isin(missing)])[len(w) + 2 :]
+        return out | {"verdict": f"{head} ({tail})"}
+    withheld = _withheld(results, w)
+    if withheld:
+        return out | {"verdict": withheld, "outcome": "withheld"}
     b = base.iloc[0]
     best = others.loc[others.time_median.idxmin()]
-    head, wins, extra = _who_wins(results, w, best, b)
+    head, outcome = _who_wins(results, w, best, b)
     parts = [head]
-    if not wins:
-        parts.append(_why(best, b.time_median))
-    if extra == "extrapolate" and cross is not None:
-        c = cross[(cross.workload == w) & (cross.setup == best.setup)]
+    if outcome == "baseline":
+        parts.append(_why(best, b))
+        c = cross[(cross.workload == w) & (cross.setup == best.setup)] if cross is not None else ()
         if len(c) and c.extrapolated_note.iloc[0]:
             parts.append(f"{best.setup} {c.extrapolated_note.iloc[0]}")
     if results.scaling is None:
         parts.append("one size measured: pass sizes= for the crossover")
-    parts += [p for p in (_quality(ok, b), _scaling(strong, w), _other_engines(ok, best, b)) if p]
+    parts += [p for p in (_quality(ok), _scaling(strong, w), _other_engines(ok, best, b)) if p]
     failed = rows[rows.status != "ok"]
     if len(failed):
         parts.append(f"not measured on {', '.join(failed.setup)}")
-    return f"{w}: " + "; ".join(parts)
+    speedup = b.time_median / best.time_median
+    verdict = f"{w}: " + "; ".join(parts)
+    return {"verdict": verdict, "outcome": outcome, "setup": best.setup, "speedup": speedup}
 
 
 def verdicts(results) -> pd.DataFrame:
-    """One sentence per workload (columns ``workload``, ``verdict``), in the table's order."""
+    """One sentence per workload, in the table's order.
+
+    Columns: ``workload``, ``verdict``; ``outcome`` at the largest size (``"pays"``: the
+    fastest other setup is clearly faster than the baseline, ``"baseline"``: clearly slower,
+    ``"tie"``: no clear difference, ``"withheld"``: busy runs, ``"not measured"``); ``setup``
+    (that fastest other setup) and ``speedup`` (baseline median / its median).
+    """
     import pandas as pd
 
     t = results.table
     cross = crossovers(results)
     strong = results.strong_scaling
     out = [
-        {"workload": w, "verdict": _verdict(results, w, t[t.workload == w], cross, strong)}
+        {"workload": w, **_verdict(results, w, t[t.workload == w], cross, strong)}
         for w in dict.fromkeys(t.workload)
     ]
-    return pd.DataFrame(out, columns=["workload", "verdict"])
+    return pd.DataFrame(out, columns=["workload", "verdict", "outcome", "setup", "speedup"])
