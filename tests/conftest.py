@@ -151,7 +151,10 @@ def _listening(pids):
     out = set()
     for pid in pids:
         try:
-            conns = psutil.Process(pid).net_connections(kind="inet")
+            proc = psutil.Process(pid)
+            # net_connections: psutil >= 6; connections: the same before (minimum 5.9.4)
+            listed = getattr(proc, "net_connections", None) or proc.connections
+            conns = listed(kind="inet")
         except psutil.Error:
             continue
         out |= {(pid, c.laddr.ip, c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN}

@@ -147,7 +147,8 @@ def _direct_sockets(port=None):
     """This process's TCP sockets on ``port`` (None: its listening sockets)."""
     import psutil
 
-    conns = psutil.Process().net_connections("tcp")
+    proc = psutil.Process()
+    conns = (getattr(proc, "net_connections", None) or proc.connections)("tcp")  # psutil < 6
     if port is None:
         return sorted(str(c.laddr) for c in conns if c.status == psutil.CONN_LISTEN)
     return sorted(

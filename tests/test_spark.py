@@ -62,7 +62,7 @@ def test_session_listens_on_loopback_only(spark):
     listening = [
         c.laddr.ip
         for p in jvms
-        for c in p.net_connections(kind="inet")
+        for c in (getattr(p, "net_connections", None) or p.connections)(kind="inet")
         if c.status == psutil.CONN_LISTEN
     ]
     assert listening
