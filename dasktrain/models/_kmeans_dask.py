@@ -157,13 +157,14 @@ def _sample_block(X, w, *, block_index, row_offset, C, n_old, phi, l, seed, toke
     return cost, X[_draw(rng, l * wd2, phi)].copy()
 
 
-def _labels_sklearn(X, w, C):
-    """Nearest centers by scikit-learn's fused, chunked Lloyd kernel (labels only), or None.
+def _sklearn_pass(X, w, C, update_centers):
+    """One call of scikit-learn's fused, chunked Lloyd kernel on a block, or None.
 
     The kernel is private to scikit-learn (``_k_means_lloyd.lloyd_iter_chunked_dense``, the
     one its own Lloyd and ``predict`` run): two to four times faster than the same steps in
-    numpy at 20 features. Any change of it (a rename, a new signature) sends us to
-    :func:`_min_sq_dist` instead, which gives the same labels.
+    numpy at 20 features. Any change of it (a rename, a new signature) gives None and the
+    numpy way instead. Returns ``(labels, means, weights)``; the last two are None without
+    ``update_centers`` (the weights are then only passed, never read: any weights do).
     """
     try:
         from sklearn.cluster._k_means_lloyd import lloyd_iter_chunked_dense
@@ -171,24 +172,28 @@ def _labels_sklearn(X, w, C):
         return None
     dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.float64
     Xc = np.ascontiguousarray(X, dtype=dtype)
-    # Only read by the kernel when it updates centers, which it does not here: any weights do.
     wc = _ones(len(Xc), dtype) if w is None else np.ascontiguousarray(w, dtype=dtype)
+    k = len(C)
     labels = np.empty(len(Xc), dtype=np.int32)
+    means = weights = shift = None
+    if update_centers:
+        means = np.zeros((k, Xc.shape[1]), dtype=dtype)
+        weights, shift = np.zeros(k, dtype=dtype), np.zeros(k, dtype=dtype)
+    Cc = np.ascontiguousarray(C, dtype=dtype)
     try:
         lloyd_iter_chunked_dense(
-            Xc,
-            wc,
-            np.ascontiguousarray(C, dtype=dtype),
-            None,
-            None,
-            labels,
-            None,
-            1,
-            update_centers=False,
+            Xc, wc, Cc, means, weights, labels, shift, 1, update_centers=update_centers
         )
     except (TypeError, ValueError):  # pragma: no cover - another signature
         return None
-    return labels
+    return labels, means, weights
+
+
+def _labels_sklearn(X, w, C):
+    """Nearest centers by scikit-learn's kernel (labels only), or None: :func:`_min_sq_dist`
+    then gives the same labels."""
+    done = _sklearn_pass(X, w, C, update_centers=False)
+    return None if done is None else done[0]
 
 
 def _lloyd_sklearn(X, w, C):
@@ -202,24 +207,11 @@ def _lloyd_sklearn(X, w, C):
     k=8: 1.16 ms, against 1.34 ms for the labels and the sums in numpy slices (0.79 + 0.03 +
     0.52 ms) and 1.06 ms for scikit-learn's own iteration of the same block.
     """
-    try:
-        from sklearn.cluster._k_means_lloyd import lloyd_iter_chunked_dense
-    except ImportError:  # pragma: no cover - another scikit-learn
+    done = _sklearn_pass(X, w, C, update_centers=True)
+    if done is None:
         return None
-    dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.float64
-    Xc = np.ascontiguousarray(X, dtype=dtype)
-    wc = _ones(len(Xc), dtype) if w is None else np.ascontiguousarray(w, dtype=dtype)
-    k = len(C)
-    means = np.zeros((k, Xc.shape[1]), dtype=dtype)
-    weights = np.zeros(k, dtype=dtype)
-    labels = np.empty(len(Xc), dtype=np.int32)
-    shift = np.zeros(k, dtype=dtype)
-    Cc = np.ascontiguousarray(C, dtype=dtype)
-    try:
-        lloyd_iter_chunked_dense(Xc, wc, Cc, means, weights, labels, shift, 1, update_centers=True)
-    except (TypeError, ValueError):  # pragma: no cover - another signature
-        return None
-    if np.bincount(labels, minlength=k).min() == 0:
+    labels, means, weights = done
+    if np.bincount(labels, minlength=len(C)).min() == 0:
         return None  # an empty cluster was relocated inside this block
     weights = weights.astype(np.float64)
     return means.astype(np.float64) * weights[:, None], weights, 0.0
