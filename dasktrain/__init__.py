@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _LAZY = {
     "connect": "dasktrain.cluster",
+    "dashboard_link": "dasktrain.cluster",
     "read_images": "dasktrain.images",
     "ImageSet": "dasktrain.images",
     "CNNFeatures": "dasktrain.features",

@@ -15,7 +15,7 @@ from .exceptions import ClusterConnectionError, ValidationError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["connect", "DasktrainClient", "worker_environ", "release_memory"]
+__all__ = ["connect", "DasktrainClient", "dashboard_link", "worker_environ", "release_memory"]
 
 
 class DasktrainClient(Client):
@@ -240,6 +240,7 @@ def _start_local(
                 threads_per_worker=threads_per_worker or 1,
                 memory_limit=memory_limit,
                 security=security,
+                scheduler_kwargs=_LIVE_PAGE,
             )
     from distributed import LocalCluster
 
@@ -256,7 +257,50 @@ def _start_local(
             dashboard_address=dashboard_address,
             memory_limit=memory_limit,
             security=security,
+            scheduler_kwargs=_LIVE_PAGE,
         )
+
+
+# The schedulers connect() starts have the /dasktrain dashboard page (dasktrain.dashboard).
+_LIVE_PAGE = {"preload": ["dasktrain.dashboard"]}
+
+
+def dashboard_link(client=None):
+    """The address of the ``/dasktrain`` dashboard page of ``client``'s scheduler.
+
+    Parameters
+    ----------
+    client : distributed.Client, optional
+        Defaults to the current client.
+
+    Returns
+    -------
+    str or None
+        The page's URL; None when the scheduler has no dashboard or was started without
+        dasktrain's preload, with a warning that says how to start it with one (the library
+        works the same without it).
+    """
+    import warnings
+
+    from ._dask import get_client
+
+    client = get_client(client)
+    link = client.dashboard_link if client.run_on_scheduler(_has_live_page) else None
+    if not link:
+        warnings.warn(
+            "this scheduler has no dasktrain dashboard page: start it with "
+            "`dask scheduler --preload dasktrain.dashboard` (or pass "
+            "scheduler_kwargs={'preload': ['dasktrain.dashboard']} to your cluster); "
+            "dasktrain.connect() starts local clusters with it.",
+            stacklevel=2,
+        )
+        return None
+    return link.rsplit("/", 1)[0] + "/dasktrain"
+
+
+def _has_live_page(dask_scheduler=None):
+    """On the scheduler: does it collect dasktrain's events and serve a dashboard?"""
+    return "dasktrain-live" in dask_scheduler.plugins and dask_scheduler.http_server is not None
 
 
 @contextlib.contextmanager

@@ -24,6 +24,7 @@ ALLOWED = {
     "_threads": {"exceptions", "_compat"},
     "_dask": {"_validation", "exceptions", "_config", "_compat", "_typing", "_malloc"},
     "cluster": PLUMBING | {"_dask"},
+    "dashboard": PLUMBING | {"_dask"},
     "datasets": PLUMBING | {"_dask"},
     "images": PLUMBING | {"_dask"},
     "features": PLUMBING | {"_dask"},

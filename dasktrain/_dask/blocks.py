@@ -86,6 +86,11 @@ class BlockRunner:
     def n_blocks(self):
         return len(self.row_chunks)
 
+    @property
+    def path(self) -> str:
+        """How the last pass ran: ``"direct"`` (the direct group) or ``"scheduler"`` (tasks)."""
+        return "direct" if self._group else "scheduler"
+
     def __enter__(self):
         return self
 

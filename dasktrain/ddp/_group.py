@@ -21,6 +21,7 @@ import logging
 import time
 
 from .._dask import StallWatch, live_workers, result, scatter_data
+from .._dask.events import DDP_TOPIC_PREFIX
 from ..exceptions import DDPError, ValidationError, WorkersPausedError
 from ._datasets import held_futures
 from ._pool_worker import pool_rank_task
@@ -249,7 +250,7 @@ class Attempt:
             checkpoint_dir=self.options["checkpoint_dir"],
             abort=self.abort.name,
             attempt=self.attempt,
-            topic=f"dasktrain-ddp-{self.job}",
+            topic=f"{DDP_TOPIC_PREFIX}{self.job}",
             datasets=self._datasets(),
         )
         feeds = () if self.feeds_future is None else (self.feeds_future, self.held)

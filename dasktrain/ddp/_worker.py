@@ -20,6 +20,7 @@ import tempfile
 import time
 from typing import NamedTuple
 
+from .._dask.events import DDP_TOPIC_PREFIX, emit
 from ..exceptions import DDPError
 from . import _env
 from ._feeder import start_feeder
@@ -34,6 +35,8 @@ LOG_BYTES = 64 * 1024
 _ABORT_POLL_S = 0.25
 # Seconds a rank may take to exit after writing its result before it is killed.
 EXIT_GRACE_S = 5.0
+# The dashboard page's view of a rank: its last log lines, sent at most this often.
+_LINES, _LINES_EVERY_S = 5, 1.0
 
 
 def _host(address):
@@ -101,8 +104,29 @@ class _MetricsRelay:
 
     def __init__(self, worker, spec, path):
         self.worker, self.topic, self.attempt, self.path = worker, spec.topic, spec.attempt, path
+        self.rank = spec.rank
         self.offset = 0
         self.records = []
+        self._lines, self._next_lines = None, 0.0
+
+    def show(self, pid, files):
+        """At most every second: the rank's pid and last log lines, when they changed (a
+        ``ddp-rank`` event for the dashboard page)."""
+        now = time.monotonic()
+        if now < self._next_lines:
+            return
+        self._next_lines = now + _LINES_EVERY_S
+        lines = _last_lines(files.stdout) + _last_lines(files.stderr)
+        if lines != self._lines:
+            self._lines = lines
+            emit(
+                "ddp-rank",
+                job=self.topic.removeprefix(DDP_TOPIC_PREFIX),
+                attempt=self.attempt,
+                rank=self.rank,
+                pid=pid,
+                lines=lines[-_LINES:],
+            )
 
     def forward(self):
         """Send the complete lines written since the last call."""
@@ -122,6 +146,17 @@ class _MetricsRelay:
                 self.records.append(record)
                 self.worker.log_event(self.topic, record)
         self.offset += end + 1
+
+
+def _last_lines(path, n=_LINES, nbytes=2048):
+    """The last ``n`` lines of a log file (its last ``nbytes``), decoded leniently."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, os.path.getsize(path) - nbytes))
+            data = fh.read()
+    except OSError:
+        return []
+    return [ln for ln in data.decode("utf-8", "replace").splitlines() if ln.strip()][-n:]
 
 
 def _parse(line):
@@ -220,6 +255,7 @@ def _watch(proc, files, spec, relay, *, persistent=False):
     while True:
         exited = proc.poll() is not None
         relay.forward()
+        relay.show(proc.pid, files)
         if exited:
             return None
         now = time.monotonic()

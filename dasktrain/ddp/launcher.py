@@ -21,6 +21,7 @@ import uuid
 
 from .. import _config
 from .._dask import get_client
+from .._dask.events import DDP_TOPIC_PREFIX, emit, keep
 from ..exceptions import DDPError, ValidationError, WorkersPausedError
 from . import _datasets
 from . import helpers as _helpers
@@ -233,7 +234,7 @@ class _History:
     """The :func:`~dasktrain.ddp.report` records of one job, as they stream in."""
 
     def __init__(self, job):
-        self.topic = f"dasktrain-ddp-{job}"
+        self.topic = f"{DDP_TOPIC_PREFIX}{job}"
         self.records = []
         self.lock = threading.Lock()
 
@@ -243,6 +244,7 @@ class _History:
         record.pop("worker", None)  # added by the scheduler; the rank says who it is
         with self.lock:
             self.records.append(record)
+        keep({"kind": "ddp-metrics", "job": self.topic.removeprefix(DDP_TOPIC_PREFIX), **record})
         if record.get("rank") == 0:
             logger.info("ddp %s", _helpers._format(record))
 
@@ -325,6 +327,7 @@ class _Job:
                 options={**self.options, "timeout": remaining},
             )
             current.start()
+            self._event("start", ranks={str(r): a for r, a in enumerate(selection.addresses)})
             current.watch(self.deadline)
             return current
         except AttemptFailed as exc:
@@ -352,7 +355,9 @@ class _Job:
             return
         message = describe(failure, self.attempt)
         timed_out = time.monotonic() >= self.deadline
-        if self.attempt < self.max_restarts and not timed_out:
+        restart = self.attempt < self.max_restarts and not timed_out
+        self._event("restart" if restart else "failed", error=message[-2000:], rank=failure.rank)
+        if restart:
             self.failures.append(message)
             logger.warning(
                 "%s\nrestarting the group (%d of %d restarts)",
@@ -374,6 +379,10 @@ class _Job:
             history=self.history.final(current),
         ) from failure.cause
 
+    def _event(self, state, **fields):
+        """A ``ddp`` event: the job's state, for the dashboard page and the report."""
+        emit("ddp", self.client, job=self.id, attempt=self.attempt, state=state, **fields)
+
     def _result(self, attempt):
         result = DDPResult(
             attempt.values(),
@@ -384,5 +393,6 @@ class _Job:
             workers=dict(enumerate(attempt.addresses)),
         )
         attempt.release_inputs()
+        self._event("done", seconds=time.monotonic() - self.start)
         logger.info("ddp job %s finished in %.2f s", self.id, time.monotonic() - self.start)
         return result

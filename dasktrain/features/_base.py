@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import time
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -42,6 +43,7 @@ from .._dask import (
     split_rows,
     watching,
 )
+from .._dask.events import emit
 from .._threads import check_n_threads, local_pool
 from .._validation import check_array, check_engine, is_dask_collection
 from ..exceptions import ValidationError
@@ -101,6 +103,14 @@ def check_finite_block(block):
             f"X contains NaN or infinite values (in {len(bad)} image(s) of this chunk, local "
             f"indices {bad[:5].tolist()!r}); fix or drop those images before extracting features."
         )
+
+
+def _block_with_event(fn, block, *args, **kwargs):
+    """``fn`` on one chunk in a task, and a ``features`` event (images/s per worker, live)."""
+    t0 = time.perf_counter()
+    out = fn(block, *args, **kwargs)
+    emit("features", images=len(block), seconds=time.perf_counter() - t0)
+    return out
 
 
 def as_channels(block, channels):
@@ -222,6 +232,7 @@ class BaseImageFeatures(TransformerMixin, BaseEstimator):
         if engine == "local":
             kwargs = kwargs if model is None else {**kwargs, "model": model}
             return self._transform_local(fn, X, kwargs, n_out)
+        fn = functools.partial(_block_with_event, fn)  # a "features" event per chunk
         if is_dask_collection(X):
             if model is not None:
                 import dask

@@ -18,7 +18,7 @@ import math
 
 from .tables import BUSY_CPU_PERCENT
 
-__all__ = ["answer_lines", "answer_line", "machine_line", "machine_state"]
+__all__ = ["answer_lines", "answer_line", "answer_paragraph", "machine_line", "machine_state"]
 
 
 def machine_state(results) -> dict:
@@ -136,3 +136,31 @@ def answer_line(results) -> str:
 def answer_lines(results) -> list:
     """``[answer, machine]``: the two lines that head the printed answer and the report."""
     return [answer_line(results), machine_line(results)]
+
+
+def answer_paragraph(results) -> str:
+    """The report's opening paragraph: where distributing paid (and from which size), where it
+    did not and why, what had no clear answer."""
+    v = results.verdicts
+    said = []
+    pays = v[v.outcome == "pays"]
+    if len(pays):
+        items = [
+            f"{r.workload} ({r.setup}, {r.speedup:.1f}x" + (f", {r.why}" if r.why else "") + ")"
+            for r in pays.itertuples()
+        ]
+        said.append("distributing paid for " + ", ".join(items))
+    lost = v[v.outcome == "baseline"]
+    if len(lost):
+        items = [f"{r.workload}" + (f" ({r.why})" if r.why else "") for r in lost.itertuples()]
+        said.append(f"it did not for {', '.join(items)}: {results.baseline} was faster")
+    for outcome, text in (
+        ("tie", "no clear difference for"),
+        ("withheld", "no verdict (busy runs) for"),
+        ("not measured", "not measured:"),
+    ):
+        rows = v[v.outcome == outcome]
+        if len(rows):
+            said.append(f"{text} {', '.join(rows.workload)}")
+    where = " at the largest size measured" if results.scaling is not None else ""
+    return f"On this machine{where}, " + "; ".join(said) + "."

@@ -30,6 +30,7 @@ OUTPUT_FILES = (
     "runs.csv",
     "samples.csv",
     "dask-performance-report.html",
+    "events.jsonl",
     "dasktrain.log",
 )
 

@@ -24,8 +24,8 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import curves, figures
-from .answer import answer_line, machine_line, machine_state
+from . import curves, figures, run_curves
+from .answer import answer_paragraph, machine_line, machine_state
 
 if TYPE_CHECKING:  # bokeh is imported when a report is built
     from bokeh.models import LayoutDOM
@@ -41,6 +41,7 @@ SECTIONS = [
     ("scaling", "Scaling: setups side by side"),
     ("breakdown", "Where the time went"),
     ("quality", "Quality per engine and setup"),
+    ("inside", "Inside the runs: DDP ranks and iterative fits"),
     ("resources", "Resources over time"),
     ("cost", "Cost"),
     ("details", "All results"),
@@ -122,7 +123,7 @@ def _answer_html(results):
     """The overall answer and the machine's state: the first thing the report says."""
     busy = " busy" if machine_state(results)["busy"] else ""
     return (
-        f"<p class='answer'><b>{html.escape(answer_line(results))}</b></p>"
+        f"<p class='answer'><b>{html.escape(answer_paragraph(results))}</b></p>"
         f"<p class='machine{busy}'>{html.escape(machine_line(results))}</p>"
     )
 
@@ -277,6 +278,7 @@ def build_sections(results, colors=None) -> list:
             figures.breakdown_chart(results),
         ],
         "quality": [figures.quality_chart(results, colors), figures.epochs_chart(results, colors)],
+        "inside": run_curves.live_charts(results),
         "resources": curves.timelines(results, colors),
         "cost": [_cost_html(results), figures.cost_chart(results, colors)],
         "details": [

@@ -171,6 +171,9 @@ class Results:
         of this machine meanwhile); by default they get "no verdict" (see
         :mod:`dasktrain.harness.verdicts`). None: as the comparison was run (``setup``), else
         False.
+    events : list of dict, optional
+        The live events of the timed runs (:mod:`dasktrain._dask.events`, each with its
+        ``run``): what the dashboard page showed, drawn again in the report.
 
     Attributes
     ----------
@@ -210,6 +213,7 @@ class Results:
         setup=None,
         performance_report=None,
         allow_busy=None,
+        events=None,
     ) -> None:
         import pandas as pd
 
@@ -222,6 +226,7 @@ class Results:
         self.samples = samples if samples is not None else pd.DataFrame()
         self.setup = dict(setup or {})
         self.performance_report = performance_report
+        self.events = list(events or [])  # what the dashboard page showed, per run
         if allow_busy is None:
             allow_busy = (self.setup.get("machine") or {}).get("allow_busy", False)
         self.allow_busy = bool(allow_busy)
@@ -389,7 +394,8 @@ class Results:
 
     def save(self, directory) -> Path:
         """Write ``report.html``, ``results.csv``, ``results.json``, ``runs.csv``,
-        ``samples.csv`` and, when the dask engine ran, ``dask-performance-report.html``.
+        ``samples.csv`` and, when the dask engine ran, ``dask-performance-report.html`` and
+        ``events.jsonl`` (the live events of the runs: DDP metrics per rank, fit passes).
 
         Each file is written beside its name and renamed over it, so a file is never half
         written and a symbolic link is never written through (a folder holding a link under
@@ -415,6 +421,9 @@ class Results:
         write_text(d / "results.json", json.dumps(self.to_dict(), indent=2, default=str))
         if self.performance_report:
             write_text(d / "dask-performance-report.html", self.performance_report)
+        if self.events:
+            lines = (json.dumps(e, default=str) + "\n" for e in self.events)
+            write_text(d / "events.jsonl", "".join(lines))
         write_atomic(d / "report.html", lambda tmp: write_report(self, tmp))
         logger.info("report written to %s", d / "report.html")
         return d

@@ -28,8 +28,10 @@ import uuid
 from pathlib import Path
 
 from .._compat import cpu_count, gpu_count
+from .._dask.events import recording
 from .breakdown import performance_report, span_metrics
 from .inputs import Inputs
+from .live import LiveGrid, kept_events
 from .machine import MachineWatch, wait_for_quiet
 from .output import RunLog
 from .plan import DEFAULT_ENGINES, check_data, make_plan
@@ -63,12 +65,13 @@ class _Comparison:
             for s in setups
         }
         self.log = RunLog(plan.out, comparison) if plan.out is not None else None
-        self.records, self.sample_frames = [], []
+        self.records, self.sample_frames, self.events = [], [], []
         self.dead = {}  # (workload, setup) -> the record of a run that cannot succeed later
         self.run_id = 0
         n = len(specs) * len(setups)
         total = n * len(plan.size_list) * plan.repeat + (n if plan.warmup else 0)
         self.progress = Progress(plan.progress, total, file=terminal)
+        self.live = LiveGrid(comparison, setups)  # the dashboard page's view
         self.setup = self._setup()
         if self.log is not None:
             self.log.write_setup(self.setup)
@@ -127,6 +130,12 @@ class _Comparison:
             self.log.write(row)  # at once: an interrupted comparison keeps its rows
 
     def _run(self, spec, inputs, setup, size, *, monitor, label):
+        self.live.cell(spec, setup, size, label, state="running")
+        rec, samples = self._run_once(spec, inputs, setup, size, monitor=monitor, label=label)
+        self.live.cell(spec, setup, size, label, state="done", seconds=rec.time, status=rec.status)
+        return rec, samples
+
+    def _run_once(self, spec, inputs, setup, size, *, monitor, label):
         p = self.plan
         return run_once(
             spec,
@@ -154,11 +163,13 @@ class _Comparison:
                 self.dead[(spec.name, s.name)] = rec
 
     def _timed(self, spec, inputs, setup, size, rep):
-        rec, samples = self._run(
-            spec, inputs, setup, size, monitor=self.plan.monitor, label=f"run-{rep}"
-        )
+        with recording() as seen:
+            rec, samples = self._run(
+                spec, inputs, setup, size, monitor=self.plan.monitor, label=f"run-{rep}"
+            )
         self.run_id += 1
         rec.run = self.run_id
+        self.events += kept_events(seen, self.run_id, spec.name, setup.name)
         self._keep(rec, setup, size, rep)
         if samples is not None and len(samples):
             self.sample_frames.append(
@@ -192,6 +203,7 @@ class _Comparison:
                     # A timed-out run may still be busy: no more runs of it, at any size.
                     self.dead[(spec.name, s.name)] = rec
         self._keep_dead(spec, size)
+        self.live.verdict(spec, self.records, self.setup, self.plan.result_kw)
 
     def _keep_dead(self, spec, size):
         """A setup that cannot run this workload keeps a row at every size, saying why."""
@@ -245,6 +257,7 @@ class _Comparison:
 
         p = self.plan
         self.progress.start(self.setups)
+        self.live.start(self.specs, self.setups, p)
         with tempfile.TemporaryDirectory(prefix="dasktrain-compare-") as tmp:
             tmp = Path(tmp)
             data = self._data(data, tmp)
@@ -260,6 +273,7 @@ class _Comparison:
                     )
                     for spec in self.specs:
                         self._workload(spec, inputs, size, first=(i == 0))
+        self.live.end()
         self._fine_metrics()
         self.setup.update(finished=_now(), versions=versions())
         frames = self.sample_frames
@@ -269,6 +283,7 @@ class _Comparison:
             samples=samples,
             setup=self.setup,
             performance_report=perf["html"],
+            events=self.events,
             **p.result_kw,
         )
 

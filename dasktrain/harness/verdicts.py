@@ -375,9 +375,9 @@ def _verdict(results, w, rows, cross, strong):
     b = base.iloc[0]
     best = others.loc[others.time_median.idxmin()]
     head, outcome = _who_wins(results, w, best, b)
-    parts = [head]
+    parts, why = [head], None
     if outcome == "baseline":
-        parts.append(_why(best, b))
+        parts.append(why := _why(best, b))
         c = cross[(cross.workload == w) & (cross.setup == best.setup)] if cross is not None else ()
         if len(c) and c.extrapolated_note.iloc[0]:
             parts.append(f"{best.setup} {c.extrapolated_note.iloc[0]}")
@@ -389,7 +389,11 @@ def _verdict(results, w, rows, cross, strong):
         parts.append(f"not measured on {', '.join(failed.setup)}")
     speedup = b.time_median / best.time_median
     verdict = f"{w}: " + "; ".join(parts)
-    return {"verdict": verdict, "outcome": outcome, "setup": best.setup, "speedup": speedup}
+    c = cross[(cross.workload == w) & (cross.setup == best.setup)] if cross is not None else ()
+    if outcome == "pays" and len(c) and c.measured.iloc[0] == c.measured.iloc[0]:
+        why = f"from about {c.measured.iloc[0]:,.0f} samples"
+    out = {"verdict": verdict, "outcome": outcome, "setup": best.setup, "speedup": speedup}
+    return out | {"why": why}
 
 
 def verdicts(results) -> pd.DataFrame:
@@ -398,7 +402,9 @@ def verdicts(results) -> pd.DataFrame:
     Columns: ``workload``, ``verdict``; ``outcome`` at the largest size (``"pays"``: the
     fastest other setup is clearly faster than the baseline, ``"baseline"``: clearly slower,
     ``"tie"``: no clear difference, ``"withheld"``: busy runs, ``"not measured"``); ``setup``
-    (that fastest other setup) and ``speedup`` (baseline median / its median).
+    (that fastest other setup) and ``speedup`` (baseline median / its median); ``why``: where
+    the baseline wins, what the other setup's extra time is made of, where distributing pays,
+    the measured crossover size (``"from about N samples"``), else None.
     """
     import pandas as pd
 
@@ -409,4 +415,5 @@ def verdicts(results) -> pd.DataFrame:
         {"workload": w, **_verdict(results, w, t[t.workload == w], cross, strong)}
         for w in dict.fromkeys(t.workload)
     ]
-    return pd.DataFrame(out, columns=["workload", "verdict", "outcome", "setup", "speedup"])
+    columns = ["workload", "verdict", "outcome", "setup", "speedup", "why"]
+    return pd.DataFrame(out, columns=columns)

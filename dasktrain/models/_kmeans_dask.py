@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 import uuid
 from typing import NamedTuple
 
@@ -441,7 +442,7 @@ def kmeans_parallel(runner, k, first, l, seed, rounds):
     return _recluster(C, weights, sums, k, seed)
 
 
-def lloyd(runner, centers, tol, max_iter, wxx):
+def lloyd(runner, centers, tol, max_iter, wxx, on_pass=None):
     """Lloyd iterations, one pass each; empty clusters keep their previous center.
 
     A pass returns the (weighted) sums and counts of the points nearest to each center; the
@@ -450,6 +451,9 @@ def lloyd(runner, centers, tol, max_iter, wxx):
     measures distances for the inertia. It is what picks the best of ``n_init`` runs; the
     final labelling pass measures the reported inertia exactly.
 
+    ``on_pass(iteration=, metric="inertia", value=, shift=, ms=, path=)``, when given, is
+    called after every pass (the live events of :class:`~dasktrain.models.KMeans`).
+
     Returns
     -------
     centers, inertia, n_iter
@@ -457,6 +461,7 @@ def lloyd(runner, centers, tol, max_iter, wxx):
     n_iter = 0
     inertia = np.inf
     for n_iter in range(1, max_iter + 1):  # noqa: B007 - returned after the loop
+        t0 = time.perf_counter()
         sums, counts, _ = _combine(runner.map(_assign_block, name="kmeans-lloyd", C=centers))
         new = centers.copy()
         nz = counts > 0
@@ -464,6 +469,16 @@ def lloyd(runner, centers, tol, max_iter, wxx):
         moved = ((new - centers) ** 2).sum(axis=1)
         centers = new
         inertia = max(wxx - float(np.einsum("ij,ij->", sums[nz], new[nz])), 0.0)
+        if on_pass is not None:
+            ms, shift = (time.perf_counter() - t0) * 1e3, float(moved.sum())
+            on_pass(
+                iteration=n_iter,
+                metric="inertia",
+                value=inertia,
+                shift=shift,
+                ms=ms,
+                path=runner.path,
+            )
         if float(moved.sum()) <= tol:
             break
     return centers, inertia, n_iter

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import uuid
 
 from .._compat import import_optional
 from .._dask import (
@@ -92,7 +93,11 @@ def _persist_inputs(client, X, y, w, evals):
 
 
 def _dask_model(est, client, params):
+    from ._xgb_events import RoundEvents
+
     klass = _dask_classes()[est._kind]
+    live = RoundEvents(type(est).__name__, f"xgb-{uuid.uuid4().hex[:8]}")
+    params = {**params, "callbacks": [*(params.get("callbacks") or []), live]}
     model = klass(coll_cfg=_tracker_config(client), **est._with_checkpoints(params))
     model.client = client
     return model

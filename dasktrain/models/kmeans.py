@@ -14,8 +14,10 @@ dask-ml stays one argument away (``algorithm="dask-ml"``) as the reference.
 
 from __future__ import annotations
 
+import functools
 import logging
 import numbers
+import uuid
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -39,6 +41,7 @@ from .._dask import (
     using_client,
     watching,
 )
+from .._dask.events import emit
 from .._validation import (
     check_array,
     check_consistent_length,
@@ -371,7 +374,10 @@ class KMeans(
                 first = [d[run] for d in stats.draws if len(d[run])]
                 rounds = (self.init_max_iter or 3) - 1
                 centers = lloyd_dask.kmeans_parallel(runner, k, first, l, seeds[run], rounds)
-            result = lloyd_dask.lloyd(runner, centers, tol, self.max_iter, stats.wxx)
+            # One live "fit" event per pass: the dashboard page's curve of this run.
+            fit_id = f"kmeans-{uuid.uuid4().hex[:8]}-{run}"
+            on_pass = functools.partial(emit, "fit", runner.client, fit=fit_id, estimator="KMeans")
+            result = lloyd_dask.lloyd(runner, centers, tol, self.max_iter, stats.wxx, on_pass)
             logger.debug("k-means run %d: inertia %.6g after %d iterations", run, *result[1:])
             if best is None or result[1] < best[1]:
                 best = result

@@ -1,0 +1,236 @@
+"""The /dasktrain dashboard page: live events from a running comparison, read in Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+import urllib.request
+
+import cloudpickle
+import numpy as np
+import pytest
+from browser import Browser, chromium_exe
+
+import dasktrain
+from dasktrain._dask.events import emit, recording
+
+pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+# The ranks cannot import this test module: its train functions travel by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def _live_cluster():
+    from distributed import LocalCluster
+
+    return LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+        memory_limit="4GiB",
+        scheduler_kwargs={"preload": ["dasktrain.dashboard"]},
+    )
+
+
+@pytest.fixture(scope="module")
+def live_client():
+    from distributed import Client
+
+    with _live_cluster() as cluster, Client(cluster, set_as_default=False) as client:
+        yield client
+
+
+def _state(dask_scheduler=None):
+    s = dask_scheduler.plugins["dasktrain-live"]
+    return {
+        "metrics": sum(len(r["series"]) for j in s.jobs.values() for r in j["ranks"].values()),
+        "pids": [r["pid"] for j in s.jobs.values() for r in j["ranks"].values()],
+        "fits": {k: len(f["points"]) for k, f in s.fits.items()},
+        "cells": len(s.comparison["cells"]),
+        "state": s.comparison["state"],
+        "verdicts": dict(s.comparison["verdicts"]),
+        "features": len(s.features),
+    }
+
+
+def _train_until(flag, steps=6):
+    """A DDP train function: reports a few steps, then waits for ``flag`` (a file)."""
+    import dasktrain.ddp as ddp
+
+    for step in range(1, steps + 1):
+        ddp.report(step=step, loss=1.0 / step, accuracy=0.5 + 0.05 * step)
+        time.sleep(0.05)
+    deadline = time.monotonic() + 120
+    while flag and not os.path.exists(flag) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return {"steps": steps}
+
+
+def _ddp_workload(flag):
+    def ddp_wait(data, engine, client):
+        import dasktrain.ddp as ddp
+
+        t0 = time.perf_counter()
+        if engine == "dask":
+            ddp.run(_train_until, flag, client=client, timeout=180)
+        else:
+            ddp.run_local(_train_until, None)
+        return {"train_time": time.perf_counter() - t0, "accuracy": 0.8}
+
+    ddp_wait.metric = "accuracy"
+    return ddp_wait
+
+
+@pytest.mark.browser
+def test_the_page_shows_a_running_comparison(live_client, tmp_path):
+    """A comparison with a KMeans fit and a DDP job: while the DDP job still runs, the page
+    in Chromium holds its ranks' metrics, the KMeans passes and the grid of runs."""
+    if chromium_exe() is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    flag = tmp_path / "release"
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2000, 512)).astype(np.float32)  # CNN-width features, k = 8
+    X += np.repeat(rng.normal(scale=0.3, size=(8, 512)), 250, axis=0).astype(np.float32)
+    y = np.repeat(np.arange(8), 250)
+
+    def kmeans8(data, engine, client):
+        from dasktrain.models import KMeans
+
+        t0 = time.perf_counter()
+        KMeans(8, engine=engine, random_state=0, client=client).fit(data[0])
+        return {"train_time": time.perf_counter() - t0}
+
+    box = {}
+
+    def run():
+        try:
+            box["res"] = dasktrain.compare(
+                [kmeans8, _ddp_workload(str(flag))],
+                data=(X, y),
+                client=live_client,
+                repeat=1,
+                warmup=False,
+                monitor=False,
+                performance_report=False,
+                progress=False,
+            )
+        except BaseException as exc:  # pragma: no cover - reported below
+            box["error"] = exc
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    try:
+        url = dasktrain.dashboard_link(live_client)
+        assert url.endswith("/dasktrain")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and live_client.run_on_scheduler(_state)["metrics"] < 12:
+            time.sleep(0.2)
+        seen = live_client.run_on_scheduler(_state)
+        assert seen["metrics"] >= 12, seen  # 2 ranks x 6 steps, and the job is still running
+        with Browser(url, tmp_path) as page:
+            probe = page.wait_for(
+                "(e => e && e.textContent && JSON.parse(e.textContent))"
+                "(document.getElementById('dasktrain-live'))"
+                " && JSON.parse(document.getElementById('dasktrain-live').textContent)",
+                timeout=60,
+            )
+            assert not flag.exists() and runner.is_alive()  # read while the job runs
+            assert probe is not None
+            assert probe["ranks"] == 2 and probe["rank_states"] == ["start", "start"], probe
+            assert probe["loss"] == 2 and probe["accuracy"] == 2, probe  # a curve per rank
+            assert probe["fits"] >= 1 and probe["fit_curves"] >= 1, probe  # KMeans passes
+            assert probe["cells"] == 4 and probe["done"] >= 2 and probe["running"] == 1, probe
+            assert probe["workers"] == 2, probe
+            shot = page.screenshot(tmp_path / "live.png")
+        flag.write_text("go")
+        runner.join(180)
+        assert not runner.is_alive() and "error" not in box, box.get("error")
+        after = live_client.run_on_scheduler(_state)
+        assert after["state"] == "end" and set(after["verdicts"]) == {"kmeans8", "ddp_wait"}
+        assert all(p for p in after["pids"])  # every rank's pid came with its log lines
+        # The report keeps what the page showed: the passes and the ranks' metrics, per run.
+        kinds = {e["kind"] for e in box["res"].events}
+        assert {"fit", "ddp", "ddp-metrics"} <= kinds, kinds
+        out = box["res"].save(tmp_path / "report")
+        report = (out / "report.html").read_text()
+        assert "On this machine, " in report  # the answer opens the report
+        assert "DDP ranks: loss" in report and "Iterative fits: the value" in report
+        assert (out / "events.jsonl").read_text().count("ddp-metrics") >= 12
+        from PIL import Image
+
+        img = np.asarray(Image.open(shot).convert("RGB"), dtype=np.int16)
+        assert ((img.max(axis=2) - img.min(axis=2)) > 60).mean() > 0.0008  # drawn in colour
+    finally:
+        flag.write_text("go")
+        runner.join(180)
+
+
+def test_the_dashboard_lists_the_page(live_client):
+    with urllib.request.urlopen(live_client.dashboard_link) as r:
+        status = r.read().decode()
+    assert 'href="dasktrain"' in status  # in the dashboard's list of pages
+    with urllib.request.urlopen(dasktrain.dashboard_link(live_client)) as r:
+        assert r.status == 200 and "dasktrain-live" in r.read().decode()
+
+
+def test_a_scheduler_without_the_preload(client):
+    """Absent-safe: no page, the link helper says how to get one, the library works."""
+    from dasktrain.models import KMeans
+
+    with pytest.warns(UserWarning, match="--preload dasktrain.dashboard"):
+        assert dasktrain.dashboard_link(client) is None
+    X = np.random.default_rng(0).normal(size=(400, 512))
+    import dask.array as da
+
+    km = KMeans(8, engine="dask", random_state=0, client=client).fit(da.from_array(X, 100))
+    assert km.n_iter_ >= 1
+
+
+def test_connect_starts_clusters_with_the_page():
+    with dasktrain.connect(n_workers=1, dashboard_address="127.0.0.1:0") as client:
+        try:
+            assert dasktrain.dashboard_link(client).endswith("/dasktrain")
+        finally:
+            client.cluster.close()
+
+
+def test_events_reach_the_page_state_and_the_recording(live_client):
+    """Driver events go to the scheduler and to the open recordings; features from a task."""
+    from dasktrain.features import HistogramFeatures
+
+    with recording() as seen:
+        emit(
+            "fit",
+            live_client,
+            fit="t-1",
+            estimator="T",
+            iteration=1,
+            metric="m",
+            value=2.0,
+            ms=1.0,
+            path="test",
+        )
+        imgs = np.random.default_rng(0).random((64, 32, 32), dtype=np.float32)
+        import dask.array as da
+
+        F = HistogramFeatures(engine="dask").fit(imgs).transform(da.from_array(imgs, 16))
+        live_client.compute(F).result()
+    assert [e["kind"] for e in seen] == ["fit"]  # the chunks' events were sent by workers
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        s = live_client.run_on_scheduler(_state)
+        if s["fits"].get("t-1") and s["features"] >= 4:
+            break
+        time.sleep(0.1)
+    assert s["fits"]["t-1"] == 1 and s["features"] >= 4, s
+
+
+def test_an_event_never_fails_its_step(live_client):
+    """A value msgpack cannot carry is dropped (logged), the caller goes on."""
+    rec = emit("fit", live_client, fit="bad", value=object())
+    assert rec["kind"] == "fit"
+    assert json.dumps(live_client.run_on_scheduler(_state)["cells"]) is not None
