@@ -265,13 +265,15 @@ def _start_local(
 _LIVE_PAGE = {"preload": ["dasktrain.dashboard"]}
 
 
-def dashboard_link(client=None):
+def dashboard_link(client=None, *, warn=True):
     """The address of the ``/dasktrain`` dashboard page of ``client``'s scheduler.
 
     Parameters
     ----------
     client : distributed.Client, optional
         Defaults to the current client.
+    warn : bool
+        Warn (saying how to enable the page) when there is none.
 
     Returns
     -------
@@ -287,6 +289,8 @@ def dashboard_link(client=None):
     client = get_client(client)
     link = client.dashboard_link if client.run_on_scheduler(_has_live_page) else None
     if not link:
+        if not warn:
+            return None
         warnings.warn(
             "this scheduler has no dasktrain dashboard page: start it with "
             "`dask scheduler --preload dasktrain.dashboard` (or pass "

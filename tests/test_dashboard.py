@@ -234,3 +234,83 @@ def test_an_event_never_fails_its_step(live_client):
     rec = emit("fit", live_client, fit="bad", value=object())
     assert rec["kind"] == "fit"
     assert json.dumps(live_client.run_on_scheduler(_state)["cells"]) is not None
+
+
+def _fail_once(marker):
+    """Rank 1 fails on the job's first attempt (the marker file says it did)."""
+    import dasktrain.ddp as ddp
+
+    ddp.report(step=1, loss=1.0)
+    if ddp.rank_info().rank == 1 and not os.path.exists(marker):
+        open(marker, "w").close()
+        raise RuntimeError("rank 1 fails on its first attempt")
+    return 1
+
+
+def test_the_page_shows_a_restart_and_its_reason(live_client, tmp_path):
+    import dasktrain.ddp as ddp
+
+    result = ddp.run(_fail_once, str(tmp_path / "failed"), client=live_client, max_restarts=1)
+    assert result.attempts == 2
+
+    def job(dask_scheduler=None):
+        s = dask_scheduler.plugins["dasktrain-live"]
+        j = list(s.jobs.values())[-1]
+        return {"state": j["state"], "attempt": j["attempt"], "errors": j["errors"]}
+
+    deadline = time.monotonic() + 10
+    while (seen := live_client.run_on_scheduler(job))["state"] != "done":
+        assert time.monotonic() < deadline, seen
+        time.sleep(0.1)
+    assert seen["attempt"] == 1 and [e[1] for e in seen["errors"]] == ["restart"]
+    assert "rank 1 fails on its first attempt" in seen["errors"][0][2]
+
+
+def test_a_paused_worker_is_red_with_its_reason(own_client):
+    """The workers table says why a worker is paused (its memory against its limit)."""
+    from distributed.core import Status
+
+    from dasktrain.dashboard._page import worker_rows
+
+    first = sorted(own_client.scheduler_info()["workers"])[0]
+    own_client.run(
+        lambda dask_worker: setattr(dask_worker, "status", Status.paused), workers=[first]
+    )
+
+    def rows(dask_scheduler=None):
+        return worker_rows(dask_scheduler)
+
+    deadline = time.monotonic() + 10
+    while "paused" not in (r := own_client.run_on_scheduler(rows))["status"]:
+        assert time.monotonic() < deadline, r
+        time.sleep(0.1)
+    i = r["worker"].index(first)
+    assert r["status"][i] == "paused" and r["reason"][i].startswith("paused for memory: ")
+    assert "MiB of a 4,096 MiB limit" in r["reason"][i]
+    assert [x for j, x in enumerate(r["reason"]) if j != i] == [""]
+
+
+def test_boosting_rounds_reach_the_page(live_client):
+    """XGBoost on the dask engine: one event per round from rank 0, its eval metric."""
+    import dask.array as da
+
+    from dasktrain.models import XGBClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 512)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int)
+    Xd, yd = da.from_array(X, 100), da.from_array(y, 100)
+    est = XGBClassifier(n_estimators=7, engine="dask", client=live_client)
+    est.fit(Xd, yd, eval_set=[(Xd, yd)])
+
+    def rounds(dask_scheduler=None):
+        fits = dask_scheduler.plugins["dasktrain-live"].fits
+        return [f for f in fits.values() if f["estimator"] == "XGBClassifier"]
+
+    deadline = time.monotonic() + 10
+    while not (fits := live_client.run_on_scheduler(rounds)) or len(fits[-1]["points"]) < 7:
+        assert time.monotonic() < deadline, fits
+        time.sleep(0.1)
+    points = fits[-1]["points"]
+    assert [p[0] for p in points] == list(range(1, 8))
+    assert fits[-1]["metric"] == "validation_0-logloss" and points[-1][1] < points[0][1]

@@ -437,3 +437,18 @@ def test_rule_every_size_a_setup_wins_is_named():
     assert v.startswith(
         "fit: local is faster at 150, 600 samples (1.5x at 600); no clear difference at 300"
     ), v
+
+
+def test_the_report_opens_with_the_answer_in_one_paragraph(answered):
+    """Where distributing paid and from which size; where not, and what the time went to."""
+    from dasktrain.harness.answer import answer_paragraph
+
+    text = answer_paragraph(answered)
+    assert text.startswith(
+        "On this machine at the largest size measured, distributing paid for kmeans "
+        "(dask, 1.3x, from about 400 samples); it did not for logreg (dask overhead 0.7 s per "
+        "run: scheduler/idle 0.8 s over 20 round trips of 40 tasks"
+    ), text
+    assert "xgboost (dask overhead 2.1 s per run): local was faster" in text, text
+    assert text.endswith("; not measured: ddp_cnn."), text
+    assert answered.verdicts.why.iloc[0] == "from about 400 samples"

@@ -41,6 +41,10 @@ the futures a call made                :func:`future_keys`, :func:`cancel_keys`,
 what a step did outside tasks          :func:`reporting`, :func:`report` (a step says what
                                        it did outside tasks), :func:`tracing` (a measurer
                                        collects it) (:mod:`.activity`)
+what a step shows while it runs        :func:`~.events.emit` (a Dask event for the
+                                       ``/dasktrain`` dashboard page),
+                                       :func:`~.events.recording` (the events kept for
+                                       a report) (:mod:`.events`)
 =====================================  =====================================================
 
 The rules this package keeps for everyone: every wait on the cluster goes through

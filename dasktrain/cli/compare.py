@@ -199,9 +199,10 @@ class _Printer:
         for name, s in setups.items():
             if s["engine"] == "dask":
                 gpus = f", {s['gpus']} GPU" if s.get("gpus") else ""
+                live = f" (live: {s['live_page']})" if s.get("live_page") else ""
                 print(
                     f"setup {name}: {s['workers']} workers, {s['threads']} threads{gpus}; "
-                    f"dashboard {s['dashboard']}",
+                    f"dashboard {s['dashboard']}{live}",
                     file=self.out,
                     flush=True,
                 )

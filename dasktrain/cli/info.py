@@ -45,7 +45,7 @@ def _version(*dists):
 
 def _print_cluster(address):
     from .._dask import scheduler_workers
-    from ..cluster import connect
+    from ..cluster import connect, dashboard_link
 
     client = connect(address)
     try:
@@ -55,6 +55,10 @@ def _print_cluster(address):
         print(f"scheduler    {client.scheduler.address}")
         print(f"workers      {len(workers)} ({threads} threads, {mem / 2**30:.1f} GiB limit)")
         print(f"dashboard    {client.dashboard_link}")
+        page = dashboard_link(client, warn=False)
+        print(
+            f"live page    {page or 'none: start the scheduler with --preload dasktrain.dashboard'}"
+        )
     finally:
         client.close()  # a client on a remote scheduler: the cluster keeps running
 

@@ -20,6 +20,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from .._dask.events import keep
 from ..exceptions import DDPError, ValidationError
 from . import _env
 from ._comm import check_ddp_options, micro_batches, register_comm_hook
@@ -156,6 +157,7 @@ def report(**metrics) -> None:
     ctx = _local_context()
     if ctx is not None:
         ctx.history.append(record)
+        keep({"kind": "ddp-metrics", "job": "local", **record})  # the report's rank curves
         logger.info("local: %s", _format(record))
         return
     path = os.environ.get(_env.ENV_METRICS_FILE)

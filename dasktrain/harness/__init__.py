@@ -26,8 +26,10 @@ other way round; inside, each module imports only those listed after it:
     run in its ``distributed.span`` (``<workload>/<setup>/<size>/run-<i>``, or ``/warm-up``),
     its time split from the task stream and what the step reported it did outside tasks
     (:func:`phase` marks a workload's own data transfer or compute).
-``progress``, ``quiet``
-    The progress bar or callback; library noise to a log file instead of the terminal.
+``progress``, ``live``, ``quiet``
+    The progress bar or callback; the grid of runs and the verdicts told to the
+    ``/dasktrain`` dashboard page as they happen; library noise to a log file instead of the
+    terminal.
 ``inputs``
     The data shared by the workloads of one size, prepared outside every timing.
 ``workloads``
@@ -39,7 +41,7 @@ other way round; inside, each module imports only those listed after it:
     cost at every size; strong scaling and the setups side by side; the verdicts (only what
     was measured); the answer's first lines (overall, and the machine's state); the text a
     terminal shows.
-``report`` (with ``figures`` and ``curves``), ``output``
+``report`` (with ``figures``, ``curves`` and ``run_curves``), ``output``
     Results -> HTML (bokeh, inline) in reading order; the output folder, written atomically.
 
 The command line (``dasktrain demo``, ``dasktrain compare``) lives in ``dasktrain.cli``.

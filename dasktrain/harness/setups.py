@@ -81,9 +81,20 @@ class Setup:
             "devices": self.devices,
             "scheduler": c.scheduler.address if c is not None else None,
             "dashboard": c.dashboard_link if c is not None else None,
+            "live_page": _live_page(c),
             "worker_addresses": sorted(self.worker_pids),
             "started_here": self.started,
         }
+
+
+def _live_page(client):
+    """The ``/dasktrain`` page of ``client``'s scheduler, or None (none, or unreachable)."""
+    from ..cluster import dashboard_link
+
+    try:
+        return dashboard_link(client, warn=False) if client is not None else None
+    except Exception:  # a description never fails: a closed client has no page to show
+        return None
 
 
 # --------------------------------------------------------------------------------------------
