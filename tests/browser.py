@@ -80,7 +80,12 @@ class Browser:
     def evaluate(self, expression):
         """The value of a JavaScript expression in the page."""
         msg = self._call("Runtime.evaluate", expression=expression, returnByValue=True)
-        return msg["result"]["result"].get("value")
+        # While the page is still loading there is no context to evaluate in (an "error"), or
+        # the expression throws ("exceptionDetails"): nothing to read yet.
+        result = msg.get("result", {})
+        if "exceptionDetails" in result:
+            return None
+        return result.get("result", {}).get("value")
 
     def wait_for(self, expression, timeout=30.0):
         """Evaluate ``expression`` until it is truthy; return its value (None on timeout)."""
@@ -93,6 +98,6 @@ class Browser:
         return None
 
     def screenshot(self, path):
-        msg = self._call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+        msg = self._call("Page.captureScreenshot", format="png")
         path.write_bytes(base64.b64decode(msg["result"]["data"]))
         return path

@@ -57,6 +57,22 @@ def _state(dask_scheduler=None):
     }
 
 
+# JavaScript: the text of the cells a DataTable of the page shows (inside Bokeh's shadow DOM).
+_SHOWN = """name => {
+  const out = [];
+  const walk = v => {
+    if (!v) return;
+    if (v.model && v.model.type === "DataTable" && v.model.source.name === name) {
+      const root = v.shadow_el || v.el.shadowRoot;
+      root.querySelectorAll(".slick-cell").forEach(c => out.push(c.textContent.trim()));
+    }
+    (v.child_views || []).forEach(walk);
+  };
+  Object.values(Bokeh.index).forEach(walk);
+  return out;
+}"""
+
+
 def _train_until(flag, steps=6):
     """A DDP train function: reports a few steps, then waits for ``flag`` (a file)."""
     import dasktrain.ddp as ddp
@@ -146,9 +162,13 @@ def test_the_page_shows_a_running_comparison(live_client, tmp_path):
             assert probe["cells"] == 4 and probe["done"] >= 2 and probe["running"] == 1, probe
             assert probe["workers"] == 2, probe
             shot = page.screenshot(tmp_path / "live.png")
-        flag.write_text("go")
-        runner.join(180)
-        assert not runner.is_alive() and "error" not in box, box.get("error")
+            flag.write_text("go")
+            runner.join(180)
+            assert not runner.is_alive() and "error" not in box, box.get("error")
+            # The tables redraw the rows whose values changed (regression: the DDP run's
+            # row stayed "running" on screen, its data already said "done").
+            shown = page.wait_for(f"({_SHOWN})('cells').filter(s => s === 'done').length == 4")
+            assert shown, page.evaluate(f"({_SHOWN})('cells')")
         after = live_client.run_on_scheduler(_state)
         assert after["state"] == "end" and set(after["verdicts"]) == {"kmeans8", "ddp_wait"}
         assert all(p for p in after["pids"])  # every rank's pid came with its log lines

@@ -269,7 +269,13 @@ _NUMBERS = {"size", "seconds", "epoch", "loss", "accuracy", "samples_per_s", "va
 
 
 def _table(source, columns, height, width=600):
-    from bokeh.models import DataTable, HTMLTemplateFormatter, NumberFormatter, TableColumn
+    from bokeh.models import (
+        CustomJS,
+        DataTable,
+        HTMLTemplateFormatter,
+        NumberFormatter,
+        TableColumn,
+    )
 
     # A paused worker (or a failed cell or job) stands out in red.
     red = HTMLTemplateFormatter(
@@ -285,7 +291,11 @@ def _table(source, columns, height, width=600):
         else TableColumn(field=c, title=c)
         for c in columns
     ]
-    return DataTable(source=source, columns=cols, height=height, width=width, index_position=None)
+    table = DataTable(source=source, columns=cols, height=height, width=width, index_position=None)
+    # A DataTable redraws when its view's indices change, not when values change in rows it
+    # already shows (a run going from "running" to "done" stayed "running"): say so.
+    source.js_on_change("data", CustomJS(args={"view": table.view}, code="view.change.emit()"))
+    return table
 
 
 def _curves(source, title, x_label, log=False):
