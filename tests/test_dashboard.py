@@ -334,3 +334,30 @@ def test_boosting_rounds_reach_the_page(live_client):
     points = fits[-1]["points"]
     assert [p[0] for p in points] == list(range(1, 8))
     assert fits[-1]["metric"] == "validation_0-logloss" and points[-1][1] < points[0][1]
+
+
+def _rows_read():
+    import dasktrain.ddp as ddp
+
+    return sum(len(y) for _, y in ddp.shard("train", window=1))
+
+
+def test_a_job_fed_by_dask_shows_each_ranks_share(live_client):
+    """Each rank's row says how many of the dataset's rows its own worker holds."""
+    import dask.array as da
+
+    import dasktrain.ddp as ddp
+
+    X = da.random.random((640, 512), chunks=(80, 512))
+    y = da.zeros(640, chunks=80, dtype=int)
+    X, y = live_client.persist([X, y])
+    read = ddp.run(_rows_read, client=live_client, datasets={"train": (X, y)}, timeout=120)
+    assert sum(read.values()) == 640
+
+    def shards(dask_scheduler=None):
+        jobs = dask_scheduler.plugins["dasktrain-live"].jobs
+        return [r["shards"] for r in list(jobs.values())[-1]["ranks"].values()]
+
+    held = [s["train"] for s in live_client.run_on_scheduler(shards)]
+    assert len(held) == 2 and all(h.endswith(" of 640 rows here") for h in held), held
+    assert sum(int(h.split(" of ")[0].replace(",", "")) for h in held) == 640

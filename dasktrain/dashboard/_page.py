@@ -59,7 +59,7 @@ def _x(record, i):
 
 def rank_rows(state):
     keys = ("job", "attempt", "rank", "host", "worker", "pid", "epoch", "loss", "accuracy")
-    cols = {k: [] for k in (*keys, "samples_per_s", "state", "line")}
+    cols = {k: [] for k in (*keys, "samples_per_s", "state", "shards", "line")}
     for job, j in state.jobs.items():
         for rank, r in sorted(j["ranks"].items()):
             last = r["last"]
@@ -68,6 +68,7 @@ def rank_rows(state):
                 cols[k].append(v if k not in ("epoch", "loss", "accuracy") else _num(v))
             cols["samples_per_s"].append(_num(last.get("samples_per_s")))
             cols["state"].append(j["state"])
+            cols["shards"].append("; ".join(f"{k}: {v}" for k, v in r["shards"].items()))
             cols["line"].append(r["lines"][-1] if r["lines"] else "")
     return cols
 
@@ -253,13 +254,14 @@ _RANK_COLS = (
     "job",
     "attempt",
     "rank",
-    "host",
+    "worker",
     "pid",
     "epoch",
     "loss",
     "accuracy",
     "samples_per_s",
     "state",
+    "shards",
     "line",
 )
 _ERROR_COLS = ("time", "job", "state", "error")

@@ -106,7 +106,8 @@ class LiveState(SchedulerPlugin):
     def _rank(self, job, rank):
         j = self._job(job)
         return j["ranks"].setdefault(
-            int(rank), {"worker": "", "pid": None, "lines": [], "last": {}, "series": []}
+            int(rank),
+            {"worker": "", "pid": None, "lines": [], "last": {}, "series": [], "shards": {}},
         )
 
     def _on_ddp(self, msg):
@@ -121,6 +122,7 @@ class LiveState(SchedulerPlugin):
     def _on_ddp_rank(self, msg):
         r = self._rank(msg["job"], msg["rank"])
         r.update(pid=msg.get("pid"), lines=msg.get("lines") or [], worker=msg.get("worker", ""))
+        r["shards"] = msg.get("shards") or {}
 
     def _on_ddp_metrics(self, job, msg):
         if "rank" not in msg:

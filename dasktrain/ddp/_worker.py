@@ -105,6 +105,7 @@ class _MetricsRelay:
     def __init__(self, worker, spec, path):
         self.worker, self.topic, self.attempt, self.path = worker, spec.topic, spec.attempt, path
         self.rank = spec.rank
+        self.shards = _held(spec.datasets, spec.rank)
         self.offset = 0
         self.records = []
         self._lines, self._next_lines = None, 0.0
@@ -126,6 +127,7 @@ class _MetricsRelay:
                 rank=self.rank,
                 pid=pid,
                 lines=lines[-_LINES:],
+                shards=self.shards,
             )
 
     def forward(self):
@@ -146,6 +148,16 @@ class _MetricsRelay:
                 self.records.append(record)
                 self.worker.log_event(self.topic, record)
         self.offset += end + 1
+
+
+def _held(datasets, rank):
+    """``{dataset: "rows on this rank's worker of all rows"}`` of a job fed by Dask."""
+    out = {}
+    for name, meta in (datasets or {}).items():
+        rows = meta.get("rows") or []
+        mine = sum(r for r, o in zip(rows, meta.get("owners") or []) if o == rank)
+        out[name] = f"{mine:,} of {sum(rows):,} rows here"
+    return out
 
 
 def _last_lines(path, n=_LINES, nbytes=2048):
