@@ -6,7 +6,7 @@ Tasks::
     dask scheduler --preload dasktrain.dashboard
 
 Clusters started by :func:`dasktrain.connect` have it already. The page shows, live (redrawn
-every half second from the events the library sends, see :mod:`dasktrain._dask.events`; nothing
+every half second from the events the library sends, see ``dasktrain._dask.events``; nothing
 is polled from the workers): the comparison under way (its grid of runs and the verdicts as
 soon as a workload is measured), every DDP job's ranks (host, worker, pid, their reported
 metrics against step or epoch, restarts and failures, the last log lines), the iterative fits

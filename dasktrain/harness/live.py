@@ -2,7 +2,7 @@
 
 The grid of runs when it starts, each run as it starts and ends, each workload's verdict as
 soon as it is measured (from the runs so far), and the end: ``compare``, ``cell`` and
-``verdict`` events (:mod:`dasktrain._dask.events`) to the scheduler of every cluster in the
+``verdict`` events (``dasktrain._dask.events``) to the scheduler of every cluster in the
 comparison. Telling never stops a comparison.
 """
 

@@ -172,7 +172,7 @@ class Results:
         :mod:`dasktrain.harness.verdicts`). None: as the comparison was run (``setup``), else
         False.
     events : list of dict, optional
-        The live events of the timed runs (:mod:`dasktrain._dask.events`, each with its
+        The live events of the timed runs (``dasktrain._dask.events``, each with its
         ``run``): what the dashboard page showed, drawn again in the report.
 
     Attributes
