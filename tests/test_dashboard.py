@@ -361,3 +361,55 @@ def test_a_job_fed_by_dask_shows_each_ranks_share(live_client):
     held = [s["train"] for s in live_client.run_on_scheduler(shards)]
     assert len(held) == 2 and all(h.endswith(" of 640 rows here") for h in held), held
     assert sum(int(h.split(" of ")[0].replace(",", "")) for h in held) == 640
+
+
+@pytest.mark.filterwarnings("ignore:Sending large graph:UserWarning")
+def test_a_worker_killed_mid_fit_shows_on_the_page(tmp_path):
+    """SIGKILL a worker in the middle of a KMeans fit on a cluster with the page: the fit ends
+    with the same model, its passes on the page switch from the direct connections to the
+    scheduler, and the page and the client keep working."""
+    import signal
+
+    import dask.array as da
+    from distributed import Client
+
+    from dasktrain.models import KMeans
+
+    X = np.random.default_rng(0).random((12000, 512), dtype=np.float32)
+    Xd = da.from_array(X, chunks=(1000, -1))
+    params = dict(n_clusters=8, engine="dask", tol=0, max_iter=60, random_state=0)
+    with _live_cluster() as cluster, Client(cluster, set_as_default=False) as client:
+        ref = KMeans(**params, client=client).fit(Xd)
+        pids = client.run(os.getpid)
+
+        def passes(dask_scheduler=None):
+            fits = list(dask_scheduler.plugins["dasktrain-live"].fits.values())
+            return [(f["path"], len(f["points"])) for f in fits]
+
+        def kill_at_pass_20():
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                seen = client.run_on_scheduler(passes)
+                if len(seen) == 2 and seen[-1][1] >= 20:
+                    os.kill(pids[sorted(pids)[1]], signal.SIGKILL)
+                    return
+                time.sleep(0.01)
+
+        killer = threading.Thread(target=kill_at_pass_20)
+        killer.start()
+        km = KMeans(**params, client=client).fit(Xd)
+        killer.join(10)
+        np.testing.assert_allclose(km.cluster_centers_, ref.cluster_centers_, rtol=1e-5)
+
+        def points(dask_scheduler=None):
+            return list(dask_scheduler.plugins["dasktrain-live"].fits.values())[-1]["points"]
+
+        seen = client.run_on_scheduler(points)
+        assert [p[0] for p in seen] == list(range(1, km.n_iter_ + 1))
+        paths = [p[3] for p in seen]
+        # The pass that lost its worker went through the scheduler; the group then restarts.
+        assert paths[:20] == ["direct"] * 20 and "scheduler" in paths[20:], paths
+        client.wait_for_workers(2, timeout=60)
+        with urllib.request.urlopen(dasktrain.dashboard_link(client), timeout=30) as r:
+            assert r.status == 200
+        assert client.submit(sum, [1, 2]).result(timeout=30) == 3

@@ -104,7 +104,8 @@ def fit_rows(state):
     for fit, f in state.fits.items():
         pts = f["points"]
         ms = sorted(_num(p[2]) for p in pts)
-        row = (fit, f["estimator"], f["path"], len(pts), f["metric"], _num(pts[-1][1]))
+        paths = dict.fromkeys(p[3] for p in pts)  # "direct, scheduler": it fell back
+        row = (fit, f["estimator"], ", ".join(paths), len(pts), f["metric"], _num(pts[-1][1]))
         for k, v in zip(cols, row + (ms[len(ms) // 2] if ms else math.nan,)):
             cols[k].append(v)
     return cols
@@ -113,7 +114,7 @@ def fit_rows(state):
 def fit_curves(state):
     out = {"xs": [], "ys": [], "label": [], "color": []}
     for fit, f in state.fits.items():
-        pts = [(_num(i), _num(v)) for i, v, _ in f["points"]]
+        pts = [(_num(p[0]), _num(p[1])) for p in f["points"]]
         pts = [p for p in pts if not math.isnan(p[1]) and p[1] > 0]
         if pts:
             out["xs"].append([p[0] for p in pts])

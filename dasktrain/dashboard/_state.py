@@ -36,7 +36,8 @@ class LiveState(SchedulerPlugin):
     jobs : OrderedDict
         DDP job id -> ``{"attempt", "state", "ranks": {rank: {...}}, "errors": [...]}``.
     fits : OrderedDict
-        Fit id -> ``{"estimator", "metric", "path", "points": [(iteration, value, ms)]}``.
+        Fit id -> ``{"estimator", "metric", "path", "points": [(iteration, value, ms, path)]}``
+        (a KMeans pass goes through the scheduler when its direct group broke).
     features : deque
         ``(time, worker, images, seconds)`` of the feature chunks of the last minute.
     version : int
@@ -141,7 +142,7 @@ class LiveState(SchedulerPlugin):
             while len(self.fits) > _FITS:
                 self.fits.popitem(last=False)
         fit.update(estimator=msg.get("estimator"), metric=msg.get("metric"), path=msg.get("path"))
-        fit["points"].append((msg.get("iteration"), msg.get("value"), msg.get("ms")))
+        fit["points"].append((msg.get("iteration"), msg.get("value"), msg.get("ms"), fit["path"]))
         del fit["points"][:-_POINTS]
 
     def _on_features(self, msg):
