@@ -4,7 +4,8 @@ A scheduler of its own (``dask scheduler --preload dasktrain.dashboard``, so its
 own) and two 1-thread workers run the same comparison (features, kmeans, xgboost, ddp_cnn on
 the built-in images, 300 per class, 2 repeats) alternately with the page open in headless
 Chromium and closed, after one warm-up comparison; then 20 events are sent from the client and
-timed until the page's own data holds them (over the DevTools protocol). Run it alone on a quiet
+timed until the page's own data holds them (over the DevTools protocol), and the driver's
+cost of sending one is timed. Run it alone on a quiet
 machine::
 
     python benchmarks/live_page.py [folder for the two screenshots of the docs]
@@ -70,6 +71,16 @@ def latency(client, url, tmp, n=20):
             out.append(time.time() - t0)
             time.sleep(0.3)
     return sorted(out)
+
+
+def emit_cost(client, n=2000):
+    """Microseconds the driver spends sending one event (a KMeans pass sends one)."""
+    from dasktrain._dask.events import emit
+
+    t0 = time.perf_counter()
+    for i in range(n):
+        emit("fit", client, fit="cost", estimator="probe", iteration=i, value=1.0, path="probe")
+    return (time.perf_counter() - t0) / n * 1e6
 
 
 _PROBE = "(e => e ? e.textContent : null)(document.getElementById('dasktrain-live'))"
@@ -142,6 +153,7 @@ def main(shots):
                     f"{100 * c / w:.1f}% of a core; runs {sorted(set(res.runs.status))}"
                 )
                 shots = None if mode == "open" else shots
+            print(f"emit from the driver: {emit_cost(client):.1f} us per event")
             lat = latency(client, url, tmp)
             print(f"event -> page: median {lat[len(lat) // 2]:.3f} s, max {lat[-1]:.3f} s")
     finally:

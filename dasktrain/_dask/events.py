@@ -5,7 +5,8 @@ of features, a DDP attempt, a cell of a comparison) calls :func:`emit` with a *k
 fields. The record goes
 
 * to the scheduler, as a Dask event on the topic ``"dasktrain"`` (``Worker.log_event`` from a
-  task, ``Client.log_event`` from the driver): the ``/dasktrain`` dashboard page
+  task; from the driver, queued and sent by the client's event loop, so the step never waits
+  for the scheduler): the ``/dasktrain`` dashboard page
   (:mod:`dasktrain.dashboard`) sees it through its scheduler plugin, so nothing is polled from
   the workers; and
 * to every :func:`recording` open in this process, which is how the comparison keeps what was
@@ -36,10 +37,12 @@ Kinds and their fields (all also carry ``kind`` and ``time``, seconds since the 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import threading
 import time
+import weakref
 
 __all__ = ["TOPIC", "DDP_TOPIC_PREFIX", "emit", "keep", "recording"]
 
@@ -93,10 +96,55 @@ def emit(kind: str, /, client=None, *, local_only: bool = False, **fields) -> di
         else:
             for c in client if isinstance(client, (list, tuple)) else [client]:
                 if c is not None and c.status == "running":
-                    c.log_event(TOPIC, record)
+                    _sender(c).send(record)
     except Exception:  # an event never fails the step that sends it
         logger.debug("could not send the %s event", kind, exc_info=True)
     return record
+
+
+class _Sender:
+    """The events of one client, sent in order by one coroutine on the client's event loop.
+
+    ``Client.log_event`` waits for the scheduler's answer (0.3-0.4 ms here): on the driver's
+    thread that was 17% of a 2.4 ms KMeans pass. The caller only queues; the loop sends.
+    """
+
+    def __init__(self, client):
+        self.client = client
+        self.queue = collections.deque()
+        self.lock = threading.Lock()
+        self.busy = False
+
+    def send(self, record):
+        with self.lock:
+            self.queue.append(record)
+            if self.busy:
+                return
+            self.busy = True
+        self.client.loop.add_callback(self._drain)
+
+    async def _drain(self):
+        while True:
+            with self.lock:
+                if not self.queue:
+                    self.busy = False
+                    return
+                record = self.queue.popleft()
+            try:
+                await self.client.scheduler.log_event(topic=TOPIC, msg=record)
+            except Exception:  # a closed client, a value msgpack cannot carry: dropped
+                logger.debug("could not send the %s event", record.get("kind"), exc_info=True)
+
+
+_senders: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _sender(client) -> _Sender:
+    with _lock:
+        sender = _senders.get(client)
+        if sender is None:
+            sender = _senders[client] = _Sender(client)
+        return sender
 
 
 def keep(record: dict) -> None:
