@@ -33,6 +33,7 @@ import time
 
 from .activity import reporting
 from .client import connect_timeout, live_workers
+from .keys import task_keys
 from .paused import StallWatch
 
 logger = logging.getLogger(__name__)
@@ -278,8 +279,6 @@ class DirectGroup:
         return True
 
     def _submit(self, owners, address, authkey):
-        from .blocks import task_keys
-
         keys = task_keys(f"{self.name}-direct", len(owners))
         n_arrays = len(self.blocks)
         for key, (worker, idx) in zip(keys, sorted(owners.items())):
