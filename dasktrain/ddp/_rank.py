@@ -30,8 +30,8 @@ import traceback
 
 from dasktrain.ddp import _env
 from dasktrain.ddp._env import EXIT_ORPHANED, EXIT_PORT_IN_USE, POOL_FLAG
-from dasktrain.ddp._network import bind_listener
 from dasktrain.ddp._records import RankError, RankStatus
+from dasktrain.ddp._sockets import bind_listener
 
 # Rank 0's rendezvous socket: the store serves on its file descriptor, so it must stay open.
 _listener = None

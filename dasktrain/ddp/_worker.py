@@ -23,8 +23,8 @@ from typing import NamedTuple
 from ..exceptions import DDPError
 from . import _env
 from ._feeder import start_feeder
-from ._network import bind_listener
 from ._records import RankResult, RankStatus
+from ._sockets import bind_listener
 
 __all__ = ["probe_port", "rank_task"]
 
