@@ -103,7 +103,7 @@ def _rank_name(proc, worker):
     process is no DDP rank (its environment has no rank, or cannot be read)."""
     import psutil
 
-    from ..ddp._env import ENV_BACKEND, RANK
+    from ..ddp import ENV_BACKEND, RANK
 
     try:
         env = proc.environ()
