@@ -18,9 +18,9 @@ from .._validation import check_engine, check_positive_int
 from ..exceptions import ValidationError, WorkloadError
 from .inputs import image_root
 from .output import check_output_dir
+from .settings import CostSettings, WorkloadOptions
 from .setups import check_clusters
 from .spark_setup import check_spark
-from .tables import check_fraction, check_time_basis, price_of
 
 __all__ = ["ENGINES", "DEFAULT_ENGINES", "Plan", "make_plan", "check_timeout", "check_data"]
 
@@ -55,7 +55,8 @@ class Plan:
     sizes: list | None
     warmup: bool
     seed: int
-    options: dict
+    #: The built-in workloads' settings, every default filled in.
+    options: WorkloadOptions
     interval: float | None
     monitor: bool
     performance_report: bool
@@ -63,8 +64,8 @@ class Plan:
     n_per_class: int
     timeout: float | None
     out: Path | None
-    #: Keyword arguments of :class:`Results` (baseline, prices, machines, ...).
-    result_kw: dict
+    #: How the runs are judged (baseline, prices, time basis), prices checked for every setup.
+    cost: CostSettings
     #: Measure and judge on a busy machine (:mod:`.machine`).
     allow_busy: bool
     #: Seconds to wait for a busy machine to calm down before the first run.
@@ -136,15 +137,6 @@ def _check_sizes(sizes):
     return sizes
 
 
-def _check_prices(prices, machines, setups, spot_discount):
-    if prices is None:
-        return
-    if not isinstance(prices, dict):
-        raise WorkloadError(f"prices={prices!r} must be a dict machine -> USD per hour.")
-    for name in setups:
-        price_of(prices, machines, name, spot_discount)
-
-
 def _check_progress(progress):
     if progress is None or isinstance(progress, bool) or callable(progress):
         return progress
@@ -189,6 +181,7 @@ def make_plan(
     out,
     allow_busy=None,
     quiet_wait=None,
+    options=None,
     **rest,
 ) -> Plan:
     """Check every option of :func:`compare`; everything that could fail at the end is
@@ -197,14 +190,12 @@ def make_plan(
     clusters = check_clusters(clusters, engines, client)
     spark = check_spark(spark, engines)
     setups = _setup_names(engines, clusters, baseline)
-    spot_discount = check_fraction(spot_discount, "spot_discount")
-    _check_prices(prices, machines, setups, spot_discount)
-    result_kw = dict(
+    cost = CostSettings(
         baseline=baseline,
         prices=prices,
         machines=machines,
         spot_discount=spot_discount,
-        time_basis=check_time_basis(time_basis),
+        time_basis=time_basis,
     )
     return Plan(
         engines=engines,
@@ -216,7 +207,8 @@ def make_plan(
         timeout=check_timeout(timeout),
         progress=_check_progress(progress),
         out=check_output_dir(out) if out is not None else None,
-        result_kw=result_kw,
+        cost=cost.for_setups(setups),
+        options=WorkloadOptions.from_dict(options),
         allow_busy=_check_allow_busy(allow_busy),
         quiet_wait=_check_quiet_wait(quiet_wait),
         **rest,

@@ -20,13 +20,11 @@ import numpy as np
 from .. import __version__
 from ..exceptions import WorkloadError
 from .output import check_output_dir, read_runs, write_atomic, write_text
+from .settings import CostSettings
 from .tables import (
     BREAKDOWN_MEDIANS,
-    check_fraction,
-    check_time_basis,
     crossover_table,
     is_busy,
-    price_of,
     scaling_table,
     sizes_table,
     summary_table,
@@ -135,6 +133,11 @@ def _clean_record(rec):
 # ---------------------------------------------------------------------------------------
 # Results
 # ---------------------------------------------------------------------------------------
+def _setting(name, doc):
+    """A read-only attribute of :class:`Results` that reads its :class:`CostSettings`."""
+    return property(lambda self: getattr(self.settings, name), doc=doc)
+
+
 class Results:
     """The outcome of :func:`~dasktrain.compare`: run records, the summary table, scaling and
     report.
@@ -171,6 +174,10 @@ class Results:
         of this machine meanwhile); by default they get "no verdict" (see
         :mod:`dasktrain.harness.verdicts`). None: as the comparison was run (``setup``), else
         False.
+    settings : CostSettings, optional
+        ``baseline``, ``prices``, ``machines``, ``spot_discount`` and ``time_basis`` as one
+        checked record (what :func:`~dasktrain.compare` passes); then leave those five
+        arguments unset.
 
     Attributes
     ----------
@@ -210,38 +217,40 @@ class Results:
         setup=None,
         performance_report=None,
         allow_busy=None,
+        settings=None,
     ) -> None:
         import pandas as pd
 
         self.runs = _runs_frame(runs)
-        self.baseline = baseline
-        self.prices = prices
-        self.machines = machines
-        self.spot_discount = check_fraction(spot_discount, "spot_discount")
-        self.time_basis = check_time_basis(time_basis)
+        own = dict(baseline=baseline, prices=prices, machines=machines)
+        own.update(spot_discount=spot_discount, time_basis=time_basis)
+        if settings is None:
+            settings = CostSettings(**own)
+        elif own != _DEFAULT_COST:
+            raise WorkloadError(
+                "pass settings= or baseline=, prices=, machines=, spot_discount= and "
+                "time_basis=, not both."
+            )
+        #: The checked :class:`~dasktrain.harness.settings.CostSettings` every table reads.
+        self.settings = settings.for_setups(self.runs["setup"].unique())
         self.samples = samples if samples is not None else pd.DataFrame()
         self.setup = dict(setup or {})
         self.performance_report = performance_report
         if allow_busy is None:
             allow_busy = (self.setup.get("machine") or {}).get("allow_busy", False)
         self.allow_busy = bool(allow_busy)
-        if prices is not None:
-            for setup in self.runs["setup"].unique():
-                price_of(prices, machines, setup, self.spot_discount)
         self._table = None
         #: Derived tables, built once on first use (each reads runs and the settings only).
         self._cache = {}
 
-    # -- tables ----------------------------------------------------------------------------
-    def _settings(self):
-        return dict(
-            baseline=self.baseline,
-            time_basis=self.time_basis,
-            prices=self.prices,
-            machines=self.machines,
-            spot_discount=self.spot_discount,
-        )
+    # -- the settings, as read by the tables and the report --------------------------------
+    baseline = _setting("baseline", "The setup the speedups are measured against.")
+    prices = _setting("prices", "The price table (USD per hour per machine), or None.")
+    machines = _setting("machines", "Setup -> machine in ``prices`` (or ``(name, count)``).")
+    spot_discount = _setting("spot_discount", "The fraction taken off every price.")
+    time_basis = _setting("time_basis", "What speedup and cost use: 'time' or 'train_time'.")
 
+    # -- tables ----------------------------------------------------------------------------
     @property
     def table(self) -> pd.DataFrame:
         """One row per workload x setup at the largest size (see the class docstring).
@@ -251,13 +260,13 @@ class Results:
         if self._table is None:
             from .text import ResultsTable
 
-            self._table = ResultsTable(summary_table(self.runs, **self._settings()))
+            self._table = ResultsTable(summary_table(self.runs, self.settings))
         return self._table
 
     @property
     def by_size(self) -> pd.DataFrame:
         """The columns of :attr:`table` at every size: one row per workload x setup x size."""
-        return self._once("by_size", lambda: sizes_table(self.runs, **self._settings()))
+        return self._once("by_size", lambda: sizes_table(self.runs, self.settings))
 
     def _once(self, name, build):
         """``build()`` as a printable table, computed on first use (a copy each time, so a
@@ -270,7 +279,7 @@ class Results:
     @property
     def scaling(self) -> pd.DataFrame | None:
         """Median time per workload x setup x size, or None with a single size."""
-        return self._once("scaling", lambda: scaling_table(self.runs, **self._settings()))
+        return self._once("scaling", lambda: scaling_table(self.runs, self.settings))
 
     @property
     def crossover(self) -> pd.DataFrame | None:
@@ -448,6 +457,11 @@ class Results:
         runs, setup = read_runs(path, comparison)
         kwargs.setdefault("setup", setup)
         return cls(runs, **kwargs)
+
+
+_DEFAULT_COST = dict(
+    baseline="local", prices=None, machines=None, spot_discount=0.0, time_basis="time"
+)
 
 
 def _printable(df):

@@ -58,7 +58,7 @@ class _Comparison:
         self.watch, self.machine = watch, machine
         self.ctx = {
             s.name: RunContext(
-                n_threads=s.threads, seed=plan.seed, options=dict(plan.options), setup=s.name
+                n_threads=s.threads, seed=plan.seed, options=plan.options, setup=s.name
             )
             for s in setups
         }
@@ -108,7 +108,7 @@ class _Comparison:
             "warmup": bool(p.warmup),
             "sizes": p.sizes,
             "seed": p.seed,
-            "options": p.options,
+            "options": p.options.given(),
             "timeout": p.timeout,
             "comparison": self.id,
             "runs_log": str(self.log.path) if self.log is not None else None,
@@ -216,7 +216,7 @@ class _Comparison:
         return make_xray_like(
             tmp / "data",
             n_per_class=self.plan.n_per_class,
-            size=self.plan.options.get("image_size", 64),
+            size=self.plan.options.image_size,
             seed=self.plan.seed,
         )
 
@@ -269,7 +269,7 @@ class _Comparison:
             samples=samples,
             setup=self.setup,
             performance_report=perf["html"],
-            **p.result_kw,
+            settings=p.cost,
         )
 
 
@@ -365,10 +365,13 @@ def compare(
         method, if it has one, before the first run; the CLI prints them. False: nothing.
     seed : int
     options : dict, optional
-        Built-in workload settings: ``image_size`` (64), ``backbone`` ("smallcnn"),
-        ``epochs`` (2), ``n_estimators`` (50), ``cv`` (3), ``mlp_max_iter`` (200),
-        ``model_features`` (``"auto"``: the model workloads' features come from the CNN
-        ``backbone`` when torch is installed, from HOG otherwise; or ``"cnn"``, ``"hog"``)...
+        Built-in workload settings (defaults in brackets; see
+        :class:`~dasktrain.harness.settings.WorkloadOptions`): ``image_size`` (64),
+        ``backbone`` ("smallcnn"), ``batch_size`` (64), ``model_features`` ("auto": the model
+        workloads' features come from the CNN ``backbone`` when torch is installed, from HOG
+        otherwise; or "cnn", "hog"), ``n_estimators`` (50), ``cv`` (3), ``mlp_max_iter``
+        (200), ``ddp_model`` ("smallcnn"), ``epochs`` (8), ``ddp_batch_size`` (16),
+        ``ddp_lr`` (0.01). Another key raises ``WorkloadError`` before anything runs.
     n_per_class : int
         Images per class of the built-in data set when ``data`` is None.
     out : str or Path, optional
@@ -407,7 +410,7 @@ def compare(
     Raises
     ------
     WorkloadError
-        Unknown workload, empty data, or a price table without an engine's machine.
+        Unknown workload or option, empty data, or a price table without an engine's machine.
     ClusterConnectionError
         When the scheduler at ``client`` cannot be reached (within ``dasktrain.connect-timeout``).
     ValidationError
@@ -452,7 +455,7 @@ def compare(
         out=out,
         warmup=warmup,
         seed=seed,
-        options=dict(options or {}),
+        options=options,
         interval=interval,
         monitor=monitor,
         performance_report=performance_report,
