@@ -238,15 +238,20 @@ def check_positive_int(value, name, *, minimum=1):
     return int(value)
 
 
-def check_positive_number(value, name):
-    """Return ``value`` as a float if it is a finite real number > 0; raise naming it otherwise."""
+def check_positive_number(value, name, *, unit=None):
+    """Return ``value`` as a float if it is a finite real number > 0; raise naming it otherwise.
+
+    ``unit`` (``"seconds"``) is said in the message: ``interval=0 must be a number of seconds
+    > 0.`` A bool, NaN and infinity are refused.
+    """
     if (
         isinstance(value, bool)
         or not isinstance(value, numbers.Real)
         or not np.isfinite(value)
         or value <= 0
     ):
-        raise ValidationError(f"{name}={value!r} must be a number > 0.")
+        of = f" of {unit}" if unit else ""
+        raise ValidationError(f"{name}={value!r} must be a number{of} > 0.")
     return float(value)
 
 

@@ -28,6 +28,7 @@ import time
 from typing import TYPE_CHECKING
 
 from .. import _config
+from .._validation import check_positive_number
 from ..exceptions import ValidationError
 from ._sources import (
     RAPL_GLOB,
@@ -141,8 +142,7 @@ class ResourceMonitor:
     def _check(self):
         """``(interval, uss_every)`` from the arguments; raise ValidationError when bad."""
         interval = _config.get("monitor.interval") if self.interval is None else self.interval
-        if not isinstance(interval, (int, float)) or not interval > 0:
-            raise ValidationError(f"interval={interval!r} must be a positive number of seconds.")
+        interval = check_positive_number(interval, "interval", unit="seconds")
         uss = self.uss
         if not isinstance(uss, bool) and (not isinstance(uss, int) or uss < 0):
             raise ValidationError(f"uss={uss!r} must be True, False or a positive integer.")

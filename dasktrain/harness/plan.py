@@ -8,13 +8,12 @@ runs: :func:`make_plan` checks every option of :func:`~dasktrain.compare` and re
 from __future__ import annotations
 
 import dataclasses
-import numbers
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 from .. import _config
-from .._validation import check_engine, check_positive_int
+from .._validation import check_engine, check_positive_int, check_positive_number
 from ..exceptions import ValidationError, WorkloadError
 from .inputs import image_root
 from .output import check_output_dir
@@ -33,11 +32,7 @@ def check_timeout(timeout) -> float | None:
     """Return ``timeout`` as seconds (or None); raise ValidationError unless it is > 0."""
     if timeout is None:
         return None
-    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not timeout > 0:
-        raise ValidationError(
-            f"timeout={timeout!r} must be None or a number of seconds > 0 (the limit of each run)."
-        )
-    return float(timeout)
+    return check_positive_number(timeout, "timeout", unit="seconds")
 
 
 @dataclasses.dataclass(frozen=True)
