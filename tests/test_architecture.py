@@ -338,6 +338,18 @@ def test_the_docs_list_the_rules_of_the_test():
     assert documented == ALLOWED
 
 
+def test_the_docs_list_the_strict_modules():
+    """docs/architecture.rst names the modules pyproject.toml holds to mypy's strict checks."""
+    import tomllib
+
+    config = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["mypy"]
+    (strict,) = [o for o in config["overrides"] if o.get("disallow_untyped_defs")]
+    text = (PACKAGE.parent / "docs" / "architecture.rst").read_text()
+    listed = text.split("   strict modules\n")[1].split("\n\n")[0].split()
+    assert listed == strict["module"]
+    assert config["files"] == ["dasktrain"]
+
+
 @pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.name))
 def test_modules_and_functions_stay_short(path):
     text = path.read_text()

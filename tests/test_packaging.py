@@ -73,6 +73,16 @@ def test_no_code_for_pythons_the_package_does_not_run_on():
     assert not old, f"branches for Python < 3.11 in {old}"
 
 
+def test_make_test_type_checks_with_what_the_test_extra_installs(project):
+    """`make test` runs mypy, which the test extra installs (a fresh `make install` has it)."""
+    test_extra = [Requirement(r).name for r in project["optional-dependencies"]["test"]]
+    assert "mypy" in test_extra
+    make = (ROOT / "Makefile").read_text()
+    target = make.split("\ntest: ")[1].split("\n\n")[0]
+    assert "$(BIN)/python -m mypy" in target
+    assert "test" in make.split("EXTRAS ?= ")[1].split("\n")[0]
+
+
 def test_installed_versions_meet_the_minimums(project):
     from importlib.metadata import version
 

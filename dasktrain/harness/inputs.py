@@ -51,7 +51,7 @@ class Inputs:
         self.seed = seed
         self.options = WorkloadOptions.from_dict(options)
         self.n_threads = n_threads
-        self._cache = {}
+        self._cache: dict = {}
 
     @property
     def kind(self) -> str:
@@ -124,7 +124,7 @@ class Inputs:
         return X, y, classes
 
     @property
-    def features(self) -> tuple:
+    def features(self) -> tuple[np.ndarray, np.ndarray]:
         """``(F, y)``: a 2-d numpy feature matrix and its labels."""
         return self._cached("features", self._build_features)
 

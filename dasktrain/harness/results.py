@@ -239,9 +239,9 @@ class Results:
         if allow_busy is None:
             allow_busy = (self.setup.get("machine") or {}).get("allow_busy", False)
         self.allow_busy = bool(allow_busy)
-        self._table = None
+        self._table: pd.DataFrame | None = None
         #: Derived tables, built once on first use (each reads runs and the settings only).
-        self._cache = {}
+        self._cache: dict = {}
 
     # -- the settings, as read by the tables and the report --------------------------------
     baseline = _setting("baseline", "The setup the speedups are measured against.")

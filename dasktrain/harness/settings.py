@@ -146,7 +146,7 @@ def check_time_basis(time_basis: object) -> str:
 
 def check_fraction(value: object, name: str) -> float:
     """Return ``value`` as a float in [0, 1); raise ValidationError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= float(value) < 1:
         raise ValidationError(
             f"{name}={value!r} must be a fraction in [0, 1), e.g. 0.7 for 70% off."
         )
@@ -209,8 +209,8 @@ class CostSettings:
     """
 
     baseline: str = "local"
-    prices: dict | None = None
-    machines: dict | None = None
+    prices: dict[str, Any] | None = None
+    machines: dict[str, Any] | None = None
     spot_discount: float = 0.0
     time_basis: str = "time"
     setups: frozenset[str] = frozenset()

@@ -59,7 +59,9 @@ class RunContext:
     setup: str = "local"
 
 
-_CURRENT = contextvars.ContextVar("dasktrain_workload_context", default=None)
+_CURRENT: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
+    "dasktrain_workload_context", default=None
+)
 
 
 def current() -> RunContext:
@@ -294,7 +296,7 @@ def w_ddp_cnn(inputs, engine, client) -> dict:
         result = ddp.run_local(train_classifier, Xtr, ytr, X_val=Xte, y_val=yte, **kw)
     out = result[0]  # {rank: value}: rank 0 reports for the job
     hist = out.get("history") or [{}]
-    res = {
+    res: dict[str, float | str] = {
         "train_time": float(out.get("train_time", math.nan)),
         "train_start": float(out.get("train_start", math.nan)),
     }
