@@ -135,7 +135,7 @@ def _unknown_message(key: object, names: tuple[str, ...]) -> str:
 # How a comparison is judged
 # --------------------------------------------------------------------------------------------
 def check_time_basis(time_basis: object) -> str:
-    """Return ``time_basis`` when it is one of :data:`TIME_BASES`; raise ValidationError."""
+    """Return ``time_basis`` when it is one of ``TIME_BASES``; raise ValidationError."""
     if time_basis not in TIME_BASES:
         raise ValidationError(
             f"time_basis={time_basis!r} must be 'time' (the whole step) or 'train_time' (the "
