@@ -68,6 +68,9 @@ def test_the_workloads_read_the_options_of_their_run(features):
     assert seen == [WorkloadOptions(epochs=3)]
     assert res.setup["options"] == {"epochs": 3}  # what differs from the defaults
     assert RunContext().options == WorkloadOptions()
+    assert RunContext(options={"epochs": 3}).options == WorkloadOptions(epochs=3)
+    with pytest.raises(WorkloadError, match="did you mean 'epochs'"):
+        RunContext(options={"epoch": 3})
 
 
 def _documented_options():

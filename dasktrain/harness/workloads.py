@@ -58,6 +58,10 @@ class RunContext:
     options: WorkloadOptions = dataclasses.field(default_factory=WorkloadOptions)
     setup: str = "local"
 
+    def __post_init__(self) -> None:
+        # A dict of options, as compare(options=...) takes them, is checked into the record.
+        self.options = WorkloadOptions.from_dict(self.options)
+
 
 _CURRENT: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
     "dasktrain_workload_context", default=None
