@@ -202,6 +202,8 @@ class Results:
         that it does not in the range.
     verdicts, crossovers, breakdown, strong_scaling, by_setup, cost, machine
         The answers built on these (see each property).
+    settings : CostSettings
+        The checked settings the tables read (``baseline``, ``prices``... are views of it).
     """
 
     def __init__(
@@ -226,7 +228,7 @@ class Results:
         own.update(spot_discount=spot_discount, time_basis=time_basis)
         if settings is None:
             settings = CostSettings(**own)
-        elif own != _DEFAULT_COST:
+        elif own != {k: getattr(CostSettings(), k) for k in own}:
             raise WorkloadError(
                 "pass settings= or baseline=, prices=, machines=, spot_discount= and "
                 "time_basis=, not both."
@@ -457,11 +459,6 @@ class Results:
         runs, setup = read_runs(path, comparison)
         kwargs.setdefault("setup", setup)
         return cls(runs, **kwargs)
-
-
-_DEFAULT_COST = dict(
-    baseline="local", prices=None, machines=None, spot_discount=0.0, time_basis="time"
-)
 
 
 def _printable(df):
