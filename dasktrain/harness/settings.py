@@ -62,8 +62,8 @@ class WorkloadOptions:
     ddp_model : str
         Network ``ddp_cnn`` trains (``train_classifier``'s ``model``).
     epochs : int
-        Epochs of ``ddp_cnn``: 8, what its recipe needs to learn the built-in data set (>= 0.85
-        test accuracy); fewer stay near chance.
+        Epochs of ``ddp_cnn``: 8, what its recipe was set up with (>= 0.85 test accuracy on
+        the built-in data set).
     ddp_batch_size : int
         Global batch of ``ddp_cnn`` (the same optimiser steps on every setup).
     ddp_lr : float
@@ -118,7 +118,7 @@ class WorkloadOptions:
         return cls(**options)
 
     def given(self) -> dict[str, Any]:
-        """The options that differ from their defaults, as a dict (what the report shows)."""
+        """The options that differ from their defaults, as a dict (``Results.setup["options"]``)."""
         default = type(self)()
         return {
             n: getattr(self, n) for n in self.names() if getattr(self, n) != getattr(default, n)
