@@ -12,8 +12,8 @@ import threading
 from collections import Counter
 
 _LOCK = threading.Lock()
-_MODELS = {}
-_BUILDS = Counter()
+_MODELS: dict = {}
+_BUILDS: Counter = Counter()
 
 
 def get_or_build(spec, builder):

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from typing import Any
 
 from .exceptions import OptionalDependencyError, UnguardedScriptError
 
@@ -89,7 +90,7 @@ def _import(name):
         return importlib.import_module(name)
 
 
-def import_optional(name, extra=None):
+def import_optional(name: str, extra: str | None = None) -> Any:
     """Import an optional module or raise an ImportError that names the extra to install.
 
     Parameters
@@ -118,7 +119,7 @@ def import_optional(name, extra=None):
         ) from exc
 
 
-def gpu_count():
+def gpu_count() -> int:
     """Number of NVIDIA GPUs this process may use, without importing torch or dask_cuda.
 
     The devices the machine has (:func:`_machine_gpu_count`), limited by
@@ -135,7 +136,7 @@ def gpu_count():
 
 
 @functools.lru_cache(maxsize=1)
-def _machine_gpu_count():
+def _machine_gpu_count() -> int:
     """Number of NVIDIA GPUs on the machine (probed once per process).
 
     Uses NVML when nvidia-ml-py is installed, otherwise ``nvidia-smi -L``; returns 0 when
@@ -172,7 +173,7 @@ def has_gpu():
     return gpu_count() > 0
 
 
-def cpu_count():
+def cpu_count() -> int:
     """CPUs this process may run on (respects affinity / containers where the OS reports it)."""
     import os
 
@@ -182,7 +183,7 @@ def cpu_count():
         return os.cpu_count() or 1
 
 
-def check_not_bootstrapping(what):
+def check_not_bootstrapping(what: str) -> None:
     """Raise at once when called while multiprocessing is still starting this process.
 
     A process started with spawn or forkserver (Dask's nannies, process pools) runs the

@@ -8,6 +8,8 @@ parameters keep explicit defaults instead (``CNNFeatures(batch_size=64)``): scik
 ``get_params`` and ``clone`` must show the value that runs.
 """
 
+from typing import Any
+
 import dask.config
 
 DEFAULTS = {
@@ -64,6 +66,6 @@ DEFAULTS = {
 dask.config.update_defaults(DEFAULTS)
 
 
-def get(key, default=None):
+def get(key: str, default: Any = None) -> Any:
     """Return the dasktrain setting ``key`` (dotted, without the ``dasktrain.`` prefix)."""
     return dask.config.get(f"dasktrain.{key}", default=default)

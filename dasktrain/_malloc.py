@@ -38,6 +38,7 @@ import functools
 import logging
 import os
 import threading
+from collections.abc import Mapping
 
 from . import _config
 
@@ -96,7 +97,7 @@ def threshold():
     return int(min(max(value, 2**20), 2**31 - 1))
 
 
-def process_environ():
+def process_environ() -> dict[str, str]:
     """The ``MALLOC_*`` variables for a new process dasktrain starts ({} where not glibc).
 
     One arena, so a task thread's buffers live on the main heap; both thresholds at
@@ -118,12 +119,12 @@ def process_environ():
 _ORIGINAL = {k: os.environ.get(k) for k in ENV_NAMES}
 
 
-def remember_own(values):
+def remember_own(values: Mapping[str, str | None]) -> None:
     """Note this process's own ``values`` of :data:`ENV_NAMES` as a cluster starts."""
     _ORIGINAL.update({k: v for k, v in values.items() if k in ENV_NAMES})
 
 
-def put_back(written):
+def put_back(written: Mapping[str, str]) -> None:
     """Undo what a nanny wrote into ``os.environ``: ``written`` are its pre-spawn variables.
 
     distributed's nanny copies its pre-spawn variables (``MALLOC_*``) into ``os.environ`` of
@@ -138,10 +139,11 @@ def put_back(written):
     """
     for k in ENV_NAMES:
         if k in written and os.environ.get(k) == written[k]:
-            if _ORIGINAL[k] is None:
+            original = _ORIGINAL[k]
+            if original is None:
                 os.environ.pop(k, None)
             else:
-                os.environ[k] = _ORIGINAL[k]
+                os.environ[k] = original
 
 
 @functools.lru_cache(maxsize=1)

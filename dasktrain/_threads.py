@@ -16,22 +16,22 @@ from .exceptions import ValidationError
 
 __all__ = ["check_n_threads", "local_pool"]
 
-_POOLS = {}
+_POOLS: dict[int, ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
 
 
-def check_n_threads(value):
+def check_n_threads(value: object) -> int:
     """``None`` -> this machine's CPU count, otherwise a positive integer."""
     if value is None:
         from ._compat import cpu_count
 
         return cpu_count()
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
         raise ValidationError(f"n_threads={value!r} must be None or an integer >= 1.")
     return int(value)
 
 
-def local_pool(n_threads):
+def local_pool(n_threads: int) -> ThreadPoolExecutor:
     """The process's pool of ``n_threads`` threads (named ``dasktrain-local``)."""
     with _POOLS_LOCK:
         if n_threads not in _POOLS:

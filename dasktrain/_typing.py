@@ -6,17 +6,13 @@ the annotations stay strings, so neither dask nor torch is imported to annotate.
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from typing import Self as Self
+
     import dask.array as da
     import numpy as np
-
-    if sys.version_info >= (3, 11):
-        from typing import Self as Self
-    else:  # pragma: no cover - Python 3.10
-        from typing_extensions import Self as Self
 
     #: numpy in, numpy out; dask in, lazy dask out
     Array = np.ndarray | da.Array

@@ -231,22 +231,27 @@ def check_weighted_classes(y, sample_weight, *, min_classes=2):
         )
 
 
-def check_positive_int(value, name, *, minimum=1):
+def check_positive_int(value: object, name: str, *, minimum: int = 1) -> int:
     """Return ``value`` if it is an integer >= ``minimum``; raise naming the argument otherwise."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < minimum:
         raise ValidationError(f"{name}={value!r} must be an integer >= {minimum}.")
     return int(value)
 
 
-def check_positive_number(value, name):
-    """Return ``value`` as a float if it is a finite real number > 0; raise naming it otherwise."""
+def check_positive_number(value: object, name: str, *, unit: str | None = None) -> float:
+    """Return ``value`` as a float if it is a finite real number > 0; raise naming it otherwise.
+
+    ``unit`` (``"seconds"``) is said in the message: ``interval=0 must be a number of seconds
+    > 0.`` A bool, NaN and infinity are refused.
+    """
     if (
         isinstance(value, bool)
         or not isinstance(value, numbers.Real)
-        or not np.isfinite(value)
-        or value <= 0
+        or not np.isfinite(float(value))
+        or float(value) <= 0
     ):
-        raise ValidationError(f"{name}={value!r} must be a number > 0.")
+        of = f" of {unit}" if unit else ""
+        raise ValidationError(f"{name}={value!r} must be a number{of} > 0.")
     return float(value)
 
 
@@ -260,7 +265,7 @@ def check_bool(value, name):
     return bool(value)
 
 
-def check_folder_path(path, *, name="path"):
+def check_folder_path(path: str | os.PathLike[str], *, name: str = "path") -> str:
     """Return ``os.fspath(path)`` if a folder can be at ``path``; raise naming the part that
     stops it.
 

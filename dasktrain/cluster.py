@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from distributed import Client, Nanny
 
@@ -25,17 +27,21 @@ class DasktrainClient(Client):
     started a local cluster, that cluster too. A remote cluster is never shut down.
     """
 
-    _dasktrain_cluster = None
+    _dasktrain_cluster: Any = None
 
-    def close(self, *args, **kwargs):
-        result = super().close(*args, **kwargs)
+    if TYPE_CHECKING:  # distributed's Client.__init__ has no annotations
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+
+    def close(self, *args: Any, **kwargs: Any) -> Any:
+        result = super().close(*args, **kwargs)  # type: ignore[no-untyped-call]
         cluster, self._dasktrain_cluster = self._dasktrain_cluster, None
         if cluster is not None:
             cluster.close()
         return result
 
 
-def _check_gpu(gpu):
+def _check_gpu(gpu: object) -> int:
     if gpu not in ("auto", True, False):
         raise ValidationError(f"gpu={gpu!r} must be 'auto', True or False.")
     if gpu is False:
@@ -46,15 +52,13 @@ def _check_gpu(gpu):
             "gpu=True but no NVIDIA GPU is visible (NVML and nvidia-smi found none); "
             "use gpu='auto' or gpu=False on this machine."
         )
-    if gpu is False or n == 0:
-        return 0
     return n
 
 
 _ADDRESS_FORM = "'tcp://host:port' (e.g. 'tcp://10.0.0.5:8786'), 'tls://host:port' or 'host:port'"
 
 
-def _check_address(address):
+def _check_address(address: str) -> None:
     """Raise a ValidationError naming ``address`` and the expected form when it cannot be one.
 
     distributed fails on such strings with bare ``ValueError``/``AssertionError`` messages
@@ -83,15 +87,15 @@ def _check_address(address):
 
 
 def connect(
-    address=None,
+    address: str | Client | None = None,
     *,
-    n_workers=None,
-    threads_per_worker=None,
-    memory_limit="auto",
-    gpu="auto",
-    dashboard_address=None,
-    security=None,
-    timeout=None,
+    n_workers: int | None = None,
+    threads_per_worker: int | None = None,
+    memory_limit: str | int | float | None = "auto",
+    gpu: str | bool = "auto",
+    dashboard_address: str | None = None,
+    security: Any = None,
+    timeout: str | float | None = None,
 ) -> Client:
     """Return a Dask client: pass one through, connect to a scheduler, or start a local cluster.
 
@@ -177,7 +181,7 @@ def connect(
     return client
 
 
-def _check_tls(address, security):
+def _check_tls(address: str, security: Any) -> None:
     """A ``tls://`` address needs credentials: say so instead of distributed's TypeError."""
     if not address.startswith("tls://") or security is not None:
         return
@@ -193,7 +197,7 @@ def _check_tls(address, security):
         )
 
 
-def _connect_remote(address, security, timeout):
+def _connect_remote(address: object, security: Any, timeout: str | float) -> Client:
     """A client of the running scheduler at ``address``."""
     if not isinstance(address, str):
         raise ValidationError(
@@ -214,7 +218,7 @@ def _connect_remote(address, security, timeout):
     return client
 
 
-def _usable_gpus(gpu):
+def _usable_gpus(gpu: object) -> int:
     """GPUs a local cluster will use: 0 when ``gpu="auto"`` finds no dask-cuda."""
     n_gpus = _check_gpu(gpu)
     if n_gpus and gpu == "auto":
@@ -228,8 +232,14 @@ def _usable_gpus(gpu):
 
 
 def _start_local(
-    *, n_workers, threads_per_worker, memory_limit, n_gpus, dashboard_address, security
-):
+    *,
+    n_workers: int | None,
+    threads_per_worker: int | None,
+    memory_limit: str | int | float | None,
+    n_gpus: int,
+    dashboard_address: str,
+    security: Any,
+) -> Any:
     """A LocalCUDACluster (one worker per GPU) or a LocalCluster of processes, on loopback."""
     if n_gpus:
         dask_cuda = import_optional("dask_cuda", "gpu")
@@ -244,9 +254,10 @@ def _start_local(
             )
     from distributed import LocalCluster
 
-    n_workers = n_workers or (cpu_count() if threads_per_worker in (None, 1) else None)
     if n_workers is None:
-        n_workers = max(1, cpu_count() // threads_per_worker)
+        # One single-threaded worker per CPU, or as many of the given width as fit.
+        width = threads_per_worker or 1
+        n_workers = cpu_count() if width == 1 else max(1, cpu_count() // width)
     with _worker_malloc_env() as tuned:
         return LocalCluster(
             worker_class=_Nanny if tuned else None,
@@ -265,7 +276,7 @@ def _start_local(
 _LIVE_PAGE = {"preload": ["dasktrain.dashboard"]}
 
 
-def dashboard_link(client=None, *, warn=True):
+def dashboard_link(client: Client | None = None, *, warn: bool = True) -> str | None:
     """The address of the ``/dasktrain`` dashboard page of ``client``'s scheduler.
 
     Parameters
@@ -287,7 +298,7 @@ def dashboard_link(client=None, *, warn=True):
     from ._dask import get_client
 
     client = get_client(client)
-    link = client.dashboard_link if client.run_on_scheduler(_has_live_page) else None
+    link: str | None = client.dashboard_link if client.run_on_scheduler(_has_live_page) else None
     if not link:
         if not warn:
             return None
@@ -302,13 +313,13 @@ def dashboard_link(client=None, *, warn=True):
     return link.rsplit("/", 1)[0] + "/dasktrain"
 
 
-def _has_live_page(dask_scheduler=None):
+def _has_live_page(dask_scheduler: Any = None) -> bool:
     """On the scheduler: does it collect dasktrain's events and serve a dashboard?"""
     return "dasktrain-live" in dask_scheduler.plugins and dask_scheduler.http_server is not None
 
 
 @contextlib.contextmanager
-def _worker_malloc_env():
+def _worker_malloc_env() -> Iterator[bool]:
     """Start nannies whose workers keep large temporaries in their heap (``dasktrain.malloc``).
 
     With ``dasktrain.malloc.workers`` (the default) each worker starts with
@@ -344,14 +355,14 @@ class _Nanny(Nanny):
     the thresholds without the release plugin).
     """
 
-    async def instantiate(self):
+    async def instantiate(self) -> Any:
         try:
             return await super().instantiate()
         finally:
             _malloc.put_back(self.pre_spawn_env)
 
 
-def worker_environ():
+def worker_environ() -> dict[str, str]:
     """The environment variables the workers of :func:`connect` start with.
 
     ``{"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": "1073741824",
@@ -369,7 +380,7 @@ def worker_environ():
     return _malloc.process_environ() if _config.get("malloc.workers") else {}
 
 
-def release_memory(client):
+def release_memory(client: Client) -> None:
     """Have ``client``'s workers hand freed memory back to the system past a mark or when idle.
 
     Workers started with :func:`worker_environ`'s variables keep freed memory in their heap,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import pathlib
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -27,8 +28,11 @@ __all__ = ["make_xray_like", "digits_folder", "XRAY_CLASSES"]
 #: Class folder names of :func:`make_xray_like`, in label order.
 XRAY_CLASSES = ("NORMAL", "PNEUMONIA")
 
+#: One image to write: ``(label, index, path relative to the root)``.
+Job = tuple[int, int, str]
 
-def _grid(s):
+
+def _grid(s: int) -> np.ndarray:
     """Pixel coordinates in [-1, 1]: ``(yy, xx)`` of shape (s, s), float32.
 
     float32 throughout: half the memory traffic, and a 128x128 temporary (64 kB) stays below
@@ -38,7 +42,7 @@ def _grid(s):
     return (np.mgrid[0:s, 0:s] / (s - 1.0) * 2.0 - 1.0).astype(np.float32)
 
 
-def _chest(rng, grid):
+def _chest(rng: np.random.Generator, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """One normal chest-like image (float32, about [0, 1]) and its lung mask."""
     yy, xx = grid
     u = rng.uniform
@@ -65,7 +69,9 @@ def _chest(rng, grid):
     return img, lungs
 
 
-def _opacities(rng, lungs, grid, k, lo, hi):
+def _opacities(
+    rng: np.random.Generator, lungs: np.ndarray, grid: np.ndarray, k: int, lo: float, hi: float
+) -> np.ndarray:
     """``k`` patchy bright blobs inside the lung fields of one image."""
     if k == 0:
         return np.zeros_like(lungs)
@@ -81,10 +87,13 @@ def _opacities(rng, lungs, grid, k, lo, hi):
     # Patchy rather than round: modulate the blob with noise.
     s = lungs.shape[0]
     patch = np.exp(-d2) * (0.6 + 0.4 * rng.random((k, s, s), dtype=np.float32))
-    return (a[:, None, None] * patch).sum(axis=0) * lungs
+    out: np.ndarray = (a[:, None, None] * patch).sum(axis=0) * lungs
+    return out
 
 
-def _xray_image(seed, label, index, grid, noise, frac_16bit):
+def _xray_image(
+    seed: int, label: int, index: int, grid: np.ndarray, noise: float, frac_16bit: float
+) -> np.ndarray:
     """Image ``index`` of class ``label``: a uint8 or uint16 array, from its own generator.
 
     One generator per image (seeded by ``(seed, label, index)``), so an image does not depend
@@ -102,12 +111,14 @@ def _xray_image(seed, label, index, grid, noise, frac_16bit):
         img = img + _opacities(rng, lungs, grid, k, 0.15, 0.35)
     img = img + np.float32(noise) * rng.standard_normal(img.shape, dtype=np.float32)
     img = np.clip(img * np.float32(rng.uniform(0.9, 1.2)) + np.float32(0.05), 0.0, 1.0)
-    if rng.random() < frac_16bit:
-        return np.round(img * 65535.0).astype(np.uint16)
-    return np.round(img * 255.0).astype(np.uint8)
+    scale, dtype = (65535.0, np.uint16) if rng.random() < frac_16bit else (255.0, np.uint8)
+    out: np.ndarray = np.round(img * scale).astype(dtype)
+    return out
 
 
-def _write_xray_batch(root, jobs, size, seed, noise, frac_16bit):
+def _write_xray_batch(
+    root: str, jobs: Sequence[Job], size: int, seed: int, noise: float, frac_16bit: float
+) -> int:
     """Write one batch of images: ``jobs`` is a list of ``(label, index, relative path)``.
 
     Runs in this process or in a pool process; holds one image at a time.
@@ -127,15 +138,15 @@ _XRAY_BATCH = 256
 _XRAY_POOL_MIN = 2000
 
 
-def _xray_name(name, index, n):
+def _xray_name(name: str, index: int, n: int) -> str:
     """``normal_0042.png``: zero-padded to at least 4 digits, so names sort in index order."""
     width = max(4, len(str(n - 1)))
     return f"{name.lower()}_{index:0{width}d}.png"
 
 
-def _check_counts(n_per_class):
+def _check_counts(n_per_class: int | Mapping[str, int]) -> dict[str, int]:
     """``{class name: count}`` from an int or a mapping over :data:`XRAY_CLASSES`."""
-    if isinstance(n_per_class, dict):
+    if isinstance(n_per_class, Mapping):
         if set(n_per_class) != set(XRAY_CLASSES):
             raise ValidationError(
                 f"n_per_class={n_per_class!r} must give a count for each class "
@@ -150,7 +161,7 @@ def _check_counts(n_per_class):
     return {c: n for c in XRAY_CLASSES}
 
 
-def _pool_size(n_jobs, n_images):
+def _pool_size(n_jobs: int | None, n_images: int) -> int:
     """Processes to write ``n_images`` with: 1 unless a pool pays off and is allowed here."""
     import multiprocessing
 
@@ -165,7 +176,9 @@ def _pool_size(n_jobs, n_images):
     return max(1, min(n_jobs, -(-n_images // _XRAY_BATCH)))
 
 
-def _write_in_pool(n_proc, root, batches, args):
+def _write_in_pool(
+    n_proc: int, root: str, batches: list[list[Job]], args: tuple[int, int, float, float]
+) -> None:
     """Write the batches in ``n_proc`` processes; in this one if the pool cannot run."""
     import concurrent.futures
     import multiprocessing
@@ -191,9 +204,9 @@ def _write_in_pool(n_proc, root, batches, args):
             _write_xray_batch(root, batch, *args)
 
 
-def _xray_jobs(root, counts, test_size):
+def _xray_jobs(root: pathlib.Path, counts: Mapping[str, int], test_size: float) -> list[Job]:
     """``[(label, index, relative path)]`` of every image; the class folders are created."""
-    jobs = []
+    jobs: list[Job] = []
     for label, name in enumerate(XRAY_CLASSES):
         n = counts[name]
         n_test = min(n - 1, max(1, int(round(n * test_size))))
@@ -206,15 +219,15 @@ def _xray_jobs(root, counts, test_size):
 
 
 def make_xray_like(
-    path,
-    n_per_class=100,
-    size=128,
-    seed=0,
+    path: str | os.PathLike[str],
+    n_per_class: int | Mapping[str, int] = 100,
+    size: int = 128,
+    seed: int = 0,
     *,
-    test_size=0.25,
-    frac_16bit=0.2,
-    noise=0.04,
-    n_jobs=None,
+    test_size: float = 0.25,
+    frac_16bit: float = 0.2,
+    noise: float = 0.04,
+    n_jobs: int | None = None,
 ) -> pathlib.Path:
     """Write a synthetic chest-X-ray-like data set in the Kaggle ``chest_xray`` layout.
 
@@ -301,7 +314,9 @@ def make_xray_like(
     return root
 
 
-def digits_folder(path, *, n_per_class=None, fmt="png") -> pathlib.Path:
+def digits_folder(
+    path: str | os.PathLike[str], *, n_per_class: int | None = None, fmt: str = "png"
+) -> pathlib.Path:
     """Write scikit-learn's bundled digits (8x8, 10 classes) as image files in class folders.
 
     Parameters
@@ -330,7 +345,7 @@ def digits_folder(path, *, n_per_class=None, fmt="png") -> pathlib.Path:
     digits = load_digits()
     # The digits are 0..16 intensities: stretch them to the full 8-bit range.
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
-    seen = {}
+    seen: dict[int, int] = {}
     for i, (im, target) in enumerate(zip(images, digits.target)):
         k = seen.get(target, 0)
         if n_per_class is not None and k >= n_per_class:

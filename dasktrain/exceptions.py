@@ -4,6 +4,10 @@ Every error names the bad value, the file or argument, and how to fix it. Each c
 in one line when it is raised, so a user can catch exactly what they mean to handle.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 __all__ = [
     "DasktrainError",
     "ValidationError",
@@ -70,15 +74,15 @@ class DDPError(DasktrainError, RuntimeError):
 
     def __init__(
         self,
-        message,
+        message: str,
         *,
-        rank=None,
-        worker=None,
-        logs=None,
-        history=None,
-        failures=None,
-        attempts=None,
-    ):
+        rank: int | None = None,
+        worker: str | None = None,
+        logs: dict[int, Any] | None = None,
+        history: list[Any] | None = None,
+        failures: list[Any] | None = None,
+        attempts: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.rank = rank
         self.worker = worker

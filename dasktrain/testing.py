@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ._dask import compute_if_dask
@@ -9,12 +11,14 @@ from ._dask import compute_if_dask
 __all__ = ["to_numpy", "assert_engines_equal", "make_blobs"]
 
 
-def to_numpy(x) -> np.ndarray:
+def to_numpy(x: Any) -> np.ndarray:
     """Compute a dask collection (or pass a numpy array) and return a numpy array."""
     return np.asarray(compute_if_dask(x))
 
 
-def assert_engines_equal(local, dask, *, atol=0.0, rtol=0.0, err_msg="") -> None:
+def assert_engines_equal(
+    local: Any, dask: Any, *, atol: float = 0.0, rtol: float = 0.0, err_msg: str = ""
+) -> None:
     """Assert a local-engine result and a dask-engine result are equal (bit for bit by default).
 
     The dask side may be lazy: it is computed here. Shapes and dtypes must match too.
@@ -28,7 +32,14 @@ def assert_engines_equal(local, dask, *, atol=0.0, rtol=0.0, err_msg="") -> None
         np.testing.assert_allclose(a, b, atol=atol, rtol=rtol, err_msg=err_msg)
 
 
-def make_blobs(n_samples=1000, n_features=8, centers=3, *, chunks=None, random_state=0) -> tuple:
+def make_blobs(
+    n_samples: int = 1000,
+    n_features: int = 8,
+    centers: int = 3,
+    *,
+    chunks: int | None = None,
+    random_state: int = 0,
+) -> tuple[Any, Any]:
     """Deterministic Gaussian blobs as numpy, or as a dask array when ``chunks`` is given."""
     from sklearn.datasets import make_blobs as _blobs
 

@@ -1,8 +1,27 @@
-"""docs/architecture.rst holds: imports point downwards, modules and functions stay short."""
+"""docs/architecture.rst holds: imports point downwards, modules and functions stay short.
+
+The checker reads every module's source (nothing is imported) and finds what it imports: ``import
+dasktrain.x``, ``from dasktrain import x``, relative imports, imports inside functions and a
+string that is exactly a dasktrain module's dotted name (``importlib.import_module("...")``, the
+lazy maps of the package ``__init__`` files). On that graph it checks four rules:
+
+1. **rooms**: each room (a top-level module or subpackage) imports only the rooms ``ALLOWED``
+   lists for it;
+2. **private**: nothing imports another room's private module (a path part starting with
+   ``_``) or private name; a room offers what others need under a public name;
+3. **layers**: inside ``harness/`` and ``ddp/`` each module imports only modules of the layers
+   below its own (``LAYERS``), never the room's own ``__init__``;
+4. **cycles**: no import cycle anywhere (the package root, which only loads its public names
+   on first use, is left out).
+
+Each rule is also fed a made-up violation, so a checker that stopped seeing one fails.
+"""
 
 from __future__ import annotations
 
 import ast
+import dataclasses
+import functools
 from pathlib import Path
 
 import pytest
@@ -41,61 +60,298 @@ ALLOWED = {
     | {"harness", "spark"},
 }
 
-
-def _room(path):
-    parts = path.relative_to(PACKAGE).with_suffix("").parts
-    return parts[0]
-
-
-def _modules():
-    return sorted(p for p in PACKAGE.rglob("*.py") if p.name != "__main__.py")
-
-
-def _imported_rooms(path):
-    """The dasktrain rooms ``path`` imports (absolute or relative), at any depth of the file."""
-    tree = ast.parse(path.read_text())
-    pkg = path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1]
-    if path.name == "__init__.py":
-        pkg = path.relative_to(PACKAGE.parent).parts[:-1]
-    rooms = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = list(pkg[: len(pkg) - node.level + 1])
-                target = base + (node.module.split(".") if node.module else [])
-                names = [target] if node.module else [base + [a.name] for a in node.names]
-            elif node.module and node.module.split(".")[0] == "dasktrain":
-                names = [node.module.split(".")]
-            else:
-                continue
-        elif isinstance(node, ast.Import):
-            names = [a.name.split(".") for a in node.names if a.name.startswith("dasktrain.")]
-        else:
-            continue
-        for parts in names:
-            if len(parts) > 1 and parts[0] == "dasktrain":
-                rooms.add(parts[1])
-    return rooms
+# Inside a big room: its modules from the top layer down; a module imports only modules of
+# the layers below its own. The docstring of each room's __init__ shows the same layers.
+LAYERS = {
+    "harness": [
+        {"runner"},
+        {"timing", "live"},
+        {"plan", "results"},
+        {"setups", "spark_workloads", "report", "text"},
+        {"spark_setup", "workloads", "monitor", "machine", "curves", "verdicts", "analysis"}
+        | {"answer", "run_curves", "records"},
+        {"figures", "inputs", "output", "progress", "quiet", "_sources", "tables"},
+        {"breakdown", "settings"},
+    ],
+    "ddp": [
+        {"launcher"},
+        {"_group", "_pool", "recipes"},
+        {"_pool_worker", "_recipe_data"},
+        {"_worker", "local", "loaders", "shards"},
+        {"_feeder", "_rank", "helpers"},
+        {"_env", "_shard"},
+        {"_chunks", "_comm", "_datasets", "_plan", "_records", "_sockets"},
+    ],
+}
+# Upward imports still there, each to be removed by the issue named (an entry that is gone
+# fails test_known_exceptions_still_exist, so that this list only shrinks).
+KNOWN_UPWARD = {
+    # RankPool.start() runs its first job through run(pool=self), which checks the pool:
+    # issue 28, item 3 (the launcher's restructuring) breaks it.
+    ("dasktrain.ddp._pool", "dasktrain.ddp.launcher"),
+}
 
 
-@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
-def test_imports_point_downwards(path):
-    room = _room(path)
-    if room == "__init__":
-        return  # the package root re-exports the public names lazily
-    allowed = ALLOWED[room] | {room}
-    bad = sorted(_imported_rooms(path) - allowed - {"__version__"})
-    assert not bad, (
-        f"{path.relative_to(PACKAGE)} ({room}) imports {bad}; allowed: {sorted(allowed)}"
+# --------------------------------------------------------------------------------------------
+# The checker: sources -> imports -> violations
+# --------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Import:
+    """One import of a dasktrain module by another (``names``: what it takes from it)."""
+
+    source: str
+    target: str
+    names: tuple = ()
+    line: int = 0
+
+
+def _module_name(path, package=PACKAGE):
+    parts = path.relative_to(package.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def package_sources(package=PACKAGE) -> dict:
+    """``{dotted module name: (source text, is a package __init__)}`` of the package."""
+    return {
+        _module_name(p, package): (p.read_text(), p.name == "__init__.py")
+        for p in sorted(package.rglob("*.py"))
+        if p.name != "__main__.py"
+    }
+
+
+def _resolve(name, modules):
+    """The longest dotted prefix of ``name`` that is a module (None: not dasktrain's)."""
+    parts = name.split(".")
+    while parts:
+        if ".".join(parts) in modules:
+            return ".".join(parts)
+        parts = parts[:-1]
+    return None
+
+
+def _dynamic(tree):
+    """Whether the module imports by name (``importlib.import_module`` or ``__import__``)."""
+    return any(
+        isinstance(n, ast.Call)
+        and getattr(n.func, "attr", getattr(n.func, "id", None)) in ("import_module", "__import__")
+        for n in ast.walk(tree)
     )
 
 
+def _targets(node, module, is_package, modules, dynamic):
+    """``[(dotted module, names taken from it)]`` of one AST node that imports."""
+    if isinstance(node, ast.Import):
+        return [(a.name, ()) for a in node.names]
+    if isinstance(node, ast.ImportFrom):
+        base = []
+        if node.level:
+            pkg = module.split(".") if is_package else module.split(".")[:-1]
+            base = pkg[: len(pkg) - node.level + 1]
+        base = ".".join(base + (node.module.split(".") if node.module else []))
+        out = []
+        for a in node.names:
+            sub = f"{base}.{a.name}"
+            out.append((sub, ()) if sub in modules else (base, (a.name,)))
+        return out
+    if dynamic and isinstance(node, ast.Constant) and node.value in modules:
+        # import_module("dasktrain.x"), or a lazy map {name: "dasktrain.x"} beside such a call
+        return [(node.value, ())]
+    return []
+
+
+def imports_of(module, source, is_package, modules) -> list[Import]:
+    """Every dasktrain module ``module`` imports, at any depth of its source."""
+    out = []
+    tree = ast.parse(source)
+    dynamic = _dynamic(tree)
+    for node in ast.walk(tree):
+        for name, names in _targets(node, module, is_package, modules, dynamic):
+            target = _resolve(name, modules)
+            if target is not None and target != module:
+                out.append(Import(module, target, names, getattr(node, "lineno", 0)))
+    return out
+
+
+def import_graph(sources) -> list[Import]:
+    modules = set(sources)
+    return [
+        imp for m, (src, is_pkg) in sources.items() for imp in imports_of(m, src, is_pkg, modules)
+    ]
+
+
+def room_of(module):
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else None  # None: the package root
+
+
+def room_violations(imports, allowed=ALLOWED) -> list[str]:
+    """Imports of a room that ``allowed`` does not list for the importing room."""
+    bad = []
+    for imp in imports:
+        src, dst = room_of(imp.source), room_of(imp.target)
+        if src is None or dst is None or src == dst:
+            continue  # the root re-exports lazily; `from .. import __version__` is the root
+        if dst not in allowed.get(src, set()):
+            bad.append(f"{imp.source}:{imp.line} ({src}) imports {imp.target} ({dst})")
+    return sorted(set(bad))
+
+
+def _private(module):
+    return any(p.startswith("_") and p != "__init__" for p in module.split(".")[2:])
+
+
+def private_violations(imports) -> list[str]:
+    """Imports of another room's private module or private name."""
+    bad = []
+    for imp in imports:
+        src, dst = room_of(imp.source), room_of(imp.target)
+        if src is None or src == dst:
+            continue
+        private_names = [n for n in imp.names if n.startswith("_") and n != "__version__"]
+        if _private(imp.target) or private_names:
+            what = imp.target + (f" ({', '.join(private_names)})" if private_names else "")
+            bad.append(f"{imp.source}:{imp.line} imports the private {what}")
+    return sorted(set(bad))
+
+
+def layer_violations(imports, room, layers, known=frozenset()) -> list[str]:
+    """Imports inside ``room`` that do not point to a lower layer."""
+    level = {m: i for i, layer in enumerate(layers) for m in layer}
+    prefix = f"dasktrain.{room}"
+    bad = []
+    for imp in imports:
+        if room_of(imp.source) != room or room_of(imp.target) != room:
+            continue
+        if imp.source == prefix or (imp.source, imp.target) in known:
+            continue  # the room's __init__ re-exports
+        src = imp.source[len(prefix) + 1 :].split(".")[0]
+        if imp.target == prefix:
+            bad.append(f"{imp.source}:{imp.line} imports its own room's __init__")
+            continue
+        dst = imp.target[len(prefix) + 1 :].split(".")[0]
+        if src not in level or dst not in level:
+            missing = src if src not in level else dst
+            bad.append(f"{room}.{missing} is in no layer")
+        elif level[dst] <= level[src]:
+            bad.append(f"{imp.source}:{imp.line} (layer {level[src]}) imports {dst} (layer "
+                       f"{level[dst]}): only lower layers")  # fmt: skip
+    return sorted(set(bad))
+
+
+def cycles(imports, skip=("dasktrain",)) -> list[list[str]]:
+    """The import cycles (strongly connected components of more than one module)."""
+    graph = {}
+    for imp in imports:
+        if imp.source not in skip and imp.target not in skip:
+            graph.setdefault(imp.source, set()).add(imp.target)
+            graph.setdefault(imp.target, set())
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v):  # Tarjan's algorithm
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while not comp or comp[-1] != v:
+                comp.append(stack.pop())
+                on.discard(comp[-1])
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The package holds the rules
+# --------------------------------------------------------------------------------------------
+@functools.cache
+def _graph():
+    return tuple(import_graph(package_sources()))
+
+
+def _known_removed(imports):
+    return [i for i in imports if (i.source, i.target) not in KNOWN_UPWARD]
+
+
+def test_imports_point_downwards():
+    bad = room_violations(_graph())
+    assert not bad, "\n".join(bad)
+
+
 def test_every_room_has_rules():
-    rooms = {_room(p) for p in _modules()} - {"__init__"}
+    rooms = {room_of(m) for m in package_sources()} - {None}
     assert rooms <= set(ALLOWED), f"rooms without import rules: {sorted(rooms - set(ALLOWED))}"
 
 
-@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_private_imports_across_rooms():
+    bad = private_violations(_graph())
+    assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("room", sorted(LAYERS))
+def test_layers_inside_big_rooms(room):
+    modules = {m.split(".")[2] for m in package_sources() if m.startswith(f"dasktrain.{room}.")}
+    listed = set().union(*LAYERS[room])
+    assert listed == modules, f"layers list {sorted(listed - modules)}, miss {modules - listed}"
+    bad = layer_violations(_graph(), room, LAYERS[room], KNOWN_UPWARD)
+    assert not bad, "\n".join(bad)
+
+
+def test_no_import_cycles():
+    found = cycles(_known_removed(_graph()))
+    assert not found, f"import cycles: {found}"
+
+
+def test_known_exceptions_still_exist():
+    edges = {(i.source, i.target) for i in _graph()}
+    gone = KNOWN_UPWARD - edges
+    assert not gone, f"fixed, remove from KNOWN_UPWARD: {sorted(gone)}"
+
+
+def test_layers_are_documented():
+    """Each room's __init__ docstring names its layers in the order of LAYERS."""
+    for room, layers in LAYERS.items():
+        doc = ast.get_docstring(ast.parse((PACKAGE / room / "__init__.py").read_text()))
+        for i, layer in enumerate(layers):
+            line = f"{i + 1}. " + ", ".join(f"``{m}``" for m in sorted(layer))
+            assert line in " ".join(doc.split()), f"{room}/__init__.py lacks the layer {line!r}"
+
+
+def test_the_docs_list_the_rules_of_the_test():
+    """docs/architecture.rst's table of rooms says what ALLOWED enforces, room by room."""
+    text = (PACKAGE.parent / "docs" / "architecture.rst").read_text()
+    table = text.split("   room          may import\n")[1].split("\n\n")[0]
+    documented = {}
+    for line in table.splitlines():
+        room, *allowed = line.split()
+        names = set() if allowed == ["-"] else set(allowed)
+        documented[room] = (names - {"plumbing"}) | (PLUMBING if "plumbing" in names else set())
+    assert documented == ALLOWED
+
+
+def test_the_docs_list_the_strict_modules():
+    """docs/architecture.rst names the modules pyproject.toml holds to mypy's strict checks."""
+    import tomllib
+
+    config = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["mypy"]
+    (strict,) = [o for o in config["overrides"] if o.get("disallow_untyped_defs")]
+    text = (PACKAGE.parent / "docs" / "architecture.rst").read_text()
+    listed = text.split("   strict modules\n")[1].split("\n\n")[0].split()
+    assert listed == strict["module"]
+    assert config["files"] == ["dasktrain"]
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.name))
 def test_modules_and_functions_stay_short(path):
     text = path.read_text()
     assert text.count("\n") <= 500, f"{path.name} has {text.count(chr(10))} lines (> 500)"
@@ -109,3 +365,84 @@ def test_modules_and_functions_stay_short(path):
         assert code_lines <= 80, (
             f"{path.name}:{node.lineno} {node.name} has {code_lines} lines of code (> 80)"
         )
+
+
+# --------------------------------------------------------------------------------------------
+# Each rule breaks on purpose: the checker sees made-up violations
+# --------------------------------------------------------------------------------------------
+def _fake(**modules):
+    """A made-up package: ``name="source"`` with ``__`` for dots, ``_init`` for __init__."""
+    out = {"dasktrain": ("", True)}
+    for key, src in modules.items():
+        name = "dasktrain." + key.replace("__", ".")
+        is_pkg = name.endswith("._init")
+        name = name.removesuffix("._init")
+        for i in range(2, name.count(".") + 1):  # the packages above it
+            out.setdefault(".".join(name.split(".")[:i]), ("", True))
+        out[name] = (src, is_pkg)
+    return import_graph(out)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from dasktrain import harness",
+        "from .. import harness",
+        "import dasktrain.harness.runner",
+        "from ..harness.runner import compare",
+        "def f():\n    from ..harness import compare",
+        "import importlib\nimportlib.import_module('dasktrain.harness')",
+        "import importlib\nL = {'f': 'dasktrain.harness.runner'}\nimportlib.import_module(L['f'])",
+    ],
+)
+def test_checker_sees_a_room_violation(source):
+    g = _fake(models__kmeans=source, harness___init="", harness__runner="")
+    assert room_violations(g), source
+    assert not room_violations(_fake(models__kmeans="from .. import metrics", metrics___init=""))
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from ..images._decode import decode_image",
+        "from ..images import _decode",
+        "import dasktrain.images._decode",
+        "from ..images.decode import _helper",
+        "def f():\n    from dasktrain.images._decode import decode_image",
+    ],
+)
+def test_checker_sees_a_private_import(source):
+    g = _fake(spark___read=source, images___init="", images___decode="", images__decode="")
+    assert private_violations(g), source
+    assert not private_violations(_fake(spark__read="from .. import _config", _config=""))
+    assert not private_violations(_fake(images__a="from ._decode import x", images___decode=""))
+
+
+def test_checker_sees_a_layer_violation():
+    layers = [{"runner"}, {"plan"}, {"tables"}]
+    ok = _fake(
+        harness__runner="from .plan import x",
+        harness__plan="from . import tables",
+        harness__tables="",
+    )
+    assert not layer_violations(ok, "harness", layers)
+    for g in [
+        _fake(harness__tables="from .plan import x", harness__plan=""),  # upwards
+        _fake(harness__plan="def f():\n    from .runner import x", harness__runner=""),
+        _fake(harness__plan="from .tables import x", harness__tables="from .plan import y"),
+        _fake(harness__plan="from . import compare", harness___init=""),  # its own __init__
+        _fake(harness__plan="from .extra import x", harness__extra=""),  # in no layer
+    ]:
+        assert layer_violations(g, "harness", layers), g
+    same = [{"runner"}, {"plan", "tables"}]
+    assert layer_violations(_fake(harness__plan="from .tables import x"), "harness", same)
+
+
+def test_checker_sees_a_cycle():
+    g = _fake(a="from . import b", b="def f():\n    from .c import x", c="import dasktrain.a")
+    assert cycles(g) == [["dasktrain.a", "dasktrain.b", "dasktrain.c"]]
+    assert not cycles(_fake(a="from . import b", b="from . import c", c=""))
+    # a string is an import only beside import_module: a format tag is not
+    assert not cycles(_fake(a="from . import b", b="FORMAT = 'dasktrain.a'"))
+    # the package root loads its names lazily: leaving it out is not missing a cycle
+    assert not cycles(_fake(a="from . import __version__", _init="_L = {'x': 'dasktrain.a'}"))

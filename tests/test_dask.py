@@ -5,6 +5,7 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 import pytest
+from _direct_passes import passes_served
 from distributed import futures_of, get_task_stream
 
 from dasktrain._dask import (
@@ -89,12 +90,6 @@ def _weighted_stats(x, w, *, block_index, row_offset, scale):
     return block_index, row_offset, (x * scale).sum(axis=0) * w.sum()
 
 
-def _served(client):
-    from dasktrain._dask.direct import passes_served
-
-    return sum(client.run(passes_served).values())
-
-
 def test_direct_passes_equal_scheduler_passes_and_leave_no_task_per_pass(client):
     import dask
 
@@ -105,7 +100,7 @@ def test_direct_passes_equal_scheduler_passes_and_leave_no_task_per_pass(client)
     w = da.from_array(rng.random(6000), chunks=500)
     with BlockRunner([X, w], client) as slow:
         want = [slow.map(_weighted_stats, scale=s) for s in (1.0, 0.5)]
-    before = _served(client)
+    before = passes_served(client)
     with BlockRunner([X, w], client, direct="test") as fast:
         with get_task_stream(client) as ts:
             got = [fast.map(_weighted_stats, scale=s) for s in (1.0, 0.5)]
@@ -115,7 +110,7 @@ def test_direct_passes_equal_scheduler_passes_and_leave_no_task_per_pass(client)
         assert [r[:2] for r in a] == [r[:2] for r in b] == [(i, 500 * i) for i in range(12)]
         for ra, rb in zip(a, b):
             np.testing.assert_array_equal(ra[2], rb[2])
-    assert _served(client) - before == 2 * len(client.nthreads())  # one per worker and pass
+    assert passes_served(client) - before == 2 * len(client.nthreads())  # one per worker and pass
     # No task per pass: at most the group's own long-running tasks started in that window.
     assert not [t for t in ts.data if "weighted-stats" in str(t.get("key"))]
     # Turned off: the same passes through the scheduler.

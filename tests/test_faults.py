@@ -26,6 +26,7 @@ import cloudpickle
 import numpy as np
 import psutil
 import pytest
+from _direct_passes import passes_served
 
 import dasktrain
 from dasktrain.ddp._env import ENV_PARENT_PID
@@ -297,19 +298,13 @@ def test_eager_feature_extraction_without_workers_fails_clearly():
 # --------------------------------------------------------------------------- models
 
 
-def _direct_passes(client):
-    from dasktrain._dask.direct import passes_served
-
-    return sum(client.run(passes_served).values())
-
-
 def direct_passes(client, more):
     """Ready when the workers have served ``more`` direct passes from now on (the second
     worker is the victim): a direct pass leaves no task behind to watch."""
-    start = _direct_passes(client)
+    start = passes_served(client)
 
     def ready(client):
-        if _direct_passes(client) - start < more:
+        if passes_served(client) - start < more:
             return None
         return sorted(client.nthreads())[1]
 

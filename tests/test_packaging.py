@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 from packaging.requirements import Requirement
 from packaging.version import Version
 
@@ -58,6 +58,29 @@ def test_minimums_are_what_the_code_needs(project):
     assert low["dask"] >= Version("2025.1") and low["distributed"] >= Version("2025.1")
     assert project["requires-python"] == ">=3.11"  # zarr 3 needs 3.11
     assert "fsspec" in low  # read_images opens remote paths through it
+
+
+def test_no_code_for_pythons_the_package_does_not_run_on():
+    """ruff's target is the required Python, and no module branches on an older one."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert config["tool"]["ruff"]["target-version"] == "py311"
+    assert config["project"]["requires-python"] == ">=3.11"
+    old = [
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "dasktrain").rglob("*.py")
+        if "version_info" in p.read_text() or "Python 3.10" in p.read_text()
+    ]
+    assert not old, f"branches for Python < 3.11 in {old}"
+
+
+def test_make_test_type_checks_with_what_the_test_extra_installs(project):
+    """`make test` runs mypy, which the test extra installs (a fresh `make install` has it)."""
+    test_extra = [Requirement(r).name for r in project["optional-dependencies"]["test"]]
+    assert "mypy" in test_extra
+    make = (ROOT / "Makefile").read_text()
+    target = make.split("\ntest: ")[1].split("\n\n")[0]
+    assert "$(BIN)/python -m mypy" in target
+    assert "test" in make.split("EXTRAS ?= ")[1].split("\n")[0]
 
 
 def test_installed_versions_meet_the_minimums(project):

@@ -28,7 +28,8 @@ bring rows back                        :func:`gather_rows`
 run per row block                      :class:`BlockRunner` (persisted, many passes),
                                        :func:`map_row_blocks` (one pass),
                                        :func:`blockwise_apply` (lazy) (:mod:`.blocks`)
-readable task names                    :func:`task_keys` (``kmeans-lloyd-<uuid>-<i>``)
+readable task names                    :func:`task_keys` (``kmeans-lloyd-<uuid>-<i>``,
+                                       :mod:`.keys`)
 passes without the scheduler           :class:`~.direct.DirectGroup` (one long-running task
                                        per worker; ``BlockRunner(direct=name)``) (:mod:`.direct`)
 wait, never forever on paused workers  :func:`wait_for`, :func:`gather`, :func:`result`,
@@ -56,7 +57,7 @@ argument's name); every task key says what the task does.
 """
 
 from .activity import report, reporting, tracing
-from .blocks import SCATTER_BYTES, BlockRunner, blockwise_apply, map_row_blocks, task_keys
+from .blocks import SCATTER_BYTES, BlockRunner, blockwise_apply, map_row_blocks
 from .client import (
     WorkerWatch,
     connect_timeout,
@@ -69,6 +70,7 @@ from .client import (
     total_threads,
     using_client,
 )
+from .keys import task_keys
 from .paused import StallWatch
 from .rows import (
     align_rows,

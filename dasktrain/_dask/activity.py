@@ -28,19 +28,22 @@ KINDS = ("compute", "transfer")
 
 # A list while someone traces; contextvars reach the thread a timed run starts (it runs in a
 # copy of the caller's context), so its reports land in the caller's list.
-_TRACE: contextvars.ContextVar[list | None] = contextvars.ContextVar(
+#: One report: ``(kind, start, end)``, UNIX times.
+Report = tuple[str, float, float]
+
+_TRACE: contextvars.ContextVar[list[Report] | None] = contextvars.ContextVar(
     "dasktrain_activity", default=None
 )
 
 
 @contextlib.contextmanager
-def tracing() -> Iterator[list]:
+def tracing() -> Iterator[list[Report]]:
     """Collect what the block's steps report: yields a list of ``(kind, start, end)``.
 
     ``start`` and ``end`` are UNIX times. Traces nest: an inner one collects its own block's
     reports only.
     """
-    found: list = []
+    found: list[Report] = []
     token = _TRACE.set(found)
     try:
         yield found

@@ -5,37 +5,30 @@
 * :func:`map_row_blocks`: one such pass over arrays that need not stay in memory (the
   blockwise reductions of :mod:`dasktrain.metrics`);
 * :func:`blockwise_apply`: a fitted model applied lazily block by block, the model entering the
-  graph once (dask-ml's ``ParallelPostFit``);
-* :func:`task_keys`: fresh keys ``<name>-<uuid>-<i>`` for the tasks of one pass, so the
-  dashboard says ``kmeans-lloyd``, ``metrics-pair-counts`` or ``cv-fold`` rather than
-  ``_call_block``.
+  graph once (dask-ml's ``ParallelPostFit``).
+
+Every pass names its tasks with :func:`~.keys.task_keys` (``kmeans-lloyd-<uuid>-<i>``).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import uuid
 
 import numpy as np
 
 from .direct import DirectGroup, GroupLost, direct_enabled
+from .keys import task_keys
 from .rows import block_futures, row_blocks, row_chunked
 from .waits import gather, scatter_data, wait_for
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BlockRunner", "map_row_blocks", "blockwise_apply", "task_keys", "SCATTER_BYTES"]
+__all__ = ["BlockRunner", "map_row_blocks", "blockwise_apply", "SCATTER_BYTES"]
 
 #: Keyword arguments of :meth:`BlockRunner.map` larger than this (bytes) are scattered once
 #: per pass instead of travelling inside every task (k-means|| candidates at 8192-d: MBs).
 SCATTER_BYTES = 1 << 20
-
-
-def task_keys(name, n):
-    """``n`` fresh task keys ``<name>-<uuid>-<i>``: readable, and never shared by two calls."""
-    token = uuid.uuid4().hex
-    return [f"{name}-{token}-{i}" for i in range(n)]
 
 
 class BlockRunner:

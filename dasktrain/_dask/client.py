@@ -16,8 +16,12 @@ module only looks one up.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from ..exceptions import ValidationError
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +52,7 @@ def maybe_client(client=None):
         return None
 
 
-def get_client(client=None, *, what="engine='dask'"):
+def get_client(client: Client | None = None, *, what: str = "engine='dask'") -> Client:
     """Return ``client`` or the default client; raise saying how to get one when there is none.
 
     Parameters

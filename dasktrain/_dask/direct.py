@@ -33,11 +33,12 @@ import time
 
 from .activity import reporting
 from .client import connect_timeout, live_workers
+from .keys import task_keys
 from .paused import StallWatch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DirectGroup", "GroupLost", "passes_served", "direct_enabled"]
+__all__ = ["DirectGroup", "GroupLost", "direct_enabled"]
 
 #: Seconds a worker's task waits for the client's next pass before it gives up and ends.
 IDLE_S = 300.0
@@ -48,15 +49,6 @@ _CHECK_S = 0.5
 HANDSHAKE_S = 2.0
 #: How often (s) the accepting thread looks whether the group stopped waiting.
 _POLL_S = 0.1
-
-# Passes served by the direct tasks of this process (a worker): what tests and the dashboard
-# watch, since a direct pass leaves no task behind.
-_SERVED = {"passes": 0}
-
-
-def passes_served():
-    """Passes served by direct tasks in this process (run on a worker with ``client.run``)."""
-    return _SERVED["passes"]
 
 
 def direct_enabled():
@@ -135,7 +127,6 @@ def serve(address, authkey, indices, offsets, n_arrays, *flat):
                 reply = ("ok", _run_pass(func, blocks, indices, offsets, kwargs))
             except Exception as exc:  # noqa: BLE001 - the client raises it, as after gather
                 reply = ("error", exc)
-            _SERVED["passes"] += 1
             try:
                 conn.send(reply)
             except Exception as exc:  # noqa: BLE001 - an exception that does not pickle
@@ -278,8 +269,6 @@ class DirectGroup:
         return True
 
     def _submit(self, owners, address, authkey):
-        from .blocks import task_keys
-
         keys = task_keys(f"{self.name}-direct", len(owners))
         n_arrays = len(self.blocks)
         for key, (worker, idx) in zip(keys, sorted(owners.items())):

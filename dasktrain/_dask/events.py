@@ -43,6 +43,7 @@ import logging
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 
 __all__ = ["TOPIC", "DDP_TOPIC_PREFIX", "emit", "keep", "recording"]
 
@@ -155,9 +156,9 @@ def keep(record: dict) -> None:
 
 
 @contextlib.contextmanager
-def recording():
+def recording() -> Iterator[list[dict]]:
     """Collect the events emitted in this process while the block runs (a list)."""
-    out: list = []
+    out: list[dict] = []
     with _lock:
         _recorders.append(out)
     try:

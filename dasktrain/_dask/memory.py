@@ -53,7 +53,7 @@ class ReleaseMemory(WorkerPlugin):
 
     name = "dasktrain-release-memory"
 
-    def __init__(self, *, mark=None, idle=None):
+    def __init__(self, *, mark: float | None = None, idle: float | str | None = None) -> None:
         self.mark = mark
         self.idle = idle
 

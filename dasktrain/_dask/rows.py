@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from typing import Any
 
 import numpy as np
 
@@ -104,7 +105,7 @@ def _default_distributed_client():
     return maybe_client()
 
 
-def compute_if_dask(value, *, client=None, scheduler=None):
+def compute_if_dask(value: Any, *, client: Any = None, scheduler: Any = None) -> Any:
     """``value`` computed when it is a dask collection, else ``value`` itself (None stays None).
 
     See :func:`compute_all` for ``client`` and ``scheduler``.

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from concurrent.futures import CancelledError
 
-from .blocks import task_keys
 from .client import connect_timeout, scheduler_workers
+from .keys import task_keys
 from .waits import scatter_data, wait_for
 
 logger = logging.getLogger(__name__)

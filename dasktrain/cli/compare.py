@@ -44,7 +44,7 @@ DEFAULT = {"n_per_class": 400, "image_size": 64, "repeat": 3, "warmup": True}
 #: its verdicts say that no spread was measured).
 SMALL = {"n_per_class": 12, "image_size": 32, "repeat": 1, "warmup": False}
 SMALL_OPTIONS = {"epochs": 1, "n_estimators": 10, "mlp_max_iter": 50, "cv": 2, "batch_size": 32}
-DEFAULT_OPTIONS = {}
+DEFAULT_OPTIONS: dict = {}
 #: The name of the log file written beside the report.
 LOG_NAME = "dasktrain.log"
 
@@ -88,9 +88,10 @@ def parse_clusters(specs) -> dict | None:
     """
     if not specs:
         return None
-    out = {}
+    out: dict[str, int | str | dict] = {}
     for item in specs:
         name, _, value = item.rpartition("=") if "=" in item else ("", "", item)
+        spec: int | str | dict
         if value.isdigit():
             spec = int(value)
             name = name or f"dask-{spec}w"

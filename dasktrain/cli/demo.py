@@ -36,7 +36,7 @@ def default_clusters() -> dict:
 
     from .._compat import gpu_count
 
-    out = {"dask-1w": 1, "dask-2w": 2}
+    out: dict[str, int | dict] = {"dask-1w": 1, "dask-2w": 2}
     if gpu_count() and importlib.util.find_spec("dask_cuda") is not None:
         out["dask-gpu"] = {"gpu": True}
     return out

@@ -52,22 +52,27 @@ def register_page() -> bool:
     from ._page import live_doc
 
     dashboard.applications["/" + PAGE] = live_doc
-    pages = getattr(dashboard.template_variables, "_dasktrain_pages", None)
-    if pages is None:
-        original = dashboard.template_variables
-
-        def template_variables(scheduler):
-            out = original(scheduler)  # memoized per scheduler: add the link once
-            if PAGE not in out["pages"]:
-                out["pages"].insert(
-                    out["pages"].index("info") if "info" in out["pages"] else len(out["pages"]),
-                    PAGE,
-                )
-            return out
-
-        template_variables._dasktrain_pages = True
-        dashboard.template_variables = template_variables
+    if dashboard.template_variables is not _listed.get("wrapper"):
+        _listed["wrapper"] = dashboard.template_variables = _with_page(dashboard.template_variables)
     return True
+
+
+# The dashboard's template_variables once wrapped (a second import must not wrap it again).
+_listed: dict = {}
+
+
+def _with_page(template_variables):
+    """distributed's ``template_variables(scheduler)`` (memoized per scheduler; its ``pages``
+    are the links at the top of every page) with this page's link before "info"."""
+
+    def with_page(scheduler):
+        out = template_variables(scheduler)
+        pages = out["pages"]
+        if PAGE not in pages:
+            pages.insert(pages.index("info") if "info" in pages else len(pages), PAGE)
+        return out
+
+    return with_page
 
 
 def dask_setup(scheduler) -> None:

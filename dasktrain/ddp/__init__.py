@@ -7,9 +7,41 @@ Inside ``train_fn`` use :func:`prepare_model`, :func:`prepare_loader`, :func:`mi
 :func:`report`, :func:`save_checkpoint` / :func:`load_checkpoint`, :func:`rank_info`, and
 :func:`shard` for this rank's part of a dataset passed as ``datasets=``; they work on both
 engines. Importing this package does not import torch.
+
+**Note for developers.** The modules stand in layers; each imports only modules of the layers
+below its own (``tests/test_architecture.py`` checks it). One exception is left for the
+launcher's restructuring: ``RankPool.start`` runs its first job through ``launcher.run``.
+
+1. ``launcher``
+   ``run()``: attempts, restarts, the report history.
+2. ``_group``, ``_pool``, ``recipes``
+   One process group (worker locks, start, watch, teardown, root cause); the warm
+   ``RankPool``; the ready-made ``train_fn`` recipes.
+3. ``_pool_worker``, ``_recipe_data``
+   The pooled rank process of each pool on a worker and its watchdog; the recipes' data
+   (arrays or shards).
+4. ``_worker``, ``loaders``, ``local``, ``shards``
+   Start and supervise one rank process on a worker; ``prepare_loader`` and the batch rule;
+   ``run_local()``; ``shard()``.
+5. ``_feeder``, ``_rank``, ``helpers``
+   The thread beside a rank that makes the chunks it asks for; the rank process; rank info,
+   metrics, the model and checkpoints inside ``train_fn``.
+6. ``_env``, ``_shard``
+   The environment-variable contract and exit codes (the only place their names are
+   written); the torch dataset of a shard.
+7. ``_chunks``, ``_comm``, ``_datasets``, ``_plan``, ``_records``, ``_sockets``
+   One chunk made; how the ranks exchange gradients (DDP options, hooks); ``datasets=``
+   checked and described as a ``Feed``; the epoch's chunks dealt; ``RankSpec``,
+   ``RankStatus``, ``RankResult``, ``Failure``, ``DDPResult``; the rendezvous sockets bound
+   to one address.
 """
 
 from ..exceptions import DDPError
+
+# ``X as X``: the environment contract of a rank process, for the other rooms of dasktrain (the
+# harness's monitor names the DDP ranks among a worker's children), not in __all__.
+from ._env import ENV_BACKEND as ENV_BACKEND
+from ._env import RANK as RANK
 from ._pool import RankPool
 from ._records import DDPResult
 from .helpers import (

@@ -134,7 +134,7 @@ def network_environ(host, env):
     its own rules, not from the host name; it is not changed here (``NCCL_SOCKET_IFNAME``
     through ``env=``).
     """
-    from ._network import interface_of
+    from ._sockets import interface_of
 
     if "GLOO_SOCKET_IFNAME" in env:
         return {}

@@ -39,7 +39,7 @@ __all__ = ["pool_rank_task", "pool_status", "pool_kill"]
 # How often the watchdog looks for the pool's token on this worker.
 _WATCH_S = 0.5
 # pool id -> _Resident: the pooled rank process of each pool on this worker.
-_RESIDENTS = {}
+_RESIDENTS: dict = {}
 _LOCK = threading.Lock()
 
 

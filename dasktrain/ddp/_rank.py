@@ -30,8 +30,8 @@ import traceback
 
 from dasktrain.ddp import _env
 from dasktrain.ddp._env import EXIT_ORPHANED, EXIT_PORT_IN_USE, POOL_FLAG
-from dasktrain.ddp._network import bind_listener
 from dasktrain.ddp._records import RankError, RankStatus
+from dasktrain.ddp._sockets import bind_listener
 
 # Rank 0's rendezvous socket: the store serves on its file descriptor, so it must stay open.
 _listener = None
@@ -54,8 +54,9 @@ def _port_in_use(exc):
 def _enter_workdir():
     """Move to the worker's folder, keeping it (and the start folder) off ``sys.path``."""
     start = os.getcwd()
-    # Python < 3.11 has no -P: `python -m` put the start folder (private, empty of modules)
-    # first on sys.path; drop it, and '' (the current folder, whatever it becomes).
+    # -P (see _worker.rank_command) keeps the start folder off sys.path; an empty PYTHONPATH
+    # entry still puts '' there (the current folder, whatever it becomes): drop it, and the
+    # start folder should anything else have put it there.
     sys.path[:] = [p for p in sys.path if p not in ("", start)]
     workdir = os.environ.get(_env.ENV_WORKDIR)
     if workdir:

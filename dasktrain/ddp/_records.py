@@ -34,7 +34,7 @@ import enum
 __all__ = ["RankStatus", "RankSpec", "RankError", "RankResult", "Failure", "DDPResult"]
 
 
-class RankStatus(str, enum.Enum):
+class RankStatus(str, enum.Enum):  # noqa: UP042  (StrEnum would change str() of a status)
     """What became of one rank (a ``str``, so ``status == "ok"`` holds for ``OK``)."""
 
     OK = "ok"

@@ -24,8 +24,8 @@ from .._dask.events import DDP_TOPIC_PREFIX, emit
 from ..exceptions import DDPError
 from . import _env
 from ._feeder import start_feeder
-from ._network import bind_listener
 from ._records import RankResult, RankStatus
+from ._sockets import bind_listener
 
 __all__ = ["probe_port", "rank_task"]
 
@@ -185,13 +185,12 @@ def rank_command(workdir):
 
     ``python -m`` puts its current directory first on ``sys.path``: started in the worker's
     folder, a stray ``cloudpickle.py`` or ``torch.py`` there would be imported by every rank.
-    The rank starts in its own private folder (``workdir``, which holds no module) and, on
-    Python >= 3.11, with ``-P`` (nothing prepended to ``sys.path``). Not ``-I``: isolated mode
+    The rank starts in its own private folder (``workdir``, which holds no module) and with
+    ``-P`` (nothing prepended to ``sys.path``). Not ``-I``: isolated mode
     also drops ``PYTHONPATH``, which deployments rely on. The rank then moves to the worker's
     folder for ``train_fn`` (see :mod:`dasktrain.ddp._rank`).
     """
-    flags = ["-P"] if sys.version_info >= (3, 11) else []
-    return [sys.executable, *flags, "-m", "dasktrain.ddp._rank"], workdir
+    return [sys.executable, "-P", "-m", "dasktrain.ddp._rank"], workdir
 
 
 def rank_task(payload, spec, feeds=None, held=None):

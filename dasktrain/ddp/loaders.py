@@ -169,7 +169,7 @@ def prepare_loader(
         loader = _EPOCH_LOADER(dataset.batches(per_rank), batch_size=None, **loader_kwargs)
         loader.epoch = dataset.epoch
     else:
-        sampler = DistributedSampler(
+        sampler: DistributedSampler = DistributedSampler(
             dataset,
             num_replicas=info.world_size,
             rank=info.rank,

@@ -65,9 +65,9 @@ def _build_model(model, *, n_features, in_channels, num_classes, seed, hidden, p
             return nn.Sequential(
                 nn.Linear(n_features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
             )
-        from ..features._backbones import build, get_backbone
+        from ..features import build_backbone, get_backbone
 
-        trunk = build(model, num_classes=None, in_channels=in_channels, seed=seed)
+        trunk = build_backbone(model, num_classes=None, in_channels=in_channels, seed=seed)
         head = _pooled_head(pool, get_backbone(model).feature_dim, num_classes)
         return nn.Sequential(trunk, head)
 
@@ -149,7 +149,7 @@ def train_classifier(
     X_val, y_val : ndarray, optional
         Held-out data scored after every epoch (split across the ranks), with ``X``.
     model : {"smallcnn", "resnet18", "resnet34", "vgg19", "mlp"}
-        CNNs come from ``dasktrain.features._backbones.build`` with random weights.
+        CNNs come from ``dasktrain.features.build_backbone`` with random weights.
     epochs : int
     batch_size : int
         The global batch with ``batch_scaling="global"`` (the default, so 1 and ``n`` ranks

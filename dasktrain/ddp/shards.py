@@ -18,7 +18,7 @@ from .helpers import _local_context, rank_info
 __all__ = ["shard", "dataset_names"]
 
 # The rank's spool (one per job: a pooled rank process serves many jobs, each its own folder).
-_SPOOL = {}
+_SPOOL: dict = {}
 
 
 def _source():

@@ -46,6 +46,12 @@ from __future__ import annotations
 
 import importlib
 
+# ``X as X``: the backbone registry for the other rooms of dasktrain (ddp's recipes build their
+# CNN from it), not in __all__. Cheap: torch is imported on the first build.
+from ._backbones import BACKBONES as BACKBONES
+from ._backbones import build as build_backbone  # noqa: F401  (for ddp.recipes)
+from ._backbones import get_backbone as get_backbone
+
 __all__ = [
     "CNNFeatures",
     "KerasFeatures",

@@ -16,7 +16,8 @@ and ``resnet18`` / ``resnet34`` (``conv1``, ``bn1``, ``layerL.B.conv1``, ``downs
 GroupNorm blocks, about 24 thousand parameters, fast on a CPU, for demos and tests.
 
 torch is imported lazily (through :func:`dasktrain._compat.import_optional`) so importing this
-module is cheap; the ``nn.Module`` classes live in :mod:`._nets`, imported on first build.
+module is cheap; the ``nn.Module`` classes live in :mod:`._torch_modules`, imported on first
+build.
 """
 
 from __future__ import annotations
@@ -149,18 +150,20 @@ def build(name, *, num_classes=None, in_channels=3, seed=0):
         num_classes = check_positive_int(num_classes, "num_classes")
     seed = check_positive_int(seed, "seed", minimum=0)
     torch = import_optional("torch", "torch")
-    from . import _nets
+    from . import _torch_modules
 
     # fork_rng: seed the weights without changing the caller's global RNG stream.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if backbone.family == "vgg":
-            model = _nets.VGG(in_channels=in_channels, num_classes=num_classes)
+            model = _torch_modules.VGG(in_channels=in_channels, num_classes=num_classes)
         elif backbone.family == "resnet":
-            model = _nets.ResNet(backbone.layers, in_channels=in_channels, num_classes=num_classes)
+            model = _torch_modules.ResNet(
+                backbone.layers, in_channels=in_channels, num_classes=num_classes
+            )
         else:
-            model = _nets.SmallCNN(in_channels=in_channels, num_classes=num_classes)
-        _nets.init_weights(model)
+            model = _torch_modules.SmallCNN(in_channels=in_channels, num_classes=num_classes)
+        _torch_modules.init_weights(model)
     logger.debug(
         "built %s (num_classes=%s, in_channels=%d, seed=%d)", name, num_classes, in_channels, seed
     )

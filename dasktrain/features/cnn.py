@@ -1,8 +1,8 @@
 """CNN features with PyTorch: a VGG19 / ResNet / small CNN trunk, pooled to one vector per image.
 
 The model is never in a task graph: each block carries a small
-:class:`~dasktrain.features._network.ModelSpec` and the worker process builds the model once
-through ``dasktrain._cache.get_or_build``, then reuses it for every chunk.
+:class:`~dasktrain.features._network_features.ModelSpec` and the worker process builds the
+model once through ``dasktrain._cache.get_or_build``, then reuses it for every chunk.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from .._threads import check_n_threads
 from .._validation import check_positive_int
 from ..exceptions import ValidationError
 from . import _backbones
-from ._network import POOLS, NetworkFeatures, file_stamp, network_block
+from ._network_features import POOLS, NetworkFeatures, file_stamp, network_block
 from ._torch_weights import apply_state_dict, imagenet_path, load_state_dict
 from ._user import IMAGENET_MEAN, IMAGENET_STD, check_normalize, is_user_model, unwrap, user_key
 

@@ -20,7 +20,7 @@ from .._cache import get_or_build
 from .._compat import import_optional
 from .._threads import check_n_threads
 from ..exceptions import ValidationError, WeightsError
-from ._network import NetworkFeatures, network_block
+from ._network_features import NetworkFeatures, network_block
 from ._user import IMAGENET_MEAN, IMAGENET_STD, unwrap
 
 logger = logging.getLogger(__name__)

@@ -9,40 +9,44 @@ and offline HTML report are computed from those measurements.
 
 **Note for developers.** One module per job. The harness only *uses* the library
 (``dasktrain.images``, ``features``, ``models``, ``ddp``, ``metrics``, ``_dask``), never the
-other way round; inside, each module imports only those listed after it:
+other way round. Inside, the modules stand in layers, and each imports only modules of the
+layers below its own (``tests/test_architecture.py`` checks it; a result reaches the modules
+below as an argument, never as an import):
 
-``runner``
-    :func:`compare`: prepares the inputs of each size, warms up, runs the timed repeats
-    interleaved (A B A B) and keeps each record as it finishes.
-``machine``
-    This machine's quiet: looked at before the first run (a busy one is waited for, then
-    refused unless ``allow_busy``), watched during every run (busy runs are marked).
-``plan``, ``setups``
-    Every option of :func:`compare`, checked before anything is measured; the setups (the
-    local engine, the clusters connected or started) opened and closed.
-``timing``, ``breakdown``
-    One timed run: thread limits for the local engine, the time limit, the record; an
-    ``OptionalDependencyError`` or ``Unavailable`` becomes an ``unavailable`` row. Each dask
-    run in its ``distributed.span`` (``<workload>/<setup>/<size>/run-<i>``, or ``/warm-up``),
-    its time split from the task stream and what the step reported it did outside tasks
-    (:func:`phase` marks a workload's own data transfer or compute).
-``progress``, ``live``, ``quiet``
-    The progress bar or callback; the grid of runs and the verdicts told to the
-    ``/dasktrain`` dashboard page as they happen; library noise to a log file instead of the
-    terminal.
-``inputs``
-    The data shared by the workloads of one size, prepared outside every timing.
-``workloads``
-    The built-in workloads, :class:`Workload`, :class:`RunContext` / :func:`current`.
-``monitor`` (with ``_sources``, its readers)
-    :class:`ResourceMonitor`: psutil process tree, Dask worker monitors, RAPL/NVML energy.
-``results``, ``tables``, ``analysis``, ``verdicts``, ``answer``, ``text``
-    :class:`RunRecord` and :class:`Results`; the medians, ranges, speedup, efficiency and
-    cost at every size; strong scaling and the setups side by side; the verdicts (only what
-    was measured); the answer's first lines (overall, and the machine's state); the text a
-    terminal shows.
-``report`` (with ``figures``, ``curves`` and ``run_curves``), ``output``
-    Results -> HTML (bokeh, inline) in reading order; the output folder, written atomically.
+1. ``runner``
+   :func:`compare`: prepares the inputs of each size, warms up, runs the timed repeats
+   interleaved (A B A B) and keeps each record as it finishes.
+2. ``live``, ``timing``
+   One timed run: thread limits for the local engine, the time limit, the record; an
+   ``OptionalDependencyError`` or ``Unavailable`` becomes an ``unavailable`` row. The grid
+   of runs and the verdicts told to the ``/dasktrain`` dashboard page as they happen, and
+   the events each run keeps for the report.
+3. ``plan``, ``results``
+   Every option of :func:`compare`, checked before anything is measured; :class:`RunRecord`
+   and :class:`Results`, which build their tables, verdicts and report on first use.
+4. ``report``, ``setups``, ``spark_workloads``, ``text``
+   Results -> HTML (bokeh, inline) in reading order; the setups (the local engine, the
+   clusters connected or started) opened and closed; the Spark twins of the workloads; the
+   text a terminal shows.
+5. ``analysis``, ``answer``, ``curves``, ``machine``, ``monitor``, ``records``,
+   ``run_curves``, ``spark_setup``, ``verdicts``, ``workloads``
+   Strong scaling, the setups side by side and the whole cost; the answer's first lines and
+   paragraph; the report's curves, and the DDP ranks' and fits' curves from inside the runs;
+   this machine's quiet (a busy one waited for, then refused unless ``allow_busy``; busy runs
+   marked); :class:`ResourceMonitor`; :class:`RunRecord` (what one run measured) and the
+   ``runs`` table made of them; the Spark session of a comparison; the verdicts (only what
+   was measured); the built-in workloads, :class:`Workload`, :class:`RunContext` /
+   :func:`current`.
+6. ``_sources``, ``figures``, ``inputs``, ``output``, ``progress``, ``quiet``, ``tables``
+   The monitor's readers (psutil process tree, Dask worker monitors, RAPL/NVML energy); the
+   report's figures; the data shared by the workloads of one size, prepared outside every
+   timing; the output folder, written atomically; the progress bar or callback; library
+   noise to a log file; the medians, ranges, speedup, efficiency and cost at every size.
+7. ``breakdown``, ``settings``
+   Each dask run in its ``distributed.span`` and its time split from the task stream
+   (:func:`phase` marks a workload's own data transfer or compute); the typed settings,
+   every default written once: ``WorkloadOptions`` (``options=``) and ``CostSettings``
+   (baseline, prices, time basis).
 
 The command line (``dasktrain demo``, ``dasktrain compare``) lives in ``dasktrain.cli``.
 """
@@ -53,7 +57,8 @@ from .breakdown import phase
 from .monitor import ResourceMonitor
 from .output import check_output_dir
 from .plan import check_timeout
-from .results import Results, RunRecord
+from .records import RunRecord
+from .results import Results
 from .runner import compare
 from .workloads import RunContext, Workload, current
 

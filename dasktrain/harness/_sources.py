@@ -19,7 +19,7 @@ import logging
 import math
 import os
 import socket
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .._compat import has_gpu, import_optional
 
@@ -103,7 +103,7 @@ def _rank_name(proc, worker):
     process is no DDP rank (its environment has no rank, or cannot be read)."""
     import psutil
 
-    from ..ddp._env import ENV_BACKEND, RANK
+    from ..ddp import ENV_BACKEND, RANK
 
     try:
         env = proc.environ()
@@ -140,8 +140,11 @@ class ProcessTree:
         self.idle_pids = set(idle_pids)
         self.uss_every = uss_every
         #: pids of processes started by a worker (DDP ranks): not workers themselves.
-        self.worker_children = set()
-        self._procs, self._roles, self._names, self._fresh = {}, {}, {}, set()
+        self.worker_children: set[int] = set()
+        self._procs: dict = {}
+        self._roles: dict = {}
+        self._names: dict = {}
+        self._fresh: set = set()
         self._n = 0
 
     def _processes(self):
@@ -387,7 +390,10 @@ class EnergyMeter:
 
     def __init__(self) -> None:
         self._rapl_start = read_rapl(_rapl_domains())
-        self._nvml, self._gpus, self._gpu_start = None, [], {}
+        # pynvml once started (Any: the module has no annotations)
+        self._nvml: Any = None
+        self._gpus: list = []
+        self._gpu_start: dict = {}
         if has_gpu():
             self._start_nvml()
 

@@ -88,8 +88,6 @@ def cost_summary(results) -> dict:
     """
     import pandas as pd
 
-    from .tables import price_of
-
     runs = results.runs[results.runs.status == "ok"]
     times = pd.to_numeric(runs.time, errors="coerce")
     cores = pd.to_numeric(runs.threads, errors="coerce")
@@ -98,7 +96,7 @@ def cost_summary(results) -> dict:
     if results.prices is not None:
         usd = {}
         for setup, secs in times.groupby(runs.setup).sum().items():
-            rate, _ = price_of(results.prices, results.machines, setup, results.spot_discount)
+            rate, _ = results.settings.price(setup)
             usd[setup] = rate * secs / 3600
         usd["total"] = sum(usd.values())
     return {

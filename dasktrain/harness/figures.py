@@ -6,8 +6,6 @@ figures; :mod:`dasktrain.harness.report` lays them out. Setups keep one colour e
 
 from __future__ import annotations
 
-import math
-
 from .breakdown import CATEGORIES
 
 __all__ = [
@@ -274,7 +272,3 @@ def epochs_chart(results, colors):
         return None
     p.legend.location = "bottom_right"
     return p
-
-
-def is_nan(v) -> bool:
-    return isinstance(v, float) and math.isnan(v)

@@ -17,6 +17,7 @@ import numpy as np
 from .._compat import import_optional
 from .._dask import compute_if_dask
 from ..exceptions import OptionalDependencyError, Unavailable, WorkloadError
+from .settings import WorkloadOptions
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +38,8 @@ class Inputs:
         Scratch space (subset folders).
     seed : int
         Seed of the subsets, splits and the CNN trunk.
-    options : dict, optional
-        Workload options (``image_size``, ``backbone``; see :func:`~dasktrain.compare`).
+    options : WorkloadOptions or dict, optional
+        The built-in workloads' settings (``image_size``, ``backbone``, ``model_features``).
     n_threads : int
         Cores the local engine may use to build the features.
     """
@@ -48,9 +49,9 @@ class Inputs:
         self.size = size
         self.workdir = Path(workdir) if workdir is not None else None
         self.seed = seed
-        self.options = dict(options or {})
+        self.options = WorkloadOptions.from_dict(options)
         self.n_threads = n_threads
-        self._cache = {}
+        self._cache: dict = {}
 
     @property
     def kind(self) -> str:
@@ -105,7 +106,7 @@ class Inputs:
         if kind == "path":
             from ..images import read_images
 
-            size = self.options.get("image_size", 64)
+            size = self.options.image_size
             iset = read_images(self.path, size=size, color="gray", engine="local")
             X, y, classes = np.asarray(iset.X), np.asarray(iset.y), list(iset.classes)
         elif kind == "imageset":
@@ -123,7 +124,7 @@ class Inputs:
         return X, y, classes
 
     @property
-    def features(self) -> tuple:
+    def features(self) -> tuple[np.ndarray, np.ndarray]:
         """``(F, y)``: a 2-d numpy feature matrix and its labels."""
         return self._cached("features", self._build_features)
 
@@ -144,15 +145,13 @@ class Inputs:
         """
         from ..features import CNNFeatures, HOGFeatures
 
-        kind = self.options.get("model_features", "auto")
-        if kind not in ("auto", "cnn", "hog"):
-            raise WorkloadError(f"options['model_features']={kind!r}: use 'auto', 'cnn' or 'hog'.")
+        kind = self.options.model_features
         if kind == "auto":
             kind = "cnn" if _importable("torch") else "hog"
             logger.info("model workloads use %s features", kind.upper())
         if kind == "hog":
             return HOGFeatures(engine="local", n_threads=self.n_threads)
-        backbone = self.options.get("backbone", "smallcnn")
+        backbone = self.options.backbone
         return CNNFeatures(backbone, engine="local", seed=self.seed, n_threads=self.n_threads)
 
     @property

@@ -48,13 +48,13 @@ class LiveGrid:
             "cell", workload=spec.name, setup=setup.name, size=_size(size), repeat=repeat, **fields
         )
 
-    def verdict(self, spec, records, setup, result_kw):
+    def verdict(self, spec, records, setup, cost):
         """The workload's verdict from its runs so far."""
         from .results import Results
 
         try:
             rows = [r for r in records if r.get("workload") == spec.name]
-            v = Results(rows, setup=setup, **result_kw).verdicts
+            v = Results(rows, setup=setup, settings=cost).verdicts
         except Exception:  # a verdict for the page must never stop the comparison
             logger.debug("no live verdict for %s", spec.name, exc_info=True)
             return

@@ -89,21 +89,20 @@ class MachineWatch:
         self._me = psutil.Process()
         self.interval = float(interval)
         self.cores = os.cpu_count() or 1
-        self._readings = []  # (time, machine busy s, tree s)
+        self._readings: list = []  # (time, machine busy s, tree s)
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread = None
+        self._thread: threading.Thread | None = None
         #: This process tree's pids at the last reading (what is not "other programs").
-        self.tree_pids = set()
+        self.tree_pids: set[int] = set()
         #: UNIX time of the first reading.
         self.started = None
 
     def __enter__(self) -> MachineWatch:
         return self.start()
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc) -> None:
         self.stop()
-        return False
 
     def start(self) -> MachineWatch:
         """Take a first reading and keep reading in a background thread."""
@@ -219,7 +218,8 @@ def wait_for_quiet(watch, *, wait, allow_busy) -> dict:
         Still busy after ``wait`` seconds, and not ``allow_busy``.
     """
     t0 = time.time()
-    load, busiest, said = _load_average(), [], False
+    load, said = _load_average(), False
+    busiest: list = []
     start = watch.started  # the watch may have run while the clusters started
     while True:
         time.sleep(max(0.0, start + LOOK_S - time.time()))

@@ -28,6 +28,7 @@ import time
 from typing import TYPE_CHECKING
 
 from .. import _config
+from .._validation import check_positive_number
 from ..exceptions import ValidationError
 from ._sources import (
     RAPL_GLOB,
@@ -119,30 +120,31 @@ class ResourceMonitor:
         self.worker_monitors = worker_monitors
         self.workers = dict(workers or {})
         self.idle_pids = set(idle_pids)
-        self.start_time = self.end_time = None
+        self.start_time: float | None = None
+        self.end_time: float | None = None
         self.overhead_cpu_s = 0.0
         self.energy = {"cpu_energy_j": math.nan, "gpu_energy_j": math.nan, "energy_measured": False}
         self.energy_note = ""
-        self.remote_workers = []
+        self.remote_workers: list = []
         self._interval = interval
-        self._rows = []
-        self._thread = None
+        self._rows: list = []
+        self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._tree = self._workers = self._meter = None
+        self._tree: ProcessTree | None = None
+        self._workers: DaskWorkers | None = None
+        self._meter: EnergyMeter | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> ResourceMonitor:
         return self.start()
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc) -> None:
         self.stop()
-        return False
 
     def _check(self):
         """``(interval, uss_every)`` from the arguments; raise ValidationError when bad."""
         interval = _config.get("monitor.interval") if self.interval is None else self.interval
-        if not isinstance(interval, (int, float)) or not interval > 0:
-            raise ValidationError(f"interval={interval!r} must be a positive number of seconds.")
+        interval = check_positive_number(interval, "interval", unit="seconds")
         uss = self.uss
         if not isinstance(uss, bool) and (not isinstance(uss, int) or uss < 0):
             raise ValidationError(f"uss={uss!r} must be True, False or a positive integer.")
@@ -181,6 +183,7 @@ class ResourceMonitor:
         self._thread.join()
         self._thread = None
         self.end_time = time.time()
+        assert self._meter is not None  # start() made it with the thread
         energy, self.energy_note = self._meter.stop()
         self.energy.update(energy)
         if self._workers is not None:

@@ -8,19 +8,18 @@ runs: :func:`make_plan` checks every option of :func:`~dasktrain.compare` and re
 from __future__ import annotations
 
 import dataclasses
-import numbers
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 from .. import _config
-from .._validation import check_engine, check_positive_int
+from .._validation import check_engine, check_positive_int, check_positive_number
 from ..exceptions import ValidationError, WorkloadError
 from .inputs import image_root
 from .output import check_output_dir
+from .settings import CostSettings, WorkloadOptions
 from .setups import check_clusters
 from .spark_setup import check_spark
-from .tables import check_fraction, check_time_basis, price_of
 
 __all__ = ["ENGINES", "DEFAULT_ENGINES", "Plan", "make_plan", "check_timeout", "check_data"]
 
@@ -33,11 +32,7 @@ def check_timeout(timeout) -> float | None:
     """Return ``timeout`` as seconds (or None); raise ValidationError unless it is > 0."""
     if timeout is None:
         return None
-    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not timeout > 0:
-        raise ValidationError(
-            f"timeout={timeout!r} must be None or a number of seconds > 0 (the limit of each run)."
-        )
-    return float(timeout)
+    return check_positive_number(timeout, "timeout", unit="seconds")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +50,8 @@ class Plan:
     sizes: list | None
     warmup: bool
     seed: int
-    options: dict
+    #: The built-in workloads' settings, every default filled in.
+    options: WorkloadOptions
     interval: float | None
     monitor: bool
     performance_report: bool
@@ -63,8 +59,8 @@ class Plan:
     n_per_class: int
     timeout: float | None
     out: Path | None
-    #: Keyword arguments of :class:`Results` (baseline, prices, machines, ...).
-    result_kw: dict
+    #: How the runs are judged (baseline, prices, time basis), prices checked for every setup.
+    cost: CostSettings
     #: Measure and judge on a busy machine (:mod:`.machine`).
     allow_busy: bool
     #: Seconds to wait for a busy machine to calm down before the first run.
@@ -136,15 +132,6 @@ def _check_sizes(sizes):
     return sizes
 
 
-def _check_prices(prices, machines, setups, spot_discount):
-    if prices is None:
-        return
-    if not isinstance(prices, dict):
-        raise WorkloadError(f"prices={prices!r} must be a dict machine -> USD per hour.")
-    for name in setups:
-        price_of(prices, machines, name, spot_discount)
-
-
 def _check_progress(progress):
     if progress is None or isinstance(progress, bool) or callable(progress):
         return progress
@@ -189,6 +176,7 @@ def make_plan(
     out,
     allow_busy=None,
     quiet_wait=None,
+    options=None,
     **rest,
 ) -> Plan:
     """Check every option of :func:`compare`; everything that could fail at the end is
@@ -197,14 +185,12 @@ def make_plan(
     clusters = check_clusters(clusters, engines, client)
     spark = check_spark(spark, engines)
     setups = _setup_names(engines, clusters, baseline)
-    spot_discount = check_fraction(spot_discount, "spot_discount")
-    _check_prices(prices, machines, setups, spot_discount)
-    result_kw = dict(
+    cost = CostSettings(
         baseline=baseline,
         prices=prices,
         machines=machines,
         spot_discount=spot_discount,
-        time_basis=check_time_basis(time_basis),
+        time_basis=time_basis,
     )
     return Plan(
         engines=engines,
@@ -216,7 +202,8 @@ def make_plan(
         timeout=check_timeout(timeout),
         progress=_check_progress(progress),
         out=check_output_dir(out) if out is not None else None,
-        result_kw=result_kw,
+        cost=cost.for_setups(setups),
+        options=WorkloadOptions.from_dict(options),
         allow_busy=_check_allow_busy(allow_busy),
         quiet_wait=_check_quiet_wait(quiet_wait),
         **rest,

@@ -141,9 +141,8 @@ class QuietOutput:
         self._undo.enter_context(contextlib.redirect_stderr(stream))
         return self
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc) -> None:
         self._undo.close()
-        return False
 
     def _route_logging(self, stream):
         """Every record to the file; only dasktrain's own to the terminal's handlers."""
@@ -202,7 +201,7 @@ class _BenignSizeof(logging.Filter):
 #: one instance per process, so that adding it twice adds it once
 _BENIGN_SIZEOF = _BenignSizeof()
 #: in a worker or nanny: its file descriptors 1 and 2 while a comparison borrows them
-_BORROWED = []
+_BORROWED: list = []
 
 
 def _sizeof_filter(on):

@@ -8,25 +8,19 @@ records, :mod:`dasktrain.harness.report` draws them.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import numpy as np
 
 from .. import __version__
 from ..exceptions import WorkloadError
 from .output import check_output_dir, read_runs, write_atomic, write_text
+from .records import RUN_COLUMNS, RunRecord, runs_frame
+from .settings import CostSettings
 from .tables import (
     BREAKDOWN_MEDIANS,
-    check_fraction,
-    check_time_basis,
     crossover_table,
-    is_busy,
-    price_of,
     scaling_table,
     sizes_table,
     summary_table,
@@ -40,101 +34,14 @@ logger = logging.getLogger(__name__)
 __all__ = ["Results", "RunRecord", "RUN_COLUMNS"]
 
 
-@dataclasses.dataclass
-class RunRecord:
-    """What one run of one workload on one setup measured (a row of ``Results.runs``).
-
-    ``status`` is ``"ok"``, ``"error"`` (the workload raised: ``error`` says what),
-    ``"unavailable"`` (its part of dasktrain, an optional package or the data it needs is
-    missing) or ``"timeout"``. Times are seconds (``time``: the whole step, ``train_time``: the
-    training step as the workload reports it); ``start`` and ``end`` are UNIX times. The
-    monitor's figures are NaN when the run was not monitored. ``metrics`` holds every metric
-    the workload returned, written as ``metric.<name>`` columns.
-    """
-
-    workload: str
-    engine: str
-    #: The setup the run belongs to (``"local"``, ``"dask"``, or a cluster's name).
-    setup: str | None = None
-    size: float | None = None
-    repeat: int = 0
-    status: str = "ok"
-    error: str | None = None
-    time: float = math.nan
-    train_time: float = math.nan
-    quality_metric: str | None = None
-    quality: float = math.nan
-    devices: int = 1
-    workers: int = 0
-    threads: float = math.nan
-    cpu_percent_mean: float = math.nan
-    cpu_percent_max: float = math.nan
-    #: CPU % (100 = one core) that other programs used on this machine during the run.
-    others_cpu_percent_mean: float = math.nan
-    peak_rss_bytes: float = math.nan
-    energy_j: float = math.nan
-    energy_measured: bool | None = None
-    start: float = math.nan
-    end: float = math.nan
-    workers_lost: float = math.nan
-    note: str | None = None
-    #: Which timed run of the comparison this is (the ``run`` column of the samples); NaN for
-    #: a failed warm-up that stands for its engine's row.
-    run: float = math.nan
-    monitor_overhead_pct: float = math.nan
-    #: Where the time went (wall seconds adding up to ``time``; see
-    #: :mod:`dasktrain.harness.breakdown`), the tasks run and the cluster's idle gaps.
-    startup_s: float = math.nan
-    transfer_s: float = math.nan
-    idle_s: float = math.nan
-    compute_s: float = math.nan
-    tasks: float = math.nan
-    idle_gaps: float = math.nan
-    #: Thread-seconds the tasks spent on the CPU and waiting (fine performance metrics).
-    compute_cpu_s: float = math.nan
-    compute_wait_s: float = math.nan
-    #: The ``distributed.span`` a dask run ran in: its name (as the dashboard shows it) and
-    #: its id on the scheduler.
-    span: str | None = None
-    span_id: str | None = None
-    metrics: dict = dataclasses.field(default_factory=dict)
-
-    def add_note(self, text: str) -> None:
-        """Append ``text`` to ``note`` (notes are joined with ``"; "``)."""
-        self.note = text if not self.note else f"{self.note}; {text}"
-
-    def as_row(self) -> dict:
-        """The flat dict of a ``runs`` row: the fields, then one ``metric.<name>`` per metric."""
-        if self.setup is None:
-            self.setup = self.engine
-        row = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        row.update({f"metric.{k}": v for k, v in row.pop("metrics").items()})
-        return _clean_record(row)
-
-
-#: The columns every ``Results.runs`` has (missing ones are added empty).
-RUN_COLUMNS = [
-    f.name
-    for f in dataclasses.fields(RunRecord)
-    if f.name not in ("run", "monitor_overhead_pct", "metrics")
-]
-
-_TEXT_COLUMNS = ("status", "error", "quality_metric", "note", "setup", "span", "span_id")
-
-
-def _clean_text(text):
-    """``text`` with what UTF-8 cannot hold (a non-UTF-8 file name decoded with surrogate
-    escapes) written as backslash escapes: pandas, JSON and HTML writers reject it."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _clean_record(rec):
-    return {k: _clean_text(v) if isinstance(v, str) else v for k, v in rec.items()}
-
-
 # ---------------------------------------------------------------------------------------
 # Results
 # ---------------------------------------------------------------------------------------
+def _setting(name, doc):
+    """A read-only attribute of :class:`Results` that reads its :class:`CostSettings`."""
+    return property(lambda self: getattr(self.settings, name), doc=doc)
+
+
 class Results:
     """The outcome of :func:`~dasktrain.compare`: run records, the summary table, scaling and
     report.
@@ -174,6 +81,10 @@ class Results:
     events : list of dict, optional
         The live events of the timed runs (``dasktrain._dask.events``, each with its
         ``run``): what the dashboard page showed, drawn again in the report.
+    settings : CostSettings, optional
+        ``baseline``, ``prices``, ``machines``, ``spot_discount`` and ``time_basis`` as one
+        checked record (what :func:`~dasktrain.compare` passes); then leave those five
+        arguments unset.
 
     Attributes
     ----------
@@ -198,6 +109,8 @@ class Results:
         that it does not in the range.
     verdicts, crossovers, breakdown, strong_scaling, by_setup, cost, machine
         The answers built on these (see each property).
+    settings : CostSettings
+        The checked settings the tables read (``baseline``, ``prices``... are views of it).
     """
 
     def __init__(
@@ -214,15 +127,22 @@ class Results:
         performance_report=None,
         allow_busy=None,
         events=None,
+        settings=None,
     ) -> None:
         import pandas as pd
 
-        self.runs = _runs_frame(runs)
-        self.baseline = baseline
-        self.prices = prices
-        self.machines = machines
-        self.spot_discount = check_fraction(spot_discount, "spot_discount")
-        self.time_basis = check_time_basis(time_basis)
+        self.runs = runs_frame(runs)
+        own = dict(baseline=baseline, prices=prices, machines=machines)
+        own.update(spot_discount=spot_discount, time_basis=time_basis)
+        if settings is None:
+            settings = CostSettings(**own)
+        elif own != {k: getattr(CostSettings(), k) for k in own}:
+            raise WorkloadError(
+                "pass settings= or baseline=, prices=, machines=, spot_discount= and "
+                "time_basis=, not both."
+            )
+        #: The checked :class:`~dasktrain.harness.settings.CostSettings` every table reads.
+        self.settings = settings.for_setups(self.runs["setup"].unique())
         self.samples = samples if samples is not None else pd.DataFrame()
         self.setup = dict(setup or {})
         self.performance_report = performance_report
@@ -230,23 +150,18 @@ class Results:
         if allow_busy is None:
             allow_busy = (self.setup.get("machine") or {}).get("allow_busy", False)
         self.allow_busy = bool(allow_busy)
-        if prices is not None:
-            for setup in self.runs["setup"].unique():
-                price_of(prices, machines, setup, self.spot_discount)
-        self._table = None
+        self._table: pd.DataFrame | None = None
         #: Derived tables, built once on first use (each reads runs and the settings only).
-        self._cache = {}
+        self._cache: dict = {}
+
+    # -- the settings, as read by the tables and the report --------------------------------
+    baseline = _setting("baseline", "The setup the speedups are measured against.")
+    prices = _setting("prices", "The price table (USD per hour per machine), or None.")
+    machines = _setting("machines", "Setup -> machine in ``prices`` (or ``(name, count)``).")
+    spot_discount = _setting("spot_discount", "The fraction taken off every price.")
+    time_basis = _setting("time_basis", "What speedup and cost use: 'time' or 'train_time'.")
 
     # -- tables ----------------------------------------------------------------------------
-    def _settings(self):
-        return dict(
-            baseline=self.baseline,
-            time_basis=self.time_basis,
-            prices=self.prices,
-            machines=self.machines,
-            spot_discount=self.spot_discount,
-        )
-
     @property
     def table(self) -> pd.DataFrame:
         """One row per workload x setup at the largest size (see the class docstring).
@@ -256,13 +171,13 @@ class Results:
         if self._table is None:
             from .text import ResultsTable
 
-            self._table = ResultsTable(summary_table(self.runs, **self._settings()))
+            self._table = ResultsTable(summary_table(self.runs, self.settings))
         return self._table
 
     @property
     def by_size(self) -> pd.DataFrame:
         """The columns of :attr:`table` at every size: one row per workload x setup x size."""
-        return self._once("by_size", lambda: sizes_table(self.runs, **self._settings()))
+        return self._once("by_size", lambda: sizes_table(self.runs, self.settings))
 
     def _once(self, name, build):
         """``build()`` as a printable table, computed on first use (a copy each time, so a
@@ -275,7 +190,7 @@ class Results:
     @property
     def scaling(self) -> pd.DataFrame | None:
         """Median time per workload x setup x size, or None with a single size."""
-        return self._once("scaling", lambda: scaling_table(self.runs, **self._settings()))
+        return self._once("scaling", lambda: scaling_table(self.runs, self.settings))
 
     @property
     def crossover(self) -> pd.DataFrame | None:
@@ -466,30 +381,3 @@ def _printable(df):
     from .text import ResultsTable
 
     return ResultsTable(df)
-
-
-def _runs_frame(runs):
-    """The ``runs`` DataFrame of :class:`Results`: every ``RUN_COLUMNS`` present, status set."""
-    import pandas as pd
-
-    if isinstance(runs, (list, tuple)):
-        runs = [
-            r.as_row()
-            if isinstance(r, RunRecord)
-            else _clean_record(r)
-            if isinstance(r, dict)
-            else r
-            for r in runs
-        ]
-    runs = pd.DataFrame(runs)
-    if runs.empty:
-        raise WorkloadError("Results needs at least one run record.")
-    for col in RUN_COLUMNS:
-        if col not in runs:
-            runs[col] = None if col in _TEXT_COLUMNS else np.nan
-    runs["status"] = runs["status"].fillna("ok")
-    runs["devices"] = pd.to_numeric(runs["devices"]).fillna(1)
-    # Records written before setups existed: each engine was its own setup.
-    runs["setup"] = runs["setup"].where(runs["setup"].notna(), runs["engine"]).astype(str)
-    runs["busy"] = is_busy(runs["others_cpu_percent_mean"])
-    return runs

@@ -37,7 +37,8 @@ from .output import RunLog
 from .plan import DEFAULT_ENGINES, check_data, make_plan
 from .progress import Progress
 from .quiet import QuietOutput, quiet_clusters
-from .results import Results, RunRecord
+from .records import RunRecord
+from .results import Results
 from .setups import close_setups, open_setups, versions
 from .timing import limited, run_once
 from .workloads import RunContext, resolve_workloads, using
@@ -60,7 +61,7 @@ class _Comparison:
         self.watch, self.machine = watch, machine
         self.ctx = {
             s.name: RunContext(
-                n_threads=s.threads, seed=plan.seed, options=dict(plan.options), setup=s.name
+                n_threads=s.threads, seed=plan.seed, options=plan.options, setup=s.name
             )
             for s in setups
         }
@@ -111,7 +112,7 @@ class _Comparison:
             "warmup": bool(p.warmup),
             "sizes": p.sizes,
             "seed": p.seed,
-            "options": p.options,
+            "options": p.options.given(),
             "timeout": p.timeout,
             "comparison": self.id,
             "runs_log": str(self.log.path) if self.log is not None else None,
@@ -130,18 +131,10 @@ class _Comparison:
             self.log.write(row)  # at once: an interrupted comparison keeps its rows
 
     def _run(self, spec, inputs, setup, size, *, monitor, label):
-        self.live.cell(spec, setup, size, label, state="running")
-        rec, samples = self._run_once(spec, inputs, setup, size, monitor=monitor, label=label)
-        self.live.cell(spec, setup, size, label, state="done", seconds=rec.time, status=rec.status)
-        return rec, samples
-
-    def _run_once(self, spec, inputs, setup, size, *, monitor, label):
-        p = self.plan
-        return run_once(
-            spec,
-            inputs,
-            setup,
-            self.ctx[setup.name],
+        p, live = self.plan, self.live
+        live.cell(spec, setup, size, label, state="running")
+        rec, samples = run_once(
+            *(spec, inputs, setup, self.ctx[setup.name]),
             interval=p.interval,
             monitor=monitor,
             timeout=p.timeout,
@@ -150,6 +143,8 @@ class _Comparison:
             label=label,
             machine=self.watch,
         )
+        live.cell(spec, setup, size, label, state="done", seconds=rec.time, status=rec.status)
+        return rec, samples
 
     # -- the steps -------------------------------------------------------------------------
     def _warm_up(self, spec, inputs, size):
@@ -203,7 +198,7 @@ class _Comparison:
                     # A timed-out run may still be busy: no more runs of it, at any size.
                     self.dead[(spec.name, s.name)] = rec
         self._keep_dead(spec, size)
-        self.live.verdict(spec, self.records, self.setup, self.plan.result_kw)
+        self.live.verdict(spec, self.records, self.setup, self.plan.cost)
 
     def _keep_dead(self, spec, size):
         """A setup that cannot run this workload keeps a row at every size, saying why."""
@@ -228,7 +223,7 @@ class _Comparison:
         return make_xray_like(
             tmp / "data",
             n_per_class=self.plan.n_per_class,
-            size=self.plan.options.get("image_size", 64),
+            size=self.plan.options.image_size,
             seed=self.plan.seed,
         )
 
@@ -284,7 +279,7 @@ class _Comparison:
             setup=self.setup,
             performance_report=perf["html"],
             events=self.events,
-            **p.result_kw,
+            settings=p.cost,
         )
 
 
@@ -380,10 +375,13 @@ def compare(
         method, if it has one, before the first run; the CLI prints them. False: nothing.
     seed : int
     options : dict, optional
-        Built-in workload settings: ``image_size`` (64), ``backbone`` ("smallcnn"),
-        ``epochs`` (2), ``n_estimators`` (50), ``cv`` (3), ``mlp_max_iter`` (200),
-        ``model_features`` (``"auto"``: the model workloads' features come from the CNN
-        ``backbone`` when torch is installed, from HOG otherwise; or ``"cnn"``, ``"hog"``)...
+        Built-in workload settings (defaults in brackets; see
+        :class:`~dasktrain.harness.settings.WorkloadOptions`): ``image_size`` (64),
+        ``backbone`` ("smallcnn"), ``batch_size`` (64), ``model_features`` ("auto": the model
+        workloads' features come from the CNN ``backbone`` when torch is installed, from HOG
+        otherwise; or "cnn", "hog"), ``n_estimators`` (50), ``cv`` (3), ``mlp_max_iter``
+        (200), ``ddp_model`` ("smallcnn"), ``epochs`` (8), ``ddp_batch_size`` (16),
+        ``ddp_lr`` (0.01). Another key raises ``WorkloadError`` before anything runs.
     n_per_class : int
         Images per class of the built-in data set when ``data`` is None.
     out : str or Path, optional
@@ -422,7 +420,7 @@ def compare(
     Raises
     ------
     WorkloadError
-        Unknown workload, empty data, or a price table without an engine's machine.
+        Unknown workload or option, empty data, or a price table without an engine's machine.
     ClusterConnectionError
         When the scheduler at ``client`` cannot be reached (within ``dasktrain.connect-timeout``).
     ValidationError
@@ -467,7 +465,7 @@ def compare(
         out=out,
         warmup=warmup,
         seed=seed,
-        options=dict(options or {}),
+        options=options,
         interval=interval,
         monitor=monitor,
         performance_report=performance_report,

@@ -17,6 +17,7 @@ import platform
 import socket
 import sys
 from collections.abc import Mapping
+from typing import Any
 
 from .. import __version__
 from .._compat import cpu_count, gpu_count
@@ -51,7 +52,7 @@ class Setup:
 
     name: str
     engine: str
-    client: object = None
+    client: Any = None
     #: The comparison made the client (closes it at the end) / started the cluster itself.
     owned: bool = False
     started: bool = False

@@ -13,7 +13,7 @@ import math
 import time
 
 from ..exceptions import Unavailable
-from .workloads import _opt, current
+from .workloads import current
 
 __all__ = ["SPARK", "spark_fn"]
 
@@ -21,7 +21,7 @@ __all__ = ["SPARK", "spark_fn"]
 def s_read(inputs, engine, spark) -> dict:
     from .. import spark as dspark
 
-    size = _opt("image_size", 64)
+    size = current().options.image_size
     t0 = time.perf_counter()
     # read_images decodes everything once and keeps it (as the dask engine persists), and
     # counts it against the listing; this count is of the cached frame.
@@ -41,9 +41,9 @@ def s_features(inputs, engine, spark) -> dict:
     F = dspark.image_features(
         spark,
         X,
-        _opt("backbone", "smallcnn"),
+        current().options.backbone,
         seed=current().seed,
-        batch_size=_opt("batch_size", 64),
+        batch_size=current().options.batch_size,
     )
     return {"train_time": time.perf_counter() - t0, "n_features": float(F.shape[1])}
 
@@ -59,7 +59,7 @@ def s_xgboost(inputs, engine, spark) -> dict:
     from .. import spark as dspark
 
     return dspark.xgboost(
-        spark, inputs.split, n_estimators=_opt("n_estimators", 50), seed=current().seed
+        spark, inputs.split, n_estimators=current().options.n_estimators, seed=current().seed
     )
 
 
@@ -80,7 +80,12 @@ def s_mlp_cv(inputs, engine, spark) -> dict:
 
     F, y = inputs.features
     return dspark.mlp_cv(
-        spark, F, y, cv=_opt("cv", 3), max_iter=_opt("mlp_max_iter", 200), seed=current().seed
+        spark,
+        F,
+        y,
+        cv=current().options.cv,
+        max_iter=current().options.mlp_max_iter,
+        seed=current().seed,
     )
 
 

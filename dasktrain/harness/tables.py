@@ -9,22 +9,16 @@ speedup (t_baseline / t), improvement ((t_baseline / t - 1) x 100), parallel eff
 from __future__ import annotations
 
 import math
-import numbers
 from typing import TYPE_CHECKING
 
-from .._validation import check_positive_int
-from ..exceptions import ValidationError, WorkloadError
+from .settings import TIME_BASES, CostSettings
 
 if TYPE_CHECKING:  # pandas is imported when a table is built
     import pandas as pd
 
 __all__ = [
-    "TIME_BASES",
     "TABLE_COLUMNS",
     "BUSY_CPU_PERCENT",
-    "check_time_basis",
-    "check_fraction",
-    "price_of",
     "is_busy",
     "faster",
     "time_range",
@@ -33,8 +27,6 @@ __all__ = [
     "scaling_table",
     "crossover_table",
 ]
-
-TIME_BASES = ("time", "train_time")
 
 #: CPU % (100 = one core) that other programs used of this machine during a run above which
 #: the run is *busy*: marked in every table, and kept out of the verdicts unless the user
@@ -92,59 +84,6 @@ TABLE_COLUMNS = [
     "size",
     "error",
 ]
-
-
-def check_time_basis(time_basis: str) -> str:
-    """Return ``time_basis`` when it is one of :data:`TIME_BASES`; raise ValidationError."""
-    if time_basis not in TIME_BASES:
-        raise ValidationError(
-            f"time_basis={time_basis!r} must be 'time' (the whole step) or 'train_time' (the "
-            "training step alone)."
-        )
-    return time_basis
-
-
-def check_fraction(value, name: str) -> float:
-    """Return ``value`` as a float in [0, 1); raise ValidationError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
-        raise ValidationError(
-            f"{name}={value!r} must be a fraction in [0, 1), e.g. 0.7 for 70% off."
-        )
-    return float(value)
-
-
-def price_of(prices, machines, setup, spot_discount) -> tuple[float, str]:
-    """``(usd_per_hour_total, machine_label)`` of a setup, after the spot discount.
-
-    A setup is looked up under its own name (``"local"``, ``"dask"``, a cluster's name) unless
-    ``machines`` maps it to a machine.
-
-    Raises
-    ------
-    WorkloadError
-        The price table has no entry for the setup's machine, or a bad one.
-    """
-    spec = (machines or {}).get(setup, setup)
-    name, count = spec if isinstance(spec, tuple) else (spec, 1)
-    if name not in prices:
-        raise WorkloadError(
-            f"the price table has no entry for machine {name!r} (setup {setup!r}); it knows "
-            f"{sorted(prices)!r}. Add {name!r} to prices=, or map the setup to a priced machine "
-            f"with machines={{{setup!r}: '<machine in prices>'}}."
-        )
-    entry = prices[name]
-    discount = spot_discount
-    if isinstance(entry, dict):
-        if "usd_per_hour" not in entry:
-            raise WorkloadError(f"prices[{name!r}]={entry!r} needs a 'usd_per_hour' key.")
-        discount = entry.get("spot_discount", discount)
-        entry = entry["usd_per_hour"]
-    if isinstance(entry, bool) or not isinstance(entry, numbers.Real) or entry < 0:
-        raise WorkloadError(f"prices[{name!r}]={entry!r} must be a price in USD per hour (>= 0).")
-    discount = check_fraction(discount, "spot_discount")
-    count = check_positive_int(count, f"machines[{setup!r}] count")
-    label = name if count == 1 else f"{count} x {name}"
-    return float(entry) * count * (1 - discount), label
 
 
 # ---------------------------------------------------------------------------------------
@@ -290,12 +229,12 @@ def _with_engine(row, g):
 # ---------------------------------------------------------------------------------------
 # Against the baseline
 # ---------------------------------------------------------------------------------------
-def _derive_row(row, agg, s):
+def _derive_row(row, agg, s: CostSettings):
     """Speedup, efficiency, EDP and cost of one aggregated row against the baseline."""
-    basis = f"{s['time_basis']}_median"
+    basis = f"{s.time_basis}_median"
     base = agg[
         (agg.workload == row["workload"])
-        & (agg.setup == s["baseline"])
+        & (agg.setup == s.baseline)
         & ((agg["size"] == row["size"]) | (agg["size"].isna() & (row["size"] is None)))
     ]
     t = row[basis]
@@ -310,10 +249,8 @@ def _derive_row(row, agg, s):
     energy = row["energy_j"]
     row["edp"] = energy * row["time_median"] if not math.isnan(energy) else math.nan
     row["machine"], row["cost_usd"] = None, math.nan
-    if s["prices"] is not None:
-        usd_h, row["machine"] = price_of(
-            s["prices"], s["machines"], row["setup"], s["spot_discount"]
-        )
+    if s.prices is not None:
+        usd_h, row["machine"] = s.price(row["setup"])
         row["cost_usd"] = usd_h * t / 3600 if not math.isnan(t) else math.nan
     # What a run costs in cores held, priced or not: the setup's cores x the whole step.
     cores = row.get("threads", math.nan)
@@ -328,12 +265,9 @@ def _derived(runs, settings):
     return pd.DataFrame([_derive_row(r.to_dict(), agg, settings) for _, r in agg.iterrows()])
 
 
-def summary_table(runs, **settings) -> pd.DataFrame:
-    """One row per workload x setup at the largest size, columns :data:`TABLE_COLUMNS`.
-
-    ``settings`` are ``baseline``, ``time_basis``, ``prices``, ``machines`` and
-    ``spot_discount`` as :class:`~dasktrain.harness.Results` holds them.
-    """
+def summary_table(runs: pd.DataFrame, settings: CostSettings) -> pd.DataFrame:
+    """One row per workload x setup at the largest size, columns :data:`TABLE_COLUMNS`,
+    judged by ``settings`` (baseline, time basis, prices)."""
     derived = _derived(runs, settings)
     if len(derived["size"].dropna()):
         top = derived.groupby("workload")["size"].transform("max")
@@ -341,7 +275,7 @@ def summary_table(runs, **settings) -> pd.DataFrame:
     return derived[TABLE_COLUMNS].reset_index(drop=True)
 
 
-def sizes_table(runs, **settings) -> pd.DataFrame:
+def sizes_table(runs: pd.DataFrame, settings: CostSettings) -> pd.DataFrame:
     """One row per workload x setup x size, columns :data:`TABLE_COLUMNS` (what
     :func:`summary_table` gives at the largest size, at every size), smallest size first."""
     derived = _derived(runs, settings)
@@ -351,7 +285,7 @@ def sizes_table(runs, **settings) -> pd.DataFrame:
     return keyed[TABLE_COLUMNS].reset_index(drop=True)
 
 
-def scaling_table(runs, **settings) -> pd.DataFrame | None:
+def scaling_table(runs: pd.DataFrame, settings: CostSettings) -> pd.DataFrame | None:
     """Median time (and its range) per workload x setup x size, or None with a single size."""
     if runs["size"].dropna().nunique() < 2:
         return None

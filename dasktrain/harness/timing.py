@@ -25,7 +25,7 @@ from .._dask import WorkerWatch, busy_with_cancelled, cancel_keys, future_keys, 
 from ..exceptions import OptionalDependencyError, Unavailable, WorkloadError
 from .breakdown import observe, observe_local, split_local, split_time
 from .monitor import ResourceMonitor
-from .results import RunRecord
+from .records import RunRecord
 from .setups import free_stuck_workers
 from .workloads import using
 

@@ -28,6 +28,7 @@ import numpy as np
 from .._dask import compute_if_dask, scheduler_workers, to_cluster, wait_for
 from ..exceptions import Unavailable, WorkloadError
 from .breakdown import phase
+from .settings import WorkloadOptions
 
 logger = logging.getLogger(__name__)
 
@@ -47,17 +48,24 @@ class RunContext:
 
     ``n_threads`` is the number of cores the run may use: a cluster's total worker threads on
     the dask engine; on the local engine as many as the largest cluster has (it is limited to
-    them for a fair comparison). ``setup`` names the setup the run belongs to.
+    them for a fair comparison). ``options`` are the built-in workloads' settings
+    (:class:`~dasktrain.harness.settings.WorkloadOptions`, read as attributes:
+    ``current().options.epochs``). ``setup`` names the setup the run belongs to.
     """
 
     n_threads: int = 1
     seed: int = 0
-    options: dict = dataclasses.field(default_factory=dict)
+    options: WorkloadOptions = dataclasses.field(default_factory=WorkloadOptions)
     setup: str = "local"
 
+    def __post_init__(self) -> None:
+        # A dict of options, as compare(options=...) takes them, is checked into the record.
+        self.options = WorkloadOptions.from_dict(self.options)
 
-# No shared default instance: a RunContext holds a mutable options dict.
-_CURRENT = contextvars.ContextVar("dasktrain_workload_context", default=None)
+
+_CURRENT: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
+    "dasktrain_workload_context", default=None
+)
 
 
 def current() -> RunContext:
@@ -74,10 +82,6 @@ def using(ctx: RunContext) -> Iterator[RunContext]:
         yield ctx
     finally:
         _CURRENT.reset(token)
-
-
-def _opt(name, default):
-    return current().options.get(name, default)
 
 
 # ---------------------------------------------------------------------------------------
@@ -115,7 +119,7 @@ def w_read(inputs, engine, client) -> dict:
     path = inputs.path
     t0 = time.perf_counter()
     threads = current().n_threads if engine == "local" else None
-    size = _opt("image_size", 64)
+    size = current().options.image_size
     iset = read_images(path, size=size, color="gray", engine=engine, n_threads=threads)
     if engine == "dask":
         wait_for(client, client.persist(iset.X))
@@ -136,10 +140,10 @@ def w_features(inputs, engine, client) -> dict:
     if engine == "dask":
         (X,) = _to_cluster(client, X)
     ext = CNNFeatures(
-        _opt("backbone", "smallcnn"),
+        current().options.backbone,
         engine=engine,
         seed=current().seed,
-        batch_size=_opt("batch_size", 64),
+        batch_size=current().options.batch_size,
         n_threads=current().n_threads if engine == "local" else None,
     )
     t0 = time.perf_counter()
@@ -193,7 +197,7 @@ def w_xgboost(inputs, engine, client) -> dict:
     from ..models import XGBClassifier
 
     est = XGBClassifier(
-        n_estimators=_opt("n_estimators", 50),
+        n_estimators=current().options.n_estimators,
         max_depth=4,
         learning_rate=0.3,
         engine=engine,
@@ -228,12 +232,12 @@ def w_mlp_cv(inputs, engine, client) -> dict:
     F, y = inputs.features
     # Each fold's MLP trains in one process on either engine.
     mlp = MLPClassifier(
-        (64,), max_iter=_opt("mlp_max_iter", 200), random_state=current().seed, engine="local"
+        (64,), max_iter=current().options.mlp_max_iter, random_state=current().seed, engine="local"
     )
     # CNN features have very different scales per channel; an MLP (unlike trees) needs them
     # standardised or it stays at chance. The scaler is fitted inside each fold.
     est = make_pipeline(StandardScaler(), mlp)
-    kw = {"cv": _opt("cv", 3), "scoring": "accuracy", "engine": engine}
+    kw = {"cv": current().options.cv, "scoring": "accuracy", "engine": engine}
     if engine == "dask":
         kw["client"] = client
     t0 = time.perf_counter()
@@ -280,10 +284,10 @@ def w_ddp_cnn(inputs, engine, client) -> dict:
     # and a one-cycle schedule learns the X-ray-like set (>= 0.85 test accuracy) in a few
     # epochs, with the same global batch (the same optimiser steps) on both.
     kw = {
-        "model": _opt("ddp_model", "smallcnn"),
-        "epochs": _opt("epochs", 8),
-        "batch_size": _opt("ddp_batch_size", 16),
-        "lr": _opt("ddp_lr", 1e-2),
+        "model": current().options.ddp_model,
+        "epochs": current().options.epochs,
+        "batch_size": current().options.ddp_batch_size,
+        "lr": current().options.ddp_lr,
         "seed": current().seed,
     }
     if engine == "dask":
@@ -296,7 +300,7 @@ def w_ddp_cnn(inputs, engine, client) -> dict:
         result = ddp.run_local(train_classifier, Xtr, ytr, X_val=Xte, y_val=yte, **kw)
     out = result[0]  # {rank: value}: rank 0 reports for the job
     hist = out.get("history") or [{}]
-    res = {
+    res: dict[str, float | str] = {
         "train_time": float(out.get("train_time", math.nan)),
         "train_start": float(out.get("train_start", math.nan)),
     }

@@ -43,9 +43,15 @@ decode), ``_read`` (:func:`read_images`, :func:`scan_images`), ``_imageset``
 policy).
 """
 
+# ``X as X``: names for the other rooms of dasktrain (the Spark engine reads with this room's
+# decoder and listing), not in __all__: the private modules stay this room's own.
+from ._decode import COLORS as COLORS
+from ._decode import decode_bytes as decode_bytes
 from ._decode import decode_image, probe_image
+from ._errors import MAX_NAMED as MAX_NAMED
 from ._imageset import ImageSet
 from ._listing import IMAGE_EXTENSIONS, list_images
+from ._read import list_checked as list_checked
 from ._read import read_images, scan_images
 
 __all__ = [

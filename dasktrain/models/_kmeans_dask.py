@@ -90,7 +90,7 @@ def _sq_dist(X, C):
 # Per-process cache of each block's distance to the current k-means|| candidates, so a
 # round only measures the candidates added since the previous one. Keyed by (fit token,
 # block index); a miss (the task ran on another worker) just recomputes in full.
-_DIST_CACHE = {}
+_DIST_CACHE: dict = {}
 _DIST_CACHE_MAX = 64
 
 

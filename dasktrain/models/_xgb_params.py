@@ -102,7 +102,7 @@ def extra_names(estimator):
 _UNUSED = re.compile(r"Parameters: \{([^}]*)\} (?:are|is) not used")
 #: the settings already found used, so that a fit pays the probe (about 10 ms) once per
 #: setting: a comparison's repeats must time the fit, not the check
-_PASSED = set()
+_PASSED: set = set()
 
 
 def check_used(model_params, kind, n_classes=None):

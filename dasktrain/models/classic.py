@@ -24,6 +24,7 @@ import importlib
 import inspect
 import logging
 import time
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.base import clone, is_classifier
@@ -84,10 +85,14 @@ class _SklearnOnWorker(OnWorker):
     class's signature when the subclass is created.
     """
 
-    _sklearn = None
-    _positional = ()
+    _sklearn: str | None = None
+    _positional: tuple[str, ...] = ()
     # No ``estimator`` parameter: the scikit-learn estimator is built from the parameters.
-    _required_parameters = []
+    _required_parameters: list[str] = []
+
+    if TYPE_CHECKING:  # the real __init__ is made from the installed class's signature
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None: ...
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

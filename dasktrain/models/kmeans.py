@@ -46,6 +46,7 @@ from .._validation import (
     check_array,
     check_consistent_length,
     check_positive_int,
+    check_positive_number,
     check_weights,
     is_dask_collection,
     resolve_engine,
@@ -211,10 +212,7 @@ class KMeans(
                 raise ValidationError("init contains NaN or infinite values.")
         if self.n_init != "auto":
             check_positive_int(self.n_init, "n_init")
-        if not isinstance(self.oversampling_factor, numbers.Real) or self.oversampling_factor <= 0:
-            raise ValidationError(
-                f"oversampling_factor={self.oversampling_factor!r} must be a number > 0."
-            )
+        check_positive_number(self.oversampling_factor, "oversampling_factor")
         if self.init_max_iter is not None:
             check_positive_int(self.init_max_iter, "init_max_iter")
         return k

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..features import CNNFeatures
-from ..images._decode import COLORS
+from ..images import COLORS
 from ._frames import collect_column, image_frame
 from ._session import quiet
 

@@ -90,7 +90,7 @@ def forget_dead() -> None:
             if server is not None:
                 with contextlib.suppress(Exception):
                     server.shutdown()
-                sc._accumulatorServer = None
+                sc._accumulatorServer = None  # type: ignore[assignment]  # pyspark's own slot
         SparkContext._active_spark_context = None
         # A new context reuses SparkContext._gateway when set: the dead one must go.
         SparkContext._gateway = None

@@ -17,9 +17,7 @@ import os
 import numpy as np
 
 from ..exceptions import ImageReadError
-from ..images._decode import COLORS, decode_bytes
-from ..images._errors import MAX_NAMED
-from ..images._read import list_checked
+from ..images import COLORS, MAX_NAMED, decode_bytes, list_checked
 from ._session import quiet
 
 __all__ = ["read_images", "to_numpy"]
