@@ -302,7 +302,7 @@ def build_layout(results) -> LayoutDOM:
     bokeh.layouts.LayoutDOM
     """
     from bokeh.layouts import column
-    from bokeh.models import Div
+    from bokeh.models import Div  # type: ignore[attr-defined]  # bokeh's lazy exports
 
     items = [Div(text="<h1>dasktrain comparison</h1>")]
     for _, title, parts in build_sections(results):

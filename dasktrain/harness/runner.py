@@ -253,8 +253,8 @@ class _Comparison:
         p = self.plan
         self.progress.start(self.setups)
         self.live.start(self.specs, self.setups, p)
-        with tempfile.TemporaryDirectory(prefix="dasktrain-compare-") as tmp:
-            tmp = Path(tmp)
+        with tempfile.TemporaryDirectory(prefix="dasktrain-compare-") as folder:
+            tmp = Path(folder)
             data = self._data(data, tmp)
             with self._performance_report(tmp) as perf:
                 for i, size in enumerate(p.size_list):

@@ -73,7 +73,7 @@ class KMeans(
     ClusterMixin,
     TransformerMixin,
     BaseEstimator,
-    auto_wrap_output_keys=None,  # set_output is LazySetOutputMixin's: dask output stays lazy
+    auto_wrap_output_keys=None,  # type: ignore[call-arg]  # set_output is LazySetOutputMixin's
 ):
     """K-means clustering: scikit-learn on the local engine, k-means|| + Lloyd on Dask.
 

@@ -69,7 +69,7 @@ _DEVICES = ("auto", "cpu", "cuda")
 
 
 class _XGBBase(BoosterMethods, BaseEstimator):
-    _kind = None  # "classifier" or "regressor"
+    _kind: str | None = None  # "classifier" or "regressor"
 
     # Every parameter of xgboost's XGBModel by name, dasktrain's own, and any other native
     # xgboost parameter as a keyword (kept as an attribute of its own name, as xgboost's wrapper
@@ -80,7 +80,7 @@ class _XGBBase(BoosterMethods, BaseEstimator):
         for name, value in kwargs.items():
             setattr(self, name, value)
 
-    __init__.__signature__ = init_signature()
+    __init__.__signature__ = init_signature()  # type: ignore[attr-defined]  # what sklearn reads
 
     def get_params(self, deep=True):
         params = super().get_params(deep=deep)
@@ -420,11 +420,10 @@ max_cat_threshold, multi_strategy, callbacks : optional
         :meth:`predict_proba`."""
         proba = self.predict_proba(X, iteration_range)
         if is_dask_collection(proba):
-            return proba.map_blocks(
-                argmax_labels,
-                self.classes_,
-                dtype=self.classes_.dtype,
-                drop_axis=1,
+            import dask.array as da
+
+            return da.map_blocks(
+                argmax_labels, proba, self.classes_, dtype=self.classes_.dtype, drop_axis=1
             )
         return argmax_labels(proba, self.classes_)
 
