@@ -413,3 +413,28 @@ def test_a_worker_killed_mid_fit_shows_on_the_page(tmp_path):
         with urllib.request.urlopen(dasktrain.dashboard_link(client), timeout=30) as r:
             assert r.status == 200
         assert client.submit(sum, [1, 2]).result(timeout=30) == 3
+
+
+@pytest.mark.browser
+def test_events_missing_fields_never_break_the_page(live_client, tmp_path):
+    """Regression: a fit event without a path made the page's callback raise, and bokeh then
+    left curdoc() patched with the page's document: every later report in this process (the
+    test's LocalCluster runs its scheduler here) failed."""
+    if chromium_exe() is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    from bokeh.io import curdoc
+
+    from dasktrain.harness.report import build_layout
+
+    with Browser(dasktrain.dashboard_link(live_client), tmp_path) as page:
+        assert page.wait_for("window.Bokeh && Bokeh.documents.length")
+        for kind in ("fit", "features", "ddp", "ddp-rank", "cell", "verdict", "compare"):
+            emit(kind, live_client, fit="partial", job="partial", rank=0)
+        emit("fit", live_client, fit="whole", estimator="E", iteration=1, value=1.0, path="p")
+        found = "Bokeh.documents[0].get_model_by_name('fits').data.fit.includes('whole')"
+        assert page.wait_for(found, timeout=10)  # still drawing
+    time.sleep(1.5)  # the page's callbacks ran with the partial events in the state
+    curdoc()  # raised "Patched curdoc has been previously destroyed"
+    from dasktrain.harness import Results
+
+    build_layout(Results([{"workload": "w", "engine": "local", "time": 1.0}]))

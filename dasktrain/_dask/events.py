@@ -45,6 +45,8 @@ import time
 import weakref
 from collections.abc import Iterator
 
+import msgpack
+
 __all__ = ["TOPIC", "DDP_TOPIC_PREFIX", "emit", "keep", "recording"]
 
 logger = logging.getLogger(__name__)
@@ -95,6 +97,9 @@ def emit(kind: str, /, client=None, *, local_only: bool = False, **fields) -> di
             record.setdefault("worker", worker.address)
             worker.log_event(TOPIC, record)
         else:
+            # What Worker.log_event and Client.log_event accept; the scheduler RPC the sender
+            # uses would pickle anything else.
+            msgpack.packb(record)
             for c in client if isinstance(client, (list, tuple)) else [client]:
                 if c is not None and c.status == "running":
                     _sender(c).send(record)

@@ -7,6 +7,7 @@ every source is small (bounded stores), so a redraw replaces the data whole.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -14,6 +15,8 @@ import time
 from ._state import PLUGIN_NAME
 
 __all__ = ["live_doc", "TITLE"]
+
+logger = logging.getLogger(__name__)
 
 TITLE = "dasktrain"
 _PERIOD_MS = 500
@@ -104,7 +107,7 @@ def fit_rows(state):
     for fit, f in state.fits.items():
         pts = f["points"]
         ms = sorted(_num(p[2]) for p in pts)
-        paths = dict.fromkeys(p[3] for p in pts)  # "direct, scheduler": it fell back
+        paths = dict.fromkeys(str(p[3]) for p in pts)  # "direct, scheduler": it fell back
         row = (fit, f["estimator"], ", ".join(paths), len(pts), f["metric"], _num(pts[-1][1]))
         for k, v in zip(cols, row + (ms[len(ms) // 2] if ms else math.nan,)):
             cols[k].append(v)
@@ -168,6 +171,7 @@ class LivePage:
         }
         self.sources["workers"] = ColumnDataSource(worker_rows(scheduler), name="workers")
         self.header = None
+        self.failed = set()  # (part, exception type) already logged
 
     def _columns(self):
         s = self.state
@@ -188,17 +192,32 @@ class LivePage:
         )
 
     def update(self):
-        self.sources["workers"].data = worker_rows(self.scheduler)
+        """Redraw what changed. Never raises: bokeh leaves ``curdoc()`` patched with this
+        page's document when a callback raises, which broke every later bokeh use in the
+        process (a report written beside an in-process scheduler)."""
+        self._set("workers", lambda _: worker_rows(self.scheduler))
         if self.state is None:
             return
-        self.sources["throughput"].data = throughput_rows(self.state)  # a moving window
+        self._set("throughput", throughput_rows)  # a moving window
         if self.state.version == self.version:
             return
         self.version = self.state.version
         for name, fn in self._columns().items():
             if name != "throughput":
-                self.sources[name].data = fn(self.state)
-        self.header.text = _header(self.state)
+                self._set(name, fn)
+        self._set("header", _header)
+
+    def _set(self, name, fn):
+        try:
+            value = fn(self.state)
+            if name == "header":
+                self.header.text = value
+            else:
+                self.sources[name].data = value
+        except Exception as exc:  # one part not drawn, the rest of the page goes on
+            if (name, type(exc)) not in self.failed:
+                self.failed.add((name, type(exc)))
+                logger.warning("the dasktrain page could not draw %s", name, exc_info=True)
 
     def layout(self):
         from bokeh.layouts import column, row
@@ -369,6 +388,9 @@ def live_doc(scheduler, extra, doc):
 def _follow(doc, data):
     from bokeh.models import FactorRange
 
-    for fig in doc.select({"type": FactorRange}):
-        if list(fig.factors) != list(data["worker"]):
-            fig.factors = list(data["worker"])
+    try:
+        for fig in doc.select({"type": FactorRange}):
+            if list(fig.factors) != list(data["worker"]):
+                fig.factors = list(data["worker"])
+    except Exception:  # never raise in a bokeh callback (see LivePage.update)
+        logger.warning("the dasktrain page could not follow the workers", exc_info=True)
