@@ -149,6 +149,7 @@ def rank_specs(
     attempt,
     topic,
     datasets=None,
+    module=RankSpec.module,
 ):
     """One :class:`RankSpec` per worker address, in rank order."""
     hosts = [_host(a) for a in addresses]
@@ -171,6 +172,7 @@ def rank_specs(
                 attempt=attempt,
                 topic=topic,
                 datasets=datasets,
+                module=module,
             )
         )
     return specs
@@ -197,7 +199,8 @@ class Attempt:
         The job's id (names the abort event, the topic and the task keys).
     options : dict
         ``backend``, ``timeout``, ``env``, ``checkpoint_dir``, ``port_range``, ``pool`` and
-        ``datasets`` (``(feeds, pickled feeds)`` of ``datasets=``, or None).
+        ``datasets`` (``(feeds, pickled feeds)`` of ``datasets=``, or None); ``module``
+        (optional): the rank process's module (:attr:`RankSpec.module`).
     """
 
     def __init__(self, client, addresses, payload, *, attempt, job, options):
@@ -251,6 +254,7 @@ class Attempt:
             attempt=self.attempt,
             topic=f"dasktrain-ddp-{self.job}",
             datasets=self._datasets(),
+            module=self.options.get("module", RankSpec.module),
         )
         feeds = () if self.feeds_future is None else (self.feeds_future, self.held)
         for spec in specs:
