@@ -30,14 +30,15 @@ ALLOWED = {
     "metrics": PLUMBING | {"_dask"},
     "models": PLUMBING | {"_dask", "metrics"},
     "ddp": PLUMBING | {"_dask", "features"},
+    "tf": PLUMBING | {"_dask", "ddp"},
     "spark": PLUMBING | {"_dask", "images", "features", "metrics"},
     "testing": PLUMBING | {"_dask", "images", "features", "metrics", "models"},
     "harness": PLUMBING
     | {"_dask", "cluster", "datasets", "images", "features", "metrics", "models", "ddp"}
-    | {"spark"},
+    | {"spark", "tf"},
     "cli": PLUMBING
     | {"_dask", "cluster", "datasets", "images", "features", "metrics", "models", "ddp"}
-    | {"harness", "spark"},
+    | {"harness", "spark", "tf"},
 }
 
 
