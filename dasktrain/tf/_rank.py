@@ -44,18 +44,22 @@ def _url(host, port):
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _own_port(host):
-    """A free port on this worker's address for TensorFlow's server (bound again by TF)."""
-    with bind_listener(host, 0) as s:
-        return s.getsockname()[1]
-
-
 def _rendezvous(rank, world_size, timeout):
-    """Every rank's ``host:port``, in rank order (rank 0 collects and hands them out)."""
+    """Every rank's ``host:port``, in rank order (rank 0 collects and hands them out).
+
+    Each rank holds the port it found until every rank has reported: two ranks on one host
+    never get the same one. TensorFlow binds it again just after (a rare collision with
+    another program is a port-in-use failure, retried by the launcher).
+    """
     host = os.environ[_env.ENV_HOST]
-    me = _url(host, _own_port(host))
-    if world_size == 1:
-        return [me]
+    with bind_listener(host, 0) as held:
+        me = _url(host, held.getsockname()[1])
+        if world_size == 1:
+            return [me]
+        return _exchange(rank, world_size, me, timeout)
+
+
+def _exchange(rank, world_size, me, timeout):
     master = (os.environ[_env.MASTER_ADDR], int(os.environ[_env.MASTER_PORT]))
     key = bytes.fromhex(os.environ[ENV_KEY])
     if rank == 0:
@@ -94,7 +98,8 @@ def _strategy(tf, collective_timeout):
 
 
 def _start(rank, world_size):
-    """TF_CONFIG written, the strategy ready; None when rank 0 found MASTER_PORT taken."""
+    """TF_CONFIG written, the strategy ready; None when a port was taken (MASTER_PORT on
+    rank 0, or this rank's TensorFlow port): the launcher then retries with fresh ports."""
     timeout = float(os.environ.get(_env.ENV_TIMEOUT, "600"))
     try:
         workers = _rendezvous(rank, world_size, timeout)
@@ -112,7 +117,14 @@ def _start(rank, world_size):
     if nthreads > 0:  # the worker's share of the machine, as a torch rank takes
         tf.config.threading.set_intra_op_parallelism_threads(nthreads)
         tf.config.threading.set_inter_op_parallelism_threads(nthreads)
-    return _strategy(tf, float(os.environ.get(ENV_COLLECTIVE_TIMEOUT, "60")))
+    try:
+        return _strategy(tf, float(os.environ.get(ENV_COLLECTIVE_TIMEOUT, "60")))
+    except Exception as exc:
+        if "could not start grpc server" in str(exc).lower():
+            # Its port was taken between the rendezvous and TensorFlow's bind.
+            sys.stderr.write(f"dasktrain.tf: the TensorFlow port was taken: {exc}\n")
+            return None
+        raise
 
 
 def _run(payload_path, result_path, rank, world_size):

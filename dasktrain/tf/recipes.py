@@ -190,7 +190,8 @@ def train_cnn(
         seconds = time.perf_counter() - t0
         train_time += seconds
         count = steps * batch_size
-        record = {"epoch": epoch, "loss": sums[0] / count, "train_accuracy": sums[1] / count}
+        record = {"epoch": epoch, "loss": float(sums[0] / count)}
+        record["train_accuracy"] = float(sums[1] / count)
         if val is not None:
             record["val_loss"], record["accuracy"] = _evaluate(tf, net, *val)
         else:
