@@ -49,7 +49,6 @@ CASES = [
     ("ddp_cnn.py", [*SMALL, "--epochs", "1"], None, "2-rank acc"),
     ("ddp_mlp_features.py", [*SMALL, "--epochs", "1"], None, "2-rank acc"),
     ("keras_tf.py", [*SMALL, "--epochs", "1", "--path", "keras"], None, "2-rank acc"),
-    ("keras_tf.py", [*SMALL, "--epochs", "1", "--path", "tf"], None, "2-rank acc"),
 ]
 TIMEOUT = 120  # seconds per example; they take 10-30 s with the small flags on 2 cores
 
