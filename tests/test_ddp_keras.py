@@ -173,3 +173,35 @@ def test_killed_worker_then_restart_resumes_from_the_checkpoint(own_client, tmp_
     assert killed and res.attempts == 2 and "left the cluster" in res.failures[0]
     assert res[0]["resumed_from"] >= 1  # not from the start
     assert [h["epoch"] for h in res[0]["history"]] == list(range(6))
+
+
+def test_keras_cnn_and_tf_cnn_rows_of_compare(tmp_path, run_script):
+    # Both rows in one driver: the Keras twin fixes Keras on torch here; tf_cnn's twin is
+    # TensorFlow alone and runs beside it.
+    pytest.importorskip("tensorflow")
+    script = tmp_path / "rows.py"
+    out = tmp_path / "rows.json"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import json
+            from dasktrain.harness import compare
+
+            if __name__ == "__main__":
+                res = compare(["keras_cnn", "tf_cnn"], engines=["local", "dask"], repeat=1,
+                              warmup=False, monitor=False, progress=False,
+                              performance_report=False, n_per_class=12,
+                              options={{"epochs": 1, "image_size": 32}})
+                rows = res.runs[["workload", "engine", "status", "error", "accuracy"]]
+                open({str(out)!r}, "w").write(rows.astype(str).to_json(orient="records"))
+            """
+        )
+    )
+    rc, output, _ = run_script(script, timeout=300)
+    assert rc == 0, output[-3000:]
+    rows = json.loads(out.read_text())
+    got = {(r["workload"], r["engine"]): r for r in rows}
+    assert set(got) == {(w, e) for w in ("keras_cnn", "tf_cnn") for e in ("local", "dask")}
+    for key, row in got.items():
+        assert row["status"] == "ok", (key, row["error"][-1500:])
+        assert 0.0 <= float(row["accuracy"]) <= 1.0

@@ -1,7 +1,8 @@
 """The built-in comparison workloads, the :class:`Workload` record and the run's context.
 
 A workload is one step of the image pipeline run on one engine: ``read``, ``features``,
-``kmeans``, ``xgboost``, ``logreg``, ``naive_bayes``, ``mlp_cv`` and ``ddp_cnn``. Each takes
+``kmeans``, ``xgboost``, ``logreg``, ``naive_bayes``, ``mlp_cv``, ``ddp_cnn``, ``keras_cnn``
+and ``tf_cnn`` (these two in ``_keras_workloads``). Each takes
 the shared :class:`~dasktrain.harness.inputs.Inputs`, the engine and the client, and returns a
 dict of metrics; ``train_time`` is the wall time of the training step alone (data loading is not
 training, as in MLPerf), while :func:`~dasktrain.compare` times the whole step around it. The
@@ -27,6 +28,7 @@ import numpy as np
 
 from .._dask import compute_if_dask, scheduler_workers, to_cluster, wait_for
 from ..exceptions import Unavailable, WorkloadError
+from ._keras_workloads import w_keras_cnn, w_tf_cnn
 from .breakdown import phase
 
 logger = logging.getLogger(__name__)
@@ -342,6 +344,8 @@ BUILTIN = {
         Workload("naive_bayes", w_naive_bayes, "accuracy", needs=("split",)),
         Workload("mlp_cv", w_mlp_cv, "accuracy", needs=("features",)),
         Workload("ddp_cnn", w_ddp_cnn, "accuracy", needs=("image_split",)),
+        Workload("keras_cnn", w_keras_cnn, "accuracy", needs=("image_split",)),
+        Workload("tf_cnn", w_tf_cnn, "accuracy", needs=("image_split",)),
     ]
 }
 

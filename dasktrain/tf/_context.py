@@ -121,15 +121,19 @@ class FitRefusedError(DasktrainError, NotImplementedError):
 
 
 @contextlib.contextmanager
-def refuse_fit():
+def refuse_fit(load=False):
     """Make ``keras.Model.fit`` raise :class:`FitRefusedError` while the block runs.
 
-    Nothing is changed when Keras is not installed. The same on both engines, so a
-    ``train_fn`` that passes the local twin does not fail only on the cluster.
+    ``load``: import Keras for it (a rank process, which is ours, with the TensorFlow
+    backend); otherwise only a Keras this process already imported is guarded (the local
+    twin must not fix the backend of the caller's process: the Keras recipe of
+    ``dasktrain.ddp`` needs the torch backend). Nothing changes without Keras. The same on
+    both engines, so a ``train_fn`` that passes the twin does not fail only on the cluster.
     """
     import importlib.util
+    import sys
 
-    if importlib.util.find_spec("keras") is None:
+    if "keras" not in sys.modules and not (load and importlib.util.find_spec("keras")):
         yield
         return
     import keras

@@ -139,7 +139,7 @@ def _run(payload_path, result_path, rank, world_size):
             return EXIT_PORT_IN_USE
         with open(payload_path, "rb") as fh:
             fn, args, kwargs = cloudpickle.load(fh)
-        with strategy.scope(), refuse_fit():
+        with strategy.scope(), refuse_fit(load=True):
             value = fn(*args, **kwargs)
         _flush()
         _write_result(result_path, (RankStatus.OK, value))

@@ -1,9 +1,9 @@
 """A ready-made TensorFlow training function: :func:`train_cnn` (a custom ``strategy.run`` loop).
 
 It runs unchanged under :func:`dasktrain.tf.run` (``MultiWorkerMirroredStrategy``) and
-:func:`dasktrain.tf.run_local` (the default strategy), and trains the Keras twin of the torch
-``smallcnn`` (:func:`dasktrain.ddp.recipes_keras.keras_smallcnn`) on the TensorFlow backend with
-the rules of :func:`dasktrain.ddp.recipes.train_classifier`: a global batch split across the
+:func:`dasktrain.tf.run_local` (the default strategy), and trains the torch ``smallcnn``
+written in TensorFlow alone (:mod:`._net`: no Keras, so it runs beside Keras on any backend)
+with the rules of :func:`dasktrain.ddp.recipes.train_classifier`: a global batch split across the
 workers (the same optimiser steps with 1 or ``n`` of them), images standardised one by one, a
 one-cycle-like learning rate (warm-up over 30% of the steps, then cosine decay), a checkpoint
 per epoch and resuming from it.
@@ -18,26 +18,13 @@ import numpy as np
 
 from ..ddp._recipe_data import standardize
 from ..ddp.helpers import report
-from ..ddp.recipes_keras import keras_smallcnn
 from ..exceptions import ValidationError
 from ._context import load_weights, save_weights, task_info
+from ._net import Adam, SmallCNN
 
 __all__ = ["train_cnn"]
 
 EVAL_BATCH = 256
-
-
-def _keras_on_tensorflow():
-    import keras
-
-    if keras.backend.backend() != "tensorflow":
-        raise ValidationError(
-            f"this process runs Keras on {keras.backend.backend()!r}; train_cnn needs the "
-            "TensorFlow backend (KERAS_BACKEND=tensorflow before Keras is first imported). "
-            "dasktrain.tf.run's processes have it; for the local twin start this process "
-            "without KERAS_BACKEND=torch, or train on torch with dasktrain.ddp.recipes_keras."
-        )
-    return keras
 
 
 def _check(X, y, epochs, batch_size, world_size):
@@ -66,54 +53,43 @@ def _dataset(tf, X, y, batch_size, seed):
     return ds.with_options(options)
 
 
-def _schedule(keras, lr, total_steps):
-    warmup = max(1, int(0.3 * total_steps))
-    return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=lr / 25.0,
-        decay_steps=max(1, total_steps - warmup),
-        alpha=1e-4,
-        warmup_target=lr,
-        warmup_steps=warmup,
-    )
+def _train_step(tf, strategy, net, opt, batch_size):
+    """One optimiser step on a distributed global batch: ``[loss sum, correct]`` of all."""
 
-
-def _train_step(tf, strategy, model, optimizer, batch_size):
-    def step(x, y):
+    def replica(x, y):
         with tf.GradientTape() as tape:
-            logits = model(x, training=True)
+            logits = net(x)
             per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits)
             # Divided by the global batch: the all-reduced (summed) gradient is its mean.
-            loss = tf.nn.compute_average_loss(per_example, global_batch_size=batch_size)
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            loss = tf.reduce_sum(per_example) / batch_size
+        grads = tape.gradient(loss, net.variables)
         correct = tf.reduce_sum(tf.cast(tf.argmax(logits, 1) == y, tf.float64))
-        return tf.stack([tf.reduce_sum(tf.cast(per_example, tf.float64)), correct])
+        return grads, tf.stack([tf.reduce_sum(tf.cast(per_example, tf.float64)), correct])
 
     @tf.function
-    def distributed(x, y):
-        sums = strategy.run(step, args=(x, y))
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, sums, axis=None)
+    def step(x, y):
+        grads, sums = strategy.run(replica, args=(x, y))
+        sum_ = tf.distribute.ReduceOp.SUM
+        opt.apply(strategy.reduce(sum_, grads, axis=None))  # the same update on every worker
+        return strategy.reduce(sum_, sums, axis=None)
 
-    return distributed
+    return step
 
 
 def _evaluate(tf, model, X, y):
     """``(loss, accuracy)`` on all of ``X`` (every worker holds the same weights)."""
     loss = correct = 0.0
     for i in range(0, len(X), EVAL_BATCH):
-        logits = model(X[i : i + EVAL_BATCH], training=False)
+        logits = model(X[i : i + EVAL_BATCH])
         yb = y[i : i + EVAL_BATCH]
         loss += float(tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(yb, logits)))
         correct += float(np.sum(np.argmax(np.asarray(logits), 1) == yb))
     return loss / len(X), correct / len(X)
 
 
-def _resume(model, optimizer, info):
+def _resume(net, opt, info):
     """``(history, first epoch)`` from the job's checkpoint, or ``([], 0)``."""
-    if not info.checkpoint_dir:
-        return [], 0
-    optimizer.build(model.trainable_variables)
-    meta = load_weights(model.weights + optimizer.variables)
+    meta = load_weights(net.variables + opt.variables) if info.checkpoint_dir else None
     if meta is None:
         return [], 0
     return list(meta["history"]), int(meta["epoch"]) + 1
@@ -130,7 +106,6 @@ def train_cnn(
     lr=1e-3,
     seed=0,
     num_classes=None,
-    model=None,
 ) -> dict:
     """Train a CNN classifier with a custom loop; works under ``tf.run`` and ``tf.run_local``.
 
@@ -152,9 +127,6 @@ def train_cnn(
         Seeds the weights and the shuffle: same seed, same run on both engines.
     num_classes : int, optional
         Default: from the labels.
-    model : callable, optional
-        ``model(input_shape, num_classes) -> keras.Model`` returning logits; default
-        :func:`~dasktrain.ddp.recipes_keras.keras_smallcnn`.
 
     Returns
     -------
@@ -166,7 +138,6 @@ def train_cnn(
     """
     import tensorflow as tf
 
-    keras = _keras_on_tensorflow()
     strategy, info = tf.distribute.get_strategy(), task_info()
     X, y = standardize(np.asarray(X, dtype=np.float32)), np.asarray(y).astype(np.int64)
     _check(X, y, epochs, batch_size, info.world_size)
@@ -175,12 +146,11 @@ def train_cnn(
         val = standardize(np.asarray(X_val, dtype=np.float32)), np.asarray(y_val).astype(np.int64)
     num_classes = int(num_classes or int(y.max()) + 1)
     steps = len(X) // batch_size
-    keras.utils.set_random_seed(seed)
     with strategy.scope():
-        net = (model or keras_smallcnn)(X.shape[1:], num_classes)
-        optimizer = keras.optimizers.Adam(_schedule(keras, lr, epochs * steps))
-        history, first = _resume(net, optimizer, info)
-    step = _train_step(tf, strategy, net, optimizer, batch_size)
+        net = SmallCNN(X.shape[-1], num_classes, seed)
+        opt = Adam(net.variables, lr, epochs * steps)
+        history, first = _resume(net, opt, info)
+    step = _train_step(tf, strategy, net, opt, batch_size)
     batches = strategy.experimental_distribute_dataset(_dataset(tf, X, y, batch_size, seed))
     train_time, train_start = 0.0, time.time()
     for epoch in range(first, epochs):
@@ -200,7 +170,7 @@ def train_cnn(
         history.append(record)
         report(**record)
         if info.checkpoint_dir:
-            save_weights(net.weights + optimizer.variables, epoch=epoch, history=history)
+            save_weights(net.variables + opt.variables, epoch=epoch, history=history)
     trained = (epochs - first) * steps * batch_size
     return {
         "history": history,
