@@ -7,7 +7,7 @@ it returns ``{rank: value}`` (a :class:`~dasktrain.ddp.DDPResult`). ``run_local(
 ...)`` runs the same function in this process. Inside ``train_fn`` use
 ``tf.distribute.get_strategy()``, :func:`task_info`, :func:`save_weights` /
 :func:`load_weights` and :func:`dasktrain.ddp.report`; ``keras.Model.fit`` is refused
-(:data:`FIT_REFUSED` says why). :func:`dasktrain.tf.recipes.train_cnn` is a ready loop.
+(``FIT_REFUSED`` says why). :func:`dasktrain.tf.recipes.train_cnn` is a ready loop.
 
 For Keras models without TensorFlow's strategy, :func:`dasktrain.ddp.run` trains them on the
 torch backend (:mod:`dasktrain.ddp.recipes_keras`). Importing this package does not import

@@ -8,7 +8,7 @@ watch, result file and exit codes as a torch rank. Instead of a torch process gr
    address, with the job's key: :mod:`multiprocessing.connection`'s challenge) to learn every
    rank's ``host:port`` for TensorFlow's gRPC server;
 2. writes ``TF_CONFIG`` (``{"cluster": {"worker": [...]}, "task": {"type": "worker",
-   "index": RANK}}``) and starts a :class:`tf.distribute.MultiWorkerMirroredStrategy` whose
+   "index": RANK}}``) and starts a ``tf.distribute.MultiWorkerMirroredStrategy`` whose
    collectives time out (``CommunicationOptions(timeout_seconds=...)``): a missing peer is
    an error, never a hang (tensorflow#35878, #58434);
 3. runs ``train_fn`` inside ``strategy.scope()`` with ``keras.Model.fit`` refused.

@@ -3,7 +3,7 @@
 :func:`run` is the DDP launcher (:mod:`dasktrain.ddp.launcher`: workers picked and locked, one
 supervised process per worker in a private folder, logs, ``timeout``, ``max_restarts``, the
 failed rank named) with another rank process, :mod:`dasktrain.tf._rank`, which starts a
-:class:`tf.distribute.MultiWorkerMirroredStrategy` instead of a torch process group.
+``tf.distribute.MultiWorkerMirroredStrategy`` instead of a torch process group.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def run(
 
     One process per selected worker, supervised as a rank of :func:`dasktrain.ddp.run` is.
     Each gets its ``TF_CONFIG`` and calls ``train_fn`` inside the scope of a ready
-    :class:`tf.distribute.MultiWorkerMirroredStrategy` (``tf.distribute.get_strategy()``
+    ``tf.distribute.MultiWorkerMirroredStrategy`` (``tf.distribute.get_strategy()``
     returns it there) whose collectives time out after ``collective_timeout`` seconds.
 
     Parameters

@@ -1,12 +1,12 @@
 """A ready-made TensorFlow training function: :func:`train_cnn` (a custom ``strategy.run`` loop).
 
 It runs unchanged under :func:`dasktrain.tf.run` (``MultiWorkerMirroredStrategy``) and
-:func:`dasktrain.tf.run_local` (the default strategy), and trains the torch ``smallcnn``
-written in TensorFlow alone (:mod:`._net`: no Keras, so it runs beside Keras on any backend)
-with the rules of :func:`dasktrain.ddp.recipes.train_classifier`: a global batch split across the
-workers (the same optimiser steps with 1 or ``n`` of them), images standardised one by one, a
-one-cycle-like learning rate (warm-up over 30% of the steps, then cosine decay), a checkpoint
-per epoch and resuming from it.
+:func:`dasktrain.tf.run_local` (the default strategy). It trains the torch ``smallcnn``
+written in TensorFlow alone (``dasktrain.tf._net``: no Keras, so it runs beside Keras on any
+backend) with the rules of :func:`dasktrain.ddp.recipes.train_classifier`: a global batch
+split across the workers (the same optimiser steps with 1 or ``n`` of them), images
+standardised one by one, a one-cycle-like learning rate (warm-up over 30% of the steps, then
+cosine decay), a checkpoint per epoch and resuming from it.
 """
 
 from __future__ import annotations
