@@ -190,9 +190,9 @@ def test_keras_cnn_and_tf_cnn_rows_of_compare(tmp_path, run_script):
             if __name__ == "__main__":
                 res = compare(["keras_cnn", "tf_cnn"], engines=["local", "dask"], repeat=1,
                               warmup=False, monitor=False, progress=False,
-                              performance_report=False, n_per_class=12,
+                              performance_report=False, allow_busy=True, n_per_class=12,
                               options={{"epochs": 1, "image_size": 32}})
-                rows = res.runs[["workload", "engine", "status", "error", "accuracy"]]
+                rows = res.runs[["workload", "engine", "status", "error", "quality"]]
                 open({str(out)!r}, "w").write(rows.astype(str).to_json(orient="records"))
             """
         )
@@ -204,4 +204,4 @@ def test_keras_cnn_and_tf_cnn_rows_of_compare(tmp_path, run_script):
     assert set(got) == {(w, e) for w in ("keras_cnn", "tf_cnn") for e in ("local", "dask")}
     for key, row in got.items():
         assert row["status"] == "ok", (key, row["error"][-1500:])
-        assert 0.0 <= float(row["accuracy"]) <= 1.0
+        assert 0.0 <= float(row["quality"]) <= 1.0  # the accuracy

@@ -11,6 +11,7 @@ cosine decay), a checkpoint per epoch and resuming from it.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 
@@ -21,6 +22,8 @@ from ..ddp.helpers import report
 from ..exceptions import ValidationError
 from ._context import load_weights, save_weights, task_info
 from ._net import Adam, SmallCNN
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["train_cnn"]
 
@@ -35,11 +38,13 @@ def _check(X, y, epochs, batch_size, world_size):
         )
     if not isinstance(epochs, int) or epochs < 1:
         raise ValidationError(f"epochs={epochs!r} must be an integer >= 1.")
-    if not isinstance(batch_size, int) or batch_size < world_size or batch_size > len(X):
+    if not isinstance(batch_size, int) or batch_size < world_size:
         raise ValidationError(
-            f"batch_size={batch_size!r} (the global batch) must be an integer between the "
-            f"number of workers ({world_size}) and the number of images ({len(X)})."
+            f"batch_size={batch_size!r} (the global batch) must be an integer of at least the "
+            f"number of workers ({world_size})."
         )
+    if len(X) < world_size:
+        raise ValidationError(f"{len(X)} images cannot be shared by {world_size} workers.")
 
 
 def _dataset(tf, X, y, batch_size, seed):
@@ -151,6 +156,9 @@ def train_cnn(
     if X_val is not None:
         val = standardize(np.asarray(X_val, dtype=np.float32)), np.asarray(y_val).astype(np.int64)
     num_classes = int(num_classes or int(y.max()) + 1)
+    if batch_size > len(X):  # as the torch recipe's loader: one batch of every image
+        logger.warning("train_cnn: batch_size=%d > %d images; one batch of all", batch_size, len(X))
+        batch_size = len(X)
     steps = len(X) // batch_size
     with strategy.scope():
         net = SmallCNN(X.shape[-1], num_classes, seed)
