@@ -48,6 +48,7 @@ CASES = [
     ),
     ("ddp_cnn.py", [*SMALL, "--epochs", "1"], None, "2-rank acc"),
     ("ddp_mlp_features.py", [*SMALL, "--epochs", "1"], None, "2-rank acc"),
+    ("keras_tf.py", [*SMALL, "--epochs", "1", "--path", "keras"], None, "2-rank acc"),
 ]
 TIMEOUT = 120  # seconds per example; they take 10-30 s with the small flags on 2 cores
 
@@ -66,7 +67,10 @@ def test_every_example_has_smoke_arguments():
     ("name", "args", "outputs", "expected"),
     CASES,
     ids=[
-        f"{c[0]}-{c[1][c[1].index('--engine') + 1]}" if "--engine" in c[1] else c[0] for c in CASES
+        next(
+            (f"{c[0]}-{c[1][c[1].index(f) + 1]}" for f in ("--engine", "--path") if f in c[1]), c[0]
+        )
+        for c in CASES
     ],
 )
 def test_example_runs(name, args, outputs, expected, tmp_path):

@@ -11,8 +11,7 @@ import pytest
 import dasktrain
 from dasktrain.exceptions import ValidationError, WorkloadError
 from dasktrain.harness import Results
-from dasktrain.harness.settings import CostSettings, WorkloadOptions
-from dasktrain.harness.workloads import RunContext
+from dasktrain.harness.settings import CostSettings, RunContext, WorkloadOptions
 
 CALLS = []
 

@@ -434,6 +434,78 @@ def test_ddp_shards_are_read_on_each_host(client, rig, rig_client, image_root):
     assert hosts == {h.ip for h in rig.hosts[1:]}  # one rank on each worker host
 
 
+def _listening():
+    import psutil
+
+    proc = psutil.Process()
+    conns = (
+        proc.net_connections("tcp") if hasattr(proc, "net_connections") else proc.connections("tcp")
+    )  # psutil < 6
+    return sorted({(c.laddr.ip, c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN})
+
+
+def _tf_train_and_look(X, y):
+    """train_cnn under dasktrain.tf, plus TF_CONFIG and where this process listens."""
+    from dasktrain.tf.recipes import train_cnn
+
+    out = train_cnn(X, y, epochs=2, batch_size=16, lr=0.01, seed=3)
+    config = json.loads(os.environ["TF_CONFIG"])
+    return {"history": out["history"], "config": config, "listening": _listening()}
+
+
+def test_tf_run(client, rig, rig_client, images):
+    # TensorFlow's MultiWorkerMirroredStrategy across hosts: TF_CONFIG names each worker's
+    # own address (from the rendezvous at MASTER_PORT), and training matches one host.
+    pytest.importorskip("tensorflow")
+    import dasktrain.tf as dtf
+
+    X, y = images
+    out = {}
+    for where, c in _both(client, rig_client):
+        with timed("tf.run (keras smallcnn, custom loop, 2 epochs)", where):
+            out[where] = dtf.run(_tf_train_and_look, X, y, client=c, timeout=240)
+    one, across = out["one host"], out["across hosts"]
+    np.testing.assert_allclose(
+        [h["loss"] for h in one[0]["history"]],
+        [h["loss"] for h in across[0]["history"]],
+        rtol=1e-5,
+    )
+    ips = [across.workers[r].split("//")[1].rsplit(":", 1)[0] for r in sorted(across)]
+    assert set(ips) == {h.ip for h in rig.hosts[1:]}
+    for rank, value in across.items():
+        workers = value["config"]["cluster"]["worker"]
+        assert [w.rsplit(":", 1)[0] for w in workers] == ips
+        assert value["config"]["task"] == {"type": "worker", "index": rank}
+        # Ours listen on the worker's address only; TensorFlow's gRPC server (its port in
+        # TF_CONFIG) listens on every interface: it takes no address (see the TF guide).
+        tf_port = int(workers[rank].rsplit(":", 1)[1])
+        others = {(a, p) for a, p in value["listening"] if a != ips[rank]}
+        assert others <= {("::", tf_port), ("0.0.0.0", tf_port)}, value["listening"]
+
+
+def test_keras_through_ddp(client, rig, rig_client, images):
+    # A Keras model on the torch backend is a torch module: ddp.run across hosts as for torch.
+    pytest.importorskip("keras")
+    import dasktrain.ddp as ddp
+    from dasktrain.ddp.recipes_keras import train_keras_classifier
+
+    X, y = images
+    kw = dict(X_val=X[::4], y_val=y[::4], epochs=2, batch_size=16, lr=0.01, seed=3)
+    out = {}
+    for where, c in _both(client, rig_client):
+        with timed("ddp.run (keras smallcnn on torch, 2 epochs)", where):
+            out[where] = ddp.run(train_keras_classifier, X, y, client=c, timeout=240, **kw)
+    one, across = out["one host"], out["across hosts"]
+    np.testing.assert_allclose(
+        [h["loss"] for h in one[0]["history"]],
+        [h["loss"] for h in across[0]["history"]],
+        rtol=1e-5,
+    )
+    assert [h["accuracy"] for h in one[0]["history"]] == [
+        h["accuracy"] for h in across[0]["history"]
+    ]
+
+
 def test_compare_says_the_remote_workers_are_measured_by_dask(rig, rig_client, features, tmp_path):
     import dasktrain
     from dasktrain.harness.report import write_report

@@ -12,28 +12,34 @@ engines. Importing this package does not import torch.
 below its own (``tests/test_architecture.py`` checks it). One exception is left for the
 launcher's restructuring: ``RankPool.start`` runs its first job through ``launcher.run``.
 
-1. ``launcher``
-   ``run()``: attempts, restarts, the report history.
-2. ``_group``, ``_pool``, ``recipes``
+1. ``tf_launcher``
+   ``dasktrain.tf.run()``: the launcher's job with TensorFlow rank processes (``TF_CONFIG``,
+   ``MultiWorkerMirroredStrategy``), and ``run_local()``'s TensorFlow twin.
+2. ``launcher``, ``recipes_keras``
+   ``run()``: attempts, restarts, the report history; a Keras 3 model (torch backend) as a
+   ``train_fn``.
+3. ``_group``, ``_pool``, ``recipes``, ``tf_recipes``
    One process group (worker locks, start, watch, teardown, root cause); the warm
-   ``RankPool``; the ready-made ``train_fn`` recipes.
-3. ``_pool_worker``, ``_recipe_data``
+   ``RankPool``; the ready-made ``train_fn`` recipes, torch and TensorFlow.
+4. ``_pool_worker``, ``_recipe_data``, ``_tf_rank``
    The pooled rank process of each pool on a worker and its watchdog; the recipes' data
-   (arrays or shards).
-4. ``_worker``, ``loaders``, ``local``, ``shards``
+   (arrays or shards); the TensorFlow rank process.
+5. ``_worker``, ``loaders``, ``local``, ``shards``, ``tf_context``
    Start and supervise one rank process on a worker; ``prepare_loader`` and the batch rule;
-   ``run_local()``; ``shard()``.
-5. ``_feeder``, ``_rank``, ``helpers``
+   ``run_local()``; ``shard()``; what a TensorFlow ``train_fn`` calls (task info, weights,
+   the ``model.fit`` refusal).
+6. ``_feeder``, ``_rank``, ``helpers``
    The thread beside a rank that makes the chunks it asks for; the rank process; rank info,
    metrics, the model and checkpoints inside ``train_fn``.
-6. ``_env``, ``_shard``
+7. ``_env``, ``_shard``
    The environment-variable contract and exit codes (the only place their names are
    written); the torch dataset of a shard.
-7. ``_chunks``, ``_comm``, ``_datasets``, ``_plan``, ``_records``, ``_sockets``
+8. ``_chunks``, ``_comm``, ``_datasets``, ``_plan``, ``_records``, ``_sockets``, ``_tf_env``,
+   ``_tf_net``
    One chunk made; how the ranks exchange gradients (DDP options, hooks); ``datasets=``
    checked and described as a ``Feed``; the epoch's chunks dealt; ``RankSpec``,
    ``RankStatus``, ``RankResult``, ``Failure``, ``DDPResult``; the rendezvous sockets bound
-   to one address.
+   to one address; TensorFlow's variables; the TensorFlow small CNN and Adam.
 """
 
 from ..exceptions import DDPError

@@ -23,6 +23,9 @@ variable                       meaning
 ``DASKTRAIN_DDP_CHECKPOINT_DIR``  the job's checkpoint folder ("" when off)
 ``DASKTRAIN_DDP_WORKDIR``      the worker's folder, entered before ``train_fn`` runs
 ``DASKTRAIN_DDP_SHARDS``       the spool folder of the job's datasets (:mod:`._feeder`)
+``DASKTRAIN_DDP_HOST``         the worker's host (the address this rank may listen on)
+``KERAS_BACKEND``              ``torch``: a Keras model in a rank is a ``torch.nn.Module``
+                               (``env=`` of :func:`~dasktrain.ddp.run` may say otherwise)
 ``GLOO_SOCKET_IFNAME``         the interface of the worker's address (unless already set)
 =============================  ==============================================================
 """
@@ -55,6 +58,9 @@ ENV_CHECKPOINT_DIR = "DASKTRAIN_DDP_CHECKPOINT_DIR"
 ENV_WORKDIR = "DASKTRAIN_DDP_WORKDIR"
 # Where the rank reads its chunks (only for a job with datasets=; see _feeder).
 ENV_SHARDS = "DASKTRAIN_DDP_SHARDS"
+# The worker's host: the one address a rank listens on (the rendezvous of dasktrain.tf).
+ENV_HOST = "DASKTRAIN_DDP_HOST"
+KERAS_BACKEND = "KERAS_BACKEND"
 
 # Exit codes of a rank process besides 0 (success) and 1 (train_fn or the setup raised).
 EXIT_PORT_IN_USE = 75  # rank 0 could not bind MASTER_PORT: the launcher retries a new port
@@ -100,6 +106,8 @@ def rank_environ(spec, *, environ, nthreads, metrics_file, host):
         The worker's host (for ``GLOO_SOCKET_IFNAME``).
     """
     env = worker_environ(environ)
+    # A worker may run Keras on TensorFlow (KerasFeatures); a rank trains torch modules.
+    env[KERAS_BACKEND] = "torch"
     env.update(spec.env)
     env.update(
         {
@@ -117,6 +125,7 @@ def rank_environ(spec, *, environ, nthreads, metrics_file, host):
             ENV_METRICS_FILE: metrics_file,
             ENV_CHECKPOINT_DIR: spec.checkpoint_dir or "",
             ENV_WORKDIR: os.getcwd(),
+            ENV_HOST: host,
         }
     )
     env.update(network_environ(host, env))

@@ -150,6 +150,7 @@ def rank_specs(
     attempt,
     topic,
     datasets=None,
+    module=RankSpec.module,
 ):
     """One :class:`RankSpec` per worker address, in rank order."""
     hosts = [_host(a) for a in addresses]
@@ -172,6 +173,7 @@ def rank_specs(
                 attempt=attempt,
                 topic=topic,
                 datasets=datasets,
+                module=module,
             )
         )
     return specs
@@ -198,7 +200,8 @@ class Attempt:
         The job's id (names the abort event, the topic and the task keys).
     options : dict
         ``backend``, ``timeout``, ``env``, ``checkpoint_dir``, ``port_range``, ``pool`` and
-        ``datasets`` (``(feeds, pickled feeds)`` of ``datasets=``, or None).
+        ``datasets`` (``(feeds, pickled feeds)`` of ``datasets=``, or None); ``module``
+        (optional): the rank process's module (:attr:`RankSpec.module`).
     """
 
     def __init__(self, client, addresses, payload, *, attempt, job, options):
@@ -252,6 +255,7 @@ class Attempt:
             attempt=self.attempt,
             topic=f"{DDP_TOPIC_PREFIX}{self.job}",
             datasets=self._datasets(),
+            module=self.options.get("module", RankSpec.module),
         )
         feeds = () if self.feeds_future is None else (self.feeds_future, self.held)
         for spec in specs:

@@ -74,6 +74,9 @@ class RankSpec:
     datasets : dict or None
         ``{name: meta}`` of the job's ``datasets=`` (rows and holder of each chunk...: what
         the rank plans its epochs with, see ``_datasets.Feed.meta``); None without datasets.
+    module : str
+        The rank process's module (``python -m``): torch's ``dasktrain.ddp._rank``, or
+        ``dasktrain.ddp._tf_rank`` for :func:`dasktrain.tf.run`.
     """
 
     rank: int
@@ -90,6 +93,7 @@ class RankSpec:
     attempt: int
     topic: str
     datasets: dict | None = None
+    module: str = "dasktrain.ddp._rank"
 
 
 @dataclasses.dataclass(frozen=True)

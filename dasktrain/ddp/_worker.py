@@ -180,7 +180,7 @@ def _parse(line):
         return None
 
 
-def rank_command(workdir):
+def rank_command(workdir, module="dasktrain.ddp._rank"):
     """argv of a rank process, and the directory it starts in.
 
     ``python -m`` puts its current directory first on ``sys.path``: started in the worker's
@@ -190,7 +190,7 @@ def rank_command(workdir):
     also drops ``PYTHONPATH``, which deployments rely on. The rank then moves to the worker's
     folder for ``train_fn`` (see :mod:`dasktrain.ddp._rank`).
     """
-    return [sys.executable, "-P", "-m", "dasktrain.ddp._rank"], workdir
+    return [sys.executable, "-P", "-m", module], workdir
 
 
 def rank_task(payload, spec, feeds=None, held=None):
@@ -238,7 +238,7 @@ def _supervise(files, env, spec, relay):
     ``status`` is TIMEOUT or ABORTED when the task stopped it, else None (decided from what the
     rank wrote). Whatever happens here, the rank process does not outlive this task.
     """
-    argv, cwd = rank_command(files.folder)
+    argv, cwd = rank_command(files.folder, spec.module)
     with open(files.stdout, "wb") as out, open(files.stderr, "wb") as err:
         proc = subprocess.Popen(
             [*argv, files.payload, files.result], stdout=out, stderr=err, env=env, cwd=cwd

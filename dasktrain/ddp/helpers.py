@@ -150,11 +150,13 @@ def report(**metrics) -> None:
         JSON-serialisable values, e.g. ``report(epoch=1, loss=0.31, accuracy=0.88)``. Torch or
         NumPy scalars are converted with ``float()``.
     """
-    info = rank_info()
-    record = {"rank": info.rank, "time": time.time()}
+    # The rank from the environment, not rank_info() (which imports torch): report() also
+    # serves the TensorFlow ranks of dasktrain.tf.run, which may have no torch.
+    ctx = _local_context()
+    rank = 0 if ctx is not None or not _env.launched() else int(os.environ[_env.RANK])
+    record = {"rank": rank, "time": time.time()}
     for key, value in metrics.items():
         record[key] = _plain(value, key)
-    ctx = _local_context()
     if ctx is not None:
         ctx.history.append(record)
         keep({"kind": "ddp-metrics", "job": "local", **record})  # the report's rank curves

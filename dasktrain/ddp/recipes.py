@@ -61,6 +61,8 @@ def _build_model(model, *, n_features, in_channels, num_classes, seed, hidden, p
     # without moving the caller's RNG stream.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        if callable(model):  # a builder (in_channels, num_classes) -> torch.nn.Module
+            return model(in_channels, num_classes)
         if model == "mlp":
             return nn.Sequential(
                 nn.Linear(n_features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
@@ -148,8 +150,10 @@ def train_classifier(
         Integer class labels ``0..k-1`` (with ``X``).
     X_val, y_val : ndarray, optional
         Held-out data scored after every epoch (split across the ranks), with ``X``.
-    model : {"smallcnn", "resnet18", "resnet34", "vgg19", "mlp"}
-        CNNs come from ``dasktrain.features.build_backbone`` with random weights.
+    model : {"smallcnn", "resnet18", "resnet34", "vgg19", "mlp"} or callable
+        CNNs come from ``dasktrain.features.build_backbone`` with random weights. A
+        callable ``model(in_channels, num_classes)`` builds a CNN for ``(n, c, h, w)``
+        batches (the Keras recipe's way in, see ``recipes_keras``).
     epochs : int
     batch_size : int
         The global batch with ``batch_scaling="global"`` (the default, so 1 and ``n`` ranks
@@ -230,7 +234,7 @@ def train_classifier(
     opts = {
         "model": model,
         "epochs": epochs,
-        "models": MODELS,
+        "models": MODELS + ((model,) if callable(model) else ()),
         "batch_size": batch_size,
         "batch_scaling": batch_scaling,
         "seed": seed,

@@ -35,18 +35,20 @@ below as an argument, never as an import):
    this machine's quiet (a busy one waited for, then refused unless ``allow_busy``; busy runs
    marked); :class:`ResourceMonitor`; :class:`RunRecord` (what one run measured) and the
    ``runs`` table made of them; the Spark session of a comparison; the verdicts (only what
-   was measured); the built-in workloads, :class:`Workload`, :class:`RunContext` /
-   :func:`current`.
-6. ``_sources``, ``figures``, ``inputs``, ``output``, ``progress``, ``quiet``, ``tables``
+   was measured); the built-in workloads and :class:`Workload`.
+6. ``_sources``, ``ddp_workloads``, ``figures``, ``inputs``, ``output``, ``progress``,
+   ``quiet``, ``tables``
    The monitor's readers (psutil process tree, Dask worker monitors, RAPL/NVML energy); the
-   report's figures; the data shared by the workloads of one size, prepared outside every
-   timing; the output folder, written atomically; the progress bar or callback; library
-   noise to a log file; the medians, ranges, speedup, efficiency and cost at every size.
+   workloads trained by a launcher (``ddp_cnn``, ``keras_cnn``, ``tf_cnn``); the report's
+   figures; the data shared by the workloads of one size, prepared outside every timing; the
+   output folder, written atomically; the progress bar or callback; library noise to a log
+   file; the medians, ranges, speedup, efficiency and cost at every size.
 7. ``breakdown``, ``settings``
    Each dask run in its ``distributed.span`` and its time split from the task stream
    (:func:`phase` marks a workload's own data transfer or compute); the typed settings,
    every default written once: ``WorkloadOptions`` (``options=``) and ``CostSettings``
-   (baseline, prices, time basis).
+   (baseline, prices, time basis), and the run's context a workload reads
+   (:class:`RunContext` / :func:`current`).
 
 The command line (``dasktrain demo``, ``dasktrain compare``) lives in ``dasktrain.cli``.
 """
@@ -60,7 +62,8 @@ from .plan import check_timeout
 from .records import RunRecord
 from .results import Results
 from .runner import compare
-from .workloads import RunContext, Workload, current
+from .settings import RunContext, current
+from .workloads import Workload
 
 __all__ = [
     "compare",

@@ -39,9 +39,10 @@ from .progress import Progress
 from .quiet import QuietOutput, quiet_clusters
 from .records import RunRecord
 from .results import Results
+from .settings import RunContext, using
 from .setups import close_setups, open_setups, versions
 from .timing import limited, run_once
-from .workloads import RunContext, resolve_workloads, using
+from .workloads import resolve_workloads
 
 __all__ = ["compare"]
 

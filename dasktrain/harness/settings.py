@@ -10,10 +10,12 @@ checked when it is made and goes from :func:`~dasktrain.compare` through the pla
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import difflib
 import numbers
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from .._validation import check_positive_int
@@ -27,6 +29,9 @@ __all__ = [
     "check_time_basis",
     "check_fraction",
     "price_of",
+    "RunContext",
+    "current",
+    "using",
 ]
 
 #: What speedup, efficiency, EDP and cost are computed from: the whole step or its training.
@@ -244,3 +249,48 @@ class CostSettings:
         if self.prices is None:
             raise WorkloadError("no prices= were given; there is no price of a setup.")
         return price_of(self.prices, self.machines, setup, self.spot_discount)
+
+
+# ---------------------------------------------------------------------------------------
+# The run's context: what a workload is told about the run it is in
+# ---------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class RunContext:
+    """What a workload needs to know about the run it is in (see :func:`current`).
+
+    ``n_threads`` is the number of cores the run may use: a cluster's total worker threads on
+    the dask engine; on the local engine as many as the largest cluster has (it is limited to
+    them for a fair comparison). ``options`` are the built-in workloads' settings
+    (:class:`~dasktrain.harness.settings.WorkloadOptions`, read as attributes:
+    ``current().options.epochs``). ``setup`` names the setup the run belongs to.
+    """
+
+    n_threads: int = 1
+    seed: int = 0
+    options: WorkloadOptions = dataclasses.field(default_factory=WorkloadOptions)
+    setup: str = "local"
+
+    def __post_init__(self) -> None:
+        # A dict of options, as compare(options=...) takes them, is checked into the record.
+        self.options = WorkloadOptions.from_dict(self.options)
+
+
+_CURRENT: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
+    "dasktrain_workload_context", default=None
+)
+
+
+def current() -> RunContext:
+    """The :class:`RunContext` of the run in progress (defaults outside a comparison)."""
+    ctx = _CURRENT.get()
+    return RunContext() if ctx is None else ctx
+
+
+@contextlib.contextmanager
+def using(ctx: RunContext) -> Iterator[RunContext]:
+    """Make ``ctx`` what :func:`current` returns inside the ``with`` block."""
+    token = _CURRENT.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _CURRENT.reset(token)

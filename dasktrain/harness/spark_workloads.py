@@ -13,7 +13,7 @@ import math
 import time
 
 from ..exceptions import Unavailable
-from .workloads import current
+from .settings import current
 
 __all__ = ["SPARK", "spark_fn"]
 

@@ -26,8 +26,8 @@ from ..exceptions import OptionalDependencyError, Unavailable, WorkloadError
 from .breakdown import observe, observe_local, split_local, split_time
 from .monitor import ResourceMonitor
 from .records import RunRecord
+from .settings import using
 from .setups import free_stuck_workers
-from .workloads import using
 
 if TYPE_CHECKING:  # pandas comes with the monitor's samples
     import pandas as pd

@@ -1,7 +1,8 @@
-"""The built-in comparison workloads, the :class:`Workload` record and the run's context.
+"""The built-in comparison workloads and the :class:`Workload` record.
 
 A workload is one step of the image pipeline run on one engine: ``read``, ``features``,
-``kmeans``, ``xgboost``, ``logreg``, ``naive_bayes``, ``mlp_cv`` and ``ddp_cnn``. Each takes
+``kmeans``, ``xgboost``, ``logreg``, ``naive_bayes``, ``mlp_cv``, and the three trained by a
+launcher, ``ddp_cnn``, ``keras_cnn`` and ``tf_cnn`` (in :mod:`.ddp_workloads`). Each takes
 the shared :class:`~dasktrain.harness.inputs.Inputs`, the engine and the client, and returns a
 dict of metrics; ``train_time`` is the wall time of the training step alone (data loading is not
 training, as in MLPerf), while :func:`~dasktrain.compare` times the whole step around it. The
@@ -15,20 +16,19 @@ does not import scikit-learn, xgboost or torch); a missing optional package rais
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 
-from .._dask import compute_if_dask, scheduler_workers, to_cluster, wait_for
+from .._dask import compute_if_dask, to_cluster, wait_for
 from ..exceptions import Unavailable, WorkloadError
 from .breakdown import phase
-from .settings import WorkloadOptions
+from .ddp_workloads import w_ddp_cnn, w_keras_cnn, w_tf_cnn
+from .settings import current
 
 logger = logging.getLogger(__name__)
 
@@ -36,52 +36,8 @@ __all__ = [
     "BUILTIN",
     "Unavailable",
     "Workload",
-    "RunContext",
     "resolve_workloads",
-    "current",
 ]
-
-
-@dataclasses.dataclass
-class RunContext:
-    """What a workload needs to know about the run it is in (see :func:`current`).
-
-    ``n_threads`` is the number of cores the run may use: a cluster's total worker threads on
-    the dask engine; on the local engine as many as the largest cluster has (it is limited to
-    them for a fair comparison). ``options`` are the built-in workloads' settings
-    (:class:`~dasktrain.harness.settings.WorkloadOptions`, read as attributes:
-    ``current().options.epochs``). ``setup`` names the setup the run belongs to.
-    """
-
-    n_threads: int = 1
-    seed: int = 0
-    options: WorkloadOptions = dataclasses.field(default_factory=WorkloadOptions)
-    setup: str = "local"
-
-    def __post_init__(self) -> None:
-        # A dict of options, as compare(options=...) takes them, is checked into the record.
-        self.options = WorkloadOptions.from_dict(self.options)
-
-
-_CURRENT: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
-    "dasktrain_workload_context", default=None
-)
-
-
-def current() -> RunContext:
-    """The :class:`RunContext` of the run in progress (defaults outside a comparison)."""
-    ctx = _CURRENT.get()
-    return RunContext() if ctx is None else ctx
-
-
-@contextlib.contextmanager
-def using(ctx: RunContext) -> Iterator[RunContext]:
-    """Make ``ctx`` what :func:`current` returns inside the ``with`` block."""
-    token = _CURRENT.set(ctx)
-    try:
-        yield ctx
-    finally:
-        _CURRENT.reset(token)
 
 
 # ---------------------------------------------------------------------------------------
@@ -246,72 +202,6 @@ def w_mlp_cv(inputs, engine, client) -> dict:
     return {"train_time": train, "accuracy": float(np.mean(res["test_score"]))}
 
 
-# Rows per chunk of ddp_cnn's persisted images on the dask engine (what read_images gives).
-_DDP_CHUNK = 256
-
-
-def _ddp_datasets(client, Xtr, ytr, Xte, yte):
-    """The split on the cluster, chunked so that every worker holds some of each part."""
-    import math
-
-    n_workers = max(1, len(scheduler_workers(client)))
-
-    def blocks(n):
-        return min(n, max(2 * n_workers, math.ceil(n / _DDP_CHUNK)))
-
-    train = to_cluster(client, Xtr, ytr, n_blocks=blocks(len(Xtr)))
-    val = to_cluster(client, Xte, yte, n_blocks=blocks(len(Xte)))
-    return {"train": tuple(train), "val": tuple(val)}
-
-
-def w_ddp_cnn(inputs, engine, client) -> dict:
-    """A small CNN trained with DistributedDataParallel (one process with the local engine).
-
-    On the dask engine the images go to the cluster once, in chunks, and each rank trains on
-    the chunks of its own worker (``ddp.run(..., datasets=...)``); nothing is pickled to every
-    rank. The local engine trains on the arrays in this process.
-    """
-    from .. import ddp
-    from .._compat import import_optional
-    from ..ddp.recipes import train_classifier
-
-    # Here, as the other torch rows check (CNNFeatures.fit): without it the dask engine's ranks
-    # failed one by one and the row read "error" with their traceback, not "unavailable".
-    import_optional("torch", "torch")
-
-    Xtr, Xte, ytr, yte = inputs.image_split
-    # One recipe for both engines: a small CNN on standardised images with a max-pooled head
-    # and a one-cycle schedule learns the X-ray-like set (>= 0.85 test accuracy) in a few
-    # epochs, with the same global batch (the same optimiser steps) on both.
-    kw = {
-        "model": current().options.ddp_model,
-        "epochs": current().options.epochs,
-        "batch_size": current().options.ddp_batch_size,
-        "lr": current().options.ddp_lr,
-        "seed": current().seed,
-    }
-    if engine == "dask":
-        datasets = _ddp_datasets(client, Xtr, ytr, Xte, yte)
-        num_classes = int(max(np.max(ytr), np.max(yte))) + 1
-        result = ddp.run(
-            train_classifier, client=client, datasets=datasets, num_classes=num_classes, **kw
-        )
-    else:
-        result = ddp.run_local(train_classifier, Xtr, ytr, X_val=Xte, y_val=yte, **kw)
-    out = result[0]  # {rank: value}: rank 0 reports for the job
-    hist = out.get("history") or [{}]
-    res: dict[str, float | str] = {
-        "train_time": float(out.get("train_time", math.nan)),
-        "train_start": float(out.get("train_start", math.nan)),
-    }
-    if "accuracy" in hist[-1]:
-        res["accuracy"] = float(hist[-1]["accuracy"])
-        res["accuracy_per_epoch"] = " ".join(f"{h.get('accuracy', math.nan):.3f}" for h in hist)
-    if "samples_per_s" in out:
-        res["samples_per_s"] = float(out["samples_per_s"])
-    return res
-
-
 # ---------------------------------------------------------------------------------------
 # Workload records
 # ---------------------------------------------------------------------------------------
@@ -346,6 +236,8 @@ BUILTIN = {
         Workload("naive_bayes", w_naive_bayes, "accuracy", needs=("split",)),
         Workload("mlp_cv", w_mlp_cv, "accuracy", needs=("features",)),
         Workload("ddp_cnn", w_ddp_cnn, "accuracy", needs=("image_split",)),
+        Workload("keras_cnn", w_keras_cnn, "accuracy", needs=("image_split",)),
+        Workload("tf_cnn", w_tf_cnn, "accuracy", needs=("image_split",)),
     ]
 }
 

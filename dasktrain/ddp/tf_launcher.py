@@ -1,0 +1,178 @@
+"""TensorFlow multi-worker training on Dask workers: :func:`run`, and its twin :func:`run_local`.
+
+:func:`run` is the DDP launcher (:mod:`dasktrain.ddp.launcher`: workers picked and locked, one
+supervised process per worker in a private folder, logs, ``timeout``, ``max_restarts``, the
+failed rank named) with another rank process, :mod:`dasktrain.ddp._tf_rank`, which starts a
+``tf.distribute.MultiWorkerMirroredStrategy`` instead of a torch process group.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from .. import _config
+from .._compat import import_optional
+from .._dask import get_client
+from ..exceptions import DDPError, ValidationError
+from . import helpers as _ddp_helpers
+from . import launcher as _launcher
+from ._records import DDPResult, RankStatus
+from ._tf_env import ENV_COLLECTIVE_TIMEOUT, ENV_KEY
+from .tf_context import refuse_fit
+
+__all__ = ["run", "run_local"]
+
+# Seconds a collective may wait for a peer before it fails (CommunicationOptions).
+DEFAULT_COLLECTIVE_TIMEOUT = 60.0
+
+
+def _check_collective_timeout(value):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise ValidationError(f"collective_timeout={value!r} must be a positive number of seconds.")
+
+
+def run(
+    train_fn,
+    *args,
+    client=None,
+    workers=None,
+    timeout=None,
+    max_restarts=0,
+    checkpoint_dir=None,
+    env=None,
+    port_range=None,
+    collective_timeout=DEFAULT_COLLECTIVE_TIMEOUT,
+    **kwargs,
+) -> DDPResult:
+    """Run ``train_fn(*args, **kwargs)`` on Dask workers under TensorFlow's multi-worker strategy.
+
+    One process per selected worker, supervised as a rank of :func:`dasktrain.ddp.run` is.
+    Each gets its ``TF_CONFIG`` and calls ``train_fn`` inside the scope of a ready
+    ``tf.distribute.MultiWorkerMirroredStrategy`` (``tf.distribute.get_strategy()``
+    returns it there) whose collectives time out after ``collective_timeout`` seconds.
+
+    Parameters
+    ----------
+    train_fn : callable
+        Pickled with cloudpickle; its return value must pickle too. Write the training loop
+        with ``strategy.run`` (:func:`dasktrain.tf.recipes.train_cnn` is one);
+        ``keras.Model.fit`` is refused (Keras 3 does not support it under this strategy:
+        keras-team/keras#20585). Report metrics with :func:`dasktrain.ddp.report`, use
+        :func:`dasktrain.tf.task_info`, :func:`~dasktrain.tf.save_weights` and
+        :func:`~dasktrain.tf.load_weights`.
+    *args, **kwargs
+        Passed to ``train_fn`` on every rank (small things: arrays of a few MB at most).
+    client, workers, timeout, max_restarts, checkpoint_dir, port_range
+        As in :func:`dasktrain.ddp.run`. ``MASTER_PORT`` is where the ranks meet to learn
+        each other's TensorFlow port.
+    env : dict of str, optional
+        Extra environment variables for the processes; ``KERAS_BACKEND`` is ``tensorflow``
+        unless this says otherwise.
+    collective_timeout : float
+        Seconds a collective waits for its peers before it raises
+        ``DeadlineExceededError``: a peer that died or left early is an error, not a hang.
+
+    Returns
+    -------
+    DDPResult
+        ``{rank: return value}``, with ``.logs``, ``.history``, ``.attempts``, ``.failures``.
+
+    Raises
+    ------
+    DDPError
+        When a rank fails, its worker leaves, or ``timeout`` passes, and no restart is left.
+    ValidationError
+        For a bad argument.
+
+    See Also
+    --------
+    run_local : the same ``train_fn`` in this process, one worker.
+    dasktrain.ddp.run : torch, and Keras on the torch backend.
+
+    Notes
+    -----
+    TensorFlow's gRPC server listens on all interfaces of each worker's host (it takes a port,
+    not an address); the rendezvous, like the DDP launcher's, listens on the rank-0 worker's
+    address only. Run it on a network you trust.
+    """
+    timeout = _config.get("ddp.timeout") if timeout is None else timeout
+    port_range = _config.get("ddp.port-range") if port_range is None else port_range
+    _launcher._check_args("gloo", timeout, max_restarts, workers, port_range, env)
+    _check_collective_timeout(collective_timeout)
+    if not callable(train_fn):
+        raise ValidationError(f"train_fn={train_fn!r} must be callable.")
+    client = get_client(client, what="dasktrain.tf.run")
+    job_env = {"KERAS_BACKEND": "tensorflow", **(env or {})}
+    job_env[ENV_KEY] = secrets.token_hex(16)
+    job_env[ENV_COLLECTIVE_TIMEOUT] = str(float(collective_timeout))
+    job = _launcher._Job(
+        client,
+        _launcher._payload(train_fn, args, kwargs),
+        workers=workers,
+        timeout=timeout,
+        max_restarts=max_restarts,
+        options={
+            "backend": "gloo",  # not used by a TensorFlow rank; skips the GPU probe
+            "env": job_env,
+            "checkpoint_dir": _ddp_helpers.make_checkpoint_dir(checkpoint_dir),
+            "port_range": port_range,
+            "pool": None,
+            "datasets": None,
+            "module": "dasktrain.ddp._tf_rank",
+        },
+    )
+    with job.history.subscribed(client):
+        return job.run()
+
+
+def run_local(train_fn, *args, checkpoint_dir=None, **kwargs) -> DDPResult:
+    """Run ``train_fn(*args, **kwargs)`` in this process: the local twin of :func:`run`.
+
+    ``train_fn`` runs inside the scope of TensorFlow's default strategy (one replica, this
+    process's devices; ``tf.distribute.get_strategy()`` returns it), so a loop written with
+    ``strategy.run`` and ``strategy.reduce`` runs unchanged. :func:`task_info` says rank 0 of
+    1, :func:`dasktrain.ddp.report` keeps the records, ``keras.Model.fit`` is refused as in
+    :func:`run`.
+
+    Parameters
+    ----------
+    train_fn : callable
+    *args, **kwargs
+        Passed to ``train_fn``.
+    checkpoint_dir : str or path, optional
+        As in :func:`run`.
+
+    Returns
+    -------
+    DDPResult
+        ``{0: return value}`` with ``.history``.
+
+    See Also
+    --------
+    run : the distributed engine.
+    """
+    if not callable(train_fn):
+        raise ValidationError(f"train_fn={train_fn!r} must be callable.")
+    if _ddp_helpers._local_context() is not None:
+        raise DDPError("run_local() cannot be nested inside another run_local() call.")
+    tf = import_optional("tensorflow", "tensorflow")
+    checkpoint_dir = _ddp_helpers.make_checkpoint_dir(checkpoint_dir)
+    ctx = _ddp_helpers._LocalContext(checkpoint_dir, None)
+    _ddp_helpers._local.ctx = ctx
+    try:
+        with tf.distribute.get_strategy().scope(), refuse_fit():
+            value = train_fn(*args, **kwargs)
+    finally:
+        _ddp_helpers._local.ctx = None
+    logs = {
+        0: {
+            "worker": None,
+            "host": "localhost",
+            "returncode": 0,
+            "stdout": None,
+            "stderr": None,
+            "status": RankStatus.OK,
+        }
+    }
+    history = [dict(r, attempt=0) for r in ctx.history]
+    return DDPResult({0: value}, logs=logs, history=history, attempts=1)
