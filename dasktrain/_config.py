@@ -32,6 +32,10 @@ DEFAULTS = {
         # port-range None: let the OS pick a free port (bind to port 0); or a [low, high] range.
         # timeout: seconds of dasktrain.ddp.run(timeout=None), restarts included.
         "ddp": {"port-range": None, "timeout": 600},
+        # dasktrain.tf.run(all_interfaces=None): TensorFlow's gRPC server listens on every
+        # interface of each worker's host (it takes a port, not an address); dasktrain does
+        # that only when asked (True) on a network the user trusts.
+        "tf": {"all-interfaces": False},
         # A blocking call whose tasks wait on workers paused for memory raises
         # WorkersPausedError after this long (dasktrain._dask.paused); restart: restart the
         # paused workers once instead (their data is lost and recomputed where it can be).

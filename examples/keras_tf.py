@@ -59,7 +59,10 @@ def _tf(args, root, client):
     kw = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     kw.update(X_val=test.X, y_val=test.y)
     t0 = time.perf_counter()
-    res = dtf.run(train_cnn, train.X, train.y, client=client, timeout=600, **kw)
+    # TensorFlow's server listens on every interface of the workers' hosts: asked for here.
+    res = dtf.run(
+        train_cnn, train.X, train.y, client=client, timeout=600, all_interfaces=True, **kw
+    )
     t1 = time.perf_counter()
     import tensorflow as tf
 

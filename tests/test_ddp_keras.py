@@ -185,9 +185,12 @@ def test_keras_cnn_and_tf_cnn_rows_of_compare(tmp_path, run_script):
         textwrap.dedent(
             f"""
             import json
+
+            import dask
             from dasktrain.harness import compare
 
             if __name__ == "__main__":
+                dask.config.set({{"dasktrain.tf.all-interfaces": True}})  # TF's servers
                 res = compare(["keras_cnn", "tf_cnn"], engines=["local", "dask"], repeat=1,
                               warmup=False, monitor=False, progress=False,
                               performance_report=False, allow_busy=True, n_per_class=12,

@@ -463,7 +463,9 @@ def test_tf_run(client, rig, rig_client, images):
     out = {}
     for where, c in _both(client, rig_client):
         with timed("tf.run (keras smallcnn, custom loop, 2 epochs)", where):
-            out[where] = dtf.run(_tf_train_and_look, X, y, client=c, timeout=240)
+            out[where] = dtf.run(
+                _tf_train_and_look, X, y, client=c, timeout=240, all_interfaces=True
+            )
     one, across = out["one host"], out["across hosts"]
     np.testing.assert_allclose(
         [h["loss"] for h in one[0]["history"]],

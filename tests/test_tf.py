@@ -11,6 +11,7 @@ import sys
 import time
 
 import cloudpickle
+import dask
 import numpy as np
 import pytest
 
@@ -37,6 +38,13 @@ def images(tmp_path_factory):
     root = make_xray_like(tmp_path_factory.mktemp("tf") / "x", n_per_class=24, size=16, seed=0)
     ds = read_images(root, size=16, engine="local")
     return ds.X, ds.y
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _all_interfaces():
+    """These tests start TensorFlow's servers on this machine's loopback workers: asked for."""
+    with dask.config.set({"dasktrain.tf.all-interfaces": True}):
+        yield
 
 
 def _where_am_i():
@@ -142,6 +150,10 @@ def test_a_peer_that_left_early_is_an_error_within_the_collective_timeout(client
 
 
 def test_arguments_are_checked(client):
+    # TensorFlow's server listens on all interfaces: only when asked.
+    with dask.config.set({"dasktrain.tf.all-interfaces": False}):
+        with pytest.raises(ValidationError, match="all network interfaces.*all_interfaces=True"):
+            dtf.run(_where_am_i, client=client)
     with pytest.raises(ValidationError, match="collective_timeout"):
         dtf.run(_where_am_i, client=client, collective_timeout=0)
     with pytest.raises(ValidationError, match="train_fn"):

@@ -26,6 +26,21 @@ __all__ = ["run", "run_local"]
 DEFAULT_COLLECTIVE_TIMEOUT = 60.0
 
 
+def check_all_interfaces(all_interfaces=None):
+    """Refuse to start TensorFlow's servers unless the user accepted where they listen."""
+    if all_interfaces is None:
+        all_interfaces = _config.get("tf.all-interfaces")
+    if all_interfaces is not True:
+        raise ValidationError(
+            "dasktrain.tf.run starts TensorFlow's gRPC server on every worker, and it listens "
+            "on all network interfaces of the worker's host (TensorFlow takes a port, not an "
+            "address); dasktrain opens no such port unasked. On a network you trust pass "
+            "all_interfaces=True (or set the Dask config dasktrain.tf.all-interfaces: true); "
+            "otherwise train the Keras model on the torch backend with dasktrain.ddp.run "
+            "(dasktrain.ddp.recipes_keras), whose ports bind one address."
+        )
+
+
 def _check_collective_timeout(value):
     if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
         raise ValidationError(f"collective_timeout={value!r} must be a positive number of seconds.")
@@ -42,6 +57,7 @@ def run(
     env=None,
     port_range=None,
     collective_timeout=DEFAULT_COLLECTIVE_TIMEOUT,
+    all_interfaces=None,
     **kwargs,
 ) -> DDPResult:
     """Run ``train_fn(*args, **kwargs)`` on Dask workers under TensorFlow's multi-worker strategy.
@@ -71,6 +87,11 @@ def run(
     collective_timeout : float
         Seconds a collective waits for its peers before it raises
         ``DeadlineExceededError``: a peer that died or left early is an error, not a hang.
+    all_interfaces : bool, optional
+        TensorFlow's gRPC server listens on every network interface of each worker's host
+        (TensorFlow takes a port, not an address), which dasktrain never does unasked: pass
+        True (or set ``dasktrain.tf.all-interfaces``, the default for None) on a network
+        you trust. False refuses to start.
 
     Returns
     -------
@@ -82,7 +103,7 @@ def run(
     DDPError
         When a rank fails, its worker leaves, or ``timeout`` passes, and no restart is left.
     ValidationError
-        For a bad argument.
+        For a bad argument, or ``all_interfaces`` not given.
 
     See Also
     --------
@@ -93,8 +114,9 @@ def run(
     -----
     TensorFlow's gRPC server listens on all interfaces of each worker's host (it takes a port,
     not an address); the rendezvous, like the DDP launcher's, listens on the rank-0 worker's
-    address only. Run it on a network you trust.
+    address only. Run it on a network you trust (``all_interfaces=True``).
     """
+    check_all_interfaces(all_interfaces)
     timeout = _config.get("ddp.timeout") if timeout is None else timeout
     port_range = _config.get("ddp.port-range") if port_range is None else port_range
     _launcher._check_args("gloo", timeout, max_restarts, workers, port_range, env)

@@ -21,6 +21,7 @@ import math
 import numpy as np
 
 from .._dask import scheduler_workers, to_cluster
+from ..exceptions import Unavailable, ValidationError
 from .settings import current
 
 __all__ = ["w_ddp_cnn", "w_keras_cnn", "w_tf_cnn"]
@@ -96,6 +97,12 @@ def w_tf_cnn(inputs, engine, client) -> dict:
     Xtr, Xte, ytr, yte = inputs.image_split
     kw = dict(_recipe(), X_val=Xte, y_val=yte)
     if engine == "dask":
+        from ..ddp.tf_launcher import check_all_interfaces
+
+        try:
+            check_all_interfaces()
+        except ValidationError as exc:  # not asked for: the row says why, nothing listens
+            raise Unavailable(str(exc)) from None
         result = dtf.run(train_cnn, Xtr, ytr, client=client, **kw)
     else:
         result = dtf.run_local(train_cnn, Xtr, ytr, **kw)
