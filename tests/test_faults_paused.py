@@ -163,7 +163,12 @@ def test_restart_when_asked_lets_the_work_finish(pc, caplog):
         del fut
     _wait_status(pc, "running")
     # The nanny copied the workers' allocator variables into this process's environment to
-    # restart them: put back (later clusters and subprocesses would inherit them).
+    # restart them: put back (later clusters and subprocesses would inherit them) once its
+    # spawn returns, which can be a moment after the scheduler sees the new worker running
+    # (asserted at once, the test failed 3 times in 5, on the last landed main too).
+    deadline = time.monotonic() + 10
+    while _malloc_environ() != before and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert _malloc_environ() == before
 
 

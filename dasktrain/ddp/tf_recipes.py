@@ -165,6 +165,10 @@ def train_cnn(
         opt = Adam(net.variables, lr, epochs * steps)
         history, first = _resume(net, opt, info)
     step = _train_step(tf, strategy, net, opt, batch_size)
+    # The shuffle's order comes from the op seed and TensorFlow's global seed: set here, so
+    # that a twin in a process where something else set it (Keras' set_random_seed, an
+    # earlier model) draws the same order as the fresh worker processes.
+    tf.random.set_seed(seed)
     batches = strategy.experimental_distribute_dataset(_dataset(tf, X, y, batch_size, seed))
     train_time, train_start = 0.0, time.time()
     for epoch in range(first, epochs):
