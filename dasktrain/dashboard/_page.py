@@ -26,7 +26,9 @@ _RECORD_KEYS = ("rank", "time", "attempt", "epoch", "step", "job", "kind")
 
 
 def _host(address):
-    return address.split("://")[-1].rsplit(":", 1)[0] if address else ""
+    from distributed.comm import get_address_host
+
+    return get_address_host(address) if address else ""
 
 
 def _num(v):

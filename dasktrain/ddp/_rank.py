@@ -107,6 +107,16 @@ def _write_result(path, payload):
     os.replace(tmp, path)
 
 
+def _report_error(result_path, exc):
+    """After ``train_fn`` raised: its traceback on stderr, then the error as the result."""
+    traceback.print_exc()
+    _flush()
+    try:
+        _write_result(result_path, (RankStatus.ERROR, _error_info(exc)))
+    except Exception:
+        traceback.print_exc()
+
+
 def _error_info(exc):
     """The RankError of ``exc``, keeping the exception itself when it pickles."""
     import cloudpickle
@@ -197,12 +207,7 @@ def _run(payload_path, result_path, rank, world_size, backend, *, join=True, lea
         failed = False
         return 0
     except BaseException as exc:  # noqa: BLE001 - report everything, including SystemExit
-        traceback.print_exc()
-        _flush()
-        try:
-            _write_result(result_path, (RankStatus.ERROR, _error_info(exc)))
-        except Exception:
-            traceback.print_exc()
+        _report_error(result_path, exc)
         return 1
     finally:
         if leave or failed:

@@ -31,9 +31,9 @@ from dasktrain.ddp import _env
 from dasktrain.ddp._env import EXIT_PORT_IN_USE
 from dasktrain.ddp._rank import (
     _enter_workdir,
-    _error_info,
     _flush,
     _port_in_use,
+    _report_error,
     _watch_parent,
     _write_result,
 )
@@ -147,14 +147,7 @@ def _run(payload_path, result_path, rank, world_size):
         _write_result(result_path, (RankStatus.OK, value))
         return 0
     except BaseException as exc:  # noqa: BLE001 - report everything, including SystemExit
-        import traceback
-
-        traceback.print_exc()
-        _flush()
-        try:
-            _write_result(result_path, (RankStatus.ERROR, _error_info(exc)))
-        except Exception:
-            traceback.print_exc()
+        _report_error(result_path, exc)
         return 1
 
 

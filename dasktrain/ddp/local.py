@@ -74,6 +74,11 @@ def run_local(train_fn, *args, checkpoint_dir=None, datasets=None, **kwargs) -> 
     finally:
         _helpers._local.ctx = None
         ctx.source.close()  # a shard's next epoch, asked for early, is never read now
+    return local_result(value, ctx)
+
+
+def local_result(value, ctx) -> DDPResult:
+    """The :class:`DDPResult` of a local twin: rank 0 of one, its records, one attempt."""
     history = [dict(r, attempt=0) for r in ctx.history]
     logs = {
         0: {

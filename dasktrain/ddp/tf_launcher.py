@@ -16,8 +16,9 @@ from .._dask import get_client
 from ..exceptions import DDPError, ValidationError
 from . import helpers as _ddp_helpers
 from . import launcher as _launcher
-from ._records import DDPResult, RankStatus
+from ._records import DDPResult
 from ._tf_env import ENV_COLLECTIVE_TIMEOUT, ENV_KEY
+from .local import local_result
 from .tf_context import refuse_fit
 
 __all__ = ["run", "run_local"]
@@ -186,15 +187,4 @@ def run_local(train_fn, *args, checkpoint_dir=None, **kwargs) -> DDPResult:
             value = train_fn(*args, **kwargs)
     finally:
         _ddp_helpers._local.ctx = None
-    logs = {
-        0: {
-            "worker": None,
-            "host": "localhost",
-            "returncode": 0,
-            "stdout": None,
-            "stderr": None,
-            "status": RankStatus.OK,
-        }
-    }
-    history = [dict(r, attempt=0) for r in ctx.history]
-    return DDPResult({0: value}, logs=logs, history=history, attempts=1)
+    return local_result(value, ctx)
