@@ -44,7 +44,7 @@ from benchmarks._common import start_cluster, stop_cluster
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 GIB = 2**30
-RECIPE = dict(model="smallcnn", epochs=8, batch_size=16, lr=1e-2, seed=0)  # ddp_cnn's
+RECIPE = dict(model="smallcnn", epochs=12, batch_size=16, lr=1e-2, seed=0)  # ddp_cnn's
 
 
 def _train_measured(*args, **kw):

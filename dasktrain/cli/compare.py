@@ -391,7 +391,7 @@ def add_comparison_arguments(p, *, demo=False) -> None:
     )
     what.add_argument("--backbone", default="smallcnn", help="CNN trunk of the features step")
     what.add_argument(
-        "--epochs", type=int, default=None, help="epochs of ddp_cnn (default: 8; 1 small)"
+        "--epochs", type=int, default=None, help="epochs of ddp_cnn (default: 12; 1 small)"
     )
     what.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up runs")
     what.add_argument(

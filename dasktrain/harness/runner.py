@@ -381,7 +381,7 @@ def compare(
         ``backbone`` ("smallcnn"), ``batch_size`` (64), ``model_features`` ("auto": the model
         workloads' features come from the CNN ``backbone`` when torch is installed, from HOG
         otherwise; or "cnn", "hog"), ``n_estimators`` (50), ``cv`` (3), ``mlp_max_iter``
-        (200), ``ddp_model`` ("smallcnn"), ``epochs`` (8), ``ddp_batch_size`` (16),
+        (200), ``ddp_model`` ("smallcnn"), ``epochs`` (12), ``ddp_batch_size`` (16),
         ``ddp_lr`` (0.01). Another key raises ``WorkloadError`` before anything runs.
     n_per_class : int
         Images per class of the built-in data set when ``data`` is None.

@@ -67,8 +67,9 @@ class WorkloadOptions:
     ddp_model : str
         Network ``ddp_cnn`` trains (``train_classifier``'s ``model``).
     epochs : int
-        Epochs of ``ddp_cnn``: 8, what its recipe was set up with (>= 0.85 test accuracy on
-        the built-in data set).
+        Epochs of ``ddp_cnn``: 12, where its recipe reaches >= 0.85 test accuracy on the
+        built-in data set whatever the seed and the placement of the chunks (at 8, 2 seeds
+        in 40 and 2 chunk orders in 30 ended at 0.79-0.85).
     ddp_batch_size : int
         Global batch of ``ddp_cnn`` (the same optimiser steps on every setup).
     ddp_lr : float
@@ -83,7 +84,7 @@ class WorkloadOptions:
     cv: int = 3
     mlp_max_iter: int = 200
     ddp_model: str = "smallcnn"
-    epochs: int = 8
+    epochs: int = 12
     ddp_batch_size: int = 16
     ddp_lr: float = 1e-2
 
