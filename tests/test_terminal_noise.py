@@ -136,5 +136,12 @@ def test_keras_on_dask_prints_no_tensorflow_banner(tmp_path):
     # and twice from every worker.
     proc = _run(tmp_path, KERAS)
     assert "=== features (8, 512)" in proc.stdout
-    lines = [ln for ln in proc.stdout.splitlines() if not ln.startswith("=== ")]
+    # A loaded machine may keep a TensorFlow worker past the nanny's 4 s at close
+    # ("Worker process still alive after 4.0 seconds, killing"): distributed's shutdown,
+    # which plain TensorFlow on a LocalCluster prints too, not a banner (1 full suite in 3).
+    lines = [
+        ln
+        for ln in proc.stdout.splitlines()
+        if not ln.startswith("=== ") and "Worker process still alive after" not in ln
+    ]
     assert lines == [], "\n".join(lines)
