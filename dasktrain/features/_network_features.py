@@ -117,8 +117,8 @@ class NetworkFeatures(BaseImageFeatures):
     and ``_probe`` (its output width for an image size).
     """
 
-    _framework = None
-    _pools = POOLS
+    _framework: str | None = None  # "torch", "keras": what a ModelSpec names
+    _pools: tuple[str, ...] = POOLS
     #: the kind of file ``weights=`` takes, for the messages
     _weights_file = "a weights file"
     #: what the too-small-image message suggests besides resizing

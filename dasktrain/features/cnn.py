@@ -29,7 +29,7 @@ __all__ = ["CNNFeatures"]
 DEVICES = ("auto", "cpu", "cuda")
 
 # (backbone, absolute path, (size, mtime_ns)) of weights files already checked in this process
-_CHECKED_FILES = set()
+_CHECKED_FILES: set[tuple[str, str, tuple[int, int]]] = set()
 
 
 # -- per-process model -------------------------------------------------------------------------
