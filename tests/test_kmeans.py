@@ -216,7 +216,7 @@ def test_a_pass_in_sklearns_kernel_gives_the_sums_of_the_slow_way(dtype, weighte
     # One Lloyd pass over a block: scikit-learn's kernel (labels and sums together) against
     # the labels and one-hot sums it replaced; a block where a cluster has no member takes
     # the slow way (the kernel would move that center to a far point).
-    from dasktrain.models import _kmeans_dask as kd
+    from dasktrain.models import _kmeans_blocks as kd
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(25_000, 20)).astype(dtype)
@@ -232,7 +232,7 @@ def test_a_pass_in_sklearns_kernel_gives_the_sums_of_the_slow_way(dtype, weighte
     np.testing.assert_allclose(fused[0], slow_sums, rtol=rtol, atol=rtol * np.abs(slow_sums).max())
     far = np.vstack([C[:7], np.full((1, 20), 1e6)])  # nothing is nearest to it
     assert kd._lloyd_sklearn(X, w, far) is None
-    sums, counts, _ = kd._assign_block(X, w, block_index=0, row_offset=0, C=far)
+    sums, counts, _ = kd.assign_block(X, w, block_index=0, row_offset=0, C=far)
     assert (
         counts[7] == 0
         and np.all(sums[7] == 0)

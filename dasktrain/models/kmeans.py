@@ -54,6 +54,7 @@ from .._validation import (
 from ..exceptions import ValidationError
 from . import _kmeans_dask as lloyd_dask
 from ._base import computed_X, fit_X, is_dask_frame, strip_client_state, validate_fitted_X
+from ._kmeans_blocks import Centers, inertia_block
 from ._output import LazySetOutputMixin, apply_blockwise, dask_columns, wrap_numpy
 
 if TYPE_CHECKING:
@@ -427,7 +428,7 @@ class KMeans(
         check_is_fitted(self)
         X_in, dask_in = X, is_dask_collection(X)
         X = validate_fitted_X(self, X, allow_nan=dask_in, lengths=False)
-        centers = lloyd_dask.Centers(np.asarray(self.cluster_centers_, dtype=np.float64))
+        centers = Centers(np.asarray(self.cluster_centers_, dtype=np.float64))
         transform = method == "transform"
         if dask_in:
             return apply_blockwise(
@@ -457,10 +458,10 @@ class KMeans(
         if not is_dask_collection(X) and not is_dask_collection(w):
             if self._sk is not None:
                 return float(self._sk.score(X, sample_weight=w))
-            return -float(lloyd_dask.inertia_block(X, w, C)[0])
+            return -float(inertia_block(X, w, C)[0])
         Xd, wd = align_rows(row_chunked(X), w, names=["X", "sample_weight"])
         parts = map_row_blocks(
-            lloyd_dask.inertia_block,
+            inertia_block,
             Xd,
             wd,
             name="kmeans-score",
