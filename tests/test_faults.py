@@ -270,6 +270,34 @@ def test_eager_feature_extraction_survives_a_killed_worker(fault_client, images,
     _assert_recovered(client)
 
 
+def _slow_sum(piece):
+    time.sleep(0.2)
+    return float(piece.sum())
+
+
+def test_a_piece_lost_more_often_than_allowed_fails_naming_it(fault_client):
+    # The restart budget of map_scattered (Restarts, shared with the DDP job and the XGBoost
+    # fit): with no resubmit allowed, the first piece lost with the killed worker is final.
+    from dasktrain._dask import map_scattered
+    from dasktrain.exceptions import WorkerLostError
+
+    client = fault_client
+    pieces = [np.full(10, i, dtype=np.float64) for i in range(40)]
+    killer = Killer(client, tasks_in_flight("restarts-piece"))
+    with pytest.raises(
+        WorkerLostError, match=r"piece \d+ of the images .* lost with a worker 1 times"
+    ):
+        map_scattered(client, _slow_sum, pieces, name="restarts-piece", max_resubmits=0)
+    assert killer.check() < RECOVERY_S
+    _assert_recovered(client)
+    # and with the default budget the same loss costs time, not the result
+    killer = Killer(client, tasks_in_flight("restarts-again"))
+    out = map_scattered(client, _slow_sum, pieces, name="restarts-again")
+    assert killer.check() < RECOVERY_S
+    assert out == [10.0 * i for i in range(40)]
+    _assert_recovered(client)
+
+
 def test_eager_feature_extraction_without_workers_fails_clearly():
     # Regression: TypeError "float + str": the connect timeout "30s" reached client.scatter as
     # a string, so the intended WorkerLostError never fired.

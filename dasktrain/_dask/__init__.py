@@ -37,6 +37,9 @@ wait, never forever on paused workers  :func:`wait_for`, :func:`gather`, :func:`
                                        guard around a call we do not own: xgboost.dask,
                                        dask-ml, a workload), :class:`StallWatch` (a wait
                                        loop of its own) (:mod:`.waits`, :mod:`.paused`)
+start again after a failure            :class:`~.restarts.Restarts` (the attempt, what
+                                       failed, what each restart resumed from: the DDP
+                                       job, the XGBoost fit, scatter's pieces)
 the futures a call made                :func:`future_keys`, :func:`cancel_keys`,
                                        :func:`busy_with_cancelled` (still holding a thread)
 what a step did outside tasks          :func:`reporting`, :func:`report` (a step says what

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from concurrent.futures import CancelledError
 
 from .client import connect_timeout, scheduler_workers
 from .keys import task_keys
+from .restarts import Restarts
 from .waits import scatter_data, wait_for
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["map_scattered"]
 
@@ -19,9 +17,12 @@ class _Pieces:
 
     def __init__(self, client, func, pieces, name, max_resubmits, args=()):
         self.client, self.func, self.pieces, self.args = client, func, pieces, tuple(args)
-        self.max_resubmits = max_resubmits
         self.timeout = connect_timeout()
-        self.lost = [0] * len(pieces)
+        # Each piece has its own budget: a piece lost again and again means a worker that
+        # keeps dying on it, while others lost once each are the cluster shrinking.
+        self.restarts = [
+            Restarts(f"piece {i} of the images", max_resubmits) for i in range(len(pieces))
+        ]
         self.keys = task_keys(name, len(pieces))
 
     def scatter(self, items):
@@ -49,17 +50,14 @@ class _Pieces:
         """A new future for piece ``i``, lost with a worker; raise once it was lost too often."""
         from ..exceptions import WorkerLostError
 
-        self.lost[i] += 1
-        if self.lost[i] > self.max_resubmits:
+        restarts = self.restarts[i]
+        if not restarts.failed(f"lost with a worker ({exc}); sending it again"):
             raise WorkerLostError(
                 f"piece {i} of the images ({len(self.pieces[i])} images) was lost with a "
-                f"worker {self.lost[i]} times ({exc}); the cluster keeps losing workers. "
+                f"worker {restarts.attempts} times ({exc}); the cluster keeps losing workers. "
                 "Check the workers' logs (memory limit?) and try again."
             ) from exc
-        logger.warning(
-            "piece %d of the images was lost with a worker (%s); sending it again", i, exc
-        )
-        key = f"{self.keys[i]}-resent{self.lost[i]}"
+        key = f"{self.keys[i]}-resent{restarts.restarts}"
         piece = self.scatter([self.pieces[i]])[0]
         return self.client.submit(self.func, piece, *self.args, key=key, pure=False)
 

@@ -9,7 +9,6 @@ last checkpoint when ``checkpoint_dir`` is set (like the DDP launcher's ``max_re
 from __future__ import annotations
 
 import functools
-import logging
 import uuid
 
 from .._compat import import_optional
@@ -23,11 +22,10 @@ from .._dask import (
     scheduler_host,
     watching,
 )
+from .._dask.restarts import Restarts
 from .._validation import is_dask_collection
 from ..exceptions import WorkerLostError
 from ._base import check_no_inf
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["fit_dask", "predict_dask"]
 
@@ -43,6 +41,8 @@ def fit_dask(est, X, y, evals, w, params, xgb_model=None):
     client = get_client(est.client, what=f"{type(est).__name__}(engine='dask')")
     total = params["n_estimators"]
     start, done = xgb_model, 0
+    restarts = Restarts(f"{type(est).__name__}.fit", est.max_restarts)
+    est.failures_ = restarts.failures
     while True:
         # Persisted again on every attempt: blocks lost with a worker are recomputed and
         # spread over the workers alive now (xgboost.dask trains only where data lives).
@@ -56,7 +56,7 @@ def fit_dask(est, X, y, evals, w, params, xgb_model=None):
             lost = watch.lost(wait=2.0)
             if not lost:
                 raise
-            path, rounds = _after_loss(est, lost, exc, total)
+            path, rounds = _after_loss(est, restarts, lost, exc, total)
             start, done = (xgboost.Booster(model_file=path), rounds) if path else (xgb_model, 0)
             if done >= total:  # the last round was saved before the loss: nothing to do
                 model = _Trained(start)
@@ -133,20 +133,20 @@ def _fit_once(model, data, start, verbose=False):
     model.fit(Xd, yd, sample_weight=wd, eval_set=evals_d or None, verbose=verbose, xgb_model=start)
 
 
-def _after_loss(est, lost, exc, total):
+def _after_loss(est, restarts, lost, exc, total):
     """Record a loss; raise WorkerLostError when no restart is left, else count the restart.
 
-    Returns ``(path, rounds)`` of the last checkpoint of this fit (``(None, 0)`` if none).
+    Returns ``(path, rounds)`` of the last checkpoint of this fit (``(None, 0)`` if none),
+    what the restart resumes from.
     """
     path, rounds = est._latest_checkpoint()
     est.last_checkpoint_ = path
-    est.failures_.append(_lost_message(lost, exc, path, rounds, total))
-    if est.restarts_ >= est.max_restarts:
+    message = _lost_message(lost, exc, path, rounds, total)
+    if not restarts.failed(message, resume=path):
         raise WorkerLostError(
-            est.failures_[-1] + _resume_hint(type(est).__name__, path, rounds, total)
+            message + _resume_hint(type(est).__name__, path, rounds, total)
         ) from exc
-    est.restarts_ += 1
-    logger.warning("%s; restart %d of %d", est.failures_[-1], est.restarts_, est.max_restarts)
+    est.restarts_ = restarts.restarts
     return path, rounds
 
 
