@@ -52,7 +52,8 @@ from ._errors import MAX_NAMED as MAX_NAMED
 from ._imageset import ImageSet
 from ._listing import IMAGE_EXTENSIONS, list_images
 from ._read import list_checked as list_checked
-from ._read import read_images, scan_images
+from ._read import read_images
+from ._scan import scan_images
 
 __all__ = [
     "read_images",

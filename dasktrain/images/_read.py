@@ -1,24 +1,19 @@
-"""read_images and scan_images: the entry points, decided once for both engines."""
+"""read_images: list, check and decode an image folder, decided once for both engines."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import numbers
-import os
-from collections import Counter
 
 import numpy as np
 
-from .. import _config
 from .._dask import compute_all, maybe_client, split_rows
-from .._threads import check_n_threads
-from .._validation import check_engine, check_fits_in_memory, check_positive_int
-from ..exceptions import RemoteTimeoutError, ValidationError
-from ._decode import COLORS, check_block, decode_image, decode_many, mtime, probe_all, read_block
-from ._errors import check_any_left, read_error, reason, unlisted_error, warn_skipped
+from .._validation import check_fits_in_memory
+from ._decode import COLORS, check_block, decode_many, mtime, probe_all, read_block
+from ._errors import check_any_left, read_error, unlisted_error, warn_skipped
 from ._imageset import ImageSet
 from ._listing import check_classes, select
+from ._options import check_options, check_shuffle
 from ._remote import check_workers_see
 from ._workers import (
     check_exists_here,
@@ -30,76 +25,7 @@ from ._workers import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["read_images", "scan_images", "list_checked"]
-
-ERRORS = ("raise", "skip")
-
-
-def _check_size(size):
-    """Return ``(height, width)`` from an int or a pair of positive ints."""
-    given = size
-    if isinstance(size, numbers.Integral) and not isinstance(size, bool):
-        size = (size, size)
-    try:
-        h, w = size
-        ok = all(
-            isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in (h, w)
-        )
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValidationError(
-            f"size={given!r} must be a positive int or a (height, width) pair of positive ints, "
-            "for example size=(128, 128)."
-        )
-    return int(h), int(w)
-
-
-def _check_color(color):
-    """``color`` if it is ``"gray"`` or ``"rgb"``."""
-    if not isinstance(color, str) or color not in COLORS:
-        raise ValidationError(
-            f"color={color!r} is not supported; use one of {', '.join(map(repr, COLORS))}."
-        )
-    return color
-
-
-def _check_chunk_size(chunk_size):
-    """``chunk_size``, or the ``dasktrain.images.chunk-size`` setting when None."""
-    if chunk_size is None:
-        chunk_size = _config.get("images.chunk-size", 256)
-    return check_positive_int(chunk_size, "chunk_size")
-
-
-def _check_shuffle(shuffle):
-    """The seed of ``shuffle`` (None: keep the listing's order)."""
-    if shuffle is False or shuffle is None:
-        return None
-    if shuffle is True:
-        return 0
-    if isinstance(shuffle, numbers.Integral) and shuffle >= 0:
-        return int(shuffle)
-    raise ValidationError(f"shuffle={shuffle!r} must be False, True or a seed (an integer >= 0).")
-
-
-def _check_storage_options(storage_options):
-    """``storage_options`` if it is None or a dict (of fsspec filesystem arguments)."""
-    if storage_options is not None and not isinstance(storage_options, dict):
-        raise ValidationError(
-            f"storage_options={storage_options!r} must be a dict of fsspec filesystem "
-            'arguments, for example {"anon": True} or {"endpoint_url": "http://127.0.0.1:9000"}.'
-        )
-    return storage_options
-
-
-def _check_errors(errors):
-    """``errors`` if it is ``"raise"`` or ``"skip"``."""
-    if not isinstance(errors, str) or errors not in ERRORS:
-        raise ValidationError(
-            f"errors={errors!r} is not supported; use 'raise' (stop on the first unreadable "
-            "files) or 'skip' (leave them out and list them in ImageSet.skipped)."
-        )
-    return errors
+__all__ = ["read_images", "list_checked"]
 
 
 def read_images(
@@ -216,17 +142,17 @@ def read_images(
     >>> ds.X.chunks[0]  # doctest: +SKIP
     (12,)
     """
-    opts = _Options(
-        size=_check_size(size),
-        color=_check_color(color),
-        errors=_check_errors(errors),
-        chunk_size=_check_chunk_size(chunk_size),
-        engine=check_engine(engine, allowed=("local", "dask")),
-        storage_options=_check_storage_options(storage_options),
-        n_threads=check_n_threads(n_threads),
+    opts = check_options(
+        size=size,
+        color=color,
+        errors=errors,
+        chunk_size=chunk_size,
+        engine=engine,
+        storage_options=storage_options,
+        n_threads=n_threads,
     )
     files_on = check_files_on(files_on, engine)
-    seed = _check_shuffle(shuffle)
+    seed = check_shuffle(shuffle)
     found = _list(path, check_classes(classes), files_on, opts)
     if seed is not None:
         found.permute(seed)
@@ -248,19 +174,6 @@ def read_images(
     )
     logger.info("read_images: %r", result)
     return result
-
-
-@dataclasses.dataclass(frozen=True)
-class _Options:
-    """The checked arguments of one read_images call."""
-
-    size: tuple
-    color: str
-    errors: str
-    chunk_size: int
-    engine: str
-    storage_options: dict | None = None
-    n_threads: int = 1
 
 
 @dataclasses.dataclass
@@ -447,50 +360,3 @@ def _lazy_arrays(paths, y, size, color, chunk_size, mtimes=None, storage_options
         name=f"read-images-{token}",
     )
     return X, da.from_array(y, chunks=(P.chunks[0],), name=f"image-labels-{token}")
-
-
-def scan_images(path, *, classes=None, decode=False) -> dict:
-    """Summarise a folder without decoding pixels: counts, unreadable files, sizes and modes.
-
-    Parameters
-    ----------
-    path : str, os.PathLike, list of (path, label) pairs, or DataFrame
-        As for :func:`read_images`.
-    classes : list of str, optional
-        As for :func:`read_images`.
-    decode : bool
-        Also decode every file (slower; finds truncated files whose header is fine).
-
-    Returns
-    -------
-    dict
-        ``counts`` ({class: readable images}), ``unreadable`` ([(path, reason)]), ``formats``,
-        ``modes`` and ``sizes`` (Counters of ``format``, ``mode`` and ``(width, height)``).
-    """
-    paths, y, classes, unlisted = select(path, check_classes(classes))
-    info, bad = probe_all(paths)
-    if decode:
-        # Headers can be fine while the pixels are not (a truncated download): decode all.
-        header_bad = {p for p, _ in bad}
-        for i, p in enumerate(paths):
-            if p in header_bad:
-                continue
-            try:
-                decode_image(p, (8, 8), "gray")
-            except RemoteTimeoutError:
-                raise  # a stalled store, not a bad file
-            except Exception as exc:  # noqa: BLE001 - reported to the caller
-                bad.append((p, reason(exc)))
-                info[i] = None
-    ok = np.array([i is not None for i in info], dtype=bool)
-    n = np.bincount(y[ok], minlength=len(classes)) if len(y) else np.zeros(len(classes), int)
-    good = [i for i in info if i is not None]
-    return {
-        "root": os.fspath(path) if isinstance(path, (str, os.PathLike)) else None,
-        "classes": classes,
-        "counts": {c: int(k) for c, k in zip(classes, n)},
-        "unreadable": unlisted + bad,
-        "formats": Counter(f for f, _, _ in good),
-        "modes": Counter(m for _, m, _ in good),
-        "sizes": Counter(s for _, _, s in good),
-    }
