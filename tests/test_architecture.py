@@ -66,6 +66,7 @@ ALLOWED = {
 LAYERS = {
     "harness": [
         {"runner"},
+        {"comparison"},
         {"timing", "live"},
         {"plan", "results"},
         {"setups", "spark_workloads", "report", "text"},

@@ -14,21 +14,23 @@ layers below its own (``tests/test_architecture.py`` checks it; a result reaches
 below as an argument, never as an import):
 
 1. ``runner``
-   :func:`compare`: prepares the inputs of each size, warms up, runs the timed repeats
-   interleaved (A B A B) and keeps each record as it finishes.
-2. ``live``, ``timing``
+   :func:`compare`: every option checked, the setups opened, the machine quiet.
+2. ``comparison``
+   One comparison while it runs: prepares the inputs of each size, warms up, runs the timed
+   repeats interleaved (A B A B) and keeps each record as it finishes.
+3. ``live``, ``timing``
    One timed run: thread limits for the local engine, the time limit, the record; an
    ``OptionalDependencyError`` or ``Unavailable`` becomes an ``unavailable`` row. The grid
    of runs and the verdicts told to the ``/dasktrain`` dashboard page as they happen, and
    the events each run keeps for the report.
-3. ``plan``, ``results``
+4. ``plan``, ``results``
    Every option of :func:`compare`, checked before anything is measured; :class:`RunRecord`
    and :class:`Results`, which build their tables, verdicts and report on first use.
-4. ``report``, ``setups``, ``spark_workloads``, ``text``
+5. ``report``, ``setups``, ``spark_workloads``, ``text``
    Results -> HTML (bokeh, inline) in reading order; the setups (the local engine, the
    clusters connected or started) opened and closed; the Spark twins of the workloads; the
    text a terminal shows.
-5. ``analysis``, ``answer``, ``curves``, ``machine``, ``monitor``, ``records``,
+6. ``analysis``, ``answer``, ``curves``, ``machine``, ``monitor``, ``records``,
    ``run_curves``, ``spark_setup``, ``verdicts``, ``workloads``
    Strong scaling, the setups side by side and the whole cost; the answer's first lines and
    paragraph; the report's curves, and the DDP ranks' and fits' curves from inside the runs;
@@ -36,14 +38,14 @@ below as an argument, never as an import):
    marked); :class:`ResourceMonitor`; :class:`RunRecord` (what one run measured) and the
    ``runs`` table made of them; the Spark session of a comparison; the verdicts (only what
    was measured); the built-in workloads and :class:`Workload`.
-6. ``_sources``, ``ddp_workloads``, ``figures``, ``inputs``, ``output``, ``progress``,
+7. ``_sources``, ``ddp_workloads``, ``figures``, ``inputs``, ``output``, ``progress``,
    ``quiet``, ``tables``
    The monitor's readers (psutil process tree, Dask worker monitors, RAPL/NVML energy); the
    workloads trained by a launcher (``ddp_cnn``, ``keras_cnn``, ``tf_cnn``); the report's
    figures; the data shared by the workloads of one size, prepared outside every timing; the
    output folder, written atomically; the progress bar or callback; library noise to a log
    file; the medians, ranges, speedup, efficiency and cost at every size.
-7. ``breakdown``, ``settings``
+8. ``breakdown``, ``settings``
    Each dask run in its ``distributed.span`` and its time split from the task stream
    (:func:`phase` marks a workload's own data transfer or compute); the typed settings,
    every default written once: ``WorkloadOptions`` (``options=``) and ``CostSettings``
