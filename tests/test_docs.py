@@ -45,7 +45,7 @@ API_MODULES = [
     "dasktrain.tf",
     "dasktrain.tf.recipes",
     "dasktrain.harness",
-    "dasktrain.harness.report",
+    "dasktrain.harness.report.page",
     "dasktrain.exceptions",
     "dasktrain.testing",
 ]

@@ -3,7 +3,7 @@
 :func:`~dasktrain.harness.compare` checks the options and opens the setups; a
 :class:`Comparison` then does the measuring: it prepares the inputs of each data size, warms up,
 runs the timed repeats interleaved over the setups (A B C A B C, so that drift on the machine
-hits every setup alike; :func:`~dasktrain.harness.timing.run_once` times each), keeps each
+hits every setup alike; :func:`~dasktrain.harness.run.timing.run_once` times each), keeps each
 record as it finishes (in ``out/runs.jsonl`` too), and builds the :class:`Results`.
 """
 
@@ -18,16 +18,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from .._compat import cpu_count, gpu_count
-from .._dask.events import recording
-from .breakdown import performance_report, span_metrics
-from .inputs import Inputs
+from ..._compat import cpu_count, gpu_count
+from ..._dask.events import recording
+from ..measure.breakdown import performance_report, span_metrics
+from ..measure.records import RunRecord
+from ..report.output import RunLog
+from ..report.shown import Results
+from ..settings import RunContext, using
+from ..workloads.inputs import Inputs
 from .live import LiveGrid, kept_events
-from .output import RunLog
 from .progress import Progress
-from .records import RunRecord
-from .results import Results
-from .settings import RunContext, using
 from .setups import versions
 from .timing import limited, run_once
 
@@ -206,7 +206,7 @@ class Comparison:
         """The user's data, or the built-in data set built in ``tmp``."""
         if data is not None:
             return data
-        from ..datasets import make_xray_like
+        from ...datasets import make_xray_like
 
         return make_xray_like(
             tmp / "data",

@@ -18,13 +18,13 @@ from __future__ import annotations
 import contextlib
 import uuid
 
+from ..measure.machine import MachineWatch, wait_for_quiet
+from ..report.shown import Results
+from ..workloads.builtin import resolve_workloads
 from .comparison import Comparison
-from .machine import MachineWatch, wait_for_quiet
 from .plan import DEFAULT_ENGINES, check_data, make_plan
 from .quiet import QuietOutput, quiet_clusters
-from .results import Results
 from .setups import close_setups, open_setups
-from .workloads import resolve_workloads
 
 __all__ = ["compare"]
 
@@ -147,14 +147,14 @@ def compare(
     log : str or Path, optional
         Send what the libraries warn, log and print during the comparison (in this process
         and in the workers of the clusters started here) to this file instead of the
-        terminal; dasktrain's own warnings still show (see :mod:`dasktrain.harness.quiet`).
+        terminal; dasktrain's own warnings still show (see :mod:`dasktrain.harness.run.quiet`).
     allow_busy : bool, optional
         Measure on a busy machine and give verdicts from busy runs (the warning then heads the
         answer). By default (``dasktrain.compare.allow-busy``, False) a machine on which other
         programs use more than half a core is waited for, up to ``quiet_wait``, then refused
         (``BusyMachineError``, before anything is measured), and a workload with busy runs
         gets "no verdict". Busy runs are marked in every table either way
-        (:mod:`dasktrain.harness.machine`).
+        (:mod:`dasktrain.harness.measure.machine`).
     quiet_wait : float, optional
         Seconds to wait before the first run for a busy machine to calm down
         (``dasktrain.compare.quiet-wait``, 60 s).
