@@ -45,6 +45,7 @@ API_MODULES = [
     "dasktrain.tf",
     "dasktrain.tf.recipes",
     "dasktrain.harness",
+    "dasktrain.harness.results.outcome",
     "dasktrain.harness.report.page",
     "dasktrain.exceptions",
     "dasktrain.testing",

@@ -7,7 +7,7 @@ programs at the lowest CPU priority turned a 2-process ceiling of 1.5-1.75x into
 runs (:class:`MachineWatch`), and
 
 * before the first run (:func:`wait_for_quiet`) looks for a second; while others use more
-  than half a core (:data:`BUSY_CPU_PERCENT`) it waits, up to
+  than half a core (``BUSY_CPU_PERCENT``) it waits, up to
   ``quiet_wait`` seconds, for them to stop. If they do not, it refuses to measure
   (:class:`~dasktrain.exceptions.BusyMachineError`, naming the busiest programs) unless
   ``allow_busy=True``, which measures anyway and says so at the top of the answer;
@@ -51,7 +51,7 @@ BUSY_CPU_PERCENT = 50
 
 
 def is_busy(others_cpu_percent):
-    """Whether runs were *busy* (see :data:`BUSY_CPU_PERCENT`): a bool, or a boolean Series
+    """Whether runs were *busy* (over ``BUSY_CPU_PERCENT``): a bool, or a boolean Series
     for a Series; a run that was not measured is not busy."""
     import pandas as pd
 

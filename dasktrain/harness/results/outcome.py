@@ -42,7 +42,7 @@ class Outcome:
     :class:`~dasktrain.harness.Results`, which adds how it is printed, saved and read back.
 
     Nothing here measures, prints a report or writes a file: the runner fills the records, the
-    report room (:mod:`dasktrain.harness.report`) shows them. The parameters and attributes are
+    report room (``dasktrain.harness.report``) shows them. The parameters and attributes are
     those of :class:`~dasktrain.harness.Results`.
     """
 
