@@ -17,7 +17,6 @@ from ... import __version__
 from ...exceptions import WorkloadError
 from ..measure.records import runs_frame
 from ..settings import CostSettings
-from .printable import printable
 from .tables import (
     BREAKDOWN_MEDIANS,
     crossover_table,
@@ -30,6 +29,14 @@ if TYPE_CHECKING:  # pandas is imported when a table is first built
     import pandas as pd
 
 __all__ = ["Outcome"]
+
+
+def _printable(df):
+    """``df`` as a table that prints whole (:mod:`.printable`, imported here on first use:
+    it subclasses pandas' DataFrame, and naming the harness imports no pandas)."""
+    from .printable import printable
+
+    return printable(df)
 
 
 def _setting(name, doc):
@@ -97,12 +104,13 @@ class Outcome:
     # -- tables ----------------------------------------------------------------------------
     @property
     def table(self) -> pd.DataFrame:
-        """One row per workload x setup at the largest size (see the class docstring).
+        """One row per workload x setup at the largest size (its columns: see
+        :class:`~dasktrain.harness.Results`).
 
         It prints whole (every row and column, wrapped to the terminal's width).
         """
         if self._table is None:
-            self._table = printable(summary_table(self.runs, self.settings))
+            self._table = _printable(summary_table(self.runs, self.settings))
         return self._table
 
     @property
@@ -114,7 +122,7 @@ class Outcome:
         """``build()`` as a printable table, computed on first use (a copy each time, so a
         caller's changes never reach the cache)."""
         if name not in self._cache:
-            self._cache[name] = printable(build())
+            self._cache[name] = _printable(build())
         df = self._cache[name]
         return df.copy() if df is not None else None
 
@@ -173,7 +181,7 @@ class Outcome:
         """Median seconds per workload (rows) and setup (columns), the baseline first."""
         from .analysis import setups_table
 
-        return printable(setups_table(self.table, self.baseline))
+        return _printable(setups_table(self.table, self.baseline))
 
     @property
     def machine(self) -> dict:
