@@ -218,7 +218,7 @@ def _demo_split():
 def accuracy_row(split):
     """ddp_cnn's final accuracy: arrays vs shards (the workload's datasets), same seeds."""
     from dasktrain import ddp
-    from dasktrain.harness.workloads import _ddp_datasets
+    from dasktrain.harness.workloads.ddp import _ddp_datasets
 
     Xtr, Xte, ytr, yte = split
     cluster, client = start_cluster(2, 1)
@@ -261,7 +261,7 @@ def _kill_at_mid_epoch(path, pid, when):
 def resume_row(split):
     """The sharded ddp_cnn run, a worker killed within epoch >= 1, max_restarts=1."""
     from dasktrain import ddp
-    from dasktrain.harness.workloads import _ddp_datasets
+    from dasktrain.harness.workloads.ddp import _ddp_datasets
 
     Xtr, Xte, ytr, yte = split
     cluster, client = start_cluster(2, 1)

@@ -21,7 +21,7 @@ DURATION = size(3.0, 20.0)
 
 
 def _overhead(interval, uss, client, duration=DURATION):
-    from dasktrain.harness.monitor import ResourceMonitor
+    from dasktrain.harness.measure.monitor import ResourceMonitor
 
     with ResourceMonitor(interval=interval, client=client, uss=uss) as mon:
         time.sleep(duration)

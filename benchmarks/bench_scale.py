@@ -2,8 +2,9 @@
 
 For each number of 128x128 images and each feature extractor (``smallcnn``, ``hog``), the whole
 pipeline runs once per engine, and the process tree (the driver plus, for the dask engine, its
-local cluster's workers) is sampled by :class:`dasktrain.harness.monitor.ResourceMonitor`. From one
-size to the next the *growth factor per 4x of data* is reported for time and peak memory:
+local cluster's workers) is sampled by
+:class:`dasktrain.harness.measure.monitor.ResourceMonitor`. From one size to the next the
+*growth factor per 4x of data* is reported for time and peak memory:
 ``(v2 / v1) ** (log 4 / log(n2 / n1))``; 4.0 is linear, 1.0 is flat.
 
 * local engine: ``read_images(engine="local")`` (numpy in memory), the extractor with 2 threads,
@@ -129,7 +130,7 @@ def measured(pairs, engine, features, *, client=None, n_threads=N_WORKERS, inter
     """:func:`run_pipeline` under a ResourceMonitor: adds the tree's peak RSS and mean CPU."""
     from threadpoolctl import threadpool_limits
 
-    from dasktrain.harness.monitor import ResourceMonitor
+    from dasktrain.harness.measure.monitor import ResourceMonitor
 
     mon = ResourceMonitor(interval=interval, client=client, uss=False)
     with threadpool_limits(n_threads), mon:

@@ -45,7 +45,7 @@ DEFAULTS = {
         "direct-passes": True,
         # compare(): wait this long before the first run for a busy machine (other programs
         # using more than half a core) to calm down; then refuse it unless allow-busy, which
-        # measures anyway and gives verdicts from busy runs (dasktrain.harness.machine).
+        # measures anyway and gives verdicts from busy runs (dasktrain.harness.measure.machine).
         "compare": {"quiet-wait": "60s", "allow-busy": False},
         # glibc's allocator (dasktrain/_malloc.py says why; nothing changes on other libcs).
         "malloc": {

@@ -51,6 +51,10 @@ autosummary_ignore_module_all = False
 # lazily and hide __all__ from dir(), so imported members must be allowed explicitly.
 autosummary_imported_members = True
 autodoc_default_options = {"member-order": "bysource"}
+# Classes whose page also documents what they inherit (the class template reads this list):
+# Results is the Outcome of a comparison with what prints and saves it (the harness's results
+# never import its report), and its users read one page for both.
+autosummary_context = {"with_inherited": ["Results"]}
 autodoc_typehints = "none"  # numpydoc's Parameters sections carry the types
 # These fail to import on a machine without CUDA (dask_cuda) or are optional (NVML); the
 # library only imports them lazily, but mocking keeps the build independent of the hardware.

@@ -9,8 +9,10 @@ lazy maps of the package ``__init__`` files). On that graph it checks four rules
    lists for it;
 2. **private**: nothing imports another room's private module (a path part starting with
    ``_``) or private name; a room offers what others need under a public name;
-3. **layers**: inside ``harness/`` and ``ddp/`` each module imports only modules of the layers
-   below its own (``LAYERS``), never the room's own ``__init__``;
+3. **layers**: inside ``harness/`` (its rooms, then the modules of each room) and ``ddp/``
+   each part imports only parts of the layers below its own (``LAYERS``), never its room's
+   own ``__init__``; the harness's results never import its report, and the command line
+   takes the harness only from ``dasktrain.harness``;
 4. **cycles**: no import cycle anywhere (the package root, which only loads its public names
    on first use, is left out).
 
@@ -61,19 +63,33 @@ ALLOWED = {
     | {"harness", "spark", "tf"},
 }
 
-# Inside a big room: its modules from the top layer down; a module imports only modules of
-# the layers below its own. The docstring of each room's __init__ shows the same layers.
+# Inside a big room: its parts (the modules, or for the harness its rooms) from the top layer
+# down; a part imports only parts of the layers below its own. A dotted key is a room inside a
+# room. The docstring of each room's __init__ shows the same layers.
 LAYERS = {
     "harness": [
+        {"run"},
+        {"report", "workloads"},
+        {"results"},
+        {"measure"},
+        {"settings"},
+    ],
+    "harness.run": [
         {"runner"},
-        {"timing", "live"},
-        {"plan", "results"},
-        {"setups", "spark_workloads", "report", "text"},
-        {"spark_setup", "workloads", "monitor", "machine", "curves", "verdicts", "analysis"}
-        | {"answer", "run_curves", "records"},
-        {"figures", "inputs", "output", "progress", "quiet", "_sources", "tables"}
-        | {"ddp_workloads"},
-        {"breakdown", "settings"},
+        {"comparison"},
+        {"plan", "timing"},
+        {"setups"},
+        {"spark_setup"},
+        {"live", "progress", "quiet"},
+    ],
+    "harness.workloads": [{"builtin"}, {"ddp", "inputs", "spark"}],
+    "harness.measure": [{"monitor", "records"}, {"_sources", "breakdown", "machine"}],
+    "harness.results": [{"outcome"}, {"analysis", "verdicts"}, {"answer", "printable", "tables"}],
+    "harness.report": [
+        {"shown"},
+        {"page"},
+        {"curves", "run_curves"},
+        {"figures", "output", "text"},
     ],
     "ddp": [
         {"tf_launcher"},
@@ -217,21 +233,34 @@ def private_violations(imports) -> list[str]:
     return sorted(set(bad))
 
 
+def _inside(module, prefix):
+    return module == prefix or module.startswith(prefix + ".")
+
+
+def _part(module, prefix):
+    """The part of ``prefix`` (a module, or a room inside it) that ``module`` lies in."""
+    return module[len(prefix) + 1 :].split(".")[0]
+
+
 def layer_violations(imports, room, layers, known=frozenset()) -> list[str]:
-    """Imports inside ``room`` that do not point to a lower layer."""
+    """Imports inside ``room`` (``"ddp"``, or ``"harness.run"`` for a room inside a room) that
+    do not point to a lower layer; a part's imports of itself (a room's own modules) are its
+    own room's to check."""
     level = {m: i for i, layer in enumerate(layers) for m in layer}
     prefix = f"dasktrain.{room}"
     bad = []
     for imp in imports:
-        if room_of(imp.source) != room or room_of(imp.target) != room:
+        if not (_inside(imp.source, prefix) and _inside(imp.target, prefix)):
             continue
         if imp.source == prefix or (imp.source, imp.target) in known:
             continue  # the room's __init__ re-exports
-        src = imp.source[len(prefix) + 1 :].split(".")[0]
+        src = _part(imp.source, prefix)
         if imp.target == prefix:
             bad.append(f"{imp.source}:{imp.line} imports its own room's __init__")
             continue
-        dst = imp.target[len(prefix) + 1 :].split(".")[0]
+        dst = _part(imp.target, prefix)
+        if src == dst:
+            continue
         if src not in level or dst not in level:
             missing = src if src not in level else dst
             bad.append(f"{room}.{missing} is in no layer")
@@ -301,9 +330,14 @@ def test_no_private_imports_across_rooms():
     assert not bad, "\n".join(bad)
 
 
+def _parts(room):
+    prefix = f"dasktrain.{room}"
+    return {_part(m, prefix) for m in package_sources() if m.startswith(prefix + ".")}
+
+
 @pytest.mark.parametrize("room", sorted(LAYERS))
 def test_layers_inside_big_rooms(room):
-    modules = {m.split(".")[2] for m in package_sources() if m.startswith(f"dasktrain.{room}.")}
+    modules = _parts(room)
     listed = set().union(*LAYERS[room])
     assert listed == modules, f"layers list {sorted(listed - modules)}, miss {modules - listed}"
     bad = layer_violations(_graph(), room, LAYERS[room], KNOWN_UPWARD)
@@ -324,10 +358,45 @@ def test_known_exceptions_still_exist():
 def test_layers_are_documented():
     """Each room's __init__ docstring names its layers in the order of LAYERS."""
     for room, layers in LAYERS.items():
-        doc = ast.get_docstring(ast.parse((PACKAGE / room / "__init__.py").read_text()))
+        init = PACKAGE / room.replace(".", "/") / "__init__.py"
+        doc = ast.get_docstring(ast.parse(init.read_text()))
         for i, layer in enumerate(layers):
             line = f"{i + 1}. " + ", ".join(f"``{m}``" for m in sorted(layer))
             assert line in " ".join(doc.split()), f"{room}/__init__.py lacks the layer {line!r}"
+
+
+def imports_between(imports, source_prefix, target_prefix) -> list[str]:
+    """Imports of a module under ``source_prefix`` from one under ``target_prefix``."""
+    return sorted(
+        {
+            f"{i.source}:{i.line} imports {i.target}"
+            for i in imports
+            if _inside(i.source, source_prefix) and _inside(i.target, target_prefix)
+        }
+    )
+
+
+def test_results_never_import_the_report():
+    """The outcome of a comparison is made without its report (issue 28): Results' numbers
+    in harness/results/, what prints and saves them in harness/report/, never the reverse."""
+    bad = imports_between(_graph(), "dasktrain.harness.results", "dasktrain.harness.report")
+    assert not bad, "\n".join(bad)
+
+
+def cli_into_the_harness(imports) -> list[str]:
+    """Imports of the command line from inside the harness (its rooms, its modules)."""
+    return [
+        line
+        for line in imports_between(imports, "dasktrain.cli", "dasktrain.harness")
+        if not line.endswith(" imports dasktrain.harness")
+    ]
+
+
+def test_the_cli_takes_the_harness_from_its_face():
+    """The command line takes compare(), the workload names and the engines from
+    ``dasktrain.harness`` itself, so the harness's rooms can change without it."""
+    bad = cli_into_the_harness(_graph())
+    assert not bad, "\n".join(bad)
 
 
 def test_the_docs_list_the_rules_of_the_test():
@@ -340,6 +409,21 @@ def test_the_docs_list_the_rules_of_the_test():
         names = set() if allowed == ["-"] else set(allowed)
         documented[room] = (names - {"plumbing"}) | (PLUMBING if "plumbing" in names else set())
     assert documented == ALLOWED
+
+
+def test_the_docs_list_the_rooms_of_the_harness():
+    """docs/architecture.rst's table of the harness's rooms says what LAYERS["harness"] holds:
+    each room's layer, and that it may import every room of the layers below."""
+    text = (PACKAGE.parent / "docs" / "architecture.rst").read_text()
+    table = text.split("       layer  room        may import (besides itself)\n")[1]
+    rows = [line.split() for line in table.split("\n\n")[0].splitlines()]
+    layers = LAYERS["harness"]
+    assert {room: int(n) for n, room, *_ in rows} == {
+        room: i + 1 for i, layer in enumerate(layers) for room in layer
+    }
+    for n, room, *allowed in rows:
+        below = set().union(set(), *layers[int(n) :])
+        assert (set() if allowed == ["-"] else set(allowed)) == below, room
 
 
 def test_the_docs_list_the_strict_modules():
@@ -439,6 +523,42 @@ def test_checker_sees_a_layer_violation():
         assert layer_violations(g, "harness", layers), g
     same = [{"runner"}, {"plan", "tables"}]
     assert layer_violations(_fake(harness__plan="from .tables import x"), "harness", same)
+
+
+def test_checker_sees_layers_of_rooms_inside_a_room():
+    rooms = [{"run"}, {"report"}, {"results"}]
+    ok = _fake(
+        harness__run__runner="from ..report.shown import Results\nfrom .plan import x",
+        harness__run__plan="",
+        harness__report__shown="from ..results.outcome import Outcome",
+        harness__results__outcome="from . import tables",
+        harness__results__tables="",
+    )
+    assert not layer_violations(ok, "harness", rooms)
+    up = _fake(harness__results__outcome="def f():\n    from ..report.page import w",
+               harness__report__page="")  # fmt: skip
+    assert layer_violations(up, "harness", rooms)
+    assert imports_between(up, "dasktrain.harness.results", "dasktrain.harness.report")
+    assert not imports_between(ok, "dasktrain.harness.results", "dasktrain.harness.report")
+    # inside a room inside a room: its own layers, its own __init__ refused
+    inner = [{"runner"}, {"plan"}]
+    assert layer_violations(
+        _fake(harness__run__plan="from .runner import x", harness__run__runner=""),
+        "harness.run",
+        inner,
+    )
+    assert layer_violations(
+        _fake(harness__run__plan="from . import x", harness__run___init=""), "harness.run", inner
+    )
+
+
+def test_checker_sees_the_cli_inside_the_harness():
+    assert cli_into_the_harness(
+        _fake(cli__compare="from ..harness.run.plan import ENGINES", harness__run__plan="")
+    )
+    assert not cli_into_the_harness(
+        _fake(cli__compare="from ..harness import ENGINES", harness___init="")
+    )
 
 
 def test_checker_sees_a_cycle():

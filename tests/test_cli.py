@@ -111,6 +111,27 @@ def test_one_module_per_subcommand(capsys):
         assert args.func is module.run
 
 
+def test_the_parser_takes_the_harness_vocabulary_and_stays_light():
+    # The workload names and engines are the harness's (issue 28): one place says them. The
+    # parser names the harness when it is built, so `dasktrain --help` must still import no
+    # pandas, bokeh, scikit-learn or torch.
+    import dasktrain.harness as h
+
+    args = cli.build_parser().parse_args(["demo"])
+    assert args.workloads == list(h.DEFAULT_WORKLOADS) and set(args.workloads) < set(h.BUILTIN)
+    assert args.engines == list(h.DEFAULT_ENGINES)
+    assert cli.build_parser().parse_args(["demo", "--engines", *h.ENGINES]).engines == list(
+        h.ENGINES
+    )
+    code = (
+        "import sys, dasktrain.cli as c; c.build_parser(); "
+        "heavy = [m for m in ('pandas', 'bokeh', 'sklearn', 'torch', 'distributed') "
+        "if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_python_dash_m(folder):
     run = lambda *a: subprocess.run(  # noqa: E731
         [sys.executable, "-m", "dasktrain", *a], capture_output=True, text=True, timeout=120

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from dasktrain.cli import build_parser
-from dasktrain.cli.compare import DEFAULT_WORKLOADS
 from dasktrain.exceptions import ClusterConnectionError, ValidationError, WorkloadError
+from dasktrain.harness import DEFAULT_WORKLOADS
 
 # Every built-in workload but `read` needs torch (the CNN trunk of the features, or the DDP
 # job): without it their rows must say "unavailable", never show a faked number.

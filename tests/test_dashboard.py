@@ -426,7 +426,7 @@ def test_events_missing_fields_never_break_the_page(live_client, tmp_path):
         pytest.skip("chromium is not installed (apt-get install chromium)")
     from bokeh.io import curdoc
 
-    from dasktrain.harness.report import build_layout
+    from dasktrain.harness.report.page import build_layout
 
     with Browser(dasktrain.dashboard_link(live_client), tmp_path) as page:
         assert page.wait_for("window.Bokeh && Bokeh.documents.length")

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 from dasktrain import ddp  # noqa: E402
 from dasktrain.ddp.recipes import train_classifier  # noqa: E402
 
-# The recipe of the ddp_cnn workload (harness/ddp_workloads.py): keep them in step.
+# The recipe of the ddp_cnn workload (harness/workloads/ddp.py): keep them in step.
 RECIPE = dict(model="smallcnn", epochs=12, batch_size=16, lr=1e-2, seed=0)
 
 

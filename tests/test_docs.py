@@ -45,7 +45,8 @@ API_MODULES = [
     "dasktrain.tf",
     "dasktrain.tf.recipes",
     "dasktrain.harness",
-    "dasktrain.harness.report",
+    "dasktrain.harness.results.outcome",
+    "dasktrain.harness.report.page",
     "dasktrain.exceptions",
     "dasktrain.testing",
 ]

@@ -11,11 +11,11 @@ import pytest
 
 from dasktrain.exceptions import DasktrainWarning, ValidationError
 from dasktrain.harness import Results
-from dasktrain.harness.breakdown import Observation, split_local, split_time
-from dasktrain.harness.progress import Progress
-from dasktrain.harness.quiet import QuietOutput
-from dasktrain.harness.setups import check_clusters
-from dasktrain.harness.verdicts import fit_line
+from dasktrain.harness.measure.breakdown import Observation, split_local, split_time
+from dasktrain.harness.results.verdicts import fit_line
+from dasktrain.harness.run.progress import Progress
+from dasktrain.harness.run.quiet import QuietOutput
+from dasktrain.harness.run.setups import check_clusters
 
 
 def _runs(workload, times, *, extra=None, setup="dask", workers=2):
@@ -277,7 +277,7 @@ def test_verdict_names_slower_compute_as_the_overhead():
 def test_saving_computes_the_scaling_table_once(answered, tmp_path, monkeypatch):
     # Regression: every verdict, crossover and chart recomputed the scaling table from the
     # runs; saving the demo's 72 runs took 130 s on a loaded machine, most of it in there.
-    import dasktrain.harness.results as results_module
+    import dasktrain.harness.results.outcome as results_module
 
     calls = []
     real = results_module.scaling_table
@@ -392,7 +392,7 @@ def test_rule_work_outside_tasks_is_compute():
     # Regression: "compute 0.00025 s" for a KMeans run whose passes ran over direct
     # connections, outside any task the stream shows. The step reports them (phase).
     from dasktrain.harness import phase
-    from dasktrain.harness.breakdown import observe_local
+    from dasktrain.harness.measure.breakdown import observe_local
 
     with observe_local() as obs:
         with phase("compute"):
@@ -441,7 +441,7 @@ def test_rule_every_size_a_setup_wins_is_named():
 
 def test_the_report_opens_with_the_answer_in_one_paragraph(answered):
     """Where distributing paid and from which size; where not, and what the time went to."""
-    from dasktrain.harness.answer import answer_paragraph
+    from dasktrain.harness.results.answer import answer_paragraph
 
     text = answer_paragraph(answered)
     assert text.startswith(

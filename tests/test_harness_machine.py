@@ -15,7 +15,7 @@ import pytest
 import dasktrain
 from dasktrain.exceptions import BusyMachineError, ValidationError
 from dasktrain.harness import Results
-from dasktrain.harness.machine import MachineWatch
+from dasktrain.harness.measure.machine import MachineWatch
 from dasktrain.testing import make_blobs
 
 

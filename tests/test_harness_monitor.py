@@ -9,7 +9,7 @@ import time
 import pytest
 
 from dasktrain.exceptions import ValidationError
-from dasktrain.harness.monitor import ResourceMonitor, infer_role, read_rapl
+from dasktrain.harness.measure.monitor import ResourceMonitor, infer_role, read_rapl
 
 
 def _spin(seconds):

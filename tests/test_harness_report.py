@@ -14,7 +14,7 @@ import pytest
 
 import dasktrain
 from dasktrain.harness import Results
-from dasktrain.harness.report import SECTIONS
+from dasktrain.harness.report.page import SECTIONS
 from dasktrain.testing import make_blobs
 
 
@@ -152,7 +152,7 @@ def test_report_html_parses_and_is_offline(tmp_path):
 
 def test_report_reads_in_order(tmp_path):
     """Verdicts first, then crossover, scaling, breakdown, quality, resources, cost, details."""
-    from dasktrain.harness.report import SECTIONS
+    from dasktrain.harness.report.page import SECTIONS
 
     res = _synthetic_results()
     text = res.save(tmp_path).joinpath("report.html").read_text(encoding="utf-8")
@@ -328,7 +328,7 @@ def test_report_in_headless_chromium(tmp_path):
 
 
 def test_report_says_which_workers_dask_measured(tmp_path):
-    from dasktrain.harness.report import write_report
+    from dasktrain.harness.report.page import write_report
 
     res = _synthetic_results()
     plain = write_report(res, tmp_path / "plain.html").read_text()

@@ -8,7 +8,7 @@ import pytest
 
 from dasktrain.exceptions import ValidationError, WorkloadError
 from dasktrain.harness import Results, RunRecord
-from dasktrain.harness.results import RUN_COLUMNS
+from dasktrain.harness.measure.records import RUN_COLUMNS
 
 
 def _runs(workload, engine, times, *, train=None, energy=None, devices=1, size=None, quality=None):
@@ -140,7 +140,7 @@ def test_run_records_and_dicts_make_the_same_runs():
 
 
 def test_a_busy_machine_is_said_in_the_text_and_the_report(tmp_path):
-    from dasktrain.harness.report import write_report
+    from dasktrain.harness.report.page import write_report
 
     quiet = _runs("fit", "local", [1.0, 1.1]) + _runs("fit", "dask", [0.6, 0.7])
     for r in quiet:

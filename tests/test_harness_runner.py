@@ -417,7 +417,7 @@ def test_each_run_is_appended_as_it_finishes(blobs, tmp_path):
 
 def test_runs_read_back_keep_the_setups_of_their_comparison(blobs, client, tmp_path):
     # Read back from runs.jsonl, a report used to say "(? cores)": the setups were not logged.
-    from dasktrain.harness.report import write_report
+    from dasktrain.harness.report.page import write_report
 
     out = tmp_path / "out"
     res = dasktrain.compare(
@@ -530,7 +530,7 @@ def test_direct_passes_are_compute_not_idle(client):
     import dask.array as da
 
     from dasktrain._dask import BlockRunner
-    from dasktrain.harness.breakdown import observe, split_time
+    from dasktrain.harness.measure.breakdown import observe, split_time
 
     X = da.from_array(np.zeros((400, 2)), chunks=(100, 2))
     with BlockRunner([X], client, direct="test-compute") as runner:

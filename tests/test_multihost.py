@@ -510,7 +510,7 @@ def test_keras_through_ddp(client, rig, rig_client, images):
 
 def test_compare_says_the_remote_workers_are_measured_by_dask(rig, rig_client, features, tmp_path):
     import dasktrain
-    from dasktrain.harness.report import write_report
+    from dasktrain.harness.report.page import write_report
 
     with timed("compare(['kmeans', 'logreg'], repeat=1)", "across hosts"):
         res = dasktrain.compare(

@@ -52,7 +52,7 @@ def test_minimums_are_what_the_code_needs(project):
     assert low["zarr"] >= Version("3.0.8")
     # 16-bit grayscale PNG opens as "I;16" from pillow 10.3 (test_images asserts it)
     assert low["pillow"] >= Version("10.3")
-    assert low["bokeh"] >= Version("3.2")  # figure.vstrip (harness/curves.py)
+    assert low["bokeh"] >= Version("3.2")  # figure.vstrip (harness/report/curves.py)
     # dask-ml 2025.1 is the first to work with scikit-learn 1.6, and it needs dask 2025.1
     assert low["dask-ml"] >= Version("2025.1")
     assert low["dask"] >= Version("2025.1") and low["distributed"] >= Version("2025.1")

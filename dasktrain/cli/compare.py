@@ -22,20 +22,8 @@ __all__ = [
     "add_comparison_arguments",
     "run_comparison",
     "parse_clusters",
-    "DEFAULT_WORKLOADS",
     "HelpFormatter",
 ]
-
-DEFAULT_WORKLOADS = (
-    "read",
-    "features",
-    "kmeans",
-    "xgboost",
-    "logreg",
-    "naive_bayes",
-    "mlp_cv",
-    "ddp_cnn",
-)
 
 #: The default demo: every workload at three sizes on the local engine and on local clusters
 #: of 1 and 2 workers, three timed runs each after a warm-up: under 5 minutes on 2 cores.
@@ -306,7 +294,7 @@ def run_comparison(args, data, preset) -> int:
 # The parser
 # --------------------------------------------------------------------------------------------
 def _add_machine_arguments(p) -> None:
-    """The options for a busy machine (see :mod:`dasktrain.harness.machine`)."""
+    """The options for a busy machine (see :mod:`dasktrain.harness.measure.machine`)."""
     machine = p.add_argument_group("a busy machine (other programs using over half a core)")
     machine.add_argument(
         "--quiet-wait",
@@ -324,9 +312,8 @@ def _add_machine_arguments(p) -> None:
     )
 
 
-def add_comparison_arguments(p, *, demo=False) -> None:
-    """The options ``dasktrain demo`` and ``dasktrain compare`` share."""
-    p.add_argument("--out", default="report/", help="output folder of the report")
+def _add_where_arguments(p, demo) -> None:
+    """The options that say where the dask engine runs."""
     where = p.add_argument_group("where the dask engine runs")
     where.add_argument(
         "--clusters",
@@ -345,19 +332,31 @@ def add_comparison_arguments(p, *, demo=False) -> None:
     where.add_argument(
         "--workers", type=int, default=None, help="one new local cluster of this many workers"
     )
+
+
+def add_comparison_arguments(p, *, demo=False) -> None:
+    """The options ``dasktrain demo`` and ``dasktrain compare`` share.
+
+    The workload names and the engines are the harness's (imported here, when the parser is
+    built: naming the harness imports no pandas, scikit-learn or torch).
+    """
+    from ..harness import BUILTIN, DEFAULT_ENGINES, DEFAULT_WORKLOADS, ENGINES
+
+    p.add_argument("--out", default="report/", help="output folder of the report")
+    _add_where_arguments(p, demo)
     what = p.add_argument_group("what runs")
     what.add_argument(
         "--workloads",
         nargs="+",
         default=list(DEFAULT_WORKLOADS),
         metavar="NAME",
-        help="workloads to run",
+        help=f"workloads to run: {', '.join(BUILTIN)} or all",
     )
     what.add_argument(
         "--engines",
         nargs="+",
-        default=["local", "dask"],
-        choices=["local", "dask", "spark"],
+        default=list(DEFAULT_ENGINES),
+        choices=list(ENGINES),
         help="engines to run; spark needs pyspark (dasktrain[spark]) and Java, else its rows "
         "say why",
     )
@@ -419,7 +418,7 @@ _EXAMPLES = """examples:
 def run(args) -> int:
     """Handler of ``dasktrain compare PATH``; returns the exit code."""
     from ..exceptions import WorkloadError
-    from ..harness.inputs import image_root
+    from ..harness import image_root
 
     try:
         root = image_root(args.path)

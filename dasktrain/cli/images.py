@@ -19,7 +19,7 @@ def _which_folders(path):
     """What is counted, when ``dasktrain compare`` would read less: ``PATH/train`` only."""
     from pathlib import Path
 
-    from ..harness.inputs import image_root
+    from ..harness import image_root
 
     try:
         root = image_root(path)

@@ -7,63 +7,60 @@ with repeats; samples the resources of every run and splits each dask run's time
 data transfer, scheduler/idle and compute; and returns :class:`Results`, whose verdicts, tables
 and offline HTML report are computed from those measurements.
 
-**Note for developers.** One module per job. The harness only *uses* the library
-(``dasktrain.images``, ``features``, ``models``, ``ddp``, ``metrics``, ``_dask``), never the
-other way round. Inside, the modules stand in layers, and each imports only modules of the
-layers below its own (``tests/test_architecture.py`` checks it; a result reaches the modules
-below as an argument, never as an import):
+**Note for developers.** The harness only *uses* the library (``dasktrain.images``,
+``features``, ``models``, ``ddp``, ``metrics``, ``_dask``), never the other way round. Inside,
+its modules live in rooms that follow its data: a comparison is planned and run, each run is
+measured, the measurements become results, the results a report. The rooms stand in layers, and
+a room imports only rooms of the layers below its own (``tests/test_architecture.py`` checks
+it; a result reaches the rooms below as an argument, never as an import):
 
-1. ``runner``
-   :func:`compare`: prepares the inputs of each size, warms up, runs the timed repeats
-   interleaved (A B A B) and keeps each record as it finishes.
-2. ``live``, ``timing``
-   One timed run: thread limits for the local engine, the time limit, the record; an
-   ``OptionalDependencyError`` or ``Unavailable`` becomes an ``unavailable`` row. The grid
-   of runs and the verdicts told to the ``/dasktrain`` dashboard page as they happen, and
-   the events each run keeps for the report.
-3. ``plan``, ``results``
-   Every option of :func:`compare`, checked before anything is measured; :class:`RunRecord`
-   and :class:`Results`, which build their tables, verdicts and report on first use.
-4. ``report``, ``setups``, ``spark_workloads``, ``text``
-   Results -> HTML (bokeh, inline) in reading order; the setups (the local engine, the
-   clusters connected or started) opened and closed; the Spark twins of the workloads; the
-   text a terminal shows.
-5. ``analysis``, ``answer``, ``curves``, ``machine``, ``monitor``, ``records``,
-   ``run_curves``, ``spark_setup``, ``verdicts``, ``workloads``
-   Strong scaling, the setups side by side and the whole cost; the answer's first lines and
-   paragraph; the report's curves, and the DDP ranks' and fits' curves from inside the runs;
-   this machine's quiet (a busy one waited for, then refused unless ``allow_busy``; busy runs
-   marked); :class:`ResourceMonitor`; :class:`RunRecord` (what one run measured) and the
-   ``runs`` table made of them; the Spark session of a comparison; the verdicts (only what
-   was measured); the built-in workloads and :class:`Workload`.
-6. ``_sources``, ``ddp_workloads``, ``figures``, ``inputs``, ``output``, ``progress``,
-   ``quiet``, ``tables``
-   The monitor's readers (psutil process tree, Dask worker monitors, RAPL/NVML energy); the
-   workloads trained by a launcher (``ddp_cnn``, ``keras_cnn``, ``tf_cnn``); the report's
-   figures; the data shared by the workloads of one size, prepared outside every timing; the
-   output folder, written atomically; the progress bar or callback; library noise to a log
-   file; the medians, ranges, speedup, efficiency and cost at every size.
-7. ``breakdown``, ``settings``
-   Each dask run in its ``distributed.span`` and its time split from the task stream
-   (:func:`phase` marks a workload's own data transfer or compute); the typed settings,
-   every default written once: ``WorkloadOptions`` (``options=``) and ``CostSettings``
-   (baseline, prices, time basis), and the run's context a workload reads
+1. ``run``
+   :func:`compare`: every option checked before anything is measured (``plan``), the setups
+   opened and closed, the machine quiet, then the comparison itself (inputs per size,
+   warm-up, interleaved repeats), each timed run, the live grid and the progress.
+2. ``report``, ``workloads``
+   :class:`Results`: the outcome as a terminal prints it and as files (the offline HTML
+   page, its figures and curves, the output folder written atomically). The built-in
+   workloads (:class:`Workload`), their DDP and Spark twins, and the inputs the workloads of
+   one size share, prepared outside every timing.
+3. ``results``
+   The outcome: the tables (medians, ranges, speedup, efficiency, cost at every size), strong
+   scaling and the setups side by side, the verdicts (only what was measured) and the
+   answer's first lines. It never imports the report: a report is made from results.
+4. ``measure``
+   :class:`ResourceMonitor` and its readers, each dask run's time split into start-up,
+   transfer, scheduler/idle and compute (:func:`phase`), this machine's quiet (a busy one
+   waited for, busy runs marked), and :class:`RunRecord`, what one run measured.
+5. ``settings``
+   The typed settings, every default written once: ``WorkloadOptions`` (``options=``),
+   ``CostSettings`` (baseline, prices, time basis) and the run's context a workload reads
    (:class:`RunContext` / :func:`current`).
 
-The command line (``dasktrain demo``, ``dasktrain compare``) lives in ``dasktrain.cli``.
+Each room's ``__init__`` lists its modules, in layers of their own.
+
+The command line (``dasktrain demo``, ``dasktrain compare``) lives in ``dasktrain.cli``; it
+takes the harness's vocabulary from here (``ENGINES``, ``DEFAULT_ENGINES``, ``BUILTIN``,
+``DEFAULT_WORKLOADS``, ``image_root``), never from the rooms.
 """
 
 from __future__ import annotations
 
-from .breakdown import phase
-from .monitor import ResourceMonitor
-from .output import check_output_dir
-from .plan import check_timeout
-from .records import RunRecord
-from .results import Results
-from .runner import compare
+from .measure.breakdown import phase
+from .measure.monitor import ResourceMonitor
+from .measure.records import RunRecord
+from .report.output import check_output_dir
+from .report.shown import Results
+from .run.plan import check_timeout
+from .run.runner import compare
 from .settings import RunContext, current
-from .workloads import Workload
+from .workloads.builtin import Workload
+
+# The command line's vocabulary, for the package, not the user (``X as X``, outside __all__).
+from .run.plan import DEFAULT_ENGINES as DEFAULT_ENGINES  # isort: skip
+from .run.plan import ENGINES as ENGINES  # isort: skip
+from .workloads.builtin import BUILTIN as BUILTIN  # isort: skip
+from .workloads.builtin import DEFAULT_WORKLOADS as DEFAULT_WORKLOADS  # isort: skip
+from .workloads.inputs import image_root as image_root  # isort: skip
 
 __all__ = [
     "compare",

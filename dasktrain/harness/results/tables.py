@@ -11,15 +11,14 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from .settings import TIME_BASES, CostSettings
+from ..measure.machine import is_busy
+from ..settings import TIME_BASES, CostSettings
 
 if TYPE_CHECKING:  # pandas is imported when a table is built
     import pandas as pd
 
 __all__ = [
     "TABLE_COLUMNS",
-    "BUSY_CPU_PERCENT",
-    "is_busy",
     "faster",
     "time_range",
     "summary_table",
@@ -28,14 +27,8 @@ __all__ = [
     "crossover_table",
 ]
 
-#: CPU % (100 = one core) that other programs used of this machine during a run above which
-#: the run is *busy*: marked in every table, and kept out of the verdicts unless the user
-#: allows it. On 2 cores, programs using more than half a core flipped the ratios (the local
-#: engine's threads lose most when a core is taken, even to programs at the lowest priority).
-BUSY_CPU_PERCENT = 50
-
-#: Where a run's wall time went (see :mod:`dasktrain.harness.breakdown`): seconds that add up
-#: to its time. The table gives those of its median run, so that they add up to the median.
+#: Where a run's wall time went (see :mod:`dasktrain.harness.measure.breakdown`): seconds that
+#: add up to its time. The table gives those of its median run, so that they add up to the median.
 BREAKDOWN_PARTS = ["startup_s", "transfer_s", "idle_s", "compute_s"]
 
 #: The breakdown's columns of the table: the median run's parts, then medians over the runs.
@@ -89,17 +82,6 @@ TABLE_COLUMNS = [
 # ---------------------------------------------------------------------------------------
 # Aggregation: runs -> one row per workload x setup x size
 # ---------------------------------------------------------------------------------------
-def is_busy(others_cpu_percent):
-    """Whether runs were *busy* (see :data:`BUSY_CPU_PERCENT`): a bool, or a boolean Series
-    for a Series; a run that was not measured is not busy."""
-    import pandas as pd
-
-    if isinstance(others_cpu_percent, pd.Series):
-        return pd.to_numeric(others_cpu_percent, errors="coerce").fillna(0) > BUSY_CPU_PERCENT
-    v = others_cpu_percent
-    return v is not None and v == v and v > BUSY_CPU_PERCENT
-
-
 def faster(lo, hi, base_lo, base_hi) -> int:
     """1 when times in ``[lo, hi]`` are clearly faster than ``[base_lo, base_hi]`` (every run
     faster than every run of the other), -1 when clearly slower, 0 when the ranges overlap:

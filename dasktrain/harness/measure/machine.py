@@ -7,7 +7,7 @@ programs at the lowest CPU priority turned a 2-process ceiling of 1.5-1.75x into
 runs (:class:`MachineWatch`), and
 
 * before the first run (:func:`wait_for_quiet`) looks for a second; while others use more
-  than half a core (``BUSY_CPU_PERCENT`` in ``dasktrain.harness.tables``) it waits, up to
+  than half a core (``BUSY_CPU_PERCENT``) it waits, up to
   ``quiet_wait`` seconds, for them to stop. If they do not, it refuses to measure
   (:class:`~dasktrain.exceptions.BusyMachineError`, naming the busiest programs) unless
   ``allow_busy=True``, which measures anyway and says so at the top of the answer;
@@ -34,15 +34,31 @@ import sys
 import threading
 import time
 
-from ..exceptions import BusyMachineError
-from .tables import BUSY_CPU_PERCENT
+from ...exceptions import BusyMachineError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MachineWatch", "wait_for_quiet", "LOOK_S"]
+__all__ = ["MachineWatch", "wait_for_quiet", "LOOK_S", "BUSY_CPU_PERCENT", "is_busy"]
 
 #: Seconds of a look at the machine, and the shortest window a run's figure is read over.
 LOOK_S = 1.0
+
+#: CPU % (100 = one core) that other programs used of this machine during a run above which
+#: the run is *busy*: marked in every table, and kept out of the verdicts unless the user
+#: allows it. On 2 cores, programs using more than half a core flipped the ratios (the local
+#: engine's threads lose most when a core is taken, even to programs at the lowest priority).
+BUSY_CPU_PERCENT = 50
+
+
+def is_busy(others_cpu_percent):
+    """Whether runs were *busy* (over ``BUSY_CPU_PERCENT``): a bool, or a boolean Series
+    for a Series; a run that was not measured is not busy."""
+    import pandas as pd
+
+    if isinstance(others_cpu_percent, pd.Series):
+        return pd.to_numeric(others_cpu_percent, errors="coerce").fillna(0) > BUSY_CPU_PERCENT
+    v = others_cpu_percent
+    return v is not None and v == v and v > BUSY_CPU_PERCENT
 
 
 def _machine_busy_s(psutil):

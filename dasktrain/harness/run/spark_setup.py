@@ -16,7 +16,7 @@ __all__ = ["check_spark", "open_spark", "describe_spark", "close_spark"]
 
 def check_spark(spark, engines):
     """Check ``spark=`` of :func:`~dasktrain.compare` before anything starts."""
-    from ..exceptions import ValidationError
+    from ...exceptions import ValidationError
 
     if spark is None:
         return None
@@ -41,7 +41,7 @@ def open_spark(setup, spark, threads, log=None):
     ``local[threads]``. A session that cannot start leaves the reason in ``unavailable``.
     With ``log`` (the comparison's log file) a session started here writes its JVM's output
     there instead of the terminal."""
-    from .. import spark as dspark
+    from ... import spark as dspark
     from .quiet import children_output_to
 
     active = dspark.active_session()
@@ -100,6 +100,6 @@ def close_spark(setup) -> None:
     """Stop the session if the comparison started it; never the user's. A session whose JVM
     died is forgotten instead of stopped, and nothing raises: the results are kept."""
     if setup.owned and setup.client is not None:
-        from .. import spark as dspark
+        from ... import spark as dspark
 
         dspark.stop_session(setup.client)

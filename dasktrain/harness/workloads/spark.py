@@ -12,14 +12,14 @@ import functools
 import math
 import time
 
-from ..exceptions import Unavailable
-from .settings import current
+from ...exceptions import Unavailable
+from ..settings import current
 
 __all__ = ["SPARK", "spark_fn"]
 
 
 def s_read(inputs, engine, spark) -> dict:
-    from .. import spark as dspark
+    from ... import spark as dspark
 
     size = current().options.image_size
     t0 = time.perf_counter()
@@ -34,7 +34,7 @@ def s_read(inputs, engine, spark) -> dict:
 
 
 def s_features(inputs, engine, spark) -> dict:
-    from .. import spark as dspark
+    from ... import spark as dspark
 
     X, _, _ = inputs.images
     t0 = time.perf_counter()
@@ -49,14 +49,14 @@ def s_features(inputs, engine, spark) -> dict:
 
 
 def s_kmeans(inputs, engine, spark) -> dict:
-    from .. import spark as dspark
+    from ... import spark as dspark
 
     F, y = inputs.features
     return dspark.kmeans(spark, F, y, seed=current().seed)
 
 
 def s_xgboost(inputs, engine, spark) -> dict:
-    from .. import spark as dspark
+    from ... import spark as dspark
 
     return dspark.xgboost(
         spark, inputs.split, n_estimators=current().options.n_estimators, seed=current().seed
@@ -64,19 +64,19 @@ def s_xgboost(inputs, engine, spark) -> dict:
 
 
 def s_logreg(inputs, engine, spark) -> dict:
-    from .. import spark as dspark
+    from ... import spark as dspark
 
     return dspark.logreg(spark, inputs.split, max_iter=200)
 
 
 def s_naive_bayes(inputs, engine, spark) -> dict:
-    from .. import spark as dspark
+    from ... import spark as dspark
 
     return dspark.naive_bayes(spark, inputs.split)
 
 
 def s_mlp_cv(inputs, engine, spark) -> dict:
-    from .. import spark as dspark
+    from ... import spark as dspark
 
     F, y = inputs.features
     return dspark.mlp_cv(
@@ -114,7 +114,7 @@ def spark_fn(spec):
 
     @functools.wraps(fn)
     def run(inputs, engine, spark):
-        from .. import spark as dspark
+        from ... import spark as dspark
 
         with dspark.died_as_error(spark):
             return fn(inputs, engine, spark)

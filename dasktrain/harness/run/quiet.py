@@ -30,7 +30,7 @@ import os
 import sys
 import warnings
 
-from ..exceptions import DasktrainWarning
+from ...exceptions import DasktrainWarning
 
 __all__ = ["QuietOutput", "output_to_file", "children_output_to", "quiet_clusters"]
 

@@ -9,14 +9,14 @@ it:
   difference (their runs' ranges overlap), and which have no verdict (busy runs) or were not
   measured; computed from :attr:`Results.verdicts <dasktrain.harness.Results.verdicts>`;
 * **the machine**: what other programs used of this machine before the first run and during
-  the runs (:mod:`dasktrain.harness.machine`), and what that means for the verdicts.
+  the runs (:mod:`dasktrain.harness.measure.machine`), and what that means for the verdicts.
 """
 
 from __future__ import annotations
 
 import math
 
-from .tables import BUSY_CPU_PERCENT
+from ..measure.machine import BUSY_CPU_PERCENT
 
 __all__ = ["answer_lines", "answer_line", "answer_paragraph", "machine_line", "machine_state"]
 
@@ -28,7 +28,7 @@ def machine_state(results) -> dict:
     -------
     dict
         ``before`` (the look before the first run, see
-        :func:`~dasktrain.harness.machine.wait_for_quiet`; None when not recorded),
+        :func:`~dasktrain.harness.measure.machine.wait_for_quiet`; None when not recorded),
         ``runs`` (timed runs that succeeded), ``busy_runs`` (those during which other
         programs used more than half a core), ``others_max_cpu_percent`` (the most any run
         saw; 100 = one core), ``busy`` (before or during), ``allow_busy`` and ``measured``.

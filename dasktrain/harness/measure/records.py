@@ -1,7 +1,7 @@
 """The record of one run, and the ``runs`` table of a comparison built from such records.
 
 A :class:`RunRecord` is what one timed run measured (the runner fills it, a row of
-``Results.runs`` holds it); :func:`runs_frame` makes the table :class:`~.results.Results`
+``Results.runs`` holds it); :func:`runs_frame` makes the table :class:`~dasktrain.harness.Results`
 derives everything from, every column present (``RUN_COLUMNS``), text cleaned of what UTF-8
 cannot hold, each run marked busy or not.
 """
@@ -13,8 +13,8 @@ import math
 
 import numpy as np
 
-from ..exceptions import WorkloadError
-from .tables import is_busy
+from ...exceptions import WorkloadError
+from .machine import is_busy
 
 __all__ = ["RunRecord", "RUN_COLUMNS", "runs_frame", "clean_record"]
 
@@ -62,7 +62,7 @@ class RunRecord:
     run: float = math.nan
     monitor_overhead_pct: float = math.nan
     #: Where the time went (wall seconds adding up to ``time``; see
-    #: :mod:`dasktrain.harness.breakdown`), the tasks run and the cluster's idle gaps.
+    #: :mod:`dasktrain.harness.measure.breakdown`), the tasks run and the cluster's idle gaps.
     startup_s: float = math.nan
     transfer_s: float = math.nan
     idle_s: float = math.nan

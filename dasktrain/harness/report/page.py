@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import curves, figures, run_curves
-from .answer import answer_paragraph, machine_line, machine_state
+from ..results.answer import answer_paragraph, machine_line, machine_state
 
 if TYPE_CHECKING:  # bokeh is imported when a report is built
     from bokeh.models import LayoutDOM

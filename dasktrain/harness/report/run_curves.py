@@ -1,7 +1,7 @@
 """The report's curves from inside the runs: what the ``/dasktrain`` dashboard page showed live.
 
 ``Results.events`` keeps, per timed run, the DDP ranks' reported metrics and the iterative
-fits' passes (:func:`dasktrain.harness.live.kept_events`); these figures draw them again, so
+fits' passes (:func:`dasktrain.harness.run.live.kept_events`); these figures draw them again, so
 that what was watched live stays in the offline report.
 """
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .._compat import import_optional
-from .._dask import compute_if_dask
-from ..exceptions import OptionalDependencyError, Unavailable, WorkloadError
-from .settings import WorkloadOptions
+from ..._compat import import_optional
+from ..._dask import compute_if_dask
+from ...exceptions import OptionalDependencyError, Unavailable, WorkloadError
+from ..settings import WorkloadOptions
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class Inputs:
     def _build_images(self):
         kind = self.kind
         if kind == "path":
-            from ..images import read_images
+            from ...images import read_images
 
             size = self.options.image_size
             iset = read_images(self.path, size=size, color="gray", engine="local")
@@ -143,7 +143,7 @@ class Inputs:
         ``"auto"`` (the default) takes the CNN when torch is installed and HOG otherwise, so a
         core install without torch still compares every model workload.
         """
-        from ..features import CNNFeatures, HOGFeatures
+        from ...features import CNNFeatures, HOGFeatures
 
         kind = self.options.model_features
         if kind == "auto":

@@ -33,7 +33,7 @@ def strong_scaling(table) -> pd.DataFrame | None:
     smallest cluster / time), ``ideal`` (workers / workers of the smallest cluster),
     ``efficiency`` (speedup / ideal) and ``clear`` (1: every run faster than every run of the
     smallest cluster, -1: every run slower, 0: their min-max ranges overlap; see
-    ``dasktrain.harness.tables.faster``).
+    ``dasktrain.harness.results.tables.faster``).
     """
     import pandas as pd
 

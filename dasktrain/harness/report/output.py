@@ -14,7 +14,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from ..exceptions import ValidationError
+from ...exceptions import ValidationError
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The workloads trained by a launcher (registered in :mod:`.workloads`).
+"""The workloads trained by a launcher (registered in :mod:`.builtin`).
 
 * ``ddp_cnn``: a small torch CNN under :func:`dasktrain.ddp.run` (the local engine:
   ``ddp.run_local``);
@@ -20,9 +20,9 @@ import math
 
 import numpy as np
 
-from .._dask import scheduler_workers, to_cluster
-from ..exceptions import Unavailable, ValidationError
-from .settings import current
+from ..._dask import scheduler_workers, to_cluster
+from ...exceptions import Unavailable, ValidationError
+from ..settings import current
 
 __all__ = ["w_ddp_cnn", "w_keras_cnn", "w_tf_cnn"]
 
@@ -58,9 +58,9 @@ def w_keras_cnn(inputs, engine, client) -> dict:
     The local engine needs this process's Keras on torch (``KERAS_BACKEND=torch``, or Keras
     not imported yet); a driver that already runs Keras on TensorFlow gets an error saying so.
     """
-    from .. import ddp
-    from .._compat import import_optional
-    from ..ddp.recipes_keras import train_keras_classifier
+    from ... import ddp
+    from ..._compat import import_optional
+    from ...ddp.recipes_keras import train_keras_classifier
 
     import_optional("torch", "torch")
     if importlib.util.find_spec("keras") is None:
@@ -89,15 +89,15 @@ def w_tf_cnn(inputs, engine, client) -> dict:
     The dask engine sends the split to every worker as arguments (each worker reads the
     global batch and keeps its part of it); the local engine trains here.
     """
-    from .. import tf as dtf
-    from .._compat import import_optional
-    from ..tf.recipes import train_cnn
+    from ... import tf as dtf
+    from ..._compat import import_optional
+    from ...tf.recipes import train_cnn
 
     import_optional("tensorflow", "tensorflow")
     Xtr, Xte, ytr, yte = inputs.image_split
     kw = dict(_recipe(), X_val=Xte, y_val=yte)
     if engine == "dask":
-        from ..ddp.tf_launcher import check_all_interfaces
+        from ...ddp.tf_launcher import check_all_interfaces
 
         try:
             check_all_interfaces()
@@ -134,9 +134,9 @@ def w_ddp_cnn(inputs, engine, client) -> dict:
     the chunks of its own worker (``ddp.run(..., datasets=...)``); nothing is pickled to every
     rank. The local engine trains on the arrays in this process.
     """
-    from .. import ddp
-    from .._compat import import_optional
-    from ..ddp.recipes import train_classifier
+    from ... import ddp
+    from ..._compat import import_optional
+    from ...ddp.recipes import train_classifier
 
     # Here, as the other torch rows check (CNNFeatures.fit): without it the dask engine's ranks
     # failed one by one and the row read "error" with their traceback, not "unavailable".

@@ -35,7 +35,7 @@ import re
 import time
 from pathlib import Path
 
-from .._dask import reporting, tracing
+from ..._dask import reporting, tracing
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""What :class:`~dasktrain.harness.monitor.ResourceMonitor` reads, one reader per source.
+"""What :class:`~dasktrain.harness.measure.monitor.ResourceMonitor` reads, one reader per source.
 
 * :class:`ProcessTree`: the driver's process tree with psutil (a local cluster's workers are
   children of the driver), each process named and given a role;
@@ -21,7 +21,7 @@ import os
 import socket
 from typing import Any, NamedTuple
 
-from .._compat import has_gpu, import_optional
+from ..._compat import has_gpu, import_optional
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def _rank_name(proc, worker):
     process is no DDP rank (its environment has no rank, or cannot be read)."""
     import psutil
 
-    from ..ddp import ENV_BACKEND, RANK
+    from ...ddp import ENV_BACKEND, RANK
 
     try:
         env = proc.environ()

@@ -1,52 +1,17 @@
 """Results as text for a terminal: the answer, the verdicts, then a table that fits a screen.
 
-``print(results)`` and ``results.table`` must read well in a terminal and a notebook: the
-overall answer and the machine's state come first (:mod:`.answer`), then the verdicts, then
-one line per workload x setup (at the largest size) with the columns a person compares
-(pandas would cut a wide frame to ``[16 rows x 24 columns]``). :class:`ResultsTable` is the
-DataFrame of ``Results.table``: it prints every row and column, wrapped to the terminal's width.
+``print(results)`` must read well in a terminal: the overall answer and the machine's state
+come first (:mod:`~dasktrain.harness.results.answer`), then the verdicts, then one line per
+workload x setup (at the largest size) with the columns a person compares.
+(:class:`~dasktrain.harness.results.printable.ResultsTable`, the DataFrame of
+``Results.table``, prints every row and column, wrapped to the terminal's width.)
 """
 
 from __future__ import annotations
 
 import math
-import shutil
 
-import pandas as pd
-
-__all__ = ["ResultsTable", "results_text", "SHORT_COLUMNS"]
-
-
-class ResultsTable(pd.DataFrame):
-    """A DataFrame that prints whole: all rows and columns, 4 significant digits, wrapped to
-    the terminal's width (``Results.table`` and what is derived from it)."""
-
-    @property
-    def _constructor(self):
-        return ResultsTable
-
-    def _options(self):
-        width = shutil.get_terminal_size((120, 40)).columns
-        return pd.option_context(
-            "display.max_rows",
-            None,
-            "display.max_columns",
-            None,
-            "display.width",
-            width,
-            "display.max_colwidth",
-            None,
-            "display.float_format",
-            "{:.4g}".format,
-        )
-
-    def __repr__(self) -> str:
-        with self._options():
-            return super().__repr__()
-
-    def _repr_html_(self):
-        with self._options():
-            return super()._repr_html_()
+__all__ = ["results_text", "SHORT_COLUMNS"]
 
 
 #: ``(column, header, format)`` of the terminal table; a column missing from the table is left
@@ -141,7 +106,7 @@ def _notes(results):
 def results_text(results, *, verdicts=True) -> str:
     """The answer and the machine's state, the verdicts, the table at the largest size (every
     size: ``results.by_size``), then the errors and notes."""
-    from .answer import answer_lines
+    from ..results.answer import answer_lines
 
     lines = []
     if verdicts:

@@ -12,17 +12,18 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from .. import _config
-from .._validation import check_engine, check_positive_int, check_positive_number
-from ..exceptions import ValidationError, WorkloadError
-from .inputs import image_root
-from .output import check_output_dir
-from .settings import CostSettings, WorkloadOptions
+from ... import _config
+from ..._validation import check_engine, check_positive_int, check_positive_number
+from ...exceptions import ValidationError, WorkloadError
+from ..report.output import check_output_dir
+from ..settings import CostSettings, WorkloadOptions
+from ..workloads.inputs import image_root
 from .setups import check_clusters
 from .spark_setup import check_spark
 
 __all__ = ["ENGINES", "DEFAULT_ENGINES", "Plan", "make_plan", "check_timeout", "check_data"]
 
+#: The engines a comparison can run.
 ENGINES = ("local", "dask", "spark")
 #: What compare() runs unless told: Spark is asked for by name (it is an optional extra).
 DEFAULT_ENGINES = ("local", "dask")

@@ -1,12 +1,12 @@
 """The bar charts of the report: time, speedup, quality, where the time went, cost, epochs.
 
 Each function takes :class:`~dasktrain.harness.Results` (or its table) and returns bokeh
-figures; :mod:`dasktrain.harness.report` lays them out. Setups keep one colour everywhere.
+figures; :mod:`dasktrain.harness.report.page` lays them out. Setups keep one colour everywhere.
 """
 
 from __future__ import annotations
 
-from .breakdown import CATEGORIES
+from ..measure.breakdown import CATEGORIES
 
 __all__ = [
     "PALETTE",

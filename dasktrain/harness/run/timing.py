@@ -21,12 +21,12 @@ import traceback
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from .._dask import WorkerWatch, busy_with_cancelled, cancel_keys, future_keys, watching
-from ..exceptions import OptionalDependencyError, Unavailable, WorkloadError
-from .breakdown import observe, observe_local, split_local, split_time
-from .monitor import ResourceMonitor
-from .records import RunRecord
-from .settings import using
+from ..._dask import WorkerWatch, busy_with_cancelled, cancel_keys, future_keys, watching
+from ...exceptions import OptionalDependencyError, Unavailable, WorkloadError
+from ..measure.breakdown import observe, observe_local, split_local, split_time
+from ..measure.monitor import ResourceMonitor
+from ..measure.records import RunRecord
+from ..settings import using
 from .setups import free_stuck_workers
 
 if TYPE_CHECKING:  # pandas comes with the monitor's samples
@@ -217,10 +217,10 @@ def _guarded(fn, client, what):
 
 def _workload_fn(spec, engine):
     """The function ``spec`` runs on ``engine``: on Spark, a built-in's Spark twin, and a JVM
-    that died reads "Spark died" (:func:`~.spark_workloads.spark_fn`)."""
+    that died reads "Spark died" (:func:`~dasktrain.harness.workloads.spark.spark_fn`)."""
     if engine != "spark":
         return spec.fn
-    from .spark_workloads import spark_fn
+    from ..workloads.spark import spark_fn
 
     return spark_fn(spec)
 
@@ -277,10 +277,10 @@ def run_once(
     inside the ``distributed.span`` ``"<workload>/<setup>/<size>/<label>"`` (``label``:
     ``"warm-up"`` or ``"run-<i>"``; size ``all`` when the whole data ran) and its time is split
     into start-up, data transfer, scheduler/idle and compute
-    (:mod:`~dasktrain.harness.breakdown`). ``known`` is the ``{pid: name}`` of every
+    (:mod:`~dasktrain.harness.measure.breakdown`). ``known`` is the ``{pid: name}`` of every
     cluster's workers: the monitor names them alike in every run and leaves the other
     clusters' workers out of this run's figures. ``machine`` (a
-    :class:`~dasktrain.harness.machine.MachineWatch`) gives the run what other programs used
+    :class:`~dasktrain.harness.measure.machine.MachineWatch`) gives the run what other programs used
     of the machine meanwhile (``others_cpu_percent_mean``), over at least a second.
     """
     engine = setup.engine

@@ -19,9 +19,9 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from .. import __version__
-from .._compat import cpu_count, gpu_count
-from ..exceptions import ClusterConnectionError, ValidationError
+from ... import __version__
+from ..._compat import cpu_count, gpu_count
+from ...exceptions import ClusterConnectionError, ValidationError
 from .spark_setup import close_spark, describe_spark, open_spark
 
 __all__ = [
@@ -90,7 +90,7 @@ class Setup:
 
 def _live_page(client):
     """The ``/dasktrain`` page of ``client``'s scheduler, or None (none, or unreachable)."""
-    from ..cluster import dashboard_link
+    from ...cluster import dashboard_link
 
     try:
         return dashboard_link(client, warn=False) if client is not None else None
@@ -200,8 +200,8 @@ def _connect_spec(spec, first_local):
     made it (and closes it), whether it started the cluster too."""
     from distributed import Client
 
-    from .._dask import maybe_client
-    from ..cluster import connect
+    from ..._dask import maybe_client
+    from ...cluster import connect
 
     if spec is None:  # the legacy single cluster: the default client, else a new one
         default = maybe_client()
@@ -249,7 +249,7 @@ def _worker_info(client):
 
 def _fill(setup):
     """Workers, threads and GPUs of a dask setup, from its scheduler."""
-    from .._dask import scheduler_workers
+    from ..._dask import scheduler_workers
 
     workers = scheduler_workers(setup.client)
     if not workers:
@@ -299,7 +299,7 @@ def _cluster_threads(client):
     """Cores of the local engine without a dask setup: a Client passed in still sets them."""
     from distributed import Client
 
-    from .._dask import total_threads
+    from ..._dask import total_threads
 
     if isinstance(client, Client):
         return total_threads(client)

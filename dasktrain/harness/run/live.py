@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from .._dask.events import emit
+from ..._dask.events import emit
 
 __all__ = ["LiveGrid", "kept_events"]
 
@@ -50,11 +50,11 @@ class LiveGrid:
 
     def verdict(self, spec, records, setup, cost):
         """The workload's verdict from its runs so far."""
-        from .results import Results
+        from ..results.outcome import Outcome
 
         try:
             rows = [r for r in records if r.get("workload") == spec.name]
-            v = Results(rows, setup=setup, settings=cost).verdicts
+            v = Outcome(rows, setup=setup, settings=cost).verdicts
         except Exception:  # a verdict for the page must never stop the comparison
             logger.debug("no live verdict for %s", spec.name, exc_info=True)
             return

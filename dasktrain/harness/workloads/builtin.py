@@ -2,8 +2,8 @@
 
 A workload is one step of the image pipeline run on one engine: ``read``, ``features``,
 ``kmeans``, ``xgboost``, ``logreg``, ``naive_bayes``, ``mlp_cv``, and the three trained by a
-launcher, ``ddp_cnn``, ``keras_cnn`` and ``tf_cnn`` (in :mod:`.ddp_workloads`). Each takes
-the shared :class:`~dasktrain.harness.inputs.Inputs`, the engine and the client, and returns a
+launcher, ``ddp_cnn``, ``keras_cnn`` and ``tf_cnn`` (in :mod:`.ddp`). Each takes the shared
+:class:`~dasktrain.harness.workloads.inputs.Inputs`, the engine and the client, and returns a
 dict of metrics; ``train_time`` is the wall time of the training step alone (data loading is not
 training, as in MLPerf), while :func:`~dasktrain.compare` times the whole step around it. The
 dask engine pays for moving its input onto the cluster inside the whole-step time.
@@ -24,16 +24,17 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .._dask import compute_if_dask, to_cluster, wait_for
-from ..exceptions import Unavailable, WorkloadError
-from .breakdown import phase
-from .ddp_workloads import w_ddp_cnn, w_keras_cnn, w_tf_cnn
-from .settings import current
+from ..._dask import compute_if_dask, to_cluster, wait_for
+from ...exceptions import Unavailable, WorkloadError
+from ..measure.breakdown import phase
+from ..settings import current
+from .ddp import w_ddp_cnn, w_keras_cnn, w_tf_cnn
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "BUILTIN",
+    "DEFAULT_WORKLOADS",
     "Unavailable",
     "Workload",
     "resolve_workloads",
@@ -70,7 +71,7 @@ def _result(client, x):
 # ---------------------------------------------------------------------------------------
 def w_read(inputs, engine, client) -> dict:
     """Decode and resize the image folder (the dask engine persists it on the cluster)."""
-    from ..images import read_images
+    from ...images import read_images
 
     path = inputs.path
     t0 = time.perf_counter()
@@ -90,7 +91,7 @@ def w_read(inputs, engine, client) -> dict:
 
 def w_features(inputs, engine, client) -> dict:
     """CNN features of the decoded images."""
-    from ..features import CNNFeatures
+    from ...features import CNNFeatures
 
     X, _, _ = inputs.images
     if engine == "dask":
@@ -109,8 +110,8 @@ def w_features(inputs, engine, client) -> dict:
 
 def w_kmeans(inputs, engine, client) -> dict:
     """KMeans with k = the number of classes, scored against the labels."""
-    from .. import metrics
-    from ..models import KMeans
+    from ... import metrics
+    from ...models import KMeans
 
     F, y = inputs.features
     k = int(len(np.unique(y)))
@@ -130,7 +131,7 @@ def w_kmeans(inputs, engine, client) -> dict:
 
 def _classify(inputs, engine, client, est):
     """Fit ``est`` on the feature split and score it on the held-out part."""
-    from .. import metrics
+    from ... import metrics
 
     Ftr, Fte, ytr, yte = inputs.split
     if engine == "dask":
@@ -150,7 +151,7 @@ def _classify(inputs, engine, client, est):
 
 def w_xgboost(inputs, engine, client) -> dict:
     """Gradient-boosted trees (``xgboost.dask`` on the dask engine)."""
-    from ..models import XGBClassifier
+    from ...models import XGBClassifier
 
     est = XGBClassifier(
         n_estimators=current().options.n_estimators,
@@ -166,14 +167,14 @@ def w_xgboost(inputs, engine, client) -> dict:
 
 def w_logreg(inputs, engine, client) -> dict:
     """Logistic regression."""
-    from ..models import LogisticRegression
+    from ...models import LogisticRegression
 
     return _classify(inputs, engine, client, LogisticRegression(engine=engine, max_iter=200))
 
 
 def w_naive_bayes(inputs, engine, client) -> dict:
     """Gaussian naive Bayes."""
-    from ..models import GaussianNB
+    from ...models import GaussianNB
 
     return _classify(inputs, engine, client, GaussianNB(engine=engine))
 
@@ -183,7 +184,7 @@ def w_mlp_cv(inputs, engine, client) -> dict:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from ..models import MLPClassifier, cross_validate
+    from ...models import MLPClassifier, cross_validate
 
     F, y = inputs.features
     # Each fold's MLP trains in one process on either engine.
@@ -240,6 +241,11 @@ BUILTIN = {
         Workload("tf_cnn", w_tf_cnn, "accuracy", needs=("image_split",)),
     ]
 }
+
+
+#: The built-in workloads the command line runs unless told (``--workloads``): all but
+#: ``keras_cnn`` and ``tf_cnn``, which need Keras or TensorFlow and are asked for by name.
+DEFAULT_WORKLOADS = tuple(name for name in BUILTIN if name not in ("keras_cnn", "tf_cnn"))
 
 
 def _user(fn):

@@ -14,8 +14,8 @@ and nvidia-ml-py are present. Otherwise it is NaN and ``energy_measured`` is Fal
 estimated from CPU utilisation.
 
 As in :class:`distributed.diagnostics.MemorySampler`, sampling and summarising are apart: the
-readers (:mod:`dasktrain.harness._sources`) return typed :class:`Sample` records, the monitor
-schedules them, and :func:`summarize` turns the samples into figures.
+readers (:mod:`dasktrain.harness.measure._sources`) return typed :class:`Sample` records, the
+monitor schedules them, and :func:`summarize` turns the samples into figures.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from .. import _config
-from .._validation import check_positive_number
-from ..exceptions import ValidationError
+from ... import _config
+from ..._validation import check_positive_number
+from ...exceptions import ValidationError
 from ._sources import (
     RAPL_GLOB,
     DaskWorkers,
@@ -82,7 +82,7 @@ class ResourceMonitor:
         a comparison), so that they keep one name in every run's samples.
     idle_pids : collection of int
         Worker processes of other clusters: sampled with role ``"idle"`` and left out of the
-        summary (see ``dasktrain.harness._sources.ProcessTree``).
+        summary (see ``dasktrain.harness.measure._sources.ProcessTree``).
 
     Attributes
     ----------
