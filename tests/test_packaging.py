@@ -195,3 +195,22 @@ def test_without_xgboost_the_error_names_both_extras(tmp_path):
     rows = {w: (status, error) for w, status, error in out["rows"]}
     assert rows["logreg"][0] == "ok"
     assert rows["xgboost"][0] == "unavailable" and "dasktrain[xgboost-cpu]" in rows["xgboost"][1]
+
+
+def test_git_ignores_no_file_of_the_package():
+    # Regression: .gitignore's "report/" (the demo's output folder) ignored every folder of
+    # that name, so harness/report/__init__.py and shown.py never reached a commit and a
+    # fresh clone could not import the harness.
+    import shutil
+
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    out = subprocess.run(
+        ["git", "ls-files", "--others", "--ignored", "--exclude-standard", "--", "dasktrain"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    ignored = [p for p in out if p.endswith((".py", ".html", ".typed", ".json", ".css", ".js"))]
+    assert not ignored, f"git ignores files of the package: {ignored}; fix .gitignore"
