@@ -220,6 +220,39 @@ def test_a_plain_callback_gets_run_events_only(blobs_small):
     assert with_start[0] == ("start", ["local"], 2) and len(with_start) == 3
 
 
+def test_what_compare_hands_out_is_its_typed_records(blobs_small):
+    # The progress events, the setups' descriptions and the cost are TypedDicts (issue 28,
+    # item 1): what compare() hands out has exactly their keys, and the docstrings name them.
+    import typing
+
+    import dasktrain
+    from dasktrain.harness import Cost, ProgressEvent, SetupDescription
+
+    events, setups = [], {}
+
+    class Callback:
+        def __call__(self, ev):
+            events.append(ev)
+
+        def start(self, described, total):
+            setups.update(described)
+
+    def step(data, engine, client):
+        return {"n": float(len(data[0]))}
+
+    res = dasktrain.compare(
+        [step], data=blobs_small, engines=("local",), repeat=1, warmup=False,
+        monitor=False, progress=Callback(),
+    )  # fmt: skip
+    assert set(events[0]) == set(typing.get_type_hints(ProgressEvent))
+    for key in ProgressEvent.__required_keys__:
+        assert f"``{key}``" in Progress.__doc__, key
+    required = SetupDescription.__required_keys__
+    for desc in [*setups.values(), *res.setup["setups"].values()]:
+        assert required <= set(desc) <= required | SetupDescription.__optional_keys__, desc
+    assert set(res.cost) == set(typing.get_type_hints(Cost))
+
+
 @pytest.fixture
 def blobs_small():
     from dasktrain.testing import make_blobs

@@ -8,9 +8,9 @@ reaches the stream), and a step may move data between the client and the cluster
 elsewhere); a measurer collects the reports of the blocks it runs with :func:`tracing`.
 Nothing is recorded, and nothing costs, while no one traces.
 
-The comparison harness (``dasktrain.harness.measure.breakdown``) traces every timed run, and counts a
-``"compute"`` report as compute and a ``"transfer"`` report as data transfer in the run's time
-breakdown.
+The comparison harness (``dasktrain.harness.measure.breakdown``) traces every timed run, and
+counts a ``"compute"`` report as compute and a ``"transfer"`` report as data transfer in the
+run's time breakdown.
 """
 
 from __future__ import annotations

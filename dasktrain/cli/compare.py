@@ -13,8 +13,12 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from ..exceptions import ValidationError
+
+if TYPE_CHECKING:  # the records the CLI reads; the harness itself is imported when it runs
+    from ..harness import Cost, ProgressEvent, Results, SetupDescription
 
 __all__ = [
     "add_parser",
@@ -174,7 +178,7 @@ class _Printer:
         self.t0 = time.perf_counter()
         self.bar = None
 
-    def __call__(self, ev):
+    def __call__(self, ev: ProgressEvent) -> None:
         if self.bar is not None:
             size = ev["size"]
             where = f" {size:g}" if size == size else ""
@@ -183,7 +187,7 @@ class _Printer:
             return
         print(self._line(ev), file=self.out, flush=True)
 
-    def start(self, setups, total):
+    def start(self, setups: dict[str, SetupDescription], total: int) -> None:
         """Before the first run: the setups and their dashboards, then the bar."""
         for name, s in setups.items():
             if s["engine"] == "dask":
@@ -202,7 +206,7 @@ class _Printer:
 
             self.bar = tqdm(total=total, unit="run", file=self.out, leave=False)
 
-    def _line(self, ev):
+    def _line(self, ev: ProgressEvent) -> str:
         rec = ev["record"]
         what = "warm-up" if ev["event"] == "warmup" else f"run {ev['repeat']}"
         t = rec.get("time", math.nan)
@@ -210,8 +214,7 @@ class _Printer:
         status = rec["status"]
         if status != "ok":
             status += f": {str(rec.get('error'))[:100]}"
-        size = ev["size"]
-        size = f"{size:>6g}" if size == size else " " * 6
+        size = f"{ev['size']:>6g}" if not math.isnan(ev["size"]) else " " * 6
         return (
             f"[{ev['index']:>3}/{ev['total']}] {time.perf_counter() - self.t0:6.1f}s  "
             f"{ev['workload']:<12} {ev['setup']:<8} {size} {what:<8} {secs:>10}  {status}"
@@ -236,14 +239,14 @@ def _epochs_lines(results):
     ]
 
 
-def _finish(results, out, log_lines, stream=None):
+def _finish(results: Results, out: str | Path, log_lines: int, stream: TextIO | None = None) -> int:
     """Print the verdicts, the table and where the files are; the exit code (1: an error)."""
     stream = stream or sys.stdout
     print("", file=stream)
     print(results.to_string(), file=stream)
     for line in _epochs_lines(results):
         print(line, file=stream)
-    c = results.cost
+    c: Cost = results.cost
     print(
         f"cost: {c['runs']} timed runs, {c['run_s']:.0f} s, {c['core_seconds']['total']:.0f} "
         "core-seconds" + (f", {c['usd']['total']:.4f} USD" if c["usd"] else ""),

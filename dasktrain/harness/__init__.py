@@ -40,7 +40,8 @@ Each room's ``__init__`` lists its modules, in layers of their own.
 
 The command line (``dasktrain demo``, ``dasktrain compare``) lives in ``dasktrain.cli``; it
 takes the harness's vocabulary from here (``ENGINES``, ``DEFAULT_ENGINES``, ``BUILTIN``,
-``DEFAULT_WORKLOADS``, ``image_root``), never from the rooms.
+``DEFAULT_WORKLOADS``, ``image_root``) and the typed records it reads (``ProgressEvent``,
+``SetupDescription``, ``Cost``), never from the rooms.
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ from .run.plan import ENGINES as ENGINES  # isort: skip
 from .workloads.builtin import BUILTIN as BUILTIN  # isort: skip
 from .workloads.builtin import DEFAULT_WORKLOADS as DEFAULT_WORKLOADS  # isort: skip
 from .workloads.inputs import image_root as image_root  # isort: skip
+from .results.analysis import Cost as Cost  # isort: skip
+from .run.progress import ProgressEvent as ProgressEvent  # isort: skip
+from .run.progress import SetupDescription as SetupDescription  # isort: skip
 
 __all__ = [
     "compare",

@@ -24,8 +24,8 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import curves, figures, run_curves
 from ..results.answer import answer_paragraph, machine_line, machine_state
+from . import curves, figures, run_curves
 
 if TYPE_CHECKING:  # bokeh is imported when a report is built
     from bokeh.models import LayoutDOM

@@ -58,8 +58,8 @@ class Results(Outcome):
     allow_busy : bool, optional
         Give verdicts on workloads with *busy* runs (other programs used more than half a core
         of this machine meanwhile); by default they get "no verdict" (see
-        :mod:`dasktrain.harness.results.verdicts`). None: as the comparison was run (``setup``), else
-        False.
+        :mod:`dasktrain.harness.results.verdicts`). None: as the comparison was run
+        (``setup``), else False.
     events : list of dict, optional
         The live events of the timed runs (``dasktrain._dask.events``, each with its
         ``run``): what the dashboard page showed, drawn again in the report.

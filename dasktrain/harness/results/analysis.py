@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 from .tables import faster, time_range
 
@@ -76,12 +76,22 @@ def setups_table(table, baseline) -> pd.DataFrame:
     return t
 
 
-def cost_summary(results) -> dict:
+class Cost(TypedDict):
+    """What a comparison cost (:attr:`Results.cost <dasktrain.harness.Results.cost>`)."""
+
+    wall_s: float | None  # start to finish; None when unknown
+    runs: int  # timed runs that finished
+    run_s: float  # their seconds
+    core_seconds: dict[str, float]  # per setup, and "total"
+    usd: dict[str, float] | None  # per setup, and "total"; None without a price table
+
+
+def cost_summary(results) -> Cost:
     """What the comparison cost: wall time, timed seconds, core-seconds, USD when priced.
 
     Returns
     -------
-    dict
+    Cost
         ``wall_s`` (start to finish, None when unknown), ``runs`` (timed runs), ``run_s`` (their
         seconds), ``core_seconds`` (cores held x seconds, per setup and in total) and
         ``usd`` (per setup and total; None without a price table).
@@ -99,16 +109,16 @@ def cost_summary(results) -> dict:
             rate, _ = results.settings.price(setup)
             usd[setup] = rate * secs / 3600
         usd["total"] = sum(usd.values())
-    return {
-        "wall_s": _wall(results.setup),
-        "runs": int(len(runs)),
-        "run_s": float(times.sum()),
-        "core_seconds": {
+    return Cost(
+        wall_s=_wall(results.setup),
+        runs=int(len(runs)),
+        run_s=float(times.sum()),
+        core_seconds={
             **{k: float(v) for k, v in per_setup.items()},
             "total": float(per_setup.sum()),
         },
-        "usd": usd,
-    }
+        usd=usd,
+    )
 
 
 def _wall(setup):

@@ -28,6 +28,8 @@ from .tables import (
 if TYPE_CHECKING:  # pandas is imported when a table is first built
     import pandas as pd
 
+    from .analysis import Cost
+
 __all__ = ["Outcome"]
 
 
@@ -192,7 +194,7 @@ class Outcome:
         return machine_state(self)
 
     @property
-    def cost(self) -> dict:
+    def cost(self) -> Cost:
         """What the whole comparison cost (see
         :func:`~dasktrain.harness.results.analysis.cost_summary`)."""
         from .analysis import cost_summary

@@ -22,6 +22,7 @@ from typing import Any
 from ... import __version__
 from ..._compat import cpu_count, gpu_count
 from ...exceptions import ClusterConnectionError, ValidationError
+from .progress import SetupDescription
 from .spark_setup import close_spark, describe_spark, open_spark
 
 __all__ = [
@@ -69,23 +70,23 @@ class Setup:
         """Devices the setup uses: its workers (1 for the local engine)."""
         return max(1, self.workers) if self.engine == "dask" else 1
 
-    def describe(self) -> dict:
+    def describe(self) -> SetupDescription:
         """JSON-ready description (``Results.setup["setups"][name]``)."""
         if self.engine == "spark":
             return describe_spark(self)
         c = self.client
-        return {
-            "engine": self.engine,
-            "workers": self.workers,
-            "threads": self.threads,
-            "gpus": self.gpus,
-            "devices": self.devices,
-            "scheduler": c.scheduler.address if c is not None else None,
-            "dashboard": c.dashboard_link if c is not None else None,
-            "live_page": _live_page(c),
-            "worker_addresses": sorted(self.worker_pids),
-            "started_here": self.started,
-        }
+        return SetupDescription(
+            engine=self.engine,
+            workers=self.workers,
+            threads=self.threads,
+            gpus=self.gpus,
+            devices=self.devices,
+            scheduler=c.scheduler.address if c is not None else None,
+            dashboard=c.dashboard_link if c is not None else None,
+            live_page=_live_page(c),
+            worker_addresses=sorted(self.worker_pids),
+            started_here=self.started,
+        )
 
 
 def _live_page(client):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 
+from .progress import SetupDescription
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["check_spark", "open_spark", "describe_spark", "close_spark"]
@@ -77,23 +79,23 @@ def open_spark(setup, spark, threads, log=None):
     return setup
 
 
-def describe_spark(setup) -> dict:
+def describe_spark(setup) -> SetupDescription:
     """JSON-ready description of the Spark setup (``Results.setup["setups"]["spark"]``)."""
     s = setup.client
     ctx = s.sparkContext if s is not None else None
-    return {
-        "engine": "spark",
-        "workers": setup.workers,
-        "threads": setup.threads,
-        "gpus": 0,
-        "devices": setup.devices,
-        "scheduler": ctx.master if ctx is not None else None,
-        "dashboard": ctx.uiWebUrl if ctx is not None else None,
-        "worker_addresses": [],
-        "started_here": setup.started,
-        "spark_version": s.version if s is not None else None,
-        "unavailable": setup.unavailable,
-    }
+    return SetupDescription(
+        engine="spark",
+        workers=setup.workers,
+        threads=setup.threads,
+        gpus=0,
+        devices=setup.devices,
+        scheduler=ctx.master if ctx is not None else None,
+        dashboard=ctx.uiWebUrl if ctx is not None else None,
+        worker_addresses=[],
+        started_here=setup.started,
+        spark_version=s.version if s is not None else None,
+        unavailable=setup.unavailable,
+    )
 
 
 def close_spark(setup) -> None:
