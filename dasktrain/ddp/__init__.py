@@ -9,21 +9,23 @@ Inside ``train_fn`` use :func:`prepare_model`, :func:`prepare_loader`, :func:`mi
 engines. Importing this package does not import torch.
 
 **Note for developers.** The modules stand in layers; each imports only modules of the layers
-below its own (``tests/test_architecture.py`` checks it). One exception is left for the
-launcher's restructuring: ``RankPool.start`` runs its first job through ``launcher.run``.
+below its own (``tests/test_architecture.py`` checks it).
 
-1. ``tf_launcher``
-   ``dasktrain.tf.run()``: the launcher's job with TensorFlow rank processes (``TF_CONFIG``,
-   ``MultiWorkerMirroredStrategy``), and ``run_local()``'s TensorFlow twin.
-2. ``launcher``, ``recipes_keras``
-   ``run()``: attempts, restarts, the report history; a Keras 3 model (torch backend) as a
-   ``train_fn``.
-3. ``_group``, ``_pool``, ``recipes``, ``tf_recipes``
-   One process group (worker locks, start, watch, teardown, root cause); the warm
-   ``RankPool``; the ready-made ``train_fn`` recipes, torch and TensorFlow.
-4. ``_pool_worker``, ``_recipe_data``, ``_tf_rank``
-   The pooled rank process of each pool on a worker and its watchdog; the recipes' data
-   (arrays or shards); the TensorFlow rank process.
+1. ``launcher``, ``recipes_keras``, ``tf_launcher``
+   ``run()``: its arguments checked, the job handed on; a Keras 3 model (torch backend) as a
+   ``train_fn``; ``dasktrain.tf.run()``: the same job with TensorFlow rank processes
+   (``TF_CONFIG``, ``MultiWorkerMirroredStrategy``), and ``run_local()``'s TensorFlow twin.
+2. ``_pool``, ``recipes``, ``tf_recipes``
+   The warm ``RankPool`` (its first job runs through ``_job``); the ready-made ``train_fn``
+   recipes, torch and TensorFlow.
+3. ``_job``, ``_recipe_data``
+   One job: the launcher's argument checks, attempts, restarts, the report history; the
+   recipes' data (arrays or shards).
+4. ``_group``, ``_pool_worker``, ``_select``, ``_tf_rank``
+   One process group (start, watch, teardown, root cause; a pool's group through the pool's
+   ``workers_for_attempt``, ``group_for``, ``rank_task``, ``reset``); the pooled rank process
+   of each pool on a worker and its watchdog; the group's workers chosen and locked (one
+   ``distributed.Lock`` each, all or none); the TensorFlow rank process.
 5. ``_worker``, ``loaders``, ``local``, ``shards``, ``tf_context``
    Start and supervise one rank process on a worker; ``prepare_loader`` and the batch rule;
    ``run_local()``; ``shard()``; what a TensorFlow ``train_fn`` calls (task info, weights,
@@ -39,7 +41,8 @@ launcher's restructuring: ``RankPool.start`` runs its first job through ``launch
    One chunk made; how the ranks exchange gradients (DDP options, hooks); ``datasets=``
    checked and described as a ``Feed``; the epoch's chunks dealt; ``RankSpec``,
    ``RankStatus``, ``RankResult``, ``Failure``, ``DDPResult``; the rendezvous sockets bound
-   to one address; TensorFlow's variables; the TensorFlow small CNN and Adam.
+   to one address, the host and the interface of an address; TensorFlow's variables; the
+   TensorFlow small CNN and Adam.
 """
 
 from ..exceptions import DDPError

@@ -1,6 +1,6 @@
 """TensorFlow multi-worker training on Dask workers: :func:`run`, and its twin :func:`run_local`.
 
-:func:`run` is the DDP launcher (:mod:`dasktrain.ddp.launcher`: workers picked and locked, one
+:func:`run` is the DDP launcher's job (:mod:`dasktrain.ddp._job`: workers picked and locked, one
 supervised process per worker in a private folder, logs, ``timeout``, ``max_restarts``, the
 failed rank named) with another rank process, :mod:`dasktrain.ddp._tf_rank`, which starts a
 ``tf.distribute.MultiWorkerMirroredStrategy`` instead of a torch process group.
@@ -15,7 +15,7 @@ from .._compat import import_optional
 from .._dask import get_client
 from ..exceptions import DDPError, ValidationError
 from . import helpers as _ddp_helpers
-from . import launcher as _launcher
+from ._job import check_args, run_job
 from ._records import DDPResult
 from ._tf_env import ENV_COLLECTIVE_TIMEOUT, ENV_KEY
 from .local import local_result
@@ -120,7 +120,7 @@ def run(
     check_all_interfaces(all_interfaces)
     timeout = _config.get("ddp.timeout") if timeout is None else timeout
     port_range = _config.get("ddp.port-range") if port_range is None else port_range
-    _launcher._check_args("gloo", timeout, max_restarts, workers, port_range, env)
+    check_args("gloo", timeout, max_restarts, workers, port_range, env)
     _check_collective_timeout(collective_timeout)
     if not callable(train_fn):
         raise ValidationError(f"train_fn={train_fn!r} must be callable.")
@@ -128,24 +128,20 @@ def run(
     job_env = {"KERAS_BACKEND": "tensorflow", **(env or {})}
     job_env[ENV_KEY] = secrets.token_hex(16)
     job_env[ENV_COLLECTIVE_TIMEOUT] = str(float(collective_timeout))
-    job = _launcher._Job(
+    return run_job(
         client,
-        _launcher._payload(train_fn, args, kwargs),
+        train_fn,
+        args,
+        kwargs,
         workers=workers,
         timeout=timeout,
         max_restarts=max_restarts,
-        options={
-            "backend": "gloo",  # not used by a TensorFlow rank; skips the GPU probe
-            "env": job_env,
-            "checkpoint_dir": _ddp_helpers.make_checkpoint_dir(checkpoint_dir),
-            "port_range": port_range,
-            "pool": None,
-            "datasets": None,
-            "module": "dasktrain.ddp._tf_rank",
-        },
+        backend="gloo",  # not used by a TensorFlow rank; skips the GPU probe
+        port_range=port_range,
+        env=job_env,
+        checkpoint_dir=checkpoint_dir,
+        module="dasktrain.ddp._tf_rank",
     )
-    with job.history.subscribed(client):
-        return job.run()
 
 
 def run_local(train_fn, *args, checkpoint_dir=None, **kwargs) -> DDPResult:
