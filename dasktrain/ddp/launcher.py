@@ -8,8 +8,8 @@ ones) or raises :class:`~dasktrain.exceptions.DDPError`. Metrics the ranks repor
 client as Dask events (``Client.subscribe_topic``).
 
 Where the rest lives: ``_job`` (one job: attempts, restarts, history), ``_group`` (the client
-side of one group), ``_pool`` (:class:`RankPool`), ``_worker`` (what runs on the worker),
-``_rank`` (inside a rank process), ``_env`` (the environment contract),
+side of one group), ``_pool`` (:class:`RankPool`), ``_worker`` and ``_supervise`` (what runs on
+the worker), ``_rank`` (inside a rank process), ``_env`` (the environment contract),
 ``_records`` (specs, statuses, results) and ``local`` (:func:`run_local`, the one-process twin).
 """
 
