@@ -25,14 +25,16 @@ below its own (``tests/test_architecture.py`` checks it).
    One process group (start, watch, teardown, root cause; a pool's group through the pool's
    ``workers_for_attempt``, ``group_for``, ``rank_task``, ``reset``); its workers chosen and
    locked (one ``distributed.Lock`` each, all or none); the TensorFlow rank process.
-5. ``_pool_worker``, ``_worker``, ``loaders``, ``local``, ``shards``, ``tf_context``
+5. ``_pool_worker``, ``_rank``, ``_worker``, ``loaders``, ``local``, ``shards``, ``tf_context``
    On a worker: the pooled rank process of each pool and its watchdog, the one-job rank task
-   and the port probe; ``prepare_loader`` and the batch rule; ``run_local()``; ``shard()``;
-   what a TensorFlow ``train_fn`` calls (task info, weights, the ``model.fit`` refusal).
-6. ``_feeder``, ``_rank``, ``_supervise``, ``helpers``
-   The thread beside a rank that makes the chunks it asks for; the rank process; what both
-   rank tasks do to supervise one (files, command, watch, result); rank info, metrics, the
-   model and checkpoints inside ``train_fn``.
+   and the port probe; the torch rank process (one job, or a pool's); ``prepare_loader`` and
+   the batch rule; ``run_local()`` and what every twin shares; ``shard()``; what a
+   TensorFlow ``train_fn`` calls (task info, weights, the ``model.fit`` refusal).
+6. ``_feeder``, ``_rank_process``, ``_supervise``, ``helpers``
+   The thread beside a rank that makes the chunks it asks for; what every rank process does
+   (parent watch, folders, the payload run and its result, the exit); what both rank tasks do
+   to supervise one (files, command, watch, result); rank info, metrics, the model and
+   checkpoints inside ``train_fn``.
 7. ``_env``, ``_shard``
    The environment-variable contract and exit codes (the only place their names are
    written); the torch dataset of a shard.

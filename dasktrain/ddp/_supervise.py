@@ -145,7 +145,7 @@ def rank_command(workdir, module="dasktrain.ddp._rank"):
     The rank starts in its own private folder (``workdir``, which holds no module) and with
     ``-P`` (nothing prepended to ``sys.path``). Not ``-I``: isolated mode
     also drops ``PYTHONPATH``, which deployments rely on. The rank then moves to the worker's
-    folder for ``train_fn`` (see :mod:`dasktrain.ddp._rank`).
+    folder for ``train_fn`` (see :mod:`dasktrain.ddp._rank_process`).
     """
     return [sys.executable, "-P", "-m", module], workdir
 

@@ -13,12 +13,11 @@ import secrets
 from .. import _config
 from .._compat import import_optional
 from .._dask import get_client
-from ..exceptions import DDPError, ValidationError
-from . import helpers as _ddp_helpers
+from ..exceptions import ValidationError
 from ._job import check_args, run_job
 from ._records import DDPResult
 from ._tf_env import ENV_COLLECTIVE_TIMEOUT, ENV_KEY
-from .local import local_result
+from .local import check_twin, local_result, new_context, twin_context
 from .tf_context import refuse_fit
 
 __all__ = ["run", "run_local"]
@@ -170,17 +169,9 @@ def run_local(train_fn, *args, checkpoint_dir=None, **kwargs) -> DDPResult:
     --------
     run : the distributed engine.
     """
-    if not callable(train_fn):
-        raise ValidationError(f"train_fn={train_fn!r} must be callable.")
-    if _ddp_helpers._local_context() is not None:
-        raise DDPError("run_local() cannot be nested inside another run_local() call.")
+    check_twin(train_fn)
     tf = import_optional("tensorflow", "tensorflow")
-    checkpoint_dir = _ddp_helpers.make_checkpoint_dir(checkpoint_dir)
-    ctx = _ddp_helpers._LocalContext(checkpoint_dir, None)
-    _ddp_helpers._local.ctx = ctx
-    try:
-        with tf.distribute.get_strategy().scope(), refuse_fit():
-            value = train_fn(*args, **kwargs)
-    finally:
-        _ddp_helpers._local.ctx = None
+    ctx = new_context(checkpoint_dir, None)
+    with twin_context(ctx), tf.distribute.get_strategy().scope(), refuse_fit():
+        value = train_fn(*args, **kwargs)
     return local_result(value, ctx)
