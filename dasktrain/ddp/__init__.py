@@ -19,12 +19,13 @@ below its own (``tests/test_architecture.py`` checks it).
    The warm ``RankPool`` (its first job runs through ``_job``); the ready-made ``train_fn``
    recipes, torch and TensorFlow.
 3. ``_job``, ``_recipe_data``
-   One job: the launcher's argument checks, attempts, restarts, the report history; the
-   recipes' data (arrays or shards).
+   One job: the launcher's argument checks, attempts (a pool's workers from its
+   ``workers_for_attempt``), restarts, the report history; the recipes' data (arrays or
+   shards).
 4. ``_group``, ``_select``, ``_tf_rank``
    One process group (start, watch, teardown, root cause; a pool's group through the pool's
-   ``workers_for_attempt``, ``group_for``, ``rank_task``, ``reset``); its workers chosen and
-   locked (one ``distributed.Lock`` each, all or none); the TensorFlow rank process.
+   ``group_for``, ``rank_task``, ``reset``); its workers chosen and locked (one
+   ``distributed.Lock`` each, all or none); the TensorFlow rank process.
 5. ``_pool_worker``, ``_rank``, ``_worker``, ``loaders``, ``local``, ``shards``, ``tf_context``
    On a worker: the pooled rank process of each pool and its watchdog, the one-job rank task
    and the port probe; the torch rank process (one job, or a pool's); ``prepare_loader`` and

@@ -7,10 +7,10 @@
    ``backend="auto"``; ``MASTER_ADDR`` is the rank-0 worker's host as the scheduler knows it.
    It then submits one :func:`~._worker.rank_task` per worker (``pure=False``, pinned with
    ``allow_other_workers=False``), each with its :class:`~._records.RankSpec`. With a
-   :class:`~dasktrain.ddp.RankPool` the pool answers instead: which workers
-   (``workers_for_attempt``), the warm group's port and backend or a fresh probe
-   (``group_for``), the task and its extra arguments (``rank_task``), and ``reset`` after a
-   failure (the pool's processes ended, its group forgotten).
+   :class:`~dasktrain.ddp.RankPool` (``options["pool"]``) the pool answers instead: the warm
+   group's port and backend or a fresh probe (``group_for``), the task and its extra
+   arguments (``rank_task``), and ``reset`` after a failure (the pool's processes ended, its
+   group forgotten). The job asks it for the workers (``workers_for_attempt``).
 3. :meth:`Attempt.watch` waits for every rank and watches the worker list; the first rank
    that fails or loses its worker raises :class:`~._records.AttemptFailed`.
 4. :meth:`Attempt.teardown` sets the attempt's abort event and collects what the ranks hand

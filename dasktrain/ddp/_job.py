@@ -176,7 +176,7 @@ class _History:
 
 
 class _Job:
-    """One call of :func:`run`: attempts until one succeeds, restarts run out or time is up."""
+    """One job (:func:`run_job`): attempts until one succeeds, restarts run out or time is up."""
 
     def __init__(self, client, payload, *, workers, timeout, max_restarts, options):
         self.client = client

@@ -119,8 +119,7 @@ class RankPool:
 
     def start(self):
         """Start the rank processes and join their group now (a first, empty job); self."""
-        if self.closed:
-            raise ValidationError(f"{self!r} is closed; create a new RankPool.")
+        self.ensure_open()
         run_job(
             self.client,
             _ready,
@@ -156,8 +155,17 @@ class RankPool:
             logger.debug("could not release the tokens of pool %s", self.id, exc_info=True)
 
     # -- what a job asks of its pool ---------------------------------------------------------
-    # Public to the package (_job, _group), not to users: ``:meta private:`` keeps them off
-    # the API page, so RankPool's user-facing API stays start / close / pids / addresses.
+    # Public to the package (launcher, _job, _group), not to users: ``:meta private:`` keeps
+    # them off the API page, so RankPool's user-facing API stays start / close / pids /
+    # addresses.
+    def ensure_open(self):
+        """Raise a ValidationError once the pool is closed (before a job uses it).
+
+        :meta private:
+        """
+        if self.closed:
+            raise ValidationError(f"{self!r} is closed; create a new RankPool.")
+
     def workers_for_attempt(self):
         """The ``workers=`` of the next attempt: the warm group's, else what the user asked.
 

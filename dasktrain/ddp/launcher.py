@@ -31,8 +31,7 @@ def _check_pool(pool, client, workers, backend, port_range):
     """The pool's client; a ValidationError when ``pool`` or the arguments beside it are bad."""
     if not isinstance(pool, RankPool):
         raise ValidationError(f"pool={pool!r} must be a dasktrain.ddp.RankPool or None.")
-    if pool.closed:
-        raise ValidationError(f"{pool!r} is closed; create a new RankPool.")
+    pool.ensure_open()
     if client is not None and client is not pool.client:
         raise ValidationError("pool= belongs to another client; pass client=None or its own.")
     if workers is not None or backend != "auto" or port_range is not None:
