@@ -92,23 +92,19 @@ LAYERS = {
         {"figures", "output", "text"},
     ],
     "ddp": [
-        {"tf_launcher"},
-        {"launcher", "recipes_keras"},
-        {"_group", "_pool", "recipes", "tf_recipes"},
-        {"_pool_worker", "_recipe_data", "_tf_rank"},
-        {"_worker", "local", "loaders", "shards", "tf_context"},
-        {"_feeder", "_rank", "helpers"},
+        {"launcher", "recipes_keras", "tf_launcher"},
+        {"_pool", "recipes", "tf_recipes"},
+        {"_job", "_recipe_data"},
+        {"_group", "_select", "_tf_rank"},
+        {"_pool_worker", "_rank", "_worker", "loaders", "local", "shards", "tf_context"},
+        {"_feeder", "_rank_process", "_supervise", "helpers"},
         {"_env", "_shard"},
         {"_chunks", "_comm", "_datasets", "_plan", "_records", "_sockets", "_tf_env", "_tf_net"},
     ],
 }
 # Upward imports still there, each to be removed by the issue named (an entry that is gone
 # fails test_known_exceptions_still_exist, so that this list only shrinks).
-KNOWN_UPWARD = {
-    # RankPool.start() runs its first job through run(pool=self), which checks the pool:
-    # issue 28, item 3 (the launcher's restructuring) breaks it.
-    ("dasktrain.ddp._pool", "dasktrain.ddp.launcher"),
-}
+KNOWN_UPWARD: set[tuple[str, str]] = set()
 
 
 # --------------------------------------------------------------------------------------------

@@ -99,3 +99,70 @@ def test_killed_worker_fails_fast_then_restart_resumes(own_client, tmp_path):
     steps = sorted({r["step"] for r in res.history if r["attempt"] == 1})
     assert steps == list(range(res[0]["start"], 12))
     assert victim not in res.workers.values()  # chosen again from the live workers
+
+
+# A client whose process dies (a notebook kernel killed mid-training) while its job holds the
+# workers. The lease of its test-sized 5 s lock runs out; the ranks' 3 s of training end.
+_DYING_CLIENT = """
+import sys, time
+import dask
+dask.config.set({"distributed.scheduler.locks.lease-timeout": "5s"})
+from distributed import Client
+import dasktrain.ddp as ddp
+
+def train(marker):
+    open(marker, "w").close()
+    time.sleep(3)
+    return 0
+
+if __name__ == "__main__":
+    client = Client(sys.argv[1])
+    ddp.run(train, sys.argv[2], client=client, timeout=120)
+"""
+
+
+def _rank_number():
+    return ddp.rank_info().rank
+
+
+@pytest.mark.timeout(240)
+def test_workers_of_a_dead_client_are_freed(tmp_path):
+    # The worker locks are distributed.Lock, whose lease ends when its client stops renewing
+    # it. distributed.MultiLock has no lease: the workers of a client killed while its job
+    # ran stayed locked until the scheduler restarted, and every later job failed with
+    # "could not lock 2 free workers" at its timeout (see dasktrain/ddp/_group.py).
+    import subprocess
+
+    import dask
+    from distributed import Client, LocalCluster
+
+    script, marker = tmp_path / "dying.py", tmp_path / "training"
+    script.write_text(_DYING_CLIENT)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    )
+    with dask.config.set({"distributed.scheduler.locks.lease-validation-interval": "1s"}):
+        cluster = LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            memory_limit="4GiB",
+        )
+    with cluster, Client(cluster, set_as_default=False) as client:
+        proc = subprocess.Popen(
+            [sys.executable, str(script), cluster.scheduler_address, str(marker)], env=env
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while not marker.exists():
+                assert proc.poll() is None and time.monotonic() < deadline, "never trained"
+                time.sleep(0.1)
+        finally:
+            proc.kill()
+            proc.wait()
+        t0 = time.monotonic()
+        res = ddp.run(_rank_number, client=client, timeout=90)
+        assert dict(res) == {0: 0, 1: 1}
+        assert time.monotonic() - t0 < 60

@@ -9,28 +9,33 @@ Inside ``train_fn`` use :func:`prepare_model`, :func:`prepare_loader`, :func:`mi
 engines. Importing this package does not import torch.
 
 **Note for developers.** The modules stand in layers; each imports only modules of the layers
-below its own (``tests/test_architecture.py`` checks it). One exception is left for the
-launcher's restructuring: ``RankPool.start`` runs its first job through ``launcher.run``.
+below its own (``tests/test_architecture.py`` checks it).
 
-1. ``tf_launcher``
-   ``dasktrain.tf.run()``: the launcher's job with TensorFlow rank processes (``TF_CONFIG``,
-   ``MultiWorkerMirroredStrategy``), and ``run_local()``'s TensorFlow twin.
-2. ``launcher``, ``recipes_keras``
-   ``run()``: attempts, restarts, the report history; a Keras 3 model (torch backend) as a
-   ``train_fn``.
-3. ``_group``, ``_pool``, ``recipes``, ``tf_recipes``
-   One process group (worker locks, start, watch, teardown, root cause); the warm
-   ``RankPool``; the ready-made ``train_fn`` recipes, torch and TensorFlow.
-4. ``_pool_worker``, ``_recipe_data``, ``_tf_rank``
-   The pooled rank process of each pool on a worker and its watchdog; the recipes' data
-   (arrays or shards); the TensorFlow rank process.
-5. ``_worker``, ``loaders``, ``local``, ``shards``, ``tf_context``
-   Start and supervise one rank process on a worker; ``prepare_loader`` and the batch rule;
-   ``run_local()``; ``shard()``; what a TensorFlow ``train_fn`` calls (task info, weights,
-   the ``model.fit`` refusal).
-6. ``_feeder``, ``_rank``, ``helpers``
-   The thread beside a rank that makes the chunks it asks for; the rank process; rank info,
-   metrics, the model and checkpoints inside ``train_fn``.
+1. ``launcher``, ``recipes_keras``, ``tf_launcher``
+   ``run()``: its arguments checked, the job handed on; a Keras 3 model (torch backend) as a
+   ``train_fn``; ``dasktrain.tf.run()``: the same job with TensorFlow rank processes
+   (``TF_CONFIG``, ``MultiWorkerMirroredStrategy``), and ``run_local()``'s TensorFlow twin.
+2. ``_pool``, ``recipes``, ``tf_recipes``
+   The warm ``RankPool`` (its first job runs through ``_job``); the ready-made ``train_fn``
+   recipes, torch and TensorFlow.
+3. ``_job``, ``_recipe_data``
+   One job: the launcher's argument checks, attempts (a pool's workers from its
+   ``workers_for_attempt``), restarts, the report history; the recipes' data (arrays or
+   shards).
+4. ``_group``, ``_select``, ``_tf_rank``
+   One process group (start, watch, teardown, root cause; a pool's group through the pool's
+   ``group_for``, ``rank_task``, ``reset``); its workers chosen and locked (one
+   ``distributed.Lock`` each, all or none); the TensorFlow rank process.
+5. ``_pool_worker``, ``_rank``, ``_worker``, ``loaders``, ``local``, ``shards``, ``tf_context``
+   On a worker: the pooled rank process of each pool and its watchdog, the one-job rank task
+   and the port probe; the torch rank process (one job, or a pool's); ``prepare_loader`` and
+   the batch rule; ``run_local()`` and what every twin shares; ``shard()``; what a
+   TensorFlow ``train_fn`` calls (task info, weights, the ``model.fit`` refusal).
+6. ``_feeder``, ``_rank_process``, ``_supervise``, ``helpers``
+   The thread beside a rank that makes the chunks it asks for; what every rank process does
+   (parent watch, folders, the payload run and its result, the exit); what both rank tasks do
+   to supervise one (files, command, watch, result); rank info, metrics, the model and
+   checkpoints inside ``train_fn``.
 7. ``_env``, ``_shard``
    The environment-variable contract and exit codes (the only place their names are
    written); the torch dataset of a shard.
@@ -39,7 +44,8 @@ launcher's restructuring: ``RankPool.start`` runs its first job through ``launch
    One chunk made; how the ranks exchange gradients (DDP options, hooks); ``datasets=``
    checked and described as a ``Feed``; the epoch's chunks dealt; ``RankSpec``,
    ``RankStatus``, ``RankResult``, ``Failure``, ``DDPResult``; the rendezvous sockets bound
-   to one address; TensorFlow's variables; the TensorFlow small CNN and Adam.
+   to one address, the host and the interface of an address; TensorFlow's variables; the
+   TensorFlow small CNN and Adam.
 """
 
 from ..exceptions import DDPError

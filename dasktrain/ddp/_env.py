@@ -54,7 +54,7 @@ ENV_BACKEND = "DASKTRAIN_DDP_BACKEND"
 ENV_DEVICE = "DASKTRAIN_DDP_DEVICE"
 ENV_METRICS_FILE = "DASKTRAIN_DDP_METRICS_FILE"
 ENV_CHECKPOINT_DIR = "DASKTRAIN_DDP_CHECKPOINT_DIR"
-# The worker's current directory: the rank starts elsewhere (see _worker.rank_command).
+# The worker's current directory: the rank starts elsewhere (see _supervise.rank_command).
 ENV_WORKDIR = "DASKTRAIN_DDP_WORKDIR"
 # Where the rank reads its chunks (only for a job with datasets=; see _feeder).
 ENV_SHARDS = "DASKTRAIN_DDP_SHARDS"

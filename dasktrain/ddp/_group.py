@@ -1,14 +1,16 @@
-"""The client side of one DDP process group: pick and lock workers, start, watch, tear down.
+"""The client side of one DDP process group: start, watch, tear down (its workers come locked).
 
-1. :func:`select_workers` picks the workers (a count, a list of addresses, or all), locks each
-   one with a :class:`distributed.Lock` named after its address so two jobs never share a
-   worker, and orders them by host then address: rank ``i`` is the ``i``-th worker,
-   ``LOCAL_RANK`` counts ranks on the same host.
+1. :func:`~._select.select_workers` (in :mod:`._select`) picks and locks the workers, in rank
+   order; the job hands them to an :class:`Attempt`.
 2. :meth:`Attempt.start` runs a tiny task on the rank-0 worker that binds port 0 (or a port of
    ``port_range``) to find a free ``MASTER_PORT`` there and counts its GPUs for
    ``backend="auto"``; ``MASTER_ADDR`` is the rank-0 worker's host as the scheduler knows it.
    It then submits one :func:`~._worker.rank_task` per worker (``pure=False``, pinned with
-   ``allow_other_workers=False``), each with its :class:`~._records.RankSpec`.
+   ``allow_other_workers=False``), each with its :class:`~._records.RankSpec`. With a
+   :class:`~dasktrain.ddp.RankPool` (``options["pool"]``) the pool answers instead: the warm
+   group's port and backend or a fresh probe (``group_for``), the task and its extra
+   arguments (``rank_task``), and ``reset`` after a failure (the pool's processes ended, its
+   group forgotten). The job asks it for the workers (``workers_for_attempt``).
 3. :meth:`Attempt.watch` waits for every rank and watches the worker list; the first rank
    that fails or loses its worker raises :class:`~._records.AttemptFailed`.
 4. :meth:`Attempt.teardown` sets the attempt's abort event and collects what the ranks hand
@@ -22,15 +24,15 @@ import time
 
 from .._dask import StallWatch, live_workers, result, scatter_data
 from .._dask.events import DDP_TOPIC_PREFIX
-from ..exceptions import DDPError, ValidationError, WorkersPausedError
+from ..exceptions import DDPError, WorkersPausedError
 from ._datasets import held_futures
-from ._pool_worker import pool_rank_task
 from ._records import AttemptFailed, Failure, RankSpec, RankStatus
+from ._sockets import host_of
 from ._worker import probe_port, rank_task
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["select_workers", "Attempt", "describe"]
+__all__ = ["Attempt", "rank_specs", "describe"]
 
 # How long the client waits for aborted ranks to hand back their logs.
 _TEARDOWN_WAIT_S = 10.0
@@ -38,104 +40,6 @@ _TEARDOWN_WAIT_S = 10.0
 _TAIL_LINES = 20
 # What waits, in a WorkersPausedError.
 _WHAT = "dasktrain.ddp.run"
-
-
-def _host(address):
-    from distributed.comm import get_address_host
-
-    return get_address_host(address)
-
-
-def _order(addresses):
-    return sorted(addresses, key=lambda a: (_host(a), a))
-
-
-def _lock(client, address):
-    from distributed import Lock
-
-    return Lock(f"dasktrain-ddp-worker-{address}", scheduler_rpc=client.scheduler, loop=client.loop)
-
-
-class Selection:
-    """Locked workers for one attempt."""
-
-    def __init__(self, addresses, locks):
-        self.addresses = addresses
-        self.locks = locks
-
-    def release(self):
-        for lock in self.locks:
-            try:
-                lock.release()
-            except Exception:  # the scheduler may already have expired the lease
-                logger.debug("could not release %s", lock.name, exc_info=True)
-        self.locks = []
-
-
-def _needed(workers, live, world_size):
-    if world_size is not None:
-        # A restart keeps the world size (waiting for replacements), so that the checkpoint
-        # resumes the same run.
-        return world_size
-    if workers is None:
-        return len(live)
-    if isinstance(workers, int):
-        return workers
-    return len(workers)
-
-
-def _check_request(workers, preferred, need, live):
-    """On the first attempt: the workers asked for must exist."""
-    unknown = [w for w in preferred if w not in live]
-    if unknown:
-        raise ValidationError(
-            f"workers={preferred!r}: {unknown!r} are not workers of this cluster; "
-            f"live workers are {sorted(live)!r}."
-        )
-    if need > len(live):
-        raise ValidationError(
-            f"workers={workers!r} asks for {need} workers but the cluster has "
-            f"{len(live)}; scale the cluster up or ask for fewer."
-        )
-    if need == 0:
-        raise DDPError("the cluster has no workers; start some before dasktrain.ddp.run.")
-
-
-def _try_lock(client, candidates, need):
-    chosen, locks = [], []
-    for address in candidates:
-        if len(chosen) == need:
-            break
-        lock = _lock(client, address)
-        if lock.acquire(blocking=False):
-            chosen.append(address)
-            locks.append(lock)
-    return Selection(chosen, locks)
-
-
-def select_workers(client, workers, deadline, first, world_size=None):
-    """Choose and lock the workers of one attempt (waits while they are busy or missing)."""
-    preferred = list(workers) if isinstance(workers, (list, tuple)) else []
-    while True:
-        live = live_workers(client)
-        need = _needed(workers, live, world_size)
-        if first:
-            _check_request(workers, preferred, need, live)
-        # Asked-for workers first; on a restart, other live workers replace the dead ones.
-        candidates = [w for w in preferred if w in live]
-        candidates += _order(live - set(candidates))
-        selection = _try_lock(client, candidates, need)
-        if len(selection.addresses) == need and need > 0:
-            return Selection(_order(selection.addresses), selection.locks)
-        got = len(selection.addresses)
-        selection.release()
-        if time.monotonic() > deadline:
-            raise DDPError(
-                f"could not lock {need} free workers within the timeout: {len(live)} live, "
-                f"{got} not busy with another dasktrain.ddp job. Wait for the other job, "
-                "pass fewer workers, or raise timeout."
-            )
-        time.sleep(0.5)
 
 
 def rank_specs(
@@ -153,7 +57,7 @@ def rank_specs(
     module=RankSpec.module,
 ):
     """One :class:`RankSpec` per worker address, in rank order."""
-    hosts = [_host(a) for a in addresses]
+    hosts = [host_of(a) for a in addresses]
     specs = []
     for rank in range(len(addresses)):
         same_host = [i for i, h in enumerate(hosts) if h == hosts[rank]]
@@ -233,7 +137,7 @@ class Attempt:
                 backend = "nccl" if n_gpus > 0 else "gloo"
         else:
             # The processes start with the pool's env; this job's env is set for the job.
-            port, backend, warm = pool._group_for(self.addresses, self._probe)
+            port, backend, warm = pool.group_for(self.addresses, self._probe)
             env = pool.env
         self.backend, self.port = backend, port
         self.payload_future = scatter_data(
@@ -260,9 +164,11 @@ class Attempt:
         feeds = () if self.feeds_future is None else (self.feeds_future, self.held)
         for spec in specs:
             address = self.addresses[spec.rank]
-            extra = () if pool is None else pool._task_args(address, warm, self.options["env"])
+            task, extra = (rank_task, ())
+            if pool is not None:
+                task, extra = pool.rank_task(address, warm, self.options["env"])
             self.futures[spec.rank] = self.client.submit(
-                rank_task if pool is None else pool_rank_task,
+                task,
                 self.payload_future,
                 spec,
                 *extra,
@@ -399,7 +305,7 @@ class Attempt:
                 logger.debug("could not clear %s", self.abort.name, exc_info=True)
         if self.options.get("pool") is not None:
             # A failed group is never reused: the next attempt starts fresh processes.
-            self.options["pool"]._invalidate()
+            self.options["pool"].reset()
 
     def _wait_for_live(self, running):
         """Wait (a while) for the aborted tasks on live workers: a dead worker's never return."""
@@ -453,7 +359,7 @@ class Attempt:
             res = self.results.get(rank)
             out[rank] = {
                 "worker": address,
-                "host": _host(address),
+                "host": host_of(address),
                 "returncode": None if res is None else res.returncode,
                 "stdout": None if res is None else res.stdout,
                 "stderr": None if res is None else res.stderr,

@@ -22,7 +22,8 @@ import uuid
 from .. import _config
 from .._dask import get_client, live_workers
 from ..exceptions import ValidationError
-from ._pool_worker import pool_kill, pool_status
+from ._job import check_args, run_job
+from ._pool_worker import pool_kill, pool_rank_task, pool_status
 
 logger = logging.getLogger(__name__)
 
@@ -82,11 +83,9 @@ class RankPool:
     def __init__(
         self, client=None, *, workers=None, backend="auto", env=None, timeout=None, port_range=None
     ):
-        from .launcher import _check_args
-
         timeout = _config.get("ddp.timeout") if timeout is None else timeout
         port_range = _config.get("ddp.port-range") if port_range is None else port_range
-        _check_args(backend, timeout, 0, workers, port_range, env)
+        check_args(backend, timeout, 0, workers, port_range, env)
         self.client = get_client(client, what="dasktrain.ddp.RankPool")
         self.workers = workers
         self.backend = backend
@@ -120,9 +119,19 @@ class RankPool:
 
     def start(self):
         """Start the rank processes and join their group now (a first, empty job); self."""
-        from .launcher import run
-
-        run(_ready, pool=self, timeout=self.timeout)
+        self.ensure_open()
+        run_job(
+            self.client,
+            _ready,
+            (),
+            {},
+            workers=None,  # the pool's own (workers_for_attempt)
+            timeout=self.timeout,
+            max_restarts=0,
+            backend=self.backend,
+            port_range=self.port_range,
+            pool=self,
+        )
         return self
 
     def pids(self):
@@ -137,7 +146,7 @@ class RankPool:
         if self.closed:
             return
         self.closed = True
-        self._invalidate()
+        self.reset()
         futures = list(self._tokens.values())
         self._tokens = {}
         try:
@@ -145,23 +154,35 @@ class RankPool:
         except Exception:  # the client may be closing already: the tokens go with it
             logger.debug("could not release the tokens of pool %s", self.id, exc_info=True)
 
-    # -- used by the launcher ----------------------------------------------------------------
-    def _check_open(self):
+    # -- what a job asks of its pool ---------------------------------------------------------
+    # Public to the package (launcher, _job, _group), not to users: ``:meta private:`` keeps
+    # them off the API page, so RankPool's user-facing API stays start / close / pids /
+    # addresses.
+    def ensure_open(self):
+        """Raise a ValidationError once the pool is closed (before a job uses it).
+
+        :meta private:
+        """
         if self.closed:
             raise ValidationError(f"{self!r} is closed; create a new RankPool.")
 
-    def _request(self):
-        """The ``workers=`` of the next attempt: the warm group's, else what the user asked."""
+    def workers_for_attempt(self):
+        """The ``workers=`` of the next attempt: the warm group's, else what the user asked.
+
+        :meta private:
+        """
         with self._lock:
             if self._group and set(self._group[0]) <= live_workers(self.client):
                 return list(self._group[0])
-        self._invalidate()
+        self.reset()
         return self.workers
 
-    def _group_for(self, addresses, probe):
+    def group_for(self, addresses, probe):
         """``(port, backend, warm)`` for a job on ``addresses``: the warm group's when alive.
 
         ``probe()`` gives ``(port, n_gpus)`` from the rank-0 worker for a fresh group.
+
+        :meta private:
         """
         with self._lock:
             group = self._group
@@ -170,7 +191,7 @@ class RankPool:
             if all(s is not None and s[1] for s in status.values()):
                 return group[1], group[2], True
             logger.warning("ddp pool %s: a rank process ended since the last job", self.id)
-        self._invalidate()
+        self.reset()
         port, n_gpus = probe()
         backend = self.backend
         if backend == "auto":
@@ -180,16 +201,42 @@ class RankPool:
             self._group = (tuple(addresses), port, backend)
         return port, backend, False
 
-    def _task_args(self, address, warm, run_env):
-        """The extra arguments of ``pool_rank_task`` on ``address``."""
+    def rank_task(self, address, warm, run_env):
+        """``(function, extra arguments)`` of the rank task on ``address``: the payload and
+        the spec come first, the job's datasets last (see ``_pool_worker.pool_rank_task``).
+
+        ``run_env`` is the job's own ``env=``, set inside the running process for the job.
+
+        :meta private:
+        """
         token = self._tokens[address]
-        return token, {
-            "id": self.id,
-            "token_key": token.key,
-            "timeout": self.timeout,
-            "warm": warm,
-            "env": dict(run_env),
-        }
+        return pool_rank_task, (
+            token,
+            {
+                "id": self.id,
+                "token_key": token.key,
+                "timeout": self.timeout,
+                "warm": warm,
+                "env": dict(run_env),
+            },
+        )
+
+    def reset(self):
+        """Kill the pool's processes on the live workers and forget the group (waits).
+
+        After a failed, aborted or timed-out job: a group is reused only after a success.
+
+        :meta private:
+        """
+        with self._lock:
+            group, self._group = self._group, None
+        targets = set(group[0] if group else ()) | set(self._tokens)
+        try:
+            targets &= live_workers(self.client)
+            if targets:
+                self._on_workers(pool_kill, targets)
+        except Exception:  # a worker left meanwhile: its processes leave with it
+            logger.debug("pool %s: kill failed", self.id, exc_info=True)
 
     def _status(self, addresses):
         try:
@@ -221,15 +268,3 @@ class RankPool:
             # One token per worker (never one broadcast): the scheduler's memory manager
             # drops extra replicas of data that no task waits for.
             self._tokens[address] = self.client.scatter({key: self.id}, workers=[address])[key]
-
-    def _invalidate(self):
-        """Kill the pool's processes on the live workers and forget the group (waits)."""
-        with self._lock:
-            group, self._group = self._group, None
-        targets = set(group[0] if group else ()) | set(self._tokens)
-        try:
-            targets &= live_workers(self.client)
-            if targets:
-                self._on_workers(pool_kill, targets)
-        except Exception:  # a worker left meanwhile: its processes leave with it
-            logger.debug("pool %s: kill failed", self.id, exc_info=True)

@@ -5,7 +5,7 @@ A pooled job runs :func:`pool_rank_task` on each worker instead of
 --pool`` (the same command and environment as a one-job rank) and keeps it in this worker's
 registry; later jobs of the same group hand their payload to that process through its stdin
 (one JSON line naming the job's private files) and supervise it exactly like a one-job rank
-(:func:`~._worker._watch`: metrics relay, abort event, timeout). A pooled process that fails,
+(:func:`~._supervise.watch`: metrics relay, abort event, timeout). A pooled process that fails,
 is aborted or times out is killed at once, as a one-job rank is; the client then forgets the
 group and the next job starts fresh processes.
 
@@ -30,7 +30,8 @@ import time
 from . import _env
 from ._feeder import start_feeder
 from ._records import RankError, RankResult, RankStatus
-from ._worker import _host, _MetricsRelay, _RankFiles, _result, _tail, _watch, rank_command
+from ._sockets import host_of
+from ._supervise import MetricsRelay, RankFiles, rank_command, rank_result, tail, watch
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ def _spawn(worker, spec, pool):
         environ=os.environ,
         nthreads=worker.state.nthreads,
         metrics_file=os.devnull,  # each job names its own (see _job)
-        host=_host(worker.address),
+        host=host_of(worker.address),
     )
     argv, cwd = rank_command(folder)
     resident = _Resident(None, _signature(spec), folder)
@@ -168,7 +169,7 @@ def _resident_for(worker, spec, pool):
             del _RESIDENTS[pool["id"]]
     why = None
     if old is not None:
-        why = (old.proc.poll(), _tail(old.stderr, limit=4096))
+        why = (old.proc.poll(), tail(old.stderr, limit=4096))
         old.kill()
     if pool["warm"]:
         return None, why or (None, "")
@@ -222,21 +223,21 @@ def pool_rank_task(payload, spec, token, pool, feeds=None, held=None):
     resident, why = _resident_for(worker, spec, pool)
     if resident is None:
         return _gone(spec, worker.address, why)
-    files = _RankFiles.create(resident.folder, spec.rank, payload)
+    files = RankFiles.create(resident.folder, spec.rank, payload)
     feeder = None
     try:
         start = resident.offsets()
-        relay = _MetricsRelay(worker, spec, files.metrics)
+        relay = MetricsRelay(worker, spec, files.metrics)
         stopped = None
         feeder, spool_env = start_feeder(files.folder, spec, feeds, held, worker)
         if resident.send(_job(files, spec, {**pool["env"], **spool_env})):
-            stopped = _watch(resident.proc, files, spec, relay, persistent=True)
+            stopped = watch(resident.proc, files, spec, relay, persistent=True)
         relay.forward()
         if stopped is not None:
             _forget(pool["id"], resident)  # timed out or aborted: as a one-job rank, killed
         returncode = resident.proc.poll()
-        logs = (_tail(resident.stdout, start=start[0]), _tail(resident.stderr, start=start[1]))
-        res = _result(
+        logs = (tail(resident.stdout, start=start[0]), tail(resident.stderr, start=start[1]))
+        res = rank_result(
             spec, worker.address, files, returncode, stopped, time.time(), relay.records, logs
         )
         if res.status is not RankStatus.OK or not resident.alive():

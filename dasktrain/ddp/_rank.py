@@ -16,54 +16,32 @@ serves the rendezvous store on ``MASTER_ADDR:MASTER_PORT`` only, never on all in
 
 Exit codes: 0 success, 1 ``train_fn`` (or setup) raised, ``EXIT_PORT_IN_USE`` when rank 0
 could not bind ``MASTER_PORT`` (the launcher retries with a fresh port), ``EXIT_ORPHANED``
-when the parent worker died.
+when the parent worker died. What it shares with the TensorFlow rank (the parent watch, the
+folders, the payload run and its result, the exit) is in :mod:`._rank_process`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import sys
-import threading
-import time
 import traceback
 
 from dasktrain.ddp import _env
-from dasktrain.ddp._env import EXIT_ORPHANED, EXIT_PORT_IN_USE, POOL_FLAG
-from dasktrain.ddp._records import RankError, RankStatus
+from dasktrain.ddp._env import POOL_FLAG
+from dasktrain.ddp._rank_process import (
+    enter_workdir,
+    exit_process,
+    flush,
+    port_in_use,
+    run_payload,
+    watch_parent,
+)
 from dasktrain.ddp._sockets import bind_listener
 
 # Rank 0's rendezvous socket: the store serves on its file descriptor, so it must stay open.
 _listener = None
-
-
-def _watch_parent(parent_pid):
-    # If the Dask worker that started us dies (killed, OOM), nobody would ever stop this rank:
-    # it would sit in an all-reduce forever. Poll the parent and leave with it.
-    while True:
-        if os.getppid() != parent_pid:
-            os._exit(EXIT_ORPHANED)
-        time.sleep(0.5)
-
-
-def _port_in_use(exc):
-    text = str(exc).lower()
-    return "address already in use" in text or "eaddrinuse" in text or "errno 98" in text
-
-
-def _enter_workdir():
-    """Move to the worker's folder, keeping it (and the start folder) off ``sys.path``."""
-    start = os.getcwd()
-    # -P (see _worker.rank_command) keeps the start folder off sys.path; an empty PYTHONPATH
-    # entry still puts '' there (the current folder, whatever it becomes): drop it, and the
-    # start folder should anything else have put it there.
-    sys.path[:] = [p for p in sys.path if p not in ("", start)]
-    workdir = os.environ.get(_env.ENV_WORKDIR)
-    if workdir:
-        try:
-            os.chdir(workdir)
-        except OSError as exc:
-            sys.stderr.write(f"dasktrain.ddp: staying in {start}: cannot enter {workdir}: {exc}\n")
 
 
 def _store(rank, world_size, timeout):
@@ -98,45 +76,6 @@ def _store(rank, world_size, timeout):
         return dist.TCPStore(host, port, world_size, True, timeout, wait_for_workers=False)
 
 
-def _write_result(path, payload):
-    import cloudpickle
-
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as fh:
-        cloudpickle.dump(payload, fh)
-    os.replace(tmp, path)
-
-
-def _report_error(result_path, exc):
-    """After ``train_fn`` raised: its traceback on stderr, then the error as the result."""
-    traceback.print_exc()
-    _flush()
-    try:
-        _write_result(result_path, (RankStatus.ERROR, _error_info(exc)))
-    except Exception:
-        traceback.print_exc()
-
-
-def _error_info(exc):
-    """The RankError of ``exc``, keeping the exception itself when it pickles."""
-    import cloudpickle
-
-    try:
-        # Keep the original exception object when it pickles, so DDPError can chain it.
-        pickled = cloudpickle.dumps(exc)
-    except Exception:
-        pickled = None
-    return RankError(
-        # When it failed: the launcher blames the rank that failed first (the others usually
-        # fail after it, with "connection closed by peer" from the collective).
-        time=time.time(),
-        type=type(exc).__name__,
-        message=str(exc),
-        traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
-        exception=pickled,
-    )
-
-
 def _choose_device(torch, backend):
     """Set torch's threads and this rank's device (``ENV_DEVICE``, read by rank_info)."""
     nthreads = int(os.environ.get(_env.ENV_NUM_THREADS, "0") or 0)
@@ -168,7 +107,7 @@ def _join_group(rank, world_size, backend):
             backend=backend, store=store, rank=rank, world_size=world_size, timeout=timeout
         )
     except Exception as exc:
-        if rank == 0 and _port_in_use(exc):
+        if rank == 0 and port_in_use(exc):
             sys.stderr.write(f"dasktrain.ddp: MASTER_PORT in use: {exc}\n")
             return False
         raise
@@ -191,28 +130,20 @@ def _run(payload_path, result_path, rank, world_size, backend, *, join=True, lea
     A pooled rank (:func:`_serve`) joins once and keeps the group between jobs (``leave``
     False) unless ``train_fn`` failed: then the process exits and the group goes with it.
     """
-    import cloudpickle
 
-    failed = True
-    try:
+    def joined():
         if join and not _join_group(rank, world_size, backend):
-            return EXIT_PORT_IN_USE
-        with open(payload_path, "rb") as fh:
-            fn, args, kwargs = cloudpickle.load(fh)
-        value = fn(*args, **kwargs)
-        _flush()
-        # The result goes first: the worker task acts on it at once and gives the process a
-        # short grace to leave the group and exit (see _worker.EXIT_GRACE_S).
-        _write_result(result_path, (RankStatus.OK, value))
-        failed = False
-        return 0
-    except BaseException as exc:  # noqa: BLE001 - report everything, including SystemExit
-        _report_error(result_path, exc)
-        return 1
+            return None
+        return contextlib.nullcontext()
+
+    code = 1
+    try:
+        code = run_payload(payload_path, result_path, joined)
+        return code
     finally:
-        if leave or failed:
+        if leave or code != 0:
             _leave_group()
-        _flush()
+        flush()
 
 
 def _apply_job(job, previous):
@@ -234,8 +165,9 @@ def _serve(rank, world_size, backend):
 
     Only the worker that started this process can write to its stdin (a pipe), so payloads
     come from the launcher as in a one-job rank. The process leaves when its stdin closes (the
-    worker let go of it), when its parent dies (``_watch_parent``), when a job failed or when
-    ``train_fn`` destroyed the process group: a later job never runs in a doubtful group.
+    worker let go of it), when its parent dies (``_rank_process.watch_parent``), when a job
+    failed or when ``train_fn`` destroyed the process group: a later job never runs in a
+    doubtful group.
     """
     import json
 
@@ -258,12 +190,11 @@ def _serve(rank, world_size, backend):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    parent = int(os.environ.get(_env.ENV_PARENT_PID, os.getppid()))
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    watch_parent()
 
     import torch
 
-    _enter_workdir()
+    enter_workdir()
     backend = os.environ[_env.ENV_BACKEND]
     _choose_device(torch, backend)
     rank, world_size = int(os.environ[_env.RANK]), int(os.environ[_env.WORLD_SIZE])
@@ -273,17 +204,5 @@ def main(argv=None):
     return _run(payload_path, result_path, rank, world_size, backend)
 
 
-def _flush():
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
-
-
 if __name__ == "__main__":
-    exit_code = main()
-    _flush()
-    # Skip the interpreter's teardown (torch's atexit hooks, thread joins): the result and the
-    # logs are written, and a slow exit only delays the job.
-    os._exit(exit_code)
+    exit_process(main)

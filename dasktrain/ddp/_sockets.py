@@ -5,10 +5,17 @@ Everything binds the address of the worker that hosts rank 0, never all interfac
 
 from __future__ import annotations
 
-__all__ = ["bind_listener", "interface_of"]
+__all__ = ["bind_listener", "host_of", "interface_of"]
 
 # How many connections the rendezvous socket queues (every rank connects once at start).
 _LISTEN_BACKLOG = 1024
+
+
+def host_of(address):
+    """The host of a Dask address (``tcp://10.0.0.5:8786`` -> ``10.0.0.5``; IPv6 unbracketed)."""
+    from distributed.comm import get_address_host
+
+    return get_address_host(address)
 
 
 def bind_listener(host, port):

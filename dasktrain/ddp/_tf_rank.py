@@ -4,7 +4,8 @@
 
 Started by the DDP launcher's worker task (:mod:`dasktrain.ddp._worker`, ``RankSpec.module``)
 with the same environment contract (:mod:`dasktrain.ddp._env`), private folder, logs, parent
-watch, result file and exit codes as a torch rank. Instead of a torch process group it:
+watch, result file and exit codes as a torch rank (:mod:`dasktrain.ddp._rank_process`, shared
+with it). Instead of a torch process group it:
 
 1. meets the other ranks at ``MASTER_ADDR:MASTER_PORT`` (rank 0 listens there, on that one
    address, with the job's key: :mod:`multiprocessing.connection`'s challenge) to learn every
@@ -20,24 +21,21 @@ TensorFlow's gRPC server listens on every interface (it takes only a port): see 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
-import threading
 import time
 from multiprocessing.connection import Client, Listener
 
 from dasktrain.ddp import _env
-from dasktrain.ddp._env import EXIT_PORT_IN_USE
-from dasktrain.ddp._rank import (
-    _enter_workdir,
-    _flush,
-    _port_in_use,
-    _report_error,
-    _watch_parent,
-    _write_result,
+from dasktrain.ddp._rank_process import (
+    enter_workdir,
+    exit_process,
+    port_in_use,
+    run_payload,
+    watch_parent,
 )
-from dasktrain.ddp._records import RankStatus
 from dasktrain.ddp._sockets import bind_listener
 from dasktrain.ddp._tf_env import ENV_COLLECTIVE_TIMEOUT, ENV_KEY, TF_CONFIG
 
@@ -106,7 +104,7 @@ def _start(rank, world_size):
     try:
         workers = _rendezvous(rank, world_size, timeout)
     except OSError as exc:
-        if rank == 0 and _port_in_use(exc):
+        if rank == 0 and port_in_use(exc):
             sys.stderr.write(f"dasktrain.tf: MASTER_PORT in use: {exc}\n")
             return None
         raise
@@ -129,40 +127,29 @@ def _start(rank, world_size):
         raise
 
 
-def _run(payload_path, result_path, rank, world_size):
-    """Start the strategy, run ``train_fn`` in its scope, write the outcome; the exit code."""
-    import cloudpickle
+def _scope(rank, world_size):
+    """The strategy started; the context ``train_fn`` runs in (None: a port was taken)."""
+    strategy = _start(rank, world_size)
+    return None if strategy is None else _in_strategy(strategy)
 
+
+@contextlib.contextmanager
+def _in_strategy(strategy):
     from dasktrain.ddp.tf_context import refuse_fit
 
-    try:
-        strategy = _start(rank, world_size)
-        if strategy is None:
-            return EXIT_PORT_IN_USE
-        with open(payload_path, "rb") as fh:
-            fn, args, kwargs = cloudpickle.load(fh)
-        with strategy.scope(), refuse_fit(load=True):
-            value = fn(*args, **kwargs)
-        _flush()
-        _write_result(result_path, (RankStatus.OK, value))
-        return 0
-    except BaseException as exc:  # noqa: BLE001 - report everything, including SystemExit
-        _report_error(result_path, exc)
-        return 1
+    with strategy.scope(), refuse_fit(load=True):
+        yield
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    parent = int(os.environ.get(_env.ENV_PARENT_PID, os.getppid()))
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
-    _enter_workdir()
+    watch_parent()
+    enter_workdir()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     rank, world_size = int(os.environ[_env.RANK]), int(os.environ[_env.WORLD_SIZE])
-    return _run(argv[0], argv[1], rank, world_size)
+    return run_payload(argv[0], argv[1], lambda: _scope(rank, world_size))
 
 
 if __name__ == "__main__":
-    exit_code = main()
-    _flush()
-    # Skip TensorFlow's teardown: its collective executor may wait on peers that left.
-    os._exit(exit_code)
+    # No interpreter teardown: TensorFlow's collective executor may wait on peers that left.
+    exit_process(main)

@@ -1,68 +1,37 @@
 """Launch a PyTorch DistributedDataParallel job on Dask workers: :func:`run`.
 
-:func:`run` starts one process group (an :class:`~._group.Attempt`: workers picked and locked,
-a free ``MASTER_PORT`` found on the rank-0 worker, one :func:`~._worker.rank_task` per worker),
-watches it, and on a failure either restarts the whole group (``max_restarts``: a fresh port,
-workers chosen again from the live ones) or raises :class:`~dasktrain.exceptions.DDPError`.
-Metrics the ranks report stream to the client as Dask events (``Client.subscribe_topic``).
+:func:`run` checks its arguments and hands the job to :func:`~._job.run_job`, which starts one
+process group (an :class:`~._group.Attempt`: workers picked and locked, a free ``MASTER_PORT``
+found on the rank-0 worker, one rank task per worker), watches it, and on a failure either
+restarts the whole group (``max_restarts``: a fresh port, workers chosen again from the live
+ones) or raises :class:`~dasktrain.exceptions.DDPError`. Metrics the ranks report stream to the
+client as Dask events (``Client.subscribe_topic``).
 
-Where the rest lives: ``_group`` (the client side of one group), ``_worker`` (what runs on the
-worker), ``_rank`` (inside a rank process), ``_env`` (the environment contract), ``_records``
-(specs, statuses, results) and ``local`` (:func:`run_local`, the one-process twin).
+Where the rest lives: ``_job`` (one job: attempts, restarts, history), ``_group`` (the client
+side of one group), ``_pool`` (:class:`RankPool`), ``_worker`` and ``_supervise`` (what runs on
+the worker), ``_rank`` (inside a rank process), ``_env`` (the environment contract),
+``_records`` (specs, statuses, results) and ``local`` (:func:`run_local`, the one-process twin).
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import threading
-import time
-import uuid
-
 from .. import _config
 from .._dask import get_client
-from .._dask.events import DDP_TOPIC_PREFIX, emit, keep
-from ..exceptions import DDPError, ValidationError, WorkersPausedError
+from ..exceptions import ValidationError
 from . import _datasets
-from . import helpers as _helpers
-from ._group import Attempt, describe, select_workers
+from ._job import check_args, run_job
 from ._pool import RankPool
-from ._records import AttemptFailed, DDPResult
+from ._records import DDPResult
 from .local import run_local
 
-logger = logging.getLogger(__name__)
-
 __all__ = ["run", "run_local", "DDPResult", "RankPool"]
-
-BACKENDS = ("auto", "gloo", "nccl")
-# Times a group whose rank 0 found MASTER_PORT taken is retried with a fresh port (free).
-_PORT_RETRIES = 3
-# Seconds the client waits for report events still in flight when the job ends.
-_HISTORY_WAIT_S = 2.0
-
-
-def _check_args(backend, timeout, max_restarts, workers, port_range, env):
-    """Raise a ValidationError naming the first bad argument of :func:`run`."""
-    if backend not in BACKENDS:
-        raise ValidationError(f"backend={backend!r} must be one of {BACKENDS}.")
-    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
-        raise ValidationError(f"timeout={timeout!r} must be a positive number of seconds.")
-    if not isinstance(max_restarts, int) or isinstance(max_restarts, bool) or max_restarts < 0:
-        raise ValidationError(f"max_restarts={max_restarts!r} must be an integer >= 0.")
-    _check_workers(workers)
-    _check_port_range(port_range)
-    if env is not None and not (
-        isinstance(env, dict)
-        and all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())
-    ):
-        raise ValidationError(f"env={env!r} must be a dict of str -> str.")
 
 
 def _check_pool(pool, client, workers, backend, port_range):
     """The pool's client; a ValidationError when ``pool`` or the arguments beside it are bad."""
     if not isinstance(pool, RankPool):
         raise ValidationError(f"pool={pool!r} must be a dasktrain.ddp.RankPool or None.")
-    pool._check_open()
+    pool.ensure_open()
     if client is not None and client is not pool.client:
         raise ValidationError("pool= belongs to another client; pass client=None or its own.")
     if workers is not None or backend != "auto" or port_range is not None:
@@ -71,34 +40,6 @@ def _check_pool(pool, client, workers, backend, port_range):
             "pass them to RankPool(...) and leave workers, backend and port_range unset."
         )
     return pool.client
-
-
-def _check_workers(workers):
-    if workers is not None:
-        if isinstance(workers, bool) or not isinstance(workers, (int, list, tuple)):
-            raise ValidationError(
-                f"workers={workers!r} must be None (all workers), a count, or a list of "
-                "worker addresses."
-            )
-        if isinstance(workers, int) and workers < 1:
-            raise ValidationError(f"workers={workers!r} must be >= 1.")
-        if isinstance(workers, (list, tuple)) and len(set(workers)) != len(workers):
-            raise ValidationError(f"workers={workers!r} lists a worker twice.")
-
-
-def _check_port_range(port_range):
-    if port_range is not None:
-        ok = (
-            isinstance(port_range, (list, tuple))
-            and len(port_range) == 2
-            and all(isinstance(p, int) for p in port_range)
-            and 1024 <= port_range[0] <= port_range[1] <= 65535
-        )
-        if not ok:
-            raise ValidationError(
-                f"port_range={port_range!r} must be (low, high) with 1024 <= low <= high "
-                "<= 65535, or None to let the OS pick a free port."
-            )
 
 
 def run(
@@ -200,199 +141,22 @@ def run(
         client = _check_pool(pool, client, workers, backend, port_range)
         backend, port_range = pool.backend, pool.port_range
     port_range = _config.get("ddp.port-range") if port_range is None else port_range
-    _check_args(backend, timeout, max_restarts, workers, port_range, env)
+    check_args(backend, timeout, max_restarts, workers, port_range, env)
     if not callable(train_fn):
         raise ValidationError(f"train_fn={train_fn!r} must be callable.")
     client = get_client(client, what="dasktrain.ddp.run")
-    feeds = _datasets.prepare(datasets, client)
-    job = _Job(
+    return run_job(
         client,
-        _payload(train_fn, args, kwargs),
+        train_fn,
+        args,
+        kwargs,
         workers=workers,
         timeout=timeout,
         max_restarts=max_restarts,
-        options={
-            "backend": backend,
-            "env": dict(env or {}),
-            "checkpoint_dir": _helpers.make_checkpoint_dir(checkpoint_dir),
-            "port_range": port_range,
-            "pool": pool,
-            "datasets": (feeds, _datasets.pack(feeds)) if feeds else None,
-        },
+        backend=backend,
+        port_range=port_range,
+        env=env,
+        checkpoint_dir=checkpoint_dir,
+        pool=pool,
+        feeds=_datasets.prepare(datasets, client),
     )
-    with job.history.subscribed(client):
-        return job.run()
-
-
-def _payload(train_fn, args, kwargs):
-    import cloudpickle
-
-    return cloudpickle.dumps((train_fn, args, kwargs))
-
-
-class _History:
-    """The :func:`~dasktrain.ddp.report` records of one job, as they stream in."""
-
-    def __init__(self, job):
-        self.topic = f"{DDP_TOPIC_PREFIX}{job}"
-        self.records = []
-        self.lock = threading.Lock()
-
-    def on_event(self, event):
-        _, record = event
-        record = dict(record)
-        record.pop("worker", None)  # added by the scheduler; the rank says who it is
-        with self.lock:
-            self.records.append(record)
-        keep({"kind": "ddp-metrics", "job": self.topic.removeprefix(DDP_TOPIC_PREFIX), **record})
-        if record.get("rank") == 0:
-            logger.info("ddp %s", _helpers._format(record))
-
-    @contextlib.contextmanager
-    def subscribed(self, client):
-        client.subscribe_topic(self.topic, self.on_event)
-        try:
-            yield self
-        finally:
-            try:
-                client.unsubscribe_topic(self.topic)
-            except Exception:
-                logger.debug("could not unsubscribe %s", self.topic, exc_info=True)
-
-    def final(self, attempt):
-        """The streamed records, completed from the ranks' own copies if events are in flight.
-
-        Events and task results travel separate paths to the client; give the stream a
-        moment, then fall back to what the ranks returned, so the history is never short.
-        """
-        returned = attempt.records()
-        wait_until = time.monotonic() + _HISTORY_WAIT_S
-        while True:
-            with self.lock:
-                streamed = [r for r in self.records if r.get("attempt") == attempt.attempt]
-                if len(streamed) >= len(returned) or time.monotonic() > wait_until:
-                    earlier = [r for r in self.records if r.get("attempt") != attempt.attempt]
-                    break
-            time.sleep(0.02)
-        if len(streamed) >= len(returned):
-            return earlier + streamed
-        return earlier + sorted(returned, key=lambda r: r["time"])
-
-
-class _Job:
-    """One call of :func:`run`: attempts until one succeeds, restarts run out or time is up."""
-
-    def __init__(self, client, payload, *, workers, timeout, max_restarts, options):
-        self.client = client
-        self.payload = payload
-        self.workers = workers
-        self.timeout = timeout
-        self.max_restarts = max_restarts
-        self.options = options
-        self.id = uuid.uuid4().hex[:12]
-        self.history = _History(self.id)
-        self.start = time.monotonic()
-        self.deadline = self.start + timeout
-        self.failures = []
-        self.port_retries = 0
-        self.attempt = 0
-        self.world_size = None
-
-    def run(self):
-        while True:
-            attempt = self._try()
-            if attempt is not None:
-                return self._result(attempt)
-
-    def _try(self):
-        """One attempt: the Attempt when it succeeded, None to try again; raises DDPError."""
-        pool = self.options["pool"]
-        selection = select_workers(
-            self.client,
-            self.workers if pool is None else pool._request(),
-            self.deadline,
-            first=(self.attempt == 0),
-            world_size=self.world_size,
-        )
-        self.world_size = len(selection.addresses)
-        current = None
-        try:
-            remaining = max(1.0, self.deadline - time.monotonic())
-            current = Attempt(
-                self.client,
-                selection.addresses,
-                self.payload,
-                attempt=self.attempt,
-                job=self.id,
-                options={**self.options, "timeout": remaining},
-            )
-            current.start()
-            self._event("start", ranks={str(r): a for r, a in enumerate(selection.addresses)})
-            current.watch(self.deadline)
-            return current
-        except AttemptFailed as exc:
-            current.teardown()
-            self._after_failure(current, exc.failure)
-            return None
-        except BaseException as exc:
-            # KeyboardInterrupt, a scheduler error...: never leave ranks running. Ranks stuck
-            # on paused workers never started: nothing to wait for.
-            if current is not None:
-                current.teardown(wait=not isinstance(exc, WorkersPausedError))
-            raise
-        finally:
-            selection.release()
-
-    def _after_failure(self, current, failure):
-        """Decide: retry with a new port, restart the group, or raise DDPError."""
-        failure = current.root_cause(failure)
-        logs = current.logs()
-        if failure.rank is not None and not failure.stderr:
-            failure.stderr = logs.get(failure.rank, {}).get("stderr") or ""
-        if failure.port_in_use and self.port_retries < _PORT_RETRIES:
-            self.port_retries += 1
-            logger.warning("ddp: MASTER_PORT %d was taken; retrying with a new port", current.port)
-            return
-        message = describe(failure, self.attempt)
-        timed_out = time.monotonic() >= self.deadline
-        restart = self.attempt < self.max_restarts and not timed_out
-        self._event("restart" if restart else "failed", error=message[-2000:], rank=failure.rank)
-        if restart:
-            self.failures.append(message)
-            logger.warning(
-                "%s\nrestarting the group (%d of %d restarts)",
-                message,
-                self.attempt + 1,
-                self.max_restarts,
-            )
-            self.attempt += 1
-            return
-        if timed_out and failure.rank is not None:
-            message += f"\n(timeout={self.timeout} s reached)"
-        raise DDPError(
-            message,
-            rank=failure.rank,
-            worker=failure.worker,
-            logs=logs,
-            failures=self.failures,
-            attempts=self.attempt + 1,
-            history=self.history.final(current),
-        ) from failure.cause
-
-    def _event(self, state, **fields):
-        """A ``ddp`` event: the job's state, for the dashboard page and the report."""
-        emit("ddp", self.client, job=self.id, attempt=self.attempt, state=state, **fields)
-
-    def _result(self, attempt):
-        result = DDPResult(
-            attempt.values(),
-            logs=attempt.logs(),
-            history=self.history.final(attempt),
-            attempts=self.attempt + 1,
-            failures=self.failures,
-            workers=dict(enumerate(attempt.addresses)),
-        )
-        attempt.release_inputs()
-        self._event("done", seconds=time.monotonic() - self.start)
-        logger.info("ddp job %s finished in %.2f s", self.id, time.monotonic() - self.start)
-        return result

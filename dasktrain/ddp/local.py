@@ -1,6 +1,15 @@
-"""The one-process twin of :func:`~dasktrain.ddp.run`: :func:`run_local` (``engine="local"``)."""
+"""The one-process twin of :func:`~dasktrain.ddp.run`: :func:`run_local` (``engine="local"``).
+
+What every twin does (the torch one here, :func:`dasktrain.tf.run_local` in
+:mod:`.tf_launcher`) is here too: :func:`check_twin` before anything is imported,
+:func:`new_context` and :func:`twin_context` around ``train_fn`` (the state
+:func:`rank_info`, :func:`report` and the checkpoint helpers read in this process) and
+:func:`local_result`.
+"""
 
 from __future__ import annotations
+
+import contextlib
 
 from .. import _malloc
 from .._compat import import_optional
@@ -11,7 +20,7 @@ from . import helpers as _helpers
 from ._chunks import LocalSource
 from ._records import DDPResult, RankStatus
 
-__all__ = ["run_local"]
+__all__ = ["run_local", "check_twin", "new_context", "twin_context", "local_result"]
 
 
 def run_local(train_fn, *args, checkpoint_dir=None, datasets=None, **kwargs) -> DDPResult:
@@ -54,27 +63,43 @@ def run_local(train_fn, *args, checkpoint_dir=None, datasets=None, **kwargs) -> 
     run : the distributed engine.
     shard : a part of a dataset of ``datasets=`` (here: all of it).
     """
+    check_twin(train_fn)
+    torch = import_optional("torch", "torch")  # names the extra when torch is missing
+    device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    ctx = new_context(checkpoint_dir, device)  # the folder made before datasets= are read
+    client = maybe_client() if datasets is not None else None
+    feeds = _datasets.prepare(datasets, client)
+    ctx.datasets, ctx.source = feeds, LocalSource(feeds, client)
+    try:
+        # Activations stay in the heap from step to step, as in a rank (dasktrain._malloc).
+        with twin_context(ctx), _malloc.large_buffers():
+            value = train_fn(*args, **kwargs)
+    finally:
+        ctx.source.close()  # a shard's next epoch, asked for early, is never read now
+    return local_result(value, ctx)
+
+
+def check_twin(train_fn):
+    """Raise unless ``train_fn`` can run as a twin here (callable, no twin already running)."""
     if not callable(train_fn):
         raise ValidationError(f"train_fn={train_fn!r} must be callable.")
     if _helpers._local_context() is not None:
         raise DDPError("run_local() cannot be nested inside another run_local() call.")
-    torch = import_optional("torch", "torch")  # names the extra when torch is missing
-    checkpoint_dir = _helpers.make_checkpoint_dir(checkpoint_dir)
-    client = maybe_client() if datasets is not None else None
-    feeds = _datasets.prepare(datasets, client)
 
-    device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
-    ctx = _helpers._LocalContext(checkpoint_dir, device)
-    ctx.datasets, ctx.source = feeds, LocalSource(feeds, client)
+
+def new_context(checkpoint_dir, device):
+    """The state of one twin (world size 1, records in memory), its checkpoint folder made."""
+    return _helpers._LocalContext(_helpers.make_checkpoint_dir(checkpoint_dir), device)
+
+
+@contextlib.contextmanager
+def twin_context(ctx):
+    """Install ``ctx`` (from :func:`new_context`) for this thread while the block runs."""
     _helpers._local.ctx = ctx
     try:
-        # Activations stay in the heap from step to step, as in a rank (dasktrain._malloc).
-        with _malloc.large_buffers():
-            value = train_fn(*args, **kwargs)
+        yield ctx
     finally:
         _helpers._local.ctx = None
-        ctx.source.close()  # a shard's next epoch, asked for early, is never read now
-    return local_result(value, ctx)
 
 
 def local_result(value, ctx) -> DDPResult:

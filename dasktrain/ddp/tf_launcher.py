@@ -1,6 +1,6 @@
 """TensorFlow multi-worker training on Dask workers: :func:`run`, and its twin :func:`run_local`.
 
-:func:`run` is the DDP launcher (:mod:`dasktrain.ddp.launcher`: workers picked and locked, one
+:func:`run` is the DDP launcher's job (:mod:`dasktrain.ddp._job`: workers picked and locked, one
 supervised process per worker in a private folder, logs, ``timeout``, ``max_restarts``, the
 failed rank named) with another rank process, :mod:`dasktrain.ddp._tf_rank`, which starts a
 ``tf.distribute.MultiWorkerMirroredStrategy`` instead of a torch process group.
@@ -13,12 +13,11 @@ import secrets
 from .. import _config
 from .._compat import import_optional
 from .._dask import get_client
-from ..exceptions import DDPError, ValidationError
-from . import helpers as _ddp_helpers
-from . import launcher as _launcher
+from ..exceptions import ValidationError
+from ._job import check_args, run_job
 from ._records import DDPResult
 from ._tf_env import ENV_COLLECTIVE_TIMEOUT, ENV_KEY
-from .local import local_result
+from .local import check_twin, local_result, new_context, twin_context
 from .tf_context import refuse_fit
 
 __all__ = ["run", "run_local"]
@@ -120,7 +119,7 @@ def run(
     check_all_interfaces(all_interfaces)
     timeout = _config.get("ddp.timeout") if timeout is None else timeout
     port_range = _config.get("ddp.port-range") if port_range is None else port_range
-    _launcher._check_args("gloo", timeout, max_restarts, workers, port_range, env)
+    check_args("gloo", timeout, max_restarts, workers, port_range, env)
     _check_collective_timeout(collective_timeout)
     if not callable(train_fn):
         raise ValidationError(f"train_fn={train_fn!r} must be callable.")
@@ -128,24 +127,20 @@ def run(
     job_env = {"KERAS_BACKEND": "tensorflow", **(env or {})}
     job_env[ENV_KEY] = secrets.token_hex(16)
     job_env[ENV_COLLECTIVE_TIMEOUT] = str(float(collective_timeout))
-    job = _launcher._Job(
+    return run_job(
         client,
-        _launcher._payload(train_fn, args, kwargs),
+        train_fn,
+        args,
+        kwargs,
         workers=workers,
         timeout=timeout,
         max_restarts=max_restarts,
-        options={
-            "backend": "gloo",  # not used by a TensorFlow rank; skips the GPU probe
-            "env": job_env,
-            "checkpoint_dir": _ddp_helpers.make_checkpoint_dir(checkpoint_dir),
-            "port_range": port_range,
-            "pool": None,
-            "datasets": None,
-            "module": "dasktrain.ddp._tf_rank",
-        },
+        backend="gloo",  # not used by a TensorFlow rank; skips the GPU probe
+        port_range=port_range,
+        env=job_env,
+        checkpoint_dir=checkpoint_dir,
+        module="dasktrain.ddp._tf_rank",
     )
-    with job.history.subscribed(client):
-        return job.run()
 
 
 def run_local(train_fn, *args, checkpoint_dir=None, **kwargs) -> DDPResult:
@@ -174,17 +169,9 @@ def run_local(train_fn, *args, checkpoint_dir=None, **kwargs) -> DDPResult:
     --------
     run : the distributed engine.
     """
-    if not callable(train_fn):
-        raise ValidationError(f"train_fn={train_fn!r} must be callable.")
-    if _ddp_helpers._local_context() is not None:
-        raise DDPError("run_local() cannot be nested inside another run_local() call.")
+    check_twin(train_fn)
     tf = import_optional("tensorflow", "tensorflow")
-    checkpoint_dir = _ddp_helpers.make_checkpoint_dir(checkpoint_dir)
-    ctx = _ddp_helpers._LocalContext(checkpoint_dir, None)
-    _ddp_helpers._local.ctx = ctx
-    try:
-        with tf.distribute.get_strategy().scope(), refuse_fit():
-            value = train_fn(*args, **kwargs)
-    finally:
-        _ddp_helpers._local.ctx = None
+    ctx = new_context(checkpoint_dir, None)
+    with twin_context(ctx), tf.distribute.get_strategy().scope(), refuse_fit():
+        value = train_fn(*args, **kwargs)
     return local_result(value, ctx)
