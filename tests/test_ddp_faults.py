@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -56,7 +57,7 @@ def _kill_when(marker, client, address, timeout=60):
     return thread, killed
 
 
-def test_killed_worker_fails_fast_then_restart_resumes(own_client, tmp_path):
+def test_killed_worker_fails_fast_then_restart_resumes(own_client, tmp_path, caplog):
     client = own_client
     victim = sorted(client.nthreads())[1]
 
@@ -80,19 +81,22 @@ def test_killed_worker_fails_fast_then_restart_resumes(own_client, tmp_path):
     victim = sorted(client.nthreads())[1]
     marker2 = str(tmp_path / "again-step-2")
     thread, killed = _kill_when(marker2, client, victim)
-    res = ddp.run(
-        _slow_steps,
-        marker2,
-        12,
-        0.2,
-        client=client,
-        timeout=120,
-        max_restarts=1,
-        checkpoint_dir=tmp_path / "ckpt",
-    )
+    with caplog.at_level(logging.WARNING, logger="dasktrain.ddp.launcher"):
+        res = ddp.run(
+            _slow_steps,
+            marker2,
+            12,
+            0.2,
+            client=client,
+            timeout=120,
+            max_restarts=1,
+            checkpoint_dir=tmp_path / "ckpt",
+        )
     thread.join(5)
     assert killed
     assert res.attempts == 2 and len(res.failures) == 1
+    # the restart is told on the launcher's logger (Restarts, shared with XGBoost and scatter)
+    assert "restart 1 of 1" in caplog.text and "left the cluster" in caplog.text
     assert "left the cluster" in res.failures[0]
     assert sorted(res) == [0, 1]
     assert res[0]["start"] == res[1]["start"] >= 3  # resumed after the last saved step

@@ -30,6 +30,9 @@ class Restarts:
         images").
     max_restarts : int
         Restarts allowed after the first attempt (0: a failure is final).
+    log : logging.Logger, optional
+        Where a restart is told (the step's own logger, so a user who listens to it still
+        hears of restarts); this module's by default.
 
     Attributes
     ----------
@@ -42,9 +45,10 @@ class Restarts:
         What each restart resumed from, one entry per restart (None: from the start).
     """
 
-    def __init__(self, what: str, max_restarts: int) -> None:
+    def __init__(self, what: str, max_restarts: int, log: logging.Logger | None = None) -> None:
         self.what = what
         self.max_restarts = max_restarts
+        self.log = log or logger
         self.attempt = 0
         self.failures: list[str] = []
         self.resumed: list[Any] = []
@@ -83,7 +87,7 @@ class Restarts:
             return False
         self.attempt += 1
         self.resumed.append(resume)
-        logger.warning(
+        self.log.warning(
             "%s failed: %s; restart %d of %d", self.what, message, self.attempt, self.max_restarts
         )
         return True

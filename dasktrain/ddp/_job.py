@@ -16,6 +16,7 @@ import time
 import uuid
 
 from .._dask.events import DDP_TOPIC_PREFIX, emit, keep
+from .._dask.restarts import Restarts
 from ..exceptions import DDPError, ValidationError, WorkersPausedError
 from . import _datasets
 from . import helpers as _helpers
@@ -183,16 +184,19 @@ class _Job:
         self.payload = payload
         self.workers = workers
         self.timeout = timeout
-        self.max_restarts = max_restarts
         self.options = options
         self.id = uuid.uuid4().hex[:12]
+        self.restarts = Restarts(f"ddp job {self.id}", max_restarts, logger)
         self.history = _History(self.id)
         self.start = time.monotonic()
         self.deadline = self.start + timeout
-        self.failures = []
         self.port_retries = 0
-        self.attempt = 0
         self.world_size = None
+
+    @property
+    def attempt(self):
+        """The attempt running now, 0 for the first."""
+        return self.restarts.attempt
 
     def run(self):
         while True:
@@ -249,19 +253,13 @@ class _Job:
             self.port_retries += 1
             logger.warning("ddp: MASTER_PORT %d was taken; retrying with a new port", current.port)
             return
-        message = describe(failure, self.attempt)
+        failed = self.attempt
+        message = describe(failure, failed)
         timed_out = time.monotonic() >= self.deadline
-        restart = self.attempt < self.max_restarts and not timed_out
-        self._event("restart" if restart else "failed", error=message[-2000:], rank=failure.rank)
+        restart = self.restarts.failed(message, final=timed_out)  # logs the restart
+        state = "restart" if restart else "failed"
+        self._event(state, attempt=failed, error=message[-2000:], rank=failure.rank)
         if restart:
-            self.failures.append(message)
-            logger.warning(
-                "%s\nrestarting the group (%d of %d restarts)",
-                message,
-                self.attempt + 1,
-                self.max_restarts,
-            )
-            self.attempt += 1
             return
         if timed_out and failure.rank is not None:
             message += f"\n(timeout={self.timeout} s reached)"
@@ -270,22 +268,23 @@ class _Job:
             rank=failure.rank,
             worker=failure.worker,
             logs=logs,
-            failures=self.failures,
-            attempts=self.attempt + 1,
+            failures=self.restarts.failures[:-1],  # the restarted ones; the last is this one
+            attempts=self.restarts.attempts,
             history=self.history.final(current),
         ) from failure.cause
 
-    def _event(self, state, **fields):
+    def _event(self, state, *, attempt=None, **fields):
         """A ``ddp`` event: the job's state, for the dashboard page and the report."""
-        emit("ddp", self.client, job=self.id, attempt=self.attempt, state=state, **fields)
+        attempt = self.attempt if attempt is None else attempt
+        emit("ddp", self.client, job=self.id, attempt=attempt, state=state, **fields)
 
     def _result(self, attempt):
         result = DDPResult(
             attempt.values(),
             logs=attempt.logs(),
             history=self.history.final(attempt),
-            attempts=self.attempt + 1,
-            failures=self.failures,
+            attempts=self.restarts.attempts,
+            failures=self.restarts.failures,
             workers=dict(enumerate(attempt.addresses)),
         )
         attempt.release_inputs()

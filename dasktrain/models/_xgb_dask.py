@@ -9,6 +9,7 @@ last checkpoint when ``checkpoint_dir`` is set (like the DDP launcher's ``max_re
 from __future__ import annotations
 
 import functools
+import logging
 import uuid
 
 from .._compat import import_optional
@@ -27,6 +28,8 @@ from .._validation import is_dask_collection
 from ..exceptions import WorkerLostError
 from ._base import check_no_inf
 
+logger = logging.getLogger(__name__)
+
 __all__ = ["fit_dask", "predict_dask"]
 
 
@@ -41,7 +44,7 @@ def fit_dask(est, X, y, evals, w, params, xgb_model=None):
     client = get_client(est.client, what=f"{type(est).__name__}(engine='dask')")
     total = params["n_estimators"]
     start, done = xgb_model, 0
-    restarts = Restarts(f"{type(est).__name__}.fit", est.max_restarts)
+    restarts = Restarts(f"{type(est).__name__}.fit", est.max_restarts, logger)
     est.failures_ = restarts.failures
     while True:
         # Persisted again on every attempt: blocks lost with a worker are recomputed and
