@@ -20,6 +20,21 @@ all interfaces), and each connection must prove it holds a fresh random key (the
 challenge of :mod:`multiprocessing.connection`) before anything is unpickled on either side.
 The key travels in the task's arguments, through the scheduler. A ``tls://`` cluster is never
 driven this way: these connections are not encrypted.
+
+Why not distributed's Actors, which offer the same shape with Dask's own means (a stateful
+object on a worker, called from the client without the scheduler, over distributed's comm,
+TLS included)? Measured with ``benchmarks/_actors.py`` (the same 8 scattered blocks of
+``n x 20`` float64, one ``BlockHolder`` Actor per worker against this group, interleaved,
+median of 100 passes, 2 workers x 1 thread, quiet machine, two runs, 2026-12-07), in ms
+per pass, direct / Actor::
+
+    rows        empty pass            Lloyd pass (k=8)       Actor / direct: empty; Lloyd
+    200,000     0.31-0.38 / 3.0-3.4   6.5-7.0 / 10.7-11.3    8.8-9.8x; 1.61-1.64x
+    2,000,000   0.25-0.33 / 3.1       41.7-43.7 / 45.1-47.4  9.5-12.1x; 1.08x
+
+An Actor call costs about 3 ms of its own against 0.3 ms here, so a pass at 200k rows (where
+KMeans makes most of its passes) is 1.6x slower, past the 1.5x the change needed (issue 28,
+item 5): the group stays; a TLS cluster keeps falling back to tasks.
 """
 
 from __future__ import annotations
