@@ -7,7 +7,7 @@
    ``backend="auto"``; ``MASTER_ADDR`` is the rank-0 worker's host as the scheduler knows it.
    It then submits one :func:`~._worker.rank_task` per worker (``pure=False``, pinned with
    ``allow_other_workers=False``), each with its :class:`~._records.RankSpec`. With a
-   :class:`~dasktrain.ddp.RankPool` (``options["pool"]``) the pool answers instead: the warm
+   :class:`~dasktrain.ddp.RankPool` (``options.pool``) the pool answers instead: the warm
    group's port and backend or a fresh probe (``group_for``), the task and its extra
    arguments (``rank_task``), and ``reset`` after a failure (the pool's processes ended, its
    group forgotten). The job asks it for the workers (``workers_for_attempt``).
@@ -102,10 +102,9 @@ class Attempt:
     attempt : int
     job : str
         The job's id (names the abort event, the topic and the task keys).
-    options : dict
-        ``backend``, ``timeout``, ``env``, ``checkpoint_dir``, ``port_range``, ``pool`` and
-        ``datasets`` (``(feeds, pickled feeds)`` of ``datasets=``, or None); ``module``
-        (optional): the rank process's module (:attr:`RankSpec.module`).
+    options : JobOptions
+        The job's backend, this attempt's timeout, env, checkpoint folder, port range, pool,
+        datasets and rank process.
     """
 
     def __init__(self, client, addresses, payload, *, attempt, job, options):
@@ -129,10 +128,10 @@ class Attempt:
     # -- start ---------------------------------------------------------------------------------
     def start(self):
         """Find the port (or the pool's warm group), send the payload, submit one task per rank."""
-        pool, warm, env = self.options.get("pool"), False, self.options["env"]
+        pool, warm, env = self.options.pool, False, self.options.env
         if pool is None:
             port, n_gpus = self._probe()
-            backend = self.options["backend"]
+            backend = self.options.backend
             if backend == "auto":
                 backend = "nccl" if n_gpus > 0 else "gloo"
         else:
@@ -152,21 +151,21 @@ class Attempt:
             self.addresses,
             master_port=port,
             backend=backend,
-            timeout=self.options["timeout"],
+            timeout=self.options.timeout,
             env=env,
-            checkpoint_dir=self.options["checkpoint_dir"],
+            checkpoint_dir=self.options.checkpoint_dir,
             abort=self.abort.name,
             attempt=self.attempt,
             topic=f"{DDP_TOPIC_PREFIX}{self.job}",
             datasets=self._datasets(),
-            module=self.options.get("module", RankSpec.module),
+            module=self.options.module,
         )
         feeds = () if self.feeds_future is None else (self.feeds_future, self.held)
         for spec in specs:
             address = self.addresses[spec.rank]
             task, extra = (rank_task, ())
             if pool is not None:
-                task, extra = pool.rank_task(address, warm, self.options["env"])
+                task, extra = pool.rank_task(address, warm, self.options.env)
             self.futures[spec.rank] = self.client.submit(
                 task,
                 self.payload_future,
@@ -196,7 +195,7 @@ class Attempt:
         Which rank holds which persisted chunk is asked now, for this attempt's workers: after
         a restart the chunks may live elsewhere.
         """
-        datasets = self.options.get("datasets")
+        datasets = self.options.datasets
         if not datasets:
             return None
         feeds, blob = datasets
@@ -224,14 +223,14 @@ class Attempt:
         """``(port, n_gpus)`` from the rank-0 worker; a dead worker is a restartable failure."""
         future = self.client.submit(
             probe_port,
-            self.options["port_range"],
+            self.options.port_range,
             workers=[self.addresses[0]],
             allow_other_workers=False,
             pure=False,
             key=f"dasktrain-ddp-port-{self.job}-{self.attempt}",
         )
         try:
-            return result(future, what=_WHAT, timeout=max(1.0, self.options["timeout"]))
+            return result(future, what=_WHAT, timeout=max(1.0, self.options.timeout))
         except (DDPError, WorkersPausedError):
             raise  # a paused worker: a restart cannot help, and the port is not the cause
         except Exception as exc:
@@ -303,9 +302,9 @@ class Attempt:
                 self.abort.clear()
             except Exception:
                 logger.debug("could not clear %s", self.abort.name, exc_info=True)
-        if self.options.get("pool") is not None:
+        if self.options.pool is not None:
             # A failed group is never reused: the next attempt starts fresh processes.
-            self.options["pool"].reset()
+            self.options.pool.reset()
 
     def _wait_for_live(self, running):
         """Wait (a while) for the aborted tasks on live workers: a dead worker's never return."""

@@ -10,6 +10,7 @@ that neither imports the other.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -21,7 +22,7 @@ from ..exceptions import DDPError, ValidationError, WorkersPausedError
 from . import _datasets
 from . import helpers as _helpers
 from ._group import Attempt, describe
-from ._records import AttemptFailed, DDPResult, RankSpec
+from ._records import AttemptFailed, DDPResult, JobOptions, RankSpec
 from ._select import select_workers
 
 # The launcher's logger: users raise it to INFO to see rank 0's progress (helpers.report says
@@ -113,15 +114,16 @@ def run_job(
         workers=workers,
         timeout=timeout,
         max_restarts=max_restarts,
-        options={
-            "backend": backend,
-            "env": dict(env or {}),
-            "checkpoint_dir": _helpers.make_checkpoint_dir(checkpoint_dir),
-            "port_range": port_range,
-            "pool": pool,
-            "datasets": (feeds, _datasets.pack(feeds)) if feeds else None,
-            "module": module,
-        },
+        options=JobOptions(
+            backend=backend,
+            timeout=timeout,
+            env=dict(env or {}),
+            checkpoint_dir=_helpers.make_checkpoint_dir(checkpoint_dir),
+            port_range=port_range,
+            pool=pool,
+            datasets=(feeds, _datasets.pack(feeds)) if feeds else None,
+            module=module,
+        ),
     )
     with job.history.subscribed(client):
         return job.run()
@@ -206,7 +208,7 @@ class _Job:
 
     def _try(self):
         """One attempt: the Attempt when it succeeded, None to try again; raises DDPError."""
-        pool = self.options["pool"]
+        pool = self.options.pool
         selection = select_workers(
             self.client,
             self.workers if pool is None else pool.workers_for_attempt(),
@@ -224,7 +226,7 @@ class _Job:
                 self.payload,
                 attempt=self.attempt,
                 job=self.id,
-                options={**self.options, "timeout": remaining},
+                options=dataclasses.replace(self.options, timeout=remaining),
             )
             current.start()
             self._event("start", ranks={str(r): a for r, a in enumerate(selection.addresses)})

@@ -23,7 +23,7 @@ from .. import _config
 from .._dask import get_client, live_workers
 from ..exceptions import ValidationError
 from ._job import check_args, run_job
-from ._pool_worker import pool_kill, pool_rank_task, pool_status
+from ._pool_worker import PooledJob, pool_kill, pool_rank_task, pool_status
 
 logger = logging.getLogger(__name__)
 
@@ -210,16 +210,8 @@ class RankPool:
         :meta private:
         """
         token = self._tokens[address]
-        return pool_rank_task, (
-            token,
-            {
-                "id": self.id,
-                "token_key": token.key,
-                "timeout": self.timeout,
-                "warm": warm,
-                "env": dict(run_env),
-            },
-        )
+        job = PooledJob(self.id, token.key, self.timeout, warm, dict(run_env))
+        return pool_rank_task, (token, job)
 
     def reset(self):
         """Kill the pool's processes on the live workers and forget the group (waits).

@@ -35,7 +35,19 @@ from ._supervise import MetricsRelay, RankFiles, rank_command, rank_result, tail
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["pool_rank_task", "pool_status", "pool_kill"]
+__all__ = ["PooledJob", "pool_rank_task", "pool_status", "pool_kill"]
+
+
+@dataclasses.dataclass(frozen=True)
+class PooledJob:
+    """What a :class:`~dasktrain.ddp.RankPool` tells its worker with one job's rank task."""
+
+    id: str  # the pool's
+    token_key: str  # the key of the pool's token on the worker: gone, the pool is closed
+    timeout: float  # the process group's (the pool's), not this job's
+    warm: bool  # the client saw every process of the group alive just before
+    env: dict[str, str]  # this job's env=, set in the process for the job only
+
 
 # How often the watchdog looks for the pool's token on this worker.
 _WATCH_S = 0.5
@@ -118,7 +130,7 @@ def _spawn(worker, spec, pool):
     folder = tempfile.mkdtemp(prefix=prefix, dir=worker.local_directory)
     # The process-group timeout is the pool's: the process outlives this job's own timeout.
     env = _env.rank_environ(
-        dataclasses.replace(spec, timeout=pool["timeout"]),
+        dataclasses.replace(spec, timeout=pool.timeout),
         environ=os.environ,
         nthreads=worker.state.nthreads,
         metrics_file=os.devnull,  # each job names its own (see _job)
@@ -132,8 +144,8 @@ def _spawn(worker, spec, pool):
         )
     threading.Thread(
         target=_watchdog,
-        args=(worker, pool["id"], pool["token_key"], resident),
-        name=f"dasktrain-ddp-pool-{pool['id']}",
+        args=(worker, pool.id, pool.token_key, resident),
+        name=f"dasktrain-ddp-pool-{pool.id}",
         daemon=True,
     ).start()
     return resident
@@ -162,20 +174,20 @@ def _resident_for(worker, spec, pool):
     others to join a rendezvous they left long ago), so the job fails and the group is rebuilt.
     """
     with _LOCK:
-        old = _RESIDENTS.get(pool["id"])
+        old = _RESIDENTS.get(pool.id)
         if old is not None and old.alive() and old.signature == _signature(spec):
             return old, None
         if old is not None:
-            del _RESIDENTS[pool["id"]]
+            del _RESIDENTS[pool.id]
     why = None
     if old is not None:
         why = (old.proc.poll(), tail(old.stderr, limit=4096))
         old.kill()
-    if pool["warm"]:
+    if pool.warm:
         return None, why or (None, "")
     resident = _spawn(worker, spec, pool)
     with _LOCK:
-        _RESIDENTS[pool["id"]] = resident
+        _RESIDENTS[pool.id] = resident
     return resident, None
 
 
@@ -208,8 +220,7 @@ def pool_rank_task(payload, spec, token, pool, feeds=None, held=None):
     """On a worker: run one job of a pool in its resident rank process (started if needed).
 
     ``token`` is the pool's token on this worker (an argument so that it is here);
-    ``pool`` holds ``id``, ``token_key``, ``timeout`` (the process group's), ``warm`` and
-    ``env`` (this job's ``env=``, set in the process for the job only). ``feeds``: the job's
+    ``pool`` is the :class:`PooledJob`. ``feeds``: the job's
     datasets and ``held``, as for :func:`~._worker.rank_task` (a spool of this job's
     own).
 
@@ -230,18 +241,18 @@ def pool_rank_task(payload, spec, token, pool, feeds=None, held=None):
         relay = MetricsRelay(worker, spec, files.metrics)
         stopped = None
         feeder, spool_env = start_feeder(files.folder, spec, feeds, held, worker)
-        if resident.send(_job(files, spec, {**pool["env"], **spool_env})):
+        if resident.send(_job(files, spec, {**pool.env, **spool_env})):
             stopped = watch(resident.proc, files, spec, relay, persistent=True)
         relay.forward()
         if stopped is not None:
-            _forget(pool["id"], resident)  # timed out or aborted: as a one-job rank, killed
+            _forget(pool.id, resident)  # timed out or aborted: as a one-job rank, killed
         returncode = resident.proc.poll()
         logs = (tail(resident.stdout, start=start[0]), tail(resident.stderr, start=start[1]))
         res = rank_result(
             spec, worker.address, files, returncode, stopped, time.time(), relay.records, logs
         )
         if res.status is not RankStatus.OK or not resident.alive():
-            _forget(pool["id"], resident)
+            _forget(pool.id, resident)
             res = dataclasses.replace(res, returncode=resident.proc.returncode)
         return res
     finally:

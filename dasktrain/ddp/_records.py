@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from typing import Any
 
 __all__ = ["RankStatus", "RankSpec", "RankError", "RankResult", "Failure", "DDPResult"]
 
@@ -94,6 +95,24 @@ class RankSpec:
     topic: str
     datasets: dict | None = None
     module: str = "dasktrain.ddp._rank"
+
+
+@dataclasses.dataclass(frozen=True)
+class JobOptions:
+    """What every attempt of one job starts its ranks with (checked by ``run()`` before).
+
+    ``timeout`` is what is left of the job's time when an attempt starts (each attempt gets a
+    copy with its own, :func:`dataclasses.replace`).
+    """
+
+    backend: str  # "auto", "gloo" or "nccl"
+    timeout: float
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+    checkpoint_dir: str | None = None
+    port_range: tuple[int, int] | None = None
+    pool: Any = None  # a RankPool whose processes run the ranks, or None
+    datasets: Any = None  # (feeds, pickled feeds) of ``datasets=``, or None
+    module: str = RankSpec.module  # the rank process
 
 
 @dataclasses.dataclass(frozen=True)
