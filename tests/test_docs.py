@@ -141,7 +141,14 @@ def test_the_code_of_the_page_runs_quietly(page, tmp_path):
         check=False,
     )
     assert proc.returncode == 0, proc.stdout[-5000:]
-    noisy = [ln for ln in proc.stdout.splitlines() if "warning" in ln.lower()]
+    # A loaded machine may keep a worker past the nanny's 4 s when the session's cluster
+    # closes at exit ("Worker process still alive after 4.0 seconds, killing": the same with
+    # a plain LocalCluster under a load of 7 on 2 cores, never on a quiet machine).
+    noisy = [
+        ln
+        for ln in proc.stdout.splitlines()
+        if "warning" in ln.lower() and "Worker process still alive after" not in ln
+    ]
     if taken:  # another program's dashboard: Dask says so and takes another port, as it should
         noisy = [ln for ln in noisy if "Port 8787 is already in use" not in ln]
         noisy = [ln for ln in noisy if ln.strip() != "warnings.warn("]
