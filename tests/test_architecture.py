@@ -83,7 +83,7 @@ LAYERS = {
         {"live", "progress", "quiet"},
     ],
     "harness.workloads": [{"builtin"}, {"ddp", "inputs", "spark"}],
-    "harness.measure": [{"monitor", "records"}, {"_sources", "breakdown", "machine"}],
+    "harness.measure": [{"monitor", "records"}, {"_energy"}, {"_sources", "breakdown", "machine"}],
     "harness.results": [{"outcome"}, {"analysis", "verdicts"}, {"answer", "printable", "tables"}],
     "harness.report": [
         {"shown"},

@@ -14,8 +14,9 @@ and nvidia-ml-py are present. Otherwise it is NaN and ``energy_measured`` is Fal
 estimated from CPU utilisation.
 
 As in :class:`distributed.diagnostics.MemorySampler`, sampling and summarising are apart: the
-readers (:mod:`dasktrain.harness.measure._sources`) return typed :class:`Sample` records, the
-monitor schedules them, and :func:`summarize` turns the samples into figures.
+readers (:mod:`dasktrain.harness.measure._sources`, :mod:`dasktrain.harness.measure._energy`)
+return typed :class:`Sample` records, the monitor schedules them, and :func:`summarize` turns
+the samples into figures.
 """
 
 from __future__ import annotations
@@ -30,15 +31,8 @@ from typing import TYPE_CHECKING
 from ... import _config
 from ..._validation import check_positive_number
 from ...exceptions import ValidationError
-from ._sources import (
-    RAPL_GLOB,
-    DaskWorkers,
-    EnergyMeter,
-    ProcessTree,
-    Sample,
-    infer_role,
-    read_rapl,
-)
+from ._energy import RAPL_GLOB, EnergyMeter, read_rapl
+from ._sources import DaskWorkers, ProcessTree, Sample, infer_role
 
 if TYPE_CHECKING:  # pandas is imported when the samples are first asked for
     import pandas as pd
