@@ -11,6 +11,7 @@ from __future__ import annotations
 import numbers
 import os
 import pathlib
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +20,7 @@ from .exceptions import InsufficientMemoryError, ValidationError
 ENGINES = ("auto", "local", "dask")
 
 
-def is_dask_collection(x):
+def is_dask_collection(x: object) -> bool:
     """True for a dask array / dataframe / series (without importing dask for numpy input)."""
     try:
         from dask.base import is_dask_collection as _is
@@ -54,7 +55,7 @@ def resolve_engine(engine, *inputs, allowed=ENGINES):
     return "dask" if any(is_dask_collection(x) for x in inputs if x is not None) else "local"
 
 
-def check_known_chunks(X, name="X"):
+def check_known_chunks(X: Any, name: str = "X") -> Any:
     """Raise when a dask array has unknown (NaN) chunk sizes, saying how to fix it."""
     chunks = getattr(X, "chunks", None)
     if chunks is None or not is_dask_collection(X):
@@ -79,7 +80,15 @@ def n_samples(X, name="X"):
     return int(shape[0])
 
 
-def check_array(X, *, name="X", ndim=None, min_samples=1, allow_nan=False, dtype=None):
+def check_array(
+    X: Any,
+    *,
+    name: str = "X",
+    ndim: int | tuple[int, ...] | None = None,
+    min_samples: int = 1,
+    allow_nan: bool = False,
+    dtype: Any = None,
+) -> Any:
     """Validate a numpy or dask array and return it (numpy input becomes an ndarray).
 
     Parameters
@@ -113,7 +122,7 @@ def check_array(X, *, name="X", ndim=None, min_samples=1, allow_nan=False, dtype
         check_known_chunks(X, name)
     else:
         X = np.asarray(X)
-    ndims = (ndim,) if isinstance(ndim, numbers.Integral) else ndim
+    ndims = (ndim,) if isinstance(ndim, int | numbers.Integral) else ndim
     if ndims is not None and X.ndim not in ndims:
         want = " or ".join(str(d) for d in ndims)
         raise ValidationError(
@@ -147,7 +156,7 @@ def check_array(X, *, name="X", ndim=None, min_samples=1, allow_nan=False, dtype
     return X
 
 
-def check_consistent_length(X, y, *, x_name="X", y_name="y"):
+def check_consistent_length(X: Any, y: Any, *, x_name: str = "X", y_name: str = "y") -> None:
     """Raise when X and y have different numbers of samples."""
     nx, ny = n_samples(X, x_name), n_samples(y, y_name)
     if nx != ny:
