@@ -111,15 +111,15 @@ class HOGFeatures(BaseImageFeatures):
     def __init__(
         self,
         *,
-        orientations=9,
-        pixels_per_cell=(8, 8),
-        cells_per_block=(2, 2),
-        block_norm="L2-Hys",
-        gray=True,
-        engine="auto",
-        n_threads=None,
-        progress=False,
-    ):
+        orientations: int = 9,
+        pixels_per_cell: int | tuple[int, int] = (8, 8),
+        cells_per_block: int | tuple[int, int] = (2, 2),
+        block_norm: str = "L2-Hys",
+        gray: bool = True,
+        engine: str = "auto",
+        n_threads: int | None = None,
+        progress: bool = False,
+    ) -> None:
         self.orientations = orientations
         self.pixels_per_cell = pixels_per_cell
         self.cells_per_block = cells_per_block
@@ -216,8 +216,14 @@ class HistogramFeatures(BaseImageFeatures):
     _local_step = 1024
 
     def __init__(
-        self, bins=32, *, value_range=(0.0, 1.0), engine="auto", n_threads=None, progress=False
-    ):
+        self,
+        bins: int = 32,
+        *,
+        value_range: tuple[float, float] = (0.0, 1.0),
+        engine: str = "auto",
+        n_threads: int | None = None,
+        progress: bool = False,
+    ) -> None:
         self.bins = bins
         self.value_range = value_range
         self.engine = engine

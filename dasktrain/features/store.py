@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,6 +31,11 @@ from .._validation import (
 )
 from ..exceptions import ValidationError
 from ._store_files import FORMAT, check_target, is_zarr_store, swap_in
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from .._typing import Array, ArrayLike
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +98,14 @@ def _write_store(folder, X, y, classes):
     )
 
 
-def save_features(path, X, y=None, classes=None, *, overwrite=False) -> str:
+def save_features(
+    path: str | os.PathLike[str],
+    X: ArrayLike,
+    y: ArrayLike | None = None,
+    classes: Sequence[str] | None = None,
+    *,
+    overwrite: bool = False,
+) -> str:
     """Write features ``X`` (and labels ``y``, class names ``classes``) to a zarr store.
 
     Parameters
@@ -138,22 +151,24 @@ def save_features(path, X, y=None, classes=None, *, overwrite=False) -> str:
     import tempfile
 
     path = os.fspath(path)
-    X, y, classes = _check_inputs(X, y, classes)
+    X_, y_, classes_ = _check_inputs(X, y, classes)
     replace = check_target(path, overwrite)
     parent, name = os.path.split(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
     try:
-        _write_store(tmp, X, y, classes)
+        _write_store(tmp, X_, y_, classes_)
         swap_in(tmp, path, replace)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # our own temporary folder, nothing else
         raise
-    logger.info("saved features %s to %s", tuple(X.shape), path)
+    logger.info("saved features %s to %s", tuple(X_.shape), path)
     return path
 
 
-def load_features(path, *, engine="local") -> tuple:
+def load_features(
+    path: str | os.PathLike[str], *, engine: str = "local"
+) -> tuple[Array, Array | None, list[str] | None]:
     """Read features written by :func:`save_features`.
 
     Parameters

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,6 +20,9 @@ from .._threads import local_pool
 from ..exceptions import RemoteTimeoutError
 from ._errors import read_error, reason
 from ._remote import HEADER_BYTES, is_remote, open_remote, remote_head, remote_stamp
+
+if TYPE_CHECKING:
+    from .._typing import NDArray, PathLike, StorageOptions
 
 __all__ = [
     "COLORS",
@@ -88,7 +92,9 @@ def _open_regular(path):
         raise
 
 
-def probe_image(path, storage_options=None) -> tuple[str, str, tuple[int, int]]:
+def probe_image(
+    path: PathLike, storage_options: StorageOptions | None = None
+) -> tuple[str, str, tuple[int, int]]:
     """Return ``(format, mode, (width, height))`` from the file header, without decoding pixels.
 
     Raises
@@ -154,7 +160,12 @@ def probe_all(paths, storage_options=None):
     return info, bad
 
 
-def decode_image(path, size=(128, 128), color="gray", storage_options=None) -> np.ndarray:
+def decode_image(
+    path: PathLike,
+    size: int | tuple[int, int] = (128, 128),
+    color: str = "gray",
+    storage_options: StorageOptions | None = None,
+) -> NDArray:
     """Decode one image file into a float32 array of shape ``(height, width, channels)``.
 
     The one decode function both engines use, so their arrays are identical bit for bit.

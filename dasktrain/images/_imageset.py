@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .._dask import compute_if_dask, gather_rows
 from .._validation import is_dask_collection
 from ..exceptions import ValidationError
+
+if TYPE_CHECKING:
+    from .._typing import Array, ArrayLike, Client
 
 __all__ = ["ImageSet"]
 
@@ -29,7 +35,18 @@ class ImageSet:
         ``"dask"`` when ``X`` is a dask array.
     """
 
-    def __init__(self, X, y, *, classes, paths, skipped=(), size=None, color=None, _labels=None):
+    def __init__(
+        self,
+        X: Array,
+        y: Array,
+        *,
+        classes: Iterable[str],
+        paths: Iterable[str],
+        skipped: Iterable[tuple[str, str]] = (),
+        size: tuple[int, int] | None = None,
+        color: str | None = None,
+        _labels: ArrayLike | None = None,
+    ) -> None:
         self.X = X
         self.y = y
         self.classes = list(classes)
@@ -65,7 +82,7 @@ class ImageSet:
         )
 
     def train_test_split(
-        self, test_size=0.25, *, stratify=True, seed=0
+        self, test_size: float | int = 0.25, *, stratify: bool = True, seed: int | None = 0
     ) -> tuple[ImageSet, ImageSet]:
         """Split into a train and a test set (rows keep their original order in each).
 
@@ -104,7 +121,7 @@ class ImageSet:
         paths = [self.paths[i] for i in rows]
         return self._replace(self.X[rows], self.y[rows], paths, self._labels[rows])
 
-    def to_numpy(self, *, client=None) -> ImageSet:
+    def to_numpy(self, *, client: Client | None = None) -> ImageSet:
         """Return a local copy: ``X`` and ``y`` as numpy arrays (computes a dask set).
 
         Parameters
@@ -117,7 +134,7 @@ class ImageSet:
         X, y = gather_rows([self.X, self.y], client)
         return self._replace(X, y, self.paths)
 
-    def persist(self, *, client=None) -> ImageSet:
+    def persist(self, *, client: Client | None = None) -> ImageSet:
         """Decode a dask set into (cluster) memory and return it, still a dask set.
 
         A local set is already in memory and is returned unchanged.
@@ -132,7 +149,7 @@ class ImageSet:
             X, y = dask.persist(self.X, self.y)
         return self._replace(X, y, self.paths)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         n, (h, w) = len(self), self.size
         counts = self.counts()
         width = max([len(k) for k in counts] + [5])
@@ -143,7 +160,7 @@ class ImageSet:
         ]
         lines += [f"  {k:<{width}} {v:>7}" for k, v in counts.items()]
         if self.engine == "dask":
-            sizes = self.X.chunks[0]
+            sizes = self.X.chunks[0]  # type: ignore[union-attr]  # engine "dask": a dask array
             lines.append(
                 f"  chunks: {len(sizes)} along samples (up to {max(sizes, default=0)} images "
                 "each), sizes known"

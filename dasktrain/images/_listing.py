@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,6 +17,9 @@ from .._dask import compute_if_dask
 from ..exceptions import DatasetLayoutError, ValidationError
 from ._errors import MAX_NAMED, reason, unlisted_error
 from ._remote import is_remote, walk_remote
+
+if TYPE_CHECKING:
+    from .._typing import PathLike, StorageOptions
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +56,9 @@ def _is_image_name(name):
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def list_images(path, storage_options=None) -> tuple[list[str], list[str]]:
+def list_images(
+    path: PathLike, storage_options: StorageOptions | None = None
+) -> tuple[list[str], list[str]]:
     """List the image files under a class-per-directory folder.
 
     Parameters
