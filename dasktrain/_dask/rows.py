@@ -322,7 +322,7 @@ def balanced_persist(client, arrays):
     return [None if a is None else _from_futures(a, b) for a, b in zip(arrays, blocks)]
 
 
-def gather_rows(arrays, client=None):
+def gather_rows(arrays: Sequence[Any], client: Client | None = None) -> list[Any]:
     """Compute dask arrays chunked along axis 0 into numpy, gathering the blocks here.
 
     ``Array.compute()`` on a cluster concatenates the chunks in a task on one worker, which

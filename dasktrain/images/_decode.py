@@ -22,6 +22,8 @@ from ._errors import read_error, reason
 from ._remote import HEADER_BYTES, is_remote, open_remote, remote_head, remote_stamp
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from .._typing import NDArray, PathLike, StorageOptions
 
 __all__ = [
@@ -146,9 +148,12 @@ def _may_be_an_image(head):
     return False
 
 
-def probe_all(paths, storage_options=None):
+def probe_all(
+    paths: Iterable[str], storage_options: StorageOptions | None = None
+) -> tuple[list[tuple[str, str, tuple[int, int]] | None], list[tuple[str, str]]]:
     """Header-check every path: return ``(info, bad)`` with info[i] None for bad files."""
-    info, bad = [], []
+    info: list[tuple[str, str, tuple[int, int]] | None] = []
+    bad: list[tuple[str, str]] = []
     for p in paths:
         try:
             info.append(probe_image(p, storage_options))

@@ -10,7 +10,7 @@ from ..exceptions import ImageReadError, SkippedFilesWarning
 MAX_NAMED = 10  # files named in one error message
 
 
-def reason(exc):
+def reason(exc: BaseException) -> str:
     """``"<type>: <message>"`` of an exception, as each skipped file's reason."""
     return f"{type(exc).__name__}: {exc}"
 

@@ -12,7 +12,7 @@ from .._validation import is_dask_collection
 from ..exceptions import ValidationError
 
 if TYPE_CHECKING:
-    from .._typing import Array, ArrayLike, Client
+    from .._typing import Array, ArrayLike, Client, NDArray
 
 __all__ = ["ImageSet"]
 
@@ -43,7 +43,7 @@ class ImageSet:
         classes: Iterable[str],
         paths: Iterable[str],
         skipped: Iterable[tuple[str, str]] = (),
-        size: tuple[int, int] | None = None,
+        size: tuple[int, ...] | None = None,
         color: str | None = None,
         _labels: ArrayLike | None = None,
     ) -> None:
@@ -69,7 +69,9 @@ class ImageSet:
         n = np.bincount(self._labels, minlength=len(self.classes))
         return {c: int(k) for c, k in zip(self.classes, n)}
 
-    def _replace(self, X, y, paths, labels=None):
+    def _replace(
+        self, X: Array, y: Array, paths: list[str], labels: NDArray | None = None
+    ) -> ImageSet:
         return ImageSet(
             X,
             y,
@@ -117,7 +119,7 @@ class ImageSet:
             ) from exc
         return self._take(np.sort(tr)), self._take(np.sort(te))
 
-    def _take(self, rows):
+    def _take(self, rows: NDArray) -> ImageSet:
         paths = [self.paths[i] for i in rows]
         return self._replace(self.X[rows], self.y[rows], paths, self._labels[rows])
 

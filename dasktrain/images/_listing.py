@@ -19,7 +19,9 @@ from ._errors import MAX_NAMED, reason, unlisted_error
 from ._remote import is_remote, walk_remote
 
 if TYPE_CHECKING:
-    from .._typing import PathLike, StorageOptions
+    from collections.abc import Sequence
+
+    from .._typing import ImageSource, NDArray, PathLike, StorageOptions
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ __all__ = [
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".tif", ".tiff"})
 
 
-def check_classes(classes):
+def check_classes(classes: Sequence[str] | None) -> list[str] | None:
     """``classes`` as a list of distinct class names (or None: every class found)."""
     if classes is None:
         return None
@@ -45,11 +47,11 @@ def check_classes(classes):
             f"classes={classes!r} must be a list of class names (strings), "
             "for example classes=['NORMAL', 'PNEUMONIA']."
         )
-    classes = list(classes)
-    dup = sorted(c for c, k in Counter(classes).items() if k > 1)
+    names = list(classes)
+    dup = sorted(c for c, k in Counter(names).items() if k > 1)
     if dup:
-        raise ValidationError(f"classes={classes!r} names {dup!r} more than once.")
-    return classes
+        raise ValidationError(f"classes={names!r} names {dup!r} more than once.")
+    return names
 
 
 def _is_image_name(name):
@@ -246,7 +248,9 @@ def encode_labels(labels, classes):
     return y >= 0, y, classes
 
 
-def select(path, classes, storage_options=None):
+def select(
+    path: ImageSource, classes: list[str] | None, storage_options: StorageOptions | None = None
+) -> tuple[list[str], NDArray, list[str], list[tuple[str, str]]]:
     """``(paths, y, classes, unlisted)``: the listed images of the chosen classes, labels
     encoded, and the folders that could not be listed (``(folder, reason)``)."""
     paths, labels, unlisted = pairs_from_input(path, storage_options)
