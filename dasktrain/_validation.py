@@ -11,6 +11,7 @@ from __future__ import annotations
 import numbers
 import os
 import pathlib
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ def is_dask_collection(x: object) -> bool:
     return _is(x)
 
 
-def check_engine(engine, *, allowed=ENGINES, name="engine"):
+def check_engine(engine: object, *, allowed: Sequence[str] = ENGINES, name: str = "engine") -> str:
     """Validate an engine name and return it.
 
     Raises
@@ -264,7 +265,7 @@ def check_positive_number(value: object, name: str, *, unit: str | None = None) 
     return float(value)
 
 
-def check_bool(value, name):
+def check_bool(value: object, name: str) -> bool:
     """Return ``value`` if it is True or False; raise naming the argument otherwise.
 
     A string such as ``"false"`` is truthy in Python; rejecting it avoids the silent opposite.
@@ -311,7 +312,7 @@ def check_folder_path(path: str | os.PathLike[str], *, name: str = "path") -> st
     return text
 
 
-def check_fits_in_memory(nbytes, *, what, fix, headroom=0.9):
+def check_fits_in_memory(nbytes: int, *, what: str, fix: str, headroom: float = 0.9) -> None:
     """Raise :class:`InsufficientMemoryError` when ``nbytes`` exceed ``headroom`` of the memory
     available now, before anything is allocated.
 

@@ -95,7 +95,7 @@ def check_images(X, name="X"):
     return X
 
 
-def check_finite_block(block):
+def check_finite_block(block: NDArray) -> None:
     """Raise a ValidationError when a chunk of images holds NaN or infinite values."""
     if not np.isfinite(block).all():
         bad = np.flatnonzero(~np.isfinite(block.reshape(len(block), -1)).all(axis=1))

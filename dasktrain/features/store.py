@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,7 +35,7 @@ from ._store_files import FORMAT, check_target, is_zarr_store, swap_in
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from .._typing import Array, ArrayLike
+    from .._typing import Array, ArrayLike, NDArray
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ __all__ = ["save_features", "load_features"]
 VERSION = 1
 
 
-def _write(root, path, name, arr):
+def _write(root: Any, path: str, name: str, arr: Any) -> None:
     import dask.array as da
 
     if is_dask_collection(arr):
@@ -64,21 +64,25 @@ def _write(root, path, name, arr):
         z[...] = arr
 
 
-def _check_inputs(X, y, classes):
+def _check_inputs(
+    X: ArrayLike, y: ArrayLike | None, classes: Sequence[str] | None
+) -> tuple[Any, Any, list[str] | None]:
     # A lazy X (features being extracted) is not scanned for NaN: that would run the whole
     # extraction twice. The extractors already reject NaN images chunk by chunk.
-    X = check_array(X, name="X", ndim=2, allow_nan=is_dask_collection(X))
+    Xc = check_array(X, name="X", ndim=2, allow_nan=is_dask_collection(X))
+    yc = None
     if y is not None:
-        y = check_array(y, name="y", ndim=1, allow_nan=False)
-        check_consistent_length(X, y)
+        yc = check_array(y, name="y", ndim=1, allow_nan=False)
+        check_consistent_length(Xc, yc)
+    names = None
     if classes is not None:
         if isinstance(classes, str) or not all(isinstance(c, str) for c in classes):
             raise ValidationError(f"classes={classes!r} must be a sequence of class-name strings.")
-        classes = list(classes)
-    return X, y, classes
+        names = list(classes)
+    return Xc, yc, names
 
 
-def _write_store(folder, X, y, classes):
+def _write_store(folder: str, X: Any, y: Any, classes: list[str] | None) -> None:
     """The arrays and the attributes of a store, written into ``folder``."""
     import zarr
 
@@ -233,7 +237,7 @@ def load_features(
     return X, y, classes
 
 
-def _damaged(path, what):
+def _damaged(path: str, what: str) -> ValidationError:
     """The error for a store whose arrays and metadata do not hold together."""
     return ValidationError(
         f"the features store {path!r} does not hold together: {what}. save_features writes a "
@@ -242,7 +246,7 @@ def _damaged(path, what):
     )
 
 
-def _array(root, name, path):
+def _array(root: Any, name: str, path: str) -> Any:
     import zarr
 
     node = root[name]
@@ -251,7 +255,7 @@ def _array(root, name, path):
     return node
 
 
-def _check_store(path, root, attrs):
+def _check_store(path: str, root: Any, attrs: dict[str, Any]) -> tuple[Any, Any, list[str] | None]:
     """``(X, y or None, classes)`` as zarr arrays and a list, checked against each other and
     the metadata before anything is read (shapes, dtypes, lengths, ``classes``)."""
     X = _array(root, "X", path)
@@ -278,25 +282,25 @@ def _check_store(path, root, attrs):
     return X, y, classes
 
 
-def _check_labels(y, n_classes, path):
+def _check_labels(y: ArrayLike, n_classes: int, path: str) -> NDArray:
     """Raise when a label of ``y`` is not an index into the ``n_classes`` class names."""
-    y = np.asarray(y)
-    bad = (y < 0) | (y >= n_classes) | (y != np.floor(y))
+    labels = np.asarray(y)
+    bad = (labels < 0) | (labels >= n_classes) | (labels != np.floor(labels))
     if bad.any():
-        shown = np.unique(y[bad])[:10].tolist()
+        shown = np.unique(labels[bad])[:10].tolist()
         raise _damaged(
             path,
             f"y holds labels {shown!r} that are not indices 0..{n_classes - 1} into its "
             f"{n_classes} classes",
         )
-    return y
+    return labels
 
 
 #: dask keeps about this much per chunk while it builds and runs a graph (keys, tasks).
 _GRAPH_BYTES_PER_CHUNK = 1024
 
 
-def _lazy(path, X, y, classes):
+def _lazy(path: str, X: Any, y: Any, classes: list[str] | None) -> tuple[Any, Any]:
     """Lazy ``(X, y)`` backed by the store; labels are checked chunk by chunk when computed."""
     import dask.array as da
 
