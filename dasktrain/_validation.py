@@ -11,6 +11,8 @@ from __future__ import annotations
 import numbers
 import os
 import pathlib
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +21,7 @@ from .exceptions import InsufficientMemoryError, ValidationError
 ENGINES = ("auto", "local", "dask")
 
 
-def is_dask_collection(x):
+def is_dask_collection(x: object) -> bool:
     """True for a dask array / dataframe / series (without importing dask for numpy input)."""
     try:
         from dask.base import is_dask_collection as _is
@@ -28,7 +30,7 @@ def is_dask_collection(x):
     return _is(x)
 
 
-def check_engine(engine, *, allowed=ENGINES, name="engine"):
+def check_engine(engine: object, *, allowed: Sequence[str] = ENGINES, name: str = "engine") -> str:
     """Validate an engine name and return it.
 
     Raises
@@ -54,7 +56,7 @@ def resolve_engine(engine, *inputs, allowed=ENGINES):
     return "dask" if any(is_dask_collection(x) for x in inputs if x is not None) else "local"
 
 
-def check_known_chunks(X, name="X"):
+def check_known_chunks(X: Any, name: str = "X") -> Any:
     """Raise when a dask array has unknown (NaN) chunk sizes, saying how to fix it."""
     chunks = getattr(X, "chunks", None)
     if chunks is None or not is_dask_collection(X):
@@ -79,7 +81,15 @@ def n_samples(X, name="X"):
     return int(shape[0])
 
 
-def check_array(X, *, name="X", ndim=None, min_samples=1, allow_nan=False, dtype=None):
+def check_array(
+    X: Any,
+    *,
+    name: str = "X",
+    ndim: int | tuple[int, ...] | None = None,
+    min_samples: int = 1,
+    allow_nan: bool = False,
+    dtype: Any = None,
+) -> Any:
     """Validate a numpy or dask array and return it (numpy input becomes an ndarray).
 
     Parameters
@@ -113,7 +123,7 @@ def check_array(X, *, name="X", ndim=None, min_samples=1, allow_nan=False, dtype
         check_known_chunks(X, name)
     else:
         X = np.asarray(X)
-    ndims = (ndim,) if isinstance(ndim, numbers.Integral) else ndim
+    ndims = (ndim,) if isinstance(ndim, int | numbers.Integral) else ndim
     if ndims is not None and X.ndim not in ndims:
         want = " or ".join(str(d) for d in ndims)
         raise ValidationError(
@@ -147,7 +157,7 @@ def check_array(X, *, name="X", ndim=None, min_samples=1, allow_nan=False, dtype
     return X
 
 
-def check_consistent_length(X, y, *, x_name="X", y_name="y"):
+def check_consistent_length(X: Any, y: Any, *, x_name: str = "X", y_name: str = "y") -> None:
     """Raise when X and y have different numbers of samples."""
     nx, ny = n_samples(X, x_name), n_samples(y, y_name)
     if nx != ny:
@@ -255,7 +265,7 @@ def check_positive_number(value: object, name: str, *, unit: str | None = None) 
     return float(value)
 
 
-def check_bool(value, name):
+def check_bool(value: object, name: str) -> bool:
     """Return ``value`` if it is True or False; raise naming the argument otherwise.
 
     A string such as ``"false"`` is truthy in Python; rejecting it avoids the silent opposite.
@@ -302,7 +312,7 @@ def check_folder_path(path: str | os.PathLike[str], *, name: str = "path") -> st
     return text
 
 
-def check_fits_in_memory(nbytes, *, what, fix, headroom=0.9):
+def check_fits_in_memory(nbytes: int, *, what: str, fix: str, headroom: float = 0.9) -> None:
     """Raise :class:`InsufficientMemoryError` when ``nbytes`` exceed ``headroom`` of the memory
     available now, before anything is allocated.
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +23,9 @@ from .direct import DirectGroup, GroupLost, direct_enabled
 from .keys import task_keys
 from .rows import block_futures, row_blocks, row_chunked
 from .waits import gather, scatter_data, wait_for
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 logger = logging.getLogger(__name__)
 
@@ -224,7 +229,9 @@ def _without_position(func, *blocks, block_index, row_offset, **kwargs):
     return func(*blocks, **kwargs)
 
 
-def map_row_blocks(func, *arrays, name, client=None, **kwargs):
+def map_row_blocks(
+    func: Callable[..., Any], *arrays: Any, name: str, client: Client | None = None, **kwargs: Any
+) -> list[Any]:
     """``[func(*blocks_i, **kwargs) for each row block i]``, computed in one pass.
 
     The arrays are not persisted: each block is computed, handed to ``func`` and released, so

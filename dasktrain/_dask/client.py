@@ -40,7 +40,7 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------------------------
-def maybe_client(client=None):
+def maybe_client(client: Client | None = None) -> Client | None:
     """Return ``client``, else the default ``distributed`` client, else None (never raises)."""
     if client is not None:
         return client

@@ -19,7 +19,8 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +28,9 @@ from .._validation import check_known_chunks, is_dask_collection, n_samples
 from ..exceptions import ValidationError
 from .client import maybe_client, scheduler_workers
 from .waits import gather, wait_for
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +49,9 @@ __all__ = [
 ]
 
 
-def compute_all(values, *, client=None, scheduler=None):
+def compute_all(
+    values: Iterable[Any], *, client: Client | None = None, scheduler: str | None = None
+) -> list[Any]:
     """``values`` with every dask collection computed, in one call (shared inputs read once).
 
     Parameters
@@ -134,7 +140,7 @@ def row_chunked(X, n_blocks=None, name="X"):
     return da.from_array(X, chunks=chunks)
 
 
-def align_rows(*arrays, names):
+def align_rows(*arrays: Any, names: Sequence[str]) -> list[Any]:
     """Dask arrays with the same row chunks as the first dask one (numpy ones wrapped to match).
 
     Parameters
@@ -154,7 +160,7 @@ def align_rows(*arrays, names):
     i_ref = next(i for i, a in enumerate(arrays) if a is not None and is_dask_collection(a))
     ref = arrays[i_ref]
     n = n_samples(ref, names[i_ref])
-    out = []
+    out: list[Any] = []
     for a, name in zip(arrays, names):
         if a is None:
             out.append(None)
@@ -316,7 +322,7 @@ def balanced_persist(client, arrays):
     return [None if a is None else _from_futures(a, b) for a, b in zip(arrays, blocks)]
 
 
-def gather_rows(arrays, client=None):
+def gather_rows(arrays: Sequence[Any], client: Client | None = None) -> list[Any]:
     """Compute dask arrays chunked along axis 0 into numpy, gathering the blocks here.
 
     ``Array.compute()`` on a cluster concatenates the chunks in a task on one worker, which

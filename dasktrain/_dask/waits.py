@@ -21,9 +21,13 @@ import contextlib
 import logging
 import threading
 import time
+from typing import TYPE_CHECKING, Any
 
 from ..exceptions import WorkersPausedError
 from .paused import StallWatch
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 logger = logging.getLogger(__name__)
 
@@ -212,7 +216,7 @@ class _Guard:
         return False
 
 
-def watching(client, what):
+def watching(client: Client | None, what: str) -> contextlib.AbstractContextManager[Any]:
     """A guard around a blocking call dasktrain does not own (see the module docstring).
 
     Parameters

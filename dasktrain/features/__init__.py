@@ -45,6 +45,7 @@ neither torch nor tensorflow is imported before a transformer needs it.
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 # ``X as X``: the backbone registry for the other rooms of dasktrain (ddp's recipes build their
 # CNN from it), not in __all__. Cheap: torch is imported on the first build.
@@ -71,7 +72,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
@@ -79,5 +80,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'dasktrain.features' has no attribute {name!r}")
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted(set(__all__) | {"cnn", "keras", "classic", "store"})

@@ -50,7 +50,7 @@ from ..exceptions import ValidationError
 from ._user import Shipped
 
 if TYPE_CHECKING:
-    from .._typing import Array, Self
+    from .._typing import Array, ArrayLike, Client, Images, NDArray, Self
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def check_images(X, name="X"):
     return X
 
 
-def check_finite_block(block):
+def check_finite_block(block: NDArray) -> None:
     """Raise a ValidationError when a chunk of images holds NaN or infinite values."""
     if not np.isfinite(block).all():
         bad = np.flatnonzero(~np.isfinite(block.reshape(len(block), -1)).all(axis=1))
@@ -174,7 +174,7 @@ class BaseImageFeatures(TransformerMixin, BaseEstimator):
         tags.transformer_tags.preserves_dtype = ["float32"]
         return tags
 
-    def fit(self, X=None, y=None) -> Self:
+    def fit(self, X: Images | None = None, y: object = None) -> Self:
         """Validate the parameters (and the image shape of ``X`` if given); nothing is learned.
 
         ``X`` is never computed: a dask array is only checked for its shape and dtype.
@@ -185,12 +185,12 @@ class BaseImageFeatures(TransformerMixin, BaseEstimator):
         """
         self._validate()
         if X is not None:
-            X = check_images(unpack_images(X))
-            self._check_images(tuple(X.shape))
-            self.n_features_out_ = self._n_features(tuple(X.shape))
+            images = check_images(unpack_images(X))
+            self._check_images(tuple(images.shape))
+            self.n_features_out_ = self._n_features(tuple(images.shape))
         return self
 
-    def transform(self, X, *, client=None) -> Array:
+    def transform(self, X: Images, *, client: Client | None = None) -> Array:
         """Turn images into feature vectors.
 
         Parameters
@@ -219,31 +219,31 @@ class BaseImageFeatures(TransformerMixin, BaseEstimator):
             holding them is computed), images too small for the extractor.
         """
         self._validate()
-        X = check_images(unpack_images(X))
-        shape = tuple(X.shape)
+        images = check_images(unpack_images(X))
+        shape = tuple(images.shape)
         self._check_images(shape)
         engine = check_engine(self.engine)
         if engine == "auto":
-            engine = "dask" if is_dask_collection(X) else "local"
+            engine = "dask" if is_dask_collection(images) else "local"
         kwargs = self._block_kwargs(shape)
         n_out = self._n_features(shape)
         fn = type(self)._block_fn
         model = self._model_arg()
         if engine == "local":
             kwargs = kwargs if model is None else {**kwargs, "model": model}
-            return self._transform_local(fn, X, kwargs, n_out)
+            return self._transform_local(fn, images, kwargs, n_out)
         fn = functools.partial(_block_with_event, fn)  # a "features" event per chunk
-        if is_dask_collection(X):
+        if is_dask_collection(images):
             if model is not None:
                 import dask
 
                 # One key every block depends on; a fresh name per call (no hashing of it).
                 shipped = dask.delayed(Shipped(model), pure=False, traverse=False)
                 kwargs = {**kwargs, "model": shipped}
-            return self._transform_dask_lazy(fn, X, kwargs, n_out, client)
-        return self._transform_dask_eager(fn, X, kwargs, n_out, client, model)
+            return self._transform_dask_lazy(fn, images, kwargs, n_out, client)
+        return self._transform_dask_eager(fn, images, kwargs, n_out, client, model)
 
-    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+    def get_feature_names_out(self, input_features: ArrayLike | None = None) -> NDArray:
         """Names ``<class>0 ... <class>{d-1}`` (needs ``fit(X)`` to know d)."""
         from sklearn.utils.validation import check_is_fitted
 

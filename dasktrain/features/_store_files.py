@@ -24,7 +24,7 @@ __all__ = ["FORMAT", "is_zarr_store", "check_target", "swap_in"]
 FORMAT = "dasktrain.features"
 
 
-def is_zarr_store(path):
+def is_zarr_store(path: str) -> bool:
     return any(
         os.path.exists(os.path.join(path, marker)) for marker in ("zarr.json", ".zgroup", ".zarray")
     )
@@ -126,7 +126,7 @@ def _protected(real):
     return None
 
 
-def check_target(path, overwrite):
+def check_target(path: str, overwrite: bool) -> bool:
     """Validate where a store is written, before anything is created or deleted.
 
     Returns whether an existing store (a dasktrain store, nothing else) is to be replaced.
@@ -179,7 +179,7 @@ def check_target(path, overwrite):
     return True
 
 
-def swap_in(tmp, path, replace):
+def swap_in(tmp: str, path: str, replace: bool) -> None:
     """Move the finished store ``tmp`` to ``path``; the old store is deleted only afterwards."""
     import shutil
     import tempfile

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import numbers
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,6 +17,9 @@ from .._validation import check_bool, check_engine, check_positive_int
 from ..exceptions import ValidationError
 from ._base import BaseImageFeatures, check_finite_block
 
+if TYPE_CHECKING:
+    from .._typing import NDArray
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["HOGFeatures", "HistogramFeatures"]
@@ -23,7 +27,7 @@ __all__ = ["HOGFeatures", "HistogramFeatures"]
 BLOCK_NORMS = ("L1", "L1-sqrt", "L2", "L2-Hys")
 
 
-def _to_gray(block):
+def _to_gray(block: NDArray) -> NDArray:
     # ITU-R 601 luma, the same weights skimage.color.rgb2gray uses.
     if block.shape[-1] == 1:
         return block[..., 0]
@@ -33,8 +37,15 @@ def _to_gray(block):
 
 
 def hog_block(
-    block, *, orientations, pixels_per_cell, cells_per_block, block_norm, gray, n_threads=None
-):
+    block: NDArray,
+    *,
+    orientations: int,
+    pixels_per_cell: tuple[int, int],
+    cells_per_block: tuple[int, int],
+    block_norm: str,
+    gray: bool,
+    n_threads: int | None = None,
+) -> NDArray:
     """HOG descriptors of one numpy chunk ``(n, h, w, c)`` -> ``(n, d)`` float32."""
     from skimage.feature import hog
 
@@ -62,7 +73,9 @@ def hog_block(
     return out if len(block) else out[:0]
 
 
-def histogram_block(block, *, bins, value_range, n_threads=None):
+def histogram_block(
+    block: NDArray, *, bins: int, value_range: tuple[float, float], n_threads: int | None = None
+) -> NDArray:
     """Per-channel intensity histograms (fractions of pixels) of a chunk -> ``(n, c * bins)``."""
     block = np.asarray(block, dtype=np.float32)
     check_finite_block(block)
@@ -111,15 +124,15 @@ class HOGFeatures(BaseImageFeatures):
     def __init__(
         self,
         *,
-        orientations=9,
-        pixels_per_cell=(8, 8),
-        cells_per_block=(2, 2),
-        block_norm="L2-Hys",
-        gray=True,
-        engine="auto",
-        n_threads=None,
-        progress=False,
-    ):
+        orientations: int = 9,
+        pixels_per_cell: int | tuple[int, int] = (8, 8),
+        cells_per_block: int | tuple[int, int] = (2, 2),
+        block_norm: str = "L2-Hys",
+        gray: bool = True,
+        engine: str = "auto",
+        n_threads: int | None = None,
+        progress: bool = False,
+    ) -> None:
         self.orientations = orientations
         self.pixels_per_cell = pixels_per_cell
         self.cells_per_block = cells_per_block
@@ -130,7 +143,7 @@ class HOGFeatures(BaseImageFeatures):
         self.progress = progress
 
     @staticmethod
-    def _pair(value, name):
+    def _pair(value: Any, name: str) -> tuple[int, int]:  # checks what the user gave
         if isinstance(value, numbers.Integral) and not isinstance(value, bool):
             value = (value, value)
         try:
@@ -141,7 +154,7 @@ class HOGFeatures(BaseImageFeatures):
             ) from exc
         return (a, b)
 
-    def _validate(self):
+    def _validate(self) -> None:
         check_positive_int(self.orientations, "orientations")
         self._pair(self.pixels_per_cell, "pixels_per_cell")
         self._pair(self.cells_per_block, "cells_per_block")
@@ -152,7 +165,7 @@ class HOGFeatures(BaseImageFeatures):
         check_n_threads(self.n_threads)
         check_bool(self.progress, "progress")
 
-    def _check_images(self, shape):
+    def _check_images(self, shape: tuple[int, ...]) -> None:
         n, h, w, c = shape
         ph, pw = self._pair(self.pixels_per_cell, "pixels_per_cell")
         bh, bw = self._pair(self.cells_per_block, "cells_per_block")
@@ -165,14 +178,14 @@ class HOGFeatures(BaseImageFeatures):
         if c not in (1, 3):
             raise ValidationError(f"X has {c} channels; pass 1 (gray) or 3 (RGB).")
 
-    def _n_features(self, shape):
+    def _n_features(self, shape: tuple[int, ...]) -> int:
         n, h, w, c = shape
         ph, pw = self._pair(self.pixels_per_cell, "pixels_per_cell")
         bh, bw = self._pair(self.cells_per_block, "cells_per_block")
         # skimage.feature.hog's layout: (blocks_row, blocks_col, bh, bw, orientations).
         return ((h // ph) - bh + 1) * ((w // pw) - bw + 1) * bh * bw * int(self.orientations)
 
-    def _block_kwargs(self, shape):
+    def _block_kwargs(self, shape: tuple[int, ...]) -> dict[str, Any]:
         return {
             "orientations": int(self.orientations),
             "pixels_per_cell": self._pair(self.pixels_per_cell, "pixels_per_cell"),
@@ -216,15 +229,21 @@ class HistogramFeatures(BaseImageFeatures):
     _local_step = 1024
 
     def __init__(
-        self, bins=32, *, value_range=(0.0, 1.0), engine="auto", n_threads=None, progress=False
-    ):
+        self,
+        bins: int = 32,
+        *,
+        value_range: tuple[float, float] = (0.0, 1.0),
+        engine: str = "auto",
+        n_threads: int | None = None,
+        progress: bool = False,
+    ) -> None:
         self.bins = bins
         self.value_range = value_range
         self.engine = engine
         self.n_threads = n_threads
         self.progress = progress
 
-    def _range(self):
+    def _range(self) -> tuple[float, float]:
         try:
             lo, hi = (float(v) for v in self.value_range)
         except (TypeError, ValueError) as exc:
@@ -235,17 +254,17 @@ class HistogramFeatures(BaseImageFeatures):
             raise ValidationError(f"value_range={self.value_range!r} needs finite low < high.")
         return (lo, hi)
 
-    def _validate(self):
+    def _validate(self) -> None:
         check_positive_int(self.bins, "bins")
         self._range()
         check_engine(self.engine)
         check_n_threads(self.n_threads)
         check_bool(self.progress, "progress")
 
-    def _n_features(self, shape):
+    def _n_features(self, shape: tuple[int, ...]) -> int:
         return shape[-1] * int(self.bins)
 
-    def _block_kwargs(self, shape):
+    def _block_kwargs(self, shape: tuple[int, ...]) -> dict[str, Any]:
         return {"bins": int(self.bins), "value_range": self._range()}
 
     _block_fn = staticmethod(histogram_block)

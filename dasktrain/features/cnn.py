@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +22,14 @@ from . import _backbones
 from ._network_features import POOLS, NetworkFeatures, file_stamp, network_block
 from ._torch_weights import apply_state_dict, imagenet_path, load_state_dict
 from ._user import IMAGENET_MEAN, IMAGENET_STD, check_normalize, is_user_model, unwrap, user_key
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Callable
+
+    import torch
+
+    from .._typing import ArrayLike
 
 logger = logging.getLogger(__name__)
 
@@ -269,20 +278,20 @@ default "vgg19"
 
     def __init__(
         self,
-        backbone="vgg19",
+        backbone: str | torch.nn.Module | Callable[[], torch.nn.Module] = "vgg19",
         *,
-        weights=None,
-        pool="avg",
-        batch_size=64,
-        device="auto",
-        normalize="auto",
-        input_size=None,
-        in_channels=None,
-        engine="auto",
-        seed=0,
-        n_threads=None,
-        progress=False,
-    ):
+        weights: str | os.PathLike[str] | None = None,
+        pool: str = "avg",
+        batch_size: int = 64,
+        device: str = "auto",
+        normalize: str | tuple[ArrayLike, ArrayLike] = "auto",
+        input_size: int | tuple[int, int] | None = None,
+        in_channels: int | None = None,
+        engine: str = "auto",
+        seed: int = 0,
+        n_threads: int | None = None,
+        progress: bool = False,
+    ) -> None:
         self.backbone = backbone
         self.weights = weights
         self.pool = pool

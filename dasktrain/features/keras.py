@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import warnings
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +23,14 @@ from .._threads import check_n_threads
 from ..exceptions import ValidationError, WeightsError
 from ._network_features import NetworkFeatures, network_block
 from ._user import IMAGENET_MEAN, IMAGENET_STD, unwrap
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .._typing import ArrayLike
+
+    #: a keras.Model (keras has no annotations)
+    KerasModel = Any
 
 logger = logging.getLogger(__name__)
 
@@ -306,18 +315,18 @@ class KerasFeatures(NetworkFeatures):
 
     def __init__(
         self,
-        backbone="vgg19",
+        backbone: str | KerasModel | Callable[[], KerasModel] = "vgg19",
         *,
-        weights=None,
-        pool="avg",
-        batch_size=64,
-        normalize="auto",
-        input_size=None,
-        engine="auto",
-        seed=0,
-        n_threads=None,
-        progress=False,
-    ):
+        weights: str | os.PathLike[str] | None = None,
+        pool: str = "avg",
+        batch_size: int = 64,
+        normalize: str | tuple[ArrayLike, ArrayLike] = "auto",
+        input_size: int | tuple[int, int] | None = None,
+        engine: str = "auto",
+        seed: int = 0,
+        n_threads: int | None = None,
+        progress: bool = False,
+    ) -> None:
         self.backbone = backbone
         self.weights = weights
         self.pool = pool

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +32,11 @@ from .._validation import (
 from ..exceptions import ValidationError
 from ._store_files import FORMAT, check_target, is_zarr_store, swap_in
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from .._typing import Array, ArrayLike, NDArray
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["save_features", "load_features"]
@@ -38,7 +44,7 @@ __all__ = ["save_features", "load_features"]
 VERSION = 1
 
 
-def _write(root, path, name, arr):
+def _write(root: Any, path: str, name: str, arr: Any) -> None:
     import dask.array as da
 
     if is_dask_collection(arr):
@@ -58,21 +64,25 @@ def _write(root, path, name, arr):
         z[...] = arr
 
 
-def _check_inputs(X, y, classes):
+def _check_inputs(
+    X: ArrayLike, y: ArrayLike | None, classes: Sequence[str] | None
+) -> tuple[Any, Any, list[str] | None]:
     # A lazy X (features being extracted) is not scanned for NaN: that would run the whole
     # extraction twice. The extractors already reject NaN images chunk by chunk.
-    X = check_array(X, name="X", ndim=2, allow_nan=is_dask_collection(X))
+    Xc = check_array(X, name="X", ndim=2, allow_nan=is_dask_collection(X))
+    yc = None
     if y is not None:
-        y = check_array(y, name="y", ndim=1, allow_nan=False)
-        check_consistent_length(X, y)
+        yc = check_array(y, name="y", ndim=1, allow_nan=False)
+        check_consistent_length(Xc, yc)
+    names = None
     if classes is not None:
         if isinstance(classes, str) or not all(isinstance(c, str) for c in classes):
             raise ValidationError(f"classes={classes!r} must be a sequence of class-name strings.")
-        classes = list(classes)
-    return X, y, classes
+        names = list(classes)
+    return Xc, yc, names
 
 
-def _write_store(folder, X, y, classes):
+def _write_store(folder: str, X: Any, y: Any, classes: list[str] | None) -> None:
     """The arrays and the attributes of a store, written into ``folder``."""
     import zarr
 
@@ -92,7 +102,14 @@ def _write_store(folder, X, y, classes):
     )
 
 
-def save_features(path, X, y=None, classes=None, *, overwrite=False) -> str:
+def save_features(
+    path: str | os.PathLike[str],
+    X: ArrayLike,
+    y: ArrayLike | None = None,
+    classes: Sequence[str] | None = None,
+    *,
+    overwrite: bool = False,
+) -> str:
     """Write features ``X`` (and labels ``y``, class names ``classes``) to a zarr store.
 
     Parameters
@@ -138,22 +155,24 @@ def save_features(path, X, y=None, classes=None, *, overwrite=False) -> str:
     import tempfile
 
     path = os.fspath(path)
-    X, y, classes = _check_inputs(X, y, classes)
+    X_, y_, classes_ = _check_inputs(X, y, classes)
     replace = check_target(path, overwrite)
     parent, name = os.path.split(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
     try:
-        _write_store(tmp, X, y, classes)
+        _write_store(tmp, X_, y_, classes_)
         swap_in(tmp, path, replace)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # our own temporary folder, nothing else
         raise
-    logger.info("saved features %s to %s", tuple(X.shape), path)
+    logger.info("saved features %s to %s", tuple(X_.shape), path)
     return path
 
 
-def load_features(path, *, engine="local") -> tuple:
+def load_features(
+    path: str | os.PathLike[str], *, engine: str = "local"
+) -> tuple[Array, Array | None, list[str] | None]:
     """Read features written by :func:`save_features`.
 
     Parameters
@@ -218,7 +237,7 @@ def load_features(path, *, engine="local") -> tuple:
     return X, y, classes
 
 
-def _damaged(path, what):
+def _damaged(path: str, what: str) -> ValidationError:
     """The error for a store whose arrays and metadata do not hold together."""
     return ValidationError(
         f"the features store {path!r} does not hold together: {what}. save_features writes a "
@@ -227,7 +246,7 @@ def _damaged(path, what):
     )
 
 
-def _array(root, name, path):
+def _array(root: Any, name: str, path: str) -> Any:
     import zarr
 
     node = root[name]
@@ -236,7 +255,7 @@ def _array(root, name, path):
     return node
 
 
-def _check_store(path, root, attrs):
+def _check_store(path: str, root: Any, attrs: dict[str, Any]) -> tuple[Any, Any, list[str] | None]:
     """``(X, y or None, classes)`` as zarr arrays and a list, checked against each other and
     the metadata before anything is read (shapes, dtypes, lengths, ``classes``)."""
     X = _array(root, "X", path)
@@ -263,25 +282,25 @@ def _check_store(path, root, attrs):
     return X, y, classes
 
 
-def _check_labels(y, n_classes, path):
+def _check_labels(y: ArrayLike, n_classes: int, path: str) -> NDArray:
     """Raise when a label of ``y`` is not an index into the ``n_classes`` class names."""
-    y = np.asarray(y)
-    bad = (y < 0) | (y >= n_classes) | (y != np.floor(y))
+    labels = np.asarray(y)
+    bad = (labels < 0) | (labels >= n_classes) | (labels != np.floor(labels))
     if bad.any():
-        shown = np.unique(y[bad])[:10].tolist()
+        shown = np.unique(labels[bad])[:10].tolist()
         raise _damaged(
             path,
             f"y holds labels {shown!r} that are not indices 0..{n_classes - 1} into its "
             f"{n_classes} classes",
         )
-    return y
+    return labels
 
 
 #: dask keeps about this much per chunk while it builds and runs a graph (keys, tasks).
 _GRAPH_BYTES_PER_CHUNK = 1024
 
 
-def _lazy(path, X, y, classes):
+def _lazy(path: str, X: Any, y: Any, classes: list[str] | None) -> tuple[Any, Any]:
     """Lazy ``(X, y)`` backed by the store; labels are checked chunk by chunk when computed."""
     import dask.array as da
 

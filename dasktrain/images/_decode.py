@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,6 +20,11 @@ from .._threads import local_pool
 from ..exceptions import RemoteTimeoutError
 from ._errors import read_error, reason
 from ._remote import HEADER_BYTES, is_remote, open_remote, remote_head, remote_stamp
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from .._typing import NDArray, PathLike, StorageOptions
 
 __all__ = [
     "COLORS",
@@ -88,7 +94,9 @@ def _open_regular(path):
         raise
 
 
-def probe_image(path, storage_options=None) -> tuple[str, str, tuple[int, int]]:
+def probe_image(
+    path: PathLike, storage_options: StorageOptions | None = None
+) -> tuple[str, str, tuple[int, int]]:
     """Return ``(format, mode, (width, height))`` from the file header, without decoding pixels.
 
     Raises
@@ -140,9 +148,12 @@ def _may_be_an_image(head):
     return False
 
 
-def probe_all(paths, storage_options=None):
+def probe_all(
+    paths: Iterable[str], storage_options: StorageOptions | None = None
+) -> tuple[list[tuple[str, str, tuple[int, int]] | None], list[tuple[str, str]]]:
     """Header-check every path: return ``(info, bad)`` with info[i] None for bad files."""
-    info, bad = [], []
+    info: list[tuple[str, str, tuple[int, int]] | None] = []
+    bad: list[tuple[str, str]] = []
     for p in paths:
         try:
             info.append(probe_image(p, storage_options))
@@ -154,7 +165,12 @@ def probe_all(paths, storage_options=None):
     return info, bad
 
 
-def decode_image(path, size=(128, 128), color="gray", storage_options=None) -> np.ndarray:
+def decode_image(
+    path: PathLike,
+    size: int | tuple[int, int] = (128, 128),
+    color: str = "gray",
+    storage_options: StorageOptions | None = None,
+) -> NDArray:
     """Decode one image file into a float32 array of shape ``(height, width, channels)``.
 
     The one decode function both engines use, so their arrays are identical bit for bit.

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
+from typing import TYPE_CHECKING
 
 from ..exceptions import ImageReadError, SkippedFilesWarning
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 MAX_NAMED = 10  # files named in one error message
 
 
-def reason(exc):
+def reason(exc: BaseException) -> str:
     """``"<type>: <message>"`` of an exception, as each skipped file's reason."""
     return f"{type(exc).__name__}: {exc}"
 
 
-def unlisted_error(unlisted):
+def unlisted_error(unlisted: Sequence[tuple[str, str]]) -> ImageReadError:
     """The error for folders that could not be listed (their images would vanish)."""
     shown = "\n  ".join(f"{p}: {r}" for p, r in unlisted[:MAX_NAMED])
     return ImageReadError(

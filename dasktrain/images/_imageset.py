@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .._dask import compute_if_dask, gather_rows
 from .._validation import is_dask_collection
 from ..exceptions import ValidationError
+
+if TYPE_CHECKING:
+    from .._typing import Array, ArrayLike, Client, NDArray
 
 __all__ = ["ImageSet"]
 
@@ -29,7 +35,18 @@ class ImageSet:
         ``"dask"`` when ``X`` is a dask array.
     """
 
-    def __init__(self, X, y, *, classes, paths, skipped=(), size=None, color=None, _labels=None):
+    def __init__(
+        self,
+        X: Array,
+        y: Array,
+        *,
+        classes: Iterable[str],
+        paths: Iterable[str],
+        skipped: Iterable[tuple[str, str]] = (),
+        size: tuple[int, ...] | None = None,
+        color: str | None = None,
+        _labels: ArrayLike | None = None,
+    ) -> None:
         self.X = X
         self.y = y
         self.classes = list(classes)
@@ -52,7 +69,9 @@ class ImageSet:
         n = np.bincount(self._labels, minlength=len(self.classes))
         return {c: int(k) for c, k in zip(self.classes, n)}
 
-    def _replace(self, X, y, paths, labels=None):
+    def _replace(
+        self, X: Array, y: Array, paths: list[str], labels: NDArray | None = None
+    ) -> ImageSet:
         return ImageSet(
             X,
             y,
@@ -65,7 +84,7 @@ class ImageSet:
         )
 
     def train_test_split(
-        self, test_size=0.25, *, stratify=True, seed=0
+        self, test_size: float | int = 0.25, *, stratify: bool = True, seed: int | None = 0
     ) -> tuple[ImageSet, ImageSet]:
         """Split into a train and a test set (rows keep their original order in each).
 
@@ -100,11 +119,11 @@ class ImageSet:
             ) from exc
         return self._take(np.sort(tr)), self._take(np.sort(te))
 
-    def _take(self, rows):
+    def _take(self, rows: NDArray) -> ImageSet:
         paths = [self.paths[i] for i in rows]
         return self._replace(self.X[rows], self.y[rows], paths, self._labels[rows])
 
-    def to_numpy(self, *, client=None) -> ImageSet:
+    def to_numpy(self, *, client: Client | None = None) -> ImageSet:
         """Return a local copy: ``X`` and ``y`` as numpy arrays (computes a dask set).
 
         Parameters
@@ -117,7 +136,7 @@ class ImageSet:
         X, y = gather_rows([self.X, self.y], client)
         return self._replace(X, y, self.paths)
 
-    def persist(self, *, client=None) -> ImageSet:
+    def persist(self, *, client: Client | None = None) -> ImageSet:
         """Decode a dask set into (cluster) memory and return it, still a dask set.
 
         A local set is already in memory and is returned unchanged.
@@ -132,7 +151,7 @@ class ImageSet:
             X, y = dask.persist(self.X, self.y)
         return self._replace(X, y, self.paths)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         n, (h, w) = len(self), self.size
         counts = self.counts()
         width = max([len(k) for k in counts] + [5])
@@ -143,7 +162,7 @@ class ImageSet:
         ]
         lines += [f"  {k:<{width}} {v:>7}" for k, v in counts.items()]
         if self.engine == "dask":
-            sizes = self.X.chunks[0]
+            sizes = self.X.chunks[0]  # type: ignore[union-attr]  # engine "dask": a dask array
             lines.append(
                 f"  chunks: {len(sizes)} along samples (up to {max(sizes, default=0)} images "
                 "each), sizes known"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -16,6 +17,14 @@ from .._dask import compute_if_dask
 from ..exceptions import DatasetLayoutError, ValidationError
 from ._errors import MAX_NAMED, reason, unlisted_error
 from ._remote import is_remote, walk_remote
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from .._typing import ImageSource, NDArray, PathLike, StorageOptions
+
+    #: ``(paths, labels, unlisted)``: the images, their labels, the folders not listed
+    Listing = tuple[list[str], list[Any], list[tuple[str, str]]]
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +41,7 @@ __all__ = [
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".tif", ".tiff"})
 
 
-def check_classes(classes):
+def check_classes(classes: Sequence[str] | None) -> list[str] | None:
     """``classes`` as a list of distinct class names (or None: every class found)."""
     if classes is None:
         return None
@@ -41,18 +50,20 @@ def check_classes(classes):
             f"classes={classes!r} must be a list of class names (strings), "
             "for example classes=['NORMAL', 'PNEUMONIA']."
         )
-    classes = list(classes)
-    dup = sorted(c for c, k in Counter(classes).items() if k > 1)
+    names = list(classes)
+    dup = sorted(c for c, k in Counter(names).items() if k > 1)
     if dup:
-        raise ValidationError(f"classes={classes!r} names {dup!r} more than once.")
-    return classes
+        raise ValidationError(f"classes={names!r} names {dup!r} more than once.")
+    return names
 
 
-def _is_image_name(name):
+def _is_image_name(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def list_images(path, storage_options=None) -> tuple[list[str], list[str]]:
+def list_images(
+    path: PathLike, storage_options: StorageOptions | None = None
+) -> tuple[list[str], list[str]]:
     """List the image files under a class-per-directory folder.
 
     Parameters
@@ -87,18 +98,18 @@ def list_images(path, storage_options=None) -> tuple[list[str], list[str]]:
     return paths, labels
 
 
-def _inside(child, parent):
+def _inside(child: str, parent: str) -> bool:
     return child == parent or child.startswith(parent.rstrip(os.sep) + os.sep)
 
 
-def _not_a_folder(path):
+def _not_a_folder(path: PathLike) -> DatasetLayoutError:
     return DatasetLayoutError(
         f"path={os.fspath(path)!r} is not a folder; pass a folder with one sub-folder per "
         "class, a list of (path, label) pairs, or a DataFrame with 'path' and 'label' columns."
     )
 
 
-def _walk_remote(url, storage_options):
+def _walk_remote(url: str, storage_options: StorageOptions | None) -> Listing:
     """:func:`_walk` for a URL (fsspec): no links to follow, no folders it cannot list."""
     found = walk_remote(url, storage_options)
     if found is None:
@@ -111,7 +122,9 @@ def _walk_remote(url, storage_options):
     return paths, labels, []
 
 
-def _check_found(root, paths, loose, unlisted):
+def _check_found(
+    root: PathLike, paths: list[str], loose: list[str], unlisted: list[tuple[str, str]]
+) -> None:
     """Raise for a folder with no images, or with images outside any class folder."""
     if not paths and not loose and not unlisted:
         raise DatasetLayoutError(
@@ -128,7 +141,7 @@ def _check_found(root, paths, loose, unlisted):
         )
 
 
-def _walk(path, storage_options=None):
+def _walk(path: PathLike, storage_options: StorageOptions | None = None) -> Listing:
     """``(paths, labels, unlisted)``: the images under ``path`` and the folders that could not
     be listed, as ``(folder, reason)``; raises DatasetLayoutError for the layout problems."""
     if is_remote(path):
@@ -136,10 +149,13 @@ def _walk(path, storage_options=None):
     root = os.path.abspath(os.fspath(path))
     if not os.path.isdir(root):
         raise _not_a_folder(path)
-    paths, labels, loose, unlisted = [], [], [], []
-    seen = {}  # resolved folder -> the first path it was reached by
+    paths: list[str] = []
+    labels: list[object] = []
+    loose: list[str] = []
+    unlisted: list[tuple[str, str]] = []
+    seen: dict[str, str] = {}  # resolved folder -> the first path it was reached by
 
-    def onerror(exc):
+    def onerror(exc: OSError) -> None:
         # os.walk skips a folder it cannot list unless told: its images would just vanish.
         unlisted.append((exc.filename or root, reason(exc)))
 
@@ -173,12 +189,12 @@ def _walk(path, storage_options=None):
     return paths, labels, unlisted
 
 
-def _absolute(p):
+def _absolute(p: PathLike) -> str:
     """A local path made absolute; a URL (``s3://...``) kept as it is."""
     return p if is_remote(p) else os.path.abspath(os.fspath(p))
 
 
-def pairs_from_input(path, storage_options=None):
+def pairs_from_input(path: ImageSource, storage_options: StorageOptions | None = None) -> Listing:
     """Return ``(paths, labels, unlisted)`` from a folder, a list of pairs, or a DataFrame."""
     if isinstance(path, (str, os.PathLike)):
         return _walk(path, storage_options)
@@ -192,7 +208,7 @@ def pairs_from_input(path, storage_options=None):
             )
         # The listing is small (two columns of names): a dask DataFrame is brought to the
         # driver so the number of images, and so the chunk sizes, are known.
-        frame = compute_if_dask(path[["path", "label"]])
+        frame = compute_if_dask(cast("Any", path)[["path", "label"]])  # a DataFrame
         pairs = list(zip(frame["path"].tolist(), frame["label"].tolist()))
     else:
         try:
@@ -212,7 +228,9 @@ def pairs_from_input(path, storage_options=None):
     return paths, [lab for _, lab in pairs], []
 
 
-def encode_labels(labels, classes):
+def encode_labels(
+    labels: Sequence[Any], classes: Sequence[str] | None
+) -> tuple[NDArray, NDArray, list[str]]:
     """Map labels to class indices; return ``(keep_mask, y, class_names)``."""
     names = [str(lab) for lab in labels]
     if classes is None:
@@ -221,7 +239,7 @@ def encode_labels(labels, classes):
             uniq = sorted(set(labels))
         except TypeError:
             uniq = sorted(set(names))
-        classes = list(dict.fromkeys(str(u) for u in uniq))
+        names_found = list(dict.fromkeys(str(u) for u in uniq))
     else:
         found = set(names)
         unknown = [c for c in classes if c not in found]
@@ -230,17 +248,20 @@ def encode_labels(labels, classes):
                 f"classes={classes!r}: {unknown!r} not found among the classes present "
                 f"{sorted(found)!r}. Check the spelling (class names are folder names)."
             )
-    if len(classes) < 2:
+        names_found = list(classes)
+    if len(names_found) < 2:
         raise DatasetLayoutError(
-            f"only one class was found ({classes!r}); a classifier needs at least two. Put the "
+            f"only one class was found ({names_found!r}); a classifier needs at least two. Put the "
             "images of each class in their own folder (root/NORMAL, root/PNEUMONIA)."
         )
-    index = {c: i for i, c in enumerate(classes)}
+    index = {c: i for i, c in enumerate(names_found)}
     y = np.array([index.get(n, -1) for n in names], dtype=np.int64)
-    return y >= 0, y, classes
+    return y >= 0, y, names_found
 
 
-def select(path, classes, storage_options=None):
+def select(
+    path: ImageSource, classes: list[str] | None, storage_options: StorageOptions | None = None
+) -> tuple[list[str], NDArray, list[str], list[tuple[str, str]]]:
     """``(paths, y, classes, unlisted)``: the listed images of the chosen classes, labels
     encoded, and the folders that could not be listed (``(folder, reason)``)."""
     paths, labels, unlisted = pairs_from_input(path, storage_options)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,24 +25,27 @@ from ._workers import (
     select_on_workers,
 )
 
+if TYPE_CHECKING:
+    from .._typing import ImageSource, StorageOptions
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["read_images", "list_checked"]
 
 
 def read_images(
-    path,
+    path: ImageSource,
     *,
-    size=(128, 128),
-    color="gray",
-    engine="local",
-    chunk_size=None,
-    errors="raise",
-    classes=None,
-    files_on="client",
-    storage_options=None,
-    n_threads=None,
-    shuffle=False,
+    size: int | tuple[int, int] = (128, 128),
+    color: str = "gray",
+    engine: str = "local",
+    chunk_size: int | None = None,
+    errors: str = "raise",
+    classes: Sequence[str] | None = None,
+    files_on: str = "client",
+    storage_options: StorageOptions | None = None,
+    n_threads: int | None = None,
+    shuffle: bool | int = False,
 ) -> ImageSet:
     """Read an image folder (or a list of files) into an :class:`ImageSet`.
 

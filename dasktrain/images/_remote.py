@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import posixpath
+from typing import Any, TypeGuard
 
 from .. import _config
 from ..exceptions import RemoteTimeoutError, ValidationError
@@ -38,7 +39,7 @@ __all__ = [
 HEADER_BYTES = 64 * 1024
 
 
-def is_remote(path):
+def is_remote(path: object) -> TypeGuard[str]:
     """True for a string with a protocol other than ``file://`` / ``local://``."""
     if not isinstance(path, str) or "://" not in path:
         return False
@@ -139,7 +140,9 @@ def remote_stamp(path, storage_options=None):
     return f"size={info.get('size')}"
 
 
-def walk_remote(url, storage_options=None):
+def walk_remote(
+    url: str, storage_options: dict[str, Any] | None = None
+) -> tuple[list[str], list[str], list[str]] | None:
     """``(urls, labels, loose)``: the files under ``url`` (class = parent folder name, at any
     depth) and the names of those lying directly in ``url`` (no class folder); None when
     ``url`` is not a folder."""
@@ -147,7 +150,9 @@ def walk_remote(url, storage_options=None):
     root = root.rstrip("/")
     if not _call(fs, url, "listing it", "isdir", root):
         return None
-    urls, labels, loose = [], [], []
+    urls: list[str] = []
+    labels: list[str] = []
+    loose: list[str] = []
     for p in sorted(_call(fs, url, "listing it", "find", root, withdirs=False)):
         rel = p[len(root) :].lstrip("/")
         parts = rel.split("/")

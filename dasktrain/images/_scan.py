@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -12,10 +14,15 @@ from ._decode import decode_image, probe_all
 from ._errors import reason
 from ._listing import check_classes, select
 
+if TYPE_CHECKING:
+    from .._typing import ImageSource
+
 __all__ = ["scan_images"]
 
 
-def scan_images(path, *, classes=None, decode=False) -> dict:
+def scan_images(
+    path: ImageSource, *, classes: Sequence[str] | None = None, decode: bool = False
+) -> dict[str, Any]:
     """Summarise a folder without decoding pixels: counts, unreadable files, sizes and modes.
 
     Parameters

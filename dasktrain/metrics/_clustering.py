@@ -8,7 +8,7 @@ silhouette on a sample of at most ``dasktrain.metrics.silhouette-sample-size`` r
 from __future__ import annotations
 
 import logging
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import numpy as np
 
@@ -18,6 +18,12 @@ from .._validation import check_array, check_consistent_length
 from ..exceptions import ValidationError
 from ._classification import pair_table
 from ._common import any_dask, check_1d, check_same_length, small_vectors
+
+if TYPE_CHECKING:
+    from .._typing import ArrayLike, NDArray
+
+    #: per cluster: (labels, sums of rows, counts, sums of squared norms)
+    ClusterSums = tuple[NDArray, NDArray, NDArray, NDArray]
 
 logger = logging.getLogger(__name__)
 
@@ -39,14 +45,14 @@ class SilhouetteResult(NamedTuple):
     n_samples: int
 
 
-def _check_cluster_input(X, labels):
+def _check_cluster_input(X: ArrayLike, labels: ArrayLike) -> tuple[Any, Any]:
     X = check_array(X, ndim=2)
     labels = check_1d(labels, "labels")
     check_consistent_length(X, labels, y_name="labels")
     return X, labels
 
 
-def _check_n_labels(n_labels, n):
+def _check_n_labels(n_labels: int, n: int) -> None:
     if not 1 < n_labels < n:
         raise ValidationError(
             f"labels has {n_labels} distinct value(s) for {n} samples; clustering metrics need "
@@ -55,7 +61,12 @@ def _check_n_labels(n_labels, n):
 
 
 def silhouette(
-    X, labels, *, sample_size=None, random_state=0, metric="euclidean"
+    X: ArrayLike,
+    labels: ArrayLike,
+    *,
+    sample_size: int | None = None,
+    random_state: int | None = 0,
+    metric: str = "euclidean",
 ) -> SilhouetteResult:
     """Silhouette score, on a random sample above a size, with the sample size reported.
 
@@ -76,8 +87,8 @@ def silhouette(
     """
     import sklearn.metrics as skm
 
-    X, labels = _check_cluster_input(X, labels)
-    n = X.shape[0]
+    Xa, la = _check_cluster_input(X, labels)
+    n = Xa.shape[0]
     limit = (
         sample_size if sample_size is not None else _config.get("metrics.silhouette-sample-size")
     )
@@ -88,8 +99,8 @@ def silhouette(
     else:
         rng = np.random.default_rng(random_state)
         idx = np.sort(rng.choice(n, int(limit), replace=False))
-    Xs = X if idx is None else X[idx]
-    ls = labels if idx is None else labels[idx]
+    Xs = Xa if idx is None else Xa[idx]
+    ls = la if idx is None else la[idx]
     Xs, ls = small_vectors(Xs, ls)
     _check_n_labels(len(np.unique(ls)), len(ls))
     score = float(skm.silhouette_score(Xs, ls, metric=metric))
@@ -98,14 +109,21 @@ def silhouette(
     return SilhouetteResult(score, int(len(ls)), int(n))
 
 
-def silhouette_score(X, labels, *, sample_size=None, random_state=0, metric="euclidean") -> float:
+def silhouette_score(
+    X: ArrayLike,
+    labels: ArrayLike,
+    *,
+    sample_size: int | None = None,
+    random_state: int | None = 0,
+    metric: str = "euclidean",
+) -> float:
     """Silhouette score as a float; see :func:`silhouette` (which also reports the sample size)."""
     return silhouette(
         X, labels, sample_size=sample_size, random_state=random_state, metric=metric
     ).score
 
 
-def _cluster_sums_block(X, lab):
+def _cluster_sums_block(X: NDArray, lab: NDArray) -> ClusterSums:
     u, inv = np.unique(lab, return_inverse=True)
     Xf = X.astype(np.float64, copy=False)
     sums = np.zeros((len(u), X.shape[1]))
@@ -116,7 +134,7 @@ def _cluster_sums_block(X, lab):
     return u, sums, counts, sq
 
 
-def _cluster_sums(X, labels):
+def _cluster_sums(X: Any, labels: Any) -> ClusterSums:
     """Per-cluster (labels, sums, counts, sums of squared norms) in one pass."""
     Xd, ld = align_rows(X, labels, names=["X", "labels"])
     parts = map_row_blocks(_cluster_sums_block, Xd, ld, name="metrics-cluster-sums")
@@ -132,7 +150,7 @@ def _cluster_sums(X, labels):
     return u, sums, counts, sq
 
 
-def calinski_harabasz_score(X, labels) -> float:
+def calinski_harabasz_score(X: ArrayLike, labels: ArrayLike) -> float:
     """Calinski-Harabasz index; exact for dask inputs via one pass of per-cluster sums.
 
     See Also
@@ -141,11 +159,11 @@ def calinski_harabasz_score(X, labels) -> float:
     """
     import sklearn.metrics as skm
 
-    X, labels = _check_cluster_input(X, labels)
-    if not any_dask(X, labels):
-        _check_n_labels(len(np.unique(labels)), X.shape[0])
-        return float(skm.calinski_harabasz_score(X, labels))
-    u, sums, counts, sq = _cluster_sums(X, labels)
+    Xa, la = _check_cluster_input(X, labels)
+    if not any_dask(Xa, la):
+        _check_n_labels(len(np.unique(la)), Xa.shape[0])
+        return float(skm.calinski_harabasz_score(Xa, la))
+    u, sums, counts, sq = _cluster_sums(Xa, la)
     n, k = int(counts.sum()), len(u)
     _check_n_labels(k, n)
     centroids = sums / counts[:, None]
@@ -155,13 +173,13 @@ def calinski_harabasz_score(X, labels) -> float:
     return float(1.0 if intra == 0.0 else extra * (n - k) / (intra * (k - 1.0)))
 
 
-def _intra_block(X, lab, u, centroids):
+def _intra_block(X: NDArray, lab: NDArray, u: NDArray, centroids: NDArray) -> NDArray:
     i = np.searchsorted(u, lab)
     d = np.sqrt(((X.astype(np.float64, copy=False) - centroids[i]) ** 2).sum(axis=1))
     return np.bincount(i, weights=d, minlength=len(u))
 
 
-def davies_bouldin_score(X, labels) -> float:
+def davies_bouldin_score(X: ArrayLike, labels: ArrayLike) -> float:
     """Davies-Bouldin index; exact for dask inputs in two passes (centroids, distances).
 
     See Also
@@ -171,14 +189,14 @@ def davies_bouldin_score(X, labels) -> float:
     import sklearn.metrics as skm
     from sklearn.metrics import pairwise_distances
 
-    X, labels = _check_cluster_input(X, labels)
-    if not any_dask(X, labels):
-        _check_n_labels(len(np.unique(labels)), X.shape[0])
-        return float(skm.davies_bouldin_score(X, labels))
-    u, sums, counts, _ = _cluster_sums(X, labels)
+    Xa, la = _check_cluster_input(X, labels)
+    if not any_dask(Xa, la):
+        _check_n_labels(len(np.unique(la)), Xa.shape[0])
+        return float(skm.davies_bouldin_score(Xa, la))
+    u, sums, counts, _ = _cluster_sums(Xa, la)
     _check_n_labels(len(u), int(counts.sum()))
     centroids = sums / counts[:, None]
-    Xd, ld = align_rows(X, labels, names=["X", "labels"])
+    Xd, ld = align_rows(Xa, la, names=["X", "labels"])
     spread = map_row_blocks(
         _intra_block, Xd, ld, name="metrics-cluster-spread", u=u, centroids=centroids
     )
@@ -191,15 +209,15 @@ def davies_bouldin_score(X, labels) -> float:
     return float(np.mean(np.max(combined, axis=1)))
 
 
-def _contingency(labels_true, labels_pred):
+def _contingency(labels_true: ArrayLike, labels_pred: ArrayLike) -> NDArray:
     if any_dask(labels_true, labels_pred):
         return pair_table(labels_true, labels_pred)[2]
     from sklearn.metrics.cluster import contingency_matrix
 
-    return contingency_matrix(labels_true, labels_pred)
+    return cast("NDArray", contingency_matrix(labels_true, labels_pred))
 
 
-def adjusted_rand_score(labels_true, labels_pred) -> float:
+def adjusted_rand_score(labels_true: ArrayLike, labels_pred: ArrayLike) -> float:
     """Adjusted Rand index; dask inputs via the blockwise contingency table.
 
     See Also

@@ -50,6 +50,9 @@ __all__ = ["LogisticRegression", "GaussianNB", "MLPClassifier", "cross_validate"
 
 _OWN_PARAMS = ("engine", "client")
 
+if TYPE_CHECKING:
+    from .._typing import ArrayLike, Client, Estimator, NDArray
+
 
 def _signature(sk_class, positional):
     """``sk_class``'s parameters (keyword-only but ``positional``), ``engine`` and ``client``."""
@@ -59,8 +62,17 @@ def _signature(sk_class, positional):
     out = [P("self", P.POSITIONAL_OR_KEYWORD)]
     out += [by_name[n].replace(kind=P.POSITIONAL_OR_KEYWORD) for n in positional]
     out += [p.replace(kind=P.KEYWORD_ONLY) for p in params if p.name not in positional]
-    out += [P("engine", P.KEYWORD_ONLY, default="auto"), P("client", P.KEYWORD_ONLY, default=None)]
-    return inspect.Signature(out)
+    out += [
+        P("engine", P.KEYWORD_ONLY, default="auto", annotation="str"),
+        P("client", P.KEYWORD_ONLY, default=None, annotation="Client | None"),
+    ]
+    # scikit-learn's parameters carry no annotations: Any, as the type checker sees them
+    # (the TYPE_CHECKING __init__ below)
+    out = [
+        p if p.name == "self" or p.annotation is not P.empty else p.replace(annotation="Any")
+        for p in out
+    ]
+    return inspect.Signature(out, return_annotation="None")
 
 
 def _init_from(signature):
@@ -195,17 +207,17 @@ def _fold(estimator, X, y, train, test, scorer, return_train_score):
 
 
 def cross_validate(
-    estimator,
-    X,
-    y,
+    estimator: Estimator,
+    X: ArrayLike,
+    y: ArrayLike,
     *,
-    cv=5,
-    scoring=None,
-    groups=None,
-    engine="auto",
-    client=None,
-    return_train_score=False,
-) -> dict[str, np.ndarray]:
+    cv: Any = 5,
+    scoring: Any = None,
+    groups: ArrayLike | None = None,
+    engine: str = "auto",
+    client: Client | None = None,
+    return_train_score: bool = False,
+) -> dict[str, NDArray]:
     """Cross-validated scores; the same dict as :func:`sklearn.model_selection.cross_validate`.
 
     Parameters

@@ -58,7 +58,7 @@ from ._kmeans_blocks import Centers, inertia_block
 from ._output import LazySetOutputMixin, apply_blockwise, dask_columns, wrap_numpy
 
 if TYPE_CHECKING:
-    from .._typing import Array, Self
+    from .._typing import Array, ArrayLike, Client, RandomState, Self
 
 logger = logging.getLogger(__name__)
 
@@ -153,19 +153,19 @@ class KMeans(
 
     def __init__(
         self,
-        n_clusters=8,
+        n_clusters: int = 8,
         *,
-        init="k-means||",
-        max_iter=300,
-        tol=1e-4,
-        random_state=None,
-        engine="auto",
-        algorithm="lloyd",
-        n_init="auto",
-        oversampling_factor=2,
-        init_max_iter=None,
-        client=None,
-    ):
+        init: str | ArrayLike = "k-means||",
+        max_iter: int = 300,
+        tol: float = 1e-4,
+        random_state: RandomState = None,
+        engine: str = "auto",
+        algorithm: str = "lloyd",
+        n_init: int | str = "auto",
+        oversampling_factor: float = 2,
+        init_max_iter: int | None = None,
+        client: Client | None = None,
+    ) -> None:
         self.n_clusters = n_clusters
         self.init = init
         self.max_iter = max_iter
@@ -232,7 +232,7 @@ class KMeans(
         return w
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X, y=None, sample_weight=None) -> Self:
+    def fit(self, X: ArrayLike, y: object = None, sample_weight: ArrayLike | None = None) -> Self:
         """Compute the clustering.
 
         Parameters
@@ -398,7 +398,7 @@ class KMeans(
         """Columns of ``transform`` (``get_feature_names_out``: ``kmeans0`` ...)."""
         return self.cluster_centers_.shape[0]
 
-    def predict(self, X) -> Array:
+    def predict(self, X: ArrayLike) -> Array:
         """Index of the closest center for each sample (lazy dask array for dask input).
 
         Parameters
@@ -411,7 +411,7 @@ class KMeans(
         """
         return self._apply("predict", X, np.int32)
 
-    def transform(self, X) -> Array:
+    def transform(self, X: ArrayLike) -> Array:
         """Distances to every center (lazy dask array for dask input).
 
         Returns
@@ -444,7 +444,9 @@ class KMeans(
         out = getattr(model, method)(X)
         return wrap_numpy(self, out, X_in) if transform else out
 
-    def score(self, X, y=None, sample_weight=None) -> float:
+    def score(
+        self, X: ArrayLike, y: object = None, sample_weight: ArrayLike | None = None
+    ) -> float:
         """Opposite of the inertia of X (for dask input: one reduction, computed eagerly).
 
         Returns

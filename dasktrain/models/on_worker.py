@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 import logging
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
@@ -55,7 +55,7 @@ from ._base import (
 from ._output import LazySetOutputMixin, apply_blockwise, dask_columns, wrap_numpy
 
 if TYPE_CHECKING:
-    from .._typing import Array, Self
+    from .._typing import Array, ArrayLike, Client, Estimator, NDArray, Self
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +145,9 @@ class OnWorker(LazySetOutputMixin, MetaEstimatorMixin, BaseEstimator):
     # ``fit_transform`` and ``get_feature_names_out`` follow the wrapped estimator: no
     # TransformerMixin, which would make every wrapper a transformer to scikit-learn.
 
-    def __init__(self, estimator, *, engine="auto", client=None):
+    def __init__(
+        self, estimator: Estimator, *, engine: str = "auto", client: Client | None = None
+    ) -> None:
         self.estimator = estimator
         self.engine = engine
         self.client = client
@@ -180,7 +182,7 @@ class OnWorker(LazySetOutputMixin, MetaEstimatorMixin, BaseEstimator):
         return bool(get_tags(self._template()).input_tags.allow_nan)
 
     # -- fit -----------------------------------------------------------------------------------
-    def fit(self, X, y=None, **fit_params) -> Self:
+    def fit(self, X: ArrayLike, y: ArrayLike | None = None, **fit_params: Any) -> Self:
         """Fit a clone of ``estimator`` on the chosen engine.
 
         Parameters
@@ -329,42 +331,42 @@ class OnWorker(LazySetOutputMixin, MetaEstimatorMixin, BaseEstimator):
         return wrap_numpy(self, out, X_in) if method == "transform" else out
 
     @available_if(_has("predict"))
-    def predict(self, X) -> Array:
+    def predict(self, X: ArrayLike) -> Array:
         """``estimator_.predict``; lazy and blockwise for a dask input."""
         return self._apply("predict", X)
 
     @available_if(_has("predict_proba"))
-    def predict_proba(self, X) -> Array:
+    def predict_proba(self, X: ArrayLike) -> Array:
         """``estimator_.predict_proba``; lazy and blockwise for a dask input."""
         return self._apply("predict_proba", X)
 
     @available_if(_has("predict_log_proba"))
-    def predict_log_proba(self, X) -> Array:
+    def predict_log_proba(self, X: ArrayLike) -> Array:
         """``estimator_.predict_log_proba``; lazy and blockwise for a dask input."""
         return self._apply("predict_log_proba", X)
 
     @available_if(_has("decision_function"))
-    def decision_function(self, X) -> Array:
+    def decision_function(self, X: ArrayLike) -> Array:
         """``estimator_.decision_function``; lazy and blockwise for a dask input."""
         return self._apply("decision_function", X)
 
     @available_if(_has("score_samples"))
-    def score_samples(self, X) -> Array:
+    def score_samples(self, X: ArrayLike) -> Array:
         """``estimator_.score_samples``; lazy and blockwise for a dask input."""
         return self._apply("score_samples", X)
 
     @available_if(_has("transform"))
-    def transform(self, X) -> Array:
+    def transform(self, X: ArrayLike) -> Array:
         """``estimator_.transform``; lazy and blockwise for a dask input (see ``set_output``)."""
         return self._apply("transform", X)
 
     @available_if(_has("transform"))
-    def fit_transform(self, X, y=None, **fit_params) -> Array:
+    def fit_transform(self, X: ArrayLike, y: ArrayLike | None = None, **fit_params: Any) -> Array:
         """``fit(X, y, **fit_params).transform(X)``."""
         return self.fit(X, y, **fit_params).transform(X)
 
     @available_if(_has("transform"))
-    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+    def get_feature_names_out(self, input_features: ArrayLike | None = None) -> NDArray:
         """``estimator_.get_feature_names_out`` given the column names seen at fit."""
         check_is_fitted(self, "estimator_")
         seen = getattr(self, "feature_names_in_", None)
@@ -375,7 +377,9 @@ class OnWorker(LazySetOutputMixin, MetaEstimatorMixin, BaseEstimator):
         return self.estimator_.get_feature_names_out(names)
 
     @available_if(_has("score"))
-    def score(self, X, y=None, sample_weight=None) -> float:
+    def score(
+        self, X: ArrayLike, y: ArrayLike | None = None, sample_weight: ArrayLike | None = None
+    ) -> float:
         """Accuracy (classifiers), R^2 (regressors), else ``estimator_.score``; eager.
 
         Classifiers and regressors reduce dask inputs blockwise with

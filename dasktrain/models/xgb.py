@@ -20,7 +20,8 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
@@ -59,7 +60,7 @@ from ._xgb_predict import (
 )
 
 if TYPE_CHECKING:
-    from .._typing import Array, Self
+    from .._typing import Array, ArrayLike, Self
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class _XGBBase(BoosterMethods, BaseEstimator):
     # Every parameter of xgboost's XGBModel by name, dasktrain's own, and any other native
     # xgboost parameter as a keyword (kept as an attribute of its own name, as xgboost's wrapper
     # keeps its **kwargs); the signature (and so get_params) is _xgb_params.init_signature().
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Any) -> None:
         for name, default in DEFAULTS.items():
             setattr(self, name, kwargs.pop(name, default))
         for name, value in kwargs.items():
@@ -82,12 +83,12 @@ class _XGBBase(BoosterMethods, BaseEstimator):
 
     __init__.__signature__ = init_signature()  # type: ignore[attr-defined]  # what sklearn reads
 
-    def get_params(self, deep=True):
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
         params = super().get_params(deep=deep)
         params.update({name: getattr(self, name) for name in extra_names(self)})
         return params
 
-    def set_params(self, **params):
+    def set_params(self, **params: Any) -> Self:
         # Like xgboost's: a name it does not know is kept, and refused by fit (check_used),
         # which asks xgboost what it uses.
         for key, value in params.items():
@@ -162,7 +163,14 @@ class _XGBBase(BoosterMethods, BaseEstimator):
         return evals
 
     def fit(
-        self, X, y, *, eval_set=None, sample_weight=None, xgb_model=None, verbose=False
+        self,
+        X: ArrayLike,
+        y: ArrayLike,
+        *,
+        eval_set: Sequence[tuple[ArrayLike, ArrayLike]] | None = None,
+        sample_weight: ArrayLike | None = None,
+        xgb_model: Any = None,
+        verbose: bool | int = False,
     ) -> Self:
         """Fit the booster.
 
@@ -389,7 +397,7 @@ max_cat_threshold, multi_strategy, callbacks : optional
 
     _kind = "classifier"
 
-    def predict_proba(self, X, iteration_range=None) -> Array:
+    def predict_proba(self, X: ArrayLike, iteration_range: tuple[int, int] | None = None) -> Array:
         """Class probabilities (lazy dask array for dask input).
 
         Parameters
@@ -415,7 +423,7 @@ max_cat_threshold, multi_strategy, callbacks : optional
             )
         return binary_proba(raw)
 
-    def predict(self, X, iteration_range=None) -> Array:
+    def predict(self, X: ArrayLike, iteration_range: tuple[int, int] | None = None) -> Array:
         """Predicted class labels (lazy dask array for dask input); ``iteration_range`` as in
         :meth:`predict_proba`."""
         proba = self.predict_proba(X, iteration_range)
@@ -427,7 +435,7 @@ max_cat_threshold, multi_strategy, callbacks : optional
             )
         return argmax_labels(proba, self.classes_)
 
-    def score(self, X, y, sample_weight=None) -> float:
+    def score(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
         """Accuracy (dask inputs reduced blockwise by :mod:`dasktrain.metrics`)."""
         from .. import metrics
 
@@ -447,12 +455,12 @@ class XGBRegressor(RegressorMixin, _XGBBase):
 
     _kind = "regressor"
 
-    def predict(self, X, iteration_range=None) -> Array:
+    def predict(self, X: ArrayLike, iteration_range: tuple[int, int] | None = None) -> Array:
         """Predicted values (lazy dask array for dask input); ``iteration_range`` as in
         :meth:`XGBClassifier.predict_proba`."""
         return self._raw_predict(X, iteration_range)
 
-    def score(self, X, y, sample_weight=None) -> float:
+    def score(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
         """R^2 (dask inputs reduced blockwise by :mod:`dasktrain.metrics`)."""
         from .. import metrics
 
