@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
     from typing import Self as Self
 
     import dask.array as da
@@ -16,3 +18,12 @@ if TYPE_CHECKING:
 
     #: numpy in, numpy out; dask in, lazy dask out
     Array = np.ndarray | da.Array
+
+    #: ``workers=`` of the DDP launcher and RankPool: all workers, a count, or addresses
+    Workers = int | list[str] | None
+    #: ``port_range=``: the rendezvous ports allowed, ``(low, high)``
+    PortRange = tuple[int, int]
+    #: a train/test split of features and labels: ``(X_train, X_test, y_train, y_test)``
+    Split = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    #: a workload of compare(): a built-in's name or ``fn(data, engine, client) -> dict``
+    WorkloadSpec = str | Callable[..., dict[str, Any]]

@@ -17,9 +17,14 @@ knobs torch offers are exposed here, checked before anything runs:
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, cast
 
 from .._validation import check_bool, check_positive_int, check_positive_number
 from ..exceptions import ValidationError
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +97,9 @@ def _bf16_compress_hook_cpu(process_group, bucket):
     return default_hooks.bf16_compress_hook(process_group, bucket)
 
 
-def micro_batches(model, *tensors, steps=1):
+def micro_batches(
+    model: torch.nn.Module, *tensors: torch.Tensor, steps: int = 1
+) -> Iterator[tuple[Any, ...]]:
     """Split one batch into ``steps`` micro-batches for gradient accumulation.
 
     Yields ``(weight, *parts)``; call ``(loss(parts) * weight).backward()`` for each and step
@@ -150,6 +157,10 @@ def micro_batches(model, *tensors, steps=1):
     for i in range(count):
         parts = tuple(p[i] for p in pieces)
         last = i == count - 1
-        ctx = model.no_sync() if ddp and not last else contextlib.nullcontext()
+        ctx = (
+            cast("torch.nn.parallel.DistributedDataParallel", model).no_sync()
+            if ddp and not last
+            else contextlib.nullcontext()
+        )
         with ctx:
             yield (len(parts[0]) / n, *parts)

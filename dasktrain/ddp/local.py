@@ -10,6 +10,9 @@ What every twin does (the torch one here, :func:`dasktrain.tf.run_local` in
 from __future__ import annotations
 
 import contextlib
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from .. import _malloc
 from .._compat import import_optional
@@ -23,7 +26,13 @@ from ._records import DDPResult, RankStatus
 __all__ = ["run_local", "check_twin", "new_context", "twin_context", "local_result"]
 
 
-def run_local(train_fn, *args, checkpoint_dir=None, datasets=None, **kwargs) -> DDPResult:
+def run_local(
+    train_fn: Callable[..., Any],
+    *args: Any,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    datasets: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> DDPResult:
     """Run ``train_fn(*args, **kwargs)`` in this process with world size 1: the local twin.
 
     The same function :func:`run` distributes runs here unchanged, with no Dask and no process

@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -62,7 +64,7 @@ def _path():
     return os.path.join(directory, CHECKPOINT_NAME)
 
 
-def save_weights(variables, **meta):
+def save_weights(variables: Sequence[Any], **meta: Any) -> str | None:
     """Save ``variables`` (a list of TensorFlow / Keras variables) and JSON ``meta``.
 
     Rank 0 writes to a temporary file and renames it over the last checkpoint, so a rank
@@ -77,7 +79,7 @@ def save_weights(variables, **meta):
     path = _path()
     if task_info().rank != 0:
         return None
-    arrays = {f"v{i}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
+    arrays: dict[str, Any] = {f"v{i}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     tmp = f"{path}.tmp-{os.getpid()}.npz"
     try:
@@ -89,7 +91,7 @@ def save_weights(variables, **meta):
     return path
 
 
-def load_weights(variables):
+def load_weights(variables: Sequence[Any]) -> dict[str, Any] | None:
     """Assign the job's last checkpoint to ``variables``; its ``meta`` dict, or None.
 
     Loaded with ``allow_pickle=False``: a checkpoint holds arrays only.
