@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..results.outcome import Outcome
@@ -96,7 +98,7 @@ class Results(Outcome):
     """
 
     # -- text ------------------------------------------------------------------------------
-    def to_string(self, columns=None, *, verdicts=True) -> str:
+    def to_string(self, columns: Sequence[str] | None = None, *, verdicts: bool = True) -> str:
         """The verdicts, then the table at the largest size in the width of a terminal, then
         one line per error and lost worker. ``columns`` prints those columns of
         :attr:`table` instead of the short table."""
@@ -111,7 +113,7 @@ class Results(Outcome):
         return f"<Results {len(self.table)} rows, baseline={self.baseline!r}>\n{self.to_string()}"
 
     # -- files -----------------------------------------------------------------------------
-    def save(self, directory) -> Path:
+    def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write ``report.html``, ``results.csv``, ``results.json``, ``runs.csv``,
         ``samples.csv`` and, when the dask engine ran, ``dask-performance-report.html`` and
         ``events.jsonl`` (the live events of the runs: DDP metrics per rank, fit passes).
