@@ -255,7 +255,7 @@ def check_positive_number(value: object, name: str, *, unit: str | None = None) 
     return float(value)
 
 
-def check_bool(value, name):
+def check_bool(value: object, name: str) -> bool:
     """Return ``value`` if it is True or False; raise naming the argument otherwise.
 
     A string such as ``"false"`` is truthy in Python; rejecting it avoids the silent opposite.

@@ -17,7 +17,7 @@ knobs torch offers are exposed here, checked before anything runs:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from .._validation import check_bool, check_positive_int, check_positive_number
@@ -50,7 +50,9 @@ _STATIC_NO_SYNC = (
 )
 
 
-def check_ddp_options(comm_hook, ddp_kwargs, accumulation_steps=1):
+def check_ddp_options(
+    comm_hook: str | None, ddp_kwargs: Mapping[str, Any], accumulation_steps: int = 1
+) -> int:
     """Check ``comm_hook``, the DDP keywords dasktrain knows and their combination with
     ``accumulation_steps``; raise ValidationError naming the argument.
 
@@ -72,7 +74,12 @@ def check_ddp_options(comm_hook, ddp_kwargs, accumulation_steps=1):
     return steps
 
 
-def register_comm_hook(ddp_model, comm_hook, *, device_type="cpu"):
+def register_comm_hook(
+    ddp_model: torch.nn.parallel.DistributedDataParallel,
+    comm_hook: str | None,
+    *,
+    device_type: str = "cpu",
+) -> torch.nn.parallel.DistributedDataParallel:
     """Register torch's compression hook named ``comm_hook`` (None: DDP's plain all-reduce)."""
     if comm_hook is None:
         return ddp_model
@@ -86,7 +93,7 @@ def register_comm_hook(ddp_model, comm_hook, *, device_type="cpu"):
     return ddp_model
 
 
-def _bf16_compress_hook_cpu(process_group, bucket):
+def _bf16_compress_hook_cpu(process_group: Any, bucket: Any) -> Any:
     """torch's ``bf16_compress_hook`` under another name, for gloo on CPU.
 
     DDP refuses a hook *named* ``bf16_compress_hook`` unless CUDA and NCCL >= 2.10 are there

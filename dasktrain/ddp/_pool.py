@@ -251,7 +251,8 @@ class RankPool:
 
     def _status(self, addresses: Iterable[str]) -> dict[str, Any]:
         try:
-            return self._on_workers(pool_status, addresses)
+            status: dict[str, Any] = self._on_workers(pool_status, addresses)
+            return status
         except Exception:  # a worker left between the check and the call
             logger.debug("pool %s: status check failed", self.id, exc_info=True)
             return {a: None for a in addresses}

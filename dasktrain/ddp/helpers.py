@@ -65,7 +65,7 @@ class RankInfo(dict):
 _local = threading.local()
 
 
-def _local_context():
+def _local_context() -> _LocalContext | None:
     return getattr(_local, "ctx", None)
 
 

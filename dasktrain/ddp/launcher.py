@@ -37,7 +37,13 @@ if TYPE_CHECKING:
 __all__ = ["run", "run_local", "DDPResult", "RankPool"]
 
 
-def _check_pool(pool, client, workers, backend, port_range):
+def _check_pool(
+    pool: object,
+    client: Client | None,
+    workers: Workers,
+    backend: str,
+    port_range: PortRange | None,
+) -> Client:
     """The pool's client; a ValidationError when ``pool`` or the arguments beside it are bad."""
     if not isinstance(pool, RankPool):
         raise ValidationError(f"pool={pool!r} must be a dasktrain.ddp.RankPool or None.")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from .. import _malloc
@@ -88,7 +88,7 @@ def run_local(
     return local_result(value, ctx)
 
 
-def check_twin(train_fn):
+def check_twin(train_fn: object) -> None:
     """Raise unless ``train_fn`` can run as a twin here (callable, no twin already running)."""
     if not callable(train_fn):
         raise ValidationError(f"train_fn={train_fn!r} must be callable.")
@@ -96,13 +96,15 @@ def check_twin(train_fn):
         raise DDPError("run_local() cannot be nested inside another run_local() call.")
 
 
-def new_context(checkpoint_dir, device):
+def new_context(
+    checkpoint_dir: str | os.PathLike[str] | None, device: Any
+) -> _helpers._LocalContext:
     """The state of one twin (world size 1, records in memory), its checkpoint folder made."""
     return _helpers._LocalContext(_helpers.make_checkpoint_dir(checkpoint_dir), device)
 
 
 @contextlib.contextmanager
-def twin_context(ctx):
+def twin_context(ctx: _helpers._LocalContext) -> Iterator[_helpers._LocalContext]:
     """Install ``ctx`` (from :func:`new_context`) for this thread while the block runs."""
     _helpers._local.ctx = ctx
     try:
@@ -111,7 +113,7 @@ def twin_context(ctx):
         _helpers._local.ctx = None
 
 
-def local_result(value, ctx) -> DDPResult:
+def local_result(value: Any, ctx: _helpers._LocalContext) -> DDPResult:
     """The :class:`DDPResult` of a local twin: rank 0 of one, its records, one attempt."""
     history = [dict(r, attempt=0) for r in ctx.history]
     logs = {

@@ -12,8 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -54,7 +54,7 @@ def task_info() -> RankInfo:
     )
 
 
-def _path():
+def _path() -> str:
     directory = task_info().checkpoint_dir
     if directory is None:
         raise DDPError(
@@ -105,7 +105,7 @@ def load_weights(variables: Sequence[Any]) -> dict[str, Any] | None:
     if not os.path.exists(path):
         return None
     with np.load(path, allow_pickle=False) as data:
-        meta = json.loads(bytes(data["meta"]).decode())
+        meta: dict[str, Any] = json.loads(bytes(data["meta"]).decode())
         values = [data[f"v{i}"] for i in range(len(data.files) - 1)]
     shapes = [tuple(v.shape) for v in variables]
     if [tuple(a.shape) for a in values] != shapes:
@@ -123,7 +123,7 @@ class FitRefusedError(DasktrainError, NotImplementedError):
 
 
 @contextlib.contextmanager
-def refuse_fit(load=False):
+def refuse_fit(load: bool = False) -> Iterator[None]:
     """Make ``keras.Model.fit`` raise :class:`FitRefusedError` while the block runs.
 
     ``load``: import Keras for it (a rank process, which is ours, with the TensorFlow
@@ -140,7 +140,7 @@ def refuse_fit(load=False):
         return
     import keras
 
-    def fit(self, *args, **kwargs):
+    def fit(self: Any, *args: Any, **kwargs: Any) -> NoReturn:
         raise FitRefusedError(FIT_REFUSED)
 
     original = keras.Model.fit

@@ -35,7 +35,7 @@ __all__ = ["run", "run_local"]
 DEFAULT_COLLECTIVE_TIMEOUT = 60.0
 
 
-def check_all_interfaces(all_interfaces=None):
+def check_all_interfaces(all_interfaces: bool | None = None) -> None:
     """Refuse to start TensorFlow's servers unless the user accepted where they listen."""
     if all_interfaces is None:
         all_interfaces = _config.get("tf.all-interfaces")
@@ -50,7 +50,7 @@ def check_all_interfaces(all_interfaces=None):
         )
 
 
-def _check_collective_timeout(value):
+def _check_collective_timeout(value: object) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
         raise ValidationError(f"collective_timeout={value!r} must be a positive number of seconds.")
 

@@ -125,7 +125,7 @@ def _start(master: str, ui: bool, conf: Mapping[str, str] | None) -> SparkSessio
     builder = sql.SparkSession.builder.master(master).appName("dasktrain")
     for key, value in {**_CONF, "spark.ui.enabled": str(bool(ui)).lower(), **(conf or {})}.items():
         builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    spark: SparkSession = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     logger.info("Spark session %s (%s cores)", master, session_cores(spark))
     return spark
@@ -145,7 +145,8 @@ def active_session() -> SparkSession | None:
         logger.warning("the Spark session of this process died (%s); forgetting it", why)
         forget_dead()
         return None
-    return sys.modules["pyspark.sql"].SparkSession.getActiveSession()
+    active: SparkSession | None = sys.modules["pyspark.sql"].SparkSession.getActiveSession()
+    return active
 
 
 def session_cores(spark: SparkSession) -> int:

@@ -15,6 +15,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ..results.outcome import Outcome
 from .output import check_output_dir, read_runs, write_atomic, write_text
@@ -107,7 +108,8 @@ class Results(Outcome):
         t = self.table.copy()
         t["peak_rss_mb"] = t["peak_rss_bytes"] / 2**20
         columns = [c for c in columns if c in t]
-        return t[columns].to_string(index=False, float_format=lambda v: f"{v:.3g}", na_rep="-")
+        text: str = t[columns].to_string(index=False, float_format=lambda v: f"{v:.3g}", na_rep="-")
+        return text
 
     def __repr__(self) -> str:
         return f"<Results {len(self.table)} rows, baseline={self.baseline!r}>\n{self.to_string()}"
@@ -148,7 +150,9 @@ class Results(Outcome):
         return d
 
     @classmethod
-    def from_runs(cls, path, *, comparison=None, **kwargs) -> Results:
+    def from_runs(
+        cls, path: str | os.PathLike[str], *, comparison: str | None = None, **kwargs: Any
+    ) -> Results:
         """Results from the ``runs.jsonl`` that :func:`~dasktrain.compare` appends to run by
         run.
 
