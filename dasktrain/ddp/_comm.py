@@ -93,7 +93,9 @@ def register_comm_hook(
     return ddp_model
 
 
-def _bf16_compress_hook_cpu(process_group: Any, bucket: Any) -> Any:
+# No annotations: DDP reads a hook's at run time and refuses any but dist.GradBucket and
+# torch.futures.Future[torch.Tensor] objects (a postponed annotation is a string).
+def _bf16_compress_hook_cpu(process_group, bucket):  # type: ignore[no-untyped-def]
     """torch's ``bf16_compress_hook`` under another name, for gloo on CPU.
 
     DDP refuses a hook *named* ``bf16_compress_hook`` unless CUDA and NCCL >= 2.10 are there
