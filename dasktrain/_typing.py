@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from typing import Any, Protocol
     from typing import Self as Self
 
@@ -50,3 +50,12 @@ if TYPE_CHECKING:
     StorageOptions = dict[str, Any]
     #: a random seed or generator, as scikit-learn's ``random_state``
     RandomState = int | np.random.RandomState | None
+
+    #: ``workers=`` of the DDP launcher and RankPool: all workers, a count, or addresses
+    Workers = int | list[str] | None
+    #: ``port_range=``: the rendezvous ports allowed, ``(low, high)``
+    PortRange = tuple[int, int]
+    #: a train/test split of features and labels: ``(X_train, X_test, y_train, y_test)``
+    Split = tuple[NDArray, NDArray, NDArray, NDArray]
+    #: a workload of compare(): a built-in's name or ``fn(data, engine, client) -> dict``
+    WorkloadSpec = str | Callable[..., dict[str, Any]]

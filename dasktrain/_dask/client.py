@@ -119,7 +119,7 @@ def scheduler_workers(client):
     return client.sync(client.scheduler.identity, **kwargs)["workers"]
 
 
-def live_workers(client):
+def live_workers(client: Client) -> set[str]:
     """The addresses of the workers alive now, asked of the scheduler (never a cached list).
 
     ``client.nthreads()`` asks the scheduler every time; ``client.scheduler_info()`` can

@@ -17,9 +17,14 @@ knobs torch offers are exposed here, checked before anything runs:
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 from .._validation import check_bool, check_positive_int, check_positive_number
 from ..exceptions import ValidationError
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +50,9 @@ _STATIC_NO_SYNC = (
 )
 
 
-def check_ddp_options(comm_hook, ddp_kwargs, accumulation_steps=1):
+def check_ddp_options(
+    comm_hook: str | None, ddp_kwargs: Mapping[str, Any], accumulation_steps: int = 1
+) -> int:
     """Check ``comm_hook``, the DDP keywords dasktrain knows and their combination with
     ``accumulation_steps``; raise ValidationError naming the argument.
 
@@ -67,7 +74,12 @@ def check_ddp_options(comm_hook, ddp_kwargs, accumulation_steps=1):
     return steps
 
 
-def register_comm_hook(ddp_model, comm_hook, *, device_type="cpu"):
+def register_comm_hook(
+    ddp_model: torch.nn.parallel.DistributedDataParallel,
+    comm_hook: str | None,
+    *,
+    device_type: str = "cpu",
+) -> torch.nn.parallel.DistributedDataParallel:
     """Register torch's compression hook named ``comm_hook`` (None: DDP's plain all-reduce)."""
     if comm_hook is None:
         return ddp_model
@@ -81,7 +93,9 @@ def register_comm_hook(ddp_model, comm_hook, *, device_type="cpu"):
     return ddp_model
 
 
-def _bf16_compress_hook_cpu(process_group, bucket):
+# No annotations: DDP reads a hook's at run time and refuses any but dist.GradBucket and
+# torch.futures.Future[torch.Tensor] objects (a postponed annotation is a string).
+def _bf16_compress_hook_cpu(process_group, bucket):  # type: ignore[no-untyped-def]
     """torch's ``bf16_compress_hook`` under another name, for gloo on CPU.
 
     DDP refuses a hook *named* ``bf16_compress_hook`` unless CUDA and NCCL >= 2.10 are there
@@ -92,7 +106,9 @@ def _bf16_compress_hook_cpu(process_group, bucket):
     return default_hooks.bf16_compress_hook(process_group, bucket)
 
 
-def micro_batches(model, *tensors, steps=1):
+def micro_batches(
+    model: torch.nn.Module, *tensors: torch.Tensor, steps: int = 1
+) -> Iterator[tuple[Any, ...]]:
     """Split one batch into ``steps`` micro-batches for gradient accumulation.
 
     Yields ``(weight, *parts)``; call ``(loss(parts) * weight).backward()`` for each and step
@@ -150,6 +166,10 @@ def micro_batches(model, *tensors, steps=1):
     for i in range(count):
         parts = tuple(p[i] for p in pieces)
         last = i == count - 1
-        ctx = model.no_sync() if ddp and not last else contextlib.nullcontext()
+        ctx = (
+            cast("torch.nn.parallel.DistributedDataParallel", model).no_sync()
+            if ddp and not last
+            else contextlib.nullcontext()
+        )
         with ctx:
             yield (len(parts[0]) / n, *parts)

@@ -21,12 +21,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._dask import compute_all, row_chunked, row_keys, wait_for
 from .._validation import is_dask_collection
 from ..exceptions import ValidationError
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 logger = logging.getLogger(__name__)
 
@@ -273,7 +278,7 @@ def _describe(name, parts, kinds, labels, classes, rows, client):
     )  # fmt: skip
 
 
-def prepare(datasets, client=None):
+def prepare(datasets: Mapping[str, Any] | None, client: Client | None = None) -> dict[str, Feed]:
     """``{name: Feed}`` of the ``datasets=`` argument (``{}`` for None).
 
     Parameters
@@ -296,7 +301,7 @@ def prepare(datasets, client=None):
             f"datasets={datasets!r} must be a non-empty dict {{name: dataset}}, e.g. "
             "{'train': images_train, 'val': images_val}."
         )
-    feeds = {}
+    feeds: dict[str, Feed] = {}
     for name, value in datasets.items():
         if not isinstance(name, str) or not name:
             raise ValidationError(f"datasets has the name {name!r}; names are non-empty strings.")

@@ -159,6 +159,6 @@ def network_environ(host, env):
     return {"GLOO_SOCKET_IFNAME": ifname}
 
 
-def launched():
+def launched() -> bool:
     """True inside a rank process that :func:`~dasktrain.ddp.run` started."""
     return RANK in os.environ and ENV_BACKEND in os.environ

@@ -15,6 +15,8 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from .._dask.events import DDP_TOPIC_PREFIX, emit, keep
 from .._dask.restarts import Restarts
@@ -24,6 +26,9 @@ from . import helpers as _helpers
 from ._group import Attempt, describe
 from ._records import AttemptFailed, DDPResult, JobOptions, RankSpec
 from ._select import select_workers
+
+if TYPE_CHECKING:
+    from .._typing import PortRange, Workers
 
 # The launcher's logger: users raise it to INFO to see rank 0's progress (helpers.report says
 # so); the job's progress and restarts keep logging there since the job moved out of it.
@@ -38,7 +43,14 @@ _PORT_RETRIES = 3
 _HISTORY_WAIT_S = 2.0
 
 
-def check_args(backend, timeout, max_restarts, workers, port_range, env):
+def check_args(
+    backend: str,
+    timeout: float,
+    max_restarts: int,
+    workers: Workers,
+    port_range: PortRange | None,
+    env: Mapping[str, str] | None,
+) -> None:
     """Raise a ValidationError naming the first bad argument of :func:`~dasktrain.ddp.run`."""
     if backend not in BACKENDS:
         raise ValidationError(f"backend={backend!r} must be one of {BACKENDS}.")

@@ -18,12 +18,19 @@ import logging
 import os
 import threading
 import uuid
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from .. import _config
 from .._dask import get_client, live_workers
 from ..exceptions import ValidationError
 from ._job import check_args, run_job
 from ._pool_worker import PooledJob, pool_kill, pool_rank_task, pool_status
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from .._typing import PortRange, Self, Workers
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +40,7 @@ __all__ = ["RankPool"]
 _RUN_TIMEOUT_S = 30.0
 
 
-def _ready():
+def _ready() -> int:
     """The pool's first job: start the processes and join the group; the rank's pid."""
     return os.getpid()
 
@@ -81,43 +88,51 @@ class RankPool:
     """
 
     def __init__(
-        self, client=None, *, workers=None, backend="auto", env=None, timeout=None, port_range=None
-    ):
+        self,
+        client: Client | None = None,
+        *,
+        workers: Workers = None,
+        backend: str = "auto",
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        port_range: PortRange | None = None,
+    ) -> None:
         timeout = _config.get("ddp.timeout") if timeout is None else timeout
         port_range = _config.get("ddp.port-range") if port_range is None else port_range
         check_args(backend, timeout, 0, workers, port_range, env)
         self.client = get_client(client, what="dasktrain.ddp.RankPool")
         self.workers = workers
         self.backend = backend
-        self.env = dict(env or {})
+        self.env: dict[str, str] = dict(env or {})
         self.timeout = timeout
         self.port_range = port_range
         self.id = uuid.uuid4().hex[:12]
         self.closed = False
-        self._group = None  # (addresses in rank order, MASTER_PORT, backend) while warm
-        self._tokens = {}  # worker address -> Future of the pool's token there
+        # (addresses in rank order, MASTER_PORT, backend) while warm
+        self._group: tuple[tuple[str, ...], int, str] | None = None
+        self._tokens: dict[str, Any] = {}  # worker address -> Future of the pool's token there
         self._lock = threading.Lock()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "closed" if self.closed else ("warm" if self._group else "cold")
         return f"RankPool(id={self.id!r}, {state}, workers={self.addresses})"
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         try:
             return self.start()
         except BaseException:
             self.close()
             raise
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     @property
-    def addresses(self):
+    def addresses(self) -> list[str]:
         """The workers of the warm group, in rank order (``[]`` while there is none)."""
         return list(self._group[0]) if self._group else []
 
-    def start(self):
+    def start(self) -> Self:
         """Start the rank processes and join their group now (a first, empty job); self."""
         self.ensure_open()
         run_job(
@@ -134,14 +149,14 @@ class RankPool:
         )
         return self
 
-    def pids(self):
+    def pids(self) -> dict[str, int]:
         """``{worker address: pid}`` of the pool's live rank processes (one ``client.run``)."""
         if not self._group:
             return {}
         status = self._status(self._group[0])
         return {a: s[0] for a, s in status.items() if s is not None and s[1]}
 
-    def close(self):
+    def close(self) -> None:
         """End the pool's rank processes (waits until they are gone) and release its workers."""
         if self.closed:
             return
@@ -158,7 +173,7 @@ class RankPool:
     # Public to the package (launcher, _job, _group), not to users: ``:meta private:`` keeps
     # them off the API page, so RankPool's user-facing API stays start / close / pids /
     # addresses.
-    def ensure_open(self):
+    def ensure_open(self) -> None:
         """Raise a ValidationError once the pool is closed (before a job uses it).
 
         :meta private:
@@ -166,7 +181,7 @@ class RankPool:
         if self.closed:
             raise ValidationError(f"{self!r} is closed; create a new RankPool.")
 
-    def workers_for_attempt(self):
+    def workers_for_attempt(self) -> Workers:
         """The ``workers=`` of the next attempt: the warm group's, else what the user asked.
 
         :meta private:
@@ -177,7 +192,9 @@ class RankPool:
         self.reset()
         return self.workers
 
-    def group_for(self, addresses, probe):
+    def group_for(
+        self, addresses: Iterable[str], probe: Callable[[], tuple[int, int]]
+    ) -> tuple[int, str, bool]:
         """``(port, backend, warm)`` for a job on ``addresses``: the warm group's when alive.
 
         ``probe()`` gives ``(port, n_gpus)`` from the rank-0 worker for a fresh group.
@@ -201,7 +218,9 @@ class RankPool:
             self._group = (tuple(addresses), port, backend)
         return port, backend, False
 
-    def rank_task(self, address, warm, run_env):
+    def rank_task(
+        self, address: str, warm: bool, run_env: Mapping[str, str]
+    ) -> tuple[Callable[..., Any], tuple[Any, PooledJob]]:
         """``(function, extra arguments)`` of the rank task on ``address``: the payload and
         the spec come first, the job's datasets last (see ``_pool_worker.pool_rank_task``).
 
@@ -213,7 +232,7 @@ class RankPool:
         job = PooledJob(self.id, token.key, self.timeout, warm, dict(run_env))
         return pool_rank_task, (token, job)
 
-    def reset(self):
+    def reset(self) -> None:
         """Kill the pool's processes on the live workers and forget the group (waits).
 
         After a failed, aborted or timed-out job: a group is reused only after a success.
@@ -230,14 +249,15 @@ class RankPool:
         except Exception:  # a worker left meanwhile: its processes leave with it
             logger.debug("pool %s: kill failed", self.id, exc_info=True)
 
-    def _status(self, addresses):
+    def _status(self, addresses: Iterable[str]) -> dict[str, Any]:
         try:
-            return self._on_workers(pool_status, addresses)
+            status: dict[str, Any] = self._on_workers(pool_status, addresses)
+            return status
         except Exception:  # a worker left between the check and the call
             logger.debug("pool %s: status check failed", self.id, exc_info=True)
             return {a: None for a in addresses}
 
-    def _on_workers(self, fn, addresses):
+    def _on_workers(self, fn: Callable[..., Any], addresses: Iterable[str]) -> Any:
         """``client.run(fn, pool id)`` on ``addresses``, within ``_RUN_TIMEOUT_S``."""
         return self.client.sync(
             self.client._run,
@@ -247,7 +267,7 @@ class RankPool:
             callback_timeout=_RUN_TIMEOUT_S,
         )
 
-    def _ensure_tokens(self, addresses):
+    def _ensure_tokens(self, addresses: Iterable[str]) -> None:
         """One token per worker, held by this pool (its release ends the worker's process)."""
         stale = [a for a in self._tokens if a not in addresses]
         if stale:

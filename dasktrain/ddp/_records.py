@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 __all__ = ["RankStatus", "RankSpec", "RankError", "RankResult", "Failure", "DDPResult"]
@@ -244,8 +245,15 @@ class DDPResult(dict):
     """
 
     def __init__(
-        self, values=(), *, logs=None, history=None, attempts=1, failures=None, workers=None
-    ):
+        self,
+        values: Mapping[int, Any] | Iterable[tuple[int, Any]] = (),
+        *,
+        logs: dict[int, dict[str, Any]] | None = None,
+        history: list[dict[str, Any]] | None = None,
+        attempts: int = 1,
+        failures: list[str] | None = None,
+        workers: dict[int, str] | None = None,
+    ) -> None:
         super().__init__(values)
         self.logs = logs or {}
         self.history = history or []

@@ -18,7 +18,8 @@ import logging
 import os
 import threading
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from .._dask.events import keep
 from ..exceptions import DDPError, ValidationError
@@ -64,7 +65,7 @@ class RankInfo(dict):
 _local = threading.local()
 
 
-def _local_context():
+def _local_context() -> _LocalContext | None:
     return getattr(_local, "ctx", None)
 
 
@@ -137,7 +138,7 @@ def _group_active():
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def report(**metrics) -> None:
+def report(**metrics: Any) -> None:
     """Send metrics (numbers, short strings) from ``train_fn`` to the client while the job runs.
 
     Every rank may report; each record carries ``rank`` and ``time``. The client logs the
@@ -193,12 +194,14 @@ def _format(record):
     )
 
 
-def unwrap_model(model) -> torch.nn.Module:
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
     """Return the module inside a DistributedDataParallel wrapper (or ``model`` itself)."""
     return getattr(model, "module", model)
 
 
-def prepare_model(model, *, comm_hook=None, **ddp_kwargs) -> torch.nn.Module:
+def prepare_model(
+    model: torch.nn.Module, *, comm_hook: str | None = None, **ddp_kwargs: Any
+) -> torch.nn.Module:
     """Move ``model`` to this rank's device and wrap it in DistributedDataParallel.
 
     With world size 1 (the local twin, or a one-rank job) the model is only moved to the
@@ -299,7 +302,7 @@ def checkpoint_path() -> str | None:
     return None if directory is None else os.path.join(directory, CHECKPOINT_NAME)
 
 
-def save_checkpoint(state) -> str | None:
+def save_checkpoint(state: Mapping[str, Any]) -> str | None:
     """Save ``state`` (a dict of tensors, numbers, lists) as the job's checkpoint.
 
     Rank 0 writes with :func:`torch.save` to a temporary file and renames it over the old
@@ -332,7 +335,7 @@ def save_checkpoint(state) -> str | None:
     return path
 
 
-def load_checkpoint() -> dict | None:
+def load_checkpoint() -> dict[str, Any] | None:
     """Load the job's last checkpoint, or return ``None`` when there is none yet.
 
     Every rank reads the file (with ``torch.load(..., weights_only=True)``, so only tensors

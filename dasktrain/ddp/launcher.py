@@ -15,6 +15,9 @@ the worker), ``_rank`` (inside a rank process), ``_env`` (the environment contra
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
 from .. import _config
 from .._dask import get_client
 from ..exceptions import ValidationError
@@ -24,10 +27,23 @@ from ._pool import RankPool
 from ._records import DDPResult
 from .local import run_local
 
+if TYPE_CHECKING:
+    import os
+
+    from distributed import Client
+
+    from .._typing import PortRange, Workers
+
 __all__ = ["run", "run_local", "DDPResult", "RankPool"]
 
 
-def _check_pool(pool, client, workers, backend, port_range):
+def _check_pool(
+    pool: object,
+    client: Client | None,
+    workers: Workers,
+    backend: str,
+    port_range: PortRange | None,
+) -> Client:
     """The pool's client; a ValidationError when ``pool`` or the arguments beside it are bad."""
     if not isinstance(pool, RankPool):
         raise ValidationError(f"pool={pool!r} must be a dasktrain.ddp.RankPool or None.")
@@ -43,19 +59,19 @@ def _check_pool(pool, client, workers, backend, port_range):
 
 
 def run(
-    train_fn,
-    *args,
-    client=None,
-    workers=None,
-    backend="auto",
-    timeout=None,
-    max_restarts=0,
-    checkpoint_dir=None,
-    env=None,
-    port_range=None,
-    pool=None,
-    datasets=None,
-    **kwargs,
+    train_fn: Callable[..., Any],
+    *args: Any,
+    client: Client | None = None,
+    workers: Workers = None,
+    backend: str = "auto",
+    timeout: float | None = None,
+    max_restarts: int = 0,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    port_range: PortRange | None = None,
+    pool: RankPool | None = None,
+    datasets: Mapping[str, Any] | None = None,
+    **kwargs: Any,
 ) -> DDPResult:
     """Run ``train_fn(*args, **kwargs)`` as a DistributedDataParallel job on Dask workers.
 

@@ -7,7 +7,7 @@ single process would, so one ``train_fn`` converges alike on both engines.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..exceptions import DDPError, ValidationError
 from .helpers import rank_info
@@ -22,7 +22,9 @@ __all__ = ["batch_sizes", "prepare_loader", "BATCH_SCALINGS"]
 BATCH_SCALINGS = ("global", "per-rank")
 
 
-def batch_sizes(batch_size, world_size, batch_scaling="global") -> tuple[int, int, float]:
+def batch_sizes(
+    batch_size: int, world_size: int, batch_scaling: str = "global"
+) -> tuple[int, int, float]:
     """Per-rank batch, global batch and learning-rate factor for a batch-scaling policy.
 
     ``"global"`` divides ``batch_size`` across the ranks so that one optimiser step sees the
@@ -111,8 +113,14 @@ _EPOCH_LOADER = None
 
 
 def prepare_loader(
-    dataset, batch_size, *, batch_scaling="global", shuffle=None, seed=None, **loader_kwargs
-) -> torch.utils.data.DataLoader:
+    dataset: Any,
+    batch_size: int,
+    *,
+    batch_scaling: str = "global",
+    shuffle: bool | None = None,
+    seed: int | None = None,
+    **loader_kwargs: Any,
+) -> torch.utils.data.DataLoader[Any]:
     """A DataLoader that gives this rank its share of ``dataset``.
 
     For an in-memory dataset, uses :class:`torch.utils.data.DistributedSampler` on every

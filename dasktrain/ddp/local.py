@@ -10,6 +10,9 @@ What every twin does (the torch one here, :func:`dasktrain.tf.run_local` in
 from __future__ import annotations
 
 import contextlib
+import os
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from .. import _malloc
 from .._compat import import_optional
@@ -23,7 +26,13 @@ from ._records import DDPResult, RankStatus
 __all__ = ["run_local", "check_twin", "new_context", "twin_context", "local_result"]
 
 
-def run_local(train_fn, *args, checkpoint_dir=None, datasets=None, **kwargs) -> DDPResult:
+def run_local(
+    train_fn: Callable[..., Any],
+    *args: Any,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    datasets: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> DDPResult:
     """Run ``train_fn(*args, **kwargs)`` in this process with world size 1: the local twin.
 
     The same function :func:`run` distributes runs here unchanged, with no Dask and no process
@@ -79,7 +88,7 @@ def run_local(train_fn, *args, checkpoint_dir=None, datasets=None, **kwargs) -> 
     return local_result(value, ctx)
 
 
-def check_twin(train_fn):
+def check_twin(train_fn: object) -> None:
     """Raise unless ``train_fn`` can run as a twin here (callable, no twin already running)."""
     if not callable(train_fn):
         raise ValidationError(f"train_fn={train_fn!r} must be callable.")
@@ -87,13 +96,15 @@ def check_twin(train_fn):
         raise DDPError("run_local() cannot be nested inside another run_local() call.")
 
 
-def new_context(checkpoint_dir, device):
+def new_context(
+    checkpoint_dir: str | os.PathLike[str] | None, device: Any
+) -> _helpers._LocalContext:
     """The state of one twin (world size 1, records in memory), its checkpoint folder made."""
     return _helpers._LocalContext(_helpers.make_checkpoint_dir(checkpoint_dir), device)
 
 
 @contextlib.contextmanager
-def twin_context(ctx):
+def twin_context(ctx: _helpers._LocalContext) -> Iterator[_helpers._LocalContext]:
     """Install ``ctx`` (from :func:`new_context`) for this thread while the block runs."""
     _helpers._local.ctx = ctx
     try:
@@ -102,7 +113,7 @@ def twin_context(ctx):
         _helpers._local.ctx = None
 
 
-def local_result(value, ctx) -> DDPResult:
+def local_result(value: Any, ctx: _helpers._LocalContext) -> DDPResult:
     """The :class:`DDPResult` of a local twin: rank 0 of one, its records, one attempt."""
     history = [dict(r, attempt=0) for r in ctx.history]
     logs = {

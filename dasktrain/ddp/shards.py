@@ -10,10 +10,14 @@ process. :func:`dataset_names` lists what the job was given.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from ..exceptions import DDPError, ValidationError
 from . import _env
 from .helpers import _local_context, rank_info
+
+if TYPE_CHECKING:
+    from ._shard import Shard
 
 __all__ = ["shard", "dataset_names"]
 
@@ -51,7 +55,15 @@ def _check_int(value, name, minimum):
         raise ValidationError(f"{name}={value!r} must be an integer >= {minimum}.")
 
 
-def shard(name, *, shuffle=True, seed=0, even=True, window=2, prefetch=2):
+def shard(
+    name: str,
+    *,
+    shuffle: bool = True,
+    seed: int = 0,
+    even: bool = True,
+    window: int = 2,
+    prefetch: int = 2,
+) -> Shard:
     """This rank's part of the dataset ``name`` of the job, read chunk by chunk.
 
     Every epoch (each ``iter()``), the chunks of the whole dataset are put in a seeded order
@@ -126,7 +138,7 @@ def shard(name, *, shuffle=True, seed=0, even=True, window=2, prefetch=2):
         raise ValidationError(
             f"shard({name!r}): the job has no dataset {name!r}; its datasets are {sorted(meta)!r}."
         )
-    from ._shard import Shard
+    from ._shard import Shard  # noqa: F811 (imports torch: at call time only)
 
     info = rank_info()
     return Shard(

@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Iterator, Sequence
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -52,7 +54,7 @@ def task_info() -> RankInfo:
     )
 
 
-def _path():
+def _path() -> str:
     directory = task_info().checkpoint_dir
     if directory is None:
         raise DDPError(
@@ -62,7 +64,7 @@ def _path():
     return os.path.join(directory, CHECKPOINT_NAME)
 
 
-def save_weights(variables, **meta):
+def save_weights(variables: Sequence[Any], **meta: Any) -> str | None:
     """Save ``variables`` (a list of TensorFlow / Keras variables) and JSON ``meta``.
 
     Rank 0 writes to a temporary file and renames it over the last checkpoint, so a rank
@@ -77,7 +79,7 @@ def save_weights(variables, **meta):
     path = _path()
     if task_info().rank != 0:
         return None
-    arrays = {f"v{i}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
+    arrays: dict[str, Any] = {f"v{i}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     tmp = f"{path}.tmp-{os.getpid()}.npz"
     try:
@@ -89,7 +91,7 @@ def save_weights(variables, **meta):
     return path
 
 
-def load_weights(variables):
+def load_weights(variables: Sequence[Any]) -> dict[str, Any] | None:
     """Assign the job's last checkpoint to ``variables``; its ``meta`` dict, or None.
 
     Loaded with ``allow_pickle=False``: a checkpoint holds arrays only.
@@ -103,7 +105,7 @@ def load_weights(variables):
     if not os.path.exists(path):
         return None
     with np.load(path, allow_pickle=False) as data:
-        meta = json.loads(bytes(data["meta"]).decode())
+        meta: dict[str, Any] = json.loads(bytes(data["meta"]).decode())
         values = [data[f"v{i}"] for i in range(len(data.files) - 1)]
     shapes = [tuple(v.shape) for v in variables]
     if [tuple(a.shape) for a in values] != shapes:
@@ -121,7 +123,7 @@ class FitRefusedError(DasktrainError, NotImplementedError):
 
 
 @contextlib.contextmanager
-def refuse_fit(load=False):
+def refuse_fit(load: bool = False) -> Iterator[None]:
     """Make ``keras.Model.fit`` raise :class:`FitRefusedError` while the block runs.
 
     ``load``: import Keras for it (a rank process, which is ours, with the TensorFlow
@@ -138,7 +140,7 @@ def refuse_fit(load=False):
         return
     import keras
 
-    def fit(self, *args, **kwargs):
+    def fit(self: Any, *args: Any, **kwargs: Any) -> NoReturn:
         raise FitRefusedError(FIT_REFUSED)
 
     original = keras.Model.fit

@@ -9,6 +9,8 @@ failed rank named) with another rank process, :mod:`dasktrain.ddp._tf_rank`, whi
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from .. import _config
 from .._compat import import_optional
@@ -20,13 +22,20 @@ from ._tf_env import ENV_COLLECTIVE_TIMEOUT, ENV_KEY
 from .local import check_twin, local_result, new_context, twin_context
 from .tf_context import refuse_fit
 
+if TYPE_CHECKING:
+    import os
+
+    from distributed import Client
+
+    from .._typing import PortRange, Workers
+
 __all__ = ["run", "run_local"]
 
 # Seconds a collective may wait for a peer before it fails (CommunicationOptions).
 DEFAULT_COLLECTIVE_TIMEOUT = 60.0
 
 
-def check_all_interfaces(all_interfaces=None):
+def check_all_interfaces(all_interfaces: bool | None = None) -> None:
     """Refuse to start TensorFlow's servers unless the user accepted where they listen."""
     if all_interfaces is None:
         all_interfaces = _config.get("tf.all-interfaces")
@@ -41,24 +50,24 @@ def check_all_interfaces(all_interfaces=None):
         )
 
 
-def _check_collective_timeout(value):
+def _check_collective_timeout(value: object) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
         raise ValidationError(f"collective_timeout={value!r} must be a positive number of seconds.")
 
 
 def run(
-    train_fn,
-    *args,
-    client=None,
-    workers=None,
-    timeout=None,
-    max_restarts=0,
-    checkpoint_dir=None,
-    env=None,
-    port_range=None,
-    collective_timeout=DEFAULT_COLLECTIVE_TIMEOUT,
-    all_interfaces=None,
-    **kwargs,
+    train_fn: Callable[..., Any],
+    *args: Any,
+    client: Client | None = None,
+    workers: Workers = None,
+    timeout: float | None = None,
+    max_restarts: int = 0,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    port_range: PortRange | None = None,
+    collective_timeout: float = DEFAULT_COLLECTIVE_TIMEOUT,
+    all_interfaces: bool | None = None,
+    **kwargs: Any,
 ) -> DDPResult:
     """Run ``train_fn(*args, **kwargs)`` on Dask workers under TensorFlow's multi-worker strategy.
 
@@ -143,7 +152,12 @@ def run(
     )
 
 
-def run_local(train_fn, *args, checkpoint_dir=None, **kwargs) -> DDPResult:
+def run_local(
+    train_fn: Callable[..., Any],
+    *args: Any,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    **kwargs: Any,
+) -> DDPResult:
     """Run ``train_fn(*args, **kwargs)`` in this process: the local twin of :func:`run`.
 
     ``train_fn`` runs inside the scope of TensorFlow's default strategy (one replica, this

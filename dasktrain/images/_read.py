@@ -26,7 +26,7 @@ from ._workers import (
 )
 
 if TYPE_CHECKING:
-    from .._typing import ImageSource, StorageOptions
+    from .._typing import ImageSource, NDArray, StorageOptions
 
 logger = logging.getLogger(__name__)
 
@@ -210,7 +210,11 @@ class _Found:
         self.skipped.extend(bad)
 
 
-def list_checked(path, classes=None, storage_options=None):
+def list_checked(
+    path: ImageSource,
+    classes: Sequence[str] | None = None,
+    storage_options: StorageOptions | None = None,
+) -> tuple[list[str], NDArray, list[str]]:
     """``(paths, y, classes)``: the listing and header check of ``read_images(errors="raise")``
     on this machine, for an engine that reads the files its own way (Spark).
 

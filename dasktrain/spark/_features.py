@@ -9,6 +9,9 @@ seed or file) as the other engines, hence features equal to theirs.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from ..features import CNNFeatures
@@ -16,11 +19,17 @@ from ..images import COLORS
 from ._frames import collect_column, image_frame
 from ._session import quiet
 
+if TYPE_CHECKING:
+    import pandas as pd
+    from pyspark.sql import DataFrame, SparkSession
+
 __all__ = ["cnn_features", "image_features"]
 
 
-def _extractor(ext, shape):
-    def features(batches):
+def _extractor(
+    ext: CNNFeatures, shape: tuple[int, ...]
+) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+    def features(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import pandas as pd
 
         for pdf in batches:
@@ -32,7 +41,15 @@ def _extractor(ext, shape):
 
 
 @quiet()
-def cnn_features(df, backbone="smallcnn", *, size=(64, 64), color="gray", seed=0, **kwargs):
+def cnn_features(
+    df: DataFrame,
+    backbone: str = "smallcnn",
+    *,
+    size: tuple[int, int] = (64, 64),
+    color: str = "gray",
+    seed: int = 0,
+    **kwargs: Any,
+) -> DataFrame:
     """Features of the ``image`` column of ``df`` (from :func:`~dasktrain.spark.read_images`).
 
     Parameters
@@ -62,7 +79,9 @@ def cnn_features(df, backbone="smallcnn", *, size=(64, 64), color="gray", seed=0
 
 
 @quiet()
-def image_features(spark, X, backbone="smallcnn", *, seed=0, **kwargs):
+def image_features(
+    spark: SparkSession, X: np.ndarray, backbone: str = "smallcnn", *, seed: int = 0, **kwargs: Any
+) -> np.ndarray:
     """:func:`cnn_features` of numpy images ``X`` ``(n, h, w, c)``, returned as numpy ``(n, d)``."""
     X = np.asarray(X, dtype=np.float32)
     df = image_frame(spark, X)

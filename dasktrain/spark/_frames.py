@@ -6,19 +6,31 @@ collected back are put in the input's order: Spark does not keep row order throu
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from .._compat import import_optional
 
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
 __all__ = ["vector_frame", "image_frame", "collect_column", "n_partitions"]
 
 
-def n_partitions(spark, n_rows) -> int:
+def n_partitions(spark: SparkSession, n_rows: int) -> int:
     """One partition per core, as the dask engine uses one chunk per worker thread."""
     return max(1, min(int(n_rows), int(spark.sparkContext.defaultParallelism)))
 
 
-def vector_frame(spark, X, y=None, *, extra=None):
+def vector_frame(
+    spark: SparkSession,
+    X: np.ndarray,
+    y: np.ndarray | None = None,
+    *,
+    extra: Mapping[str, np.ndarray] | None = None,
+) -> DataFrame:
     """A cached frame with ``id``, ``features`` (an MLlib vector) and, given ``y``, ``label``.
 
     Parameters
@@ -34,7 +46,7 @@ def vector_frame(spark, X, y=None, *, extra=None):
 
     mlf = import_optional("pyspark.ml.functions", "spark")
     X = np.asarray(X, dtype=np.float64)
-    cols = {"id": np.arange(len(X), dtype=np.int64), "features": list(X)}
+    cols: dict[str, Any] = {"id": np.arange(len(X), dtype=np.int64), "features": list(X)}
     schema = ["id long", "features array<double>"]
     if y is not None:
         cols["label"] = np.asarray(y, dtype=np.float64)
@@ -47,7 +59,7 @@ def vector_frame(spark, X, y=None, *, extra=None):
     return df.repartition(n_partitions(spark, len(X))).cache()
 
 
-def image_frame(spark, X, y=None):
+def image_frame(spark: SparkSession, X: np.ndarray, y: np.ndarray | None = None) -> DataFrame:
     """A cached frame of numpy images ``(n, h, w, c)``: ``id``, ``label``, ``image`` (bytes).
 
     The layout :func:`~dasktrain.spark.read_images` produces, for images already in memory.
@@ -67,7 +79,7 @@ def image_frame(spark, X, y=None):
     return df.repartition(n_partitions(spark, len(X))).cache()
 
 
-def collect_column(df, column, n=None):
+def collect_column(df: DataFrame, column: str, n: int | None = None) -> np.ndarray:
     """``column`` of ``df`` as numpy, in ``id`` order (vectors become rows of a 2-d array)."""
     rows = df.select("id", column).orderBy("id").collect()
     values = [r[1] for r in rows]

@@ -17,15 +17,21 @@ import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from ..exceptions import SparkDiedError
+
+if TYPE_CHECKING:
+    from pyspark import SparkContext
+    from pyspark.sql import SparkSession
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["jvm_death", "forget_dead", "stop_session", "died_as_error", "dead_active_context"]
 
 
-def _exit_text(code):
+def _exit_text(code: int) -> str:
     if code < 0:
         try:
             return f"was killed by signal {-code} ({signal.Signals(-code).name})"
@@ -36,11 +42,11 @@ def _exit_text(code):
     return f"exited with code {code}"
 
 
-def _jvm_process(sc):
+def _jvm_process(sc: SparkContext | None) -> Any:
     return getattr(getattr(sc, "_gateway", None), "proc", None)
 
 
-def _context_death(sc) -> str | None:
+def _context_death(sc: SparkContext) -> str | None:
     """How the JVM of SparkContext ``sc`` died, or None while its process runs."""
     proc = _jvm_process(sc)
     if proc is not None:
@@ -53,7 +59,7 @@ def _context_death(sc) -> str | None:
     return None
 
 
-def jvm_death(spark) -> str | None:
+def jvm_death(spark: SparkSession) -> str | None:
     """How the JVM of session ``spark`` died (``"its JVM (pid 42) was killed by signal 9
     (SIGKILL)"``), or None while it runs. Reads the process only: never blocks on the JVM.
 
@@ -106,7 +112,7 @@ def forget_dead() -> None:
         SQLContext._instantiatedContext = None
 
 
-def stop_session(spark) -> None:
+def stop_session(spark: SparkSession) -> None:
     """Stop ``spark``; a session whose JVM died is forgotten instead. Never raises: the
     comparison's results must outlive a broken session (failures are logged)."""
     why = jvm_death(spark)
@@ -126,7 +132,7 @@ def stop_session(spark) -> None:
         forget_dead()
 
 
-def _death_after(spark, exc, wait=2.0):
+def _death_after(spark: SparkSession, exc: BaseException, wait: float = 2.0) -> str | None:
     """A broken connection can reach py4j a moment before the JVM's exit is reported: wait
     briefly for the process, for connection errors only (a healthy JVM is not waited on)."""
     names = {c.__name__ for c in type(exc).__mro__}
@@ -141,13 +147,13 @@ def _death_after(spark, exc, wait=2.0):
     return jvm_death(spark)
 
 
-def _first_line(exc, limit=300):
+def _first_line(exc: BaseException, limit: int = 300) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:limit] if text else ''}"
 
 
 @contextlib.contextmanager
-def died_as_error(spark):
+def died_as_error(spark: SparkSession) -> Iterator[None]:
     """Run a step on ``spark``: a dead JVM, before or during it, raises
     :class:`~dasktrain.exceptions.SparkDiedError` naming its pid and signal instead of py4j's
     raw connection errors; every other error passes through unchanged."""

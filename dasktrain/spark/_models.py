@@ -10,6 +10,7 @@ matched is said in :data:`SETTINGS`, which the comparison prints beside the time
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,6 +18,11 @@ from .. import metrics
 from .._compat import import_optional
 from ._frames import collect_column, vector_frame
 from ._session import quiet
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+    from .._typing import Split
 
 __all__ = ["SETTINGS", "kmeans", "xgboost", "logreg", "naive_bayes", "mlp_cv"]
 
@@ -35,7 +41,15 @@ SETTINGS = {
 
 
 @quiet()
-def kmeans(spark, F, y, *, seed=0, max_iter=300, tol=1e-4):
+def kmeans(
+    spark: SparkSession,
+    F: np.ndarray,
+    y: np.ndarray,
+    *,
+    seed: int = 0,
+    max_iter: int = 300,
+    tol: float = 1e-4,
+) -> dict[str, float]:
     """MLlib KMeans with k = the number of classes; the same scores as the other engines."""
     clustering = import_optional("pyspark.ml.clustering", "spark")
     k = int(len(np.unique(y)))
@@ -56,7 +70,7 @@ def kmeans(spark, F, y, *, seed=0, max_iter=300, tol=1e-4):
     }
 
 
-def _score(model, test, yte):
+def _score(model: Any, test: DataFrame, yte: np.ndarray) -> dict[str, float]:
     """Accuracy (and ROC AUC for two classes) of ``model`` on the test frame."""
     out = model.transform(test)
     pred = collect_column(out, "prediction").astype(np.int64)
@@ -67,7 +81,7 @@ def _score(model, test, yte):
     return scores
 
 
-def _classify(spark, split, est):
+def _classify(spark: SparkSession, split: Split, est: Any) -> dict[str, float]:
     Ftr, Fte, ytr, yte = split
     train_df, test_df = vector_frame(spark, Ftr, ytr), vector_frame(spark, Fte)
     t0 = time.perf_counter()
@@ -76,12 +90,20 @@ def _classify(spark, split, est):
     return {"train_time": train, **_score(model, test_df, yte)}
 
 
-def _driver_host(spark):
+def _driver_host(spark: SparkSession) -> str:
     return spark.sparkContext.getConf().get("spark.driver.host", "127.0.0.1")
 
 
 @quiet()
-def xgboost(spark, split, *, n_estimators=50, max_depth=4, learning_rate=0.3, seed=0):
+def xgboost(
+    spark: SparkSession,
+    split: Split,
+    *,
+    n_estimators: int = 50,
+    max_depth: int = 4,
+    learning_rate: float = 0.3,
+    seed: int = 0,
+) -> dict[str, float]:
     """``xgboost.spark.SparkXGBClassifier`` with one XGBoost worker per Spark core."""
     xspark = import_optional("xgboost.spark", "spark")
     collective = import_optional("xgboost.collective")
@@ -100,7 +122,9 @@ def xgboost(spark, split, *, n_estimators=50, max_depth=4, learning_rate=0.3, se
 
 
 @quiet()
-def logreg(spark, split, *, C=1.0, max_iter=200):
+def logreg(
+    spark: SparkSession, split: Split, *, C: float = 1.0, max_iter: int = 200
+) -> dict[str, float]:
     """MLlib logistic regression with scikit-learn's default L2 penalty, rescaled."""
     classification = import_optional("pyspark.ml.classification", "spark")
     n = len(split[0])
@@ -112,13 +136,13 @@ def logreg(spark, split, *, C=1.0, max_iter=200):
 
 
 @quiet()
-def naive_bayes(spark, split):
+def naive_bayes(spark: SparkSession, split: Split) -> dict[str, float]:
     """MLlib's Gaussian naive Bayes."""
     classification = import_optional("pyspark.ml.classification", "spark")
     return _classify(spark, split, classification.NaiveBayes(modelType="gaussian"))
 
 
-def _stratified_folds(y, cv):
+def _stratified_folds(y: np.ndarray, cv: int) -> np.ndarray:
     from sklearn.model_selection import StratifiedKFold
 
     fold = np.empty(len(y), np.int64)
@@ -128,7 +152,16 @@ def _stratified_folds(y, cv):
 
 
 @quiet()
-def mlp_cv(spark, F, y, *, cv=3, hidden=64, max_iter=200, seed=0):
+def mlp_cv(
+    spark: SparkSession,
+    F: np.ndarray,
+    y: np.ndarray,
+    *,
+    cv: int = 3,
+    hidden: int = 64,
+    max_iter: int = 200,
+    seed: int = 0,
+) -> dict[str, float]:
     """Cross-validated MLP on standardised features, on scikit-learn's folds."""
     ml = import_optional("pyspark.ml", "spark")
     classification = import_optional("pyspark.ml.classification", "spark")

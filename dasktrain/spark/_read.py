@@ -13,6 +13,8 @@ the listing, so an image Spark did not deliver is an error, never a missing row.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,12 +22,16 @@ from ..exceptions import ImageReadError
 from ..images import COLORS, MAX_NAMED, decode_bytes, list_checked
 from ._session import quiet
 
+if TYPE_CHECKING:
+    import pandas as pd
+    from pyspark.sql import DataFrame, SparkSession
+
 __all__ = ["read_images", "to_numpy"]
 
 _SCHEMA = "id long, path string, label long, image binary"
 
 
-def _local_path(uri):
+def _local_path(uri: str) -> str:
     """The local path of a ``path`` value of Spark's ``binaryFile`` source.
 
     Spark writes ``file:`` and the path as it is, not percent-encoded (``file:/x/a b.png``,
@@ -37,14 +43,17 @@ def _local_path(uri):
     return uri[len("file:") :] if uri.startswith("file:") else uri
 
 
-def _decoder(index, labels, size, color):
+def _decoder(
+    index: Mapping[str, int], labels: Sequence[int], size: tuple[int, ...], color: str
+) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """The ``mapInPandas`` function: decode each file's bytes, keep only the listed files."""
 
-    def decode(batches):
+    def decode(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import pandas as pd
 
         for pdf in batches:
-            rows, failed = [], []
+            rows: list[tuple[int, str, int, bytes]] = []
+            failed: list[str] = []
             for uri, content in zip(pdf["path"], pdf["content"]):
                 path = _local_path(uri)
                 if path not in index:
@@ -64,7 +73,7 @@ def _decoder(index, labels, size, color):
     return decode
 
 
-def _hidden_from_spark(name):
+def _hidden_from_spark(name: str) -> str | None:
     """Why Spark's file listing cannot deliver a file or folder called ``name``, or None."""
     if (name.startswith("_") and "=" not in name) or name.startswith("."):
         return "starts with '_' (Hadoop's hidden files; there is no setting to read them)"
@@ -73,16 +82,16 @@ def _hidden_from_spark(name):
     return None
 
 
-def _named(paths):
+def _named(paths: Sequence[str]) -> str:
     shown = "\n  ".join(paths[:MAX_NAMED])
     more = f"\n  ... and {len(paths) - MAX_NAMED} more" if len(paths) > MAX_NAMED else ""
     return f"  {shown}{more}"
 
 
-def _check_visible(root, paths):
+def _check_visible(root: str, paths: Sequence[str]) -> None:
     """Raise for listed images Spark's listing would skip or fail on: the other engines read
     them."""
-    hidden = {}
+    hidden: dict[str, str] = {}
     for p in paths:
         why = [w for w in map(_hidden_from_spark, os.path.relpath(p, root).split(os.sep)) if w]
         if why:
@@ -97,7 +106,7 @@ def _check_visible(root, paths):
         )
 
 
-def _check_complete(df, paths, root):
+def _check_complete(df: DataFrame, paths: Sequence[str], root: str) -> None:
     """Materialise the cached frame and check its ids against the listing: each listed image
     exactly once. Raise naming the images Spark did not deliver."""
     ids = [r[0] for r in df.select("id").collect()]
@@ -116,7 +125,13 @@ def _check_complete(df, paths, root):
 
 
 @quiet()
-def read_images(spark, path, *, size=(64, 64), color="gray"):
+def read_images(
+    spark: SparkSession,
+    path: str | os.PathLike[str],
+    *,
+    size: tuple[int, int] = (64, 64),
+    color: str = "gray",
+) -> tuple[DataFrame, list[str]]:
     """Read a class-per-directory image folder into a cached Spark DataFrame.
 
     Parameters
@@ -160,7 +175,9 @@ def read_images(spark, path, *, size=(64, 64), color="gray"):
 
 
 @quiet()
-def to_numpy(df, *, size=(64, 64), color="gray"):
+def to_numpy(
+    df: DataFrame, *, size: tuple[int, int] = (64, 64), color: str = "gray"
+) -> tuple[np.ndarray, np.ndarray]:
     """``(X, y)`` of a frame from :func:`read_images`, in ``id`` order."""
     rows = df.select("id", "label", "image").orderBy("id").collect()
     h, w = size

@@ -15,10 +15,15 @@ import os
 import shutil
 import sys
 import warnings
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
 
 from .._compat import import_optional
 from ..exceptions import OptionalDependencyError, ValidationError
 from ._jvm import dead_active_context, forget_dead
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +47,7 @@ _CONF = {
 _PANDAS_WARNING = "PySpark does not yet fully support pandas"
 
 
-def _java_reason():
+def _java_reason() -> str | None:
     if os.environ.get("JAVA_HOME") and os.path.exists(
         os.path.join(os.environ["JAVA_HOME"], "bin", "java")
     ):
@@ -59,13 +64,20 @@ def unavailable_reason() -> str | None:
     return _java_reason()
 
 
-def _check_available():
+def _check_available() -> None:
     reason = unavailable_reason()
     if reason is not None:
         raise OptionalDependencyError(f"Spark is unavailable: {reason}.")
 
 
-def spark_session(cores=None, *, master=None, session=None, ui=False, conf=None):
+def spark_session(
+    cores: int | None = None,
+    *,
+    master: str | None = None,
+    session: SparkSession | None = None,
+    ui: bool = False,
+    conf: Mapping[str, str] | None = None,
+) -> SparkSession:
     """Return a SparkSession for a comparison.
 
     Parameters
@@ -106,20 +118,20 @@ def spark_session(cores=None, *, master=None, session=None, ui=False, conf=None)
         return _start(master, ui, conf)
 
 
-def _start(master, ui, conf):
+def _start(master: str, ui: bool, conf: Mapping[str, str] | None) -> SparkSession:
     sql = import_optional("pyspark.sql", "spark")
     if dead_active_context() is not None:  # getOrCreate() would hand back the dead session
         forget_dead()
     builder = sql.SparkSession.builder.master(master).appName("dasktrain")
     for key, value in {**_CONF, "spark.ui.enabled": str(bool(ui)).lower(), **(conf or {})}.items():
         builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    spark: SparkSession = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     logger.info("Spark session %s (%s cores)", master, session_cores(spark))
     return spark
 
 
-def active_session():
+def active_session() -> SparkSession | None:
     """The SparkSession already running in this process, or None (pyspark not imported yet,
     or no session): ``getOrCreate`` would return it whatever master is asked for.
 
@@ -133,16 +145,17 @@ def active_session():
         logger.warning("the Spark session of this process died (%s); forgetting it", why)
         forget_dead()
         return None
-    return sys.modules["pyspark.sql"].SparkSession.getActiveSession()
+    active: SparkSession | None = sys.modules["pyspark.sql"].SparkSession.getActiveSession()
+    return active
 
 
-def session_cores(spark) -> int:
+def session_cores(spark: SparkSession) -> int:
     """Cores the session's executors have (``defaultParallelism``)."""
     return int(spark.sparkContext.defaultParallelism)
 
 
 @contextlib.contextmanager
-def quiet():
+def quiet() -> Iterator[None]:
     """Keep pyspark's pandas-version warning and xgboost.spark's progress lines off the terminal.
 
     pyspark warns on every pandas conversion that it does not fully support pandas >= 3; the

@@ -33,6 +33,7 @@ import logging
 import math
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..._dask import reporting, tracing
@@ -73,7 +74,7 @@ class Observation:
 
 
 @contextlib.contextmanager
-def phase(kind="transfer"):
+def phase(kind: str = "transfer") -> Iterator[None]:
     """Mark a block of a workload in the run's time breakdown.
 
     Inside :func:`~dasktrain.compare`, the block's wall time counts as ``data transfer``

@@ -26,7 +26,8 @@ import math
 import os
 import threading
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from ... import _config
 from ..._validation import check_positive_number
@@ -36,6 +37,7 @@ from ._sources import DaskWorkers, ProcessTree, Sample, infer_role
 
 if TYPE_CHECKING:  # pandas is imported when the samples are first asked for
     import pandas as pd
+    from distributed import Client
 
 logger = logging.getLogger(__name__)
 
@@ -100,13 +102,13 @@ class ResourceMonitor:
 
     def __init__(
         self,
-        interval=None,
-        client=None,
+        interval: float | None = None,
+        client: Client | None = None,
         *,
-        uss=10,
-        worker_monitors="auto",
-        workers=None,
-        idle_pids=(),
+        uss: bool | int = 10,
+        worker_monitors: bool | str = "auto",
+        workers: Mapping[int, str] | None = None,
+        idle_pids: Iterable[int] = (),
     ) -> None:
         self.interval = interval
         self.client = client
@@ -218,7 +220,7 @@ class ResourceMonitor:
             return 0.0
         return (self.end_time or time.time()) - self.start_time
 
-    def summary(self, *, exclude_roles=()) -> dict:
+    def summary(self, *, exclude_roles: Iterable[str] = ()) -> dict[str, Any]:
         """Summary of the run as a flat dict.
 
         ``exclude_roles`` leaves processes of those roles (e.g. ``("worker", "nanny",
@@ -238,7 +240,7 @@ class ResourceMonitor:
         ``overhead_percent_of_core`` (the sampler's own CPU time over the duration).
         """
         dur = self.duration
-        out = {"duration_s": dur, "interval_s": self._interval}
+        out: dict[str, Any] = {"duration_s": dur, "interval_s": self._interval}
         out.update(
             summarize(
                 self.samples,

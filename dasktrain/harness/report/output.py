@@ -49,7 +49,7 @@ def _writable_folder(d, shown, name):
         ) from exc
 
 
-def check_output_dir(directory, *, name: str = "out") -> Path:
+def check_output_dir(directory: str | os.PathLike[str], *, name: str = "out") -> Path:
     """Make sure the comparison's files can be written into ``directory``; return it as a Path.
 
     Runs before anything is measured, so that a bad folder is reported at once rather than

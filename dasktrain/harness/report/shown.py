@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ..results.outcome import Outcome
 from .output import check_output_dir, read_runs, write_atomic, write_text
@@ -96,7 +99,7 @@ class Results(Outcome):
     """
 
     # -- text ------------------------------------------------------------------------------
-    def to_string(self, columns=None, *, verdicts=True) -> str:
+    def to_string(self, columns: Sequence[str] | None = None, *, verdicts: bool = True) -> str:
         """The verdicts, then the table at the largest size in the width of a terminal, then
         one line per error and lost worker. ``columns`` prints those columns of
         :attr:`table` instead of the short table."""
@@ -105,13 +108,14 @@ class Results(Outcome):
         t = self.table.copy()
         t["peak_rss_mb"] = t["peak_rss_bytes"] / 2**20
         columns = [c for c in columns if c in t]
-        return t[columns].to_string(index=False, float_format=lambda v: f"{v:.3g}", na_rep="-")
+        text: str = t[columns].to_string(index=False, float_format=lambda v: f"{v:.3g}", na_rep="-")
+        return text
 
     def __repr__(self) -> str:
         return f"<Results {len(self.table)} rows, baseline={self.baseline!r}>\n{self.to_string()}"
 
     # -- files -----------------------------------------------------------------------------
-    def save(self, directory) -> Path:
+    def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write ``report.html``, ``results.csv``, ``results.json``, ``runs.csv``,
         ``samples.csv`` and, when the dask engine ran, ``dask-performance-report.html`` and
         ``events.jsonl`` (the live events of the runs: DDP metrics per rank, fit passes).
@@ -146,7 +150,9 @@ class Results(Outcome):
         return d
 
     @classmethod
-    def from_runs(cls, path, *, comparison=None, **kwargs) -> Results:
+    def from_runs(
+        cls, path: str | os.PathLike[str], *, comparison: str | None = None, **kwargs: Any
+    ) -> Results:
         """Results from the ``runs.jsonl`` that :func:`~dasktrain.compare` appends to run by
         run.
 

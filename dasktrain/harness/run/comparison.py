@@ -17,6 +17,7 @@ import socket
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ..._compat import cpu_count, gpu_count
 from ..._dask.events import recording
@@ -29,6 +30,12 @@ from ..workloads.inputs import Inputs
 from .live import LiveGrid, kept_events
 from .progress import Progress
 from .setups import versions
+
+if TYPE_CHECKING:
+    from ..measure.machine import MachineWatch
+    from ..workloads.builtin import Workload
+    from .plan import Plan
+    from .setups import Setup
 from .timing import limited, run_once
 
 __all__ = ["Comparison"]
@@ -44,7 +51,17 @@ def _now():
 class Comparison:
     """The state of one comparison while it runs: its setups, the records kept."""
 
-    def __init__(self, specs, setups, plan, comparison, *, watch, machine, terminal=None):
+    def __init__(
+        self,
+        specs: list[Workload],
+        setups: list[Setup],
+        plan: Plan,
+        comparison: str,
+        *,
+        watch: MachineWatch,
+        machine: dict[str, Any],
+        terminal: TextIO | None = None,
+    ) -> None:
         self.specs, self.setups, self.plan, self.id = specs, setups, plan, comparison
         self.watch, self.machine = watch, machine
         self.ctx = {
@@ -54,8 +71,11 @@ class Comparison:
             for s in setups
         }
         self.log = RunLog(plan.out, comparison) if plan.out is not None else None
-        self.records, self.sample_frames, self.events = [], [], []
-        self.dead = {}  # (workload, setup) -> the record of a run that cannot succeed later
+        self.records: list[dict[str, Any]] = []  # RunRecord.as_row() of every run
+        self.sample_frames: list[Any] = []  # pandas DataFrames
+        self.events: list[Any] = []
+        # (workload, setup) -> the record of a run that cannot succeed later
+        self.dead: dict[tuple[str, str], RunRecord] = {}
         self.run_id = 0
         n = len(specs) * len(setups)
         total = n * len(plan.size_list) * plan.repeat + (n if plan.warmup else 0)

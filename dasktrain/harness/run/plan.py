@@ -29,7 +29,7 @@ ENGINES = ("local", "dask", "spark")
 DEFAULT_ENGINES = ("local", "dask")
 
 
-def check_timeout(timeout) -> float | None:
+def check_timeout(timeout: float | None) -> float | None:
     """Return ``timeout`` as seconds (or None); raise ValidationError unless it is > 0."""
     if timeout is None:
         return None

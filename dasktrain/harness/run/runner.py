@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..measure.machine import MachineWatch, wait_for_quiet
 from ..report.shown import Results
@@ -26,37 +28,47 @@ from .plan import DEFAULT_ENGINES, check_data, make_plan
 from .quiet import QuietOutput, quiet_clusters
 from .setups import close_setups, open_setups
 
+if TYPE_CHECKING:
+    import os
+
+    from distributed import Client
+    from pyspark.sql import SparkSession
+
+    from ..._typing import WorkloadSpec
+    from ...images import ImageSet
+    from .progress import ProgressEvent
+
 __all__ = ["compare"]
 
 
 def compare(
-    workloads,
-    data=None,
+    workloads: WorkloadSpec | Sequence[WorkloadSpec],
+    data: str | os.PathLike[str] | ImageSet | tuple[Any, Any] | None = None,
     *,
-    engines=DEFAULT_ENGINES,
-    repeat=3,
-    client=None,
-    clusters=None,
-    spark=None,
-    prices=None,
-    baseline="local",
-    sizes=None,
-    warmup=True,
-    machines=None,
-    spot_discount=0.0,
-    time_basis="time",
-    interval=None,
-    monitor=True,
-    performance_report=True,
-    progress=True,
-    seed=0,
-    options=None,
-    n_per_class=60,
-    out=None,
-    timeout=None,
-    log=None,
-    allow_busy=None,
-    quiet_wait=None,
+    engines: Sequence[str] = DEFAULT_ENGINES,
+    repeat: int = 3,
+    client: Client | str | None = None,
+    clusters: Mapping[str, Any] | Sequence[int] | None = None,
+    spark: SparkSession | str | None = None,
+    prices: Mapping[str, float] | None = None,
+    baseline: str = "local",
+    sizes: Sequence[int] | None = None,
+    warmup: bool = True,
+    machines: Mapping[str, Any] | None = None,
+    spot_discount: float = 0.0,
+    time_basis: str = "time",
+    interval: float | None = None,
+    monitor: bool = True,
+    performance_report: bool = True,
+    progress: bool | Callable[[ProgressEvent], object] = True,
+    seed: int = 0,
+    options: Mapping[str, Any] | None = None,
+    n_per_class: int = 60,
+    out: str | os.PathLike[str] | None = None,
+    timeout: float | None = None,
+    log: str | os.PathLike[str] | None = None,
+    allow_busy: bool | None = None,
+    quiet_wait: float | None = None,
 ) -> Results:
     """Run workloads on the local engine, one or more Dask clusters and optionally Spark, with
     repeats and at several data sizes, and return comparable :class:`Results`.

@@ -21,6 +21,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -217,12 +218,12 @@ class Workload:
     """
 
     name: str
-    fn: Callable
+    fn: Callable[..., dict[str, Any]]
     metric: str | bool | None = None
     higher_is_better: bool = True
     builtin: bool = True
     #: Inputs attributes to prepare before any timed run (see ``Inputs.prepare``).
-    needs: tuple = ()
+    needs: tuple[str, ...] = ()
 
 
 BUILTIN = {

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+from typing import Any
 
 import numpy as np
 
@@ -146,7 +147,7 @@ def w_ddp_cnn(inputs, engine, client) -> dict:
     # One recipe for both engines: a small CNN on standardised images with a max-pooled head
     # and a one-cycle schedule learns the X-ray-like set (>= 0.85 test accuracy) in a few
     # epochs, with the same global batch (the same optimiser steps) on both.
-    kw = {
+    kw: dict[str, Any] = {
         "model": current().options.ddp_model,
         "epochs": current().options.epochs,
         "batch_size": current().options.ddp_batch_size,

@@ -21,11 +21,13 @@ __all__ = ["SPARK", "spark_fn"]
 def s_read(inputs, engine, spark) -> dict:
     from ... import spark as dspark
 
-    size = current().options.image_size
+    image_size = current().options.image_size
+    # image_size is one side or (height, width), as the other engines' read_images take it.
+    size = (image_size, image_size) if isinstance(image_size, int) else image_size
     t0 = time.perf_counter()
     # read_images decodes everything once and keeps it (as the dask engine persists), and
     # counts it against the listing; this count is of the cached frame.
-    df, _ = dspark.read_images(spark, inputs.path, size=(size, size), color="gray")
+    df, _ = dspark.read_images(spark, inputs.path, size=size, color="gray")
     try:
         n = df.count()
     finally:
