@@ -310,6 +310,27 @@ def test_compare_uses_a_running_session_and_leaves_it_running(spark):
     assert spark.range(3).count() == 3  # not stopped: it was the user's
 
 
+def test_the_read_workload_takes_a_height_width_image_size(spark, tmp_path):
+    # Regression: the Spark twin of "read" passed size=((h, w), (h, w)) for an image_size
+    # given as (height, width), and its run failed where the local engine's read worked.
+    import dasktrain
+    from dasktrain.datasets import make_xray_like
+
+    root = make_xray_like(tmp_path / "x", n_per_class=6, size=24, seed=0)
+    res = dasktrain.compare(
+        ["read"],
+        data=root / "train",
+        engines=("local", "spark"),
+        repeat=1,
+        warmup=False,
+        progress=False,
+        monitor=False,
+        options={"image_size": (24, 16)},
+    )
+    status = res.table.set_index("setup")["status"]
+    assert (status == "ok").all(), res.runs[["setup", "status", "error"]].to_string()
+
+
 def _run_without_java(code, empty_dir, timeout=300):
     """Run ``code`` in a Python whose environment has no Java (no JAVA_HOME, an empty PATH)."""
     env = {k: v for k, v in os.environ.items() if k != "JAVA_HOME"}
