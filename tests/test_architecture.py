@@ -94,7 +94,7 @@ LAYERS = {
     "ddp": [
         {"launcher", "recipes_keras", "tf_launcher"},
         {"_pool", "recipes", "tf_recipes"},
-        {"_job", "_recipe_data"},
+        {"_job", "_recipe_data", "_recipe_loop"},
         {"_group", "_select", "_tf_rank"},
         {"_pool_worker", "_rank", "_worker", "loaders", "local", "shards", "tf_context"},
         {"_feeder", "_rank_process", "_supervise", "helpers"},

@@ -18,10 +18,10 @@ below its own (``tests/test_architecture.py`` checks it).
 2. ``_pool``, ``recipes``, ``tf_recipes``
    The warm ``RankPool`` (its first job runs through ``_job``); the ready-made ``train_fn``
    recipes, torch and TensorFlow.
-3. ``_job``, ``_recipe_data``
+3. ``_job``, ``_recipe_data``, ``_recipe_loop``
    One job: the launcher's argument checks, attempts (a pool's workers from its
    ``workers_for_attempt``), restarts, the report history; the recipes' data (arrays or
-   shards).
+   shards) and training loop (network, resume, epochs, evaluation, checkpoints).
 4. ``_group``, ``_select``, ``_tf_rank``
    One process group (start, watch, teardown, root cause; a pool's group through the pool's
    ``group_for``, ``rank_task``, ``reset``); its workers chosen and locked (one
