@@ -275,7 +275,7 @@ def _slow_sum(piece):
     return float(piece.sum())
 
 
-def test_a_piece_lost_more_often_than_allowed_fails_naming_it(fault_client):
+def test_a_piece_lost_more_often_than_allowed_fails_naming_it(fault_client, caplog):
     # The restart budget of map_scattered (Restarts, shared with the DDP job and the XGBoost
     # fit): with no resubmit allowed, the first piece lost with the killed worker is final.
     from dasktrain._dask import map_scattered
@@ -292,9 +292,13 @@ def test_a_piece_lost_more_often_than_allowed_fails_naming_it(fault_client):
     _assert_recovered(client)
     # and with the default budget the same loss costs time, not the result
     killer = Killer(client, tasks_in_flight("restarts-again"))
-    out = map_scattered(client, _slow_sum, pieces, name="restarts-again")
+    with caplog.at_level("WARNING", logger="dasktrain._dask.scatter"):
+        out = map_scattered(client, _slow_sum, pieces, name="restarts-again")
     assert killer.check() < RECOVERY_S
     assert out == [10.0 * i for i in range(40)]
+    # each resend is told on scatter's own logger, as the DDP job's and the fit's on theirs
+    told = [r.getMessage() for r in caplog.records if r.name == "dasktrain._dask.scatter"]
+    assert any("of the images failed: lost with a worker" in m for m in told), caplog.text
     _assert_recovered(client)
 
 

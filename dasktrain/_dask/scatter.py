@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import CancelledError
 
 from .client import connect_timeout, scheduler_workers
 from .keys import task_keys
 from .restarts import Restarts
 from .waits import scatter_data, wait_for
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["map_scattered"]
 
@@ -21,7 +24,7 @@ class _Pieces:
         # Each piece has its own budget: a piece lost again and again means a worker that
         # keeps dying on it, while others lost once each are the cluster shrinking.
         self.restarts = [
-            Restarts(f"piece {i} of the images", max_resubmits) for i in range(len(pieces))
+            Restarts(f"piece {i} of the images", max_resubmits, logger) for i in range(len(pieces))
         ]
         self.keys = task_keys(name, len(pieces))
 
@@ -51,7 +54,7 @@ class _Pieces:
         from ..exceptions import WorkerLostError
 
         restarts = self.restarts[i]
-        if not restarts.failed(f"lost with a worker ({exc}); sending it again"):
+        if not restarts.failed(f"lost with a worker ({exc}); sent again"):
             raise WorkerLostError(
                 f"piece {i} of the images ({len(self.pieces[i])} images) was lost with a "
                 f"worker {restarts.attempts} times ({exc}); the cluster keeps losing workers. "
