@@ -40,3 +40,25 @@ def test_compare_timeout_refuses_infinity():
     with pytest.raises(ValidationError, match="timeout=inf must be a number of seconds > 0"):
         dasktrain.compare([lambda d, e, c: {}], data=(np.zeros((4, 2)), np.arange(4) % 2),
                           engines=("local",), timeout=math.inf)  # fmt: skip
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_ddp_timeouts_refuse_nan_and_infinity(value):
+    # Regression: the launcher's own check let both through (NaN <= 0 is False). With NaN a
+    # job that returns at once failed as "timed out"; with infinity every rank failed in its
+    # set-up (timedelta(seconds=inf) overflows).
+    import dasktrain.ddp as ddp
+
+    with pytest.raises(ValidationError, match="timeout=.* must be a number of seconds > 0"):
+        ddp.run(print, timeout=value)
+    with pytest.raises(ValidationError, match="timeout=.* must be a number of seconds > 0"):
+        ddp.RankPool(timeout=value)
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_tf_collective_timeout_refuses_nan_and_infinity(value):
+    pytest.importorskip("tensorflow")
+    import dasktrain.tf as dtf
+
+    with pytest.raises(ValidationError, match="collective_timeout=.* must be a number of seconds"):
+        dtf.run(print, all_interfaces=True, collective_timeout=value)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from .._dask.events import DDP_TOPIC_PREFIX, emit, keep
 from .._dask.restarts import Restarts
+from .._validation import check_positive_number
 from ..exceptions import DDPError, ValidationError, WorkersPausedError
 from . import _datasets
 from . import helpers as _helpers
@@ -54,8 +55,8 @@ def check_args(
     """Raise a ValidationError naming the first bad argument of :func:`~dasktrain.ddp.run`."""
     if backend not in BACKENDS:
         raise ValidationError(f"backend={backend!r} must be one of {BACKENDS}.")
-    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
-        raise ValidationError(f"timeout={timeout!r} must be a positive number of seconds.")
+    check_positive_number(timeout, "timeout", unit="seconds")
+    # Not check_positive_int: that one takes numpy integers too, which this never did.
     if not isinstance(max_restarts, int) or isinstance(max_restarts, bool) or max_restarts < 0:
         raise ValidationError(f"max_restarts={max_restarts!r} must be an integer >= 0.")
     _check_workers(workers)

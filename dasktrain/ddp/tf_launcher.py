@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .. import _config
 from .._compat import import_optional
 from .._dask import get_client
+from .._validation import check_positive_number
 from ..exceptions import ValidationError
 from ._job import check_args, run_job
 from ._records import DDPResult
@@ -48,11 +49,6 @@ def check_all_interfaces(all_interfaces: bool | None = None) -> None:
             "otherwise train the Keras model on the torch backend with dasktrain.ddp.run "
             "(dasktrain.ddp.recipes_keras), whose ports bind one address."
         )
-
-
-def _check_collective_timeout(value: object) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-        raise ValidationError(f"collective_timeout={value!r} must be a positive number of seconds.")
 
 
 def run(
@@ -129,7 +125,7 @@ def run(
     timeout = _config.get("ddp.timeout") if timeout is None else timeout
     port_range = _config.get("ddp.port-range") if port_range is None else port_range
     check_args("gloo", timeout, max_restarts, workers, port_range, env)
-    _check_collective_timeout(collective_timeout)
+    check_positive_number(collective_timeout, "collective_timeout", unit="seconds")
     if not callable(train_fn):
         raise ValidationError(f"train_fn={train_fn!r} must be callable.")
     client = get_client(client, what="dasktrain.tf.run")
