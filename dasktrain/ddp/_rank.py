@@ -34,6 +34,8 @@ from dasktrain.ddp._rank_process import (
     enter_workdir,
     exit_process,
     flush,
+    job_timeout,
+    num_threads,
     port_in_use,
     run_payload,
     watch_parent,
@@ -78,7 +80,7 @@ def _store(rank, world_size, timeout):
 
 def _choose_device(torch, backend):
     """Set torch's threads and this rank's device (``ENV_DEVICE``, read by rank_info)."""
-    nthreads = int(os.environ.get(_env.ENV_NUM_THREADS, "0") or 0)
+    nthreads = num_threads()
     if nthreads > 0:
         # One torch thread per Dask worker thread: the worker's share of the machine.
         torch.set_num_threads(nthreads)
@@ -100,7 +102,7 @@ def _join_group(rank, world_size, backend):
     """Join the process group; False when rank 0 found MASTER_PORT taken."""
     import torch.distributed as dist
 
-    timeout = datetime.timedelta(seconds=float(os.environ.get(_env.ENV_TIMEOUT, "600")))
+    timeout = datetime.timedelta(seconds=job_timeout())
     try:
         store = _store(rank, world_size, timeout)
         dist.init_process_group(

@@ -6,7 +6,9 @@ Around its framework's own set-up, a rank process started by the worker task
 (:func:`watch_parent`), moves from its private start folder to the worker's folder without
 putting either on ``sys.path`` (:func:`enter_workdir`), runs ``train_fn`` from the payload
 file and writes ``(RankStatus.OK, value)`` or ``(RankStatus.ERROR, RankError)`` to the result
-file (:func:`run_payload`), and ends with :func:`exit_process` (no interpreter teardown).
+file (:func:`run_payload`), and ends with :func:`exit_process` (no interpreter teardown). The
+job's settings that the launcher puts in its environment are read here too
+(:func:`num_threads`, :func:`job_timeout`).
 
 Exit codes (:mod:`._env`): 0 success, 1 ``train_fn`` (or set-up) raised, ``EXIT_PORT_IN_USE``
 when a port it had to bind was taken (the launcher retries with a fresh port),
@@ -21,6 +23,7 @@ import threading
 import time
 import traceback
 
+from dasktrain import _config
 from dasktrain.ddp import _env
 from dasktrain.ddp._env import EXIT_ORPHANED, EXIT_PORT_IN_USE
 from dasktrain.ddp._records import RankError, RankStatus
@@ -34,6 +37,8 @@ __all__ = [
     "write_result",
     "flush",
     "exit_process",
+    "num_threads",
+    "job_timeout",
 ]
 
 
@@ -65,6 +70,17 @@ def enter_workdir():
             os.chdir(workdir)
         except OSError as exc:
             sys.stderr.write(f"dasktrain.ddp: staying in {start}: cannot enter {workdir}: {exc}\n")
+
+
+def num_threads():
+    """Threads for the framework: the worker's share of the machine (0: its own default)."""
+    return int(os.environ.get(_env.ENV_NUM_THREADS, "0") or 0)
+
+
+def job_timeout():
+    """Seconds the job may take (set by the launcher; ``dasktrain.ddp.timeout`` without it)."""
+    value = os.environ.get(_env.ENV_TIMEOUT)
+    return float(value) if value else float(_config.get("ddp.timeout"))
 
 
 def port_in_use(exc):

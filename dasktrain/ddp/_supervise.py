@@ -119,13 +119,7 @@ def _held(datasets, rank):
 
 def _last_lines(path, n=_LINES, nbytes=2048):
     """The last ``n`` lines of a log file (its last ``nbytes``), decoded leniently."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(max(0, os.path.getsize(path) - nbytes))
-            data = fh.read()
-    except OSError:
-        return []
-    return [ln for ln in data.decode("utf-8", "replace").splitlines() if ln.strip()][-n:]
+    return [ln for ln in tail(path, nbytes).splitlines() if ln.strip()][-n:]
 
 
 def _parse(line):

@@ -32,6 +32,8 @@ from dasktrain.ddp import _env
 from dasktrain.ddp._rank_process import (
     enter_workdir,
     exit_process,
+    job_timeout,
+    num_threads,
     port_in_use,
     run_payload,
     watch_parent,
@@ -100,7 +102,7 @@ def _strategy(tf, collective_timeout):
 def _start(rank, world_size):
     """TF_CONFIG written, the strategy ready; None when a port was taken (MASTER_PORT on
     rank 0, or this rank's TensorFlow port): the launcher then retries with fresh ports."""
-    timeout = float(os.environ.get(_env.ENV_TIMEOUT, "600"))
+    timeout = job_timeout()
     try:
         workers = _rendezvous(rank, world_size, timeout)
     except OSError as exc:
@@ -113,7 +115,7 @@ def _start(rank, world_size):
     )
     import tensorflow as tf
 
-    nthreads = int(os.environ.get(_env.ENV_NUM_THREADS, "0") or 0)
+    nthreads = num_threads()
     if nthreads > 0:  # the worker's share of the machine, as a torch rank takes
         tf.config.threading.set_intra_op_parallelism_threads(nthreads)
         tf.config.threading.set_inter_op_parallelism_threads(nthreads)
